@@ -1,0 +1,174 @@
+"""
+All agents' copies of an SB3 MLP actor (and their local critics) evaluated at once.
+
+The federated parameters of agent ``i`` are row ``i`` of a stacked tensor of shape
+``(n_agents, n_params)``, laid out exactly as ``parameters_to_vector`` lays out the
+SB3 policy's actor parameters. A forward pass views each ``Linear`` weight as a
+``(n_agents, out, in)`` slice of that tensor and runs one ``baddbmm`` per layer, so a
+forward/backward for all agents costs one call per layer whatever ``n_agents`` is, and
+the gradient of ``Σ_i L_i`` with respect to the stacked tensor is every agent's own
+gradient in one backward pass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.policies import ActorCriticPolicy
+from stable_baselines3.common.torch_layers import FlattenExtractor
+from torch import nn
+
+
+@dataclass(frozen=True)
+class _Linear:
+    weight: slice
+    bias: slice
+    out_features: int
+    in_features: int
+
+
+class StackedMLP:
+    """
+    A chain of ``Linear`` layers and element-wise activations read off SB3 modules,
+    evaluated on stacked per-agent parameters.
+
+    :param modules: the modules in order (``Linear`` or parameter-free activations)
+    :param offset: where this chain's parameters start in the flat vector
+    """
+
+    def __init__(self, modules: list[nn.Module], offset: int = 0) -> None:
+        self.ops: list[_Linear | nn.Module] = []
+        self.parameters: list[nn.Parameter] = []
+        pos = offset
+        for module in modules:
+            if isinstance(module, nn.Linear):
+                n_w = module.out_features * module.in_features
+                bias = module.bias
+                if bias is None:
+                    raise NotImplementedError("Linear layers without bias are not supported by the batched policy.")
+                self.ops.append(
+                    _Linear(slice(pos, pos + n_w), slice(pos + n_w, pos + n_w + module.out_features), *module.weight.shape)
+                )
+                self.parameters += [module.weight, bias]
+                pos += n_w + module.out_features
+            elif any(True for _ in module.parameters()):
+                raise NotImplementedError(
+                    f"{type(module).__name__} has parameters; the batched policy supports Linear layers and "
+                    "parameter-free activations (MlpPolicy)."
+                )
+            else:
+                self.ops.append(module)
+        self.end = pos
+
+    def __call__(self, params: th.Tensor, x: th.Tensor) -> th.Tensor:
+        """
+        :param params: stacked parameters ``(n_agents, n_params)``
+        :param x: inputs ``(n_agents, batch, in_features)``
+        :return: outputs ``(n_agents, batch, out_features)``
+        """
+        n = params.shape[0]
+        for op in self.ops:
+            if isinstance(op, _Linear):
+                weight = params[:, op.weight].view(n, op.out_features, op.in_features)
+                bias = params[:, op.bias].view(n, 1, op.out_features)
+                x = th.baddbmm(bias, x, weight.transpose(1, 2))
+            else:
+                x = op(x)
+        return x
+
+
+def _flatten_modules(*modules: nn.Module) -> list[nn.Module]:
+    out: list[nn.Module] = []
+    for module in modules:
+        out += list(module) if isinstance(module, nn.Sequential) else [module]
+    return out
+
+
+def check_batchable(policy: ActorCriticPolicy) -> None:
+    """
+    Raise a clear error if the policy is not an MLP actor-critic the batched path handles.
+
+    :param policy: the SB3 policy
+    """
+    if not isinstance(policy, ActorCriticPolicy):
+        raise NotImplementedError(f"FederatedPG needs an ActorCriticPolicy (MlpPolicy), got {type(policy).__name__}.")
+    if not isinstance(policy.features_extractor, FlattenExtractor):
+        raise NotImplementedError(
+            f"FederatedPG batches MLP policies; the features extractor {type(policy.features_extractor).__name__} "
+            "is not supported yet (use MlpPolicy with a flat observation space)."
+        )
+    if policy.use_sde:
+        raise NotImplementedError("gSDE is not supported by FederatedPG.")
+    if not isinstance(policy.action_space, spaces.Discrete | spaces.Box):
+        raise NotImplementedError(f"FederatedPG supports Discrete and Box action spaces, got {policy.action_space}.")
+
+
+class BatchedActor:
+    """
+    The policy's actor (``mlp_extractor.policy_net`` → ``action_net`` [+ ``log_std``]) for all agents.
+
+    :param policy: the SB3 policy whose actor layout and distribution are used
+    """
+
+    def __init__(self, policy: ActorCriticPolicy) -> None:
+        check_batchable(policy)
+        self.net = StackedMLP(_flatten_modules(policy.mlp_extractor.policy_net, policy.action_net))
+        self.parameters = list(self.net.parameters)
+        self.continuous = isinstance(policy.action_space, spaces.Box)
+        self.log_std: slice | None = None
+        n_params = self.net.end
+        if self.continuous:
+            n_act = policy.log_std.numel()
+            self.log_std = slice(n_params, n_params + n_act)
+            self.parameters.append(policy.log_std)
+            n_params += n_act
+        self.n_params = n_params
+
+    def distribution(self, params: th.Tensor, obs: th.Tensor) -> th.distributions.Distribution:
+        """
+        :param params: stacked actor parameters ``(n_agents, n_params)``
+        :param obs: flat observations ``(n_agents, batch, obs_dim)``
+        :return: the action distribution, batch shape ``(n_agents, batch)``
+        """
+        out = self.net(params, obs)
+        if self.log_std is None:
+            return th.distributions.Categorical(logits=out)
+        std = params[:, self.log_std].exp().unsqueeze(1).expand_as(out)
+        return th.distributions.Independent(th.distributions.Normal(out, std), 1)
+
+    def get_vector(self) -> th.Tensor:
+        """:return: the SB3 policy's current actor parameters as one flat vector"""
+        return nn.utils.parameters_to_vector(self.parameters).detach().clone()
+
+    def set_vector(self, vector: th.Tensor) -> None:
+        """
+        Write a flat actor parameter vector into the SB3 policy (what ``predict`` uses).
+
+        :param vector: flat parameters ``(n_params,)``
+        """
+        with th.no_grad():
+            nn.utils.vector_to_parameters(vector.detach(), self.parameters)
+
+
+class StackedCritics(nn.Module):
+    """
+    One local critic per agent (never averaged: each agent's values depend on its own reward).
+
+    :param policy: the SB3 policy whose critic layout and initial weights are copied to every agent
+    :param n_agents: number of agents
+    """
+
+    def __init__(self, policy: ActorCriticPolicy, n_agents: int) -> None:
+        super().__init__()
+        self._net = StackedMLP(_flatten_modules(policy.mlp_extractor.value_net, policy.value_net))
+        init = nn.utils.parameters_to_vector(self._net.parameters).detach()
+        self.params = nn.Parameter(init.unsqueeze(0).repeat(n_agents, 1))
+
+    def forward(self, obs: th.Tensor) -> th.Tensor:
+        """
+        :param obs: flat observations ``(n_agents, batch, obs_dim)``
+        :return: values ``(n_agents, batch)``
+        """
+        return self._net(self.params, obs).squeeze(-1)

@@ -1,0 +1,101 @@
+"""
+Per-sample weights of the local policy-gradient estimators.
+
+Every estimator is ``ĝ_i = ∇ Σ_samples w · log π(a|s)`` with the weights ``w`` below,
+computed for all agents at once on tensors of shape ``(n_agents, n_steps, n_envs_per_agent)``
+(``K`` steps of ``M`` trajectories per agent).
+"""
+
+from __future__ import annotations
+
+import torch as th
+
+#: Names accepted by ``FederatedPG(estimator=...)``.
+ESTIMATORS = ("gpomdp", "reinforce", "gae")
+#: Names accepted by ``FederatedPG(baseline=...)`` for ``gpomdp``/``reinforce``.
+BASELINES = ("none", "mean")
+
+
+def alive_mask(dones: th.Tensor) -> th.Tensor:
+    """
+    1 up to and including each trajectory's first ``done``, 0 after.
+
+    Trajectories start at the batch start; once one ends, the rest of that env's
+    steps belong to another episode and are not part of the truncated trajectory.
+
+    :param dones: done flags ``(n, K, M)`` (1 where the episode ended at that step)
+    :return: the mask ``(n, K, M)``
+    """
+    ended_before = th.cumsum(dones, dim=1) - dones
+    return (ended_before == 0).to(dones.dtype)
+
+
+def discounts(n_steps: int, gamma: float, like: th.Tensor) -> th.Tensor:
+    """
+    :param n_steps: ``K``
+    :param gamma: discount factor
+    :param like: tensor giving dtype and device
+    :return: ``γ^k`` for ``k < K``, shaped ``(1, K, 1)``
+    """
+    return (gamma ** th.arange(n_steps, dtype=like.dtype, device=like.device)).view(1, n_steps, 1)
+
+
+def gpomdp_weights(rewards: th.Tensor, dones: th.Tensor, gamma: float, baseline: str = "none") -> th.Tensor:
+    """
+    GPOMDP (the paper's estimator): ``w_h = Σ_{k=h}^{K−1} γ^k r_k`` on the truncated trajectory.
+
+    :param rewards: ``(n, K, M)``
+    :param dones: ``(n, K, M)``
+    :param gamma: discount factor
+    :param baseline: ``"none"`` or ``"mean"`` (subtract, at each step, the mean weight over the agent's ``M`` trajectories)
+    :return: weights ``(n, K, M)`` (0 after a trajectory's end)
+    """
+    alive = alive_mask(dones)
+    discounted = rewards * alive * discounts(rewards.shape[1], gamma, rewards)
+    to_go = th.flip(th.cumsum(th.flip(discounted, [1]), dim=1), [1])
+    if baseline == "mean":
+        to_go = to_go - to_go.mean(dim=2, keepdim=True)
+    return to_go * alive
+
+
+def reinforce_weights(rewards: th.Tensor, dones: th.Tensor, gamma: float, baseline: str = "none") -> th.Tensor:
+    """
+    REINFORCE: the whole truncated discounted return weights every step's score.
+
+    :param rewards: ``(n, K, M)``
+    :param dones: ``(n, K, M)``
+    :param gamma: discount factor
+    :param baseline: ``"none"`` or ``"mean"`` (subtract the mean return over the agent's trajectories)
+    :return: weights ``(n, K, M)``
+    """
+    alive = alive_mask(dones)
+    ret = (rewards * alive * discounts(rewards.shape[1], gamma, rewards)).sum(dim=1, keepdim=True)
+    if baseline == "mean":
+        ret = ret - ret.mean(dim=2, keepdim=True)
+    return ret * alive
+
+
+def gae_advantages(
+    rewards: th.Tensor, values: th.Tensor, dones: th.Tensor, last_values: th.Tensor, gamma: float, gae_lambda: float
+) -> th.Tensor:
+    """
+    Generalised advantage estimation with each agent's local critic.
+
+    :param rewards: ``(n, K, M)`` (time-limit truncations already bootstrapped into the reward)
+    :param values: ``V(s_k)``, ``(n, K, M)``
+    :param dones: ``(n, K, M)``, 1 where the episode ended at step ``k``
+    :param last_values: ``V`` of the observation after the last step, ``(n, M)``
+    :param gamma: discount factor
+    :param gae_lambda: GAE λ
+    :return: advantages ``(n, K, M)``
+    """
+    advantages = th.zeros_like(rewards)
+    next_adv = th.zeros_like(last_values)
+    next_values = last_values
+    for k in reversed(range(rewards.shape[1])):
+        not_done = 1.0 - dones[:, k]
+        delta = rewards[:, k] + gamma * next_values * not_done - values[:, k]
+        next_adv = delta + gamma * gae_lambda * not_done * next_adv
+        advantages[:, k] = next_adv
+        next_values = values[:, k]
+    return advantages

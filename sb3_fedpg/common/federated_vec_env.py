@@ -1,0 +1,353 @@
+"""
+Federated vectorised environments: N agents x M sub-environments in one SB3 ``VecEnv``.
+
+All agents share the dynamics; each agent has its own reward. Sub-environment ``e``
+belongs to agent ``e // M`` (agent-major blocks), which is the layout ``FederatedPG``
+relies on to give each agent its own slice of every batch.
+
+Rewards are computed vectorised from ``(obs, action, next_obs, base_reward)`` by a
+:class:`FederatedReward` that also receives the agent index of every sub-environment,
+so a reward family costs one NumPy call per step for all agents.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+import gymnasium as gym
+import numpy as np
+from gymnasium.vector import AutoresetMode
+from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices, VecEnvObs, VecEnvStepReturn
+
+
+class FederatedReward(Protocol):
+    """
+    A batched per-agent reward: one call computes the rewards of all sub-environments.
+
+    :param obs: observations before the step, shape ``(n, *obs_shape)``
+    :param action: actions taken, shape ``(n, *action_shape)``
+    :param next_obs: observations after the step (the terminal observation where an episode ended)
+    :param reward: the shared dynamics' own reward, shape ``(n,)``
+    :param agent_ids: the agent of each sub-environment, shape ``(n,)``
+    :return: rewards, shape ``(n,)``
+    """
+
+    def __call__(
+        self, obs: np.ndarray, action: np.ndarray, next_obs: np.ndarray, reward: np.ndarray, agent_ids: np.ndarray
+    ) -> np.ndarray: ...
+
+
+#: A reward for one agent, vectorised over that agent's sub-environments:
+#: ``fn(obs, action, next_obs, reward) -> rewards``.
+AgentRewardFn = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+
+
+class PerAgentRewards:
+    """
+    Batched reward built from one callable per agent (each vectorised over that agent's envs).
+
+    :param reward_fns: agent ``i``'s reward function at position ``i``
+    """
+
+    def __init__(self, reward_fns: Sequence[AgentRewardFn]) -> None:
+        if len(reward_fns) == 0:
+            raise ValueError("reward_fns is empty: pass one reward function per agent.")
+        for i, fn in enumerate(reward_fns):
+            if not callable(fn):
+                raise TypeError(f"reward function of agent {i} is not callable: {fn!r}")
+        self.reward_fns = list(reward_fns)
+
+    def __call__(
+        self, obs: np.ndarray, action: np.ndarray, next_obs: np.ndarray, reward: np.ndarray, agent_ids: np.ndarray
+    ) -> np.ndarray:
+        out = np.empty(len(agent_ids), dtype=np.float32)
+        for i, fn in enumerate(self.reward_fns):
+            idx = agent_ids == i
+            value = np.asarray(fn(obs[idx], action[idx], next_obs[idx], reward[idx]), dtype=np.float32)
+            if value.shape != (int(idx.sum()),):
+                raise ValueError(
+                    f"reward function of agent {i} returned shape {value.shape}, expected ({int(idx.sum())},): "
+                    "one reward per sub-environment of that agent."
+                )
+            out[idx] = value
+        return out
+
+
+def check_rewards(rewards: np.ndarray, n_envs: int, agent_ids: np.ndarray) -> np.ndarray:
+    """
+    Validate a batch of rewards, naming the agents at fault.
+
+    :param rewards: what the reward function returned
+    :param n_envs: number of sub-environments
+    :param agent_ids: the agent of each sub-environment
+    :return: the rewards as a float32 array of shape ``(n_envs,)``
+    """
+    rewards = np.asarray(rewards)
+    if rewards.shape != (n_envs,):
+        raise ValueError(f"the reward function returned shape {rewards.shape}, expected ({n_envs},): one reward per sub-env.")
+    finite = np.isfinite(rewards)
+    if not finite.all():
+        bad = sorted({int(a) for a in agent_ids[~finite]})
+        raise ValueError(
+            f"non-finite reward (NaN or inf) for agent(s) {bad}; fix the reward function of those agents "
+            "(the step was not used for training)."
+        )
+    return rewards.astype(np.float32, copy=False)
+
+
+class FederatedVecEnv(VecEnv):
+    """
+    SB3 ``VecEnv`` over a Gymnasium vector env of ``n_agents * n_envs_per_agent`` copies
+    of the shared dynamics, with a per-agent reward.
+
+    The Gymnasium vector env must auto-reset in ``SAME_STEP`` mode (the SB3 convention:
+    the observation returned on ``done`` is the next episode's first one, the terminal
+    observation is in ``info["terminal_observation"]``). Episode statistics in the
+    ``info["episode"]`` entries use each agent's own reward, as ``VecMonitor`` would.
+
+    :param venv: the Gymnasium vector env of the shared dynamics
+    :param n_agents: number of agents ``N`` (must divide ``venv.num_envs``)
+    :param reward_fn: the batched per-agent reward; ``None`` keeps the dynamics' own
+        reward for every agent (identical agents)
+    """
+
+    def __init__(self, venv: gym.vector.VectorEnv, n_agents: int, reward_fn: FederatedReward | None = None) -> None:
+        if n_agents < 1:
+            raise ValueError(f"n_agents must be >= 1, got {n_agents}.")
+        if venv.num_envs % n_agents != 0:
+            raise ValueError(
+                f"{venv.num_envs} sub-environments cannot be split evenly between {n_agents} agents: "
+                "use a number of envs that is a multiple of n_agents."
+            )
+        mode = venv.metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP)
+        if mode != AutoresetMode.SAME_STEP:
+            raise ValueError(
+                f"the vector env auto-resets in {mode} mode; FederatedVecEnv needs AutoresetMode.SAME_STEP "
+                "(pass vector_kwargs={'autoreset_mode': AutoresetMode.SAME_STEP} to gym.make_vec)."
+            )
+        self.venv = venv  # before VecEnv.__init__, which reads render_mode through get_attr
+        super().__init__(venv.num_envs, venv.single_observation_space, venv.single_action_space)
+        self.n_agents = n_agents
+        self.n_envs_per_agent = venv.num_envs // n_agents
+        self.agent_ids = np.repeat(np.arange(n_agents), self.n_envs_per_agent)
+        self.reward_fn = reward_fn
+        self._actions: np.ndarray | None = None
+        self._obs: np.ndarray | None = None
+        self._seed: int | None = None
+        self._episode_returns = np.zeros(self.num_envs, dtype=np.float64)
+        self._episode_lengths = np.zeros(self.num_envs, dtype=np.int64)
+        self._t_start = time.time()
+        self.render_mode = getattr(venv, "render_mode", None)
+
+    def reset(self) -> VecEnvObs:
+        obs, _ = self.venv.reset(seed=self._seed)
+        # Only the first reset after ``seed()`` is seeded, as in SB3's DummyVecEnv.
+        self._seed = None
+        self._obs = np.asarray(obs)
+        self._episode_returns[:] = 0.0
+        self._episode_lengths[:] = 0
+        self.reset_infos = [{} for _ in range(self.num_envs)]
+        return self._obs.copy()
+
+    def step_async(self, actions: np.ndarray) -> None:
+        self._actions = np.asarray(actions)
+
+    def step_wait(self) -> VecEnvStepReturn:
+        assert self._actions is not None and self._obs is not None, "call reset() before step()"
+        actions = self._actions
+        if isinstance(self.action_space, gym.spaces.Discrete):
+            actions = actions.reshape(self.num_envs).astype(np.int64, copy=False)
+        obs, base_reward, terminated, truncated, info = self.venv.step(actions)
+        obs = np.asarray(obs)
+        dones = np.logical_or(terminated, truncated)
+        next_obs = obs
+        done_idx = np.flatnonzero(dones)
+        if done_idx.size:
+            next_obs = obs.copy()
+            final = info["final_obs"]
+            next_obs[done_idx] = np.stack([final[i] for i in done_idx]) if final.dtype == object else final[done_idx]
+        base_reward = np.asarray(base_reward, dtype=np.float32)
+        if self.reward_fn is None:
+            rewards = base_reward
+        else:
+            rewards = self.reward_fn(self._obs, actions, next_obs, base_reward, self.agent_ids)
+        rewards = check_rewards(rewards, self.num_envs, self.agent_ids)
+
+        self._episode_returns += rewards
+        self._episode_lengths += 1
+        infos: list[dict[str, Any]] = [{} for _ in range(self.num_envs)]
+        for i in done_idx:
+            infos[i]["terminal_observation"] = next_obs[i]
+            infos[i]["TimeLimit.truncated"] = bool(truncated[i] and not terminated[i])
+            infos[i]["episode"] = {
+                "r": float(self._episode_returns[i]),
+                "l": int(self._episode_lengths[i]),
+                "t": round(time.time() - self._t_start, 6),
+                "agent": int(self.agent_ids[i]),
+            }
+        self._episode_returns[done_idx] = 0.0
+        self._episode_lengths[done_idx] = 0
+        self._obs = obs
+        return obs.copy(), rewards, dones, infos
+
+    def close(self) -> None:
+        self.venv.close()
+
+    def seed(self, seed: int | None = None) -> list[int | None]:  # type: ignore[override]
+        self._seed = seed
+        return [None if seed is None else seed + i for i in range(self.num_envs)]
+
+    def get_images(self) -> Sequence[np.ndarray | None]:
+        frames = self.venv.render()
+        return list(frames) if frames is not None else [None] * self.num_envs
+
+    # The sub-environments of a Gymnasium vector env are not individually reachable in
+    # general (a native vector env has none), so attribute access goes to the vector env.
+    def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
+        return [getattr(self.venv, attr_name) for _ in self._get_indices(indices)]
+
+    def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
+        setattr(self.venv, attr_name, value)
+
+    def env_method(
+        self, method_name: str, *method_args: Any, indices: VecEnvIndices = None, **method_kwargs: Any
+    ) -> list[Any]:
+        result = getattr(self.venv, method_name)(*method_args, **method_kwargs)
+        return [result for _ in self._get_indices(indices)]
+
+    def env_is_wrapped(self, wrapper_class: type[gym.Wrapper], indices: VecEnvIndices = None) -> list[bool]:
+        return [False for _ in self._get_indices(indices)]
+
+
+def _spaces_equal(a: gym.Space, b: gym.Space) -> bool:
+    return type(a) is type(b) and a == b
+
+
+def make_shared_dynamics(
+    env_id: str | Callable[[], gym.Env],
+    num_envs: int,
+    env_kwargs: dict[str, Any] | None = None,
+    vectorization_mode: str = "auto",
+) -> gym.vector.VectorEnv:
+    """
+    Vectorise the shared dynamics with SAME_STEP auto-reset, natively where the env has
+    a fast NumPy vector implementation.
+
+    :param env_id: a registered Gymnasium id, or a factory returning one env
+    :param num_envs: number of copies
+    :param env_kwargs: keyword arguments for the env
+    :param vectorization_mode: ``"auto"`` (native if available, else ``"sync"``), ``"native"``, ``"sync"`` or ``"async"``
+    :return: a Gymnasium vector env
+    """
+    from sb3_fedpg.envs.native import make_native_vector_env
+
+    env_kwargs = env_kwargs or {}
+    if vectorization_mode not in ("auto", "native", "sync", "async"):
+        raise ValueError(f"unknown vectorization_mode {vectorization_mode!r}: use 'auto', 'native', 'sync' or 'async'.")
+    if isinstance(env_id, str) and vectorization_mode in ("auto", "native"):
+        venv = make_native_vector_env(env_id, num_envs, **env_kwargs)
+        if venv is not None:
+            return venv
+        if vectorization_mode == "native":
+            raise ValueError(f"{env_id} has no native vector implementation; use vectorization_mode='sync'.")
+    if isinstance(env_id, str):
+        env_fns = [lambda: gym.make(env_id, **env_kwargs) for _ in range(num_envs)]
+    else:
+        env_fns = [env_id for _ in range(num_envs)]
+    cls = gym.vector.AsyncVectorEnv if vectorization_mode == "async" else gym.vector.SyncVectorEnv
+    return cls(env_fns, autoreset_mode=AutoresetMode.SAME_STEP)
+
+
+def make_federated_vec_env(
+    env: str | Callable[[], gym.Env] | Sequence[Callable[[], gym.Env]],
+    n_agents: int | None = None,
+    n_envs_per_agent: int = 8,
+    reward_fns: FederatedReward | Sequence[AgentRewardFn] | None = None,
+    env_kwargs: dict[str, Any] | None = None,
+    seed: int | None = None,
+    vectorization_mode: str = "auto",
+) -> FederatedVecEnv:
+    """
+    Build the SB3 ``VecEnv`` of ``n_agents x n_envs_per_agent`` sub-environments.
+
+    Three ways to say what the agents are:
+
+    - a registered heterogeneous family id (e.g. ``"sb3_fedpg/HeteroCartPole-v0"``): its
+      batched reward is used, ``env_kwargs`` carries ``heterogeneity`` etc.;
+    - shared dynamics (an env id or factory) plus ``reward_fns``: one batched
+      :class:`FederatedReward`, or one vectorised callable per agent; ``None`` means
+      identical agents with the env's own reward;
+    - a list with one env factory per agent (each agent its own reward wrapper): every
+      agent's observation and action spaces must match agent 0's.
+
+    :param env: env id, env factory, or list of per-agent env factories
+    :param n_agents: number of agents ``N`` (inferred from a list of factories or from ``reward_fns``)
+    :param n_envs_per_agent: sub-environments per agent (``M``, trajectories per gradient batch)
+    :param reward_fns: the per-agent rewards over shared dynamics (see above)
+    :param env_kwargs: keyword arguments for the env (family parameters such as ``heterogeneity``)
+    :param seed: seed of the first reset
+    :param vectorization_mode: ``"auto"``, ``"native"``, ``"sync"`` or ``"async"`` (see :func:`make_shared_dynamics`)
+    :return: the federated vec env
+    """
+    if n_envs_per_agent < 1:
+        raise ValueError(f"n_envs_per_agent must be >= 1, got {n_envs_per_agent}.")
+    env_kwargs = dict(env_kwargs or {})
+
+    if isinstance(env, Sequence) and not isinstance(env, str):
+        return _from_agent_factories(list(env), n_agents, n_envs_per_agent, seed, vectorization_mode)
+
+    if isinstance(env, str):
+        from sb3_fedpg.envs.families import get_family
+
+        family = get_family(env)
+        if family is not None:
+            if reward_fns is not None:
+                raise ValueError(f"{env} defines its own per-agent rewards; do not pass reward_fns as well.")
+            n_agents = n_agents or family.default_n_agents
+            env_kwargs.pop("n_agents", None)
+            reward_fns, base_id, base_kwargs = family.build(n_agents, **env_kwargs)
+            env, env_kwargs = base_id, base_kwargs
+
+    if isinstance(reward_fns, Sequence):
+        if n_agents is not None and n_agents != len(reward_fns):
+            raise ValueError(f"n_agents={n_agents} but {len(reward_fns)} reward functions were given: pass one per agent.")
+        n_agents = len(reward_fns)
+        reward_fns = PerAgentRewards(reward_fns)
+    n_agents = 1 if n_agents is None else n_agents
+    if n_agents < 1:
+        raise ValueError(f"n_agents must be >= 1, got {n_agents}.")
+    venv = make_shared_dynamics(env, n_agents * n_envs_per_agent, env_kwargs, vectorization_mode)
+    fed_env = FederatedVecEnv(venv, n_agents, reward_fns)
+    fed_env.seed(seed)
+    return fed_env
+
+
+def _from_agent_factories(
+    factories: list[Callable[[], gym.Env]],
+    n_agents: int | None,
+    n_envs_per_agent: int,
+    seed: int | None,
+    vectorization_mode: str,
+) -> FederatedVecEnv:
+    if len(factories) == 0:
+        raise ValueError("the list of per-agent env factories is empty.")
+    if n_agents is not None and n_agents != len(factories):
+        raise ValueError(f"n_agents={n_agents} but {len(factories)} env factories were given: pass one per agent.")
+    probe = [fn() for fn in factories]
+    for i, agent_env in enumerate(probe[1:], start=1):
+        for what in ("observation_space", "action_space"):
+            if not _spaces_equal(getattr(agent_env, what), getattr(probe[0], what)):
+                raise ValueError(
+                    f"agent {i} has {what} {getattr(agent_env, what)} but agent 0 has {getattr(probe[0], what)}: "
+                    "all agents must share observation and action spaces."
+                )
+    for agent_env in probe:
+        agent_env.close()
+    env_fns = [fn for fn in factories for _ in range(n_envs_per_agent)]
+    cls = gym.vector.AsyncVectorEnv if vectorization_mode == "async" else gym.vector.SyncVectorEnv
+    venv = cls(env_fns, autoreset_mode=AutoresetMode.SAME_STEP)
+    fed_env = FederatedVecEnv(venv, len(factories), None)
+    fed_env.seed(seed)
+    return fed_env

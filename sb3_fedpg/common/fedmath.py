@@ -1,0 +1,282 @@
+"""
+The Fast-FedPG correction and aggregation math, in one place.
+
+Everything the server and the agents compute in a communication round lives here,
+as pure functions over stacked parameter arrays of shape ``(n_agents, n_params)``.
+They accept NumPy arrays (tabular exact runs, Flower messages) and PyTorch tensors
+(the neural in-process algorithm) alike, so the in-process ``FederatedPG``, the
+exact tabular runs and the Flower server/client apps all call the very same code.
+
+One round of Fast-FedPG (Zhu, Heath, Mitra, arXiv 2409.05291), with ``θ̄`` the
+global parameters, ``ĝ_i`` agent ``i``'s local policy-gradient estimate, ``η`` the
+local step size and ``H`` the number of local steps:
+
+1. anchors ``a_i = ĝ_i(θ̄)``; server average ``g = mean_i a_i``
+   (:func:`average_anchor_gradients`);
+2. local steps ``d_{i,ℓ} = ĝ_i(θ_{i,ℓ}) − a_i + g``, ``θ_{i,ℓ+1} = θ_{i,ℓ} + η d_{i,ℓ}``
+   (:func:`corrected_direction`, :func:`run_local_steps`);
+3. ``θ̄ ← θ̄ + η_g · mean_i (θ_{i,H} − θ̄)`` (:func:`aggregate_parameter_changes`).
+
+With ``correction=False`` the same code is FedAvg-PG.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+import numpy as np
+import torch as th
+
+ArrayT = TypeVar("ArrayT", np.ndarray, th.Tensor)
+
+#: Reduces stacked per-agent vectors ``(n, p)`` to one vector ``(p,)`` (mean by default;
+#: robust aggregators plug in here).
+Aggregator = Callable[[Any], Any]
+
+
+class GradientOracle(Protocol):
+    """
+    Per-agent policy-gradient estimates at stacked parameters.
+
+    Called with parameters of shape ``(n_agents, n_params)`` and the local step index
+    (``-1`` for the anchor batch at ``θ̄``), returns ``(n_agents, n_params)`` ascent
+    directions: row ``i`` is ``ĝ_i`` evaluated at row ``i`` of the parameters.
+    """
+
+    def __call__(self, params: Any, step: int) -> Any: ...
+
+
+#: Applies a (corrected) direction to stacked local parameters, returns the new parameters.
+LocalUpdate = Callable[[Any, Any, int], Any]
+
+
+def mean_aggregate(stacked: ArrayT) -> ArrayT:
+    """
+    Plain average over agents (axis 0), the paper's server rule.
+
+    :param stacked: per-agent vectors of shape ``(n, p)``
+    :return: their mean, shape ``(p,)``
+    """
+    return stacked.mean(0)
+
+
+def row_norms(stacked: ArrayT) -> ArrayT:
+    """
+    Euclidean norm of each row.
+
+    :param stacked: per-agent vectors of shape ``(n, p)``
+    :return: the ``n`` norms
+    """
+    if isinstance(stacked, th.Tensor):
+        return th.linalg.vector_norm(stacked, dim=1)
+    return np.linalg.norm(stacked, axis=1)
+
+
+def broadcast_to_agents(params: ArrayT, n_agents: int) -> ArrayT:
+    """
+    Give every agent its own (writable) copy of the global parameters.
+
+    :param params: global parameters ``(p,)``
+    :param n_agents: number of agents
+    :return: stacked copies ``(n_agents, p)``
+    """
+    if isinstance(params, th.Tensor):
+        return params.unsqueeze(0).repeat(n_agents, 1)
+    return np.repeat(params[None], n_agents, axis=0)
+
+
+def average_anchor_gradients(anchor_grads: ArrayT, aggregator: Aggregator = mean_aggregate) -> ArrayT:
+    """
+    Phase 1 on the server: ``g = (1/N) Σ_i a_i`` over the agents that answered.
+
+    :param anchor_grads: anchors ``a_i = ĝ_i(θ̄)``, shape ``(n, p)``
+    :param aggregator: reduction over agents (mean by default)
+    :return: the global gradient estimate ``g``, shape ``(p,)``
+    """
+    return aggregator(anchor_grads)
+
+
+def corrected_direction(local_grads: ArrayT, anchor_grads: ArrayT, global_grad: ArrayT, correction: bool = True) -> ArrayT:
+    """
+    The memory-based drift correction ``d_i = ĝ_i(θ_i) − a_i + g``.
+
+    The term ``g − a_i`` replaces agent ``i``'s own view of the gradient at ``θ̄`` by the
+    global one, so local steps follow the average objective instead of drifting to the
+    agent's own optimum. Without correction this is ``ĝ_i(θ_i)`` (FedAvg-PG).
+
+    :param local_grads: ``ĝ_i(θ_{i,ℓ})``, shape ``(n, p)``
+    :param anchor_grads: ``a_i``, shape ``(n, p)``
+    :param global_grad: ``g``, shape ``(p,)``
+    :param correction: apply the correction (Fast-FedPG) or not (FedAvg-PG)
+    :return: directions ``d_i``, shape ``(n, p)``
+    """
+    if not correction:
+        return local_grads
+    return local_grads - anchor_grads + global_grad
+
+
+def correction_norms(anchor_grads: ArrayT, global_grad: ArrayT) -> ArrayT:
+    """
+    ``‖g − a_i‖`` for each agent: how far each agent's anchor is from the consensus.
+
+    :param anchor_grads: ``a_i``, shape ``(n, p)``
+    :param global_grad: ``g``, shape ``(p,)``
+    :return: the ``n`` norms
+    """
+    return row_norms(global_grad - anchor_grads)
+
+
+def gradient_step(learning_rate: float) -> LocalUpdate:
+    """
+    Plain gradient ascent ``θ ← θ + η d``, the update the paper analyses.
+
+    :param learning_rate: local step size ``η``
+    :return: a :data:`LocalUpdate`
+    """
+
+    def _step(params: Any, direction: Any, step: int) -> Any:
+        return params + learning_rate * direction
+
+    return _step
+
+
+def run_local_steps(
+    global_params: ArrayT,
+    anchor_grads: ArrayT,
+    global_grad: ArrayT,
+    grad_fn: GradientOracle,
+    local_steps: int,
+    local_update: LocalUpdate,
+    correction: bool = True,
+    reuse_anchor: bool = True,
+) -> ArrayT:
+    """
+    Phase 2 on the agents: ``H`` corrected local steps from ``θ̄``.
+
+    Works for any number of agents, one (a Flower client) or all of them (in-process).
+
+    :param global_params: ``θ̄``, shape ``(p,)``
+    :param anchor_grads: ``a_i``, shape ``(n, p)`` (its rows say how many agents step)
+    :param global_grad: ``g``, shape ``(p,)``
+    :param grad_fn: the agents' gradient oracle
+    :param local_steps: ``H``
+    :param local_update: how a direction moves the parameters (e.g. :func:`gradient_step`)
+    :param correction: Fast-FedPG (``True``) or FedAvg-PG (``False``)
+    :param reuse_anchor: at ``ℓ = 0`` use the anchor batch instead of a fresh one
+        (``θ_{i,0} = θ̄`` so ``a_i`` is already ``ĝ_i(θ_{i,0})``; with correction this
+        makes ``d_{i,0} = g`` exactly and saves one batch per round)
+    :return: final local parameters ``θ_{i,H}``, shape ``(n, p)``
+    """
+    params = broadcast_to_agents(global_params, anchor_grads.shape[0])
+    for step in range(local_steps):
+        local_grads = anchor_grads if (step == 0 and reuse_anchor) else grad_fn(params, step)
+        direction = corrected_direction(local_grads, anchor_grads, global_grad, correction)
+        params = local_update(params, direction, step)
+    return params
+
+
+def aggregate_parameter_changes(
+    global_params: ArrayT, local_params: ArrayT, server_learning_rate: float = 1.0, aggregator: Aggregator = mean_aggregate
+) -> ArrayT:
+    """
+    Phase 3 on the server: ``θ̄ ← θ̄ + η_g · mean_i Δ_i`` with ``Δ_i = θ_{i,H} − θ̄``.
+
+    :param global_params: ``θ̄``, shape ``(p,)``
+    :param local_params: ``θ_{i,H}``, shape ``(n, p)``
+    :param server_learning_rate: ``η_g`` (1 recovers plain averaging of the local models)
+    :param aggregator: reduction over agents (mean by default)
+    :return: the new global parameters, shape ``(p,)``
+    """
+    return global_params + server_learning_rate * aggregator(local_params - global_params)
+
+
+@dataclass
+class RoundResult:
+    """
+    What one communication round produced.
+
+    :param params: new global parameters ``θ̄_{t+1}``
+    :param anchor_grads: the anchors ``a_i`` of the round
+    :param global_grad: their aggregate ``g``
+    :param local_params: the agents' final local parameters ``θ_{i,H}``
+    :param params_before: the global parameters ``θ̄_t`` the round started from
+    """
+
+    params: Any
+    anchor_grads: Any
+    global_grad: Any
+    local_params: Any
+    params_before: Any
+
+    @property
+    def drift(self) -> float:
+        """Mean over agents of ``‖θ_{i,H} − θ̄_t‖`` (how far local models wandered)."""
+        return float(row_norms(self.local_params - self.params_before).mean())
+
+    @property
+    def correction_norm(self) -> float:
+        """Mean over agents of ``‖g − a_i‖``."""
+        return float(correction_norms(self.anchor_grads, self.global_grad).mean())
+
+
+def fedpg_round(
+    global_params: ArrayT,
+    grad_fn: GradientOracle,
+    n_agents: int,
+    local_steps: int,
+    local_update: LocalUpdate,
+    server_learning_rate: float = 1.0,
+    correction: bool = True,
+    reuse_anchor: bool = True,
+    aggregator: Aggregator = mean_aggregate,
+) -> RoundResult:
+    """
+    One full communication round of Fast-FedPG (or FedAvg-PG), all agents in one process.
+
+    :param global_params: ``θ̄_t``, shape ``(p,)``
+    :param grad_fn: the agents' gradient oracle (called with ``step=-1`` for the anchors)
+    :param n_agents: ``N``
+    :param local_steps: ``H``
+    :param local_update: how a direction moves the parameters (e.g. :func:`gradient_step`)
+    :param server_learning_rate: ``η_g``
+    :param correction: Fast-FedPG (``True``) or FedAvg-PG (``False``)
+    :param reuse_anchor: reuse the anchor batch at ``ℓ = 0`` (see :func:`run_local_steps`)
+    :param aggregator: reduction over agents for both ``g`` and the parameter changes
+    :return: the round's :class:`RoundResult`
+    """
+    anchors = grad_fn(broadcast_to_agents(global_params, n_agents), -1)
+    global_grad = average_anchor_gradients(anchors, aggregator)
+    local = run_local_steps(
+        global_params,
+        anchors,
+        global_grad,
+        grad_fn,
+        local_steps,
+        local_update,
+        correction=correction,
+        reuse_anchor=reuse_anchor,
+    )
+    new_params = aggregate_parameter_changes(global_params, local, server_learning_rate, aggregator)
+    return RoundResult(
+        params=new_params, anchor_grads=anchors, global_grad=global_grad, local_params=local, params_before=global_params
+    )
+
+
+def round_message_bytes(n_params: int, n_agents: int, correction: bool = True, itemsize: int = 4) -> tuple[int, int]:
+    """
+    Bytes sent per round (up, down), counting parameter payloads only.
+
+    Down: ``θ̄`` to every agent, plus ``g`` with correction. Up: ``Δ_i`` from every agent,
+    plus the anchor ``a_i`` with correction.
+
+    :param n_params: size of the federated parameter vector
+    :param n_agents: agents taking part in the round
+    :param correction: Fast-FedPG (two vectors each way) or FedAvg-PG (one)
+    :param itemsize: bytes per number (4 for float32)
+    :return: ``(bytes_up, bytes_down)``
+    """
+    vectors = 2 if correction else 1
+    total = vectors * n_params * n_agents * itemsize
+    return total, total

@@ -1,0 +1,83 @@
+"""
+Local update rules applied by each agent to its corrected direction.
+
+Each rule keeps its state (if any) as buffers of shape ``(n_agents, n_params)`` so that
+it is saved with the model and stays local to each agent.
+"""
+
+from __future__ import annotations
+
+import torch as th
+from torch import nn
+
+from sb3_fedpg.common.fedmath import LocalUpdate, gradient_step, row_norms
+
+
+def _clip(direction: th.Tensor, max_norm: float | None) -> th.Tensor:
+    if max_norm is None:
+        return direction
+    scale = (max_norm / (row_norms(direction) + 1e-12)).clamp(max=1.0)
+    return direction * scale.unsqueeze(1)
+
+
+class LocalOptimizer(nn.Module):
+    """
+    Plain gradient ascent ``θ ← θ + η d`` (what the paper analyses).
+
+    :param n_agents: number of agents
+    :param n_params: size of the federated parameter vector
+    """
+
+    def __init__(self, n_agents: int, n_params: int) -> None:
+        super().__init__()
+        self.n_agents = n_agents
+        self.n_params = n_params
+
+    def make_update(self, learning_rate: float, max_grad_norm: float | None = None) -> LocalUpdate:
+        """
+        :param learning_rate: local step size ``η``
+        :param max_grad_norm: clip each agent's direction to this norm first (``None``: no clipping)
+        :return: the update for this round
+        """
+        step = gradient_step(learning_rate)
+        return lambda params, direction, i: step(params, _clip(direction, max_grad_norm), i)
+
+
+class LocalAdam(LocalOptimizer):
+    """
+    Adam on the corrected direction, per agent (element-wise on the stacked parameters).
+
+    A heuristic outside the paper's theory, for neural benchmarks. The moments are each
+    agent's own and persist across rounds.
+
+    :param n_agents: number of agents
+    :param n_params: size of the federated parameter vector
+    :param betas: Adam's moment decay rates
+    :param eps: Adam's epsilon
+    """
+
+    def __init__(self, n_agents: int, n_params: int, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
+        super().__init__(n_agents, n_params)
+        self.betas = betas
+        self.eps = eps
+        self.register_buffer("exp_avg", th.zeros(n_agents, n_params))
+        self.register_buffer("exp_avg_sq", th.zeros(n_agents, n_params))
+        self.register_buffer("step_count", th.zeros((), dtype=th.long))
+
+    def make_update(self, learning_rate: float, max_grad_norm: float | None = None) -> LocalUpdate:
+        beta1, beta2 = self.betas
+
+        def update(params: th.Tensor, direction: th.Tensor, i: int) -> th.Tensor:
+            direction = _clip(direction, max_grad_norm)
+            self.step_count += 1
+            t = int(self.step_count)
+            self.exp_avg.mul_(beta1).add_(direction, alpha=1 - beta1)
+            self.exp_avg_sq.mul_(beta2).addcmul_(direction, direction, value=1 - beta2)
+            m_hat = self.exp_avg / (1 - beta1**t)
+            v_hat = self.exp_avg_sq / (1 - beta2**t)
+            return params + learning_rate * m_hat / (v_hat.sqrt() + self.eps)
+
+        return update
+
+
+LOCAL_OPTIMIZERS: dict[str, type[LocalOptimizer]] = {"sgd": LocalOptimizer, "adam": LocalAdam}

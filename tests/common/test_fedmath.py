@@ -1,0 +1,107 @@
+import numpy as np
+import pytest
+import torch as th
+
+from sb3_fedpg.common import fedmath
+
+
+def quadratic_problem(n_agents=4, dim=3, seed=0):
+    """J_i(θ) = -½ (θ - c_i)ᵀ A_i (θ - c_i): different curvatures make FedAvg biased."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(n_agents, dim)) * 2
+    mats = []
+    for _ in range(n_agents):
+        q = rng.normal(size=(dim, dim))
+        mats.append(q @ q.T / dim + np.diag(rng.uniform(0.2, 2.0, size=dim)))
+    mats = np.stack(mats)
+
+    def grad_fn(params, step):
+        return -np.einsum("nij,nj->ni", mats, params - centres)
+
+    optimum = np.linalg.solve(mats.sum(0), np.einsum("nij,nj->i", mats, centres))
+    return grad_fn, optimum, mats
+
+
+def run(grad_fn, n_agents, dim, rounds, local_steps, lr, correction, reuse=True):
+    theta = np.zeros(dim)
+    for _ in range(rounds):
+        theta = fedmath.fedpg_round(
+            theta, grad_fn, n_agents, local_steps, fedmath.gradient_step(lr), correction=correction, reuse_anchor=reuse
+        ).params
+    return theta
+
+
+@pytest.mark.parametrize("reuse", [True, False])
+def test_correction_removes_heterogeneity_bias(reuse):
+    grad_fn, optimum, _ = quadratic_problem()
+    fast = run(grad_fn, 4, 3, rounds=300, local_steps=10, lr=0.1, correction=True, reuse=reuse)
+    fedavg = run(grad_fn, 4, 3, rounds=300, local_steps=10, lr=0.1, correction=False, reuse=reuse)
+    # Fast-FedPG's fixed point is the centralised optimum; FedAvg-PG's is not.
+    assert np.linalg.norm(fast - optimum) < 1e-8
+    assert np.linalg.norm(fedavg - optimum) > 1e-2
+
+
+def test_fedavg_is_unbiased_with_one_local_step():
+    grad_fn, optimum, _ = quadratic_problem()
+    fedavg = run(grad_fn, 4, 3, rounds=500, local_steps=1, lr=0.1, correction=False)
+    assert np.linalg.norm(fedavg - optimum) < 1e-8
+
+
+@pytest.mark.parametrize("correction", [True, False])
+@pytest.mark.parametrize("reuse", [True, False])
+def test_one_local_step_is_centralised_gradient_ascent(correction, reuse):
+    grad_fn, _, _ = quadratic_problem()
+    theta = np.array([0.3, -0.2, 1.0])
+    result = fedmath.fedpg_round(theta, grad_fn, 4, 1, fedmath.gradient_step(0.05), correction=correction, reuse_anchor=reuse)
+    pooled = grad_fn(np.repeat(theta[None], 4, 0), -1).mean(0)
+    np.testing.assert_allclose(result.params, theta + 0.05 * pooled, rtol=0, atol=1e-12)
+
+
+def test_identical_agents_have_zero_correction():
+    rng = np.random.default_rng(1)
+    anchors = np.repeat(rng.normal(size=(1, 5)), 6, axis=0)
+    g = fedmath.average_anchor_gradients(anchors)
+    np.testing.assert_allclose(fedmath.correction_norms(anchors, g), 0.0, atol=1e-12)
+    local = rng.normal(size=(6, 5))
+    np.testing.assert_allclose(fedmath.corrected_direction(local, anchors, g), local, atol=1e-12)
+
+
+def test_server_learning_rate_scales_the_average_change():
+    theta = np.array([1.0, 2.0])
+    local = np.array([[2.0, 2.0], [1.0, 4.0]])
+    np.testing.assert_allclose(fedmath.aggregate_parameter_changes(theta, local, 0.5), [1.25, 2.5])
+
+
+def test_numpy_and_torch_agree():
+    _, _, mats = quadratic_problem()
+    mats_t = th.as_tensor(mats)
+    rng = np.random.default_rng(3)
+    centres = rng.normal(size=(4, 3))
+
+    def grad_np(params, step):
+        return -np.einsum("nij,nj->ni", mats, params - centres)
+
+    def grad_th(params, step):
+        return -th.einsum("nij,nj->ni", mats_t, params - th.as_tensor(centres))
+
+    theta = rng.normal(size=3)
+    res_np = fedmath.fedpg_round(theta, grad_np, 4, 5, fedmath.gradient_step(0.1))
+    res_th = fedmath.fedpg_round(th.as_tensor(theta), grad_th, 4, 5, fedmath.gradient_step(0.1))
+    np.testing.assert_allclose(res_np.params, res_th.params.numpy(), atol=1e-12)
+    assert res_np.drift == pytest.approx(res_th.drift)
+    assert res_np.correction_norm == pytest.approx(res_th.correction_norm)
+
+
+def test_round_result_metrics():
+    grad_fn, _, _ = quadratic_problem()
+    theta = np.zeros(3)
+    res = fedmath.fedpg_round(theta, grad_fn, 4, 3, fedmath.gradient_step(0.1))
+    expected_drift = np.linalg.norm(res.local_params - theta, axis=1).mean()
+    assert res.drift == pytest.approx(expected_drift)
+    assert res.correction_norm == pytest.approx(np.linalg.norm(res.global_grad - res.anchor_grads, axis=1).mean())
+    assert res.drift > 0
+
+
+def test_message_bytes():
+    assert fedmath.round_message_bytes(100, 8, correction=True) == (6400, 6400)
+    assert fedmath.round_message_bytes(100, 8, correction=False) == (3200, 3200)

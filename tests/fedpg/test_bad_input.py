@@ -1,0 +1,119 @@
+import numpy as np
+import pytest
+import torch as th
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+
+from sb3_fedpg import FederatedPG, make_federated_vec_env
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(local_steps=0), "local_steps must be a positive integer"),
+        (dict(local_steps=2.5), "local_steps must be a positive integer"),
+        (dict(n_steps=-1), "n_steps must be a positive integer"),
+        (dict(n_envs_per_agent=0), "n_envs_per_agent must be a positive integer"),
+        (dict(n_agents=0), "n_agents must be a positive integer"),
+        (dict(learning_rate=0.0), "learning_rate must be a finite number > 0"),
+        (dict(learning_rate=float("nan")), "learning_rate must be a finite number > 0"),
+        (dict(server_learning_rate=-1.0), "server_learning_rate must be a finite number > 0"),
+        (dict(critic_learning_rate=0), "critic_learning_rate must be a finite number > 0"),
+        (dict(gamma=0.0), r"gamma must be in \(0, 1\]"),
+        (dict(gamma=1.5), r"gamma must be in \(0, 1\]"),
+        (dict(gae_lambda=2.0), r"gae_lambda must be in \[0, 1\]"),
+        (dict(estimator="ppo"), "unknown estimator 'ppo'"),
+        (dict(baseline="critic"), "unknown baseline 'critic'"),
+        (dict(local_optimizer="rmsprop"), "unknown local_optimizer 'rmsprop'"),
+        (dict(max_grad_norm=0.0), "max_grad_norm must be a finite number > 0"),
+        (dict(ent_coef=-0.1), "ent_coef must be a finite number >= 0"),
+    ],
+)
+def test_invalid_hyperparameters(kwargs, message, monkeypatch):
+    # Any env construction would be a bug: validation comes first.
+    def no_env(*args, **kw):
+        raise AssertionError("an env was built before the hyperparameters were validated")
+
+    monkeypatch.setattr("sb3_fedpg.fedpg.fedpg.make_federated_vec_env", no_env)
+    with pytest.raises(ValueError, match=message):
+        FederatedPG("MlpPolicy", "CartPole-v1", **kwargs)
+
+
+def test_agents_do_not_divide_envs():
+    from stable_baselines3.common.env_util import make_vec_env
+
+    with pytest.raises(ValueError, match="5 envs cannot be split evenly between 2 agents"):
+        FederatedPG("MlpPolicy", make_vec_env("CartPole-v1", n_envs=5), n_agents=2)
+
+
+def test_corrupt_and_truncated_checkpoints(tmp_path):
+    model = FederatedPG("MlpPolicy", "CartPole-v1", n_steps=4, local_steps=1, n_envs_per_agent=2)
+    path = tmp_path / "model.zip"
+    model.save(path)
+    data = path.read_bytes()
+    truncated = tmp_path / "truncated.zip"
+    truncated.write_bytes(data[: len(data) // 2])
+    garbage = tmp_path / "garbage.zip"
+    garbage.write_bytes(b"not a zip file at all")
+    for bad in (truncated, garbage):
+        before = bad.read_bytes()
+        with pytest.raises(ValueError, match="not a readable FederatedPG checkpoint"):
+            FederatedPG.load(bad)
+        assert bad.read_bytes() == before  # nothing is lost or rewritten
+
+
+def test_failed_save_keeps_previous_file(tmp_path, monkeypatch):
+    model = FederatedPG("MlpPolicy", "CartPole-v1", n_steps=4, local_steps=1, n_envs_per_agent=2)
+    path = tmp_path / "model.zip"
+    model.save(path)
+    good = path.read_bytes()
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("stable_baselines3.common.base_class.save_to_zip_file", crash)
+    with pytest.raises(OSError, match="disk full"):
+        model.save(path)
+    assert path.read_bytes() == good
+    assert [p.name for p in tmp_path.iterdir()] == ["model.zip"]  # no temp file left behind
+
+
+def test_nan_gradient_names_agent_and_keeps_parameters():
+    def reward_fns():
+        ok = lambda obs, action, next_obs, reward: reward
+        huge = lambda obs, action, next_obs, reward: np.full(len(obs), 3e38, dtype=np.float32)
+        return [ok, huge, ok]
+
+    env = make_federated_vec_env("CartPole-v1", n_envs_per_agent=2, reward_fns=reward_fns(), seed=0)
+    model = FederatedPG("MlpPolicy", env, n_steps=8, local_steps=2, normalize_advantage=False)
+    before = model.get_global_parameters()
+    with pytest.raises(FloatingPointError, match=r"agent\(s\) \[1\]"):
+        model.learn(100)
+    th.testing.assert_close(model.get_global_parameters(), before)
+
+
+def test_set_global_parameters_rejects_bad_vectors():
+    model = FederatedPG("MlpPolicy", "CartPole-v1", n_steps=4, local_steps=1, n_envs_per_agent=2)
+    with pytest.raises(ValueError, match="expected a flat vector"):
+        model.set_global_parameters(np.zeros(3))
+    with pytest.raises(ValueError, match="NaN or inf"):
+        model.set_global_parameters(np.full(model.n_federated_params, np.nan))
+
+
+class LinearExtractor(BaseFeaturesExtractor):
+    def __init__(self, observation_space, features_dim=8):
+        super().__init__(observation_space, features_dim)
+        self.linear = th.nn.Linear(observation_space.shape[0], features_dim)
+
+    def forward(self, obs):
+        return self.linear(obs)
+
+
+def test_unsupported_policy():
+    with pytest.raises(NotImplementedError, match="features extractor LinearExtractor is not supported"):
+        FederatedPG("MlpPolicy", "CartPole-v1", policy_kwargs=dict(features_extractor_class=LinearExtractor))
+
+
+def test_env_kwargs_needs_env_id():
+    env = make_federated_vec_env("CartPole-v1", n_envs_per_agent=2)
+    with pytest.raises(ValueError, match="env_kwargs is only used when env is an env id"):
+        FederatedPG("MlpPolicy", env, env_kwargs={"heterogeneity": 0.5})
