@@ -1,0 +1,122 @@
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.vector import AutoresetMode
+from sb3_fedpg.envs.native import SameStepCartPoleVectorEnv
+
+from sb3_fedpg import FederatedVecEnv, make_federated_vec_env
+
+
+def const_reward(value):
+    return lambda obs, action, next_obs, reward: np.full(len(obs), value, dtype=np.float32)
+
+
+def test_layout_and_per_agent_rewards():
+    env = make_federated_vec_env("CartPole-v1", n_envs_per_agent=3, reward_fns=[const_reward(i) for i in range(4)], seed=0)
+    assert env.num_envs == 12 and env.n_agents == 4
+    np.testing.assert_array_equal(env.agent_ids, np.repeat(np.arange(4), 3))
+    env.reset()
+    _, rewards, _, _ = env.step(np.zeros(12, dtype=np.int64))
+    np.testing.assert_array_equal(rewards, np.repeat(np.arange(4), 3).astype(np.float32))
+
+
+def test_same_step_autoreset_and_episode_info():
+    env = make_federated_vec_env("CartPole-v1", n_agents=2, n_envs_per_agent=2, seed=0)
+    obs = env.reset()
+    seen_done = False
+    for _ in range(200):
+        obs, _, dones, infos = env.step(np.ones(4, dtype=np.int64))  # always push right: falls fast
+        for i in np.flatnonzero(dones):
+            seen_done = True
+            terminal = infos[i]["terminal_observation"]
+            assert abs(terminal[0]) > 2.4 or abs(terminal[2]) > 0.2094  # the terminal state is out of bounds
+            assert np.all(np.abs(obs[i]) <= 0.05)  # the returned obs already starts a new episode
+            assert infos[i]["episode"]["agent"] == i // 2
+            assert infos[i]["episode"]["l"] >= 1
+    assert seen_done
+
+
+def test_native_cartpole_matches_gymnasium_physics():
+    venv = SameStepCartPoleVectorEnv(num_envs=1)
+    venv.reset(seed=0)
+    single = gym.make("CartPole-v1").unwrapped
+    single.reset(seed=0)
+    single.state = venv.state[:, 0].copy()
+    for action in [0, 1, 1, 0, 1]:
+        obs_v, r_v, term_v, _, _ = venv.step(np.array([action]))
+        obs_s, r_s, term_s, _, _ = single.step(action)
+        np.testing.assert_allclose(obs_v[0], obs_s, rtol=1e-5, atol=1e-6)
+        assert r_v[0] == r_s and term_v[0] == term_s
+
+
+def test_sync_and_native_give_the_same_interface():
+    for mode in ("native", "sync"):
+        env = make_federated_vec_env("CartPole-v1", n_agents=2, n_envs_per_agent=2, vectorization_mode=mode, seed=1)
+        obs = env.reset()
+        assert obs.shape == (4, 4)
+        obs, rewards, dones, infos = env.step(np.zeros(4, dtype=np.int64))
+        assert rewards.shape == (4,) and dones.shape == (4,) and len(infos) == 4
+
+
+def test_reward_wrong_shape_names_agent():
+    bad = lambda obs, action, next_obs, reward: np.zeros(len(obs) + 1)
+    env = make_federated_vec_env("CartPole-v1", n_envs_per_agent=2, reward_fns=[const_reward(0.0), bad])
+    env.reset()
+    with pytest.raises(ValueError, match=r"reward function of agent 1 returned shape \(3,\), expected \(2,\)"):
+        env.step(np.zeros(4, dtype=np.int64))
+
+
+def test_nan_reward_names_agent():
+    nan = const_reward(np.nan)
+    env = make_federated_vec_env("CartPole-v1", n_envs_per_agent=2, reward_fns=[const_reward(0.0), const_reward(1.0), nan])
+    env.reset()
+    with pytest.raises(ValueError, match=r"non-finite reward \(NaN or inf\) for agent\(s\) \[2\]"):
+        env.step(np.zeros(6, dtype=np.int64))
+
+
+def test_mismatched_agent_spaces_name_the_agent():
+    factories = [lambda: gym.make("CartPole-v1"), lambda: gym.make("CartPole-v1"), lambda: gym.make("Acrobot-v1")]
+    with pytest.raises(ValueError, match="agent 2 has observation_space"):
+        make_federated_vec_env(factories, n_envs_per_agent=1)
+
+
+def test_per_agent_factories():
+    factories = [lambda i=i: gym.make("sb3_fedpg/HeteroCartPole-v0", agent=i, n_agents=3) for i in range(3)]
+    env = make_federated_vec_env(factories, n_envs_per_agent=2, seed=0)
+    assert env.n_agents == 3 and env.num_envs == 6
+    env.reset()
+    _, rewards, _, _ = env.step(np.zeros(6, dtype=np.int64))
+    assert rewards.shape == (6,)
+
+
+def test_agents_must_divide_envs():
+    venv = gym.vector.SyncVectorEnv([lambda: gym.make("CartPole-v1")] * 5, autoreset_mode=AutoresetMode.SAME_STEP)
+    with pytest.raises(ValueError, match="5 sub-environments cannot be split evenly between 2 agents"):
+        FederatedVecEnv(venv, n_agents=2)
+
+
+def test_next_step_autoreset_is_refused():
+    venv = gym.vector.SyncVectorEnv([lambda: gym.make("CartPole-v1")] * 2)
+    with pytest.raises(ValueError, match="SAME_STEP"):
+        FederatedVecEnv(venv, n_agents=1)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        (dict(n_envs_per_agent=0), ValueError, "n_envs_per_agent must be >= 1"),
+        (dict(n_agents=0), ValueError, "n_agents must be >= 1"),
+        (dict(reward_fns=[const_reward(0)] * 2, n_agents=3), ValueError, "n_agents=3 but 2 reward functions"),
+        (dict(reward_fns=[]), ValueError, "reward_fns is empty"),
+        (dict(reward_fns=[const_reward(0), "nope"]), TypeError, "reward function of agent 1 is not callable"),
+        (dict(vectorization_mode="threads"), ValueError, "unknown vectorization_mode"),
+    ],
+)
+def test_builder_bad_input(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        make_federated_vec_env("CartPole-v1", **kwargs)
+
+
+def test_native_mode_without_native_env():
+    with pytest.raises(ValueError, match="no native vector implementation"):
+        make_federated_vec_env("Pendulum-v1", vectorization_mode="native")
