@@ -105,9 +105,8 @@ def markdown_table(payload: dict[str, Any]) -> str:
     }
     lines = ["| what | agents | envs | env steps/s | peak RSS (MB) |", "|---|---:|---:|---:|---:|"]
     for r in payload["rows"]:
-        lines.append(
-            f"| {names[r['kind']]} | {r['n_agents']} | {r['n_envs']} | {r['steps_per_second']:,.0f} | {r['peak_rss_mb']:,.0f} |"
-        )
+        speed, rss = f"{r['steps_per_second']:,.0f}", f"{r['peak_rss_mb']:,.0f}"
+        lines.append(f"| {names[r['kind']]} | {r['n_agents']} | {r['n_envs']} | {speed} | {rss} |")
     ratios = payload["ratios"]
     lines += [
         "",
