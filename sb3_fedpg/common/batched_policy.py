@@ -138,6 +138,24 @@ class BatchedActor:
         std = params[:, self.log_std].exp().unsqueeze(1).expand_as(out)
         return th.distributions.Independent(th.distributions.Normal(out, std), 1)
 
+    @th.no_grad()
+    def sample(self, params: th.Tensor, obs: th.Tensor) -> th.Tensor:
+        """
+        Sample actions without building a distribution object (the rollout hot path).
+
+        Discrete: Gumbel-max on the logits; Box: ``mean + std · ε``. Same laws as
+        :meth:`distribution`, drawn from torch's global generator (seeded by ``set_random_seed``).
+
+        :param params: stacked actor parameters ``(n_agents, n_params)``
+        :param obs: flat observations ``(n_agents, batch, obs_dim)``
+        :return: actions ``(n_agents, batch[, action_dim])``
+        """
+        out = self.net(params, obs)
+        if self.log_std is None:
+            gumbel = -th.empty_like(out).exponential_().log()
+            return (out + gumbel).argmax(dim=-1)
+        return out + params[:, self.log_std].exp().unsqueeze(1) * th.randn_like(out)
+
     def get_vector(self) -> th.Tensor:
         """:return: the SB3 policy's current actor parameters as one flat vector"""
         return nn.utils.parameters_to_vector(self.parameters).detach().clone()

@@ -281,8 +281,7 @@ class FederatedPG(BaseAlgorithm):
         callback.on_rollout_start()
         for k in range(k_steps):
             obs_t = self._obs_to_tensor(self._last_obs)  # type: ignore[arg-type]
-            with th.no_grad():
-                actions = self._actor.distribution(params, obs_t).sample()
+            actions = self._actor.sample(params, obs_t)
             env_actions = actions.reshape(n * m, *self.action_space.shape).cpu().numpy()
             if isinstance(self.action_space, spaces.Box):
                 env_actions = np.clip(env_actions, self.action_space.low, self.action_space.high)
@@ -291,8 +290,10 @@ class FederatedPG(BaseAlgorithm):
             callback.update_locals(locals())
             if not callback.on_step():
                 raise _StopTraining
-            self._update_info_buffer(infos, dones)
-            for idx in np.flatnonzero(dones):
+            done_idx = np.flatnonzero(dones)
+            # Only finished episodes carry stats: skip the per-env scan of SB3's _update_info_buffer.
+            self._update_info_buffer([infos[i] for i in done_idx], dones[done_idx])
+            for idx in done_idx:
                 info = infos[idx]
                 if "episode" in info:
                     self._agent_ep_buffers[idx // m].append(info["episode"]["r"])
