@@ -41,5 +41,5 @@ def test_gae_matches_reference_recursion():
                 delta = r[a, k, m] + gamma * nxt * nd - v[a, k, m]
                 adv = delta + gamma * lam * nd * adv
                 expected[a, k, m] = adv
-    t = lambda x: th.as_tensor(x, dtype=th.float64)  # noqa: E731
+    t = lambda x: th.as_tensor(x, dtype=th.float64)
     np.testing.assert_allclose(gae_advantages(t(r), t(v), t(d), t(last), gamma, lam).numpy(), expected, atol=1e-12)
