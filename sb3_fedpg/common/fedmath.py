@@ -198,10 +198,11 @@ class RoundResult:
     What one communication round produced.
 
     :param params: new global parameters ``θ̄_{t+1}``
-    :param anchor_grads: the anchors ``a_i`` of the round
-    :param global_grad: their aggregate ``g``
+    :param anchor_grads: the anchors ``a_i`` of the round (all agents that computed one)
+    :param global_grad: the aggregate ``g`` of the participants' anchors
     :param local_params: the agents' final local parameters ``θ_{i,H}``
     :param params_before: the global parameters ``θ̄_t`` the round started from
+    :param participants: boolean mask of the agents that were averaged (``None``: all)
     """
 
     params: Any
@@ -209,16 +210,20 @@ class RoundResult:
     global_grad: Any
     local_params: Any
     params_before: Any
+    participants: Any = None
+
+    def _rows(self, stacked: Any) -> Any:
+        return stacked if self.participants is None else stacked[self.participants]
 
     @property
     def drift(self) -> float:
-        """Mean over agents of ``‖θ_{i,H} − θ̄_t‖`` (how far local models wandered)."""
-        return float(row_norms(self.local_params - self.params_before).mean())
+        """Mean over participants of ``‖θ_{i,H} − θ̄_t‖`` (how far local models wandered)."""
+        return float(row_norms(self._rows(self.local_params) - self.params_before).mean())
 
     @property
     def correction_norm(self) -> float:
-        """Mean over agents of ``‖g − a_i‖``."""
-        return float(correction_norms(self.anchor_grads, self.global_grad).mean())
+        """Mean over participants of ``‖g − a_i‖``."""
+        return float(correction_norms(self._rows(self.anchor_grads), self.global_grad).mean())
 
 
 def fedpg_round(
@@ -231,9 +236,15 @@ def fedpg_round(
     correction: bool = True,
     reuse_anchor: bool = True,
     aggregator: Aggregator = mean_aggregate,
+    participants: Any = None,
 ) -> RoundResult:
     """
     One full communication round of Fast-FedPG (or FedAvg-PG), all agents in one process.
+
+    With partial participation only the participants' anchors form ``g`` and only their
+    parameter changes are averaged; everyone's correction uses that ``g``. Agents that
+    do not take part are computed alongside (they are rows of one batched computation)
+    but their results are discarded, exactly as if they had not answered.
 
     :param global_params: ``θ̄_t``, shape ``(p,)``
     :param grad_fn: the agents' gradient oracle (called with ``step=-1`` for the anchors)
@@ -244,10 +255,15 @@ def fedpg_round(
     :param correction: Fast-FedPG (``True``) or FedAvg-PG (``False``)
     :param reuse_anchor: reuse the anchor batch at ``ℓ = 0`` (see :func:`run_local_steps`)
     :param aggregator: reduction over agents for both ``g`` and the parameter changes
+    :param participants: boolean mask ``(n_agents,)`` of the agents averaged this round (``None``: all)
     :return: the round's :class:`RoundResult`
     """
     anchors = grad_fn(broadcast_to_agents(global_params, n_agents), -1)
-    global_grad = average_anchor_gradients(anchors, aggregator)
+
+    def taking_part(stacked: Any) -> Any:
+        return stacked if participants is None else stacked[participants]
+
+    global_grad = average_anchor_gradients(taking_part(anchors), aggregator)
     local = run_local_steps(
         global_params,
         anchors,
@@ -258,9 +274,14 @@ def fedpg_round(
         correction=correction,
         reuse_anchor=reuse_anchor,
     )
-    new_params = aggregate_parameter_changes(global_params, local, server_learning_rate, aggregator)
+    new_params = aggregate_parameter_changes(global_params, taking_part(local), server_learning_rate, aggregator)
     return RoundResult(
-        params=new_params, anchor_grads=anchors, global_grad=global_grad, local_params=local, params_before=global_params
+        params=new_params,
+        anchor_grads=anchors,
+        global_grad=global_grad,
+        local_params=local,
+        params_before=global_params,
+        participants=participants,
     )
 
 

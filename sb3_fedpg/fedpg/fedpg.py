@@ -11,7 +11,7 @@ import tempfile
 import time
 import zipfile
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
@@ -25,6 +25,7 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedul
 from stable_baselines3.common.utils import FloatSchedule, safe_mean
 
 from sb3_fedpg.common import fedmath
+from sb3_fedpg.common.aggregators import make_aggregator
 from sb3_fedpg.common.batched_policy import BatchedActor, StackedCritics
 from sb3_fedpg.common.estimators import BASELINES, ESTIMATORS, gae_advantages, gpomdp_weights, reinforce_weights
 from sb3_fedpg.common.federated_vec_env import make_federated_vec_env
@@ -81,6 +82,12 @@ class FederatedPG(BaseAlgorithm):
     :param local_optimizer: ``"sgd"`` (plain gradient ascent, what the paper analyses) or ``"adam"`` applied to the
         corrected direction (a heuristic outside the theory; its state is local to each agent)
     :param max_grad_norm: Clip each agent's corrected direction to this norm (heuristic; ``None`` disables)
+    :param aggregator: Server reduction over agents for both the anchors and the parameter changes: ``"mean"`` (the
+        paper's), or a Byzantine-robust ``"median"``, ``"trimmed_mean"``, ``"norm_clipped_mean"``, ``"geometric_median"``,
+        or any callable ``(n, p) -> (p,)`` (see :mod:`sb3_fedpg.common.aggregators`)
+    :param aggregator_kwargs: Parameters of a named aggregator (e.g. ``{"trim": 0.2}``)
+    :param participation: Fraction of agents sampled (without replacement) to take part in each round; only their
+        anchors form ``g`` and only their parameter changes are averaged. ``1.0``: every agent, every round
     :param n_envs_per_agent: Sub-environments per agent (``M``) when ``env`` is an env id
     :param env_kwargs: Keyword arguments for the env when ``env`` is an env id (e.g. ``heterogeneity``)
     :param stats_window_size: Window size for the rollout logging, specifying the number of episodes to average
@@ -115,6 +122,9 @@ class FederatedPG(BaseAlgorithm):
         critic_learning_rate: float = 1e-3,
         local_optimizer: str = "sgd",
         max_grad_norm: float | None = None,
+        aggregator: str | Callable[[Any], Any] = "mean",
+        aggregator_kwargs: dict[str, Any] | None = None,
+        participation: float = 1.0,
         n_envs_per_agent: int = 8,
         env_kwargs: dict[str, Any] | None = None,
         stats_window_size: int = 100,
@@ -149,6 +159,9 @@ class FederatedPG(BaseAlgorithm):
             _check_positive_float("max_grad_norm", max_grad_norm)
         if not np.isfinite(ent_coef) or ent_coef < 0:
             raise ValueError(f"ent_coef must be a finite number >= 0, got {ent_coef}.")
+        if isinstance(participation, bool) or not isinstance(participation, int | float) or not 0.0 < participation <= 1.0:
+            raise ValueError(f"participation must be a fraction in (0, 1], got {participation!r}.")
+        aggregate = make_aggregator(aggregator, **(aggregator_kwargs or {}))
 
         if isinstance(env, str):
             env = make_federated_vec_env(env, n_agents, n_envs_per_agent, env_kwargs=env_kwargs, seed=seed)
@@ -184,7 +197,11 @@ class FederatedPG(BaseAlgorithm):
         self.local_optimizer = local_optimizer
         self.max_grad_norm = max_grad_norm
         self.n_envs_per_agent = n_envs_per_agent
+        self.aggregator = aggregate
+        self.participation = float(participation)
         self._n_rounds = 0
+        # Its own generator, so sampling participants does not shift any other random stream.
+        self._participation_rng = np.random.default_rng(seed)
 
         if self.env is not None:
             env_agents = getattr(self.env, "n_agents", None)
@@ -410,6 +427,7 @@ class FederatedPG(BaseAlgorithm):
         learning_rate = float(self.lr_schedule(self._current_progress_remaining))
         theta_bar = self._actor.get_vector().to(self.device)
         local_update = self.local_optimizer_state.make_update(learning_rate, self.max_grad_norm)
+        participants = self._sample_participants()
         result = fedmath.fedpg_round(
             theta_bar,
             self._gradient_oracle(callback),
@@ -419,6 +437,8 @@ class FederatedPG(BaseAlgorithm):
             server_learning_rate=self.server_learning_rate,
             correction=self.correction,
             reuse_anchor=self.reuse_anchor_batch,
+            aggregator=self.aggregator,
+            participants=participants,
         )
         if not bool(th.isfinite(result.params).all()):
             raise FloatingPointError(
@@ -429,7 +449,9 @@ class FederatedPG(BaseAlgorithm):
         self._last_round = result
         self._n_rounds += 1
         self._n_updates += self.local_steps
-        bytes_up, bytes_down = fedmath.round_message_bytes(self._actor.n_params, self.n_agents, self.correction)
+        n_taking_part = self.n_agents if participants is None else int(participants.sum())
+        bytes_up, bytes_down = fedmath.round_message_bytes(self._actor.n_params, n_taking_part, self.correction)
+        self.logger.record("fed/participants", n_taking_part)
         self.logger.record("train/learning_rate", learning_rate)
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
         self.logger.record("train/policy_gradient_norm", float(th.linalg.vector_norm(result.global_grad)))
@@ -440,6 +462,16 @@ class FederatedPG(BaseAlgorithm):
         self.logger.record("fed/correction_norm", result.correction_norm)
         self.logger.record("fed/bytes_up", bytes_up)
         self.logger.record("fed/bytes_down", bytes_down)
+
+    def _sample_participants(self) -> th.Tensor | None:
+        """:return: the mask of this round's participants, or ``None`` when every agent takes part"""
+        if self.participation >= 1.0:
+            return None
+        assert self.n_agents is not None
+        count = max(1, round(self.participation * self.n_agents))
+        mask = th.zeros(self.n_agents, dtype=th.bool, device=self.device)
+        mask[th.as_tensor(self._participation_rng.choice(self.n_agents, count, replace=False))] = True
+        return mask
 
     def learn(
         self: SelfFederatedPG,
