@@ -6,9 +6,11 @@ import io
 import os
 import pathlib
 import pickle
+import random
 import sys
 import tempfile
 import time
+import warnings
 import zipfile
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -27,6 +29,7 @@ from stable_baselines3.common.utils import FloatSchedule, safe_mean
 from sb3_fedpg.common import fedmath
 from sb3_fedpg.common.aggregators import make_aggregator
 from sb3_fedpg.common.batched_policy import BatchedActor, StackedCritics
+from sb3_fedpg.common.callbacks import fire_round_end
 from sb3_fedpg.common.estimators import BASELINES, ESTIMATORS, gae_advantages, gpomdp_weights, reinforce_weights
 from sb3_fedpg.common.federated_vec_env import make_federated_vec_env
 from sb3_fedpg.fedpg.local_optim import LOCAL_OPTIMIZERS
@@ -508,6 +511,8 @@ class FederatedPG(BaseAlgorithm):
             self._update_current_progress_remaining(self.num_timesteps, total_timesteps)
             if log_interval is not None and rounds % log_interval == 0:
                 self._dump_logs(rounds)
+            if not fire_round_end(callback):
+                break
         callback.on_training_end()
         return self
 
@@ -588,6 +593,66 @@ class FederatedPG(BaseAlgorithm):
             return super().load(path, env, device, custom_objects, print_system_info, force_reset, **kwargs)
         except (zipfile.BadZipFile, EOFError, pickle.UnpicklingError, KeyError, RuntimeError, AssertionError) as error:
             raise ValueError(f"{problem}: {type(error).__name__}: {error}. The file was not modified.") from error
+
+    def save_checkpoint(self, path: str | pathlib.Path) -> None:
+        """
+        Save everything needed to continue training exactly: the model (global policy, local
+        critics and optimiser states, counters, schedule progress, participation sampler), the
+        RNG states of Python, NumPy and torch, and the environment with its internal state.
+
+        Call it between rounds (e.g. from :class:`~sb3_fedpg.common.callbacks.RoundCheckpointCallback`).
+        Written atomically like :meth:`save`. An env that cannot be pickled (e.g. MuJoCo) is
+        left out with a warning: resuming then starts fresh episodes and is not bit-identical.
+
+        :param path: checkpoint file
+        """
+        import cloudpickle
+
+        try:
+            env_state: bytes | None = cloudpickle.dumps(self.env)
+        except Exception as error:  # any pickling failure means "not resumable bit for bit"
+            warnings.warn(f"the env could not be saved in the checkpoint ({error}); a resumed run starts new episodes.")
+            env_state = None
+        self._resume_state = {
+            "python_rng": random.getstate(),
+            # SB3 seeds NumPy's legacy global generator, so that is the state to keep.
+            "numpy_rng": np.random.get_state(),  # noqa: NPY002
+            "torch_rng": th.get_rng_state(),
+            "env": env_state,
+        }
+        try:
+            self.save(path)
+        finally:
+            del self._resume_state
+
+    @classmethod
+    def load_checkpoint(
+        cls: type[SelfFederatedPG], path: str | pathlib.Path, env: GymEnv | None = None, device: th.device | str = "auto"
+    ) -> SelfFederatedPG:
+        """
+        Load a checkpoint written by :meth:`save_checkpoint`, ready to continue with
+        ``model.learn(total_timesteps - model.num_timesteps, reset_num_timesteps=False)``.
+
+        :param path: checkpoint file
+        :param env: environment to continue on; ``None`` restores the one saved in the checkpoint
+        :param device: device on which the code should run
+        :return: the model, its env and the RNG states as they were when the checkpoint was written
+        """
+        import cloudpickle
+
+        model = cls.load(path, env=None, device=device)
+        state = model.__dict__.pop("_resume_state", None)
+        if state is None:
+            raise ValueError(f"{path} is a model file without resume state; write checkpoints with save_checkpoint().")
+        if env is None and state["env"] is None:
+            raise ValueError(f"{path} holds no environment (it could not be pickled); pass env= to continue training.")
+        restored = env if env is not None else cloudpickle.loads(state["env"])
+        # force_reset=False keeps the saved last observation: the episode goes on where it stopped.
+        model.set_env(restored, force_reset=env is not None)
+        random.setstate(state["python_rng"])
+        np.random.set_state(state["numpy_rng"])  # noqa: NPY002
+        th.set_rng_state(state["torch_rng"])
+        return model
 
     def _setup_lr_schedule(self) -> None:
         self.lr_schedule = FloatSchedule(self.learning_rate)
