@@ -237,6 +237,7 @@ def fedpg_round(
     reuse_anchor: bool = True,
     aggregator: Aggregator = mean_aggregate,
     participants: Any = None,
+    attack: Callable[[Any, str], Any] | None = None,
 ) -> RoundResult:
     """
     One full communication round of Fast-FedPG (or FedAvg-PG), all agents in one process.
@@ -256,6 +257,8 @@ def fedpg_round(
     :param reuse_anchor: reuse the anchor batch at ``ℓ = 0`` (see :func:`run_local_steps`)
     :param aggregator: reduction over agents for both ``g`` and the parameter changes
     :param participants: boolean mask ``(n_agents,)`` of the agents averaged this round (``None``: all)
+    :param attack: for robustness experiments, rewrites what the server receives, ``attack(stacked, phase)``
+        with ``phase`` ``"anchor"`` or ``"delta"`` (see :class:`~sb3_fedpg.common.adversarial.ByzantineAttack`)
     :return: the round's :class:`RoundResult`
     """
     anchors = grad_fn(broadcast_to_agents(global_params, n_agents), -1)
@@ -263,7 +266,8 @@ def fedpg_round(
     def taking_part(stacked: Any) -> Any:
         return stacked if participants is None else stacked[participants]
 
-    global_grad = average_anchor_gradients(taking_part(anchors), aggregator)
+    sent_anchors = anchors if attack is None else attack(anchors, "anchor")
+    global_grad = average_anchor_gradients(taking_part(sent_anchors), aggregator)
     local = run_local_steps(
         global_params,
         anchors,
@@ -274,6 +278,8 @@ def fedpg_round(
         correction=correction,
         reuse_anchor=reuse_anchor,
     )
+    if attack is not None:  # adversaries choose the change Δ_i they send
+        local = global_params + attack(local - global_params, "delta")
     new_params = aggregate_parameter_changes(global_params, taking_part(local), server_learning_rate, aggregator)
     return RoundResult(
         params=new_params,

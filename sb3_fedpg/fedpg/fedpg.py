@@ -91,6 +91,8 @@ class FederatedPG(BaseAlgorithm):
     :param aggregator_kwargs: Parameters of a named aggregator (e.g. ``{"trim": 0.2}``)
     :param participation: Fraction of agents sampled (without replacement) to take part in each round; only their
         anchors form ``g`` and only their parameter changes are averaged. ``1.0``: every agent, every round
+    :param attack: For robustness experiments only: a :class:`~sb3_fedpg.common.adversarial.ByzantineAttack` (or any
+        ``attack(stacked, phase)``) that corrupts what some agents send to the server
     :param n_envs_per_agent: Sub-environments per agent (``M``) when ``env`` is an env id
     :param env_kwargs: Keyword arguments for the env when ``env`` is an env id (e.g. ``heterogeneity``)
     :param stats_window_size: Window size for the rollout logging, specifying the number of episodes to average
@@ -128,6 +130,7 @@ class FederatedPG(BaseAlgorithm):
         aggregator: str | Callable[[Any], Any] = "mean",
         aggregator_kwargs: dict[str, Any] | None = None,
         participation: float = 1.0,
+        attack: Callable[[Any, str], Any] | None = None,
         n_envs_per_agent: int = 8,
         env_kwargs: dict[str, Any] | None = None,
         stats_window_size: int = 100,
@@ -202,6 +205,7 @@ class FederatedPG(BaseAlgorithm):
         self.n_envs_per_agent = n_envs_per_agent
         self.aggregator = aggregate
         self.participation = float(participation)
+        self.attack = attack
         self._n_rounds = 0
         # Its own generator, so sampling participants does not shift any other random stream.
         self._participation_rng = np.random.default_rng(seed)
@@ -442,6 +446,7 @@ class FederatedPG(BaseAlgorithm):
             reuse_anchor=self.reuse_anchor_batch,
             aggregator=self.aggregator,
             participants=participants,
+            attack=self.attack,
         )
         if not bool(th.isfinite(result.params).all()):
             raise FloatingPointError(
