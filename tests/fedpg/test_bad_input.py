@@ -117,3 +117,35 @@ def test_env_kwargs_needs_env_id():
     env = make_federated_vec_env("CartPole-v1", n_envs_per_agent=2)
     with pytest.raises(ValueError, match="env_kwargs is only used when env is an env id"):
         FederatedPG("MlpPolicy", env, env_kwargs={"heterogeneity": 0.5})
+
+
+def test_checkpoint_of_another_algorithm(tmp_path):
+    from stable_baselines3 import A2C
+
+    A2C("MlpPolicy", "CartPole-v1").save(tmp_path / "a2c.zip")
+    before = (tmp_path / "a2c.zip").read_bytes()
+    with pytest.raises(ValueError, match="not a readable FederatedPG checkpoint"):
+        FederatedPG.load(tmp_path / "a2c.zip")
+    assert (tmp_path / "a2c.zip").read_bytes() == before
+
+
+def test_env_raising_mid_rollout_loses_nothing(tmp_path):
+    calls = {"n": 0}
+
+    def flaky(obs, action, next_obs, reward):
+        calls["n"] += 1
+        if calls["n"] > 16 + 5:  # a round is 16 vector steps: fail 5 steps into the second round
+            raise RuntimeError("sensor failure in agent 1's env")
+        return reward
+
+    ok = lambda obs, action, next_obs, reward: reward  # noqa: E731
+    env = make_federated_vec_env("CartPole-v1", n_envs_per_agent=2, reward_fns=[ok, flaky], seed=0)
+    model = FederatedPG("MlpPolicy", env, n_steps=8, local_steps=2, seed=0)
+    model.learn(64)  # first round fine
+    model.save(tmp_path / "good.zip")
+    good = model.get_global_parameters()
+    with pytest.raises(RuntimeError, match="sensor failure"):
+        model.learn(10_000)
+    # The round in flight was discarded: the global policy is the last good one, and the saved file is intact.
+    th.testing.assert_close(model.get_global_parameters(), good)
+    th.testing.assert_close(FederatedPG.load(tmp_path / "good.zip").get_global_parameters(), good)
