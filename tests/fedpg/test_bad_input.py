@@ -138,7 +138,7 @@ def test_env_raising_mid_rollout_loses_nothing(tmp_path):
             raise RuntimeError("sensor failure in agent 1's env")
         return reward
 
-    ok = lambda obs, action, next_obs, reward: reward  # noqa: E731
+    ok = lambda obs, action, next_obs, reward: reward
     env = make_federated_vec_env("CartPole-v1", n_envs_per_agent=2, reward_fns=[ok, flaky], seed=0)
     model = FederatedPG("MlpPolicy", env, n_steps=8, local_steps=2, seed=0)
     model.learn(64)  # first round fine
