@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.policies import ActorCriticPolicy
@@ -61,6 +62,29 @@ class StackedMLP:
             else:
                 self.ops.append(module)
         self.end = pos
+        # NumPy twins of the activations, for the rollout path (None: that path is unavailable).
+        activations = [op for op in self.ops if not isinstance(op, _Linear)]
+        numpy_acts = [_NUMPY_ACTIVATIONS.get(type(op)) for op in activations]
+        self.numpy_ready = all(fn is not None for fn in numpy_acts)
+        self._numpy_acts = dict(zip(map(id, activations), numpy_acts, strict=True))
+
+    def numpy_forward(self, params: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """
+        The same forward pass in NumPy, for tiny per-step batches where torch's per-op
+        overhead dominates (the rollout hot path). Requires :attr:`numpy_ready`.
+
+        :param params: stacked parameters ``(n_agents, n_params)``
+        :param x: inputs ``(n_agents, batch, in_features)``
+        :return: outputs ``(n_agents, batch, out_features)``
+        """
+        n = params.shape[0]
+        for op in self.ops:
+            if isinstance(op, _Linear):
+                weight = params[:, op.weight].reshape(n, op.out_features, op.in_features)
+                x = np.matmul(x, weight.transpose(0, 2, 1)) + params[:, None, op.bias]
+            else:
+                x = self._numpy_acts[id(op)](x)
+        return x
 
     def __call__(self, params: th.Tensor, x: th.Tensor) -> th.Tensor:
         """
@@ -77,6 +101,9 @@ class StackedMLP:
             else:
                 x = op(x)
         return x
+
+
+_NUMPY_ACTIVATIONS = {nn.Tanh: np.tanh, nn.ReLU: lambda x: np.maximum(x, 0.0), nn.Identity: lambda x: x}
 
 
 def _flatten_modules(*modules: nn.Module) -> list[nn.Module]:
@@ -155,6 +182,20 @@ class BatchedActor:
             gumbel = -th.empty_like(out).exponential_().log()
             return (out + gumbel).argmax(dim=-1)
         return out + params[:, self.log_std].exp().unsqueeze(1) * th.randn_like(out)
+
+    def sample_numpy(self, params: np.ndarray, obs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """
+        :meth:`sample` in NumPy (the CPU rollout path, see :meth:`StackedMLP.numpy_forward`).
+
+        :param params: stacked actor parameters ``(n_agents, n_params)``, float32
+        :param obs: flat observations ``(n_agents, batch, obs_dim)``, float32
+        :param rng: the generator to draw from
+        :return: actions ``(n_agents, batch[, action_dim])``
+        """
+        out = self.net.numpy_forward(params, obs)
+        if self.log_std is None:
+            return (out - np.log(rng.exponential(size=out.shape))).argmax(axis=-1)
+        return out + np.exp(params[:, None, self.log_std]) * rng.standard_normal(out.shape, dtype=np.float32)
 
     def get_vector(self) -> th.Tensor:
         """:return: the SB3 policy's current actor parameters as one flat vector"""

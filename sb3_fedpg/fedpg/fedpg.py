@@ -209,6 +209,7 @@ class FederatedPG(BaseAlgorithm):
         self._n_rounds = 0
         # Its own generator, so sampling participants does not shift any other random stream.
         self._participation_rng = np.random.default_rng(seed)
+        self._action_rng = np.random.default_rng(None if seed is None else seed + 1)  # the NumPy rollout path's actions
 
         if self.env is not None:
             env_agents = getattr(self.env, "n_agents", None)
@@ -241,12 +242,16 @@ class FederatedPG(BaseAlgorithm):
             self.device
         )
         self._agent_ep_buffers = [deque(maxlen=self._stats_window_size) for _ in range(self.n_agents)]
+        self._numpy_rollout = (
+            self.device.type == "cpu" and isinstance(self.observation_space, spaces.Box) and self._actor.net.numpy_ready
+        )
 
     def _excluded_save_params(self) -> list[str]:
         return [
             *super()._excluded_save_params(),
             "_actor",
             "_last_round",
+            "_numpy_rollout",
             "critics",
             "critic_optimizer",
             "local_optimizer_state",
@@ -302,11 +307,18 @@ class FederatedPG(BaseAlgorithm):
             self._last_obs = self.env.reset()  # type: ignore[assignment]
         obs_list, act_list, rew_list, done_list = [], [], [], []
         truncated_obs: list[tuple[int, int, np.ndarray]] = []
+        params_np = params.detach().cpu().numpy() if self._numpy_rollout else None
         callback.on_rollout_start()
         for k in range(k_steps):
-            obs_t = self._obs_to_tensor(self._last_obs)  # type: ignore[arg-type]
-            actions = self._actor.sample(params, obs_t)
-            env_actions = actions.reshape(n * m, *self.action_space.shape).cpu().numpy()
+            if params_np is not None:
+                # CPU fast path: the tiny per-step forward pass in NumPy (torch's per-op overhead dominates here).
+                obs_t = np.asarray(self._last_obs, dtype=np.float32).reshape(n, m, -1)
+                actions = self._actor.sample_numpy(params_np, obs_t, self._action_rng)
+                env_actions = actions.reshape(n * m, *self.action_space.shape)
+            else:
+                obs_t = self._obs_to_tensor(self._last_obs)  # type: ignore[arg-type]
+                actions = self._actor.sample(params, obs_t)
+                env_actions = actions.reshape(n * m, *self.action_space.shape).cpu().numpy()
             if isinstance(self.action_space, spaces.Box):
                 env_actions = np.clip(env_actions, self.action_space.low, self.action_space.high)
             new_obs, rewards, dones, infos = self.env.step(env_actions)
@@ -334,9 +346,14 @@ class FederatedPG(BaseAlgorithm):
             # (K, N*M) -> (N, K, M)
             return th.as_tensor(np.asarray(x), dtype=th.float32, device=self.device).view(k_steps, n, m).transpose(0, 1)
 
+        def stack_agents(items: list) -> th.Tensor:
+            # K x (N, M, ...) -> (N, K*M, ...), step-major within each agent
+            stacked = th.as_tensor(np.stack(items, axis=1)) if params_np is not None else th.stack(items, dim=1)
+            return stacked.to(self.device).reshape(n, k_steps * m, *stacked.shape[3:])
+
         batch = {
-            "obs": th.stack(obs_list, dim=1).reshape(n, k_steps * m, -1),  # (N, K*M, D), step-major within agent
-            "actions": th.stack(act_list, dim=1).reshape(n, k_steps * m, *actions.shape[2:]),
+            "obs": stack_agents(obs_list),
+            "actions": stack_agents(act_list),
             "rewards": stack_steps(rew_list),
             "dones": stack_steps(done_list),
         }
