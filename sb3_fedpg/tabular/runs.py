@@ -1,0 +1,293 @@
+"""
+Federated runs on tabular MDPs: Fast-FedPG and FedAvg-PG with exact or sampled gradients.
+
+Every round is one call of :func:`sb3_fedpg.common.fedmath.fedpg_round` — the same
+correction and aggregation code the neural algorithm and the Flower apps use. This module
+only supplies gradient oracles ``grad_fn(params (N, S·A), step) -> (N, S·A)`` and records
+exact suboptimality gaps.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from sb3_fedpg.common.fedmath import fedpg_round, gradient_step
+from sb3_fedpg.tabular.exact import (
+    agent_gradients,
+    global_objective,
+    optimal_objective,
+    single_threaded_torch,
+    truncated_policy_gradient,
+)
+from sb3_fedpg.tabular.mdp import FederatedTabularMDP
+from sb3_fedpg.tabular.sampled import Baseline, GPOMDPEstimator
+
+
+@dataclass
+class TabularRunResult:
+    """
+    The trajectory of a federated tabular run.
+
+    :param params: global parameters ``θ̄_t`` for ``t = 0 … T``, shape ``(T+1, S, A)``
+    :param objectives: exact ``J(θ̄_t)`` (average over agents, entropy-regularised if ``τ > 0``), shape ``(T+1,)``
+    :param optimal_objective: ground truth ``J*`` from (soft) value iteration
+    :param drift: per round, mean over agents of ``‖θ_{i,H} − θ̄_t‖``, shape ``(T,)``
+    :param correction_norm: per round, mean over agents of ``‖g − a_i‖``, shape ``(T,)``
+    :param wall_time: seconds spent in the rounds (not in the final evaluation)
+    :param n_samples: environment steps simulated (``0`` for exact gradients)
+    :param config: the run's settings
+    """
+
+    params: np.ndarray
+    objectives: np.ndarray
+    optimal_objective: float
+    drift: np.ndarray
+    correction_norm: np.ndarray
+    wall_time: float
+    n_samples: int = 0
+    config: dict = field(default_factory=dict)
+
+    @property
+    def gaps(self) -> np.ndarray:
+        """Suboptimality ``J* − J(θ̄_t)`` for ``t = 0 … T`` (can dip below 0 by round-off, ~1e-14)."""
+        return self.optimal_objective - self.objectives
+
+    @property
+    def final_gap(self) -> float:
+        """Suboptimality after the last round."""
+        return float(self.gaps[-1])
+
+
+def _initial_params(mdp: FederatedTabularMDP, theta0: np.ndarray | None) -> np.ndarray:
+    if theta0 is None:
+        # θ0 = 0: the uniform policy, the paper-style neutral start
+        return np.zeros(mdp.n_params)
+    theta0 = np.asarray(theta0, dtype=np.float64)
+    if theta0.size != mdp.n_params:
+        raise ValueError(f"theta0 must have S*A = {mdp.n_params} entries, got shape {theta0.shape}")
+    return theta0.reshape(mdp.n_params).copy()
+
+
+def federated_run(
+    mdp: FederatedTabularMDP,
+    grad_fn: Callable[[np.ndarray, int], np.ndarray],
+    local_steps: int,
+    n_rounds: int,
+    learning_rate: float,
+    tau: float = 0.0,
+    correction: bool = True,
+    theta0: np.ndarray | None = None,
+    reuse_anchor: bool = True,
+    server_learning_rate: float = 1.0,
+    n_samples: Callable[[], int] | None = None,
+    config: dict | None = None,
+) -> TabularRunResult:
+    """
+    Run ``n_rounds`` rounds of :func:`~sb3_fedpg.common.fedmath.fedpg_round` with any oracle.
+
+    :param mdp: the federated MDP (for ground truth and evaluation)
+    :param grad_fn: gradient oracle ``(params (N, S·A), step) -> (N, S·A)``
+    :param local_steps: ``H``
+    :param n_rounds: ``T``
+    :param learning_rate: local step size ``η``
+    :param tau: entropy temperature of the objective being evaluated
+    :param correction: Fast-FedPG (``True``) or FedAvg-PG (``False``)
+    :param theta0: initial global parameters (``S·A`` entries); zeros (uniform policy) if ``None``
+    :param reuse_anchor: reuse the anchor gradient as the first local step's gradient
+        (exact: identical anyway; sampled: saves one batch per round)
+    :param server_learning_rate: ``η_g``
+    :param n_samples: callable returning the environment steps used so far, if any
+    :param config: settings to store in the result
+    :return: the :class:`TabularRunResult`
+    """
+    if local_steps < 1 or n_rounds < 0:
+        raise ValueError(f"need local_steps >= 1 and n_rounds >= 0, got {local_steps} and {n_rounds}")
+    params = _initial_params(mdp, theta0)
+    history = np.empty((n_rounds + 1, mdp.n_params))
+    history[0] = params
+    drift = np.empty(n_rounds)
+    correction_norm = np.empty(n_rounds)
+    update = gradient_step(learning_rate)
+    start = time.perf_counter()
+    with single_threaded_torch():
+        for t in range(n_rounds):
+            result = fedpg_round(
+                params,
+                grad_fn,
+                mdp.n_agents,
+                local_steps,
+                update,
+                server_learning_rate=server_learning_rate,
+                correction=correction,
+                reuse_anchor=reuse_anchor,
+            )
+            params = result.params
+            history[t + 1] = params
+            drift[t] = result.drift
+            correction_norm[t] = result.correction_norm
+    wall_time = time.perf_counter() - start
+    history = history.reshape(n_rounds + 1, mdp.n_states, mdp.n_actions)
+    # evaluate all rounds at once, in chunks to bound the (chunk, S, S) memory
+    chunk = max(1, 2**22 // mdp.n_states**2)
+    with single_threaded_torch():
+        objectives = np.concatenate(
+            [global_objective(mdp, history[i : i + chunk], tau) for i in range(0, n_rounds + 1, chunk)]
+        )
+    return TabularRunResult(
+        params=history,
+        objectives=objectives,
+        optimal_objective=optimal_objective(mdp, tau).objective,
+        drift=drift,
+        correction_norm=correction_norm,
+        wall_time=wall_time,
+        n_samples=n_samples() if n_samples is not None else 0,
+        config=dict(config or {}),
+    )
+
+
+def exact_gradient_oracle(mdp: FederatedTabularMDP, tau: float = 0.0, horizon: int | None = None):
+    """
+    Exact per-agent gradients as a fedmath gradient oracle.
+
+    :param mdp: the federated MDP
+    :param tau: entropy temperature
+    :param horizon: if given, the exact expectation of the ``K``-truncated GPOMDP estimator
+        (truncation bias only, no noise) instead of the true gradient
+    :return: ``grad_fn(params (N, S·A), step) -> (N, S·A)``
+    """
+
+    def grad_fn(params: np.ndarray, step: int) -> np.ndarray:
+        theta = params.reshape(mdp.n_agents, mdp.n_states, mdp.n_actions)
+        if horizon is None:
+            grads = agent_gradients(mdp, theta, tau)
+        else:
+            grads = truncated_policy_gradient(mdp, theta, horizon, tau)
+        return grads.reshape(params.shape)
+
+    return grad_fn
+
+
+def exact_federated_run(
+    mdp: FederatedTabularMDP,
+    local_steps: int,
+    n_rounds: int,
+    learning_rate: float = 1.0,
+    tau: float = 0.0,
+    correction: bool = True,
+    theta0: np.ndarray | None = None,
+    reuse_anchor: bool = True,
+    server_learning_rate: float = 1.0,
+    truncation: int | None = None,
+) -> TabularRunResult:
+    """
+    Fast-FedPG (``correction=True``) or FedAvg-PG with exact softmax policy gradients.
+
+    :param mdp: the federated MDP
+    :param local_steps: ``H``
+    :param n_rounds: ``T``
+    :param learning_rate: local step size ``η``
+    :param tau: entropy temperature (objective: average of entropy-regularised ``J_i``)
+    :param correction: Fast-FedPG or FedAvg-PG
+    :param theta0: initial parameters (``S·A`` entries), zeros if ``None``
+    :param reuse_anchor: reuse the anchor at ``ℓ = 0`` (no effect on the values with exact
+        gradients; saves one gradient evaluation)
+    :param server_learning_rate: ``η_g``
+    :param truncation: use the expected ``K``-truncated GPOMDP gradient instead of the exact one
+    :return: the :class:`TabularRunResult`
+    """
+    config = dict(
+        estimator="exact" if truncation is None else "truncated",
+        local_steps=local_steps,
+        n_rounds=n_rounds,
+        learning_rate=learning_rate,
+        tau=tau,
+        correction=correction,
+        reuse_anchor=reuse_anchor,
+        server_learning_rate=server_learning_rate,
+        truncation=truncation,
+    )
+    return federated_run(
+        mdp,
+        exact_gradient_oracle(mdp, tau, truncation),
+        local_steps,
+        n_rounds,
+        learning_rate,
+        tau,
+        correction,
+        theta0,
+        reuse_anchor,
+        server_learning_rate,
+        config=config,
+    )
+
+
+def sampled_federated_run(
+    mdp: FederatedTabularMDP,
+    local_steps: int,
+    n_rounds: int,
+    learning_rate: float,
+    horizon: int,
+    n_trajectories: int,
+    tau: float = 0.0,
+    correction: bool = True,
+    theta0: np.ndarray | None = None,
+    reuse_anchor: bool = True,
+    server_learning_rate: float = 1.0,
+    baseline: Baseline = "leave_one_out",
+    seed: int | None = 0,
+) -> TabularRunResult:
+    """
+    Fast-FedPG or FedAvg-PG with truncated GPOMDP gradients (``K`` steps, ``M`` trajectories).
+
+    Each oracle call draws a fresh independent batch for every agent; the anchor batch is
+    reused at ``ℓ = 0`` when ``reuse_anchor`` (so a round costs ``H`` batches per agent,
+    ``H + 1`` otherwise).
+
+    :param mdp: the federated MDP
+    :param local_steps: ``H``
+    :param n_rounds: ``T``
+    :param learning_rate: local step size ``η``
+    :param horizon: truncation ``K``
+    :param n_trajectories: ``M`` trajectories per agent per batch
+    :param tau: entropy temperature
+    :param correction: Fast-FedPG or FedAvg-PG
+    :param theta0: initial parameters (``S·A`` entries), zeros if ``None``
+    :param reuse_anchor: reuse the anchor batch at ``ℓ = 0``
+    :param server_learning_rate: ``η_g``
+    :param baseline: GPOMDP baseline (see :class:`~sb3_fedpg.tabular.sampled.GPOMDPEstimator`)
+    :param seed: sampling seed
+    :return: the :class:`TabularRunResult` (exact gaps of the sampled iterates)
+    """
+    estimator = GPOMDPEstimator(mdp, horizon, n_trajectories, tau, baseline, seed)
+    config = dict(
+        estimator="gpomdp",
+        local_steps=local_steps,
+        n_rounds=n_rounds,
+        learning_rate=learning_rate,
+        horizon=horizon,
+        n_trajectories=n_trajectories,
+        tau=tau,
+        correction=correction,
+        reuse_anchor=reuse_anchor,
+        server_learning_rate=server_learning_rate,
+        baseline=baseline,
+        seed=seed,
+    )
+    return federated_run(
+        mdp,
+        lambda params, step: estimator(params),
+        local_steps,
+        n_rounds,
+        learning_rate,
+        tau,
+        correction,
+        theta0,
+        reuse_anchor,
+        server_learning_rate,
+        n_samples=lambda: estimator.n_samples,
+        config=config,
+    )
