@@ -31,6 +31,14 @@ class FamilySpec:
     :param make_reward: ``make_reward(n_agents, **family_kwargs) -> FederatedReward``
     :param family_kwargs: defaults of the family parameters (e.g. ``heterogeneity``)
     :param default_n_agents: agents when none are given
+    :param base_kwargs: names of family parameters that are keyword arguments of the dynamics
+        (``gym.make(base_id, **those)``) rather than of ``make_reward`` (e.g. LunarLander's ``continuous``)
+    :param make_vector_env: optional builder of all agents' dynamics, for families whose dynamics differ
+        between agents (transition heterogeneity):
+        ``make_vector_env(n_agents, n_envs_per_agent, vectorization_mode, **family_kwargs) -> VectorEnv``
+        with SAME_STEP auto-reset and agent-major sub-environments
+    :param make_agent_dynamics: the single-agent counterpart of ``make_vector_env``:
+        ``make_agent_dynamics(agent, n_agents, **family_kwargs) -> gym.Env``
     """
 
     env_id: str
@@ -38,6 +46,21 @@ class FamilySpec:
     make_reward: Callable[..., FederatedReward]
     family_kwargs: dict[str, Any] = field(default_factory=dict)
     default_n_agents: int = 4
+    base_kwargs: tuple[str, ...] = ()
+    make_vector_env: Callable[..., gym.vector.VectorEnv] | None = None
+    make_agent_dynamics: Callable[..., gym.Env] | None = None
+
+    def params(self, **kwargs: Any) -> dict[str, Any]:
+        """
+        :param kwargs: family parameters given by the user
+        :return: all family parameters (defaults filled in); unknown names raise ``TypeError``
+        """
+        unknown = set(kwargs) - set(self.family_kwargs)
+        if unknown:
+            raise TypeError(
+                f"{self.env_id} got unknown keyword argument(s) {sorted(unknown)}; it accepts {sorted(self.family_kwargs)}."
+            )
+        return {**self.family_kwargs, **kwargs}
 
     def build(self, n_agents: int, **kwargs: Any) -> tuple[FederatedReward, str, dict[str, Any]]:
         """
@@ -47,12 +70,9 @@ class FamilySpec:
         """
         if n_agents < 1:
             raise ValueError(f"n_agents must be >= 1, got {n_agents}.")
-        unknown = set(kwargs) - set(self.family_kwargs)
-        if unknown:
-            raise TypeError(
-                f"{self.env_id} got unknown keyword argument(s) {sorted(unknown)}; it accepts {sorted(self.family_kwargs)}."
-            )
-        return self.make_reward(n_agents, **{**self.family_kwargs, **kwargs}), self.base_id, {}
+        params = self.params(**kwargs)
+        base_kwargs = {key: params.pop(key) for key in self.base_kwargs}
+        return self.make_reward(n_agents, **params), self.base_id, base_kwargs
 
 
 class AgentRewardWrapper(gym.Wrapper):
@@ -131,4 +151,6 @@ def make_agent_env(family_id: str, agent: int = 0, n_agents: int | None = None, 
     if not 0 <= agent < n_agents:
         raise ValueError(f"agent must be in [0, {n_agents}), got {agent}.")
     reward_fn, base_id, base_kwargs = spec.build(n_agents, **kwargs)
+    if spec.make_agent_dynamics is not None:
+        return AgentRewardWrapper(spec.make_agent_dynamics(agent, n_agents, **spec.params(**kwargs)), reward_fn, agent)
     return AgentRewardWrapper(gym.make(base_id, **base_kwargs), reward_fn, agent)

@@ -308,6 +308,12 @@ def make_federated_vec_env(
             n_agents = n_agents or family.default_n_agents
             env_kwargs.pop("n_agents", None)
             reward_fns, base_id, base_kwargs = family.build(n_agents, **env_kwargs)
+            if family.make_vector_env is not None:
+                # Dynamics that differ between agents (transition heterogeneity): the family builds them.
+                venv = family.make_vector_env(n_agents, n_envs_per_agent, vectorization_mode, **family.params(**env_kwargs))
+                fed_env = FederatedVecEnv(venv, n_agents, reward_fns)
+                fed_env.seed(seed)
+                return fed_env
             env, env_kwargs = base_id, base_kwargs
 
     if isinstance(reward_fns, Sequence):

@@ -1,0 +1,48 @@
+"""
+rl-zoo style runs: YAML hyperparameters keyed by env id, a trainer and an evaluator.
+
+- ``python -m sb3_fedpg.zoo.train --algo fedpg --env sb3_fedpg/HeteroCartPole-v0 -f logs``
+- ``python -m sb3_fedpg.zoo.enjoy --algo fedpg --env sb3_fedpg/HeteroCartPole-v0 -f logs``
+- ``python -m sb3_fedpg.zoo.rl_zoo3_entry --algo fedpg --env CartPole-v1 ...`` (rl_zoo3's own trainer)
+
+See ``docs/zoo.md``.
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+from stable_baselines3.common.base_class import BaseAlgorithm
+
+#: Algorithms of the zoo runner: FederatedPG and the centrally trained SB3 references.
+ZOO_ALGOS = ("fedpg", "a2c", "ppo")
+
+#: ``zoo_configs/`` at the repository top level (present in a source checkout / editable install).
+CONFIG_DIR = pathlib.Path(__file__).resolve().parents[2] / "zoo_configs"
+
+
+def get_algo_class(name: str) -> type[BaseAlgorithm]:
+    """
+    :param name: ``"fedpg"``, ``"a2c"`` or ``"ppo"``
+    :return: the algorithm class
+    """
+    if name == "fedpg":
+        from sb3_fedpg.fedpg import FederatedPG
+
+        return FederatedPG
+    if name in ("a2c", "ppo"):
+        import stable_baselines3
+
+        return getattr(stable_baselines3, name.upper())
+    raise ValueError(f"unknown algorithm {name!r}: choose one of {ZOO_ALGOS}.")
+
+
+def default_config_file(algo: str) -> pathlib.Path:
+    """
+    :param algo: the algorithm name
+    :return: ``zoo_configs/<algo>.yml`` of this checkout
+    """
+    return CONFIG_DIR / f"{algo}.yml"
+
+
+__all__ = ["CONFIG_DIR", "ZOO_ALGOS", "default_config_file", "get_algo_class"]

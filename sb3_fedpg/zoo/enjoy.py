@@ -1,0 +1,118 @@
+"""
+Evaluate a model trained by :mod:`sb3_fedpg.zoo.train`: each agent's return under its own reward.
+
+.. code-block:: bash
+
+    python -m sb3_fedpg.zoo.enjoy --algo fedpg --env sb3_fedpg/HeteroCartPole-v0 -f logs --n-episodes 10
+
+The run folder (``--exp-id``, default the latest) is found as the trainer made it; its
+``config.yml`` rebuilds the same federation (agents, family parameters), and the global policy
+is run on every agent's task. The mean over agents is the paper's global objective ``J(θ)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import sys
+from typing import Any
+
+from sb3_fedpg.zoo import ZOO_ALGOS
+from sb3_fedpg.zoo.train import env_name, latest_run_id
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """:return: the command-line parser"""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--algo", default="fedpg", choices=ZOO_ALGOS, help="algorithm")
+    parser.add_argument("--env", required=True, help="env id the model was trained on")
+    parser.add_argument("-f", "--log-folder", default="logs", help="log folder given to the trainer")
+    parser.add_argument("--exp-id", type=int, default=0, help="run id (0: the latest)")
+    parser.add_argument("--n-episodes", type=int, default=4, help="episodes per agent")
+    parser.add_argument("--stochastic", action="store_true", help="sample actions instead of the deterministic ones")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the evaluation envs")
+    parser.add_argument("--num-threads", type=int, default=-1, help="torch threads (< 0: torch's)")
+    parser.add_argument("--device", default="cpu", help="torch device")
+    parser.add_argument("--output", default=None, help="also write the returns to this JSON file")
+    return parser
+
+
+def find_run(log_folder: str | os.PathLike, algo: str, env_id: str, exp_id: int = 0) -> pathlib.Path:
+    """
+    :param log_folder: the trainer's ``-f``
+    :param algo: the algorithm name
+    :param env_id: the env id
+    :param exp_id: run id, 0 for the latest
+    :return: the run folder
+    """
+    log_path = pathlib.Path(log_folder) / algo
+    name = env_name(env_id)
+    exp_id = exp_id or latest_run_id(log_path, name)
+    run = log_path / f"{name}_{exp_id}"
+    if exp_id < 1 or not (run / f"{name}.zip").is_file():
+        raise FileNotFoundError(f"no trained {algo} model for {env_id} in {log_path} (looked for {run / f'{name}.zip'}).")
+    return run
+
+
+def enjoy(argv: list[str] | None = None) -> dict[str, Any]:
+    """
+    Evaluate a saved run from command-line arguments and print per-agent returns.
+
+    :param argv: arguments (``None``: ``sys.argv[1:]``)
+    :return: ``{"run": folder, "per_agent": [...], "global_return": mean}``
+    """
+    args = build_parser().parse_args(argv)
+    if args.n_episodes < 1:
+        raise ValueError(f"--n-episodes must be >= 1, got {args.n_episodes}.")
+
+    import torch as th
+
+    from sb3_fedpg import make_federated_vec_env
+    from sb3_fedpg.common.evaluation import evaluate_agents
+    from sb3_fedpg.zoo import get_algo_class
+    from sb3_fedpg.zoo.config import parse_yaml, validate_hyperparams
+
+    if args.num_threads > 0:
+        th.set_num_threads(args.num_threads)
+    algo_class = get_algo_class(args.algo)
+    run = find_run(args.log_folder, args.algo, args.env, args.exp_id)
+    name = env_name(args.env)
+    config_file = run / name / "config.yml"
+    hyperparams = validate_hyperparams(
+        parse_yaml(config_file.read_text(), os.fspath(config_file)), algo_class, os.fspath(config_file)
+    )
+
+    # One episode on each of n_episodes sub-envs per agent, all in lock-step.
+    env = make_federated_vec_env(
+        args.env,
+        n_agents=hyperparams.n_agents,
+        n_envs_per_agent=args.n_episodes,
+        env_kwargs=hyperparams.env_kwargs,
+        seed=args.seed,
+    )
+    model = algo_class.load(run / f"{name}.zip", device=args.device)
+    per_agent = evaluate_agents(model, env, n_episodes_per_env=1, deterministic=not args.stochastic)
+    env.close()
+
+    result = {"run": os.fspath(run), "per_agent": [float(r) for r in per_agent], "global_return": float(per_agent.mean())}
+    print(f"{args.algo} on {args.env} ({run}), {args.n_episodes} episode(s) per agent:")
+    for i, value in enumerate(per_agent):
+        print(f"  agent {i:>3}: {value:12.3f}")
+    print(f"  {'mean':>9}: {result['global_return']:12.3f}   (global objective J: mean over agents of their own returns)")
+    if args.output is not None:
+        pathlib.Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def main() -> None:
+    """Command-line entry point."""
+    try:
+        enjoy()
+    except (FileNotFoundError, ValueError) as error:
+        sys.exit(f"error: {error}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,195 @@
+"""
+Train FederatedPG, A2C or PPO from an rl-zoo style YAML config.
+
+.. code-block:: bash
+
+    python -m sb3_fedpg.zoo.train --algo fedpg --env sb3_fedpg/HeteroCartPole-v0 \\
+        --conf-file zoo_configs/fedpg.yml -n 100000 --seed 0 -f logs \\
+        -params local_steps:5 env_kwargs.heterogeneity:0.5 --track --num-threads 1
+
+The run folder follows rl-zoo: ``<log folder>/<algo>/<env name>_<run id>/`` holds the model
+(``<env name>.zip``), the SB3 logs (``progress.csv``, TensorBoard events, W&B files with
+``--track``) and ``<env name>/{config.yml, args.yml, command.txt}``; ``<env name>`` is the env
+id with ``/`` replaced by ``-``. ``config.yml`` holds the hyperparameters as used (file entry,
+overrides and ``-n`` applied), so it alone rebuilds the env for :mod:`sb3_fedpg.zoo.enjoy`.
+
+Every algorithm runs on the same federated ``VecEnv`` (``N`` agents x ``M`` sub-envs, each
+agent with its own reward): FederatedPG trains one policy federatedly; A2C and PPO train one
+policy centrally on the pooled environments (the privacy-violating reference).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pathlib
+import re
+import shlex
+import sys
+import time
+from collections import OrderedDict
+from typing import Any
+
+import yaml
+
+from sb3_fedpg.zoo import ZOO_ALGOS, default_config_file
+
+
+def env_name(env_id: str) -> str:
+    """
+    :param env_id: a Gymnasium id
+    :return: the id as a folder name, rl-zoo style (``/`` -> ``-``)
+    """
+    return env_id.replace("/", "-").replace(":", "-")
+
+
+def latest_run_id(log_path: str | os.PathLike, name: str) -> int:
+    """
+    :param log_path: ``<log folder>/<algo>``
+    :param name: the env name
+    :return: the largest ``<run id>`` of the ``<name>_<run id>`` folders there (0 if none)
+    """
+    pattern = re.compile(rf"^{re.escape(name)}_(\d+)$")
+    ids = [int(m[1]) for p in pathlib.Path(log_path).glob(f"{name}_*") if (m := pattern.match(p.name)) and p.is_dir()]
+    return max(ids, default=0)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """:return: the command-line parser (rl-zoo's argument names)"""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--algo", default="fedpg", choices=ZOO_ALGOS, help="algorithm")
+    parser.add_argument("--env", required=True, help="env id (a heterogeneous family such as sb3_fedpg/HeteroCartPole-v0)")
+    parser.add_argument("--conf-file", "-conf", default=None, help="YAML hyperparameters (default: zoo_configs/<algo>.yml)")
+    parser.add_argument("-n", "--n-timesteps", type=int, default=-1, help="overwrite n_timesteps of the config")
+    parser.add_argument("--seed", type=int, default=-1, help="random seed (< 0: draw one)")
+    parser.add_argument("-f", "--log-folder", default="logs", help="log folder")
+    parser.add_argument(
+        "-params",
+        "--hyperparams",
+        nargs="+",
+        default=None,
+        metavar="KEY:VALUE",
+        help="overwrite hyperparameters, values in YAML (learning_rate:lin_0.01, env_kwargs.heterogeneity:0.5)",
+    )
+    parser.add_argument("--track", action="store_true", help="log to Weights & Biases (WANDB_MODE=offline works offline)")
+    parser.add_argument("--wandb-project-name", default="sb3-fedpg", help="W&B project")
+    parser.add_argument("--wandb-entity", default=None, help="W&B entity (team)")
+    parser.add_argument("-tags", "--wandb-tags", nargs="+", default=[], help="W&B tags")
+    parser.add_argument(
+        "--num-threads", type=int, default=-1, help="torch threads (1 is fastest on small machines; < 0: torch's)"
+    )
+    parser.add_argument("--device", default="auto", help="torch device")
+    parser.add_argument("--log-interval", type=int, default=-1, help="log every this many iterations (< 0: algorithm default)")
+    parser.add_argument("--verbose", type=int, default=1, help="0: quiet, 1: SB3 logs on stdout")
+    parser.add_argument("-P", "--progress", action="store_true", help="show a progress bar")
+    return parser
+
+
+def train(argv: list[str] | None = None) -> pathlib.Path:
+    """
+    Run one training from command-line arguments.
+
+    :param argv: arguments (``None``: ``sys.argv[1:]``)
+    :return: the run folder
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+
+    import numpy as np
+    import torch as th
+    from stable_baselines3.common.logger import configure
+
+    from sb3_fedpg import make_federated_vec_env
+    from sb3_fedpg.zoo import get_algo_class
+    from sb3_fedpg.zoo.config import apply_overrides, load_config_file, parse_overrides, select_entry, validate_hyperparams
+
+    if args.num_threads > 0:
+        th.set_num_threads(args.num_threads)
+    if args.seed < 0:
+        args.seed = int(np.random.default_rng().integers(2**31 - 1))
+    args.conf_file = os.fspath(args.conf_file or default_config_file(args.algo))
+
+    # Everything about the config is checked before any folder is made or env is built.
+    algo_class = get_algo_class(args.algo)
+    entry = select_entry(load_config_file(args.conf_file), args.env, args.conf_file)
+    entry = apply_overrides(entry, parse_overrides(args.hyperparams))
+    if args.n_timesteps > 0:
+        entry["n_timesteps"] = args.n_timesteps
+    hyperparams = validate_hyperparams(entry, algo_class, f"{args.conf_file} [{args.env}]")
+
+    env = make_federated_vec_env(
+        args.env,
+        n_agents=hyperparams.n_agents,
+        n_envs_per_agent=hyperparams.n_envs_per_agent,
+        env_kwargs=hyperparams.env_kwargs,
+        seed=args.seed,
+    )
+    model = algo_class(env=env, seed=args.seed, verbose=args.verbose, device=args.device, **hyperparams.model_kwargs)
+
+    name = env_name(args.env)
+    log_path = pathlib.Path(args.log_folder) / args.algo
+    save_path = log_path / f"{name}_{latest_run_id(log_path, name) + 1}"
+    params_path = save_path / name
+    params_path.mkdir(parents=True, exist_ok=False)
+    _save_run_files(params_path, entry, args, argv)
+    formats = (["stdout"] if args.verbose >= 1 else []) + ["csv", "tensorboard"]
+    if args.track:
+        from sb3_fedpg.common.wandb_logger import configure_wandb_logger
+
+        logger = configure_wandb_logger(
+            model,
+            project=args.wandb_project_name,
+            folder=save_path,
+            format_strings=formats,
+            name=f"{name}__{args.algo}__{args.seed}__{int(time.time())}",
+            config={**entry, "env_id": args.env, "algo_name": args.algo, "seed": args.seed},
+            entity=args.wandb_entity,
+            tags=args.wandb_tags or None,
+        )
+    else:
+        logger = configure(os.fspath(save_path), formats)
+        model.set_logger(logger)
+
+    learn_kwargs: dict[str, Any] = {"progress_bar": args.progress}
+    if args.log_interval > 0:
+        learn_kwargs["log_interval"] = args.log_interval
+    try:
+        model.learn(hyperparams.n_timesteps, **learn_kwargs)
+    except KeyboardInterrupt:  # as rl-zoo: an interrupted run still saves its model
+        pass
+    finally:
+        model.save(save_path / f"{name}.zip")
+        env.close()
+        logger.close()
+    if args.verbose >= 1:
+        print(f"Saved the model and logs to {save_path}")
+    return save_path
+
+
+def _save_run_files(
+    params_path: pathlib.Path, entry: dict[str, Any], args: argparse.Namespace, argv: list[str] | None
+) -> None:
+    # Plain YAML only (safe_dump): the files are read back with the same safe loader.
+    with open(params_path / "config.yml", "w") as f:
+        yaml.safe_dump(dict(OrderedDict(sorted(entry.items()))), f, sort_keys=True)
+    with open(params_path / "args.yml", "w") as f:
+        yaml.safe_dump(dict(sorted(vars(args).items())), f, sort_keys=True)
+    if argv is None:
+        command = shlex.join(getattr(sys, "orig_argv", [sys.executable, *sys.argv]))
+    else:  # called from Python: the equivalent command line
+        command = shlex.join([sys.executable, "-m", "sb3_fedpg.zoo.train", *argv])
+    (params_path / "command.txt").write_text(command + "\n")
+
+
+def main() -> None:
+    """Command-line entry point."""
+    from sb3_fedpg.zoo.config import ZooConfigError
+
+    try:
+        train()
+    except ZooConfigError as error:
+        sys.exit(f"error: {error}")
+
+
+if __name__ == "__main__":
+    main()
