@@ -4,7 +4,7 @@ Byzantine robustness: 2 of 10 agents send corrupted messages.
 Fast-FedPG on ``sb3_fedpg/HeteroCartPole-v0`` (N = 10, heterogeneity 0.5). Agents 3 and 7
 are adversarial: they send ``−10 ×`` their honest anchor gradient and parameter change
 (sign flip). For each server aggregator (mean, coordinate-wise median, trimmed mean with
-20 % trimmed at each end, geometric median) we train with and without the attack at the
+20 % trimmed at each end, geometric median, mean of norm-clipped vectors) we train with and without the attack at the
 same budget and seeds, and evaluate the final global policy's return under each *honest*
 agent's reward (the stochastic policy, 8 episodes per honest agent).
 
@@ -31,6 +31,7 @@ AGGREGATORS = {
     "median": {},
     "trimmed_mean": {"trim": 0.2},
     "geometric_median": {},
+    "norm_clipped_mean": {},  # each agent's vector scaled to at most the round's median norm
 }
 
 

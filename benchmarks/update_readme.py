@@ -1,9 +1,9 @@
 """
-Copy the generated result tables into README.md.
+Copy the generated result tables into README.md and docs/*.md.
 
-Each benchmark writes ``benchmarks/results/<name>.md``; README.md holds blocks
+Each benchmark writes ``benchmarks/results/<name>.md``; the documents hold blocks
 ``<!-- results:<name> -->`` ... ``<!-- /results:<name> -->`` that this script refills,
-so no number in the README is typed by hand. Run after any benchmark:
+so no number in them is typed by hand. Run after any benchmark:
 ``python benchmarks/update_readme.py``.
 """
 
@@ -26,8 +26,10 @@ def refill(text: str, results: pathlib.Path = RESULTS) -> str:
 
 
 def main() -> None:
-    readme = ROOT / "README.md"
-    readme.write_text(refill(readme.read_text()))
+    for document in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        text = document.read_text()
+        if "<!-- results:" in text:
+            document.write_text(refill(text))
 
 
 if __name__ == "__main__":
