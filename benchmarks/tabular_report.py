@@ -60,7 +60,7 @@ def claims_table(results: pathlib.Path = RESULTS) -> str:
         if algo != "fast_fedpg":
             continue
         fed = bias["final_gap_per_seed"][f"{tau}/{h}/fedavg_pg"]
-        med = lambda xs: sorted(xs)[len(xs) // 2]  # noqa: E731
+        med = lambda xs: sorted(xs)[len(xs) // 2]
         lines.append(f"| {tau[4:]} | {h[2:]} | {_fmt(med(gaps))} | {_fmt(med(fed))} |")
     lines += ["", "**Heterogeneity** (median final gap, H = 10):", ""]
     lines += ["| heterogeneity | " + " | ".join(str(x) for x in het["levels"]) + " |", "|---|" + "---:|" * len(het["levels"])]
@@ -85,7 +85,7 @@ def claims_table(results: pathlib.Path = RESULTS) -> str:
     lines += ["| K | " + " | ".join(str(k) for k in horizons) + " | exact |", "|---|" + "---:|" * (len(horizons) + 1)]
     for algo, per_k in trunc["expected_truncated_gradient_final_gap"].items():
         exact = trunc["exact_gradient_final_gap"][algo]
-        med = lambda xs: sorted(xs)[len(xs) // 2]  # noqa: E731
+        med = lambda xs: sorted(xs)[len(xs) // 2]
         lines.append(f"| {algo} | " + " | ".join(_fmt(med(g)) for g in per_k) + f" | {_fmt(med(exact))} |")
     return "\n".join(lines) + "\n"
 
