@@ -30,6 +30,7 @@ from typing import Any
 
 RESULTS = pathlib.Path(__file__).parent / "results"
 ENV_ID = "sb3_fedpg/HeteroCartPole-v0"
+MUJOCO_ID = "sb3_fedpg/HeteroHalfCheetah-v0"
 
 
 def _peak_rss_mb() -> float:
@@ -44,8 +45,20 @@ def measure(kind: str, n_agents: int, n_envs_per_agent: int, timesteps: int, ppo
     th.set_num_threads(1)
     from sb3_fedpg import FederatedPG, make_federated_vec_env
 
-    env = make_federated_vec_env(ENV_ID, n_agents=n_agents, n_envs_per_agent=n_envs_per_agent, seed=0)
-    if kind == "raw_env":
+    env_id = MUJOCO_ID if kind.startswith("mujoco") else ENV_ID
+    env = make_federated_vec_env(env_id, n_agents=n_agents, n_envs_per_agent=n_envs_per_agent, seed=0)
+    if kind == "mujoco_raw_vector_env":
+        # Raw single-process stepping of the same vectorised MuJoCo envs, random actions.
+        venv = env.venv
+        venv.reset(seed=0)
+        actions = np.random.default_rng(0).uniform(-1, 1, size=(64, *venv.action_space.shape)).astype(np.float32)
+        start = time.perf_counter()
+        steps = 0
+        while steps < timesteps:
+            venv.step(actions[(steps // venv.num_envs) % 64])
+            steps += venv.num_envs
+        elapsed = time.perf_counter() - start
+    elif kind == "raw_env":
         env.reset()
         rng = np.random.default_rng(0)
         actions = rng.integers(0, 2, size=(64, env.num_envs))
@@ -66,7 +79,7 @@ def measure(kind: str, n_agents: int, n_envs_per_agent: int, timesteps: int, ppo
             steps += venv.num_envs
         elapsed = time.perf_counter() - start
     else:
-        if kind == "fedpg":
+        if kind in ("fedpg", "mujoco_fedpg"):
             model = FederatedPG("MlpPolicy", env, seed=0)
         elif kind == "a2c":
             from stable_baselines3 import A2C
@@ -102,6 +115,8 @@ def markdown_table(payload: dict[str, Any]) -> str:
         "fedpg": "FederatedPG.learn",
         "a2c": "SB3 A2C.learn",
         "ppo": "SB3 PPO.learn",
+        "mujoco_raw_vector_env": "HalfCheetah raw vector env (random actions)",
+        "mujoco_fedpg": "HalfCheetah FederatedPG.learn",
     }
     lines = ["| what | agents | envs | env steps/s | peak RSS (MB) |", "|---|---:|---:|---:|---:|"]
     for r in payload["rows"]:
@@ -119,6 +134,10 @@ def markdown_table(payload: dict[str, Any]) -> str:
     ]
     if ratios.get("fedpg_n64_over_n8") is not None:
         lines.append(f"| FederatedPG steps/s at N = 64 / at N = 8 | {ratios['fedpg_n64_over_n8']:.2f} |")
+        lines.append(f"| peak RSS at N = 64 agents | {ratios['peak_rss_mb_n64']:,.0f} MB |")
+    lines.append(
+        f"| HalfCheetah (4 agents x 4 envs): FederatedPG / raw MuJoCo stepping | {ratios['mujoco_fedpg_over_raw']:.0%} |"
+    )
     return "\n".join(lines) + "\n"
 
 
@@ -133,10 +152,10 @@ def main(argv: list[str] | None = None, output: pathlib.Path = RESULTS) -> dict[
     parser.add_argument("--quick", action="store_true", help="tiny budgets (smoke run)")
     args = parser.parse_args(argv)
     if args.quick:  # smoke run: in-process, tiny budgets, tiny PPO rollouts
-        budget = {"raw": 4096, "fedpg": 4096, "a2c": 1024, "ppo": 1024}
+        budget = {"raw": 4096, "fedpg": 4096, "a2c": 1024, "ppo": 1024, "mujoco": 512}
         n_values, ppo_n_steps, runner = [1, 8], 16, measure
     else:
-        budget = {"raw": 2_000_000, "fedpg": 400_000, "a2c": 60_000, "ppo": 33_000}
+        budget = {"raw": 2_000_000, "fedpg": 400_000, "a2c": 60_000, "ppo": 33_000, "mujoco": 60_000}
         n_values, ppo_n_steps, runner = [1, 2, 4, 8, 16, 32, 64], 256, run_isolated
 
     from tqdm import tqdm
@@ -147,6 +166,8 @@ def main(argv: list[str] | None = None, output: pathlib.Path = RESULTS) -> dict[
         ("a2c", 8, 8, budget["a2c"]),
         ("ppo", 8, 8, budget["ppo"], ppo_n_steps),
         *[("fedpg", n, 8, budget["fedpg"] * max(1, n // 8)) for n in n_values],
+        ("mujoco_raw_vector_env", 4, 4, budget["mujoco"]),
+        ("mujoco_fedpg", 4, 4, budget["mujoco"]),
     ]
     rows = [runner(*job) for job in tqdm(jobs, desc="throughput")]
     by = {(r["kind"], r["n_agents"]): r for r in rows}
@@ -157,6 +178,9 @@ def main(argv: list[str] | None = None, output: pathlib.Path = RESULTS) -> dict[
         "fedpg_over_raw_vector_env": fed8 / by[("raw_vector_env", 8)]["steps_per_second"],
         "fedpg_over_federated_env": fed8 / by[("raw_env", 8)]["steps_per_second"],
         "fedpg_n64_over_n8": (by[("fedpg", 64)]["steps_per_second"] / fed8) if ("fedpg", 64) in by else None,
+        "mujoco_fedpg_over_raw": by[("mujoco_fedpg", 4)]["steps_per_second"]
+        / by[("mujoco_raw_vector_env", 4)]["steps_per_second"],
+        "peak_rss_mb_n64": by[("fedpg", 64)]["peak_rss_mb"] if ("fedpg", 64) in by else None,
     }
     payload = {
         "env": ENV_ID,

@@ -37,3 +37,10 @@ def test_byzantine_quick(tmp_path):
     assert set(payload["summary"]) == {"mean", "median", "trimmed_mean", "geometric_median", "norm_clipped_mean"}
     assert (tmp_path / "byzantine.png").stat().st_size > 0
     assert "attacked" in (tmp_path / "byzantine.md").read_text()
+
+
+def test_profile_round_quick(tmp_path):
+    out = load("profile_round").main(["--quick"], output=tmp_path)
+    assert out["rounds"] >= 1 and out["total"] > 0
+    assert "cProfile" in (tmp_path / "profile_round.txt").read_text()
+    assert "| phase | seconds | share |" in (tmp_path / "profile_round.md").read_text()

@@ -18,7 +18,7 @@ def test_throughput_quick(tmp_path):
     assert saved["ratios"] == payload["ratios"]
     assert (tmp_path / "throughput.png").stat().st_size > 0
     kinds = {row["kind"] for row in saved["rows"]}
-    assert kinds == {"raw_vector_env", "raw_env", "fedpg", "a2c", "ppo"}
+    assert kinds == {"raw_vector_env", "raw_env", "fedpg", "a2c", "ppo", "mujoco_raw_vector_env", "mujoco_fedpg"}
     assert all(row["steps_per_second"] > 0 for row in saved["rows"])
     assert "FederatedPG / SB3 A2C" in (tmp_path / "throughput.md").read_text()
 
