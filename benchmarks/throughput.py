@@ -37,6 +37,20 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _time_random_steps(venv: Any, actions: Any, timesteps: int) -> tuple[int, float]:
+    """Step ``venv`` (Gymnasium or SB3 vector env) with pre-drawn random actions; return (steps, seconds)."""
+    if hasattr(venv, "single_action_space"):
+        venv.reset(seed=0)
+    else:
+        venv.reset()
+    start = time.perf_counter()
+    steps = 0
+    while steps < timesteps:
+        venv.step(actions[(steps // venv.num_envs) % len(actions)])
+        steps += venv.num_envs
+    return steps, time.perf_counter() - start
+
+
 def measure(kind: str, n_agents: int, n_envs_per_agent: int, timesteps: int, ppo_n_steps: int = 256) -> dict[str, Any]:
     """Run one measurement (in a subprocess) and return steps/s and peak RSS."""
     import numpy as np
@@ -47,37 +61,15 @@ def measure(kind: str, n_agents: int, n_envs_per_agent: int, timesteps: int, ppo
 
     env_id = MUJOCO_ID if kind.startswith("mujoco") else ENV_ID
     env = make_federated_vec_env(env_id, n_agents=n_agents, n_envs_per_agent=n_envs_per_agent, seed=0)
+    rng = np.random.default_rng(0)
     if kind == "mujoco_raw_vector_env":
         # Raw single-process stepping of the same vectorised MuJoCo envs, random actions.
-        venv = env.venv
-        venv.reset(seed=0)
-        actions = np.random.default_rng(0).uniform(-1, 1, size=(64, *venv.action_space.shape)).astype(np.float32)
-        start = time.perf_counter()
-        steps = 0
-        while steps < timesteps:
-            venv.step(actions[(steps // venv.num_envs) % 64])
-            steps += venv.num_envs
-        elapsed = time.perf_counter() - start
-    elif kind == "raw_env":
-        env.reset()
-        rng = np.random.default_rng(0)
-        actions = rng.integers(0, 2, size=(64, env.num_envs))
-        start = time.perf_counter()
-        steps = 0
-        while steps < timesteps:
-            env.step(actions[(steps // env.num_envs) % 64])
-            steps += env.num_envs
-        elapsed = time.perf_counter() - start
-    elif kind == "raw_vector_env":
-        venv = env.venv
-        venv.reset(seed=0)
-        actions = np.random.default_rng(0).integers(0, 2, size=(64, venv.num_envs))
-        start = time.perf_counter()
-        steps = 0
-        while steps < timesteps:
-            venv.step(actions[(steps // venv.num_envs) % 64])
-            steps += venv.num_envs
-        elapsed = time.perf_counter() - start
+        actions = rng.uniform(-1, 1, size=(64, *env.venv.action_space.shape)).astype(np.float32)
+        steps, elapsed = _time_random_steps(env.venv, actions, timesteps)
+    elif kind == "raw_env":  # the FederatedVecEnv (SB3 interface, per-agent rewards)
+        steps, elapsed = _time_random_steps(env, rng.integers(0, 2, size=(64, env.num_envs)), timesteps)
+    elif kind == "raw_vector_env":  # the Gymnasium vector env underneath
+        steps, elapsed = _time_random_steps(env.venv, rng.integers(0, 2, size=(64, env.num_envs)), timesteps)
     else:
         if kind in ("fedpg", "mujoco_fedpg"):
             model = FederatedPG("MlpPolicy", env, seed=0)
