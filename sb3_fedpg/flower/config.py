@@ -1,0 +1,272 @@
+"""
+The Flower run configuration: kebab-case keys (``[tool.flwr.app.config]``) and their one
+conversion to typed settings and SB3-style ``FederatedPG`` keyword arguments.
+
+Only NumPy and the standard library are imported here, so that a SuperNode's ClientApp
+process (started afresh for every message) pays for torch only when it needs it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+#: Every key the app understands, with its default. ``flower_app/pyproject.toml`` repeats these
+#: (Flower only accepts ``--run-config`` overrides of keys declared there); a test checks they agree.
+DEFAULT_RUN_CONFIG: dict[str, bool | int | float | str] = {
+    # what the agents learn: "neural" (FederatedPG on a heterogeneous Gymnasium family) or
+    # "tabular" (exact softmax policy gradients on a Garnet MDP, deterministic)
+    "task": "neural",
+    "num-rounds": 5,
+    "seed": 0,
+    # participation and faults
+    "num-agents": 0,
+    "min-agents": 1,
+    "wait-for-agents-s": 120.0,
+    "phase-timeout-s": 300.0,
+    "max-update-norm": 1e6,
+    "max-skipped-rounds": 3,
+    # outputs
+    "output-dir": "runs/flower",
+    "resume": False,
+    "log-formats": "csv",
+    # FederatedPG hyperparameters (same names as its constructor, kebab-case)
+    "env-id": "sb3_fedpg/HeteroCartPole-v0",
+    "heterogeneity": 1.0,
+    "n-envs-per-agent": 8,
+    "learning-rate": 0.05,
+    "local-steps": 4,
+    "n-steps": 64,
+    "server-learning-rate": 1.0,
+    "gamma": 0.99,
+    "gae-lambda": 0.95,
+    "estimator": "gae",
+    "baseline": "none",
+    "correction": True,
+    "reuse-anchor-batch": True,
+    "normalize-advantage": True,
+    "ent-coef": 0.0,
+    "critic-learning-rate": 1e-3,
+    "local-optimizer": "sgd",
+    "max-grad-norm": 0.0,
+    "net-arch": "64,64",
+    # tabular task (Garnet MDP, see sb3_fedpg.tabular.garnet)
+    "tabular-n-states": 10,
+    "tabular-n-actions": 4,
+    "tabular-branching": 3,
+    "tabular-gamma": 0.9,
+    "tabular-tau": 0.0,
+    # fault injection, for tests and demonstrations: agent ``fault-agent`` corrupts its reply
+    "fault-agent": -1,
+    "fault-kind": "none",
+    "fault-phase": "local",
+    "fault-rounds": "",
+}
+
+TASKS = ("neural", "tabular")
+FAULT_KINDS = ("none", "nan", "shape", "huge")
+FAULT_PHASES = ("grad", "local")
+
+
+@dataclass(frozen=True)
+class FlowerRunConfig:
+    """
+    The typed run configuration (see :data:`DEFAULT_RUN_CONFIG` for the kebab-case keys).
+
+    :param task: ``"neural"`` or ``"tabular"``
+    :param num_rounds: communication rounds ``T``
+    :param seed: seed of the initial policy, the agents' environments and the Garnet MDP
+    :param num_agents: agents to wait for before round 1 (``0``: ``min_agents``)
+    :param min_agents: fewest agents whose replies make a phase valid; with fewer the round is skipped
+    :param wait_for_agents_s: how long to wait at start for ``max(num_agents, min_agents)`` agents
+    :param phase_timeout_s: how long the server waits for the replies of one phase
+    :param max_update_norm: replies (anchors, parameter changes) with a larger norm are rejected
+    :param max_skipped_rounds: stop the run after this many consecutive skipped rounds
+    :param output_dir: where the server writes the model, the checkpoint and the logs
+    :param resume: continue from ``output_dir``'s checkpoint if there is one
+    :param log_formats: SB3 logger formats, comma-separated (``csv``, ``tensorboard``, ``stdout``, ``log``)
+    :param env_id: Gymnasium family id (neural task)
+    :param heterogeneity: the family's (or Garnet's) heterogeneity knob
+    :param n_envs_per_agent: sub-environments per agent (neural task)
+    :param learning_rate: local step size ``η``
+    :param local_steps: ``H``
+    :param n_steps: steps per trajectory segment of one batch (neural task)
+    :param server_learning_rate: ``η_g``
+    :param gamma: discount factor (neural task)
+    :param gae_lambda: GAE λ
+    :param estimator: ``gae``, ``gpomdp`` or ``reinforce``
+    :param baseline: baseline of ``gpomdp``/``reinforce``
+    :param correction: Fast-FedPG (``True``) or FedAvg-PG (``False``)
+    :param reuse_anchor_batch: reuse the anchor batch for the first local step
+    :param normalize_advantage: normalise each agent's weights
+    :param ent_coef: entropy bonus
+    :param critic_learning_rate: Adam step size of each agent's local critic
+    :param local_optimizer: ``sgd`` or ``adam``
+    :param max_grad_norm: clip each agent's corrected direction (``None``: no clipping)
+    :param net_arch: hidden layer sizes of the policy
+    :param tabular_n_states: Garnet ``S``
+    :param tabular_n_actions: Garnet ``A``
+    :param tabular_branching: Garnet branching factor
+    :param tabular_gamma: Garnet discount factor
+    :param tabular_tau: entropy temperature of the tabular objective
+    :param fault_agent: partition id of the agent that corrupts its replies (``-1``: none)
+    :param fault_kind: ``none``, ``nan``, ``shape`` or ``huge``
+    :param fault_phase: ``grad`` (the anchor) or ``local`` (the parameter change)
+    :param fault_rounds: rounds (1-based) in which the fault happens (empty: every round)
+    """
+
+    task: str = "neural"
+    num_rounds: int = 5
+    seed: int = 0
+    num_agents: int = 0
+    min_agents: int = 1
+    wait_for_agents_s: float = 120.0
+    phase_timeout_s: float = 300.0
+    max_update_norm: float | None = 1e6
+    max_skipped_rounds: int = 3
+    output_dir: str = "runs/flower"
+    resume: bool = False
+    log_formats: tuple[str, ...] = ("csv",)
+    env_id: str = "sb3_fedpg/HeteroCartPole-v0"
+    heterogeneity: float = 1.0
+    n_envs_per_agent: int = 8
+    learning_rate: float = 0.05
+    local_steps: int = 4
+    n_steps: int = 64
+    server_learning_rate: float = 1.0
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    estimator: str = "gae"
+    baseline: str = "none"
+    correction: bool = True
+    reuse_anchor_batch: bool = True
+    normalize_advantage: bool = True
+    ent_coef: float = 0.0
+    critic_learning_rate: float = 1e-3
+    local_optimizer: str = "sgd"
+    max_grad_norm: float | None = None
+    net_arch: tuple[int, ...] = (64, 64)
+    tabular_n_states: int = 10
+    tabular_n_actions: int = 4
+    tabular_branching: int = 3
+    tabular_gamma: float = 0.9
+    tabular_tau: float = 0.0
+    fault_agent: int = -1
+    fault_kind: str = "none"
+    fault_phase: str = "local"
+    fault_rounds: tuple[int, ...] = field(default_factory=tuple)
+
+    def algorithm_kwargs(self) -> dict[str, Any]:
+        """:return: keyword arguments of :class:`~sb3_fedpg.FederatedPG` (besides policy, env, n_agents, seed)"""
+        return dict(
+            learning_rate=self.learning_rate,
+            local_steps=self.local_steps,
+            n_steps=self.n_steps,
+            server_learning_rate=self.server_learning_rate,
+            gamma=self.gamma,
+            gae_lambda=self.gae_lambda,
+            estimator=self.estimator,
+            baseline=self.baseline,
+            correction=self.correction,
+            reuse_anchor_batch=self.reuse_anchor_batch,
+            normalize_advantage=self.normalize_advantage,
+            ent_coef=self.ent_coef,
+            critic_learning_rate=self.critic_learning_rate,
+            local_optimizer=self.local_optimizer,
+            max_grad_norm=self.max_grad_norm,
+            policy_kwargs={"net_arch": list(self.net_arch)},
+        )
+
+    def env_kwargs(self) -> dict[str, Any]:
+        """:return: the family parameters of the neural task"""
+        return {"heterogeneity": self.heterogeneity}
+
+    def fault_applies(self, agent: int, phase: str, server_round: int) -> bool:
+        """
+        :param agent: the agent's partition id
+        :param phase: ``grad`` or ``local``
+        :param server_round: the current round (1-based)
+        :return: whether this agent corrupts this reply
+        """
+        return (
+            self.fault_kind != "none"
+            and agent == self.fault_agent
+            and phase == self.fault_phase
+            and (not self.fault_rounds or server_round in self.fault_rounds)
+        )
+
+
+def _int_list(value: Any, key: str) -> tuple[int, ...]:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return (int(value),)
+    text = str(value).replace(";", ",").strip()
+    try:
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError as error:
+        raise ValueError(f"run config {key!r} must be comma-separated integers, got {value!r}") from error
+
+
+def parse_run_config(run_config: Mapping[str, Any] | None = None, **overrides: Any) -> FlowerRunConfig:
+    """
+    The one place where the kebab-case run config becomes typed settings.
+
+    Missing keys take :data:`DEFAULT_RUN_CONFIG`'s values; unknown keys and invalid values
+    raise ``ValueError`` (hyperparameters are validated again by ``FederatedPG`` itself).
+
+    :param run_config: Flower's ``context.run_config`` (kebab-case)
+    :param overrides: more kebab-case entries given as Python keywords with ``_`` for ``-``
+    :return: the typed configuration
+    """
+    merged: dict[str, Any] = dict(DEFAULT_RUN_CONFIG)
+    given = {**dict(run_config or {}), **{k.replace("_", "-"): v for k, v in overrides.items()}}
+    unknown = sorted(set(given) - set(DEFAULT_RUN_CONFIG))
+    if unknown:
+        raise ValueError(f"unknown Flower run config key(s) {unknown}; known keys: {sorted(DEFAULT_RUN_CONFIG)}")
+    merged.update(given)
+
+    def typed(key: str, kind: type) -> Any:
+        value = merged[key]
+        if kind is bool:
+            if isinstance(value, str):
+                if value.lower() not in ("true", "false", "1", "0"):
+                    raise ValueError(f"run config {key!r} must be true or false, got {value!r}")
+                return value.lower() in ("true", "1")
+            return bool(value)
+        try:
+            return kind(value)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"run config {key!r} must be {kind.__name__}, got {value!r}") from error
+
+    values: dict[str, Any] = {}
+    for f in fields(FlowerRunConfig):
+        key = f.name.replace("_", "-")
+        if f.name in ("max_update_norm", "max_grad_norm"):
+            # 0 (or less) means "no limit": TOML has no null
+            number = typed(key, float)
+            values[f.name] = number if number > 0 else None
+        elif f.name == "log_formats":
+            values[f.name] = tuple(part.strip() for part in str(merged[key]).split(",") if part.strip())
+        elif f.name in ("net_arch", "fault_rounds"):
+            values[f.name] = _int_list(merged[key], key)
+        else:
+            kind = {"bool": bool, "int": int, "float": float, "str": str}[str(f.type).split(" ")[0]]
+            values[f.name] = typed(key, kind)
+    config = FlowerRunConfig(**values)
+    if config.task not in TASKS:
+        raise ValueError(f"run config 'task' must be one of {TASKS}, got {config.task!r}")
+    if config.fault_kind not in FAULT_KINDS:
+        raise ValueError(f"run config 'fault-kind' must be one of {FAULT_KINDS}, got {config.fault_kind!r}")
+    if config.fault_phase not in FAULT_PHASES:
+        raise ValueError(f"run config 'fault-phase' must be one of {FAULT_PHASES}, got {config.fault_phase!r}")
+    for name in ("num_rounds", "min_agents", "local_steps", "max_skipped_rounds"):
+        if getattr(config, name) < 1:
+            raise ValueError(f"run config {name.replace('_', '-')!r} must be >= 1, got {getattr(config, name)}")
+    for name in ("phase_timeout_s", "wait_for_agents_s", "learning_rate", "server_learning_rate"):
+        if not getattr(config, name) > 0:
+            raise ValueError(f"run config {name.replace('_', '-')!r} must be > 0, got {getattr(config, name)}")
+    if config.num_agents < 0:
+        raise ValueError(f"run config 'num-agents' must be >= 0, got {config.num_agents}")
+    if not config.net_arch:
+        raise ValueError("run config 'net-arch' must list at least one layer size, e.g. \"64,64\"")
+    return config

@@ -1,0 +1,74 @@
+"""
+Run the Flower app in Flower's simulation engine (Ray) from Python, e.g. in tests and benchmarks.
+
+The command-line way is ``flwr run flower_app <simulation connection>`` (see ``docs/flower.md``);
+this helper runs the same ServerApp/ClientApp with ``flwr.simulation.run_simulation`` in this
+process, with the run config given as Python overrides (such runs have no run config of their own).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pathlib
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from sb3_fedpg.flower.config import parse_run_config
+
+
+def run_simulation(
+    n_agents: int,
+    run_config: Mapping[str, Any] | None = None,
+    num_cpus: int | None = None,
+    client_num_cpus: float = 1.0,
+    verbose: bool = False,
+) -> np.ndarray:
+    """
+    Fast-FedPG with ``n_agents`` virtual SuperNodes in Flower's simulation engine.
+
+    :param n_agents: number of virtual agents (SuperNodes; agent ``i`` has ``partition-id=i``)
+    :param run_config: kebab-case run config entries (see :data:`sb3_fedpg.flower.config.DEFAULT_RUN_CONFIG`);
+        ``num-agents`` defaults to ``n_agents`` so the server waits for all of them
+    :param num_cpus: CPUs given to Ray (``None``: all of this machine's)
+    :param client_num_cpus: CPUs reserved per ClientApp (1 was fastest on 2 cores, see NOTES.md)
+    :param verbose: Flower's debug logging
+    :return: the global parameters after every round, shape ``(T + 1, n_params)`` (read from the checkpoint)
+    """
+    from flwr.simulation import run_simulation as flwr_run_simulation
+
+    from sb3_fedpg.flower.client_app import make_client_app
+    from sb3_fedpg.flower.server_app import make_server_app
+
+    overrides = {"num-agents": n_agents, **dict(run_config or {})}
+    config = parse_run_config(overrides)  # fail here, not inside a Ray worker
+    checkpoint = pathlib.Path(config.output_dir) / "checkpoint.npz"
+    if checkpoint.exists() and not config.resume:
+        checkpoint.unlink()
+    backend_config = {
+        "client_resources": {"num_cpus": client_num_cpus, "num_gpus": 0.0},
+        # Loopback only; no dashboard.
+        "init_args": {
+            "num_cpus": num_cpus or os.cpu_count() or 1,
+            "include_dashboard": False,
+            "_node_ip_address": "127.0.0.1",
+            "logging_level": logging.WARNING,
+            "log_to_driver": verbose,
+        },
+    }
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        flwr_run_simulation(
+            server_app=make_server_app(overrides),
+            client_app=make_client_app(overrides),
+            num_supernodes=n_agents,
+            backend_config=backend_config,  # type: ignore[arg-type]
+            verbose_logging=verbose,
+        )
+    if not checkpoint.exists():
+        raise RuntimeError(f"the simulation ended without a checkpoint in {config.output_dir} (see the log above)")
+    with np.load(checkpoint) as data:
+        return data["history"]

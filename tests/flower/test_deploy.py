@@ -1,0 +1,77 @@
+"""
+A real Flower deployment on 127.0.0.1 (SuperLink + SuperNodes as separate processes, started and
+stopped by PID here). Each message starts a fresh ClientApp process (seconds each), so these
+runs use the cheap deterministic tabular task and few rounds.
+"""
+
+import json
+import time
+
+import numpy as np
+import pytest
+
+from sb3_fedpg.flower.deploy import LoopbackDeployment
+
+pytestmark = pytest.mark.slow
+
+
+def read_rounds(folder):
+    path = folder / "rounds.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_deployment_survives_a_killed_supernode_and_a_malformed_update(tmp_path):
+    # 3 SuperNodes. Round 1: agent 2 sends a NaN parameter change -> rejected and logged, the round
+    # goes on with agents 0 and 1. Then agent 1's SuperNode is killed: round 2 finishes with the other two.
+    out = tmp_path / "out"
+    run_config = {
+        "task": "tabular",
+        "num-rounds": 2,
+        "num-agents": 3,
+        "min-agents": 2,
+        "phase-timeout-s": 45.0,
+        "output-dir": str(out),
+        "fault-agent": 2,
+        "fault-kind": "nan",
+        "fault-phase": "local",
+        "fault-rounds": "1",
+    }
+    with LoopbackDeployment(tmp_path / "deploy", 3) as deployment:
+        deployment.start()
+        run = deployment.submit(run_config)
+        deadline = time.monotonic() + 240
+        while not read_rounds(out) and time.monotonic() < deadline and run.poll() is None:
+            time.sleep(0.5)
+        assert read_rounds(out), deployment.log("flwr_run")
+        deployment.kill_process("node1")
+        code = run.wait(timeout=240)
+        log = deployment.log("flwr_run")
+    assert code == 0, log
+    first, second = read_rounds(out)
+    assert first["phase1_agents"] == 3 and first["phase2_agents"] == 2
+    (reason,) = first["phase2_rejected"].values()
+    assert "non-finite" in reason
+    assert "left out: rejected delta" in log  # the rejection is in the ServerApp's log
+    assert second["phase2_agents"] == 2 and not second.get("skipped")
+    history = np.load(out / "checkpoint.npz")["history"]
+    assert history.shape == (3, 40) and np.isfinite(history).all()
+    assert not np.allclose(history[2], history[1])
+
+
+def test_tls_and_supernode_auth_refuse_an_unregistered_node(tmp_path):
+    out = tmp_path / "out"
+    with LoopbackDeployment(tmp_path / "deploy", 2, auth=True) as deployment:
+        deployment.start()
+        intruder = deployment.start_supernode(1, register=False, key_name="intruder")
+        code = deployment.run(
+            {"task": "tabular", "num-rounds": 1, "num-agents": 2, "min-agents": 2, "output-dir": str(out)}, timeout=240
+        )
+        log = deployment.log("flwr_run")
+        intruder_code = intruder.wait(timeout=60)
+        intruder_log = deployment.log("intruder")
+    assert code == 0, log
+    (only,) = read_rounds(out)
+    assert only["nodes"] == 2 and only["phase2_agents"] == 2
+    assert intruder_code != 0
+    assert "Failed to activate SuperNode" in intruder_log
+    assert (tmp_path / "deploy" / "certificates" / "ca.crt").exists()
