@@ -26,6 +26,8 @@ DEFAULT_RUN_CONFIG: dict[str, bool | int | float | str] = {
     "wait-for-agents-s": 120.0,
     "phase-timeout-s": 300.0,
     "max-update-norm": 1e6,
+    # server reduction over agents, by name (see sb3_fedpg.common.aggregators.AGGREGATORS)
+    "aggregator": "mean",
     "max-skipped-rounds": 3,
     # outputs
     "output-dir": "runs/flower",
@@ -65,6 +67,7 @@ DEFAULT_RUN_CONFIG: dict[str, bool | int | float | str] = {
 }
 
 TASKS = ("neural", "tabular")
+AGGREGATOR_NAMES = ("mean", "median", "trimmed_mean", "norm_clipped_mean", "geometric_median")
 FAULT_KINDS = ("none", "nan", "shape", "huge")
 FAULT_PHASES = ("grad", "local")
 
@@ -82,6 +85,8 @@ class FlowerRunConfig:
     :param wait_for_agents_s: how long to wait at start for ``max(num_agents, min_agents)`` agents
     :param phase_timeout_s: how long the server waits for the replies of one phase
     :param max_update_norm: replies (anchors, parameter changes) with a larger norm are rejected
+    :param aggregator: the server's reduction over agents for anchors and parameter changes: ``mean`` or a
+        Byzantine-robust rule (``median``, ``trimmed_mean``, ``norm_clipped_mean``, ``geometric_median``)
     :param max_skipped_rounds: stop the run after this many consecutive skipped rounds
     :param output_dir: where the server writes the model, the checkpoint and the logs
     :param resume: continue from ``output_dir``'s checkpoint if there is one
@@ -124,6 +129,7 @@ class FlowerRunConfig:
     wait_for_agents_s: float = 120.0
     phase_timeout_s: float = 300.0
     max_update_norm: float | None = 1e6
+    aggregator: str = "mean"
     max_skipped_rounds: int = 3
     output_dir: str = "runs/flower"
     resume: bool = False
@@ -253,6 +259,9 @@ def parse_run_config(run_config: Mapping[str, Any] | None = None, **overrides: A
             kind = {"bool": bool, "int": int, "float": float, "str": str}[str(f.type).split(" ")[0]]
             values[f.name] = typed(key, kind)
     config = FlowerRunConfig(**values)
+    # The names live with the aggregators; a plain-string check keeps this module free of torch.
+    if config.aggregator not in AGGREGATOR_NAMES:
+        raise ValueError(f"run config 'aggregator' must be one of {AGGREGATOR_NAMES}, got {config.aggregator!r}")
     if config.task not in TASKS:
         raise ValueError(f"run config 'task' must be one of {TASKS}, got {config.task!r}")
     if config.fault_kind not in FAULT_KINDS:

@@ -627,6 +627,7 @@ def run_server(grid: Any, context: Context, overrides: Mapping[str, Any] | None 
     :return: the global parameters after every round, ``[θ̄_0, …, θ̄_T]``
     """
     from sb3_fedpg.common import fedmath
+    from sb3_fedpg.common.aggregators import make_aggregator
 
     config = parse_run_config({**context.run_config, **(overrides or {})})
     n_wanted = max(config.num_agents, config.min_agents)
@@ -643,6 +644,7 @@ def run_server(grid: Any, context: Context, overrides: Mapping[str, Any] | None 
     n_params = params.shape[0]
     log(INFO, "Fast-FedPG on Flower: %d agents connected, %d parameters, %d rounds", len(nodes), n_params, config.num_rounds)
     skipped_in_a_row = 0
+    aggregator = make_aggregator(config.aggregator)  # the same rules as FederatedPG(aggregator=...)
     for server_round in range(start_round + 1, config.num_rounds + 1):
         t0 = time.perf_counter()
         nodes = sorted(grid.get_node_ids())
@@ -662,7 +664,7 @@ def run_server(grid: Any, context: Context, overrides: Mapping[str, Any] | None 
         if len(anchors) >= config.min_agents:
             phase1_nodes = _in_agent_order(anchors, agent_of)
             stacked_anchors = np.stack([anchors[n] for n in phase1_nodes])
-            global_grad = fedmath.average_anchor_gradients(stacked_anchors)
+            global_grad = fedmath.average_anchor_gradients(stacked_anchors, aggregator)
             # Phase 2: only the agents whose anchor is part of g.
             content = RecordDict(
                 {
@@ -680,7 +682,7 @@ def run_server(grid: Any, context: Context, overrides: Mapping[str, Any] | None 
             phase2_nodes = _in_agent_order(phase2, agent_of)
             local = params + np.stack([phase2[n] for n in phase2_nodes])
             result = fedmath.RoundResult(
-                params=fedmath.aggregate_parameter_changes(params, local, config.server_learning_rate),
+                params=fedmath.aggregate_parameter_changes(params, local, config.server_learning_rate, aggregator),
                 anchor_grads=stacked_anchors,
                 global_grad=global_grad,
                 local_params=local,

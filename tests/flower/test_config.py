@@ -73,3 +73,13 @@ def test_toml_run_config():
     text = toml_run_config({"task": "tabular", "num-rounds": 2, "resume": False, "phase-timeout-s": 30.0})
     parsed = tomllib.loads("\n".join(text.split(" ")))
     assert parsed == {"task": "tabular", "num-rounds": 2, "resume": False, "phase-timeout-s": 30.0}
+
+
+def test_aggregator_names_match_the_shared_aggregators():
+    from sb3_fedpg.common.aggregators import AGGREGATORS
+    from sb3_fedpg.flower.config import AGGREGATOR_NAMES, parse_run_config
+
+    assert set(AGGREGATOR_NAMES) == set(AGGREGATORS)
+    assert parse_run_config({"aggregator": "median"}).aggregator == "median"
+    with pytest.raises(ValueError, match="run config 'aggregator' must be one of"):
+        parse_run_config({"aggregator": "krum"})
