@@ -82,6 +82,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-interval", type=int, default=-1, help="log every this many iterations (< 0: algorithm default)")
     parser.add_argument("--verbose", type=int, default=1, help="0: quiet, 1: SB3 logs on stdout")
     parser.add_argument("-P", "--progress", action="store_true", help="show a progress bar")
+    parser.add_argument(
+        "--save-freq-rounds",
+        type=int,
+        default=0,
+        help="fedpg: write a resumable checkpoint every this many rounds to <run>/checkpoints (0: none)",
+    )
+    parser.add_argument(
+        "--resume",
+        default=None,
+        help="fedpg: continue from this checkpoint (from --save-freq-rounds) up to the same n_timesteps, bit-identically",
+    )
     return parser
 
 
@@ -116,15 +127,27 @@ def train(argv: list[str] | None = None) -> pathlib.Path:
     if args.n_timesteps > 0:
         entry["n_timesteps"] = args.n_timesteps
     hyperparams = validate_hyperparams(entry, algo_class, f"{args.conf_file} [{args.env}]")
+    if (args.resume or args.save_freq_rounds) and args.algo != "fedpg":
+        parser.error("--resume and --save-freq-rounds are for --algo fedpg")
+    if args.save_freq_rounds < 0:
+        parser.error(f"--save-freq-rounds must be >= 0, got {args.save_freq_rounds}")
 
-    env = make_federated_vec_env(
-        args.env,
-        n_agents=hyperparams.n_agents,
-        n_envs_per_agent=hyperparams.n_envs_per_agent,
-        env_kwargs=hyperparams.env_kwargs,
-        seed=args.seed,
-    )
-    model = algo_class(env=env, seed=args.seed, verbose=args.verbose, device=args.device, **hyperparams.model_kwargs)
+    if args.resume:
+        if not os.path.isfile(args.resume):
+            parser.error(f"--resume: no such checkpoint file {args.resume!r}")
+        # The checkpoint holds the env (with its state), the RNG states and the model.
+        model = algo_class.load_checkpoint(args.resume, device=args.device)
+        model.verbose = args.verbose
+        env = model.get_env()
+    else:
+        env = make_federated_vec_env(
+            args.env,
+            n_agents=hyperparams.n_agents,
+            n_envs_per_agent=hyperparams.n_envs_per_agent,
+            env_kwargs=hyperparams.env_kwargs,
+            seed=args.seed,
+        )
+        model = algo_class(env=env, seed=args.seed, verbose=args.verbose, device=args.device, **hyperparams.model_kwargs)
 
     name = env_name(args.env)
     log_path = pathlib.Path(args.log_folder) / args.algo
@@ -153,8 +176,16 @@ def train(argv: list[str] | None = None) -> pathlib.Path:
     learn_kwargs: dict[str, Any] = {"progress_bar": args.progress}
     if args.log_interval > 0:
         learn_kwargs["log_interval"] = args.log_interval
+    if args.save_freq_rounds > 0:
+        from sb3_fedpg.common.callbacks import RoundCheckpointCallback
+
+        learn_kwargs["callback"] = RoundCheckpointCallback(args.save_freq_rounds, os.fspath(save_path / "checkpoints"))
+    budget = hyperparams.n_timesteps
+    if args.resume:
+        # Same total budget as the interrupted run: continue the counters and the schedules.
+        budget, learn_kwargs["reset_num_timesteps"] = max(budget - model.num_timesteps, 0), False
     try:
-        model.learn(hyperparams.n_timesteps, **learn_kwargs)
+        model.learn(budget, **learn_kwargs)
     except KeyboardInterrupt:  # as rl-zoo: an interrupted run still saves its model
         pass
     finally:

@@ -96,3 +96,23 @@ def test_command_line(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(sys, "argv", ["enjoy", "--env", FAMILY, "-f", str(tmp_path), "--n-episodes", "1"])
     enjoy_main()
     assert "agent   1" in capsys.readouterr().out
+
+
+def test_checkpoints_and_resume_from_the_command_line(tmp_path):
+    tiny = ["-params", *TINY, "local_steps:2", "n_steps:8"]
+    full = run_train(tmp_path / "a", extra=[*tiny, "--save-freq-rounds", "2"], n=800)
+    checkpoints = sorted((full / "checkpoints").glob("fedpg_*_rounds.zip"), key=lambda p: int(p.name.split("_")[1]))
+    assert len(checkpoints) >= 2
+    # Resume from an early checkpoint up to the same budget: the final policy is the uninterrupted one.
+    resumed = run_train(tmp_path / "b", extra=[*tiny, "--resume", str(checkpoints[0])], n=800)
+    name = "sb3_fedpg-HeteroCartPole-v0"
+    a = FederatedPG.load(full / f"{name}.zip").get_global_parameters()
+    b = FederatedPG.load(resumed / f"{name}.zip").get_global_parameters()
+    np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_resume_errors(tmp_path):
+    with pytest.raises(SystemExit):
+        run_train(tmp_path, algo="a2c", extra=["--resume", str(tmp_path / "x.zip")])
+    with pytest.raises(SystemExit):
+        run_train(tmp_path, extra=["--resume", str(tmp_path / "missing.zip")])
