@@ -149,3 +149,48 @@ def test_env_raising_mid_rollout_loses_nothing(tmp_path):
     # The round in flight was discarded: the global policy is the last good one, and the saved file is intact.
     th.testing.assert_close(model.get_global_parameters(), good)
     th.testing.assert_close(FederatedPG.load(tmp_path / "good.zip").get_global_parameters(), good)
+
+
+class _Payload:
+    """Unpickling this runs code: it creates a marker file."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_untrusted_file_loads_weights_without_unpickling(tmp_path):
+    import base64
+    import json
+    import zipfile
+
+    import cloudpickle
+
+    model = FederatedPG("MlpPolicy", "CartPole-v1", n_steps=4, local_steps=1, n_envs_per_agent=2, seed=0)
+    model.learn(50)
+    path = tmp_path / "model.zip"
+    model.save(path)
+    # Plant a payload in the pickled part of the file, as an attacker would.
+    marker = tmp_path / "code_ran"
+    with zipfile.ZipFile(path) as archive:
+        files = {name: archive.read(name) for name in archive.namelist()}
+    data = json.loads(files["data"])
+    data["gamma"] = {
+        ":type:": "<class 'object'>",
+        ":serialized:": base64.b64encode(cloudpickle.dumps(_Payload(str(marker)))).decode(),
+    }
+    files["data"] = json.dumps(data).encode()
+    evil = tmp_path / "evil.zip"
+    with zipfile.ZipFile(evil, "w") as archive:
+        for name, content in files.items():
+            archive.writestr(name, content)
+    # The documented safe path: build the model yourself, read only the tensors (weights_only=True).
+    fresh = FederatedPG("MlpPolicy", "CartPole-v1", n_steps=4, local_steps=1, n_envs_per_agent=2, seed=1)
+    fresh.set_parameters(str(evil))
+    assert not marker.exists()
+    th.testing.assert_close(fresh.get_global_parameters(), model.get_global_parameters())
+    # Whereas load() unpickles: only for trusted files (docs/robustness.md).
+    FederatedPG.load(evil)
+    assert marker.exists()
