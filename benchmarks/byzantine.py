@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None, output: pathlib.Path = RESULTS) -> dict[
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny budget (smoke run)")
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--timesteps", type=int, default=400_000)
+    parser.add_argument("--timesteps", type=int, default=1_000_000)
     args = parser.parse_args(argv)
     seeds = list(range(1 if args.quick else args.seeds))
     timesteps = 2_000 if args.quick else args.timesteps
