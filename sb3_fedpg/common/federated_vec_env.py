@@ -298,33 +298,32 @@ def make_federated_vec_env(
     if isinstance(env, Sequence) and not isinstance(env, str):
         return _from_agent_factories(list(env), n_agents, n_envs_per_agent, seed, vectorization_mode)
 
+    family = None
     if isinstance(env, str):
         from sb3_fedpg.envs.families import get_family
 
         family = get_family(env)
-        if family is not None:
-            if reward_fns is not None:
-                raise ValueError(f"{env} defines its own per-agent rewards; do not pass reward_fns as well.")
-            n_agents = n_agents or family.default_n_agents
-            env_kwargs.pop("n_agents", None)
-            reward_fns, base_id, base_kwargs = family.build(n_agents, **env_kwargs)
-            if family.make_vector_env is not None:
-                # Dynamics that differ between agents (transition heterogeneity): the family builds them.
-                venv = family.make_vector_env(n_agents, n_envs_per_agent, vectorization_mode, **family.params(**env_kwargs))
-                fed_env = FederatedVecEnv(venv, n_agents, reward_fns)
-                fed_env.seed(seed)
-                return fed_env
-            env, env_kwargs = base_id, base_kwargs
-
-    if isinstance(reward_fns, Sequence):
-        if n_agents is not None and n_agents != len(reward_fns):
-            raise ValueError(f"n_agents={n_agents} but {len(reward_fns)} reward functions were given: pass one per agent.")
-        n_agents = len(reward_fns)
-        reward_fns = PerAgentRewards(reward_fns)
-    n_agents = 1 if n_agents is None else n_agents
-    if n_agents < 1:
-        raise ValueError(f"n_agents must be >= 1, got {n_agents}.")
-    venv = make_shared_dynamics(env, n_agents * n_envs_per_agent, env_kwargs, vectorization_mode)
+    if family is not None:
+        if reward_fns is not None:
+            raise ValueError(f"{env} defines its own per-agent rewards; do not pass reward_fns as well.")
+        n_agents = n_agents or family.default_n_agents
+        env_kwargs.pop("n_agents", None)
+        reward_fns, base_id, base_kwargs = family.build(n_agents, **env_kwargs)
+        if family.make_vector_env is not None:
+            # Dynamics that differ between agents (transition heterogeneity): the family builds them.
+            venv = family.make_vector_env(n_agents, n_envs_per_agent, vectorization_mode, **family.params(**env_kwargs))
+        else:
+            venv = make_shared_dynamics(base_id, n_agents * n_envs_per_agent, base_kwargs, vectorization_mode)
+    else:
+        if isinstance(reward_fns, Sequence):
+            if n_agents is not None and n_agents != len(reward_fns):
+                raise ValueError(f"n_agents={n_agents} but {len(reward_fns)} reward functions were given: pass one per agent.")
+            n_agents = len(reward_fns)
+            reward_fns = PerAgentRewards(reward_fns)
+        n_agents = 1 if n_agents is None else n_agents
+        if n_agents < 1:
+            raise ValueError(f"n_agents must be >= 1, got {n_agents}.")
+        venv = make_shared_dynamics(env, n_agents * n_envs_per_agent, env_kwargs, vectorization_mode)  # type: ignore[arg-type]
     fed_env = FederatedVecEnv(venv, n_agents, reward_fns)
     fed_env.seed(seed)
     return fed_env
