@@ -30,7 +30,14 @@ from sb3_fedpg.common import fedmath
 from sb3_fedpg.common.aggregators import make_aggregator
 from sb3_fedpg.common.batched_policy import BatchedActor, StackedCritics
 from sb3_fedpg.common.callbacks import fire_round_end
-from sb3_fedpg.common.estimators import BASELINES, ESTIMATORS, gae_advantages, gpomdp_weights, reinforce_weights
+from sb3_fedpg.common.estimators import (
+    BASELINES,
+    ESTIMATORS,
+    alive_mask,
+    gae_advantages,
+    gpomdp_weights,
+    reinforce_weights,
+)
 from sb3_fedpg.common.federated_vec_env import make_federated_vec_env
 from sb3_fedpg.fedpg.local_optim import LOCAL_OPTIMIZERS
 from sb3_fedpg.fedpg.policies import MlpPolicy
@@ -396,13 +403,18 @@ class FederatedPG(BaseAlgorithm):
             self.critic_optimizer.step()
             self._last_stats["train/value_loss"] = float(value_loss.detach().mean())
             time_reduce = "mean"
+            valid = th.ones_like(weights)
         else:
             estimator = gpomdp_weights if self.estimator == "gpomdp" else reinforce_weights
             weights = estimator(rewards, dones, self.gamma, self.baseline)
             time_reduce = "sum"
+            valid = alive_mask(dones)  # steps after a trajectory's end are not part of it
         if self.normalize_advantage:
-            flat = weights.reshape(n, -1)
-            weights = ((flat - flat.mean(1, keepdim=True)) / (flat.std(1, keepdim=True) + 1e-8)).view_as(weights)
+            # Per agent, over the steps that belong to the truncated trajectories only.
+            count = valid.sum(dim=(1, 2), keepdim=True).clamp(min=2)
+            mean = (weights * valid).sum(dim=(1, 2), keepdim=True) / count
+            std = (((weights - mean) * valid).pow(2).sum(dim=(1, 2), keepdim=True) / (count - 1)).sqrt()
+            weights = (weights - mean) / (std + 1e-8) * valid
 
         params = params.detach().requires_grad_(True)
         dist = self._actor.distribution(params, batch["obs"])

@@ -187,3 +187,23 @@ def test_default_constructor_solves_cartpole():
     model = FederatedPG("MlpPolicy", "CartPole-v1", seed=0).learn(100_000)
     mean_reward, _ = evaluate_policy(model, gym.make("CartPole-v1"), n_eval_episodes=20)
     assert mean_reward >= 195
+
+
+def test_normalised_gpomdp_weights_ignore_steps_after_a_trajectory_ends():
+    model = small_model(env_id="CartPole-v1", n_agents=2, estimator="gpomdp", n_steps=200, local_steps=1)
+    from stable_baselines3.common.callbacks import CallbackList
+
+    model._setup_learn(1, None)
+    callback = CallbackList([])
+    callback.init_callback(model)
+    model._last_stats = {}
+    theta = model.get_global_parameters().unsqueeze(0).repeat(2, 1)
+    batch = model._collect_batch(theta, callback)
+    assert batch["dones"].sum() > 0  # CartPole episodes end within 200 random-ish steps
+    # Steps after a trajectory's end must not move the gradient: changing their actions changes nothing.
+    from sb3_fedpg.common.estimators import alive_mask
+
+    dead = (alive_mask(batch["dones"]) == 0).reshape(2, -1)
+    grads = model._batch_gradients(theta, batch)
+    batch["actions"] = th.where(dead, 1 - batch["actions"], batch["actions"])
+    th.testing.assert_close(model._batch_gradients(theta, batch), grads)
