@@ -34,9 +34,10 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-from gymnasium.vector import AutoresetMode
 from sb3_fedpg.envs.families import FamilySpec, register_family
 from sb3_fedpg.envs.native import SameStepCartPoleVectorEnv
+
+from sb3_fedpg.common.federated_vec_env import vectorize_same_step
 
 
 def agent_positions(n_agents: int) -> np.ndarray:
@@ -188,8 +189,7 @@ def make_pole_length_vector_env(
         for agent in range(n_agents)
         for _ in range(n_envs_per_agent)
     ]
-    cls = gym.vector.AsyncVectorEnv if vectorization_mode == "async" else gym.vector.SyncVectorEnv
-    return cls(env_fns, autoreset_mode=AutoresetMode.SAME_STEP)
+    return vectorize_same_step(env_fns, vectorization_mode)
 
 
 register_family(

@@ -225,6 +225,18 @@ def _spaces_equal(a: gym.Space, b: gym.Space) -> bool:
     return type(a) is type(b) and a == b
 
 
+def vectorize_same_step(env_fns: Sequence[Callable[[], gym.Env]], vectorization_mode: str = "sync") -> gym.vector.VectorEnv:
+    """
+    Gymnasium's sync (or, for ``"async"``, subprocess) vectorisation with SB3's SAME_STEP auto-reset.
+
+    :param env_fns: one factory per sub-environment
+    :param vectorization_mode: ``"async"`` for subprocesses, anything else for in-process
+    :return: the vector env
+    """
+    cls = gym.vector.AsyncVectorEnv if vectorization_mode == "async" else gym.vector.SyncVectorEnv
+    return cls(list(env_fns), autoreset_mode=AutoresetMode.SAME_STEP)
+
+
 def make_shared_dynamics(
     env_id: str | Callable[[], gym.Env],
     num_envs: int,
@@ -256,8 +268,7 @@ def make_shared_dynamics(
         env_fns = [lambda: gym.make(env_id, **env_kwargs) for _ in range(num_envs)]
     else:
         env_fns = [env_id for _ in range(num_envs)]
-    cls = gym.vector.AsyncVectorEnv if vectorization_mode == "async" else gym.vector.SyncVectorEnv
-    return cls(env_fns, autoreset_mode=AutoresetMode.SAME_STEP)
+    return vectorize_same_step(env_fns, vectorization_mode)
 
 
 def make_federated_vec_env(
@@ -351,8 +362,7 @@ def _from_agent_factories(
     for agent_env in probe:
         agent_env.close()
     env_fns = [fn for fn in factories for _ in range(n_envs_per_agent)]
-    cls = gym.vector.AsyncVectorEnv if vectorization_mode == "async" else gym.vector.SyncVectorEnv
-    venv = cls(env_fns, autoreset_mode=AutoresetMode.SAME_STEP)
+    venv = vectorize_same_step(env_fns, vectorization_mode)
     fed_env = FederatedVecEnv(venv, len(factories), None)
     fed_env.seed(seed)
     return fed_env
