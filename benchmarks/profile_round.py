@@ -31,7 +31,8 @@ def main(argv: list[str] | None = None, output: pathlib.Path = RESULTS) -> dict[
 
     th.set_num_threads(1)
     from sb3_fedpg import FederatedPG
-    from sb3_fedpg.fedpg import fedpg as fedpg_module
+    from sb3_fedpg.common.federated_algorithm import FederatedAlgorithm
+    from sb3_fedpg.fedpg.learner import PolicyGradientLearner
 
     timesteps = 20_000 if args.quick else 400_000
     model = FederatedPG("MlpPolicy", "sb3_fedpg/HeteroCartPole-v0", n_agents=8, seed=0)
@@ -39,25 +40,26 @@ def main(argv: list[str] | None = None, output: pathlib.Path = RESULTS) -> dict[
 
     # Phase timers: wrap the two halves of every gradient batch.
     spent = {"collect": 0.0, "gradients": 0.0}
-    cls = fedpg_module.FederatedPG
-    originals = {"collect": cls._collect_batch, "gradients": cls._batch_gradients}
+    originals = {"collect": FederatedAlgorithm.collect_batch, "gradients": PolicyGradientLearner.gradients}
 
     def timed(name: str):
-        def wrapper(self, *a: Any) -> Any:
+        def wrapper(self, *a: Any, **kw: Any) -> Any:
             start = time.perf_counter()
-            out = originals[name](self, *a)
+            out = originals[name](self, *a, **kw)
             spent[name] += time.perf_counter() - start
             return out
 
         return wrapper
 
-    cls._collect_batch, cls._batch_gradients = timed("collect"), timed("gradients")  # type: ignore[method-assign]
+    FederatedAlgorithm.collect_batch = timed("collect")  # type: ignore[method-assign]
+    PolicyGradientLearner.gradients = timed("gradients")  # type: ignore[method-assign]
     try:
         start = time.perf_counter()
         model.learn(timesteps, reset_num_timesteps=False)
         total = time.perf_counter() - start
     finally:
-        cls._collect_batch, cls._batch_gradients = originals["collect"], originals["gradients"]  # type: ignore[method-assign]
+        FederatedAlgorithm.collect_batch = originals["collect"]  # type: ignore[method-assign]
+        PolicyGradientLearner.gradients = originals["gradients"]  # type: ignore[method-assign]
     rounds = model._n_rounds - 1
 
     profiler = cProfile.Profile()

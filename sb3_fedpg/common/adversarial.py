@@ -3,7 +3,12 @@ Byzantine agents for robustness experiments: they send corrupted messages to the
 
 An attack rewrites the rows of the chosen agents in what the server receives: the anchor
 gradients (phase 1) and the parameter changes ``Δ_i`` (phase 3). Honest agents are left
-as they are; they only feel the attack through the aggregate.
+as they are; they only feel the attack through the aggregate. :func:`faulty_message` is the
+other half of the fault model: what a *buggy* agent sends (NaN, a wrong shape, a huge vector),
+used by the Flower client's fault injection and by the server-side validation tests.
+
+Only NumPy is imported at module level (torch tensors are handled by duck typing), so a
+torch-free process can use the fault model.
 """
 
 from __future__ import annotations
@@ -12,9 +17,31 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import torch as th
 
 ATTACKS = ("noise", "sign_flip", "scale")
+#: What a faulty agent may send instead of its vector (see :func:`faulty_message`).
+FAULT_KINDS = ("none", "nan", "shape", "huge")
+
+
+def faulty_message(vector: np.ndarray, kind: str) -> np.ndarray:
+    """
+    What a buggy agent might send instead of ``vector``.
+
+    :param vector: the honest vector ``(p,)``
+    :param kind: ``"none"`` (unchanged), ``"nan"`` (a NaN entry), ``"shape"`` (one value too many) or
+        ``"huge"`` (every entry shifted by ``1e12``)
+    :return: the faulty vector (a copy)
+    """
+    if kind not in FAULT_KINDS:
+        raise ValueError(f"unknown fault kind {kind!r}: choose one of {FAULT_KINDS}.")
+    vector = np.array(vector, copy=True)
+    if kind == "nan":
+        vector[0] = np.nan
+    elif kind == "shape":
+        vector = np.concatenate([vector, vector[:1]])
+    elif kind == "huge":
+        vector = vector + 1e12
+    return vector
 
 
 class ByzantineAttack:
@@ -48,11 +75,12 @@ class ByzantineAttack:
         """
         if max(self.agents) >= stacked.shape[0]:
             raise ValueError(f"adversarial agent {max(self.agents)} does not exist (there are {stacked.shape[0]} agents).")
-        out = stacked.clone() if isinstance(stacked, th.Tensor) else stacked.copy()
+        is_tensor = hasattr(stacked, "clone")  # a torch tensor (duck-typed: torch is not imported here)
+        out = stacked.clone() if is_tensor else stacked.copy()
         rows = out[self.agents]
         if self.kind == "noise":
             noise = self._rng.normal(0.0, self.scale, size=tuple(rows.shape))
-            rows = th.as_tensor(noise, dtype=out.dtype, device=out.device) if isinstance(out, th.Tensor) else noise
+            rows = out.new_tensor(noise) if is_tensor else noise
         elif self.kind == "sign_flip":
             rows = -self.scale * rows
         else:

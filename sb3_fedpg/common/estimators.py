@@ -3,18 +3,23 @@ Per-sample weights of the local policy-gradient estimators.
 
 Every estimator is ``ĝ_i = ∇ Σ_samples w · log π(a|s)`` with the weights ``w`` below,
 computed for all agents at once on tensors of shape ``(n_agents, n_steps, n_envs_per_agent)``
-(``K`` steps of ``M`` trajectories per agent).
+(``K`` steps of ``M`` trajectories per agent). The strategy classes at the end
+(:class:`GAE`, :class:`GPOMDP`, :class:`Reinforce`, built by :func:`make_estimator`) say what
+an estimator needs from the rollout and how its weights are reduced over time.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar
+
 import numpy as np
 import torch as th
 
-#: Names accepted by ``FederatedPG(estimator=...)``.
-ESTIMATORS = ("gpomdp", "reinforce", "gae")
-#: Names accepted by ``FederatedPG(baseline=...)`` for ``gpomdp``/``reinforce``.
-BASELINES = ("none", "mean")
+from sb3_fedpg.common.batch import RolloutBatch
+from sb3_fedpg.common.hyperparams import BASELINES, ESTIMATORS
+
+__all__ = ["BASELINES", "ESTIMATORS", "GAE", "GPOMDP", "Estimator", "Reinforce", "make_estimator"]
 
 
 def alive_mask(dones: th.Tensor) -> th.Tensor:
@@ -103,3 +108,119 @@ def gae_advantages(
         advantages[:, k] = next_adv
         next_values = v[:, k]
     return th.as_tensor(advantages, device=rewards.device)
+
+
+@dataclass
+class EstimatorWeights:
+    """
+    Per-sample weights of a batch and how to reduce them.
+
+    :param weights: ``w``, ``(n, K, M)``
+    :param valid: 1 where a sample belongs to the estimate, ``(n, K, M)`` (used by normalisation)
+    :param time_reduce: ``"sum"`` over the steps of a trajectory then mean over trajectories
+        (GPOMDP/REINFORCE), or ``"mean"`` over all samples (A2C-style, GAE)
+    """
+
+    weights: th.Tensor
+    valid: th.Tensor
+    time_reduce: str
+
+
+class Estimator:
+    """
+    A local policy-gradient estimator: weights for ``∇ Σ w · log π``.
+
+    :param gamma: discount factor
+    """
+
+    #: needs a local critic (its values are passed to :meth:`weights`)
+    uses_critic: ClassVar[bool] = False
+    #: every batch starts from the initial distribution ρ (the environments are reset first)
+    starts_from_reset: ClassVar[bool] = False
+
+    def __init__(self, gamma: float) -> None:
+        self.gamma = gamma
+
+    def weights(
+        self, batch: RolloutBatch, values: th.Tensor | None = None, last_values: th.Tensor | None = None
+    ) -> EstimatorWeights:
+        """
+        :param batch: the batch
+        :param values: the agents' critics' values ``V(s_k)``, ``(n, K, M)`` (critic estimators only)
+        :param last_values: ``V`` after the last step, ``(n, M)`` (critic estimators only)
+        :return: the weights
+        """
+        raise NotImplementedError
+
+
+class GAE(Estimator):
+    """
+    Advantages from each agent's local critic with GAE(λ); time-limit truncations are bootstrapped.
+
+    :param gamma: discount factor
+    :param gae_lambda: GAE λ
+    """
+
+    uses_critic = True
+
+    def __init__(self, gamma: float, gae_lambda: float) -> None:
+        super().__init__(gamma)
+        self.gae_lambda = gae_lambda
+
+    def weights(
+        self, batch: RolloutBatch, values: th.Tensor | None = None, last_values: th.Tensor | None = None
+    ) -> EstimatorWeights:
+        assert values is not None and last_values is not None, "GAE needs the critics' values"
+        adv = gae_advantages(batch.rewards, values, batch.dones, last_values, self.gamma, self.gae_lambda)
+        return EstimatorWeights(adv, th.ones_like(adv), "mean")
+
+
+class GPOMDP(Estimator):
+    """
+    The paper's estimator on truncated trajectories from ρ: ``w_h = Σ_{k≥h} γ^k r_k``.
+
+    :param gamma: discount factor
+    :param baseline: ``"none"`` or ``"mean"``
+    """
+
+    starts_from_reset = True
+    _weights = staticmethod(gpomdp_weights)
+
+    def __init__(self, gamma: float, baseline: str = "none") -> None:
+        super().__init__(gamma)
+        self.baseline = baseline
+
+    def weights(
+        self, batch: RolloutBatch, values: th.Tensor | None = None, last_values: th.Tensor | None = None
+    ) -> EstimatorWeights:
+        w = self._weights(batch.rewards, batch.dones, self.gamma, self.baseline)
+        # Steps after a trajectory's end are not part of it.
+        return EstimatorWeights(w, alive_mask(batch.dones), "sum")
+
+
+class Reinforce(GPOMDP):
+    """
+    REINFORCE on truncated trajectories from ρ: the whole discounted return weights every step.
+
+    :param gamma: discount factor
+    :param baseline: ``"none"`` or ``"mean"``
+    """
+
+    _weights = staticmethod(reinforce_weights)
+
+
+def make_estimator(name: str, gamma: float, gae_lambda: float = 0.95, baseline: str = "none") -> Estimator:
+    """
+    :param name: one of :data:`ESTIMATORS`
+    :param gamma: discount factor
+    :param gae_lambda: GAE λ (``"gae"``)
+    :param baseline: baseline of ``"gpomdp"``/``"reinforce"``
+    :return: the estimator
+    """
+    if name == "gae":
+        return GAE(gamma, gae_lambda)
+    if name == "gpomdp":
+        return GPOMDP(gamma, baseline)
+    if name == "reinforce":
+        return Reinforce(gamma, baseline)
+    raise ValueError(f"unknown estimator {name!r}: choose one of {ESTIMATORS}.")

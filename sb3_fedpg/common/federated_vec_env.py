@@ -366,3 +366,56 @@ def _from_agent_factories(
     fed_env = FederatedVecEnv(venv, len(factories), None)
     fed_env.seed(seed)
     return fed_env
+
+
+class OneAgentReward:
+    """
+    A family's batched reward seen by a single agent: every sub-environment belongs to agent ``agent``.
+
+    :param reward_fn: the family's batched reward (built for the whole federation)
+    :param agent: the agent whose reward every sub-environment gets
+    """
+
+    def __init__(self, reward_fn: FederatedReward, agent: int) -> None:
+        self.reward_fn = reward_fn
+        self.agent = agent
+
+    def __call__(self, obs, action, next_obs, reward, agent_ids):
+        return self.reward_fn(obs, action, next_obs, reward, agent_ids + self.agent)
+
+
+def make_agent_vec_env(
+    env_id: str,
+    agent: int,
+    n_agents: int,
+    n_envs: int,
+    env_kwargs: dict[str, Any] | None = None,
+    seed: int | None = None,
+) -> FederatedVecEnv:
+    """
+    Agent ``agent``'s own environment alone (its reward only, the federation's parameters): what a
+    distributed agent or a local-only learner runs.
+
+    :param env_id: a family id (or a plain Gymnasium id: identical agents)
+    :param agent: the agent's index
+    :param n_agents: number of agents in the federation (sets the agents' reward parameters)
+    :param n_envs: sub-environments
+    :param env_kwargs: the family's parameters (e.g. ``heterogeneity``)
+    :param seed: seed of the first reset
+    :return: a one-agent federated env
+    """
+    from sb3_fedpg.envs.families import get_family
+
+    env_kwargs = dict(env_kwargs or {})
+    family = get_family(env_id)
+    if family is not None and family.make_vector_env is None:
+        # Shared dynamics: the fast (native) vector env, with the family's reward for this agent only.
+        reward_fn, base_id, base_kwargs = family.build(n_agents, **env_kwargs)
+        return make_federated_vec_env(
+            base_id, 1, n_envs, reward_fns=OneAgentReward(reward_fn, agent), env_kwargs=base_kwargs, seed=seed
+        )
+    if family is not None:
+        # Per-agent dynamics (transition heterogeneity): the agent's own single env.
+        kwargs = dict(agent=agent, n_agents=n_agents, **env_kwargs)
+        return make_federated_vec_env([lambda: gym.make(env_id, **kwargs)], 1, n_envs, seed=seed)
+    return make_federated_vec_env(env_id, 1, n_envs, env_kwargs=env_kwargs or None, seed=seed)

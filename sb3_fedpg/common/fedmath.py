@@ -17,7 +17,10 @@ local step size and ``H`` the number of local steps:
    (:func:`corrected_direction`, :func:`run_local_steps`);
 3. ``θ̄ ← θ̄ + η_g · mean_i (θ_{i,H} − θ̄)`` (:func:`aggregate_parameter_changes`).
 
-With ``correction=False`` the same code is FedAvg-PG.
+With ``correction=False`` the same code is FedAvg-PG. The round itself is :func:`run_round`:
+its agent half is a :class:`LocalSolver` (the paper's :class:`CorrectedGradientSteps` by
+default), its server half :func:`server_global_gradient` and :func:`server_new_params`, which
+the Flower server calls as well; :func:`round_metrics` gives the ``fed/`` metrics of both.
 """
 
 from __future__ import annotations
@@ -216,6 +219,11 @@ class RoundResult:
         return stacked if self.participants is None else stacked[self.participants]
 
     @property
+    def n_participants(self) -> int:
+        """Number of agents averaged this round."""
+        return int(self.local_params.shape[0] if self.participants is None else self.participants.sum())
+
+    @property
     def drift(self) -> float:
         """Mean over participants of ``‖θ_{i,H} − θ̄_t‖`` (how far local models wandered)."""
         return float(row_norms(self._rows(self.local_params) - self.params_before).mean())
@@ -224,6 +232,157 @@ class RoundResult:
     def correction_norm(self) -> float:
         """Mean over participants of ``‖g − a_i‖``."""
         return float(correction_norms(self._rows(self.anchor_grads), self.global_grad).mean())
+
+
+class LocalSolver(Protocol):
+    """
+    The agent half of a round: what every agent does between receiving ``θ̄`` and sending ``θ_{i,H}``.
+
+    Local solvers plug in here (the paper's corrected gradient steps, PPO-style epochs,
+    variance-controlled corrections); the server half of the round never changes.
+    Both methods work on stacked agents: all of them in-process, one in a Flower client.
+    """
+
+    def anchor(self, global_params: Any, n_agents: int) -> Any:
+        """
+        Phase 1: each agent's anchor ``a_i = ĝ_i(θ̄)``.
+
+        :param global_params: ``θ̄``, shape ``(p,)``
+        :param n_agents: number of agents (rows) to compute
+        :return: anchors ``(n_agents, p)``
+        """
+        ...
+
+    def local_round(self, global_params: Any, anchor_grads: Any, global_grad: Any) -> Any:
+        """
+        Phase 2: each agent's local solve from ``θ̄`` given its anchor ``a_i`` and the server's ``g``.
+
+        :param global_params: ``θ̄``, shape ``(p,)``
+        :param anchor_grads: ``a_i``, shape ``(n, p)``
+        :param global_grad: ``g``, shape ``(p,)``
+        :return: final local parameters ``θ_{i,H}``, shape ``(n, p)``
+        """
+        ...
+
+
+@dataclass
+class CorrectedGradientSteps:
+    """
+    The paper's local solver: ``H`` steps along ``ĝ_i(θ_{i,ℓ}) − a_i + g`` (FedAvg-PG without correction).
+
+    :param grad_fn: the agents' gradient oracle (``step=-1`` for the anchor batch)
+    :param local_steps: ``H``
+    :param local_update: how a direction moves the parameters (e.g. :func:`gradient_step`)
+    :param correction: Fast-FedPG (``True``) or FedAvg-PG (``False``)
+    :param reuse_anchor: reuse the anchor batch at ``ℓ = 0`` (see :func:`run_local_steps`)
+    """
+
+    grad_fn: GradientOracle
+    local_steps: int
+    local_update: LocalUpdate
+    correction: bool = True
+    reuse_anchor: bool = True
+
+    def anchor(self, global_params: Any, n_agents: int) -> Any:
+        return self.grad_fn(broadcast_to_agents(global_params, n_agents), -1)
+
+    def local_round(self, global_params: Any, anchor_grads: Any, global_grad: Any) -> Any:
+        return run_local_steps(
+            global_params,
+            anchor_grads,
+            global_grad,
+            self.grad_fn,
+            self.local_steps,
+            self.local_update,
+            correction=self.correction,
+            reuse_anchor=self.reuse_anchor,
+        )
+
+
+def _taking_part(stacked: Any, participants: Any) -> Any:
+    return stacked if participants is None else stacked[participants]
+
+
+def server_global_gradient(
+    received_anchors: ArrayT, aggregator: Aggregator = mean_aggregate, participants: Any = None
+) -> ArrayT:
+    """
+    Server half, phase 1: ``g`` from the anchors received from the participants.
+
+    :param received_anchors: what the server received, ``(n, p)`` (possibly corrupted by Byzantine agents)
+    :param aggregator: reduction over agents
+    :param participants: boolean mask of this round's participants (``None``: all rows)
+    :return: ``g``, shape ``(p,)``
+    """
+    return average_anchor_gradients(_taking_part(received_anchors, participants), aggregator)
+
+
+def server_new_params(
+    global_params: ArrayT,
+    received_local_params: ArrayT,
+    server_learning_rate: float = 1.0,
+    aggregator: Aggregator = mean_aggregate,
+    participants: Any = None,
+) -> ArrayT:
+    """
+    Server half, phase 2: ``θ̄ ← θ̄ + η_g · agg_i Δ_i`` over the participants.
+
+    :param global_params: ``θ̄_t``, shape ``(p,)``
+    :param received_local_params: ``θ̄_t + Δ_i`` as received, ``(n, p)``
+    :param server_learning_rate: ``η_g``
+    :param aggregator: reduction over agents
+    :param participants: boolean mask of this round's participants (``None``: all rows)
+    :return: ``θ̄_{t+1}``
+    """
+    return aggregate_parameter_changes(
+        global_params, _taking_part(received_local_params, participants), server_learning_rate, aggregator
+    )
+
+
+def run_round(
+    global_params: ArrayT,
+    solver: LocalSolver,
+    n_agents: int,
+    server_learning_rate: float = 1.0,
+    aggregator: Aggregator = mean_aggregate,
+    participants: Any = None,
+    attack: Callable[[Any, str], Any] | None = None,
+) -> RoundResult:
+    """
+    One communication round with every agent in this process: the agent half from ``solver``,
+    the server half from :func:`server_global_gradient` and :func:`server_new_params` (which the
+    Flower server calls too).
+
+    With partial participation only the participants' anchors form ``g`` and only their
+    parameter changes are averaged; everyone's correction uses that ``g``. Agents that
+    do not take part are computed alongside (they are rows of one batched computation)
+    but their results are discarded, exactly as if they had not answered.
+
+    :param global_params: ``θ̄_t``, shape ``(p,)``
+    :param solver: the agents' local solver
+    :param n_agents: ``N``
+    :param server_learning_rate: ``η_g``
+    :param aggregator: reduction over agents for both ``g`` and the parameter changes
+    :param participants: boolean mask ``(n_agents,)`` of the agents averaged this round (``None``: all)
+    :param attack: for robustness experiments, rewrites what the server receives, ``attack(stacked, phase)``
+        with ``phase`` ``"anchor"`` or ``"delta"`` (see :class:`~sb3_fedpg.common.adversarial.ByzantineAttack`)
+    :return: the round's :class:`RoundResult`
+    """
+    anchors = solver.anchor(global_params, n_agents)
+    sent_anchors = anchors if attack is None else attack(anchors, "anchor")
+    global_grad = server_global_gradient(sent_anchors, aggregator, participants)
+    local = solver.local_round(global_params, anchors, global_grad)
+    if attack is not None:  # adversaries choose the change Δ_i they send
+        local = global_params + attack(local - global_params, "delta")
+    new_params = server_new_params(global_params, local, server_learning_rate, aggregator, participants)
+    return RoundResult(
+        params=new_params,
+        anchor_grads=anchors,
+        global_grad=global_grad,
+        local_params=local,
+        params_before=global_params,
+        participants=participants,
+    )
 
 
 def fedpg_round(
@@ -240,12 +399,7 @@ def fedpg_round(
     attack: Callable[[Any, str], Any] | None = None,
 ) -> RoundResult:
     """
-    One full communication round of Fast-FedPG (or FedAvg-PG), all agents in one process.
-
-    With partial participation only the participants' anchors form ``g`` and only their
-    parameter changes are averaged; everyone's correction uses that ``g``. Agents that
-    do not take part are computed alongside (they are rows of one batched computation)
-    but their results are discarded, exactly as if they had not answered.
+    One round of Fast-FedPG (or FedAvg-PG): :func:`run_round` with :class:`CorrectedGradientSteps`.
 
     :param global_params: ``θ̄_t``, shape ``(p,)``
     :param grad_fn: the agents' gradient oracle (called with ``step=-1`` for the anchors)
@@ -257,38 +411,34 @@ def fedpg_round(
     :param reuse_anchor: reuse the anchor batch at ``ℓ = 0`` (see :func:`run_local_steps`)
     :param aggregator: reduction over agents for both ``g`` and the parameter changes
     :param participants: boolean mask ``(n_agents,)`` of the agents averaged this round (``None``: all)
-    :param attack: for robustness experiments, rewrites what the server receives, ``attack(stacked, phase)``
-        with ``phase`` ``"anchor"`` or ``"delta"`` (see :class:`~sb3_fedpg.common.adversarial.ByzantineAttack`)
+    :param attack: rewrites what the server receives (see :func:`run_round`)
     :return: the round's :class:`RoundResult`
     """
-    anchors = grad_fn(broadcast_to_agents(global_params, n_agents), -1)
+    solver = CorrectedGradientSteps(grad_fn, local_steps, local_update, correction, reuse_anchor)
+    return run_round(global_params, solver, n_agents, server_learning_rate, aggregator, participants, attack)
 
-    def taking_part(stacked: Any) -> Any:
-        return stacked if participants is None else stacked[participants]
 
-    sent_anchors = anchors if attack is None else attack(anchors, "anchor")
-    global_grad = average_anchor_gradients(taking_part(sent_anchors), aggregator)
-    local = run_local_steps(
-        global_params,
-        anchors,
-        global_grad,
-        grad_fn,
-        local_steps,
-        local_update,
-        correction=correction,
-        reuse_anchor=reuse_anchor,
-    )
-    if attack is not None:  # adversaries choose the change Δ_i they send
-        local = global_params + attack(local - global_params, "delta")
-    new_params = aggregate_parameter_changes(global_params, taking_part(local), server_learning_rate, aggregator)
-    return RoundResult(
-        params=new_params,
-        anchor_grads=anchors,
-        global_grad=global_grad,
-        local_params=local,
-        params_before=global_params,
-        participants=participants,
-    )
+def round_metrics(result: RoundResult, correction: bool = True, itemsize: int = 4) -> dict[str, float]:
+    """
+    The round's ``fed/`` metrics, the same in-process and on the Flower server.
+
+    :param result: the round
+    :param correction: whether the anchors and ``g`` were exchanged (Fast-FedPG) or not (FedAvg-PG)
+    :param itemsize: bytes per transmitted number
+    :return: logger key → value
+    """
+    n_params = int(result.params_before.shape[0])
+    bytes_up, bytes_down = round_message_bytes(n_params, result.n_participants, correction, itemsize)
+    global_grad = result.global_grad
+    grad_norm = th.linalg.vector_norm(global_grad) if isinstance(global_grad, th.Tensor) else np.linalg.norm(global_grad)
+    return {
+        "fed/participants": result.n_participants,
+        "train/policy_gradient_norm": float(grad_norm),
+        "fed/drift": result.drift,
+        "fed/correction_norm": result.correction_norm,
+        "fed/bytes_up": bytes_up,
+        "fed/bytes_down": bytes_down,
+    }
 
 
 def round_message_bytes(n_params: int, n_agents: int, correction: bool = True, itemsize: int = 4) -> tuple[int, int]:

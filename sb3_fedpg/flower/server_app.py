@@ -1,14 +1,300 @@
-"""The Flower ServerApp: the two-phase Fast-FedPG round (logic in :mod:`sb3_fedpg.flower.task`)."""
+"""
+The Flower ServerApp: the two-phase Fast-FedPG round over the connected agents.
+
+:class:`FedPGServer` has one method per phase — :meth:`~FedPGServer.anchor_phase` (send ``θ̄``,
+collect and validate the anchors, ``g`` by :func:`fedmath.server_global_gradient`) and
+:meth:`~FedPGServer.local_phase` (send ``θ̄`` and ``g``, collect and validate ``Δ_i``, ``θ̄`` by
+:func:`fedmath.server_new_params`) — and logs each round with :func:`fedmath.round_metrics`: the
+server half of the round is the very code the in-process :class:`~sb3_fedpg.FederatedPG` runs.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import time
+from collections.abc import Iterable, Mapping
+from logging import INFO, WARNING
 from typing import Any
 
-from flwr.app import Context
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 
-from sb3_fedpg.flower import task
+from sb3_fedpg.flower.client_app import PHASE_GRAD, PHASE_LOCAL
+from sb3_fedpg.flower.config import FlowerRunConfig, parse_run_config
+from sb3_fedpg.flower.outputs import ServerOutputs
+
+
+def wait_for_agents(grid: Any, n_wanted: int, timeout: float) -> list[int]:
+    """
+    Wait until ``n_wanted`` SuperNodes are connected (``get_node_ids()`` is empty right after start).
+
+    :param grid: the ServerApp's grid
+    :param n_wanted: number of nodes to wait for
+    :param timeout: seconds to wait at most
+    :return: the connected node ids (possibly fewer than wanted after the timeout)
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        nodes = sorted(grid.get_node_ids())
+        if len(nodes) >= n_wanted or time.monotonic() >= deadline:
+            return nodes
+        time.sleep(0.2)
+
+
+class FedPGServer:
+    """
+    The server of one Flower run.
+
+    :param grid: the ServerApp's grid
+    :param config: the run configuration
+    """
+
+    def __init__(self, grid: Any, config: FlowerRunConfig) -> None:
+        from sb3_fedpg.common.aggregators import make_aggregator
+
+        self.grid = grid
+        self.config = config
+        self.aggregator = make_aggregator(config.aggregator)  # the same rules as FederatedPG(aggregator=...)
+        self.agent_of: dict[int, int] = {}
+
+    def exchange(
+        self, node_ids: Iterable[int], content: RecordDict, message_type: str, server_round: int, key: str, n_params: int
+    ) -> tuple[dict[int, np.ndarray], dict[int, MetricRecord], dict[int, str]]:
+        """
+        Send one phase's message to the nodes, wait (at most the phase timeout) and validate the replies.
+
+        :param node_ids: destination nodes
+        :param content: the message content (the same for all nodes)
+        :param message_type: ``train.grad`` or ``train.local``
+        :param server_round: round number (the messages' group id)
+        :param key: the reply's vector name (``anchor`` or ``delta``)
+        :param n_params: expected vector length
+        :return: accepted vectors and metrics by node id, and the reasons of the rejected or missing nodes
+        """
+        from sb3_fedpg.common.validation import update_problem
+
+        config = self.config
+        messages = [
+            Message(content=content, dst_node_id=node, message_type=message_type, group_id=str(server_round))
+            for node in node_ids
+        ]
+        replies = self.grid.send_and_receive(messages, timeout=config.phase_timeout_s)
+        # Match replies by reply_to_message_id: an error reply may name the SuperLink as its source.
+        node_of = {m.metadata.message_id: m.metadata.dst_node_id for m in messages}
+        accepted: dict[int, np.ndarray] = {}
+        metrics: dict[int, MetricRecord] = {}
+        problems: dict[int, str] = {}
+        for reply in replies:
+            node = node_of.get(reply.metadata.reply_to_message_id)
+            if node is None:
+                continue
+            if reply.has_error():
+                problems[node] = f"error reply (code {reply.error.code}): {reply.error.reason}"
+                continue
+            try:
+                vector = reply.content[key][key].numpy()  # type: ignore[index]
+            except (KeyError, TypeError, ValueError) as error:
+                problems[node] = f"malformed reply ({type(error).__name__}: {error})"
+                continue
+            problem = update_problem(vector, n_params, config.max_update_norm)
+            if problem is not None:
+                problems[node] = f"rejected {key}: {problem}"
+                continue
+            accepted[node] = vector
+            if "metrics" in reply.content.metric_records:
+                metrics[node] = reply.content.metric_records["metrics"]
+        for node in node_of.values():
+            if node not in accepted and node not in problems:
+                problems[node] = f"no reply within {config.phase_timeout_s:g} s"
+        for node, problem in sorted(problems.items()):
+            log(WARNING, "round %d %s: node %d left out: %s", server_round, message_type, node, problem)
+        return accepted, metrics, problems
+
+    def _in_agent_order(self, nodes: Iterable[int]) -> list[int]:
+        # Average in agent order (not by random node id) so runs are reproducible to the last bit.
+        return sorted(nodes, key=lambda n: (self.agent_of.get(n, n), n))
+
+    def anchor_phase(self, nodes: list[int], params: np.ndarray, server_round: int) -> dict[str, Any]:
+        """
+        Phase 1: every node's anchor at ``θ̄``; ``g`` over the accepted ones.
+
+        :param nodes: the connected nodes
+        :param params: ``θ̄``
+        :param server_round: the round
+        :return: ``nodes`` (accepted, in agent order), ``anchors`` (stacked), ``global_grad`` (``None`` when fewer
+            than ``min-agents`` were accepted), ``metrics``, ``problems``
+        """
+        from sb3_fedpg.common import fedmath
+
+        content = RecordDict(
+            {"params": ArrayRecord({"params": Array(params)}), "config": ConfigRecord({"round": server_round})}
+        )
+        anchors, metrics, problems = self.exchange(nodes, content, PHASE_GRAD, server_round, "anchor", params.shape[0])
+        self.agent_of.update({node: int(m["agent"]) if "agent" in m else node for node, m in metrics.items()})  # type: ignore[call-overload]
+        accepted = self._in_agent_order(anchors)
+        out: dict[str, Any] = {
+            "nodes": accepted,
+            "anchors": None,
+            "global_grad": None,
+            "metrics": metrics,
+            "problems": problems,
+        }
+        if len(accepted) >= self.config.min_agents:
+            out["anchors"] = np.stack([anchors[n] for n in accepted])
+            out["global_grad"] = fedmath.server_global_gradient(out["anchors"], self.aggregator)
+        return out
+
+    def local_phase(self, nodes: list[int], params: np.ndarray, global_grad: Any, server_round: int) -> dict[str, Any]:
+        """
+        Phase 2: the local rounds of the agents whose anchor is part of ``g``; the new ``θ̄``.
+
+        :param nodes: the agents of phase 1 (in agent order)
+        :param params: ``θ̄``
+        :param global_grad: ``g``
+        :param server_round: the round
+        :return: ``nodes`` (accepted, in agent order), ``local_params`` (stacked ``θ̄ + Δ_i``), ``params`` (the new
+            ``θ̄``; ``None`` when fewer than ``min-agents`` were accepted), ``metrics``, ``problems``
+        """
+        from sb3_fedpg.common import fedmath
+
+        config = self.config
+        content = RecordDict(
+            {
+                "params": ArrayRecord({"params": Array(params)}),
+                "global-grad": ArrayRecord({"global-grad": Array(np.asarray(global_grad, dtype=params.dtype))}),
+                "config": ConfigRecord({"round": server_round, "learning-rate": config.learning_rate}),
+            }
+        )
+        deltas, metrics, problems = self.exchange(nodes, content, PHASE_LOCAL, server_round, "delta", params.shape[0])
+        accepted = self._in_agent_order(deltas)
+        out: dict[str, Any] = {
+            "nodes": accepted,
+            "local_params": None,
+            "params": None,
+            "metrics": metrics,
+            "problems": problems,
+        }
+        if len(accepted) >= config.min_agents:
+            out["local_params"] = params + np.stack([deltas[n] for n in accepted])
+            new = fedmath.server_new_params(params, out["local_params"], config.server_learning_rate, self.aggregator)
+            out["params"] = np.asarray(new, dtype=params.dtype)
+        return out
+
+    def log_round(self, logger: Any, server_round: int, result: Any, phase1: dict[str, Any], phase2: dict[str, Any]) -> None:
+        """
+        Record the round with the in-process algorithm's metric names (:func:`fedmath.round_metrics`) and
+        the agents' reported returns.
+
+        :param logger: the SB3 logger
+        :param server_round: the round
+        :param result: the round's :class:`~sb3_fedpg.common.fedmath.RoundResult`
+        :param phase1: output of :meth:`anchor_phase`
+        :param phase2: output of :meth:`local_phase`
+        """
+        from sb3_fedpg.common import fedmath
+
+        for key, value in fedmath.round_metrics(result, self.config.correction).items():
+            logger.record(key, value)
+        logger.record("fed/round", server_round)
+        logger.record("fed/agents_phase1", len(phase1["nodes"]))
+        logger.record("fed/agents_phase2", len(phase2["nodes"]))
+        logger.record("train/learning_rate", self.config.learning_rate)
+        records = list(phase1["metrics"].values()) + list(phase2["metrics"].values())
+        returns = []
+        for record in records:
+            if "ep_rew_mean" in record:
+                returns.append(float(record["ep_rew_mean"]))  # type: ignore[arg-type]
+                logger.record(f"fed/agent_{int(record['agent'])}/ep_rew_mean", float(record["ep_rew_mean"]))  # type: ignore[arg-type]
+        if returns:
+            logger.record("rollout/ep_rew_mean", float(np.mean(returns)))
+        logger.record("time/round_timesteps", sum(float(r.get("num_timesteps", 0.0)) for r in records))  # type: ignore[arg-type]
+        logger.dump(step=server_round)
+
+    def run(self) -> list[np.ndarray]:
+        """
+        ``num-rounds`` two-phase rounds. Partial participation: ``g`` averages the anchors accepted in phase 1;
+        only those agents get phase 2; ``θ̄`` moves by the aggregated change of the agents accepted in phase 2.
+        A phase with fewer than ``min-agents`` accepted replies skips the round (``θ̄`` unchanged).
+
+        :return: the global parameters after every round, ``[θ̄_0, …, θ̄_T]``
+        """
+        from sb3_fedpg.common import fedmath
+
+        config, grid = self.config, self.grid
+        n_wanted = max(config.num_agents, config.min_agents)
+        nodes = wait_for_agents(grid, n_wanted, config.wait_for_agents_s)
+        if len(nodes) < config.min_agents:
+            raise RuntimeError(f"only {len(nodes)} agent(s) connected within {config.wait_for_agents_s:g} s, need {n_wanted}")
+        outputs = ServerOutputs(config, max(config.num_agents, len(nodes)))
+        params = outputs.initial_params()
+        history = [params]
+        start_round = 0
+        if config.resume and (saved := outputs.load_checkpoint()) is not None:
+            params, history, start_round = saved
+            log(INFO, "resuming from %s after round %d", outputs.checkpoint_path, start_round)
+        log(INFO, "Fast-FedPG on Flower: %d agents, %d parameters, %d rounds", len(nodes), params.shape[0], config.num_rounds)
+        skipped_in_a_row = 0
+        for server_round in range(start_round + 1, config.num_rounds + 1):
+            t0 = time.perf_counter()
+            nodes = sorted(grid.get_node_ids())
+            summary: dict[str, Any] = {"round": server_round, "nodes": len(nodes)}
+            phase1 = self.anchor_phase(nodes, params, server_round)
+            t1 = time.perf_counter()
+            phase2: dict[str, Any] = {"nodes": [], "params": None, "metrics": {}, "problems": {}}
+            if phase1["global_grad"] is not None:
+                phase2 = self.local_phase(phase1["nodes"], params, phase1["global_grad"], server_round)
+            t2 = time.perf_counter()
+            summary.update(
+                phase1_agents=len(phase1["nodes"]),
+                phase1_rejected={str(k): v for k, v in phase1["problems"].items()},
+                phase2_agents=len(phase2["nodes"]),
+                phase2_rejected={str(k): v for k, v in phase2["problems"].items()},
+            )
+            if phase2["params"] is not None:
+                result = fedmath.RoundResult(
+                    params=phase2["params"],
+                    anchor_grads=phase1["anchors"],
+                    global_grad=phase1["global_grad"],
+                    local_params=phase2["local_params"],
+                    params_before=params,
+                )
+                params = phase2["params"]
+                skipped_in_a_row = 0
+                self.log_round(outputs.logger, server_round, result, phase1, phase2)
+            else:
+                skipped_in_a_row += 1
+                summary["skipped"] = True
+                log(
+                    WARNING,
+                    "round %d skipped: %d anchors and %d changes accepted, min-agents is %d (global policy unchanged)",
+                    server_round,
+                    len(phase1["nodes"]),
+                    len(phase2["nodes"]),
+                    config.min_agents,
+                )
+            history.append(params)
+            summary.update(phase1_s=t1 - t0, phase2_s=t2 - t1, round_s=time.perf_counter() - t0)
+            outputs.save(params, history, server_round)
+            outputs.record_round(summary)
+            if skipped_in_a_row >= config.max_skipped_rounds:
+                log(WARNING, "stopping: %d rounds in a row were skipped", skipped_in_a_row)
+                break
+        outputs.logger.close()
+        log(INFO, "done: global policy saved to %s", outputs.model_path)
+        return history
+
+
+def run_server(grid: Any, context: Context, overrides: Mapping[str, Any] | None = None) -> list[np.ndarray]:
+    """
+    The ServerApp's main loop (see :meth:`FedPGServer.run`).
+
+    :param grid: the ServerApp's grid
+    :param context: the ServerApp's context (``run_config`` holds the kebab-case settings)
+    :param overrides: run config entries that take precedence over ``context.run_config``
+    :return: the global parameters after every round, ``[θ̄_0, …, θ̄_T]``
+    """
+    return FedPGServer(grid, parse_run_config({**context.run_config, **(overrides or {})})).run()
 
 
 def make_server_app(overrides: Mapping[str, Any] | None = None) -> ServerApp:
@@ -23,7 +309,7 @@ def make_server_app(overrides: Mapping[str, Any] | None = None) -> ServerApp:
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
-        task.run_server(grid, context, overrides)
+        run_server(grid, context, overrides)
 
     return app
 

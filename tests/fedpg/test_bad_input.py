@@ -33,7 +33,7 @@ def test_invalid_hyperparameters(kwargs, message, monkeypatch):
     def no_env(*args, **kw):
         raise AssertionError("an env was built before the hyperparameters were validated")
 
-    monkeypatch.setattr("sb3_fedpg.fedpg.fedpg.make_federated_vec_env", no_env)
+    monkeypatch.setattr("sb3_fedpg.common.federated_algorithm.make_federated_vec_env", no_env)
     with pytest.raises(ValueError, match=message):
         FederatedPG("MlpPolicy", "CartPole-v1", **kwargs)
 
@@ -191,6 +191,8 @@ def test_untrusted_file_loads_weights_without_unpickling(tmp_path):
     fresh.set_parameters(str(evil))
     assert not marker.exists()
     th.testing.assert_close(fresh.get_global_parameters(), model.get_global_parameters())
-    # Whereas load() unpickles: only for trusted files (docs/robustness.md).
-    FederatedPG.load(evil)
+    # Whereas load() unpickles: only for trusted files (docs/robustness.md). Validation then rejects the
+    # planted value, but the payload has already run.
+    with pytest.raises(ValueError, match="gamma must be in"):
+        FederatedPG.load(evil)
     assert marker.exists()

@@ -196,14 +196,13 @@ def test_normalised_gpomdp_weights_ignore_steps_after_a_trajectory_ends():
     model._setup_learn(1, None)
     callback = CallbackList([])
     callback.init_callback(model)
-    model._last_stats = {}
     theta = model.get_global_parameters().unsqueeze(0).repeat(2, 1)
-    batch = model._collect_batch(theta, callback)
-    assert batch["dones"].sum() > 0  # CartPole episodes end within 200 random-ish steps
+    batch = model.sample_batch(theta, callback)
+    assert batch.dones.sum() > 0  # CartPole episodes end within 200 random-ish steps
     # Steps after a trajectory's end must not move the gradient: changing their actions changes nothing.
     from sb3_fedpg.common.estimators import alive_mask
 
-    dead = (alive_mask(batch["dones"]) == 0).reshape(2, -1)
-    grads = model._batch_gradients(theta, batch)
-    batch["actions"] = th.where(dead, 1 - batch["actions"], batch["actions"])
-    th.testing.assert_close(model._batch_gradients(theta, batch), grads)
+    dead = (alive_mask(batch.dones) == 0).reshape(2, -1)
+    grads = model.learner.gradients(theta, batch)
+    batch.actions = th.where(dead, 1 - batch.actions, batch.actions)
+    th.testing.assert_close(model.learner.gradients(theta, batch), grads)

@@ -53,7 +53,7 @@ def test_robust_aggregators_train_and_save(aggregator, tmp_path):
 
 @pytest.mark.parametrize("value", [0.0, 1.5, -0.1, True])
 def test_bad_participation(value):
-    with pytest.raises(ValueError, match=r"participation must be a fraction in \(0, 1\]"):
+    with pytest.raises(ValueError, match=r"participation must be in \(0, 1\]"):
         model(participation=value)
 
 

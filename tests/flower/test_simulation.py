@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from sb3_fedpg import FederatedPG
+from sb3_fedpg.flower.agent import make_tabular_mdp
 from sb3_fedpg.flower.config import parse_run_config
 from sb3_fedpg.flower.simulation import run_simulation
-from sb3_fedpg.flower.task import make_tabular_mdp
 from sb3_fedpg.tabular import exact_federated_run
 
 
@@ -18,7 +18,7 @@ def read_rounds(folder):
     return [json.loads(line) for line in (folder / "rounds.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.parametrize("correction", [True])
+@pytest.mark.parametrize("correction", [True, False])
 def test_simulation_matches_in_process_exact_run(tmp_path, correction):
     # Exact tabular gradients are deterministic: the Flower run must follow the in-process
     # fedmath.fedpg_round run (same Garnet MDP, same θ̄_t sequence) to 1e-10.

@@ -1,0 +1,361 @@
+"""
+The machinery every federated algorithm shares (the ``OnPolicyAlgorithm`` of this library).
+
+:class:`FederatedAlgorithm` is an SB3 ``BaseAlgorithm`` over a federated ``VecEnv`` whose
+``N·M`` sub-environments are split into contiguous blocks, one per agent. It collects batches
+for all agents at once under per-agent parameters (:meth:`~FederatedAlgorithm.collect_batch`,
+with SB3's callback events), runs the ``learn`` loop one communication round at a time, logs
+the SB3 way, samples participants and holds the global (federated) parameters. Subclasses
+implement :meth:`~FederatedAlgorithm.train` — one round — on top of
+:func:`sb3_fedpg.common.fedmath.run_round`.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections import deque
+from typing import Any, TypeVar
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList
+from stable_baselines3.common.policies import ActorCriticPolicy
+from stable_baselines3.common.preprocessing import preprocess_obs
+from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
+from stable_baselines3.common.utils import FloatSchedule, safe_mean
+
+from sb3_fedpg.common.batch import RolloutBatch
+from sb3_fedpg.common.batched_policy import BatchedActor
+from sb3_fedpg.common.callbacks import fire_round_end
+from sb3_fedpg.common.federated_vec_env import make_federated_vec_env
+from sb3_fedpg.common.persistence import FederatedPersistenceMixin
+
+SelfFederatedAlgorithm = TypeVar("SelfFederatedAlgorithm", bound="FederatedAlgorithm")
+
+
+class StopTrainingInRound(Exception):
+    """A callback asked to stop in the middle of a round (the round is discarded)."""
+
+
+class FederatedAlgorithm(FederatedPersistenceMixin):
+    """
+    Base class of the federated policy-gradient algorithms.
+
+    :param policy: The policy model to use (``MlpPolicy``, ...)
+    :param env: The environment to learn from (a federated ``VecEnv``, any ``VecEnv``, or an env id)
+    :param n_agents: Number of agents ``N``; ``None`` takes it from a federated env (else 1)
+    :param learning_rate: Local step size (float or schedule of the remaining progress)
+    :param participation: Fraction of agents sampled (without replacement) to take part in each round
+    :param n_envs_per_agent: Sub-environments per agent (``M``) when ``env`` is an env id
+    :param env_kwargs: Keyword arguments for the env when ``env`` is an env id
+    :param stats_window_size: Window size for the rollout logging, specifying the number of episodes to average
+    :param tensorboard_log: the log location for tensorboard (if None, no logging)
+    :param policy_kwargs: additional arguments to be passed to the policy on creation
+    :param verbose: Verbosity level: 0 for no output, 1 for info messages, 2 for debug messages
+    :param seed: Seed for the pseudo random generators
+    :param device: Device (cpu, cuda, ...) on which the code should be run
+    :param supported_action_spaces: The action spaces supported by the algorithm
+    """
+
+    policy: ActorCriticPolicy
+    _actor: BatchedActor
+
+    def __init__(
+        self,
+        policy: str | type[ActorCriticPolicy],
+        env: GymEnv | str | None,
+        n_agents: int | None,
+        learning_rate: float | Schedule,
+        participation: float = 1.0,
+        n_envs_per_agent: int = 8,
+        env_kwargs: dict[str, Any] | None = None,
+        stats_window_size: int = 100,
+        tensorboard_log: str | None = None,
+        policy_kwargs: dict[str, Any] | None = None,
+        verbose: int = 0,
+        seed: int | None = None,
+        device: th.device | str = "auto",
+        supported_action_spaces: tuple[type[spaces.Space], ...] = (spaces.Discrete, spaces.Box),
+    ):
+        if isinstance(env, str):
+            env = make_federated_vec_env(env, n_agents, n_envs_per_agent, env_kwargs=env_kwargs, seed=seed)
+        elif env_kwargs:
+            raise ValueError("env_kwargs is only used when env is an env id; the env given is already built.")
+        super().__init__(
+            policy,
+            env,
+            learning_rate=learning_rate,
+            policy_kwargs=policy_kwargs,
+            stats_window_size=stats_window_size,
+            tensorboard_log=tensorboard_log,
+            verbose=verbose,
+            device=device,
+            support_multi_env=True,
+            seed=seed,
+            supported_action_spaces=supported_action_spaces,
+        )
+        self.n_agents = n_agents
+        self.n_envs_per_agent = n_envs_per_agent
+        self.participation = float(participation)
+        self._n_rounds = 0
+        # Own generators, so sampling participants or actions does not shift any other random stream.
+        self._participation_rng = np.random.default_rng(seed)
+        self._action_rng = np.random.default_rng(None if seed is None else seed + 1)  # the NumPy rollout path's actions
+        if self.env is not None:
+            self._split_env_between_agents()
+
+    def _split_env_between_agents(self) -> None:
+        assert self.env is not None
+        env_agents = getattr(self.env, "n_agents", None)
+        if self.n_agents is None:
+            self.n_agents = int(env_agents) if env_agents is not None else 1
+        elif env_agents is not None and env_agents != self.n_agents:
+            raise ValueError(f"n_agents={self.n_agents} but the federated env has {env_agents} agents.")
+        if self.n_envs % self.n_agents != 0:
+            raise ValueError(
+                f"{self.n_envs} envs cannot be split evenly between {self.n_agents} agents: "
+                "use a number of envs that is a multiple of n_agents."
+            )
+        self.n_envs_per_agent = self.n_envs // self.n_agents
+
+    def _setup_federated_buffers(self) -> None:
+        assert self.n_agents is not None, "n_agents is unknown: pass it or a federated env"
+        self._agent_ep_buffers: list[deque] = [deque(maxlen=self._stats_window_size) for _ in range(self.n_agents)]
+        self._numpy_rollout = (
+            self.device.type == "cpu" and isinstance(self.observation_space, spaces.Box) and self._actor.net.numpy_ready
+        )
+
+    def _setup_lr_schedule(self) -> None:
+        self.lr_schedule = FloatSchedule(self.learning_rate)
+
+    def current_learning_rate(self) -> float:
+        """
+        :return: the learning rate of this round (the schedule at the current progress)
+        :raises ValueError: when a schedule gives a value that is not a finite number > 0
+        """
+        value = float(self.lr_schedule(self._current_progress_remaining))
+        if not math.isfinite(value) or value <= 0:
+            raise ValueError(
+                f"the learning_rate schedule gave {value!r} at progress_remaining={self._current_progress_remaining:.4g}; "
+                "it must stay a finite number > 0 over the whole training (no round was run)."
+            )
+        return value
+
+    def seed_streams(self, seed: int) -> None:
+        """
+        Reseed every random stream of the algorithm: Python, NumPy, torch, the action space, the env
+        and the NumPy rollout's action sampler (a distributed agent calls this for every message).
+
+        :param seed: the seed
+        """
+        self.set_random_seed(seed)
+        self._action_rng = np.random.default_rng(seed)
+
+    def start_fresh_episodes(self) -> None:
+        """Reset the env (new episodes for every sub-environment) and forget the episode statistics."""
+        assert self.env is not None and self.ep_info_buffer is not None and self.ep_success_buffer is not None
+        self._last_obs = self.env.reset()  # type: ignore[assignment]
+        self.ep_info_buffer.clear()
+        self.ep_success_buffer.clear()
+
+    # ---------------------------------------------------------------- global parameters
+    @property
+    def n_federated_params(self) -> int:
+        """Size of the federated (actor) parameter vector."""
+        return self._actor.n_params
+
+    def get_global_parameters(self) -> th.Tensor:
+        """:return: the global actor parameters ``θ̄`` as one flat vector (a copy)"""
+        return self._actor.get_vector()
+
+    def set_global_parameters(self, vector: th.Tensor | np.ndarray) -> None:
+        """
+        Replace the global actor parameters ``θ̄``.
+
+        :param vector: flat parameters of length :attr:`n_federated_params`
+        """
+        vector = th.as_tensor(vector, dtype=th.float32, device=self.device)
+        if vector.shape != (self._actor.n_params,):
+            raise ValueError(f"expected a flat vector of {self._actor.n_params} parameters, got shape {tuple(vector.shape)}.")
+        if not th.isfinite(vector).all():
+            raise ValueError("the global parameters contain NaN or inf.")
+        self._actor.set_vector(vector)
+
+    def sample_participants(self) -> th.Tensor | None:
+        """:return: the mask of this round's participants, or ``None`` when every agent takes part"""
+        if self.participation >= 1.0:
+            return None
+        assert self.n_agents is not None
+        count = max(1, round(self.participation * self.n_agents))
+        mask = th.zeros(self.n_agents, dtype=th.bool, device=self.device)
+        mask[th.as_tensor(self._participation_rng.choice(self.n_agents, count, replace=False))] = True
+        return mask
+
+    # ---------------------------------------------------------------- rollouts
+    def _flat_obs(self, obs: np.ndarray) -> th.Tensor:
+        """:return: observations ``(batch, obs_dim)`` as the policy's input (one-hot for discrete spaces)"""
+        obs_t = preprocess_obs(th.as_tensor(obs, device=self.device), self.observation_space, normalize_images=False)
+        return obs_t.reshape(len(obs_t), -1).float()
+
+    def _obs_to_tensor(self, obs: np.ndarray) -> th.Tensor:
+        """:return: the observations of all sub-envs as ``(n_agents, M, obs_dim)``"""
+        return self._flat_obs(obs).view(self.n_agents, self.n_envs_per_agent, -1)
+
+    def collect_batch(
+        self, params: th.Tensor, callback: BaseCallback, reset: bool = False, keep_truncations: bool = False
+    ) -> RolloutBatch:
+        """
+        Step all agents' envs for ``n_steps`` under their current local parameters.
+
+        :param params: stacked actor parameters ``(n_agents, n_params)``
+        :param callback: SB3 callback, called at every env step (``on_rollout_start``, ``on_step``, ...)
+        :param reset: start from the initial distribution (reset every env first)
+        :param keep_truncations: record the final observations of time-limit truncations (for bootstrapping)
+        :return: the batch
+        :raises StopTrainingInRound: when a callback returns ``False``
+        """
+        assert self.env is not None and self.n_agents is not None
+        n, m, k_steps = self.n_agents, self.n_envs_per_agent, self.n_steps  # type: ignore[attr-defined]
+        if reset:
+            self._last_obs = self.env.reset()  # type: ignore[assignment]
+        obs_list, act_list, rew_list, done_list = [], [], [], []
+        truncated_obs: list[tuple[int, int, np.ndarray]] = []
+        params_np = params.detach().cpu().numpy() if self._numpy_rollout else None
+        callback.on_rollout_start()
+        for k in range(k_steps):
+            if params_np is not None:
+                # CPU fast path: the tiny per-step forward pass in NumPy (torch's per-op overhead dominates here).
+                obs_t = np.asarray(self._last_obs, dtype=np.float32).reshape(n, m, -1)
+                actions = self._actor.sample_numpy(params_np, obs_t, self._action_rng)
+                env_actions = actions.reshape(n * m, *self.action_space.shape)
+            else:
+                obs_t = self._obs_to_tensor(self._last_obs)  # type: ignore[arg-type]
+                actions = self._actor.sample(params, obs_t)
+                env_actions = actions.reshape(n * m, *self.action_space.shape).cpu().numpy()
+            if isinstance(self.action_space, spaces.Box):
+                env_actions = np.clip(env_actions, self.action_space.low, self.action_space.high)
+            new_obs, rewards, dones, infos = self.env.step(env_actions)
+            self.num_timesteps += self.env.num_envs
+            callback.update_locals(locals())
+            if not callback.on_step():
+                raise StopTrainingInRound
+            done_idx = np.flatnonzero(dones)
+            # Only finished episodes carry stats: skip the per-env scan of SB3's _update_info_buffer.
+            self._update_info_buffer([infos[i] for i in done_idx], dones[done_idx])
+            for idx in done_idx:
+                info = infos[idx]
+                if "episode" in info:
+                    self._agent_ep_buffers[idx // m].append(info["episode"]["r"])
+                if keep_truncations and info.get("TimeLimit.truncated") and "terminal_observation" in info:
+                    truncated_obs.append((k, int(idx), info["terminal_observation"]))
+            obs_list.append(obs_t)
+            act_list.append(actions)
+            rew_list.append(rewards)
+            done_list.append(dones)
+            self._last_obs = new_obs  # type: ignore[assignment]
+        callback.on_rollout_end()
+
+        def stack_steps(x: list[np.ndarray]) -> th.Tensor:
+            # (K, N*M) -> (N, K, M)
+            return th.as_tensor(np.asarray(x), dtype=th.float32, device=self.device).view(k_steps, n, m).transpose(0, 1)
+
+        def stack_agents(items: list) -> th.Tensor:
+            # K x (N, M, ...) -> (N, K*M, ...), step-major within each agent
+            stacked = th.as_tensor(np.stack(items, axis=1)) if params_np is not None else th.stack(items, dim=1)
+            return stacked.to(self.device).reshape(n, k_steps * m, *stacked.shape[3:])
+
+        batch = RolloutBatch(
+            obs=stack_agents(obs_list),
+            actions=stack_agents(act_list),
+            rewards=stack_steps(rew_list),
+            dones=stack_steps(done_list),
+            last_obs=self._obs_to_tensor(self._last_obs),  # type: ignore[arg-type]
+        )
+        if truncated_obs:
+            steps, envs, terminal = zip(*truncated_obs, strict=True)
+            batch.truncations = tuple(zip(steps, envs, strict=True))
+            batch.terminal_obs = self._flat_obs(np.stack(terminal))
+        return batch
+
+    # ---------------------------------------------------------------- learn
+    def train(self, callback: BaseCallback | None = None) -> None:
+        """
+        One communication round.
+
+        :param callback: SB3 callback called at every env step (a no-op if ``None``)
+        """
+        raise NotImplementedError
+
+    def _round_callback(self, callback: BaseCallback | None) -> BaseCallback:
+        callback = callback if callback is not None else CallbackList([])
+        if callback.model is None:
+            callback.init_callback(self)
+        return callback
+
+    def learn(
+        self: SelfFederatedAlgorithm,
+        total_timesteps: int,
+        callback: MaybeCallback = None,
+        log_interval: int = 1,
+        tb_log_name: str = "FederatedAlgorithm",
+        reset_num_timesteps: bool = True,
+        progress_bar: bool = False,
+    ) -> SelfFederatedAlgorithm:
+        """
+        Train for at least ``total_timesteps`` env steps, in whole rounds (the last round may go past
+        ``total_timesteps``: a round is the unit of communication and is never cut short).
+
+        :param total_timesteps: env steps over all agents
+        :param callback: SB3 callback(s)
+        :param log_interval: log every this many rounds
+        :param tb_log_name: TensorBoard run name
+        :param reset_num_timesteps: reset the step counter (``False`` continues a previous ``learn``)
+        :param progress_bar: show a progress bar (tqdm/rich)
+        :return: the trained model
+        """
+        total_timesteps, callback = self._setup_learn(
+            total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar
+        )
+        callback.on_training_start(locals(), globals())
+        assert self.env is not None
+        rounds = 0
+        while self.num_timesteps < total_timesteps:
+            try:
+                self.train(callback)
+            except StopTrainingInRound:
+                break
+            rounds += 1
+            self._update_current_progress_remaining(self.num_timesteps, total_timesteps)
+            if log_interval is not None and rounds % log_interval == 0:
+                self.dump_logs(rounds)
+            if not fire_round_end(callback):
+                break
+        callback.on_training_end()
+        return self
+
+    def dump_logs(self, iteration: int = 0) -> None:
+        """
+        Write the logs (SB3's ``rollout/``, ``time/`` keys and each agent's ``fed/agent_<i>/ep_rew_mean``).
+
+        :param iteration: rounds done in this ``learn`` call (``0``: not recorded)
+        """
+        assert self.ep_info_buffer is not None and self.ep_success_buffer is not None
+        time_elapsed = max((time.time_ns() - self.start_time) / 1e9, sys.float_info.epsilon)
+        fps = int((self.num_timesteps - self._num_timesteps_at_start) / time_elapsed)
+        if iteration > 0:
+            self.logger.record("time/iterations", iteration, exclude="tensorboard")
+        if len(self.ep_info_buffer) > 0:
+            self.logger.record("rollout/ep_rew_mean", safe_mean([ep["r"] for ep in self.ep_info_buffer]))
+            self.logger.record("rollout/ep_len_mean", safe_mean([ep["l"] for ep in self.ep_info_buffer]))
+        if len(self.ep_success_buffer) > 0:
+            self.logger.record("rollout/success_rate", safe_mean(self.ep_success_buffer))
+        for i, buffer in enumerate(self._agent_ep_buffers):
+            if len(buffer) > 0:
+                self.logger.record(f"fed/agent_{i}/ep_rew_mean", safe_mean(list(buffer)))
+        self.logger.record("time/fps", fps)
+        self.logger.record("time/time_elapsed", int(time_elapsed), exclude="tensorboard")
+        self.logger.record("time/total_timesteps", self.num_timesteps, exclude="tensorboard")
+        self.logger.dump(step=self.num_timesteps)

@@ -1,0 +1,186 @@
+"""
+The federated algorithms' hyperparameters: one definition, one validation.
+
+:class:`FedPGHyperparams` lists every hyperparameter of :class:`~sb3_fedpg.FederatedPG` with
+its default, its documentation and its check. Every entry point validates through it: the
+constructor, ``FederatedPG.load(path, **kwargs)`` (checked again when the model is set up),
+the zoo config parser and the Flower run config (whose kebab-case keys are derived from these
+fields). Only the standard library is imported, so torch-free processes (a Flower ClientApp
+launcher, the zoo's config check) can use it.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Callable, Mapping
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any
+
+#: Gradient estimators (``estimator=``), baselines of ``gpomdp``/``reinforce`` (``baseline=``),
+#: local update rules (``local_optimizer=``) and named server aggregators (``aggregator=``).
+ESTIMATORS = ("gpomdp", "reinforce", "gae")
+BASELINES = ("none", "mean")
+LOCAL_OPTIMIZER_NAMES = ("sgd", "adam")
+AGGREGATOR_NAMES = ("mean", "median", "trimmed_mean", "norm_clipped_mean", "geometric_median")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def positive_int(name: str, value: Any) -> None:
+    """
+    :param name: the hyperparameter's name (for the message)
+    :param value: its value
+    :raises ValueError: unless ``value`` is an integer ``>= 1`` (``bool`` is not an integer here)
+    """
+    if not _is_int(value) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+
+
+def positive_float(name: str, value: Any) -> None:
+    """
+    :param name: the hyperparameter's name
+    :param value: its value
+    :raises ValueError: unless ``value`` is a finite real number ``> 0``
+    """
+    if not _is_real(value) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}.")
+
+
+def _optional_positive_int(name: str, value: Any) -> None:
+    if value is not None:
+        positive_int(name, value)
+
+
+def _optional_positive_float(name: str, value: Any) -> None:
+    if value is not None:
+        positive_float(name, value)
+
+
+def _learning_rate(name: str, value: Any) -> None:
+    # A schedule is checked each round, when it is evaluated (FederatedAlgorithm.current_learning_rate).
+    if not callable(value):
+        positive_float(name, value)
+
+
+def _boolean(name: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        hint = " (a string such as 'False' is truthy: pass a real bool)" if isinstance(value, str) else ""
+        raise ValueError(f"{name} must be True or False, got {value!r}{hint}.")
+
+
+def _one_of(choices: tuple[str, ...]) -> Callable[[str, Any], None]:
+    def check(name: str, value: Any) -> None:
+        if not isinstance(value, str) or value not in choices:
+            raise ValueError(f"unknown {name} {value!r}: choose one of {choices}.")
+
+    return check
+
+
+def _interval(low: float, high: float, low_open: bool) -> Callable[[str, Any], None]:
+    def check(name: str, value: Any) -> None:
+        inside = _is_real(value) and math.isfinite(value) and (low < value if low_open else low <= value) and value <= high
+        if not inside:
+            bracket = "(" if low_open else "["
+            raise ValueError(f"{name} must be in {bracket}{low:g}, {high:g}], got {value!r}.")
+
+    return check
+
+
+def _non_negative(name: str, value: Any) -> None:
+    if not _is_real(value) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}.")
+
+
+def _aggregator(name: str, value: Any) -> None:
+    if not callable(value) and (not isinstance(value, str) or value not in AGGREGATOR_NAMES):
+        raise ValueError(f"unknown {name} {value!r}: choose one of {AGGREGATOR_NAMES} or pass a callable (n, p) -> (p,).")
+
+
+def _mapping_or_none(name: str, value: Any) -> None:
+    if value is not None and not isinstance(value, Mapping):
+        raise ValueError(f"{name} must be a dict of keyword arguments or None, got {type(value).__name__}.")
+
+
+def _hp(default: Any, check: Callable[[str, Any], None], doc: str) -> Any:
+    # Defaults are immutable (numbers, strings, None), so sharing them between instances is safe.
+    return field(default=default, metadata={"check": check, "doc": doc})
+
+
+@dataclass
+class FedPGHyperparams:
+    """
+    Hyperparameters of :class:`~sb3_fedpg.FederatedPG` (each field's ``metadata["doc"]`` documents it;
+    ``metadata["check"]`` validates it). Building an instance validates every field.
+    """
+
+    n_agents: int | None = _hp(None, _optional_positive_int, "Number of agents N; None takes it from a federated env (else 1)")
+    learning_rate: Any = _hp(0.05, _learning_rate, "Local step size η (float or schedule of the remaining progress)")  # noqa: RUF009
+    local_steps: int = _hp(4, positive_int, "Local steps H per communication round")
+    n_steps: int = _hp(64, positive_int, "Steps per trajectory segment of one gradient batch (the truncation K)")
+    server_learning_rate: float = _hp(1.0, positive_float, "Server step size η_g on the aggregated parameter change")
+    gamma: float = _hp(0.99, _interval(0.0, 1.0, low_open=True), "Discount factor, in (0, 1]")
+    gae_lambda: float = _hp(0.95, _interval(0.0, 1.0, low_open=False), "GAE λ, in [0, 1] (estimator='gae')")
+    estimator: str = _hp("gae", _one_of(ESTIMATORS), f"Local gradient estimator, one of {ESTIMATORS}")
+    baseline: str = _hp("none", _one_of(BASELINES), f"Baseline of gpomdp/reinforce, one of {BASELINES}")
+    correction: bool = _hp(True, _boolean, "Fast-FedPG's drift correction; False gives FedAvg-PG")
+    reuse_anchor_batch: bool = _hp(True, _boolean, "Use the anchor batch for the first local step")
+    normalize_advantage: bool = _hp(True, _boolean, "Normalise each agent's weights to zero mean, unit variance")
+    ent_coef: float = _hp(0.0, _non_negative, "Entropy bonus coefficient, >= 0")
+    critic_learning_rate: float = _hp(1e-3, positive_float, "Adam step size of the local critics (estimator='gae')")
+    local_optimizer: str = _hp("sgd", _one_of(LOCAL_OPTIMIZER_NAMES), f"Local update rule, one of {LOCAL_OPTIMIZER_NAMES}")
+    max_grad_norm: float | None = _hp(None, _optional_positive_float, "Clip each agent's direction to this norm (None: off)")
+    aggregator: Any = _hp("mean", _aggregator, f"Server reduction over agents: one of {AGGREGATOR_NAMES} or a callable")  # noqa: RUF009
+    aggregator_kwargs: dict[str, Any] | None = _hp(None, _mapping_or_none, "Parameters of a named aggregator")  # noqa: RUF009
+    participation: float = _hp(1.0, _interval(0.0, 1.0, low_open=True), "Fraction of agents sampled each round, in (0, 1]")
+    n_envs_per_agent: int = _hp(8, positive_int, "Sub-environments per agent M when env is an env id")
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            f.metadata["check"](f.name, getattr(self, f.name))
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        """:return: the hyperparameters' names, in definition order"""
+        return tuple(f.name for f in fields(cls))
+
+    @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        """:return: name → default"""
+        return {f.name: f.default for f in fields(cls) if f.default is not MISSING}
+
+    @classmethod
+    def docs(cls) -> dict[str, str]:
+        """:return: name → one-line documentation"""
+        return {f.name: f.metadata["doc"] for f in fields(cls)}
+
+    @classmethod
+    def check(cls, **values: Any) -> None:
+        """
+        Validate some hyperparameters (the others are not looked at).
+
+        :param values: name → value
+        :raises ValueError: naming the first invalid field, what it must be and what was given
+        :raises TypeError: for an unknown name
+        """
+        by_name = {f.name: f for f in fields(cls)}
+        for name, value in values.items():
+            if name not in by_name:
+                raise TypeError(f"unknown hyperparameter {name!r}; known: {sorted(by_name)}")
+            by_name[name].metadata["check"](name, value)
+
+    @classmethod
+    def from_object(cls, obj: Any) -> FedPGHyperparams:
+        """
+        Read (and so validate) the hyperparameters stored as attributes of ``obj`` (a model).
+
+        :param obj: an object with one attribute per hyperparameter
+        :return: the validated hyperparameters
+        """
+        return cls(**{name: getattr(obj, name) for name in cls.names()})

@@ -1,0 +1,97 @@
+"""
+What the Flower server writes: the global policy, a resumable checkpoint, the round log and the SB3 logger's files.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+from typing import Any
+
+import numpy as np
+
+from sb3_fedpg.common.files import atomic_write
+from sb3_fedpg.flower.agent import make_agent_model
+from sb3_fedpg.flower.config import FlowerRunConfig
+
+
+class ServerOutputs:
+    """
+    What the server writes to ``output_dir``: the global policy as a ``FederatedPG`` zip (neural task)
+    or a ``.npy`` (tabular task), a resumable checkpoint after every round, ``rounds.jsonl`` and
+    the SB3 logger's files.
+
+    :param config: the run configuration
+    :param n_agents: agents in the federation (sets the neural template's environment)
+    """
+
+    def __init__(self, config: FlowerRunConfig, n_agents: int) -> None:
+        self.config = config
+        self.dir = pathlib.Path(config.output_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.checkpoint_path = self.dir / "checkpoint.npz"
+        self.rounds_path = self.dir / "rounds.jsonl"
+        self.template = make_agent_model(config, 0, max(n_agents, 1)) if config.task == "neural" else None
+        from stable_baselines3.common.logger import configure
+
+        self.logger = configure(str(self.dir), list(config.log_formats))
+
+    @property
+    def model_path(self) -> pathlib.Path:
+        """Where the global policy is saved."""
+        return self.dir / ("model.zip" if self.config.task == "neural" else "params.npy")
+
+    def initial_params(self) -> np.ndarray:
+        """:return: ``θ̄_0``: the template model's actor (neural) or zeros (tabular, float64)"""
+        if self.template is not None:
+            return self.template.get_global_parameters().cpu().numpy()
+        return np.zeros(self.config.tabular_n_states * self.config.tabular_n_actions)
+
+    def save(self, params: np.ndarray, history: list[np.ndarray], server_round: int) -> None:
+        """
+        Save the global policy and the resumable checkpoint (both atomically).
+
+        :param params: ``θ̄`` after ``server_round`` rounds
+        :param history: ``θ̄_0 … θ̄_t``
+        :param server_round: rounds completed (skipped rounds included)
+        """
+        if self.template is not None:
+            self.template.set_global_parameters(params)
+            self.template.save(self.model_path)
+        else:
+            atomic_write(self.model_path, lambda f: np.save(f, params))
+        fingerprint = json.dumps(_fingerprint(self.config), sort_keys=True)
+        atomic_write(
+            self.checkpoint_path,
+            lambda f: np.savez(f, params=params, history=np.stack(history), round=server_round, config=fingerprint),
+        )
+
+    def load_checkpoint(self) -> tuple[np.ndarray, list[np.ndarray], int] | None:
+        """:return: ``(θ̄, history, rounds done)`` from a compatible checkpoint, else ``None``"""
+        if not self.checkpoint_path.exists():
+            return None
+        with np.load(self.checkpoint_path) as data:
+            if json.loads(str(data["config"])) != _fingerprint(self.config):
+                raise ValueError(
+                    f"{self.checkpoint_path} was written by a run with other settings; use another output-dir or resume=false"
+                )
+            return data["params"], list(data["history"]), int(data["round"])
+
+    def record_round(self, summary: dict[str, Any]) -> None:
+        """
+        Append the round's summary to ``rounds.jsonl``.
+
+        :param summary: JSON-serialisable round summary
+        """
+        with open(self.rounds_path, "a") as file:
+            file.write(json.dumps(summary) + "\n")
+
+
+def _fingerprint(config: FlowerRunConfig) -> dict[str, Any]:
+    # What must match to resume: the problem and the algorithm, not the run length or the outputs.
+    skip = {"num_rounds", "resume", "output_dir", "log_formats", "wait_for_agents_s", "phase_timeout_s", "num_agents"}
+    return {
+        k: list(v) if isinstance(v, tuple) else v
+        for k, v in vars(config).items()
+        if k not in skip and not k.startswith("fault")
+    }
