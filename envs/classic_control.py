@@ -36,8 +36,7 @@ import gymnasium as gym
 import numpy as np
 from sb3_fedpg.envs.families import FamilySpec, register_family
 from sb3_fedpg.envs.native import SameStepCartPoleVectorEnv
-
-from sb3_fedpg.common.federated_vec_env import vectorize_same_step
+from sb3_fedpg.envs.vector import vectorize_same_step
 
 
 def agent_positions(n_agents: int) -> np.ndarray:

@@ -15,8 +15,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-
-from sb3_fedpg.common.federated_vec_env import FederatedReward
+from sb3_fedpg.envs.vector import FederatedReward
 
 _FAMILIES: dict[str, FamilySpec] = {}
 

@@ -14,30 +14,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AutoresetMode
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices, VecEnvObs, VecEnvStepReturn
 
-
-class FederatedReward(Protocol):
-    """
-    A batched per-agent reward: one call computes the rewards of all sub-environments.
-
-    :param obs: observations before the step, shape ``(n, *obs_shape)``
-    :param action: actions taken, shape ``(n, *action_shape)``
-    :param next_obs: observations after the step (the terminal observation where an episode ended)
-    :param reward: the shared dynamics' own reward, shape ``(n,)``
-    :param agent_ids: the agent of each sub-environment, shape ``(n,)``
-    :return: rewards, shape ``(n,)``
-    """
-
-    def __call__(
-        self, obs: np.ndarray, action: np.ndarray, next_obs: np.ndarray, reward: np.ndarray, agent_ids: np.ndarray
-    ) -> np.ndarray: ...
-
+# The reward protocol and the vectoriser live with the environments (envs never import common).
+from sb3_fedpg.envs.vector import FederatedReward, vectorize_same_step
 
 #: A reward for one agent, vectorised over that agent's sub-environments:
 #: ``fn(obs, action, next_obs, reward) -> rewards``.
@@ -223,18 +208,6 @@ class FederatedVecEnv(VecEnv):
 
 def _spaces_equal(a: gym.Space, b: gym.Space) -> bool:
     return type(a) is type(b) and a == b
-
-
-def vectorize_same_step(env_fns: Sequence[Callable[[], gym.Env]], vectorization_mode: str = "sync") -> gym.vector.VectorEnv:
-    """
-    Gymnasium's sync (or, for ``"async"``, subprocess) vectorisation with SB3's SAME_STEP auto-reset.
-
-    :param env_fns: one factory per sub-environment
-    :param vectorization_mode: ``"async"`` for subprocesses, anything else for in-process
-    :return: the vector env
-    """
-    cls = gym.vector.AsyncVectorEnv if vectorization_mode == "async" else gym.vector.SyncVectorEnv
-    return cls(list(env_fns), autoreset_mode=AutoresetMode.SAME_STEP)
 
 
 def make_shared_dynamics(

@@ -183,4 +183,5 @@ class FedPGHyperparams:
         :param obj: an object with one attribute per hyperparameter
         :return: the validated hyperparameters
         """
-        return cls(**{name: getattr(obj, name) for name in cls.names()})
+        defaults = cls.defaults()  # models saved before a hyperparameter existed lack its attribute
+        return cls(**{name: getattr(obj, name, defaults[name]) for name in cls.names()})

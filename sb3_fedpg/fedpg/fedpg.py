@@ -90,6 +90,8 @@ class FederatedPG(FederatedAlgorithm):
     """
 
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {"MlpPolicy": MlpPolicy}
+    #: the hyperparameters' one definition and validation (also used by the zoo and Flower configs)
+    hyperparams_class: ClassVar[type[FedPGHyperparams]] = FedPGHyperparams
     policy: ActorCriticPolicy
 
     def __init__(
@@ -128,8 +130,7 @@ class FederatedPG(FederatedAlgorithm):
     ):
         # Validate everything before any env is built or stepped (the same checks run again in
         # _setup_model, so load(..., **kwargs) cannot bypass them).
-        hyperparams = {name: value for name, value in locals().items() if name in FedPGHyperparams.names()}
-        FedPGHyperparams(**hyperparams)
+        self.hyperparams_class(**{name: value for name, value in locals().items() if name in FedPGHyperparams.names()})
         aggregate = make_aggregator(aggregator, **(aggregator_kwargs or {}))
         super().__init__(
             policy,
@@ -167,7 +168,9 @@ class FederatedPG(FederatedAlgorithm):
             self._setup_model()
 
     def _setup_model(self) -> None:
-        FedPGHyperparams.from_object(self)  # load(path, **kwargs) lands here with the new values
+        self.hyperparams_class.from_object(self)  # load(path, **kwargs) lands here with the new values
+        if not callable(self.aggregator):  # a name given through load(..., aggregator="median")
+            self.aggregator = make_aggregator(self.aggregator, **(getattr(self, "aggregator_kwargs", None) or {}))
         self._setup_lr_schedule()
         self.set_random_seed(self.seed)
         assert self.n_agents is not None, "n_agents is unknown: pass it or a federated env"

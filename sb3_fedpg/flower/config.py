@@ -12,6 +12,35 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from sb3_fedpg.common.adversarial import FAULT_KINDS
+from sb3_fedpg.common.hyperparams import AGGREGATOR_NAMES, FedPGHyperparams
+
+#: The FederatedPG hyperparameters a Flower run takes (kebab-case in the run config); their defaults
+#: come from :class:`~sb3_fedpg.common.hyperparams.FedPGHyperparams`, the one definition.
+ALGORITHM_KEYS = (
+    "n_envs_per_agent",
+    "learning_rate",
+    "local_steps",
+    "n_steps",
+    "server_learning_rate",
+    "gamma",
+    "gae_lambda",
+    "estimator",
+    "baseline",
+    "correction",
+    "reuse_anchor_batch",
+    "normalize_advantage",
+    "ent_coef",
+    "critic_learning_rate",
+    "local_optimizer",
+    "max_grad_norm",
+)
+
+
+def _toml_default(value: Any) -> bool | int | float | str:
+    # TOML has no null: "no limit" is 0.0 in the run config.
+    return 0.0 if value is None else value
+
 #: Every key the app understands, with its default. ``flower_app/pyproject.toml`` repeats these
 #: (Flower only accepts ``--run-config`` overrides of keys declared there); a test checks they agree.
 DEFAULT_RUN_CONFIG: dict[str, bool | int | float | str] = {
@@ -33,25 +62,10 @@ DEFAULT_RUN_CONFIG: dict[str, bool | int | float | str] = {
     "output-dir": "runs/flower",
     "resume": False,
     "log-formats": "csv",
-    # FederatedPG hyperparameters (same names as its constructor, kebab-case)
+    # FederatedPG hyperparameters (same names as its constructor, kebab-case; defaults from FedPGHyperparams)
     "env-id": "sb3_fedpg/HeteroCartPole-v0",
     "heterogeneity": 1.0,
-    "n-envs-per-agent": 8,
-    "learning-rate": 0.05,
-    "local-steps": 4,
-    "n-steps": 64,
-    "server-learning-rate": 1.0,
-    "gamma": 0.99,
-    "gae-lambda": 0.95,
-    "estimator": "gae",
-    "baseline": "none",
-    "correction": True,
-    "reuse-anchor-batch": True,
-    "normalize-advantage": True,
-    "ent-coef": 0.0,
-    "critic-learning-rate": 1e-3,
-    "local-optimizer": "sgd",
-    "max-grad-norm": 0.0,
+    **{name.replace("_", "-"): _toml_default(FedPGHyperparams.defaults()[name]) for name in ALGORITHM_KEYS},
     "net-arch": "64,64",
     # tabular task (Garnet MDP, see sb3_fedpg.tabular.garnet)
     "tabular-n-states": 10,
@@ -67,8 +81,6 @@ DEFAULT_RUN_CONFIG: dict[str, bool | int | float | str] = {
 }
 
 TASKS = ("neural", "tabular")
-AGGREGATOR_NAMES = ("mean", "median", "trimmed_mean", "norm_clipped_mean", "geometric_median")
-FAULT_KINDS = ("none", "nan", "shape", "huge")
 FAULT_PHASES = ("grad", "local")
 
 
@@ -239,6 +251,8 @@ def parse_run_config(run_config: Mapping[str, Any] | None = None, **overrides: A
                     raise ValueError(f"run config {key!r} must be true or false, got {value!r}")
                 return value.lower() in ("true", "1")
             return bool(value)
+        if kind is int and isinstance(value, bool):
+            raise ValueError(f"run config {key!r} must be int, got {value!r}")
         try:
             return kind(value)
         except (TypeError, ValueError) as error:
@@ -250,6 +264,8 @@ def parse_run_config(run_config: Mapping[str, Any] | None = None, **overrides: A
         if f.name in ("max_update_norm", "max_grad_norm"):
             # 0 (or less) means "no limit": TOML has no null
             number = typed(key, float)
+            if number != number or number == float("inf"):
+                raise ValueError(f"run config {key!r} must be a finite number (0 for no limit), got {number!r}")
             values[f.name] = number if number > 0 else None
         elif f.name == "log_formats":
             values[f.name] = tuple(part.strip() for part in str(merged[key]).split(",") if part.strip())
@@ -259,7 +275,11 @@ def parse_run_config(run_config: Mapping[str, Any] | None = None, **overrides: A
             kind = {"bool": bool, "int": int, "float": float, "str": str}[str(f.type).split(" ")[0]]
             values[f.name] = typed(key, kind)
     config = FlowerRunConfig(**values)
-    # The names live with the aggregators; a plain-string check keeps this module free of torch.
+    for name in ALGORITHM_KEYS:  # FederatedPG's own checks, the same as its constructor's
+        try:
+            FedPGHyperparams.check(**{name: getattr(config, name)})
+        except ValueError as error:
+            raise ValueError(f"run config {name.replace('_', '-')!r}: {error}") from error
     if config.aggregator not in AGGREGATOR_NAMES:
         raise ValueError(f"run config 'aggregator' must be one of {AGGREGATOR_NAMES}, got {config.aggregator!r}")
     if config.task not in TASKS:

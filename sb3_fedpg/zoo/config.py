@@ -350,4 +350,12 @@ def validate_hyperparams(entry: dict[str, Any], algo_class: type, where: str = "
         if not _matches(value, hint):
             raise ZooConfigError(f"{where}: bad value {value!r} for {key!r}: expected {_hint_text(hint)}.")
         model_kwargs[key] = value
+    # The algorithm's own validation (the same checks as its constructor and load), before anything is built.
+    hyperparams_class = getattr(algo_class, "hyperparams_class", None)
+    if hyperparams_class is not None:
+        names = set(hyperparams_class.names())
+        try:
+            hyperparams_class.check(**{k: v for k, v in model_kwargs.items() if k in names})
+        except ValueError as error:
+            raise ZooConfigError(f"{where}: {error}") from error
     return ZooHyperparams(int(n_timesteps), n_agents, n_envs_per_agent, dict(env_kwargs), model_kwargs)
