@@ -13,7 +13,6 @@ import os
 import pathlib
 import pickle
 import random
-import tempfile
 import warnings
 import zipfile
 from collections.abc import Iterable
@@ -23,6 +22,8 @@ import numpy as np
 import torch as th
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.type_aliases import GymEnv
+
+from sb3_fedpg.common.files import atomic_write
 
 SelfPersistent = TypeVar("SelfPersistent", bound="FederatedPersistenceMixin")
 
@@ -51,14 +52,7 @@ class FederatedPersistenceMixin(BaseAlgorithm):
         if final.suffix == "":
             final = final.with_suffix(".zip")
         final.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp.zip", dir=final.parent)
-        os.close(fd)
-        try:
-            super().save(tmp_name, exclude, include)
-            os.replace(tmp_name, final)
-        finally:
-            if os.path.exists(tmp_name):
-                os.remove(tmp_name)
+        atomic_write(final, lambda file: super(FederatedPersistenceMixin, self).save(file, exclude, include))
 
     @classmethod
     def load(  # type: ignore[override]

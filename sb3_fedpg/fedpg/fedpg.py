@@ -211,6 +211,11 @@ class FederatedPG(FederatedAlgorithm):
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         return ["policy", "critics", "critic_optimizer", "local_optimizer_state"], []
 
+    @property
+    def last_round(self) -> fedmath.RoundResult | None:
+        """The last completed round (anchors, ``g``, local parameters, ...), ``None`` before the first."""
+        return getattr(self, "_last_round", None)
+
     def sample_batch(self, params: th.Tensor, callback: BaseCallback) -> RolloutBatch:
         """
         A fresh batch for every agent under its own parameters (from ρ for ``gpomdp``/``reinforce``).

@@ -52,7 +52,7 @@ def test_one_local_step_is_centralised_pg():
         model.learn(1)  # one round
         step = model.get_global_parameters() - before
         # With H = 1 the global step is η · mean_i a_i: plain PG on the pooled gradients.
-        th.testing.assert_close(step, 0.05 * model._last_round.global_grad.float(), rtol=1e-5, atol=1e-6)
+        th.testing.assert_close(step, 0.05 * model.last_round.global_grad.float(), rtol=1e-5, atol=1e-6)
 
 
 def test_correction_changes_the_update_only_when_agents_differ():
@@ -60,7 +60,7 @@ def test_correction_changes_the_update_only_when_agents_differ():
         model = small_model(env_kwargs={"heterogeneity": heterogeneity}, correction=correction, seed=3)
         before = model.get_global_parameters()
         model.learn(1)
-        return model.get_global_parameters() - before, model._last_round
+        return model.get_global_parameters() - before, model.last_round
 
     change_fast, result = round_change(1.0, True)
     change_avg, _ = round_change(1.0, False)
@@ -68,14 +68,26 @@ def test_correction_changes_the_update_only_when_agents_differ():
     assert not th.allclose(change_fast, change_avg)
 
 
-def test_correction_term_is_g_minus_anchor():
-    model = small_model(local_steps=3)
+@pytest.mark.parametrize("correction", [True, False])
+def test_in_process_round_wires_the_correction_and_the_anchor_reuse(correction):
+    # H = 2 with the anchor batch reused: the first local step is η·g (correction) or η·a_i (FedAvg-PG), the
+    # second η·(ĝ_i(θ_{i,1}) − a_i + g) or η·ĝ_i(θ_{i,1}). Check the first step exactly from what the round
+    # returns: θ_{i,2} − θ_{i,1} is then the second direction, whose correction term is known.
+    model = small_model(local_steps=1, correction=correction, learning_rate=0.05)
+    before = model.get_global_parameters()
     model.learn(1)
-    res = model._last_round
-    np.testing.assert_allclose(
-        res.correction_norm, th.linalg.vector_norm(res.global_grad - res.anchor_grads, dim=1).mean().item(), rtol=1e-6
-    )
-    assert res.drift > 0
+    res = model.last_round
+    first = res.global_grad.unsqueeze(0).expand_as(res.anchor_grads) if correction else res.anchor_grads
+    th.testing.assert_close(res.local_params - before, 0.05 * first, rtol=1e-5, atol=1e-7)
+    # one round with reuse costs H batches of n_envs × n_steps env steps
+    assert model.num_timesteps == 1 * model.n_envs * model.n_steps
+
+
+@pytest.mark.parametrize("reuse, batches", [(True, 3), (False, 4)])
+def test_a_round_costs_H_batches_with_anchor_reuse_and_H_plus_1_without(reuse, batches):
+    model = small_model(local_steps=3, reuse_anchor_batch=reuse)
+    model.learn(1)
+    assert model.num_timesteps == batches * model.n_envs * model.n_steps
 
 
 def test_determinism():
