@@ -9,6 +9,7 @@ on every ``RoundCallback`` it was given (also inside a ``CallbackList``) after e
 
 from __future__ import annotations
 
+import os
 import pathlib
 import re
 
@@ -62,7 +63,8 @@ class RoundCheckpointCallback(RoundCallback):
 
     :param save_freq: save every this many rounds
     :param save_path: folder for the checkpoints
-    :param name_prefix: files are ``<name_prefix>_<round>_rounds.zip``
+    :param name_prefix: files are ``<save_path>/<name_prefix>_<round>_rounds.zip`` (a prefix with ``/`` writes
+        into a sub-folder, and ``keep_last`` counts the files there)
     :param keep_last: keep only this many most recent checkpoints (``None``: keep all)
     :param verbose: Verbosity level: 0 for no output, 1 for info messages
     """
@@ -89,18 +91,28 @@ class RoundCheckpointCallback(RoundCallback):
                 print(f"Saving checkpoint to {path}")
             if self.keep_last is not None:
                 for old in list_checkpoints(self.save_path, self.name_prefix)[: -self.keep_last]:
-                    old.unlink()
+                    old.unlink(missing_ok=True)
         return True
+
+
+def _split_prefix(folder: str | pathlib.Path, name_prefix: str) -> tuple[pathlib.Path, str]:
+    # A prefix may hold a sub-folder ("run1/fedpg"): the files are <folder>/run1/fedpg_<k>_rounds.zip.
+    separators = "/" + (os.sep if os.sep != "/" else "") + (os.altsep or "")
+    cut = max(name_prefix.rfind(sep) for sep in separators)
+    if cut < 0:
+        return pathlib.Path(folder), name_prefix
+    return pathlib.Path(folder) / name_prefix[:cut], name_prefix[cut + 1 :]
 
 
 def list_checkpoints(folder: str | pathlib.Path, name_prefix: str = "fedpg") -> list[pathlib.Path]:
     """
     :param folder: a checkpoint folder
-    :param name_prefix: the callback's prefix
-    :return: the round checkpoints in it, oldest first
+    :param name_prefix: the callback's prefix (it may contain a sub-folder, ``"run1/fedpg"``)
+    :return: the round checkpoints ``<folder>/<name_prefix>_<round>_rounds.zip``, oldest first
     """
-    pattern = re.compile(rf"{re.escape(name_prefix)}_(\d+)_rounds\.zip$")
-    found = [(int(m.group(1)), p) for p in pathlib.Path(folder).glob("*.zip") if (m := pattern.match(p.name))]
+    folder, base = _split_prefix(folder, name_prefix)
+    pattern = re.compile(rf"{re.escape(base)}_(\d+)_rounds\.zip$")
+    found = [(int(m.group(1)), p) for p in folder.glob("*.zip") if (m := pattern.match(p.name))]
     return [p for _, p in sorted(found)]
 
 

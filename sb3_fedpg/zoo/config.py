@@ -75,8 +75,76 @@ class ZooConfigError(ValueError):
     """A config file, entry, key or value that cannot be used (the message names it)."""
 
 
+#: How many values YAML aliases (``*name``) may add to a document when expanded (see :class:`ZooLoader`).
+ALIAS_BUDGET = 10_000
+
+
+class YAMLRefused(yaml.YAMLError):
+    """A YAML document that parses but is refused before it is built (alias bomb, alias cycle, too deep)."""
+
+
 class ZooLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` that also reads ``1e6`` / ``3e-4`` as floats (YAML 1.1 needs a dot, hence rl-zoo's ``!!float``)."""
+    """
+    ``yaml.SafeLoader`` that also reads ``1e6`` / ``3e-4`` as floats (YAML 1.1 needs a dot, hence rl-zoo's
+    ``!!float``) and refuses alias bombs.
+
+    Anchors and aliases (``&base`` / ``*base``, ``<<: *base``) are allowed, but before anything is built
+    the document's size with every alias expanded is counted on the parsed node graph (each distinct
+    node once, so in time proportional to the file): if the aliases add more than :data:`ALIAS_BUDGET`
+    values, or an alias refers to a node that contains it (a cycle), the file is refused. A 508-byte
+    "billion laughs" file that expands to 10⁹ values is refused in milliseconds instead of exhausting
+    memory while an error message is built.
+    """
+
+    def get_single_data(self) -> Any:
+        node = self.get_single_node()
+        if node is None:
+            return None
+        check_alias_expansion(node)
+        return self.construct_document(node)
+
+
+def check_alias_expansion(root: yaml.Node, budget: int = ALIAS_BUDGET) -> int:
+    """
+    :param root: a composed YAML node graph (aliases are shared nodes)
+    :param budget: how many values the aliases may add
+    :return: the number of values of the document with every alias expanded
+    :raise YAMLRefused: the aliases add more than ``budget`` values, or form a cycle
+    """
+    expanded: dict[int, int] = {}  # id(node) -> values under it, aliases expanded
+    on_path: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:  # iterative post-order walk: no recursion limit on deep documents
+        node, done = stack.pop()
+        key = id(node)
+        if done:
+            on_path.discard(key)
+            expanded[key] = 1 + sum(expanded[id(child)] for child in _children(node))
+            continue
+        if key in expanded:
+            continue
+        if key in on_path:
+            raise YAMLRefused("an alias refers to a node that contains it (a cycle); this is not allowed")
+        on_path.add(key)
+        stack.append((node, True))
+        stack.extend((child, False) for child in _children(node) if id(child) not in expanded)
+        if len(on_path) > 10_000:
+            raise YAMLRefused("the document is nested more than 10000 levels deep")
+    total = expanded[id(root)]
+    if total - len(expanded) > budget:
+        raise YAMLRefused(
+            f"its aliases expand to {total} values from {len(expanded)} written ones: aliases may add at most "
+            f"{budget} values (an alias bomb?)"
+        )
+    return total
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [item for pair in node.value for item in pair]
+    return []
 
 
 ZooLoader.add_implicit_resolver(
@@ -94,8 +162,12 @@ def parse_yaml(text: str, where: str = "<string>") -> Any:
     """
     try:
         return yaml.load(text, Loader=ZooLoader)
+    except YAMLRefused as error:
+        raise ZooConfigError(f"{where}: refused: {error}.") from error
     except yaml.YAMLError as error:
         raise ZooConfigError(f"{where}: not valid YAML (only plain values, no Python tags): {error}") from error
+    except RecursionError as error:
+        raise ZooConfigError(f"{where}: not valid YAML: nested too deeply.") from error
 
 
 def load_config_file(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
@@ -277,13 +349,36 @@ def _resolve_policy_kwargs(policy_kwargs: Any, policy_class: type, where: str) -
                 f"{where}: unknown key 'policy_kwargs.{key}' for {policy_class.__name__}{_suggest(key, accepted)}"
             )
         if key in _CLASS_KWARGS:
-            table = _CLASS_KWARGS[key]()
-            name = value.rsplit(".", 1)[-1].lower() if isinstance(value, str) else None
-            if name not in table:
-                raise ZooConfigError(f"{where}: bad value {value!r} for 'policy_kwargs.{key}': use one of {sorted(table)}.")
-            value = table[name]
+            value = class_by_name(key, value, where)
         resolved[key] = value
     return resolved
+
+
+#: Module prefixes a class name in ``policy_kwargs`` may carry (``tanh``, ``nn.Tanh``, ``torch.nn.Tanh``, ...).
+_CLASS_PREFIXES = {"", "nn", "th.nn", "torch.nn", "optim", "th.optim", "torch.optim"}
+
+
+def class_by_name(key: str, value: Any, where: str = "<config>") -> type:
+    """
+    The class a ``policy_kwargs`` entry names, from a fixed table (nothing is imported or evaluated).
+
+    :param key: ``activation_fn`` or ``optimizer_class``
+    :param value: a name (``"tanh"``, ``"ReLU"``, ``"nn.Tanh"``, ``"torch.nn.Tanh"``, ``"adam"``, ``"th.optim.Adam"``)
+        or one of the table's classes
+    :param where: file and entry, for error messages
+    :return: the class
+    """
+    table = _CLASS_KWARGS[key]()
+    if isinstance(value, type) and value in table.values():
+        return value
+    name = None
+    if isinstance(value, str):
+        prefix, _, last = value.strip().rpartition(".")
+        if prefix in _CLASS_PREFIXES:
+            name = last.lower()
+    if name not in table:
+        raise ZooConfigError(f"{where}: bad value {value!r} for 'policy_kwargs.{key}': use one of {sorted(table)}.")
+    return table[name]
 
 
 def _suggest(key: str, known: set[str] | list[str]) -> str:

@@ -12,6 +12,19 @@ everything else (``-f``, ``-params``, ``--track``, ``--eval-freq``, ``-optimize`
 sampler too) is rl_zoo3's. Without ``--conf-file``, ``--algo fedpg`` reads
 ``zoo_configs/fedpg.yml`` of this checkout (rl_zoo3 has no ``hyperparams/fedpg.yml``).
 
+**Nothing in a config file is evaluated or imported** for ``--algo fedpg``: rl_zoo3's own reader is
+replaced by :func:`read_hyperparameters`, which reads the file with the zoo's safe YAML loader (no
+Python tags, alias bombs refused, see :mod:`sb3_fedpg.zoo.config`) and hands rl_zoo3 a
+``policy_kwargs`` that is already a mapping, its ``activation_fn`` / ``optimizer_class`` names
+(``tanh``, ``relu``, ``nn.Tanh``, ``torch.nn.ReLU``, ``adam``...) mapped to classes from a fixed
+table. What rl_zoo3 would ``eval`` (``policy_kwargs``, ``normalize``, ``monitor_kwargs``,
+``replay_buffer_*`` given as strings) or import and call by name (``env_wrapper``,
+``vec_env_wrapper``, ``callback``, a dotted ``policy``) is refused with a
+:class:`~sb3_fedpg.zoo.config.ZooConfigError` naming the key, and so is a Python config file.
+(rl_zoo3's ``-params`` and ``--env-kwargs`` values are Python expressions that rl_zoo3 evaluates
+on your own command line; :mod:`sb3_fedpg.zoo.train` reads them as YAML.) Other algorithms are
+passed to rl_zoo3 untouched.
+
 rl_zoo3 builds the env itself: ``n_envs`` copies of ``gym.make(env_id, **env_kwargs)``, all
 identical. FederatedPG splits them into ``n_agents`` blocks (``n_agents`` must divide
 ``n_envs``), so every agent sees the same task. For heterogeneous agents use
@@ -23,8 +36,15 @@ patches Gymnasium's ``TimeLimit`` (rl_zoo3's own doing), so this module is never
 from __future__ import annotations
 
 import sys
+from pprint import pprint
+from typing import Any
 
 from sb3_fedpg.zoo import default_config_file
+
+#: rl_zoo3 ``eval``s these keys when their value is a string.
+EVALUATED_KEYS = ("policy_kwargs", "normalize", "monitor_kwargs", "replay_buffer_class", "replay_buffer_kwargs")
+#: rl_zoo3 imports and calls the classes these keys name.
+IMPORTED_KEYS = ("env_wrapper", "vec_env_wrapper", "callback")
 
 
 def register() -> None:
@@ -36,9 +56,81 @@ def register() -> None:
     rl_zoo3.ALGOS["fedpg"] = FederatedPG
 
 
-def _with_default_config(argv: list[str]) -> list[str]:
+def _algo(argv: list[str]) -> str | None:
     algo = next((argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == "--algo"), None)
-    algo = algo or next((arg.split("=", 1)[1] for arg in argv if arg.startswith("--algo=")), None)
+    return algo or next((arg.split("=", 1)[1] for arg in argv if arg.startswith("--algo=")), None)
+
+
+def safe_hyperparams(entry: dict[str, Any], where: str) -> dict[str, Any]:
+    """
+    Refuse what rl_zoo3 would evaluate or import; resolve ``policy_kwargs`` class names ourselves.
+
+    :param entry: one entry of a config file (overrides applied)
+    :param where: file and entry, for error messages
+    :return: a copy of ``entry`` that rl_zoo3 can use without evaluating anything
+    """
+    from sb3_fedpg import FederatedPG
+    from sb3_fedpg.zoo.config import ZooConfigError, _resolve_policy_kwargs
+
+    hyperparams = dict(entry)
+    for key in EVALUATED_KEYS:
+        if isinstance(hyperparams.get(key), str):
+            raise ZooConfigError(
+                f"{where}: {key!r} is the string {hyperparams[key]!r}, which rl_zoo3 would evaluate as Python; "
+                f"write a mapping instead (e.g. policy_kwargs: {{net_arch: [64, 64], activation_fn: tanh}})."
+            )
+    for key in IMPORTED_KEYS:
+        if key in hyperparams:
+            raise ZooConfigError(
+                f"{where}: {key!r} names classes that rl_zoo3 would import and call; it is not accepted in "
+                "fedpg config files (use sb3_fedpg.zoo.train, or wrap the env in your own script)."
+            )
+    policy = hyperparams.get("policy", "MlpPolicy")
+    if not isinstance(policy, str) or policy not in FederatedPG.policy_aliases:
+        raise ZooConfigError(
+            f"{where}: bad value {policy!r} for 'policy': FederatedPG has {sorted(FederatedPG.policy_aliases)} "
+            "(a dotted class path would be imported by rl_zoo3)."
+        )
+    if "policy_kwargs" in hyperparams:
+        policy_class = FederatedPG.policy_aliases[policy]
+        hyperparams["policy_kwargs"] = _resolve_policy_kwargs(hyperparams["policy_kwargs"], policy_class, where)
+    return hyperparams
+
+
+def read_hyperparameters(self: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """
+    Replaces ``rl_zoo3.exp_manager.ExperimentManager.read_hyperparameters`` for ``--algo fedpg``: the same
+    result (entry of the env id or ``default``, Optuna trial, ``-params``, ``--env-kwargs``), read safely.
+
+    :param self: the ``ExperimentManager``
+    :return: the hyperparameters for rl_zoo3 and those to save in ``config.yml`` (plain values)
+    """
+    from sb3_fedpg.zoo.config import ZooConfigError, load_config_file, select_entry
+
+    config = str(self.config)
+    if not config.endswith((".yml", ".yaml")):
+        raise ZooConfigError(f"{config}: --algo fedpg reads YAML config files only (a Python config is code).")
+    print(f"Loading hyperparameters from: {config}")
+    env_id = self.env_name.gym_id
+    hyperparams = select_entry(load_config_file(config), env_id, config)
+    if self.storage and self.study_name and self.trial_id:
+        print("Loading from Optuna study...")
+        hyperparams.update(self.load_trial(self.storage, self.study_name, self.trial_id))
+    if self.custom_hyperparams is not None:
+        hyperparams.update(self.custom_hyperparams)
+    if "env_kwargs" in hyperparams and self.env_kwargs:
+        hyperparams["env_kwargs"] = self.env_kwargs
+        if self._eval_env_kwargs_args is None:
+            self.eval_env_kwargs = hyperparams["env_kwargs"]
+    # A plain dict (not rl_zoo3's OrderedDict): config.yml is then plain YAML that a safe loader reads.
+    saved_hyperparams = {key: hyperparams[key] for key in sorted(hyperparams)}
+    print("Default hyperparameters for environment (ones being tuned will be overridden):")
+    pprint(saved_hyperparams)
+    return safe_hyperparams(hyperparams, f"{config} [{env_id}]"), saved_hyperparams
+
+
+def _with_default_config(argv: list[str]) -> list[str]:
+    algo = _algo(argv)
     has_conf = any(arg in ("--conf-file", "-conf") or arg.startswith("--conf-file=") for arg in argv)
     if algo == "fedpg" and not has_conf:
         return [*argv, "--conf-file", str(default_config_file("fedpg"))]
@@ -52,15 +144,23 @@ def main(argv: list[str] | None = None) -> None:
     :param argv: rl_zoo3 train arguments (``None``: ``sys.argv[1:]``)
     """
     register()
+    from rl_zoo3.exp_manager import ExperimentManager
     from rl_zoo3.train import train
 
+    from sb3_fedpg.zoo.config import ZooConfigError
+
     argv = _with_default_config(list(sys.argv[1:] if argv is None else argv))
-    saved = sys.argv
+    saved, original = sys.argv, ExperimentManager.read_hyperparameters
     sys.argv = [saved[0] if saved else "rl_zoo3_entry", *argv]
+    if _algo(argv) == "fedpg":
+        ExperimentManager.read_hyperparameters = read_hyperparameters  # type: ignore[method-assign]
     try:
         train()
+    except ZooConfigError as error:
+        sys.exit(f"error: {error}")
     finally:
         sys.argv = saved
+        ExperimentManager.read_hyperparameters = original  # type: ignore[method-assign]
 
 
 if __name__ == "__main__":

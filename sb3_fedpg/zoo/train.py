@@ -135,10 +135,18 @@ def train(argv: list[str] | None = None) -> pathlib.Path:
     if args.resume:
         if not os.path.isfile(args.resume):
             parser.error(f"--resume: no such checkpoint file {args.resume!r}")
+        # A checkpoint of another run (env id, agents, env parameters) is refused before anything is loaded or made.
+        problem = resume_problem(args.resume, args.env, hyperparams)
+        if problem:
+            parser.error(f"--resume: {problem}")
         # The checkpoint holds the env (with its state), the RNG states and the model.
         model = algo_class.load_checkpoint(args.resume, device=args.device)
         model.verbose = args.verbose
         env = model.get_env()
+        problem = resumed_env_problem(model, args.env, hyperparams)
+        if problem:
+            env.close()
+            parser.error(f"--resume: {args.resume}: {problem}")
     else:
         env = make_federated_vec_env(
             args.env,
@@ -148,6 +156,9 @@ def train(argv: list[str] | None = None) -> pathlib.Path:
             seed=args.seed,
         )
         model = algo_class(env=env, seed=args.seed, verbose=args.verbose, device=args.device, **hyperparams.model_kwargs)
+
+    # Which run this model belongs to, saved with it (plain JSON in the zip): --resume checks it.
+    model.zoo_run = zoo_run_record(args.env, hyperparams)
 
     name = env_name(args.env)
     log_path = pathlib.Path(args.log_folder) / args.algo
@@ -197,19 +208,128 @@ def train(argv: list[str] | None = None) -> pathlib.Path:
     return save_path
 
 
+def zoo_run_record(env_id: str, hyperparams: Any) -> dict[str, Any]:
+    """
+    :param env_id: the run's env id
+    :param hyperparams: its validated :class:`~sb3_fedpg.zoo.config.ZooHyperparams`
+    :return: what identifies the run's environment, stored in the model as ``zoo_run`` (plain JSON values)
+    """
+    import json
+
+    try:
+        env_kwargs = json.loads(json.dumps(hyperparams.env_kwargs))
+    except (TypeError, ValueError):  # a YAML value JSON cannot hold (a date): compared by its text
+        env_kwargs = repr(hyperparams.env_kwargs)
+    return {"env_id": env_id, "env_kwargs": env_kwargs}
+
+
+def read_checkpoint_metadata(path: str | os.PathLike) -> dict[str, Any] | None:
+    """
+    The JSON attributes of an SB3 zip (``data``), read without unpickling anything.
+
+    :param path: a model or checkpoint file
+    :return: the attributes, or ``None`` if the file is not such a zip (loading it then gives the error)
+    """
+    import json
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            data = json.loads(archive.read("data"))
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile, RecursionError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _legacy_env_id(path: str | os.PathLike) -> str | None:
+    # A checkpoint written before models recorded zoo_run, inside its run folder <run>/checkpoints/:
+    # <run>/<env name>/args.yml says which env the run was for.
+    from sb3_fedpg.zoo.config import ZooConfigError, parse_yaml
+
+    run = pathlib.Path(path).resolve().parent.parent
+    found = []
+    for args_file in run.glob("*/args.yml"):
+        try:
+            content = parse_yaml(args_file.read_text(), os.fspath(args_file))
+        except (OSError, ZooConfigError):
+            continue
+        if isinstance(content, dict) and isinstance(content.get("env"), str):
+            found.append(content["env"])
+    return found[0] if len(set(found)) == 1 else None
+
+
+def resume_problem(path: str | os.PathLike, env_id: str, hyperparams: Any) -> str | None:
+    """
+    Whether a checkpoint belongs to the run being resumed, checked from its JSON metadata (nothing is unpickled).
+
+    :param path: the checkpoint
+    :param env_id: the env id given with ``--env``
+    :param hyperparams: the validated hyperparameters of the resumed run
+    :return: what does not match (``None``: nothing found wrong)
+    """
+    data = read_checkpoint_metadata(path)
+    if data is None:
+        return None  # not an SB3 zip: load_checkpoint says what is wrong with it
+    record = data.get("zoo_run")
+    saved_env = record.get("env_id") if isinstance(record, dict) else _legacy_env_id(path)
+    if saved_env is not None and saved_env != env_id:
+        return (
+            f"{path} is a checkpoint of env {saved_env!r}, not of {env_id!r} (--env): resume it with "
+            f"--env {saved_env}. Nothing was written."
+        )
+    if isinstance(record, dict) and "env_kwargs" in record:
+        wanted = zoo_run_record(env_id, hyperparams)["env_kwargs"]
+        if record["env_kwargs"] != wanted:
+            return (
+                f"{path} was trained with env_kwargs {record['env_kwargs']!r}, but this config gives {wanted!r}. "
+                "Nothing was written."
+            )
+    for key, wanted in (("n_agents", hyperparams.n_agents), ("n_envs_per_agent", hyperparams.n_envs_per_agent)):
+        saved = data.get(key)
+        if wanted is not None and isinstance(saved, int) and saved != wanted:
+            return f"{path} was trained with {key}={saved}, but this config gives {key}={wanted}. Nothing was written."
+    return None
+
+
+def resumed_env_problem(model: Any, env_id: str, hyperparams: Any) -> str | None:
+    """
+    For checkpoints that do not say their env id: compare the spaces of the restored env with ``env_id``'s.
+
+    :param model: the loaded checkpoint
+    :param env_id: the env id given with ``--env``
+    :param hyperparams: the validated hyperparameters of the resumed run
+    :return: what does not match (``None``: the spaces agree, or the checkpoint names its env id)
+    """
+    if isinstance(getattr(model, "zoo_run", None), dict):
+        return None  # checked from the metadata already
+    from sb3_fedpg import make_federated_vec_env
+
+    probe = make_federated_vec_env(env_id, n_agents=model.n_agents, n_envs_per_agent=1, env_kwargs=hyperparams.env_kwargs)
+    try:
+        for what in ("observation_space", "action_space"):
+            if getattr(probe, what) != getattr(model, what):
+                return (
+                    f"the checkpoint's {what} {getattr(model, what)} is not {env_id!r}'s {getattr(probe, what)}: "
+                    "it is a checkpoint of another env. Nothing was written."
+                )
+    finally:
+        probe.close()
+    return None
+
+
 def _save_run_files(
     params_path: pathlib.Path, entry: dict[str, Any], args: argparse.Namespace, argv: list[str] | None
 ) -> None:
+    from sb3_fedpg.common.files import atomic_write_text
+
     # Plain YAML only (safe_dump): the files are read back with the same safe loader.
-    with open(params_path / "config.yml", "w") as f:
-        yaml.safe_dump(dict(OrderedDict(sorted(entry.items()))), f, sort_keys=True)
-    with open(params_path / "args.yml", "w") as f:
-        yaml.safe_dump(dict(sorted(vars(args).items())), f, sort_keys=True)
+    atomic_write_text(params_path / "config.yml", yaml.safe_dump(dict(OrderedDict(sorted(entry.items()))), sort_keys=True))
+    atomic_write_text(params_path / "args.yml", yaml.safe_dump(dict(sorted(vars(args).items())), sort_keys=True))
     if argv is None:
         command = shlex.join(getattr(sys, "orig_argv", [sys.executable, *sys.argv]))
     else:  # called from Python: the equivalent command line
         command = shlex.join([sys.executable, "-m", "sb3_fedpg.zoo.train", *argv])
-    (params_path / "command.txt").write_text(command + "\n")
+    atomic_write_text(params_path / "command.txt", command + "\n")
 
 
 def main() -> None:

@@ -1,4 +1,5 @@
 import pickle
+import time
 
 import pytest
 import torch as th
@@ -16,6 +17,7 @@ from sb3_fedpg.zoo.config import (
     select_entry,
     validate_hyperparams,
 )
+from sb3_fedpg.zoo.train import train
 
 
 def validate(text, algo_class=FederatedPG):
@@ -101,3 +103,67 @@ def test_file_entries_and_overrides(tmp_path):
         select_entry({"A": {}}, "X")
     with pytest.raises(ZooConfigError, match="does not exist"):
         load_config_file(tmp_path / "missing.yml")
+
+
+def test_alias_bomb_is_refused_fast_before_anything_is_built(tmp_path, alias_bomb):
+    # ~500 bytes, 9**9 strings when expanded: it cost 27 s and 1.6 GB while an error message was built.
+    path = tmp_path / "bomb.yml"
+    path.write_text(alias_bomb("default"))
+    assert len(path.read_bytes()) < 600
+    start = time.perf_counter()
+    with pytest.raises(ZooConfigError, match=r"bomb.yml: refused: its aliases expand to \d+ values .* at most 10000"):
+        load_config_file(path)
+    assert time.perf_counter() - start < 0.1
+    # the same through the trainer: refused before any folder is made
+    with pytest.raises(ZooConfigError, match="aliases may add at most 10000 values"):
+        train(["--env", "CartPole-v1", "--conf-file", str(path), "-f", str(tmp_path / "logs")])
+    assert not (tmp_path / "logs").exists()
+    # and as an override value
+    bomb_value = "{" + alias_bomb("x").split("env_kwargs:\n", 1)[1].replace("\n", ", ").replace("    ", "") + "}"
+    with pytest.raises(ZooConfigError, match="override env_kwargs: refused"):
+        parse_overrides([f"env_kwargs:{bomb_value}"])
+
+
+def test_ordinary_anchors_and_merge_keys_still_work():
+    content = parse_yaml(
+        "base: &base {n_timesteps: 1000, n_agents: 2, n_envs: 4, policy_kwargs: &pk {net_arch: [16]}}\n"
+        "CartPole-v1:\n  <<: *base\n  local_steps: 3\n  policy_kwargs: *pk\n"
+    )
+    expected = {"n_timesteps": 1000, "n_agents": 2, "n_envs": 4, "policy_kwargs": {"net_arch": [16]}, "local_steps": 3}
+    assert content["CartPole-v1"] == expected
+    validate_hyperparams(content["CartPole-v1"], FederatedPG)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("&a [*a]", "refused: an alias refers to a node that contains it"),
+        ("a: &a {b: *a}", "refused: an alias refers to a node that contains it"),
+        ("[" * 20000 + "]" * 20000, "nested too deeply|nested more than"),
+    ],
+)
+def test_cycles_and_deep_nesting_are_refused(text, message):
+    with pytest.raises(ZooConfigError, match=message):
+        parse_yaml(text)
+
+
+@pytest.mark.parametrize(
+    "value, cls",
+    [
+        ("tanh", th.nn.Tanh),
+        ("ReLU", th.nn.ReLU),
+        ("nn.Tanh", th.nn.Tanh),
+        ("th.nn.ELU", th.nn.ELU),
+        ("torch.nn.SiLU", th.nn.SiLU),
+    ],
+)
+def test_activation_names(value, cls):
+    assert validate(f"{{n_timesteps: 10, policy_kwargs: {{activation_fn: {value}}}}}").model_kwargs["policy_kwargs"] == {
+        "activation_fn": cls
+    }
+
+
+@pytest.mark.parametrize("value", ["evil.tanh", "os.path.relu", "builtins.print", "__import__", "''"])
+def test_class_names_with_other_modules_are_refused(value):
+    with pytest.raises(ZooConfigError, match=r"for 'policy_kwargs\.activation_fn': use one of"):
+        validate(f"{{n_timesteps: 10, policy_kwargs: {{activation_fn: {value}}}}}")

@@ -1,4 +1,5 @@
 import os
+import pathlib
 import subprocess
 import sys
 
@@ -116,3 +117,53 @@ def test_resume_errors(tmp_path):
         run_train(tmp_path, algo="a2c", extra=["--resume", str(tmp_path / "x.zip")])
     with pytest.raises(SystemExit):
         run_train(tmp_path, extra=["--resume", str(tmp_path / "missing.zip")])
+
+
+def _snapshot(folder):
+    return {p: p.read_bytes() for p in sorted(pathlib.Path(folder).rglob("*")) if p.is_file()}
+
+
+def test_resume_refuses_a_checkpoint_of_another_run(tmp_path, capsys):
+    # The case: a Pendulum checkpoint resumed as a CartPole run exited 0 and wrote a Pendulum model
+    # into the CartPole run folder.
+    tiny = ["-params", "policy_kwargs:{net_arch: [8]}", "n_agents:2", "n_envs:4", "local_steps:1", "n_steps:8"]
+    common = ["--conf-file", str(default_config_file("fedpg")), "--seed", "1", "--num-threads", "1", "--verbose", "0"]
+    first = ["--env", "Pendulum-v1", "-n", "64", "-f", str(tmp_path / "p"), *common, *tiny, "--save-freq-rounds", "1"]
+    pendulum = train(first)
+    checkpoint = sorted((pendulum / "checkpoints").glob("*.zip"))[0]
+    logs = tmp_path / "logs"
+    (logs / "fedpg" / "CartPole-v1_1").mkdir(parents=True)  # an earlier CartPole run
+    before = _snapshot(tmp_path)
+
+    def resume(env, *extra):
+        with pytest.raises(SystemExit) as exit_info:
+            train(["--env", env, "-n", "128", "-f", str(logs), *common, *tiny, *extra, "--resume", str(checkpoint)])
+        assert exit_info.value.code != 0
+        return capsys.readouterr().err
+
+    err = resume("CartPole-v1")
+    assert "checkpoint of env 'Pendulum-v1', not of 'CartPole-v1'" in err and "--env Pendulum-v1" in err
+    # same env, other agents / sub-envs / env parameters: another run too
+    assert "trained with n_agents=2, but this config gives n_agents=4" in resume("Pendulum-v1", "n_agents:4")
+    assert "n_envs_per_agent=2, but this config gives n_envs_per_agent=1" in resume("Pendulum-v1", "n_envs:2")
+    assert "trained with env_kwargs {}, but this config gives {'g': 9.0}" in resume("Pendulum-v1", "env_kwargs:{g: 9.0}")
+    assert _snapshot(tmp_path) == before  # no folder made, no file written, the checkpoint untouched
+    # the right run resumes
+    assert train(["--env", "Pendulum-v1", "-n", "128", "-f", str(logs), *common, *tiny, "--resume", str(checkpoint)]).is_dir()
+
+
+def test_resume_refuses_an_unlabelled_checkpoint_of_another_env(tmp_path, capsys):
+    # A checkpoint written by user code (no zoo_run record, no run folder): the restored env's spaces are compared.
+    from sb3_fedpg import make_federated_vec_env
+
+    env = make_federated_vec_env("Pendulum-v1", n_agents=2, n_envs_per_agent=2, seed=0)
+    model = FederatedPG("MlpPolicy", env, n_steps=8, local_steps=1, policy_kwargs={"net_arch": [8]})
+    model.save_checkpoint(tmp_path / "ckpt.zip")
+    env.close()
+    before = _snapshot(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        run_train(tmp_path, extra=["-params", *TINY, "--resume", str(tmp_path / "ckpt.zip")])
+    assert exit_info.value.code != 0
+    err = capsys.readouterr().err
+    assert "observation_space Box" in err and "'sb3_fedpg/HeteroCartPole-v0'" in err and "another env" in err
+    assert _snapshot(tmp_path) == before
