@@ -13,7 +13,8 @@ import pytest
 def test_module_imports_no_torch(module):
     code = (
         f"import sys, {module}\n"
-        "heavy = [m for m in ('torch', 'stable_baselines3', 'flwr', 'sb3_fedpg.common.federated_vec_env') if m in sys.modules]\n"
+        "names = ('torch', 'stable_baselines3', 'flwr', 'sb3_fedpg.common.federated_vec_env')\n"
+        "heavy = [m for m in names if m in sys.modules]\n"
         "print(','.join(heavy))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()

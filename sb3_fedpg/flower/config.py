@@ -41,6 +41,7 @@ def _toml_default(value: Any) -> bool | int | float | str:
     # TOML has no null: "no limit" is 0.0 in the run config.
     return 0.0 if value is None else value
 
+
 #: Every key the app understands, with its default. ``flower_app/pyproject.toml`` repeats these
 #: (Flower only accepts ``--run-config`` overrides of keys declared there); a test checks they agree.
 DEFAULT_RUN_CONFIG: dict[str, bool | int | float | str] = {

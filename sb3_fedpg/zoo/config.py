@@ -449,8 +449,10 @@ def validate_hyperparams(entry: dict[str, Any], algo_class: type, where: str = "
     hyperparams_class = getattr(algo_class, "hyperparams_class", None)
     if hyperparams_class is not None:
         names = set(hyperparams_class.names())
-        try:
-            hyperparams_class.check(**{k: v for k, v in model_kwargs.items() if k in names})
-        except ValueError as error:
-            raise ZooConfigError(f"{where}: {error}") from error
+        for key, value in model_kwargs.items():
+            if key in names:
+                try:
+                    hyperparams_class.check(**{key: value})
+                except ValueError as error:
+                    raise ZooConfigError(f"{where}: bad value {value!r} for {key!r}: {error}") from error
     return ZooHyperparams(int(n_timesteps), n_agents, n_envs_per_agent, dict(env_kwargs), model_kwargs)

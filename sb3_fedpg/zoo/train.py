@@ -148,13 +148,18 @@ def train(argv: list[str] | None = None) -> pathlib.Path:
             env.close()
             parser.error(f"--resume: {args.resume}: {problem}")
     else:
-        env = make_federated_vec_env(
-            args.env,
-            n_agents=hyperparams.n_agents,
-            n_envs_per_agent=hyperparams.n_envs_per_agent,
-            env_kwargs=hyperparams.env_kwargs,
-            seed=args.seed,
-        )
+        from sb3_fedpg.zoo.config import ZooConfigError
+
+        try:
+            env = make_federated_vec_env(
+                args.env,
+                n_agents=hyperparams.n_agents,
+                n_envs_per_agent=hyperparams.n_envs_per_agent,
+                env_kwargs=hyperparams.env_kwargs,
+                seed=args.seed,
+            )
+        except TypeError as error:  # the env's constructor refused a keyword: a config error, said as one
+            raise ZooConfigError(f"{args.env}: bad 'env_kwargs' {hyperparams.env_kwargs!r}: {error}") from error
         model = algo_class(env=env, seed=args.seed, verbose=args.verbose, device=args.device, **hyperparams.model_kwargs)
 
     # Which run this model belongs to, saved with it (plain JSON in the zip): --resume checks it.

@@ -81,6 +81,6 @@ def test_a_learning_rate_schedule_that_turns_negative_stops_before_the_round():
         return 0.05 if progress_remaining > 0.5 else -0.01
 
     model = FederatedPG("MlpPolicy", "CartPole-v1", learning_rate=schedule, n_envs_per_agent=2, n_steps=8, local_steps=1)
-    with pytest.raises(ValueError, match="learning_rate schedule gave -0.01"):
+    with pytest.raises(ValueError, match=r"learning_rate schedule gave -0\.01"):
         model.learn(200)
     assert model.num_timesteps < 200
