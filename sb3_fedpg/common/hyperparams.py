@@ -108,38 +108,8 @@ def _mapping_or_none(name: str, value: Any) -> None:
         raise ValueError(f"{name} must be a dict of keyword arguments or None, got {type(value).__name__}.")
 
 
-def _hp(default: Any, check: Callable[[str, Any], None], doc: str) -> Any:
-    # Defaults are immutable (numbers, strings, None), so sharing them between instances is safe.
-    return field(default=default, metadata={"check": check, "doc": doc})
-
-
-@dataclass
-class FedPGHyperparams:
-    """
-    Hyperparameters of :class:`~sb3_fedpg.FederatedPG` (each field's ``metadata["doc"]`` documents it;
-    ``metadata["check"]`` validates it). Building an instance validates every field.
-    """
-
-    n_agents: int | None = _hp(None, _optional_positive_int, "Number of agents N; None takes it from a federated env (else 1)")
-    learning_rate: Any = _hp(0.05, _learning_rate, "Local step size η (float or schedule of the remaining progress)")  # noqa: RUF009
-    local_steps: int = _hp(4, positive_int, "Local steps H per communication round")
-    n_steps: int = _hp(64, positive_int, "Steps per trajectory segment of one gradient batch (the truncation K)")
-    server_learning_rate: float = _hp(1.0, positive_float, "Server step size η_g on the aggregated parameter change")
-    gamma: float = _hp(0.99, _interval(0.0, 1.0, low_open=True), "Discount factor, in (0, 1]")
-    gae_lambda: float = _hp(0.95, _interval(0.0, 1.0, low_open=False), "GAE λ, in [0, 1] (estimator='gae')")
-    estimator: str = _hp("gae", _one_of(ESTIMATORS), f"Local gradient estimator, one of {ESTIMATORS}")
-    baseline: str = _hp("none", _one_of(BASELINES), f"Baseline of gpomdp/reinforce, one of {BASELINES}")
-    correction: bool = _hp(True, _boolean, "Fast-FedPG's drift correction; False gives FedAvg-PG")
-    reuse_anchor_batch: bool = _hp(True, _boolean, "Use the anchor batch for the first local step")
-    normalize_advantage: bool = _hp(True, _boolean, "Normalise each agent's weights to zero mean, unit variance")
-    ent_coef: float = _hp(0.0, _non_negative, "Entropy bonus coefficient, >= 0")
-    critic_learning_rate: float = _hp(1e-3, positive_float, "Adam step size of the local critics (estimator='gae')")
-    local_optimizer: str = _hp("sgd", _one_of(LOCAL_OPTIMIZER_NAMES), f"Local update rule, one of {LOCAL_OPTIMIZER_NAMES}")
-    max_grad_norm: float | None = _hp(None, _optional_positive_float, "Clip each agent's direction to this norm (None: off)")
-    aggregator: Any = _hp("mean", _aggregator, f"Server reduction over agents: one of {AGGREGATOR_NAMES} or a callable")  # noqa: RUF009
-    aggregator_kwargs: dict[str, Any] | None = _hp(None, _mapping_or_none, "Parameters of a named aggregator")  # noqa: RUF009
-    participation: float = _hp(1.0, _interval(0.0, 1.0, low_open=True), "Fraction of agents sampled each round, in (0, 1]")
-    n_envs_per_agent: int = _hp(8, positive_int, "Sub-environments per agent M when env is an env id")
+class Hyperparams:
+    """Base of the hyperparameter dataclasses: validation on construction, names, defaults, docs, partial checks."""
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -176,7 +146,7 @@ class FedPGHyperparams:
             by_name[name].metadata["check"](name, value)
 
     @classmethod
-    def from_object(cls, obj: Any) -> FedPGHyperparams:
+    def from_object(cls, obj: Any) -> Hyperparams:
         """
         Read (and so validate) the hyperparameters stored as attributes of ``obj`` (a model).
 
@@ -185,3 +155,79 @@ class FedPGHyperparams:
         """
         defaults = cls.defaults()  # models saved before a hyperparameter existed lack its attribute
         return cls(**{name: getattr(obj, name, defaults[name]) for name in cls.names()})
+
+
+def _hp(default: Any, check: Callable[[str, Any], None], doc: str) -> Any:
+    # Defaults are immutable (numbers, strings, None), so sharing them between instances is safe.
+    return field(default=default, metadata={"check": check, "doc": doc})
+
+
+@dataclass
+class FedPGHyperparams(Hyperparams):
+    """
+    Hyperparameters of :class:`~sb3_fedpg.FederatedPG` (each field's ``metadata["doc"]`` documents it;
+    ``metadata["check"]`` validates it). Building an instance validates every field.
+    """
+
+    n_agents: int | None = _hp(None, _optional_positive_int, "Number of agents N; None takes it from a federated env (else 1)")
+    learning_rate: Any = _hp(0.05, _learning_rate, "Local step size η (float or schedule of the remaining progress)")  # noqa: RUF009
+    local_steps: int = _hp(4, positive_int, "Local steps H per communication round")
+    n_steps: int = _hp(64, positive_int, "Steps per trajectory segment of one gradient batch (the truncation K)")
+    server_learning_rate: float = _hp(1.0, positive_float, "Server step size η_g on the aggregated parameter change")
+    gamma: float = _hp(0.99, _interval(0.0, 1.0, low_open=True), "Discount factor, in (0, 1]")
+    gae_lambda: float = _hp(0.95, _interval(0.0, 1.0, low_open=False), "GAE λ, in [0, 1] (estimator='gae')")
+    estimator: str = _hp("gae", _one_of(ESTIMATORS), f"Local gradient estimator, one of {ESTIMATORS}")
+    baseline: str = _hp("none", _one_of(BASELINES), f"Baseline of gpomdp/reinforce, one of {BASELINES}")
+    correction: bool = _hp(True, _boolean, "Fast-FedPG's drift correction; False gives FedAvg-PG")
+    reuse_anchor_batch: bool = _hp(True, _boolean, "Use the anchor batch for the first local step")
+    normalize_advantage: bool = _hp(True, _boolean, "Normalise each agent's weights to zero mean, unit variance")
+    ent_coef: float = _hp(0.0, _non_negative, "Entropy bonus coefficient, >= 0")
+    critic_learning_rate: float = _hp(1e-3, positive_float, "Adam step size of the local critics (estimator='gae')")
+    local_optimizer: str = _hp("sgd", _one_of(LOCAL_OPTIMIZER_NAMES), f"Local update rule, one of {LOCAL_OPTIMIZER_NAMES}")
+    max_grad_norm: float | None = _hp(None, _optional_positive_float, "Clip each agent's direction to this norm (None: off)")
+    aggregator: Any = _hp("mean", _aggregator, f"Server reduction over agents: one of {AGGREGATOR_NAMES} or a callable")  # noqa: RUF009
+    aggregator_kwargs: dict[str, Any] | None = _hp(None, _mapping_or_none, "Parameters of a named aggregator")  # noqa: RUF009
+    participation: float = _hp(1.0, _interval(0.0, 1.0, low_open=True), "Fraction of agents sampled each round, in (0, 1]")
+    n_envs_per_agent: int = _hp(8, positive_int, "Sub-environments per agent M when env is an env id")
+
+
+def _optional_clip(name: str, value: Any) -> None:
+    # None (no clipping), a number > 0, or a schedule of the remaining progress.
+    if value is not None and not callable(value):
+        positive_float(name, value)
+
+
+def _clip_range(name: str, value: Any) -> None:
+    if not callable(value):
+        positive_float(name, value)
+
+
+@dataclass
+class FedPPOHyperparams(Hyperparams):
+    """
+    Hyperparameters of :class:`~sb3_fedpg.FederatedPPO` (PPO's own names and defaults where they exist; each field's
+    ``metadata["doc"]`` documents it). Building an instance validates every field.
+    """
+
+    n_agents: int | None = _hp(None, _optional_positive_int, "Number of agents N; None takes it from a federated env (else 1)")
+    learning_rate: Any = _hp(3e-4, _learning_rate, "Adam step size of the local actor and critic updates (float or schedule)")  # noqa: RUF009
+    n_steps: int = _hp(256, positive_int, "Steps per sub-environment in one round's rollout (per agent: n_steps × M samples)")
+    batch_size: int = _hp(64, positive_int, "Minibatch size, per agent (all agents' minibatches run as one batched step)")
+    n_epochs: int = _hp(10, positive_int, "Epochs over each agent's own rollout per round")
+    gamma: float = _hp(0.99, _interval(0.0, 1.0, low_open=True), "Discount factor, in (0, 1]")
+    gae_lambda: float = _hp(0.95, _interval(0.0, 1.0, low_open=False), "GAE λ, in [0, 1]")
+    clip_range: Any = _hp(0.2, _clip_range, "PPO's clipping parameter (float or schedule)")  # noqa: RUF009
+    clip_range_vf: Any = _hp(None, _optional_clip, "Clipping of the local critics' value updates (None: off)")  # noqa: RUF009
+    normalize_advantage: bool = _hp(True, _boolean, "Normalise the advantages of each agent's minibatch")
+    ent_coef: float = _hp(0.0, _non_negative, "Entropy bonus coefficient, >= 0")
+    vf_coef: float = _hp(0.5, positive_float, "Weight of the value loss in each agent's critic update")
+    max_grad_norm: float | None = _hp(
+        0.5, _optional_positive_float, "Clip each agent's actor and critic gradients (None: off)"
+    )
+    target_kl: float | None = _hp(None, _optional_positive_float, "Stop an agent's epochs once its KL passes 1.5 × this")
+    correction: bool = _hp(False, _boolean, "Add the drift correction ⟨g − a_i, θ⟩ to each agent's objective (SCAFFOLD-style)")
+    server_learning_rate: float = _hp(1.0, positive_float, "Server step size η_g on the aggregated parameter change")
+    aggregator: Any = _hp("mean", _aggregator, f"Server reduction over agents: one of {AGGREGATOR_NAMES} or a callable")  # noqa: RUF009
+    aggregator_kwargs: dict[str, Any] | None = _hp(None, _mapping_or_none, "Parameters of a named aggregator")  # noqa: RUF009
+    participation: float = _hp(1.0, _interval(0.0, 1.0, low_open=True), "Fraction of agents sampled each round, in (0, 1]")
+    n_envs_per_agent: int = _hp(8, positive_int, "Sub-environments per agent M when env is an env id")

@@ -27,6 +27,28 @@ from sb3_fedpg.fedpg.local_optim import LocalOptimizer
 BatchSampler = Callable[[th.Tensor, int], RolloutBatch]
 
 
+def bootstrap_truncations(batch: RolloutBatch, critics: StackedCritics, gamma: float) -> None:
+    """
+    Time-limit truncations are not terminal: add ``γ·V_i(final obs)`` to the last reward, as SB3 does,
+    with the owning agent's own critic. Applied once (the batch then records no truncations).
+
+    :param batch: the batch (its rewards are changed in place)
+    :param critics: the agents' critics
+    :param gamma: discount factor
+    """
+    if not batch.truncations:
+        return
+    n, m = batch.n_agents, batch.n_envs
+    assert batch.terminal_obs is not None
+    with th.no_grad():
+        # Every critic sees every terminal obs (one batched call); keep the owner's value.
+        values = critics(batch.terminal_obs.unsqueeze(0).expand(n, -1, -1))
+    for j, (step, env_idx) in enumerate(batch.truncations):
+        agent = env_idx // m
+        batch.rewards[agent, step, env_idx % m] += gamma * values[agent, j]
+    batch.truncations = ()
+
+
 class RoundStats:
     """Running means of the ``train/`` statistics over all batches of a round."""
 
@@ -121,7 +143,7 @@ class PolicyGradientLearner:
 
     def _critic_weights(self, batch: RolloutBatch) -> EstimatorWeights:
         n, k_steps, m = batch.n_agents, batch.n_steps, batch.n_envs
-        self._bootstrap_truncations(batch)
+        bootstrap_truncations(batch, self.critics, self.estimator.gamma)
         values = self.critics(batch.obs).view(n, k_steps, m)
         with th.no_grad():
             assert batch.last_obs is not None, "a critic estimator needs the batch's last observations"
@@ -134,20 +156,6 @@ class PolicyGradientLearner:
         self.critic_optimizer.step()
         self.stats.add("train/value_loss", float(value_loss.detach().mean()))
         return weights
-
-    def _bootstrap_truncations(self, batch: RolloutBatch) -> None:
-        # Time-limit truncations are not terminal: add γ·V_i(final obs) to the last reward, as SB3 does.
-        if not batch.truncations:
-            return
-        n, m = batch.n_agents, batch.n_envs
-        assert batch.terminal_obs is not None
-        with th.no_grad():
-            # Every critic sees every terminal obs (one batched call); keep the owner's value.
-            values = self.critics(batch.terminal_obs.unsqueeze(0).expand(n, -1, -1))
-        for j, (step, env_idx) in enumerate(batch.truncations):
-            agent = env_idx // m
-            batch.rewards[agent, step, env_idx % m] += self.estimator.gamma * values[agent, j]
-        batch.truncations = ()  # applied once
 
     @staticmethod
     def _normalized(weights: EstimatorWeights) -> th.Tensor:

@@ -1,0 +1,289 @@
+"""FederatedPPO: PPO's clipped-surrogate epochs as each agent's local solver, parameter changes averaged."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, ClassVar, TypeVar
+
+import torch as th
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
+from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
+from stable_baselines3.common.utils import FloatSchedule
+
+from sb3_fedpg.common import fedmath
+from sb3_fedpg.common.aggregators import make_aggregator
+from sb3_fedpg.common.batched_policy import BatchedActor, StackedCritics
+from sb3_fedpg.common.federated_algorithm import FederatedAlgorithm
+from sb3_fedpg.common.hyperparams import FedPPOHyperparams
+from sb3_fedpg.ppo.local_solver import BatchedAdam, PPOEpochs, PPOSettings
+from sb3_fedpg.ppo.policies import MlpPolicy
+
+SelfFederatedPPO = TypeVar("SelfFederatedPPO", bound="FederatedPPO")
+
+
+class FederatedPPO(FederatedAlgorithm):
+    """
+    Federated PPO: every agent runs PPO's clipped-surrogate epochs on its own rollouts with its own critic;
+    the server averages the actors' parameter changes (FedAvg-PPO), optionally with Fast-FedPG's drift
+    correction as a linear term in each agent's objective.
+
+    Paper (the correction): Zhu, Heath, Mitra, "Towards Fast Rates for Federated and Multi-Task
+    Reinforcement Learning", https://arxiv.org/abs/2409.05291 ; PPO: https://arxiv.org/abs/1707.06347
+
+    One round: every agent collects ``n_steps`` steps on each of its ``M`` sub-environments under the global
+    actor ``θ̄``; its local critic gives GAE advantages; it runs ``n_epochs`` epochs of ``batch_size``
+    minibatches of its own rollout (all agents' minibatches in one batched forward/backward) with its own
+    Adam moments; the server aggregates ``Δ_i = θ_i − θ̄``. With ``correction=True`` the anchors
+    ``a_i`` (each agent's policy gradient at ``θ̄`` on its rollout, no extra samples) are aggregated to ``g``
+    and every local step's gradient gets ``g − a_i`` (SCAFFOLD-style). Critics, their optimiser, the actors'
+    Adam moments and advantage statistics are local to each agent and never averaged.
+
+    :param policy: The policy model to use (``MlpPolicy``, ...)
+    :param env: The environment to learn from (a federated ``VecEnv``, any ``VecEnv``, or an env id)
+    :param n_agents: Number of agents ``N``; ``None`` takes it from a federated env (else 1)
+    :param learning_rate: Adam step size of the local actor and critic updates (float or schedule)
+    :param n_steps: Steps per sub-environment in one round's rollout (per agent: ``n_steps × M`` samples)
+    :param batch_size: Minibatch size, per agent (all agents' minibatches run as one batched step)
+    :param n_epochs: Epochs over each agent's own rollout per round
+    :param gamma: Discount factor
+    :param gae_lambda: GAE λ
+    :param clip_range: PPO's clipping parameter (float or schedule)
+    :param clip_range_vf: Clipping of the local critics' value updates (``None``: off)
+    :param normalize_advantage: Normalise the advantages of each agent's minibatch
+    :param ent_coef: Entropy bonus coefficient
+    :param vf_coef: Weight of the value loss in each agent's critic update
+    :param max_grad_norm: Clip each agent's actor and critic gradients to this norm (``None``: off)
+    :param target_kl: Stop an agent's epochs once its approximate KL passes ``1.5 × target_kl`` (``None``: off)
+    :param correction: Add the drift correction ``⟨g − a_i, θ⟩`` to each agent's objective
+    :param server_learning_rate: Server step size ``η_g`` applied to the aggregated parameter change
+    :param aggregator: Server reduction over agents (``"mean"`` or a Byzantine-robust rule, or a callable)
+    :param aggregator_kwargs: Parameters of a named aggregator
+    :param participation: Fraction of agents sampled to take part in each round
+    :param attack: For robustness experiments only: corrupts what some agents send to the server
+    :param n_envs_per_agent: Sub-environments per agent (``M``) when ``env`` is an env id
+    :param env_kwargs: Keyword arguments for the env when ``env`` is an env id
+    :param stats_window_size: Window size for the rollout logging, specifying the number of episodes to average
+    :param tensorboard_log: the log location for tensorboard (if None, no logging)
+    :param policy_kwargs: additional arguments to be passed to the policy on creation
+    :param verbose: Verbosity level: 0 for no output, 1 for info messages, 2 for debug messages
+    :param seed: Seed for the pseudo random generators
+    :param device: Device (cpu, cuda, ...) on which the code should be run
+    :param _init_setup_model: Whether or not to build the network at the creation of the instance
+    """
+
+    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {"MlpPolicy": MlpPolicy}
+    #: the hyperparameters' one definition and validation
+    hyperparams_class: ClassVar[type[FedPPOHyperparams]] = FedPPOHyperparams
+    policy: ActorCriticPolicy
+
+    def __init__(
+        self,
+        policy: str | type[ActorCriticPolicy],
+        env: GymEnv | str | None,
+        n_agents: int | None = None,
+        learning_rate: float | Schedule = 3e-4,
+        n_steps: int = 256,
+        batch_size: int = 64,
+        n_epochs: int = 10,
+        gamma: float = 0.99,
+        gae_lambda: float = 0.95,
+        clip_range: float | Schedule = 0.2,
+        clip_range_vf: float | Schedule | None = None,
+        normalize_advantage: bool = True,
+        ent_coef: float = 0.0,
+        vf_coef: float = 0.5,
+        max_grad_norm: float | None = 0.5,
+        target_kl: float | None = None,
+        correction: bool = False,
+        server_learning_rate: float = 1.0,
+        aggregator: str | Callable[[Any], Any] = "mean",
+        aggregator_kwargs: dict[str, Any] | None = None,
+        participation: float = 1.0,
+        attack: Callable[[Any, str], Any] | None = None,
+        n_envs_per_agent: int = 8,
+        env_kwargs: dict[str, Any] | None = None,
+        stats_window_size: int = 100,
+        tensorboard_log: str | None = None,
+        policy_kwargs: dict[str, Any] | None = None,
+        verbose: int = 0,
+        seed: int | None = None,
+        device: th.device | str = "auto",
+        _init_setup_model: bool = True,
+    ):
+        # Validate everything before any env is built (checked again in _setup_model, so load(**kwargs) is too).
+        self.hyperparams_class(**{name: value for name, value in locals().items() if name in FedPPOHyperparams.names()})
+        aggregate = make_aggregator(aggregator, **(aggregator_kwargs or {}))
+        super().__init__(
+            policy,
+            env,
+            n_agents=n_agents,
+            learning_rate=learning_rate,
+            participation=participation,
+            n_envs_per_agent=n_envs_per_agent,
+            env_kwargs=env_kwargs,
+            stats_window_size=stats_window_size,
+            tensorboard_log=tensorboard_log,
+            policy_kwargs=policy_kwargs,
+            verbose=verbose,
+            seed=seed,
+            device=device,
+        )
+        self.n_steps = n_steps
+        self.batch_size = batch_size
+        self.n_epochs = n_epochs
+        self.gamma = gamma
+        self.gae_lambda = gae_lambda
+        self.clip_range = clip_range
+        self.clip_range_vf = clip_range_vf
+        self.normalize_advantage = normalize_advantage
+        self.ent_coef = ent_coef
+        self.vf_coef = vf_coef
+        self.max_grad_norm = max_grad_norm
+        self.target_kl = target_kl
+        self.correction = correction
+        self.server_learning_rate = server_learning_rate
+        self.aggregator = aggregate
+        self.aggregator_kwargs = aggregator_kwargs
+        self.attack = attack
+        if _init_setup_model:
+            self._setup_model()
+
+    def _setup_model(self) -> None:
+        self.hyperparams_class.from_object(self)
+        if not callable(self.aggregator):
+            self.aggregator = make_aggregator(self.aggregator, **(self.aggregator_kwargs or {}))
+        self._setup_lr_schedule()
+        self.set_random_seed(self.seed)
+        assert self.n_agents is not None, "n_agents is unknown: pass it or a federated env"
+        self.policy = self.policy_class(  # type: ignore[assignment]
+            self.observation_space, self.action_space, self.lr_schedule, **self.policy_kwargs
+        )
+        self.policy = self.policy.to(self.device)
+        self._actor = BatchedActor(self.policy)
+        self.critics = StackedCritics(self.policy, self.n_agents).to(self.device)
+        self.critic_optimizer = th.optim.Adam(self.critics.parameters(), lr=self.lr_schedule(1.0))
+        self.actor_optimizer = BatchedAdam(self.n_agents, self._actor.n_params).to(self.device)
+        self.clip_range_schedule = FloatSchedule(self.clip_range)
+        self.clip_range_vf_schedule = None if self.clip_range_vf is None else FloatSchedule(self.clip_range_vf)
+        self._setup_federated_buffers()
+
+    def _excluded_save_params(self) -> list[str]:
+        return [
+            *super()._excluded_save_params(),
+            "_actor",
+            "_last_round",
+            "_numpy_rollout",
+            "critics",
+            "critic_optimizer",
+            "actor_optimizer",
+        ]
+
+    def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
+        return ["policy", "critics", "critic_optimizer", "actor_optimizer"], []
+
+    @property
+    def last_round(self) -> fedmath.RoundResult | None:
+        """The last completed round, ``None`` before the first."""
+        return getattr(self, "_last_round", None)
+
+    def local_state_dict(self) -> dict[str, Any]:
+        """:return: every agent's local memory (critics, their optimiser, the actors' Adam moments)"""
+        return {
+            "critics": self.critics.state_dict(),
+            "critic_optimizer": self.critic_optimizer.state_dict(),
+            "actor_optimizer": self.actor_optimizer.state_dict(),
+        }
+
+    def load_local_state_dict(self, state: dict[str, Any]) -> None:
+        """
+        :param state: the output of :meth:`local_state_dict`
+        """
+        self.critics.load_state_dict(state["critics"])
+        self.critic_optimizer.load_state_dict(state["critic_optimizer"])
+        self.actor_optimizer.load_state_dict(state["actor_optimizer"])
+
+    def train(self, callback: BaseCallback | None = None) -> None:
+        """
+        One communication round: rollouts under ``θ̄``, every agent's PPO epochs, server aggregation.
+        Atomic like :meth:`sb3_fedpg.FederatedPG.train`: a round that does not complete changes nothing.
+
+        :param callback: SB3 callback called at every env step (a no-op if ``None``)
+        """
+        import copy
+
+        callback = self._round_callback(callback)
+        self.policy.set_training_mode(True)
+        learning_rate = self.current_learning_rate()
+        progress = self._current_progress_remaining
+        for group in self.critic_optimizer.param_groups:
+            group["lr"] = learning_rate
+        settings = PPOSettings(
+            learning_rate=learning_rate,
+            clip_range=float(self.clip_range_schedule(progress)),
+            clip_range_vf=None if self.clip_range_vf_schedule is None else float(self.clip_range_vf_schedule(progress)),
+            n_epochs=self.n_epochs,
+            batch_size=self.batch_size,
+            gamma=self.gamma,
+            gae_lambda=self.gae_lambda,
+            normalize_advantage=self.normalize_advantage,
+            ent_coef=self.ent_coef,
+            vf_coef=self.vf_coef,
+            max_grad_norm=self.max_grad_norm,
+            target_kl=self.target_kl,
+            correction=self.correction,
+        )
+        solver = PPOEpochs(
+            self._actor,
+            self.critics,
+            self.critic_optimizer,
+            self.actor_optimizer,
+            settings,
+            lambda params: self.collect_batch(params, callback, keep_truncations=True),
+        )
+        theta_bar = self._actor.get_vector().to(self.device)
+        local_state, steps_before = copy.deepcopy(self.local_state_dict()), self.num_timesteps
+        try:
+            result = fedmath.run_round(
+                theta_bar,
+                solver,
+                self.n_agents,  # type: ignore[arg-type]
+                server_learning_rate=self.server_learning_rate,
+                aggregator=self.aggregator,
+                participants=self.sample_participants(),
+                attack=self.attack,
+            )
+            if not bool(th.isfinite(result.params).all()):
+                raise FloatingPointError("the aggregated global parameters are not finite; the round was discarded.")
+        except BaseException:
+            self.load_local_state_dict(local_state)
+            self.num_timesteps = steps_before
+            raise
+        self._actor.set_vector(result.params)
+        self._last_round = result
+        self._n_rounds += 1
+        self._n_updates += self.n_epochs
+        self.logger.record("train/learning_rate", learning_rate)
+        self.logger.record("train/clip_range", settings.clip_range)
+        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+        for key, value in {**fedmath.round_metrics(result, self.correction), **solver.stats.means()}.items():
+            self.logger.record(key, value)
+        self.logger.record("fed/round", self._n_rounds)
+
+    def learn(
+        self: SelfFederatedPPO,
+        total_timesteps: int,
+        callback: MaybeCallback = None,
+        log_interval: int = 1,
+        tb_log_name: str = "FederatedPPO",
+        reset_num_timesteps: bool = True,
+        progress_bar: bool = False,
+    ) -> SelfFederatedPPO:
+        return super().learn(
+            total_timesteps=total_timesteps,
+            callback=callback,
+            log_interval=log_interval,
+            tb_log_name=tb_log_name,
+            reset_num_timesteps=reset_num_timesteps,
+            progress_bar=progress_bar,
+        )
