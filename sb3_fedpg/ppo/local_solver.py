@@ -53,14 +53,21 @@ class BatchedAdam(th.nn.Module):
         :return: the new parameters
         """
         beta1, beta2 = self.betas
-        mask = active.to(params.dtype).unsqueeze(1)
-        self.steps += active.to(self.steps.dtype)
-        self.exp_avg.mul_(1 - mask * (1 - beta1)).add_(mask * (1 - beta1) * grad)
-        self.exp_avg_sq.mul_(1 - mask * (1 - beta2)).add_(mask * (1 - beta2) * grad * grad)
+        if bool(active.all()):  # the common case: plain batched Adam, fewest ops
+            self.steps += 1
+            self.exp_avg.lerp_(grad, 1 - beta1)
+            self.exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+            mask: th.Tensor | float = 1.0
+        else:
+            mask = active.to(params.dtype).unsqueeze(1)
+            self.steps += active.to(self.steps.dtype)
+            self.exp_avg.mul_(1 - mask * (1 - beta1)).add_(mask * (1 - beta1) * grad)
+            self.exp_avg_sq.mul_(1 - mask * (1 - beta2)).add_(mask * (1 - beta2) * grad * grad)
         steps = self.steps.clamp(min=1).unsqueeze(1)
-        m_hat = self.exp_avg / (1 - beta1**steps)
-        v_hat = self.exp_avg_sq / (1 - beta2**steps)
-        return params - mask * learning_rate * m_hat / (v_hat.sqrt() + self.eps)
+        # Adam's update with the bias corrections folded into the step size (per agent: steps may differ)
+        step_size = learning_rate / (1 - beta1**steps)
+        denom = (self.exp_avg_sq / (1 - beta2**steps)).sqrt_().add_(self.eps)
+        return params - mask * step_size * self.exp_avg / denom
 
 
 def clip_rows(grad: th.Tensor, max_norm: float | None) -> th.Tensor:
@@ -116,7 +123,7 @@ class PPOEpochs:
 
     :param actor: the batched actor
     :param critics: the agents' local critics
-    :param critic_optimizer: their optimiser (Adam; per-parameter, so per-agent, moments)
+    :param critic_optimizer: the agents' local Adam on the critic rows
     :param actor_optimizer: the agents' local Adam on the actor rows
     :param settings: this round's settings
     :param sample: ``sample(stacked_params) -> batch``: every agent's rollout under the given parameters
@@ -127,7 +134,7 @@ class PPOEpochs:
         self,
         actor: BatchedActor,
         critics: StackedCritics,
-        critic_optimizer: th.optim.Optimizer,
+        critic_optimizer: BatchedAdam,
         actor_optimizer: BatchedAdam,
         settings: PPOSettings,
         sample: Any,
@@ -201,11 +208,13 @@ class PPOEpochs:
         rows = th.arange(n, device=params.device).unsqueeze(1)
         batch_size = min(s.batch_size, n_samples)
         n_batches = max(1, n_samples // batch_size)
+        keys = ("obs", "actions", "advantages", "old_log_prob", "returns", "old_values")
         for _ in range(s.n_epochs):
             order = th.argsort(th.rand(n, n_samples, generator=self.generator), dim=1).to(params.device)
+            shuffled = {key: data[key][rows, order] for key in keys}  # one gather per epoch, then slices
             for b in range(n_batches):
-                idx = order[:, b * batch_size : (b + 1) * batch_size]
-                params, kl = self._minibatch_step(params, rows, idx, correction, active)
+                minibatch = {key: value[:, b * batch_size : (b + 1) * batch_size] for key, value in shuffled.items()}
+                params, kl = self._minibatch_step(params, minibatch, correction, active)
                 if s.target_kl is not None:
                     active = active & (kl <= 1.5 * s.target_kl)
             if not bool(active.any()):
@@ -214,48 +223,35 @@ class PPOEpochs:
         return params
 
     def _minibatch_step(
-        self, params: th.Tensor, rows: th.Tensor, idx: th.Tensor, correction: th.Tensor | None, active: th.Tensor
+        self, params: th.Tensor, mb: dict[str, th.Tensor], correction: th.Tensor | None, active: th.Tensor
     ) -> tuple[th.Tensor, th.Tensor]:
-        s, data = self.settings, self._data
-        obs, actions = data["obs"][rows, idx], data["actions"][rows, idx]
-        adv = data["advantages"][rows, idx]
+        s = self.settings
+        adv = mb["advantages"]
         if s.normalize_advantage and adv.shape[1] > 1:
             adv = (adv - adv.mean(1, keepdim=True)) / (adv.std(1, keepdim=True) + 1e-8)
-        old_log_prob = data["old_log_prob"][rows, idx]
-
-        # actor: clipped surrogate, per agent
         params = params.detach().requires_grad_(True)
-        dist = self.actor.distribution(params, obs)
-        log_prob = dist.log_prob(actions)
-        log_ratio = log_prob - old_log_prob
+        critic_params = self.critics.params
+
+        # actor: clipped surrogate, per agent; critic: value regression on the agent's own returns
+        dist = self.actor.distribution(params, mb["obs"])
+        log_ratio = dist.log_prob(mb["actions"]) - mb["old_log_prob"]
         ratio = th.exp(log_ratio)
         surrogate = th.min(ratio * adv, th.clamp(ratio, 1 - s.clip_range, 1 + s.clip_range) * adv)
         entropy = dist.entropy().mean(1)
-        loss = -surrogate.mean(1) - s.ent_coef * entropy
-        (grad,) = th.autograd.grad(loss.sum(), params)
+        values = self.critics(mb["obs"])
+        if s.clip_range_vf is not None:
+            values = mb["old_values"] + th.clamp(values - mb["old_values"], -s.clip_range_vf, s.clip_range_vf)
+        value_loss = (mb["returns"] - values).pow(2).mean(1)
+        # Actor and critics are separate networks: one backward gives both (per-agent rows of each).
+        loss = (-surrogate.mean(1) - s.ent_coef * entropy).sum() + s.vf_coef * value_loss.sum()
+        grad, critic_grad = th.autograd.grad(loss, (params, critic_params))
         if correction is not None:
             grad = grad - correction  # ascent on ⟨g − a_i, θ⟩ = descent on its negative
         new_params = self.actor_optimizer.descend(params.detach(), clip_rows(grad, s.max_grad_norm), s.learning_rate, active)
-
-        # critics: value regression on the agent's own returns
-        values = self.critics(obs)
-        returns = data["returns"][rows, idx]
-        if s.clip_range_vf is not None:
-            old_values = data["old_values"][rows, idx]
-            values = old_values + th.clamp(values - old_values, -s.clip_range_vf, s.clip_range_vf)
-        value_loss = (returns - values).pow(2).mean(1)
-        self.critic_optimizer.zero_grad()
-        (s.vf_coef * value_loss.sum()).backward()
-        if s.max_grad_norm is not None:
-            self.critics.params.grad = clip_rows(self.critics.params.grad, s.max_grad_norm)
-        stopped = ~active
-        frozen = self.critics.params.detach()[stopped].clone() if bool(stopped.any()) else None
-        self.critic_optimizer.step()
-        if frozen is not None:  # an agent that stopped early keeps its critic too
-            with th.no_grad():
-                self.critics.params[stopped] = frozen
-
         with th.no_grad():
+            critic_params.copy_(
+                self.critic_optimizer.descend(critic_params, clip_rows(critic_grad, s.max_grad_norm), s.learning_rate, active)
+            )
             kl = ((ratio - 1) - log_ratio).mean(1)
             self.stats.add("train/policy_gradient_loss", float(-surrogate.mean()))
             self.stats.add("train/value_loss", float(value_loss.mean()))

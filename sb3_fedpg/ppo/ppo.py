@@ -162,7 +162,7 @@ class FederatedPPO(FederatedAlgorithm):
         self.policy = self.policy.to(self.device)
         self._actor = BatchedActor(self.policy)
         self.critics = StackedCritics(self.policy, self.n_agents).to(self.device)
-        self.critic_optimizer = th.optim.Adam(self.critics.parameters(), lr=self.lr_schedule(1.0))
+        self.critic_optimizer = BatchedAdam(self.n_agents, self.critics.params.shape[1]).to(self.device)
         self.actor_optimizer = BatchedAdam(self.n_agents, self._actor.n_params).to(self.device)
         self.clip_range_schedule = FloatSchedule(self.clip_range)
         self.clip_range_vf_schedule = None if self.clip_range_vf is None else FloatSchedule(self.clip_range_vf)
@@ -216,8 +216,6 @@ class FederatedPPO(FederatedAlgorithm):
         self.policy.set_training_mode(True)
         learning_rate = self.current_learning_rate()
         progress = self._current_progress_remaining
-        for group in self.critic_optimizer.param_groups:
-            group["lr"] = learning_rate
         settings = PPOSettings(
             learning_rate=learning_rate,
             clip_range=float(self.clip_range_schedule(progress)),

@@ -14,8 +14,8 @@ import pathlib
 
 from stable_baselines3.common.base_class import BaseAlgorithm
 
-#: Algorithms of the zoo runner: FederatedPG and the centrally trained SB3 references.
-ZOO_ALGOS = ("fedpg", "a2c", "ppo")
+#: Algorithms of the zoo runner: FederatedPG, FederatedPPO and the centrally trained SB3 references.
+ZOO_ALGOS = ("fedpg", "fedppo", "a2c", "ppo")
 
 #: ``zoo_configs/`` at the repository top level (present in a source checkout / editable install).
 CONFIG_DIR = pathlib.Path(__file__).resolve().parents[2] / "zoo_configs"
@@ -23,13 +23,17 @@ CONFIG_DIR = pathlib.Path(__file__).resolve().parents[2] / "zoo_configs"
 
 def get_algo_class(name: str) -> type[BaseAlgorithm]:
     """
-    :param name: ``"fedpg"``, ``"a2c"`` or ``"ppo"``
+    :param name: ``"fedpg"``, ``"fedppo"``, ``"a2c"`` or ``"ppo"``
     :return: the algorithm class
     """
     if name == "fedpg":
         from sb3_fedpg.fedpg import FederatedPG
 
         return FederatedPG
+    if name == "fedppo":
+        from sb3_fedpg.ppo import FederatedPPO
+
+        return FederatedPPO
     if name in ("a2c", "ppo"):
         import stable_baselines3
 

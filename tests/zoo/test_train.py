@@ -167,3 +167,13 @@ def test_resume_refuses_an_unlabelled_checkpoint_of_another_env(tmp_path, capsys
     err = capsys.readouterr().err
     assert "observation_space Box" in err and "'sb3_fedpg/HeteroCartPole-v0'" in err and "another env" in err
     assert _snapshot(tmp_path) == before
+
+
+def test_fedppo_zoo_run(tmp_path):
+    from sb3_fedpg import FederatedPPO
+
+    run = run_train(tmp_path, algo="fedppo", extra=["-params", "n_agents:2", "n_envs:4", "n_steps:16", "n_epochs:2"], n=128)
+    model = FederatedPPO.load(run / "sb3_fedpg-HeteroCartPole-v0.zip")
+    assert model.n_agents == 2 and model.n_epochs == 2 and model.num_timesteps >= 128
+    with pytest.raises(ZooConfigError, match="batch_size"):
+        run_train(tmp_path, algo="fedppo", extra=["-params", "batch_size:0"], n=128)

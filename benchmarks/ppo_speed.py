@@ -1,0 +1,106 @@
+"""
+FederatedPPO vs SB3 PPO: env-steps/s on the same 64-env federated CartPole with the same rollout size,
+``n_epochs`` and minibatch size.
+
+Both train on one federated ``VecEnv`` (HeteroCartPole, N = 8 agents × 8 envs): SB3 PPO pooled over the
+64 envs (``n_steps`` per env, minibatches of ``batch_size`` from the pooled rollout), FederatedPPO with
+the same ``n_steps`` per env and the same ``batch_size`` per agent (each agent's PPO sees minibatches of
+that size from its own rollout; the 8 agents' minibatches run as one batched step). Same rollout
+(``64 × n_steps`` samples per iteration/round), same epochs. One process, one torch thread; the two
+are measured alternately (ABAB...) over several repeats so machine load cannot favour one side; the
+ratio is the median over repeats of the per-repeat ratio.
+
+    python benchmarks/ppo_speed.py            # ~2 min on 2 cores
+    python benchmarks/ppo_speed.py --quick    # smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import time
+
+import numpy as np
+
+RESULTS = pathlib.Path(__file__).resolve().parent / "results"
+
+
+def build(method: str, n_steps: int, batch_size: int, n_epochs: int, seed: int):
+    from stable_baselines3 import PPO
+
+    from sb3_fedpg import FederatedPPO, make_federated_vec_env
+
+    env = make_federated_vec_env("sb3_fedpg/HeteroCartPole-v0", n_agents=8, n_envs_per_agent=8, seed=seed)
+    if method == "sb3_ppo":
+        return PPO("MlpPolicy", env, n_steps=n_steps, batch_size=batch_size, n_epochs=n_epochs, seed=seed, device="cpu")
+    return FederatedPPO("MlpPolicy", env, n_steps=n_steps, batch_size=batch_size, n_epochs=n_epochs, seed=seed, device="cpu")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n-steps", type=int, default=256)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--n-epochs", type=int, default=10)
+    parser.add_argument("--iterations", type=int, default=2, help="rollout+update iterations per measurement")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--output", default=str(RESULTS / "ppo_speed"))
+    args = parser.parse_args()
+    if args.quick:
+        args.n_steps, args.n_epochs, args.iterations, args.repeats = 32, 2, 1, 1
+
+    import torch as th
+
+    th.set_num_threads(1)
+    methods = ["federated_ppo", "sb3_ppo"]
+    models = {m: build(m, args.n_steps, args.batch_size, args.n_epochs, seed=0) for m in methods}
+    steps = 64 * args.n_steps * args.iterations
+    for model in models.values():  # warm-up: first-call costs (lazy imports, allocations) out of the timings
+        model.learn(64 * args.n_steps)
+    speeds: dict[str, list[float]] = {m: [] for m in methods}
+    for repeat in range(args.repeats):
+        order = methods if repeat % 2 == 0 else methods[::-1]
+        for method in order:
+            model = models[method]
+            start_steps = model.num_timesteps
+            start = time.perf_counter()
+            model.learn(steps, reset_num_timesteps=False)
+            seconds = time.perf_counter() - start
+            speeds[method].append((model.num_timesteps - start_steps) / seconds)
+            print(f"repeat {repeat} {method}: {speeds[method][-1]:,.0f} env-steps/s", flush=True)
+    ratios = [f / s for f, s in zip(speeds["federated_ppo"], speeds["sb3_ppo"], strict=True)]
+    result = {
+        "config": {
+            "env": "sb3_fedpg/HeteroCartPole-v0, 8 agents x 8 envs",
+            "n_steps": args.n_steps,
+            "batch_size": args.batch_size,
+            "n_epochs": args.n_epochs,
+            "iterations_per_measurement": args.iterations,
+            "repeats": args.repeats,
+            "torch_threads": 1,
+        },
+        "env_steps_per_s": speeds,
+        "ratio_per_repeat": ratios,
+        "ratio_median": float(np.median(ratios)),
+    }
+    out = pathlib.Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+    lines = [
+        f"| method (64 envs, n_steps {args.n_steps}, batch {args.batch_size}, {args.n_epochs} epochs) "
+        "| env-steps/s (median of repeats) | ratio |",
+        "|---|---:|---:|",
+        f"| FederatedPPO (8 agents, batch {args.batch_size} per agent) | {np.median(speeds['federated_ppo']):,.0f} "
+        f"| **{result['ratio_median']:.1f}×** |",
+        f"| SB3 PPO (pooled) | {np.median(speeds['sb3_ppo']):,.0f} | 1.0× |",
+        "",
+        f"Median of {args.repeats} interleaved repeats of {steps:,} env steps each, one process, one torch thread; "
+        f"per-repeat ratios {', '.join(f'{r:.1f}' for r in ratios)}.",
+    ]
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
