@@ -441,6 +441,97 @@ def round_metrics(result: RoundResult, correction: bool = True, itemsize: int = 
     }
 
 
+#: Variance controls of the correction (``FederatedPG(variance_control=...)``); each reduces to the paper's
+#: correction with exact gradients (:func:`variance_controlled_gradient`).
+VARIANCE_CONTROLS = ("none", "control_variate", "snr_damping")
+
+
+def anchor_noise_variance(sub_gradients: ArrayT) -> ArrayT:
+    """
+    Unbiased estimate of ``tr Var[a_i]`` for each agent, from ``k ≥ 2`` independent sub-batch gradients whose
+    mean is the anchor ``a_i``: ``Σ_b ‖g_b − a_i‖² / (k (k − 1))``.
+
+    :param sub_gradients: ``(k, n, p)`` gradients of ``k`` disjoint, equally sized sub-batches of each agent
+    :return: ``(n,)`` estimated variance (trace) of each agent's anchor
+    """
+    k = sub_gradients.shape[0]
+    if k < 2:
+        raise ValueError("the anchor's noise needs at least two independent sub-batches.")
+    centred = sub_gradients - sub_gradients.mean(0)
+    return (centred**2).sum(axis=(0, 2)) / (k * (k - 1))
+
+
+def correction_snr(anchor_grads: ArrayT, global_grad: ArrayT, noise_variance: ArrayT) -> ArrayT:
+    """
+    Signal-to-noise ratio of each agent's correction ``g − a_i``.
+
+    ``E‖g − a_i‖² = ‖E(g − a_i)‖² + tr Var(g − a_i)``, with independent agents
+    ``tr Var(g − a_i) = (1 − 2/N) v_i + (1/N²) Σ_j v_j`` (``v_i = tr Var a_i``, ``g`` the mean of the ``N`` anchors).
+    The signal (heterogeneity) is estimated by ``max(‖g − a_i‖² − tr Var(g − a_i), 0)``; the ratio is signal / noise.
+
+    :param anchor_grads: ``a_i``, ``(n, p)`` (the agents whose mean is ``g``)
+    :param global_grad: ``g``, ``(p,)``
+    :param noise_variance: ``v_i``, ``(n,)`` (:func:`anchor_noise_variance`)
+    :return: ``(n,)`` ratios (``inf`` where the noise is 0 and the signal is not)
+    """
+    n = anchor_grads.shape[0]
+    raw = row_norms(global_grad - anchor_grads) ** 2
+    noise = (1 - 2 / n) * noise_variance + noise_variance.sum() / n**2
+    signal = (raw - noise).clip(min=0) if isinstance(raw, np.ndarray) else (raw - noise).clamp(min=0)
+    return signal / noise
+
+
+def snr_damping(snr: ArrayT) -> ArrayT:
+    """
+    The damping ``β_i = SNR_i / (1 + SNR_i)`` of the correction (a Wiener-style shrinkage): ``β → 1`` when
+    heterogeneity dominates (and with exact gradients, where the noise is 0), ``β → 0`` when noise does.
+
+    :param snr: ``(n,)`` signal-to-noise ratios (:func:`correction_snr`)
+    :return: ``(n,)`` damping factors in ``[0, 1]``
+    """
+    beta = snr / (1 + snr)
+    # inf / inf: no noise at all, the paper's correction
+    return np.where(np.isinf(snr), 1.0, beta) if isinstance(snr, np.ndarray) else th.where(th.isinf(snr), 1.0, beta)
+
+
+def variance_controlled_gradient(
+    local_grads: ArrayT,
+    anchor_grads: ArrayT,
+    global_grad: ArrayT,
+    variance_control: str = "none",
+    grads_at_anchor_params: ArrayT | None = None,
+    damping: ArrayT | None = None,
+) -> ArrayT:
+    """
+    The local gradient to feed to :func:`corrected_direction` so that the direction is the chosen variant:
+
+    - ``"none"`` (the paper): ``d = ĝ_i(θ_{i,ℓ}; B_ℓ) − a_i + g``;
+    - ``"control_variate"``: ``d = ĝ_i(θ_{i,ℓ}; B_ℓ) − ĝ_i(θ̄; B_ℓ) + g`` — the same fresh batch evaluated at ``θ̄``
+      (``grads_at_anchor_params``), so the two noisy terms are correlated and largely cancel;
+    - ``"snr_damping"``: ``d = ĝ_i(θ_{i,ℓ}; B_ℓ) + β_i (g − a_i)`` with ``β_i`` from the measured SNR (``damping``).
+
+    With exact gradients ``ĝ_i(θ̄; ·) = a_i`` and the noise is 0 (``β = 1``): every variant is the paper's update.
+
+    :param local_grads: ``ĝ_i(θ_{i,ℓ}; B_ℓ)``, ``(n, p)``
+    :param anchor_grads: ``a_i``, ``(n, p)``
+    :param global_grad: ``g``, ``(p,)``
+    :param variance_control: one of :data:`VARIANCE_CONTROLS`
+    :param grads_at_anchor_params: ``ĝ_i(θ̄; B_ℓ)`` (``"control_variate"``)
+    :param damping: ``β_i``, ``(n,)`` (``"snr_damping"``)
+    :return: ``x`` with ``corrected_direction(x, a, g)`` the variant's direction
+    """
+    if variance_control == "none":
+        return local_grads
+    if variance_control == "control_variate":
+        assert grads_at_anchor_params is not None, "the control variate needs ĝ_i(θ̄; B_ℓ)"
+        return local_grads - grads_at_anchor_params + anchor_grads
+    if variance_control == "snr_damping":
+        assert damping is not None, "SNR damping needs β"
+        beta = damping.reshape(-1, 1)
+        return local_grads - (1 - beta) * (global_grad - anchor_grads)
+    raise ValueError(f"unknown variance_control {variance_control!r}: choose one of {VARIANCE_CONTROLS}.")
+
+
 def round_message_bytes(n_params: int, n_agents: int, correction: bool = True, itemsize: int = 4) -> tuple[int, int]:
     """
     Bytes sent per round (up, down), counting parameter payloads only.

@@ -22,6 +22,7 @@ from typing import Any
 ESTIMATORS = ("gpomdp", "reinforce", "gae")
 BASELINES = ("none", "mean")
 LOCAL_OPTIMIZER_NAMES = ("sgd", "adam")
+VARIANCE_CONTROLS = ("none", "control_variate", "snr_damping")
 AGGREGATOR_NAMES = ("mean", "median", "trimmed_mean", "norm_clipped_mean", "geometric_median")
 
 
@@ -179,6 +180,8 @@ class FedPGHyperparams(Hyperparams):
     estimator: str = _hp("gae", _one_of(ESTIMATORS), f"Local gradient estimator, one of {ESTIMATORS}")
     baseline: str = _hp("none", _one_of(BASELINES), f"Baseline of gpomdp/reinforce, one of {BASELINES}")
     correction: bool = _hp(True, _boolean, "Fast-FedPG's drift correction; False gives FedAvg-PG")
+    variance_control: str = _hp("none", _one_of(VARIANCE_CONTROLS), f"Noise control of the correction, {VARIANCE_CONTROLS}")
+    anchor_batches: int = _hp(1, positive_int, "Batches averaged into each anchor (extra env steps are counted)")
     reuse_anchor_batch: bool = _hp(True, _boolean, "Use the anchor batch for the first local step")
     normalize_advantage: bool = _hp(True, _boolean, "Normalise each agent's weights to zero mean, unit variance")
     ent_coef: float = _hp(0.0, _non_negative, "Entropy bonus coefficient, >= 0")

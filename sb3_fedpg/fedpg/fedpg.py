@@ -62,6 +62,12 @@ class FederatedPG(FederatedAlgorithm):
     :param estimator: Local gradient estimator: ``"gae"``, ``"gpomdp"`` or ``"reinforce"``
     :param baseline: Baseline for ``gpomdp``/``reinforce``: ``"none"`` or ``"mean"`` (batch mean per step)
     :param correction: Fast-FedPG's drift correction; ``False`` gives FedAvg-PG
+    :param variance_control: How the correction copes with sampling noise: ``"none"`` (the paper's ``ĝ_i − a_i + g``),
+        ``"control_variate"`` (``ĝ_i(θ_{i,ℓ}; B_ℓ) − ĝ_i(θ̄; B_ℓ) + g``, the second term by truncated importance
+        weighting of the same fresh batch) or ``"snr_damping"`` (``ĝ_i + β_i (g − a_i)``, ``β_i`` from the measured
+        signal-to-noise ratio); all equal the paper's update with exact gradients (see
+        :class:`~sb3_fedpg.fedpg.learner.NoiseAwareSteps`)
+    :param anchor_batches: Batches averaged into each anchor ``a_i`` (the extra env steps count in ``num_timesteps``)
     :param reuse_anchor_batch: Use the anchor batch for the first local step (saves one batch per round;
         then ``d_{i,0} = g`` exactly with correction)
     :param normalize_advantage: Normalise the weights of each agent's batch to zero mean and unit variance
@@ -108,6 +114,8 @@ class FederatedPG(FederatedAlgorithm):
         estimator: str = "gae",
         baseline: str = "none",
         correction: bool = True,
+        variance_control: str = "none",
+        anchor_batches: int = 1,
         reuse_anchor_batch: bool = True,
         normalize_advantage: bool = True,
         ent_coef: float = 0.0,
@@ -155,6 +163,8 @@ class FederatedPG(FederatedAlgorithm):
         self.estimator = estimator
         self.baseline = baseline
         self.correction = correction
+        self.variance_control = variance_control
+        self.anchor_batches = anchor_batches
         self.reuse_anchor_batch = reuse_anchor_batch
         self.normalize_advantage = normalize_advantage
         self.ent_coef = ent_coef
@@ -250,6 +260,8 @@ class FederatedPG(FederatedAlgorithm):
             self.local_steps,
             correction=self.correction,
             reuse_anchor=self.reuse_anchor_batch,
+            variance_control=getattr(self, "variance_control", "none"),
+            anchor_batches=getattr(self, "anchor_batches", 1),
         )
         try:
             result = fedmath.run_round(

@@ -115,12 +115,55 @@ class PolicyGradientLearner:
         :return: gradients ``(n_agents, n_params)``
         :raises FloatingPointError: naming the agents whose gradient is not finite
         """
+        weights = self.batch_weights(batch)
+        grads = self.policy_gradient(params, batch, weights)
+        # Undiscounted reward of a K-step segment, averaged over agents and trajectories.
+        self.stats.add("train/batch_return", float(batch.rewards.sum(1).mean()))
+        return grads
+
+    def batch_weights(self, batch: RolloutBatch) -> EstimatorWeights:
+        """
+        The estimator's per-sample weights of a batch (normalised if asked); with a critic estimator, also one
+        step of every agent's critic on that batch.
+
+        :param batch: the agents' batch
+        :return: the weights (``valid`` marks the samples that belong to the estimate)
+        """
         weights = self._critic_weights(batch) if self.estimator.uses_critic else self.estimator.weights(batch)
-        w = self._normalized(weights) if self.normalize_advantage else weights.weights
+        if self.normalize_advantage:
+            return EstimatorWeights(self._normalized(weights), weights.valid, weights.time_reduce)
+        return weights
+
+    def policy_gradient(
+        self,
+        params: th.Tensor,
+        batch: RolloutBatch,
+        weights: EstimatorWeights,
+        behaviour_log_prob: th.Tensor | None = None,
+        max_ratio: float = 2.0,
+    ) -> th.Tensor:
+        """
+        ``∇ Σ w · log π(a|s)`` (reduced as the estimator says) at ``params`` for every agent; with
+        ``behaviour_log_prob``, the batch was collected under other parameters and each sample is importance
+        weighted by ``min(π_params(a|s) / π_behaviour(a|s), max_ratio)`` (per-step ratio, truncated: the estimate
+        at ``params`` of a batch drawn elsewhere, biased by the truncation and the ignored state-distribution shift).
+
+        :param params: stacked actor parameters ``(n, n_params)``
+        :param batch: the batch
+        :param weights: its weights (:meth:`batch_weights`)
+        :param behaviour_log_prob: ``log π`` of the batch's actions under the parameters that collected it
+        :param max_ratio: truncation of the importance ratios
+        :return: gradients ``(n, n_params)``
+        :raises FloatingPointError: naming the agents whose gradient is not finite
+        """
         n, k_steps, m = batch.n_agents, batch.n_steps, batch.n_envs
         params = params.detach().requires_grad_(True)
         dist = self.actor.distribution(params, batch.obs)
         log_prob = dist.log_prob(batch.actions).view(n, k_steps, m)
+        w = weights.weights
+        if behaviour_log_prob is not None:
+            ratio = th.exp(log_prob.detach() - behaviour_log_prob.view(n, k_steps, m)).clamp(max=max_ratio)
+            w = w * ratio
         # GPOMDP/REINFORCE: (1/M) Σ_m Σ_k w ∇log π ; GAE: mean over all samples (A2C-style).
         if weights.time_reduce == "sum":
             surrogate = (log_prob * w).sum(1).mean(1)
@@ -137,9 +180,16 @@ class PolicyGradientLearner:
                 "parameters were kept at their last good value. Check those agents' rewards, or lower the learning rate."
             )
         self.stats.add("train/entropy", float(entropy.detach().mean()))
-        # Undiscounted reward of a K-step segment, averaged over agents and trajectories.
-        self.stats.add("train/batch_return", float(batch.rewards.sum(1).mean()))
         return grads
+
+    def log_prob(self, params: th.Tensor, batch: RolloutBatch) -> th.Tensor:
+        """
+        :param params: stacked actor parameters ``(n, n_params)``
+        :param batch: a batch
+        :return: ``log π_params(a|s)`` of the batch's actions, ``(n, K·M)`` (no gradient)
+        """
+        with th.no_grad():
+            return self.actor.distribution(params, batch.obs).log_prob(batch.actions)
 
     def _critic_weights(self, batch: RolloutBatch) -> EstimatorWeights:
         n, k_steps, m = batch.n_agents, batch.n_steps, batch.n_envs
@@ -168,8 +218,15 @@ class PolicyGradientLearner:
 
     # ------------------------------------------------------------------ one round
     def solver(
-        self, sample: BatchSampler, learning_rate: float, local_steps: int, correction: bool = True, reuse_anchor: bool = True
-    ) -> fedmath.CorrectedGradientSteps:
+        self,
+        sample: BatchSampler,
+        learning_rate: float,
+        local_steps: int,
+        correction: bool = True,
+        reuse_anchor: bool = True,
+        variance_control: str = "none",
+        anchor_batches: int = 1,
+    ) -> NoiseAwareSteps:
         """
         The round's local solver: anchors at ``θ̄`` and ``H`` corrected steps, each on a fresh batch.
 
@@ -177,15 +234,14 @@ class PolicyGradientLearner:
         :param learning_rate: ``η`` for this round
         :param local_steps: ``H``
         :param correction: Fast-FedPG (``True``) or FedAvg-PG (``False``)
-        :param reuse_anchor: reuse the anchor batch for the first local step
+        :param reuse_anchor: reuse the (first) anchor batch for the first local step
+        :param variance_control: ``"none"`` (the paper's correction), ``"control_variate"`` or ``"snr_damping"``
+            (see :func:`~sb3_fedpg.common.fedmath.variance_controlled_gradient`)
+        :param anchor_batches: batches averaged into each anchor (``k``; the extra env steps count like any other)
         :return: the solver to hand to :func:`~sb3_fedpg.common.fedmath.run_round`
         """
-
-        def grad_fn(params: th.Tensor, step: int) -> th.Tensor:
-            return self.gradients(params, sample(params.detach(), step))
-
         update = self.local_optimizer.make_update(learning_rate, self.max_grad_norm)
-        return fedmath.CorrectedGradientSteps(grad_fn, local_steps, update, correction, reuse_anchor)
+        return NoiseAwareSteps(self, sample, local_steps, update, correction, reuse_anchor, variance_control, anchor_batches)
 
     # ------------------------------------------------------------------ local memory
     def local_state_dict(self) -> dict[str, Any]:
@@ -207,3 +263,146 @@ class PolicyGradientLearner:
     def snapshot(self) -> dict[str, Any]:
         """:return: a deep copy of the local memory, to roll a failed round back with :meth:`load_local_state_dict`"""
         return copy.deepcopy(self.local_state_dict())
+
+
+class NoiseAwareSteps:
+    """
+    The neural local solver: the paper's corrected steps (``variance_control="none"``, exactly
+    :func:`~sb3_fedpg.common.fedmath.run_local_steps`), or a variance-controlled variant, with the anchor's
+    noise measured every round.
+
+    **Noise.** With ``k = anchor_batches ≥ 2`` the ``k`` anchor batches are independent sub-batches; with
+    ``k = 1`` the anchor batch is split in two halves (by sub-environment when ``M`` is even, else by time
+    step) and their gradients computed in one extra batched backward (the anchor itself is unchanged).
+    :func:`~sb3_fedpg.common.fedmath.anchor_noise_variance` gives ``v_i = tr Var a_i``; with ``g``,
+    :func:`~sb3_fedpg.common.fedmath.correction_snr` gives each agent's SNR. Logged as ``fed/anchor_noise``
+    (mean ``√v_i``), ``fed/correction_snr`` (median over agents) and ``fed/correction_beta`` (mean ``β_i``).
+
+    **Variants** (:func:`~sb3_fedpg.common.fedmath.variance_controlled_gradient`): ``"control_variate"``
+    evaluates each fresh batch ``B_ℓ`` also at ``θ̄`` by importance weighting (per-step ratios
+    ``π_θ̄/π_{θ_{i,ℓ}}`` truncated at 2; the state-distribution shift is ignored, as in PPO/SVRPG
+    approximations) — one extra backward per local step, no extra samples; ``"snr_damping"`` scales the
+    correction by ``β_i = SNR_i / (1 + SNR_i)``.
+
+    :param learner: the agents' learner
+    :param sample: the batch sampler
+    :param local_steps: ``H``
+    :param local_update: the local update rule
+    :param correction: Fast-FedPG or FedAvg-PG
+    :param reuse_anchor: reuse the first anchor batch for the first local step
+    :param variance_control: one of :data:`~sb3_fedpg.common.fedmath.VARIANCE_CONTROLS`
+    :param anchor_batches: batches averaged into each anchor
+    """
+
+    def __init__(
+        self,
+        learner: PolicyGradientLearner,
+        sample: BatchSampler,
+        local_steps: int,
+        local_update: fedmath.LocalUpdate,
+        correction: bool,
+        reuse_anchor: bool,
+        variance_control: str = "none",
+        anchor_batches: int = 1,
+    ) -> None:
+        self.learner = learner
+        self.sample = sample
+        self.local_steps = local_steps
+        self.local_update = local_update
+        self.correction = correction
+        self.reuse_anchor = reuse_anchor
+        self.variance_control = variance_control if correction else "none"
+        self.anchor_batches = anchor_batches
+        self.noise_variance: th.Tensor | None = None
+        self.damping: th.Tensor | None = None
+
+    def anchor(self, global_params: th.Tensor, n_agents: int) -> th.Tensor:
+        learner = self.learner
+        stacked = fedmath.broadcast_to_agents(global_params, n_agents)
+        sub_gradients = []
+        halves = None
+        for b in range(self.anchor_batches):
+            batch = self.sample(stacked.detach(), -1)
+            weights = learner.batch_weights(batch)
+            sub_gradients.append(learner.policy_gradient(stacked, batch, weights))
+            learner.stats.add("train/batch_return", float(batch.rewards.sum(1).mean()))
+            if b == 0 and self.anchor_batches == 1:
+                halves = split_in_halves(batch, weights)
+        if halves is not None:
+            half_batch, half_weights = halves
+            half_grads = learner.policy_gradient(stacked.repeat_interleave(2, dim=0), half_batch, half_weights)
+            self.noise_variance = fedmath.anchor_noise_variance(half_grads.view(n_agents, 2, -1).transpose(0, 1))
+        anchors = sub_gradients[0] if len(sub_gradients) == 1 else th.stack(sub_gradients).mean(0)
+        if len(sub_gradients) > 1:
+            self.noise_variance = fedmath.anchor_noise_variance(th.stack(sub_gradients))
+        if self.noise_variance is not None:
+            learner.stats.add("fed/anchor_noise", float(self.noise_variance.sqrt().mean()))
+        return anchors
+
+    def local_round(self, global_params: th.Tensor, anchor_grads: th.Tensor, global_grad: th.Tensor) -> th.Tensor:
+        learner, mode = self.learner, self.variance_control
+        if self.noise_variance is not None:
+            snr = fedmath.correction_snr(anchor_grads, global_grad, self.noise_variance)
+            self.damping = fedmath.snr_damping(snr)
+            learner.stats.add("fed/correction_snr", float(snr.median()))
+            learner.stats.add("fed/correction_beta", float(self.damping.mean()))
+        if mode == "snr_damping" and self.damping is None:
+            raise ValueError(
+                "snr_damping needs the anchor's noise: use anchor_batches >= 2 or n_envs_per_agent * n_steps >= 2."
+            )
+        n = anchor_grads.shape[0]
+        at_bar = fedmath.broadcast_to_agents(global_params, n)
+
+        def grad_fn(params: th.Tensor, step: int) -> th.Tensor:
+            if step == 0 and self.reuse_anchor:
+                local = at_step = anchor_grads  # θ_{i,0} = θ̄: the anchor is ĝ_i(θ_{i,0})
+            else:
+                batch = self.sample(params.detach(), step)
+                weights = learner.batch_weights(batch)
+                local = learner.policy_gradient(params, batch, weights)
+                learner.stats.add("train/batch_return", float(batch.rewards.sum(1).mean()))
+                at_step = None
+                if mode == "control_variate":
+                    behaviour = learner.log_prob(params.detach(), batch)
+                    at_step = learner.policy_gradient(at_bar, batch, weights, behaviour_log_prob=behaviour)
+            return fedmath.variance_controlled_gradient(local, anchor_grads, global_grad, mode, at_step, self.damping)
+
+        # The anchor reuse is handled by grad_fn (so that every variant sees it), hence reuse_anchor=False here.
+        return fedmath.run_local_steps(
+            global_params, anchor_grads, global_grad, grad_fn, self.local_steps, self.local_update, self.correction, False
+        )
+
+
+def split_in_halves(batch: RolloutBatch, weights: EstimatorWeights) -> tuple[RolloutBatch, EstimatorWeights]:
+    """
+    Two disjoint halves of every agent's batch as ``2N`` rows (agent ``i``'s halves at rows ``2i``, ``2i+1``):
+    by sub-environment when ``M`` is even (independent trajectories), else by time step.
+
+    :param batch: the batch ``(N, K, M)``
+    :param weights: its weights
+    :return: the halves and their weights
+    """
+    n, k_steps, m = batch.n_agents, batch.n_steps, batch.n_envs
+    obs = batch.obs.view(n, k_steps, m, *batch.obs.shape[2:])
+    actions = batch.actions.view(n, k_steps, m, *batch.actions.shape[2:])
+    if m % 2 == 0:
+
+        def halve(x: th.Tensor) -> th.Tensor:  # (n, K, M, ...) -> (2n, K, M/2, ...)
+            x = x.reshape(n, k_steps, 2, m // 2, *x.shape[3:]).transpose(1, 2)
+            return x.reshape(2 * n, k_steps, m // 2, *x.shape[4:])
+
+    else:
+        k_half = k_steps // 2
+
+        def halve(x: th.Tensor) -> th.Tensor:  # (n, K, M, ...) -> (2n, K/2, M, ...), the odd last step dropped
+            return x[:, : 2 * k_half].reshape(2 * n, k_half, *x.shape[2:])
+
+    h_obs, h_actions = halve(obs), halve(actions)
+    rows, k2, m2 = h_obs.shape[0], h_obs.shape[1], h_obs.shape[2]
+    half = RolloutBatch(
+        obs=h_obs.reshape(rows, k2 * m2, *obs.shape[3:]),
+        actions=h_actions.reshape(rows, k2 * m2, *actions.shape[3:]),
+        rewards=halve(batch.rewards),
+        dones=halve(batch.dones),
+    )
+    return half, EstimatorWeights(halve(weights.weights), halve(weights.valid), weights.time_reduce)

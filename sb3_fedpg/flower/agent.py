@@ -217,6 +217,8 @@ class NeuralAgent:
             model.local_steps,
             correction=model.correction,
             reuse_anchor=model.reuse_anchor_batch,
+            variance_control=model.variance_control,
+            anchor_batches=model.anchor_batches,
         )
 
     def anchor(self, theta_bar: np.ndarray) -> np.ndarray:

@@ -28,6 +28,8 @@ ALGORITHM_KEYS = (
     "estimator",
     "baseline",
     "correction",
+    "variance_control",
+    "anchor_batches",
     "reuse_anchor_batch",
     "normalize_advantage",
     "ent_coef",
@@ -116,6 +118,8 @@ class FlowerRunConfig:
     :param estimator: ``gae``, ``gpomdp`` or ``reinforce``
     :param baseline: baseline of ``gpomdp``/``reinforce``
     :param correction: Fast-FedPG (``True``) or FedAvg-PG (``False``)
+    :param variance_control: noise control of the correction (``none``, ``control_variate``, ``snr_damping``)
+    :param anchor_batches: batches averaged into each anchor
     :param reuse_anchor_batch: reuse the anchor batch for the first local step
     :param normalize_advantage: normalise each agent's weights
     :param ent_coef: entropy bonus
@@ -159,6 +163,8 @@ class FlowerRunConfig:
     estimator: str = "gae"
     baseline: str = "none"
     correction: bool = True
+    variance_control: str = "none"
+    anchor_batches: int = 1
     reuse_anchor_batch: bool = True
     normalize_advantage: bool = True
     ent_coef: float = 0.0
@@ -188,6 +194,8 @@ class FlowerRunConfig:
             estimator=self.estimator,
             baseline=self.baseline,
             correction=self.correction,
+            variance_control=self.variance_control,
+            anchor_batches=self.anchor_batches,
             reuse_anchor_batch=self.reuse_anchor_batch,
             normalize_advantage=self.normalize_advantage,
             ent_coef=self.ent_coef,
