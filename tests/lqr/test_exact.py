@@ -24,8 +24,7 @@ def _gains_near_optimum(problem, seed=0, scale=0.3):
     return K + scale * rng.normal(size=(problem.n_agents, *K.shape)) / np.sqrt(K.size)
 
 
-@pytest.mark.parametrize("noise_std", [0.0, 0.3])
-@pytest.mark.parametrize("exploration_std", [0.0, 0.5])
+@pytest.mark.parametrize(("noise_std", "exploration_std"), [(0.0, 0.0), (0.3, 0.5)])
 def test_gradient_matches_finite_differences(noise_std, exploration_std):
     problem = random_lqr(n_states=4, n_inputs=2, n_agents=3, heterogeneity=1.0, seed=3, noise_std=noise_std)
     K = _gains_near_optimum(problem)
