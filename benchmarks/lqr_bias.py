@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--centralised-steps", type=int, default=1500)
     args = p.parse_args(argv)
     if args.quick:
-        args.seeds, args.rounds, args.acceptance_rounds, args.centralised_steps = 2, 5, 5, 20
+        args.seeds, args.rounds, args.acceptance_rounds, args.centralised_steps = 1, 5, 5, 20
         args.local_steps, args.heterogeneity = [1, 10], [0.0, 1.0]
     seeds, eta = list(range(args.seeds)), args.learning_rate
     curves = {}

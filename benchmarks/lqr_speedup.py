@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--exploration-std", type=float, default=0.5)
     args = p.parse_args(argv)
     if args.quick:
-        args.seeds, args.agents, args.rounds, args.local_steps, args.horizon, args.trajectories = 2, [1, 2, 4], 10, 2, 10, 10
+        args.seeds, args.agents, args.rounds, args.local_steps, args.horizon, args.trajectories = 1, [1, 2, 4], 5, 2, 10, 10
     window = max(1, args.rounds // 5)
     data: dict = {
         "settings": vars(args) | {"out_dir": str(args.out_dir)},

@@ -59,15 +59,16 @@ class FederatedLQR:
     initial_gain: np.ndarray | None = field(default=None)
 
     def __post_init__(self) -> None:
-        A = np.asarray(self.A, dtype=np.float64)
-        B = np.asarray(self.B, dtype=np.float64)
+        # private copies: they are made read-only below, which must not touch the caller's arrays
+        A = np.array(self.A, dtype=np.float64)
+        B = np.array(self.B, dtype=np.float64)
         if A.ndim != 2 or A.shape[0] != A.shape[1]:
             raise ValueError(f"A must be square, got shape {A.shape}")
         if B.ndim != 2 or B.shape[0] != A.shape[0]:
             raise ValueError(f"B must have shape (n_x, n_u) = ({A.shape[0]}, n_u), got {B.shape}")
         n_x, n_u = B.shape
-        Q = np.asarray(self.Q, dtype=np.float64)
-        R = np.asarray(self.R, dtype=np.float64)
+        Q = np.array(self.Q, dtype=np.float64)
+        R = np.array(self.R, dtype=np.float64)
         if Q.ndim != 3 or Q.shape[1:] != (n_x, n_x):
             raise ValueError(f"Q must have shape (n_agents, {n_x}, {n_x}), got {Q.shape}")
         if R.ndim != 3 or R.shape[1:] != (n_u, n_u) or len(R) != len(Q):
@@ -77,14 +78,14 @@ class FederatedLQR:
         sigma0 = _spd(self.initial_covariance, "initial_covariance")
         if sigma0.shape != (n_x, n_x):
             raise ValueError(f"initial_covariance must have shape ({n_x}, {n_x}), got {sigma0.shape}")
-        W = np.zeros((n_x, n_x)) if self.noise_covariance is None else np.asarray(self.noise_covariance, dtype=np.float64)
+        W = np.zeros((n_x, n_x)) if self.noise_covariance is None else np.array(self.noise_covariance, dtype=np.float64)
         if W.shape != (n_x, n_x) or not np.allclose(W, W.T) or np.linalg.eigvalsh(0.5 * (W + W.T)).min() < -1e-12:
             raise ValueError(f"noise_covariance must be a symmetric positive semi-definite ({n_x}, {n_x}) matrix")
         if not 0.0 < self.gamma <= 1.0:
             raise ValueError(f"gamma must be in (0, 1], got {self.gamma}")
         if self.gamma == 1.0 and np.any(W != 0):
             raise ValueError("with process noise the undiscounted cost is infinite: use gamma < 1")
-        K0 = np.zeros((n_u, n_x)) if self.initial_gain is None else np.asarray(self.initial_gain, dtype=np.float64)
+        K0 = np.zeros((n_u, n_x)) if self.initial_gain is None else np.array(self.initial_gain, dtype=np.float64)
         if K0.shape != (n_u, n_x):
             raise ValueError(f"initial_gain must have shape ({n_u}, {n_x}), got {K0.shape}")
         for name, value in (("A", A), ("B", B), ("Q", Q), ("R", R), ("initial_covariance", sigma0), ("W", W), ("K0", K0)):

@@ -5,11 +5,11 @@ import warnings
 import gymnasium as gym
 import numpy as np
 import pytest
+import sb3_fedpg.envs  # noqa: F401  (registers the families)
+from sb3_fedpg.envs.lqr import LQRVectorEnv, lqr_problem
 from stable_baselines3.common.env_checker import check_env
 
-import sb3_fedpg.envs  # noqa: F401  (registers the families)
 from sb3_fedpg import FederatedPG, make_federated_vec_env
-from sb3_fedpg.envs.lqr import LQRVectorEnv, lqr_problem
 from sb3_fedpg.lqr import agent_costs, optimal_gain
 
 ENV_ID = "sb3_fedpg/HeteroLQR-v0"
@@ -40,7 +40,9 @@ def test_agent_rewards_are_their_own_costs_and_episodes_truncate():
 def test_vector_env_matches_exact_cost_of_a_linear_policy():
     """Monte Carlo returns of u = −K x on the native vector env match C_i(K) from the Lyapunov equation."""
     n_agents, per_agent, horizon = 2, 2000, 60
-    venv = make_federated_vec_env(ENV_ID, n_agents=n_agents, n_envs_per_agent=per_agent, seed=0, env_kwargs={"max_episode_steps": horizon})
+    venv = make_federated_vec_env(
+        ENV_ID, n_agents=n_agents, n_envs_per_agent=per_agent, seed=0, env_kwargs={"max_episode_steps": horizon}
+    )
     assert isinstance(venv.venv, LQRVectorEnv)
     problem = lqr_problem(n_agents, gamma=0.9)
     K = 0.5 * optimal_gain(problem).gain
@@ -63,7 +65,7 @@ def test_sync_and_native_vectorisation_agree():
     for venv in (native, sync):
         obs = venv.reset()
         assert obs.shape == (6, 4) and np.all(np.isfinite(obs))
-        obs, rewards, dones, _ = venv.step(np.zeros((6, 2), dtype=np.float32))
+        obs, rewards, _, _ = venv.step(np.zeros((6, 2), dtype=np.float32))
         assert rewards.shape == (6,) and np.all(rewards <= 0)
 
 

@@ -149,3 +149,13 @@ def test_problem_validation():
         FederatedLQR(p.A, p.B, p.Q, p.R, np.eye(4), initial_gain=100 * np.ones((2, 4)))
     with pytest.raises(ValueError, match="heterogeneity"):
         random_lqr(heterogeneity=-1)
+
+
+def test_problem_keeps_private_read_only_copies():
+    p = random_lqr(n_agents=2, seed=0)
+    A, Q = np.array(p.A), np.array(p.Q)
+    problem = FederatedLQR(A, p.B, Q, p.R, np.eye(4))
+    A[0, 0] += 1.0  # the caller's arrays stay writable and do not alias the problem's
+    assert problem.A[0, 0] == p.A[0, 0]
+    with pytest.raises(ValueError, match="read-only"):
+        problem.Q[0, 0, 0] = 1.0
