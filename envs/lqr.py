@@ -20,16 +20,17 @@ Heterogeneous LQR family: shared linear dynamics, per-agent quadratic costs of d
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 from sb3_fedpg.envs.families import FamilySpec, register_family
+from sb3_fedpg.envs.vector import vectorize_same_step
 
-from sb3_fedpg.common.federated_vec_env import vectorize_same_step
-from sb3_fedpg.lqr.problem import FederatedLQR, random_lqr
+if TYPE_CHECKING:  # envs stays light: the problem (SciPy) is imported when an env is made
+    from sb3_fedpg.lqr.problem import FederatedLQR
 
 #: family parameters and their defaults (all but ``heterogeneity`` shape the shared dynamics or bounds)
 LQR_DEFAULTS: dict[str, Any] = {
@@ -66,6 +67,8 @@ def lqr_problem(n_agents: int, gamma: float = 0.9, **family_kwargs: Any) -> Fede
     :param family_kwargs: the family parameters (``heterogeneity``, ``instance``, ...)
     :return: the :class:`~sb3_fedpg.lqr.FederatedLQR`
     """
+    from sb3_fedpg.lqr.problem import random_lqr
+
     p = _checked({**LQR_DEFAULTS, **family_kwargs})
     return random_lqr(
         n_states=p["n_states"],

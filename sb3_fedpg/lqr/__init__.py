@@ -1,8 +1,13 @@
 """
 Exact-gradient federated LQR: shared linear dynamics, per-agent quadratic costs, Riccati ground truth.
 
-See ``docs/lqr.md``.
+See ``docs/lqr.md``. The federated runs (``sb3_fedpg.lqr.runs``, which use the torch-capable
+``fedmath``) are imported on first use, so the problem, the exact formulas and the estimator
+(NumPy and SciPy only) stay torch-free.
 """
+
+import importlib
+from typing import Any
 
 from sb3_fedpg.lqr.exact import (
     GainEvaluation,
@@ -19,14 +24,18 @@ from sb3_fedpg.lqr.exact import (
     truncated_agent_gradients,
 )
 from sb3_fedpg.lqr.problem import FederatedLQR, random_lqr
-from sb3_fedpg.lqr.runs import (
-    LQRRunResult,
-    exact_federated_run,
-    exact_gradient_oracle,
-    federated_run,
-    sampled_federated_run,
-)
 from sb3_fedpg.lqr.sampled import LQRGPOMDPEstimator
+
+_LAZY = ("LQRRunResult", "exact_federated_run", "exact_gradient_oracle", "federated_run", "sampled_federated_run")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module("sb3_fedpg.lqr.runs"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'sb3_fedpg.lqr' has no attribute {name!r}")
+
 
 __all__ = [
     "FederatedLQR",

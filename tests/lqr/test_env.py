@@ -84,3 +84,16 @@ def test_federated_pg_smoke_train():
     assert 0 < model.num_timesteps <= 2000
     action, _ = model.predict(np.zeros(4, dtype=np.float32), deterministic=True)
     assert action.shape == (2,) and np.all(np.isfinite(action))
+
+
+def test_lqr_problem_and_env_modules_stay_torch_free():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, gymnasium as gym, sb3_fedpg, sb3_fedpg.lqr\n"
+        "env = gym.make('sb3_fedpg/HeteroLQR-v0', agent=0, n_agents=2)\n"
+        "print(','.join(m for m in ('torch', 'stable_baselines3') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == ""
