@@ -6,7 +6,7 @@ families only register ids here; their optional dependencies (``gymnasium[box2d]
 ``gymnasium[mujoco]``) are imported when one of their envs is made.
 """
 
-from sb3_fedpg.envs import box2d, classic_control, mujoco
+from sb3_fedpg.envs import box2d, classic_control, lqr, mujoco
 from sb3_fedpg.envs.box2d import LunarLanderTargetReward
 from sb3_fedpg.envs.classic_control import (
     CartPoleTargetReward,
@@ -34,6 +34,7 @@ __all__ = [
     "box2d",
     "classic_control",
     "get_family",
+    "lqr",
     "make_pole_length_cartpole",
     "make_pole_length_vector_env",
     "mujoco",
