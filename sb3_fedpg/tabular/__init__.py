@@ -21,7 +21,7 @@ from sb3_fedpg.tabular.exact import (
 )
 from sb3_fedpg.tabular.generators import garnet, gridworld
 from sb3_fedpg.tabular.mdp import FederatedTabularMDP
-from sb3_fedpg.tabular.reference import ReferenceOptimum, reference_optimum
+from sb3_fedpg.tabular.reference import ReferenceOptimum, local_maximum, reference_optimum
 from sb3_fedpg.tabular.runs import (
     TabularRunResult,
     exact_federated_run,
@@ -50,6 +50,7 @@ __all__ = [
     "global_gradient",
     "global_objective",
     "gridworld",
+    "local_maximum",
     "make_agent_envs",
     "optimal_objective",
     "reference_optimum",

@@ -18,6 +18,7 @@ from sb3_fedpg.tabular import (
     garnet,
     global_gradient,
     global_objective,
+    local_maximum,
     optimal_objective,
     reference_optimum,
     truncated_policy_gradient,
@@ -131,6 +132,10 @@ def test_reference_optimum_per_agent_dominates(tau):
     # Fast-FedPG's end point is no better than the reference either (gaps ≥ 0 up to round-off)
     fast = exact_federated_run(mdp, 10, 100, 1.0, tau, reference_objective=reference.objective)
     assert fast.gaps.min() > -1e-10
+    # refining its end point reaches a local maximum: above the end point, not above the reference
+    local, policy = local_maximum(mdp, fast.params[-1], tau)
+    assert fast.objectives[-1] - 1e-12 <= local <= reference.objective + 1e-10
+    assert abs(global_objective(mdp, np.log(np.maximum(policy, 1e-300)), tau) - local) < 1e-9
     with pytest.raises(ValueError, match="tau must be non-negative"):
         reference_optimum(mdp, -1.0)
 
