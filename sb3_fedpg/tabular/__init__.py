@@ -10,6 +10,7 @@ from sb3_fedpg.tabular.exact import (
     PolicyEvaluation,
     agent_gradients,
     agent_objectives,
+    agents_at_shared_params,
     evaluate_policies,
     global_gradient,
     global_objective,
@@ -20,6 +21,7 @@ from sb3_fedpg.tabular.exact import (
 )
 from sb3_fedpg.tabular.generators import garnet, gridworld
 from sb3_fedpg.tabular.mdp import FederatedTabularMDP
+from sb3_fedpg.tabular.reference import ReferenceOptimum, local_maximum, reference_optimum
 from sb3_fedpg.tabular.runs import (
     TabularRunResult,
     exact_federated_run,
@@ -34,10 +36,12 @@ __all__ = [
     "GPOMDPEstimator",
     "OptimalSolution",
     "PolicyEvaluation",
+    "ReferenceOptimum",
     "TabularMDPEnv",
     "TabularRunResult",
     "agent_gradients",
     "agent_objectives",
+    "agents_at_shared_params",
     "evaluate_policies",
     "exact_federated_run",
     "exact_gradient_oracle",
@@ -46,8 +50,10 @@ __all__ = [
     "global_gradient",
     "global_objective",
     "gridworld",
+    "local_maximum",
     "make_agent_envs",
     "optimal_objective",
+    "reference_optimum",
     "sampled_federated_run",
     "softmax_policy",
     "truncated_policy_gradient",

@@ -43,6 +43,7 @@ class TabularMDPEnv(gym.Env):
         self.observation_space = spaces.Box(0.0, 1.0, shape=(mdp.n_states,), dtype=np.float32)
         self.action_space = spaces.Discrete(mdp.n_actions)
         self._rewards = mdp.rewards[agent]
+        self._transitions = mdp.agent_transitions(agent)
         self._state = 0
         self._steps = 0
         self._seed = seed
@@ -74,7 +75,7 @@ class TabularMDPEnv(gym.Env):
 
     def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         """
-        Pay ``R[agent, s, a]`` and move to ``s' ~ P[s, a]``.
+        Pay ``R[agent, s, a]`` and move to ``s' ~ P[s, a]`` (``P[agent, s, a]`` for per-agent transitions).
 
         :param action: the action index
         :return: observation, reward, terminated (always ``False``), truncated, info with the new state
@@ -83,14 +84,14 @@ class TabularMDPEnv(gym.Env):
         if not 0 <= action < self.mdp.n_actions:
             raise ValueError(f"action must lie in [0, {self.mdp.n_actions}), got {action}")
         reward = float(self._rewards[self._state, action])
-        self._state = int(self.np_random.choice(self.mdp.n_states, p=self.mdp.transitions[self._state, action]))
+        self._state = int(self.np_random.choice(self.mdp.n_states, p=self._transitions[self._state, action]))
         self._steps += 1
         return self._observation(), reward, False, self._steps >= self.horizon, {"state": self._state}
 
 
 def make_agent_envs(mdp: FederatedTabularMDP, horizon: int = 100, seed: int | None = None) -> list[TabularMDPEnv]:
     """
-    One environment per agent, sharing the dynamics.
+    One environment per agent (sharing the dynamics, unless the MDP has per-agent transitions).
 
     :param mdp: the federated MDP
     :param horizon: truncation of every episode

@@ -16,6 +16,10 @@ unnormalised discounted occupancy (``x = d^π_ρ / (1 − γ)``),
 which for ``τ = 0`` is ``d^π_ρ(s) π(a|s) A^π(s, a) / (1 − γ)``. Everything is batched over
 a leading axis (agents, or many parameter vectors) with stacked linear solves (see
 :func:`batched_solve_pair`): no Python loop runs over agents or states.
+
+With per-agent transitions ``P_i`` (shape ``(N, S, A, S)``) the same formulas hold for each
+agent in its own MDP: ``P_π``, ``V_i``, ``Q_i = R_i + γ P_i V_i`` and the occupancy ``x_i``
+all use ``P_i``, still in one stacked solve over the batch.
 """
 
 from __future__ import annotations
@@ -147,12 +151,32 @@ def policy_transitions(transitions: np.ndarray, policy: np.ndarray) -> np.ndarra
     """
     State-to-state kernels ``P_π[b, s, s'] = Σ_a π_b(a|s) P[s, a, s']``.
 
-    :param transitions: ``P``, shape ``(S, A, S)``
+    :param transitions: shared ``P``, shape ``(S, A, S)``, or one kernel per batch element,
+        shape ``(B, S, A, S)``
     :param policy: ``π``, shape ``(B, S, A)``
     :return: ``P_π``, shape ``(B, S, S)``
     """
+    if transitions.ndim == 4:
+        # (B, S, 1, A) @ (B, S, A, S') -> (B, S, 1, S')
+        return np.matmul(policy[:, :, None, :], transitions)[:, :, 0, :]
     # batched over states: (S, B, A) @ (S, A, S') -> (S, B, S'); faster than a generic einsum
     return np.matmul(policy.transpose(1, 0, 2), transitions).transpose(1, 0, 2)
+
+
+def expected_next_values(transitions: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """
+    ``(P V)[b, s, a] = Σ_s' P[s, a, s'] V_b(s')``, with a shared or per-batch-element ``P``.
+
+    :param transitions: ``P``, shape ``(S, A, S)`` or ``(B, S, A, S)``
+    :param values: ``V``, shape ``(B, S)``
+    :return: shape ``(B, S, A)``
+    """
+    if transitions.ndim == 4:
+        batch, n_states, n_actions, _ = transitions.shape
+        return np.matmul(transitions.reshape(batch, n_states * n_actions, n_states), values[..., None]).reshape(
+            batch, n_states, n_actions
+        )
+    return np.matmul(transitions, values.T).transpose(2, 0, 1)
 
 
 def evaluate_policies(
@@ -167,7 +191,8 @@ def evaluate_policies(
     """
     Exact evaluation (and gradient) of a batch of softmax policies, one reward table each.
 
-    :param transitions: ``P``, shape ``(S, A, S)``
+    :param transitions: ``P``, shape ``(S, A, S)`` (shared), or ``(B, S, A, S)``: one kernel
+        per batch element (per-agent transitions)
     :param rewards: ``R``, shape ``(B, S, A)`` or ``(S, A)`` (broadcast over the batch)
     :param initial_distribution: ``ρ``, shape ``(S,)``
     :param gamma: discount factor
@@ -180,11 +205,14 @@ def evaluate_policies(
     if tau < 0:
         raise ValueError(f"tau must be non-negative, got {tau}")
     theta = np.asarray(theta, dtype=np.float64)
-    if theta.ndim != 3 or theta.shape[1:] != transitions.shape[:2]:
+    n_states, n_actions = transitions.shape[-3:-1]
+    if theta.ndim != 3 or theta.shape[1:] != (n_states, n_actions):
+        raise ValueError(f"theta must have shape (B, S, A) = (B, {n_states}, {n_actions}), got {theta.shape}")
+    if transitions.ndim == 4 and transitions.shape[0] != theta.shape[0]:
         raise ValueError(
-            f"theta must have shape (B, S, A) = (B, {transitions.shape[0]}, {transitions.shape[1]}), got {theta.shape}"
+            f"per-element transitions must have shape (B, S, A, S) with B = {theta.shape[0]}, got {transitions.shape}"
         )
-    batch, n_states, _ = theta.shape
+    batch = theta.shape[0]
     log_pi = log_softmax_policy(theta)
     pi = np.exp(log_pi)
     rewards = np.broadcast_to(rewards, theta.shape)
@@ -199,7 +227,7 @@ def evaluate_policies(
         values, occupancy = batched_solve_pair(system, r_pi[..., None], rhs)
         values, occupancy = values[..., 0], occupancy[..., 0]
     objective = values @ initial_distribution
-    q_values = rewards + gamma * np.matmul(transitions, values.T).transpose(2, 0, 1)
+    q_values = rewards + gamma * expected_next_values(transitions, values)
     if not with_gradient:
         return PolicyEvaluation(pi, log_pi, values, q_values, occupancy, objective, np.empty((batch, 0)))
     advantage = q_values - values[..., None]
@@ -252,12 +280,40 @@ def agent_gradients(mdp: FederatedTabularMDP, theta: np.ndarray, tau: float = 0.
     return evaluate_policies(mdp.transitions, mdp.rewards, mdp.initial_distribution, mdp.gamma, theta, tau).gradient
 
 
+def agents_at_shared_params(mdp: FederatedTabularMDP, theta: np.ndarray, tau: float = 0.0, with_gradient: bool = False):
+    """
+    Every agent evaluated at every one of ``B`` shared parameter vectors, in one batched solve.
+
+    :param mdp: the federated MDP (shared or per-agent transitions)
+    :param theta: logits ``(B, S, A)``
+    :param tau: entropy temperature
+    :param with_gradient: also compute the gradients
+    :return: ``(objectives (B, N), gradients (B, N, S, A) or None)``
+    """
+    batch, n = theta.shape[0], mdp.n_agents
+    shape = (batch, n, mdp.n_states, mdp.n_actions)
+    thetas = np.broadcast_to(theta[:, None], shape).reshape(batch * n, *shape[2:])
+    rewards = np.broadcast_to(mdp.rewards[None], shape).reshape(batch * n, *shape[2:])
+    transitions = mdp.transitions
+    if not mdp.shared_transitions:
+        transitions = np.broadcast_to(transitions[None], (batch, *transitions.shape)).reshape(
+            batch * n, *transitions.shape[1:]
+        )
+    evaluation = evaluate_policies(
+        transitions, rewards, mdp.initial_distribution, mdp.gamma, thetas, tau, with_gradient=with_gradient
+    )
+    gradient = evaluation.gradient.reshape(shape) if with_gradient else None
+    return evaluation.objective.reshape(batch, n), gradient
+
+
 def global_objective(mdp: FederatedTabularMDP, theta: np.ndarray, tau: float = 0.0) -> np.ndarray | float:
     """
     The federated objective ``J(θ) = (1/N) Σ_i J_i(θ)``, for one or many parameter vectors.
 
-    By linearity in the reward it equals the objective of the average-reward MDP, which is
-    what is computed (one solve per parameter vector instead of ``N``).
+    With shared transitions it equals, by linearity in the reward, the objective of the
+    average-reward MDP, which is what is computed (one solve per parameter vector instead of
+    ``N``). With per-agent transitions every ``J_i`` is solved in its own MDP (``B·N`` solves,
+    one batched call) and averaged.
 
     :param mdp: the federated MDP
     :param theta: logits ``(S, A)`` (one policy) or ``(B, S, A)`` / ``(B, S·A)`` (a batch)
@@ -266,6 +322,9 @@ def global_objective(mdp: FederatedTabularMDP, theta: np.ndarray, tau: float = 0
     """
     single = np.ndim(theta) == 2 and np.shape(theta) == (mdp.n_states, mdp.n_actions)
     theta = _as_batch(mdp, theta)
+    if not mdp.shared_transitions:
+        j = agents_at_shared_params(mdp, theta, tau)[0].mean(1)
+        return float(j[0]) if single else j
     j = evaluate_policies(
         mdp.transitions, mdp.mean_rewards, mdp.initial_distribution, mdp.gamma, theta, tau, with_gradient=False
     ).objective
@@ -373,11 +432,18 @@ def optimal_objective(mdp: FederatedTabularMDP, tau: float = 0.0, tol: float = 1
     objective is the objective of the MDP with the agents' average reward, so its optimum
     is given by (soft) value iteration on that single MDP.
 
-    :param mdp: the federated MDP
+    :param mdp: the federated MDP, with shared transitions
     :param tau: entropy temperature
     :param tol: value-iteration tolerance before the exact refinement
     :return: the :class:`OptimalSolution` of the average-reward MDP
+    :raises ValueError: for per-agent transitions (no average MDP exists; use
+        :func:`sb3_fedpg.tabular.reference_optimum`)
     """
+    if not mdp.shared_transitions:
+        raise ValueError(
+            "optimal_objective() needs shared transitions (Proposition 1); with per-agent P_i the reference "
+            "optimum is sb3_fedpg.tabular.reference_optimum(mdp, tau)"
+        )
     return value_iteration(mdp.transitions, mdp.mean_rewards, mdp.initial_distribution, mdp.gamma, tau, tol=tol)
 
 
@@ -402,12 +468,12 @@ def truncated_policy_gradient(mdp: FederatedTabularMDP, theta: np.ndarray, horiz
     log_pi = log_softmax_policy(theta)
     pi = np.exp(log_pi)
     soft_rewards = mdp.rewards - tau * log_pi
-    p_pi = policy_transitions(mdp.transitions, pi)
+    p_pi = policy_transitions(mdp.transitions, pi)  # per-agent P_i: one kernel per agent
     # advantages[n-1] = π (Q^{(n)} − V^{(n)}) for n = 1..K
     advantages = []
     values = np.zeros((mdp.n_agents, mdp.n_states))
     for _ in range(horizon):
-        q = soft_rewards + mdp.gamma * np.matmul(mdp.transitions, values.T).transpose(2, 0, 1)
+        q = soft_rewards + mdp.gamma * expected_next_values(mdp.transitions, values)
         values = (pi * q).sum(-1)
         advantages.append(pi * (q - values[..., None]))
     gradient = np.zeros_like(pi)

@@ -3,7 +3,8 @@ Random and structured federated tabular MDPs with a heterogeneity knob.
 
 Both generators interpolate linearly between a reward table shared by all agents
 (``heterogeneity = 0``: identical agents) and one independent table per agent
-(``heterogeneity = 1``): ``R_i = (1 − h) R_common + h R_i^own``.
+(``heterogeneity = 1``): ``R_i = (1 − h) R_common + h R_i^own``. :func:`garnet` also has a
+*transition*-heterogeneity knob ``κ``: ``P_i = (1 − κ) P + κ P̃_i``.
 """
 
 from __future__ import annotations
@@ -25,6 +26,15 @@ def _check_heterogeneity(heterogeneity: float) -> float:
     return heterogeneity
 
 
+def _garnet_kernel(rng: np.random.Generator, n_states: int, n_actions: int, branching: int) -> np.ndarray:
+    # for each (s, a): `branching` distinct next states, Dirichlet(1) probabilities
+    next_states = np.argsort(rng.random((n_states, n_actions, n_states)), axis=-1)[..., :branching]
+    probs = rng.dirichlet(np.ones(branching), size=(n_states, n_actions))
+    transitions = np.zeros((n_states, n_actions, n_states))
+    np.put_along_axis(transitions, next_states, probs, axis=-1)
+    return transitions
+
+
 def _check_positive(name: str, value: int) -> int:
     if int(value) != value or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value}")
@@ -39,9 +49,10 @@ def garnet(
     heterogeneity: float = 1.0,
     gamma: float = 0.9,
     seed: int | None = 0,
+    transition_heterogeneity: float = 0.0,
 ) -> FederatedTabularMDP:
     """
-    A Garnet random MDP (Archibald et al., 1995) with per-agent rewards.
+    A Garnet random MDP (Archibald et al., 1995) with per-agent rewards (and optionally transitions).
 
     For every ``(s, a)`` the next state is one of ``branching`` distinct states drawn
     uniformly, with probabilities from a uniform random partition of ``[0, 1]``
@@ -52,6 +63,12 @@ def garnet(
     agent ``i``'s own table does not depend on ``n_agents``, so growing ``N`` adds agents to
     the same population and sweeping ``heterogeneity`` keeps everything else fixed.
 
+    Transition heterogeneity ``κ`` (beyond the paper): agent ``i``'s kernel is
+    ``P_i = (1 − κ) P + κ P̃_i``, with ``P`` the shared Garnet kernel above and ``P̃_i`` an
+    independent Garnet kernel of agent ``i`` (same branching; its own random stream, so it
+    depends neither on ``N`` nor on ``κ``). ``κ = 0`` returns the shared-``P`` MDP, identical
+    to the one without the argument; ``κ > 0`` gives ``transitions`` of shape ``(N, S, A, S)``.
+
     :param n_states: ``S``
     :param n_actions: ``A``
     :param branching: number of possible next states per ``(s, a)``, in ``[1, S]``
@@ -59,6 +76,7 @@ def garnet(
     :param heterogeneity: ``0`` identical rewards, ``1`` independent rewards per agent
     :param gamma: discount factor
     :param seed: seed of the ``np.random.Generator``
+    :param transition_heterogeneity: ``κ``: ``0`` shared dynamics, ``1`` an independent Garnet kernel per agent
     :return: the federated MDP
     """
     n_states = _check_positive("n_states", n_states)
@@ -68,13 +86,18 @@ def garnet(
     if branching > n_states:
         raise ValueError(f"branching must be at most n_states = {n_states}, got {branching}")
     heterogeneity = _check_heterogeneity(heterogeneity)
-    # independent streams so that each part is reproducible on its own
-    dyn_rng, common_rng, agent_seq = np.random.SeedSequence(seed).spawn(3)
-    dyn_rng = np.random.default_rng(dyn_rng)
-    next_states = np.argsort(dyn_rng.random((n_states, n_actions, n_states)), axis=-1)[..., :branching]
-    probs = dyn_rng.dirichlet(np.ones(branching), size=(n_states, n_actions))
-    transitions = np.zeros((n_states, n_actions, n_states))
-    np.put_along_axis(transitions, next_states, probs, axis=-1)
+    kappa = float(transition_heterogeneity)
+    if not 0.0 <= kappa <= 1.0:
+        raise ValueError(f"transition_heterogeneity must lie in [0, 1], got {transition_heterogeneity}")
+    # independent streams so that each part is reproducible on its own (the fourth, for the
+    # agents' own kernels, leaves the first three exactly as they were without it)
+    dyn_rng, common_rng, agent_seq, kernel_seq = np.random.SeedSequence(seed).spawn(4)
+    transitions = _garnet_kernel(np.random.default_rng(dyn_rng), n_states, n_actions, branching)
+    if kappa > 0:
+        own_kernels = np.stack(
+            [_garnet_kernel(np.random.default_rng(s), n_states, n_actions, branching) for s in kernel_seq.spawn(n_agents)]
+        )
+        transitions = (1.0 - kappa) * transitions[None] + kappa * own_kernels
     common = np.random.default_rng(common_rng).random((n_states, n_actions))
     own = np.stack([np.random.default_rng(s).random((n_states, n_actions)) for s in agent_seq.spawn(n_agents)])
     rewards = (1.0 - heterogeneity) * common[None] + heterogeneity * own

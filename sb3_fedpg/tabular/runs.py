@@ -24,6 +24,7 @@ from sb3_fedpg.tabular.exact import (
     truncated_policy_gradient,
 )
 from sb3_fedpg.tabular.mdp import FederatedTabularMDP
+from sb3_fedpg.tabular.reference import reference_optimum
 from sb3_fedpg.tabular.sampled import Baseline, GPOMDPEstimator
 
 
@@ -34,7 +35,9 @@ class TabularRunResult:
 
     :param params: global parameters ``θ̄_t`` for ``t = 0 … T``, shape ``(T+1, S, A)``
     :param objectives: exact ``J(θ̄_t)`` (average over agents, entropy-regularised if ``τ > 0``), shape ``(T+1,)``
-    :param optimal_objective: ground truth ``J*`` from (soft) value iteration
+    :param optimal_objective: ground truth ``J*`` from (soft) value iteration (shared
+        transitions), or the reference optimum (per-agent transitions, see
+        :func:`~sb3_fedpg.tabular.reference_optimum`), or the value passed as ``reference_objective``
     :param drift: per round, mean over agents of ``‖θ_{i,H} − θ̄_t‖``, shape ``(T,)``
     :param correction_norm: per round, mean over agents of ``‖g − a_i‖``, shape ``(T,)``
     :param wall_time: seconds spent in the rounds (not in the final evaluation)
@@ -72,6 +75,20 @@ def _initial_params(mdp: FederatedTabularMDP, theta0: np.ndarray | None) -> np.n
     return theta0.reshape(mdp.n_params).copy()
 
 
+def reference_objective_of(mdp: FederatedTabularMDP, tau: float) -> float:
+    """
+    The value gaps are measured against when none is given.
+
+    :param mdp: the federated MDP
+    :param tau: entropy temperature
+    :return: ``J*`` by (soft) value iteration for shared transitions; for per-agent
+        transitions the default :func:`~sb3_fedpg.tabular.reference_optimum` (20 starts, ~seconds)
+    """
+    if mdp.shared_transitions:
+        return optimal_objective(mdp, tau).objective
+    return reference_optimum(mdp, tau).objective
+
+
 def federated_run(
     mdp: FederatedTabularMDP,
     grad_fn: Callable[[np.ndarray, int], np.ndarray],
@@ -85,6 +102,7 @@ def federated_run(
     server_learning_rate: float = 1.0,
     n_samples: Callable[[], int] | None = None,
     config: dict | None = None,
+    reference_objective: float | None = None,
 ) -> TabularRunResult:
     """
     Run ``n_rounds`` rounds of :func:`~sb3_fedpg.common.fedmath.fedpg_round` with any oracle.
@@ -102,6 +120,8 @@ def federated_run(
     :param server_learning_rate: ``η_g``
     :param n_samples: callable returning the environment steps used so far, if any
     :param config: settings to store in the result
+    :param reference_objective: the value gaps are measured against; ``None``: see
+        :func:`reference_objective_of` (pass it to share one reference between runs)
     :return: the :class:`TabularRunResult`
     """
     if local_steps < 1 or n_rounds < 0:
@@ -131,8 +151,10 @@ def federated_run(
             correction_norm[t] = result.correction_norm
     wall_time = time.perf_counter() - start
     history = history.reshape(n_rounds + 1, mdp.n_states, mdp.n_actions)
-    # evaluate all rounds at once, in chunks to bound the (chunk, S, S) memory
-    chunk = max(1, 2**22 // mdp.n_states**2)
+    # evaluate all rounds at once, in chunks to bound the (chunk, S, S) memory (per-agent
+    # transitions: (chunk·N, S, A, S) kernels)
+    per_params = mdp.n_states**2 if mdp.shared_transitions else mdp.n_agents * mdp.n_actions * mdp.n_states**2
+    chunk = max(1, 2**22 // per_params)
     with single_threaded_torch():
         objectives = np.concatenate(
             [global_objective(mdp, history[i : i + chunk], tau) for i in range(0, n_rounds + 1, chunk)]
@@ -140,7 +162,7 @@ def federated_run(
     return TabularRunResult(
         params=history,
         objectives=objectives,
-        optimal_objective=optimal_objective(mdp, tau).objective,
+        optimal_objective=reference_objective_of(mdp, tau) if reference_objective is None else float(reference_objective),
         drift=drift,
         correction_norm=correction_norm,
         wall_time=wall_time,
@@ -182,6 +204,7 @@ def exact_federated_run(
     reuse_anchor: bool = True,
     server_learning_rate: float = 1.0,
     truncation: int | None = None,
+    reference_objective: float | None = None,
 ) -> TabularRunResult:
     """
     Fast-FedPG (``correction=True``) or FedAvg-PG with exact softmax policy gradients.
@@ -197,6 +220,8 @@ def exact_federated_run(
         gradients; saves one gradient evaluation)
     :param server_learning_rate: ``η_g``
     :param truncation: use the expected ``K``-truncated GPOMDP gradient instead of the exact one
+    :param reference_objective: the value gaps are measured against (default: value iteration
+        for shared transitions, :func:`~sb3_fedpg.tabular.reference_optimum` for per-agent ones)
     :return: the :class:`TabularRunResult`
     """
     config = dict(
@@ -222,6 +247,7 @@ def exact_federated_run(
         reuse_anchor,
         server_learning_rate,
         config=config,
+        reference_objective=reference_objective,
     )
 
 
@@ -239,6 +265,7 @@ def sampled_federated_run(
     server_learning_rate: float = 1.0,
     baseline: Baseline = "leave_one_out",
     seed: int | None = 0,
+    reference_objective: float | None = None,
 ) -> TabularRunResult:
     """
     Fast-FedPG or FedAvg-PG with truncated GPOMDP gradients (``K`` steps, ``M`` trajectories).
@@ -260,6 +287,7 @@ def sampled_federated_run(
     :param server_learning_rate: ``η_g``
     :param baseline: GPOMDP baseline (see :class:`~sb3_fedpg.tabular.sampled.GPOMDPEstimator`)
     :param seed: sampling seed
+    :param reference_objective: the value gaps are measured against (default as in :func:`exact_federated_run`)
     :return: the :class:`TabularRunResult` (exact gaps of the sampled iterates)
     """
     estimator = GPOMDPEstimator(mdp, horizon, n_trajectories, tau, baseline, seed)
@@ -290,4 +318,5 @@ def sampled_federated_run(
         server_learning_rate,
         n_samples=lambda: estimator.n_samples,
         config=config,
+        reference_objective=reference_objective,
     )

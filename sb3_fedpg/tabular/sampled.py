@@ -22,7 +22,7 @@ class GPOMDPEstimator:
     The paper's truncated GPOMDP estimator, one independent batch per agent per call.
 
     For agent ``i`` with parameters ``θ_i``: ``M`` trajectories start from ``ρ``, run
-    ``K`` steps under ``π_{θ_i}`` in agent ``i``'s MDP, and
+    ``K`` steps under ``π_{θ_i}`` in agent ``i``'s MDP (its own ``P_i`` if transitions are per-agent), and
 
         ĝ_i = (1/M) Σ_m Σ_{h<K} ∇log π(a_h|s_h) (Σ_{k=h}^{K−1} γ^k r_k − b_h).
 
@@ -101,7 +101,7 @@ class GPOMDPEstimator:
             if self.tau > 0:
                 r = r - self.tau * np.take_along_axis(log_p, a[..., None], -1)[..., 0]
             visited[h], actions[h], probs[h], rewards[h] = states, a, p, r
-            cum = self._cum_transitions[states, a]
+            cum = self._cum_transitions[states, a] if mdp.shared_transitions else self._cum_transitions[agent, states, a]
             states = np.minimum((cum < self.rng.random((n, m, 1))).sum(-1), last_state)
         self.n_samples += n * m * k
         discounted = rewards * self._discounts[:, None, None]
