@@ -461,24 +461,52 @@ def anchor_noise_variance(sub_gradients: ArrayT) -> ArrayT:
     return (centred**2).sum(axis=(0, 2)) / (k * (k - 1))
 
 
-def correction_snr(anchor_grads: ArrayT, global_grad: ArrayT, noise_variance: ArrayT) -> ArrayT:
+def correction_signal_noise(anchor_grads: ArrayT, global_grad: ArrayT, noise_variance: ArrayT) -> tuple[ArrayT, ArrayT]:
     """
-    Signal-to-noise ratio of each agent's correction ``g − a_i``.
+    Each agent's correction ``g − a_i`` split into heterogeneity (signal) and sampling noise.
 
     ``E‖g − a_i‖² = ‖E(g − a_i)‖² + tr Var(g − a_i)``, with independent agents
     ``tr Var(g − a_i) = (1 − 2/N) v_i + (1/N²) Σ_j v_j`` (``v_i = tr Var a_i``, ``g`` the mean of the ``N`` anchors).
-    The signal (heterogeneity) is estimated by ``max(‖g − a_i‖² − tr Var(g − a_i), 0)``; the ratio is signal / noise.
+    The signal ``‖E(g − a_i)‖²`` is estimated without bias by ``‖g − a_i‖² − tr Var(g − a_i)`` (it may come out
+    negative in one round; average it over rounds before clipping).
 
     :param anchor_grads: ``a_i``, ``(n, p)`` (the agents whose mean is ``g``)
     :param global_grad: ``g``, ``(p,)``
     :param noise_variance: ``v_i``, ``(n,)`` (:func:`anchor_noise_variance`)
-    :return: ``(n,)`` ratios (``inf`` where the noise is 0 and the signal is not)
+    :return: ``(signal, noise)``, each ``(n,)``
     """
     n = anchor_grads.shape[0]
     raw = row_norms(global_grad - anchor_grads) ** 2
     noise = (1 - 2 / n) * noise_variance + noise_variance.sum() / n**2
-    signal = (raw - noise).clip(min=0) if isinstance(raw, np.ndarray) else (raw - noise).clamp(min=0)
-    return signal / noise
+    return raw - noise, noise
+
+
+def correction_snr(anchor_grads: ArrayT, global_grad: ArrayT, noise_variance: ArrayT) -> ArrayT:
+    """
+    Signal-to-noise ratio of each agent's correction ``g − a_i`` in one round: ``max(signal, 0) / noise``
+    (:func:`correction_signal_noise`).
+
+    :param anchor_grads: ``a_i``, ``(n, p)`` (the agents whose mean is ``g``)
+    :param global_grad: ``g``, ``(p,)``
+    :param noise_variance: ``v_i``, ``(n,)`` (:func:`anchor_noise_variance`)
+    :return: ``(n,)`` ratios (``inf`` where the noise is 0)
+    """
+    signal, noise = correction_signal_noise(anchor_grads, global_grad, noise_variance)
+    return snr_from(signal, noise)
+
+
+def snr_from(signal: ArrayT, noise: ArrayT) -> ArrayT:
+    """
+    :param signal: signal estimates (clipped at 0 here)
+    :param noise: noise variances
+    :return: ``max(signal, 0) / noise``, ``inf`` where the noise is 0 (exact gradients: all signal)
+    """
+    if isinstance(signal, np.ndarray):
+        clipped = signal.clip(min=0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(noise > 0, clipped / np.where(noise > 0, noise, 1.0), np.inf)
+    clipped = signal.clamp(min=0)
+    return th.where(noise > 0, clipped / th.where(noise > 0, noise, th.ones_like(noise)), th.full_like(noise, float("inf")))
 
 
 def snr_damping(snr: ArrayT) -> ArrayT:
@@ -489,9 +517,12 @@ def snr_damping(snr: ArrayT) -> ArrayT:
     :param snr: ``(n,)`` signal-to-noise ratios (:func:`correction_snr`)
     :return: ``(n,)`` damping factors in ``[0, 1]``
     """
-    beta = snr / (1 + snr)
-    # inf / inf: no noise at all, the paper's correction
-    return np.where(np.isinf(snr), 1.0, beta) if isinstance(snr, np.ndarray) else th.where(th.isinf(snr), 1.0, beta)
+    # inf (no noise at all): the paper's correction, β = 1
+    if isinstance(snr, np.ndarray):
+        finite = np.where(np.isinf(snr), 0.0, snr)
+        return np.where(np.isinf(snr), 1.0, finite / (1 + finite))
+    finite = th.where(th.isinf(snr), th.zeros_like(snr), snr)
+    return th.where(th.isinf(snr), th.ones_like(snr), finite / (1 + finite))
 
 
 def variance_controlled_gradient(

@@ -17,7 +17,7 @@ from sb3_fedpg.common.batched_policy import BatchedActor, StackedCritics
 from sb3_fedpg.common.estimators import make_estimator
 from sb3_fedpg.common.federated_algorithm import FederatedAlgorithm, StopTrainingInRound
 from sb3_fedpg.common.hyperparams import FedPGHyperparams
-from sb3_fedpg.fedpg.learner import PolicyGradientLearner
+from sb3_fedpg.fedpg.learner import CorrectionStatistics, PolicyGradientLearner
 from sb3_fedpg.fedpg.local_optim import LOCAL_OPTIMIZERS
 from sb3_fedpg.fedpg.policies import MlpPolicy
 
@@ -195,6 +195,7 @@ class FederatedPG(FederatedAlgorithm):
             self.device
         )
         self._setup_federated_buffers()
+        self.correction_stats = CorrectionStatistics(self.n_agents).to(self.device)
         self.learner = PolicyGradientLearner(
             self._actor,
             self.critics,
@@ -204,6 +205,7 @@ class FederatedPG(FederatedAlgorithm):
             normalize_advantage=self.normalize_advantage,
             ent_coef=self.ent_coef,
             max_grad_norm=self.max_grad_norm,
+            correction_stats=self.correction_stats,
         )
 
     def _excluded_save_params(self) -> list[str]:
@@ -214,12 +216,13 @@ class FederatedPG(FederatedAlgorithm):
             "_numpy_rollout",
             "critics",
             "critic_optimizer",
+            "correction_stats",
             "learner",
             "local_optimizer_state",
         ]
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
-        return ["policy", "critics", "critic_optimizer", "local_optimizer_state"], []
+        return ["policy", "critics", "critic_optimizer", "local_optimizer_state", "correction_stats"], []
 
     @property
     def last_round(self) -> fedmath.RoundResult | None:

@@ -49,6 +49,35 @@ def bootstrap_truncations(batch: RolloutBatch, critics: StackedCritics, gamma: f
     batch.truncations = ()
 
 
+class CorrectionStatistics(th.nn.Module):
+    """
+    Each agent's running averages, over rounds, of its correction's signal and noise (exponential, bias-corrected):
+    the SNR that :func:`~sb3_fedpg.common.fedmath.snr_damping` acts on. Local to each agent; saved with the model.
+
+    :param n_agents: number of agents
+    :param decay: weight of the past per round
+    """
+
+    def __init__(self, n_agents: int, decay: float = 0.9) -> None:
+        super().__init__()
+        self.decay = decay
+        self.register_buffer("signal", th.zeros(n_agents))
+        self.register_buffer("noise", th.zeros(n_agents))
+        self.register_buffer("weight", th.zeros(()))
+
+    @th.no_grad()
+    def update(self, signal: th.Tensor, noise: th.Tensor) -> th.Tensor:
+        """
+        :param signal: this round's signal estimates ``(n,)``
+        :param noise: this round's noise variances ``(n,)``
+        :return: the running SNR ``(n,)``
+        """
+        self.signal.mul_(self.decay).add_((1 - self.decay) * signal.to(self.signal.dtype))
+        self.noise.mul_(self.decay).add_((1 - self.decay) * noise.to(self.noise.dtype))
+        self.weight.mul_(self.decay).add_(1 - self.decay)
+        return fedmath.snr_from(self.signal / self.weight, self.noise / self.weight)
+
+
 class RoundStats:
     """Running means of the ``train/`` statistics over all batches of a round."""
 
@@ -81,6 +110,7 @@ class PolicyGradientLearner:
     :param normalize_advantage: normalise each agent's weights to zero mean and unit variance
     :param ent_coef: entropy bonus coefficient
     :param max_grad_norm: clip each agent's direction to this norm (``None``: no clipping)
+    :param correction_stats: each agent's running signal/noise of its correction (new ones if ``None``)
     """
 
     def __init__(
@@ -93,6 +123,7 @@ class PolicyGradientLearner:
         normalize_advantage: bool = True,
         ent_coef: float = 0.0,
         max_grad_norm: float | None = None,
+        correction_stats: CorrectionStatistics | None = None,
     ) -> None:
         self.actor = actor
         self.critics = critics
@@ -102,6 +133,9 @@ class PolicyGradientLearner:
         self.normalize_advantage = normalize_advantage
         self.ent_coef = ent_coef
         self.max_grad_norm = max_grad_norm
+        self.correction_stats = (
+            correction_stats if correction_stats is not None else CorrectionStatistics(critics.params.shape[0])
+        )
         self.stats = RoundStats()
 
     # ------------------------------------------------------------------ one batch
@@ -250,6 +284,7 @@ class PolicyGradientLearner:
             "critics": self.critics.state_dict(),
             "critic_optimizer": self.critic_optimizer.state_dict(),
             "local_optimizer_state": self.local_optimizer.state_dict(),
+            "correction_stats": self.correction_stats.state_dict(),
         }
 
     def load_local_state_dict(self, state: dict[str, Any]) -> None:
@@ -259,6 +294,8 @@ class PolicyGradientLearner:
         self.critics.load_state_dict(state["critics"])
         self.critic_optimizer.load_state_dict(state["critic_optimizer"])
         self.local_optimizer.load_state_dict(state["local_optimizer_state"])
+        if "correction_stats" in state:
+            self.correction_stats.load_state_dict(state["correction_stats"])
 
     def snapshot(self) -> dict[str, Any]:
         """:return: a deep copy of the local memory, to roll a failed round back with :meth:`load_local_state_dict`"""
@@ -275,8 +312,10 @@ class NoiseAwareSteps:
     ``k = 1`` the anchor batch is split in two halves (by sub-environment when ``M`` is even, else by time
     step) and their gradients computed in one extra batched backward (the anchor itself is unchanged).
     :func:`~sb3_fedpg.common.fedmath.anchor_noise_variance` gives ``v_i = tr Var a_i``; with ``g``,
-    :func:`~sb3_fedpg.common.fedmath.correction_snr` gives each agent's SNR. Logged as ``fed/anchor_noise``
-    (mean ``√v_i``), ``fed/correction_snr`` (median over agents) and ``fed/correction_beta`` (mean ``β_i``).
+    :func:`~sb3_fedpg.common.fedmath.correction_signal_noise` splits each agent's ``‖g − a_i‖²`` into signal
+    and noise, averaged over rounds per agent (:class:`CorrectionStatistics`: one round's estimate is too noisy
+    to act on) into its SNR. Logged as ``fed/anchor_noise`` (mean ``√v_i``), ``fed/correction_snr`` (median over
+    agents) and ``fed/correction_beta`` (mean ``β_i``).
 
     **Variants** (:func:`~sb3_fedpg.common.fedmath.variance_controlled_gradient`): ``"control_variate"``
     evaluates each fresh batch ``B_ℓ`` also at ``θ̄`` by importance weighting (per-step ratios
@@ -342,7 +381,8 @@ class NoiseAwareSteps:
     def local_round(self, global_params: th.Tensor, anchor_grads: th.Tensor, global_grad: th.Tensor) -> th.Tensor:
         learner, mode = self.learner, self.variance_control
         if self.noise_variance is not None:
-            snr = fedmath.correction_snr(anchor_grads, global_grad, self.noise_variance)
+            signal, noise = fedmath.correction_signal_noise(anchor_grads, global_grad, self.noise_variance)
+            snr = learner.correction_stats.update(signal, noise)
             self.damping = fedmath.snr_damping(snr)
             learner.stats.add("fed/correction_snr", float(snr.median()))
             learner.stats.add("fed/correction_beta", float(self.damping.mean()))
