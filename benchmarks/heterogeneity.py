@@ -54,12 +54,27 @@ VERSION = 1
 SEEDS = (0, 1, 2)
 HETEROGENEITY = (0.5, 1.0)
 LARGE_H = 50
+SMALL_H = 5
 THRESHOLD = 0.7
-METHODS = ("central", "fast", "fedavg", "local")
+#: plain SGD instead of Adam (no per-agent preconditioning), for the ``*_sgd`` variants
+SGD = {"local_optimizer": "sgd", "learning_rate": 3e-2}
+#: federated methods: (local steps H, drift correction, overrides of ``COMMON``)
+FEDERATED: dict[str, tuple[int, bool, dict[str, Any]]] = {
+    "central": (1, True, {}),
+    "fast": (LARGE_H, True, {}),
+    "fedavg": (LARGE_H, False, {}),
+    "fast_small": (SMALL_H, True, {}),
+    "fedavg_small": (SMALL_H, False, {}),
+    "central_sgd": (1, True, SGD),
+    "fedavg_sgd": (LARGE_H, False, SGD),
+}
+METHODS = (*FEDERATED, "local")
 LABELS = {
     "central": "central PG (H = 1)",
     "fast": f"Fast-FedPG (H = {LARGE_H})",
     "fedavg": f"FedAvg-PG (H = {LARGE_H})",
+    "fast_small": f"Fast-FedPG (H = {SMALL_H})",
+    "fedavg_small": f"FedAvg-PG (H = {SMALL_H})",
     "local": "local-only",
     "oneshot": "one-shot average of local models",
 }
@@ -72,7 +87,7 @@ COMMON: dict[str, Any] = {
     "gae_lambda": 0.95,
     "normalize_advantage": False,
     "critic_learning_rate": 1e-2,
-    "learning_rate": 1e-2,
+    "learning_rate": 3e-3,
     "local_optimizer": "adam",
     "policy_kwargs": {"net_arch": [32, 32]},
 }
@@ -194,12 +209,12 @@ def run_one(family: dict[str, Any], heterogeneity: float, method: str, seed: int
         out["oneshot"] = evaluate(average, env)
         out["oneshot_hold"] = hold_point(average, env)
     else:
-        local_steps, correction = {"central": (1, True), "fast": (LARGE_H, True), "fedavg": (LARGE_H, False)}[method]
+        local_steps, correction, overrides = FEDERATED[method]
         try:
-            model = train(family, heterogeneity, seed, common, local_steps, correction)
+            model = train(family, heterogeneity, seed, {**common, **overrides}, local_steps, correction)
             out["per_agent"] = evaluate(model, env)
             out["hold"] = hold_point(model, env)
-        except ValueError as error:  # a run whose parameters blew up (NaN/inf): recorded, not hidden
+        except (ValueError, FloatingPointError) as error:  # a run that blew up (NaN/inf): recorded, not hidden
             out["per_agent"], out["hold"], out["error"] = None, None, str(error).splitlines()[0]
     out["seconds"] = time.perf_counter() - start
     return out
@@ -229,7 +244,7 @@ def summarise(family: dict[str, Any], runs: dict[str, list[dict[str, Any]]], j_r
     """Best J, normalised scores and the criterion for one (family, h) from its runs (one per seed)."""
     n = family["n_agents"]
     methods: dict[str, Any] = {}
-    for method in ("central", "fast", "fedavg"):
+    for method in FEDERATED:
         finals = [float(np.mean(r["per_agent"])) if r["per_agent"] is not None else float("-inf") for r in runs[method]]
         diverged = sum(not np.isfinite(v) for v in finals)
         mean, std = _mean_std(finals) if not diverged else (float("-inf"), float("nan"))
@@ -299,7 +314,7 @@ def _fmt(entry: dict[str, Any], pm: bool = True) -> str:
     return f"{text} ({entry['score']:.0%})"
 
 
-def markdown(summary: dict[str, Any], families: dict[str, Any]) -> str:
+def markdown(summary: dict[str, Any], families: dict[str, Any], run_seconds: dict[str, float] | None = None) -> str:
     lines = [
         "| family | h | best J̄ (method) | random J̄ | local-only J̄ per policy (score) | local-only mean (score) "
         "| one-shot average of local models | FedAvg-PG, large H | Fast-FedPG, same H | central PG (H = 1) "
@@ -337,6 +352,22 @@ def markdown(summary: dict[str, Any], families: dict[str, Any]) -> str:
         f"method. Heterogeneous = local-only mean score ≤ {THRESHOLD:.0%} **and** best − FedAvg-PG > spread (sum of the "
         f"3-seed stds of FedAvg-PG and of the best method). Large H = {LARGE_H}."
     )
+    lines += [
+        "",
+        "Does the bias grow with H, and is it the local optimiser? The same budget at a small and a large number of "
+        f"local steps with Adam, and with plain SGD (learning rate {SGD['learning_rate']}) instead (J̄, score):",
+        "",
+        f"| family | h | central PG (H = 1) | FedAvg-PG H = {SMALL_H} | FedAvg-PG H = {LARGE_H} "
+        f"| Fast-FedPG H = {SMALL_H} | Fast-FedPG H = {LARGE_H} | central PG, SGD | FedAvg-PG H = {LARGE_H}, SGD |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, per_h in summary.items():
+        for h, cell in per_h.items():
+            m = cell["methods"]
+            row = " | ".join(
+                _fmt(m[k]) for k in ("central", "fedavg_small", "fedavg", "fast_small", "fast", "central_sgd", "fedavg_sgd")
+            )
+            lines.append(f"| {name} | {h} | {row} |")
     holds = []
     for name, per_h in summary.items():
         for h, cell in per_h.items():
@@ -344,20 +375,28 @@ def markdown(summary: dict[str, Any], families: dict[str, Any]) -> str:
             fmt = lambda p: "—" if p is None else f"({p[0]:+.2f}, {p[1]:+.2f})"
             holds.append(
                 f"| {name} | {h} | {fmt(cell['optimal_hold'])} | {fmt(cell['mean_goal'])} | {fmt(m['central']['hold'])} "
-                f"| {fmt(m['fast']['hold'])} | {fmt(m['fedavg']['hold'])} | {fmt(m['oneshot']['hold'])} |"
+                f"| {fmt(m['fast']['hold'])} | {fmt(m['fedavg_small']['hold'])} | {fmt(m['fedavg']['hold'])} "
+                f"| {fmt(m['oneshot']['hold'])} |"
             )
     lines += [
         "",
         "Where the final policies hold the point mass / the hand (mean position after 49 steps, seeds averaged), against "
         "the optimum of the average cost c* (weighted centroid of the goals) and the unweighted centroid:",
         "",
-        "| family | h | c* (optimal) | unweighted centroid | central PG | Fast-FedPG | FedAvg-PG | one-shot average |",
-        "|---|---:|---|---|---|---|---|---|",
+        f"| family | h | c* (optimal) | unweighted centroid | central PG | Fast-FedPG H = {LARGE_H} | FedAvg-PG H = {SMALL_H} "
+        f"| FedAvg-PG H = {LARGE_H} | one-shot average |",
+        "|---|---:|---|---|---|---|---|---|---|",
         *holds,
         "",
     ]
     budgets = ", ".join(f"{name} {fam['budget']:,} env steps (N = {fam['n_agents']})" for name, fam in families.items())
     lines.append(f"Budgets (all agents together, every method; local-only: budget / N per agent): {budgets}.")
+    if run_seconds:
+        cost = ", ".join(f"{name} {seconds / 60:.1f} min" for name, seconds in run_seconds.items())
+        lines.append(
+            f"Compute (sum of the cached runs' training and evaluation time, one torch thread, one run at a time): {cost} "
+            f"({platform.machine()}, {os.cpu_count()} cores, shared with other jobs while measured)."
+        )
     return "\n".join(lines)
 
 
@@ -407,6 +446,7 @@ def main(argv: list[str] | None = None, output: pathlib.Path | None = None) -> d
 
     started = time.perf_counter()
     summary: dict[str, Any] = {}
+    run_seconds: dict[str, float] = {}
     for name in families:
         family = families[name]
         for h in hs:
@@ -423,6 +463,7 @@ def main(argv: list[str] | None = None, output: pathlib.Path | None = None) -> d
                         path.write_text(json.dumps(result))
                         print(f"{name} h={h} {method} seed {seed}: {result['seconds']:.1f} s", flush=True)
                     runs[method].append(json.loads(path.read_text()))
+                    run_seconds[name] = run_seconds.get(name, 0.0) + runs[method][-1]["seconds"]
             if not complete:
                 continue
             j_random = float(np.mean(random_reference(family, h)))
@@ -452,10 +493,11 @@ def main(argv: list[str] | None = None, output: pathlib.Path | None = None) -> d
         "summary": summary,
         "machine": {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count()},
         "seconds_this_invocation": time.perf_counter() - started,
+        "run_seconds": run_seconds,
         "quick": args.quick,
     }
     (output / "heterogeneity.json").write_text(json.dumps(payload, indent=1, default=float))
-    (output / "heterogeneity.md").write_text(markdown(summary, families) + "\n")
+    (output / "heterogeneity.md").write_text(markdown(summary, families, run_seconds) + "\n")
     return payload
 
 

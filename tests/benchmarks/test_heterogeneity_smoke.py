@@ -18,7 +18,17 @@ def test_heterogeneity_quick(tmp_path):
     payload = load().main(["--quick"], output=tmp_path)
     saved = json.loads((tmp_path / "heterogeneity.json").read_text())
     cell = saved["summary"]["pointmass"]["1.0"]
-    assert set(cell["methods"]) == {"central", "fast", "fedavg", "local", "oneshot"}
+    assert set(cell["methods"]) == {
+        "central",
+        "fast",
+        "fedavg",
+        "fast_small",
+        "fedavg_small",
+        "central_sgd",
+        "fedavg_sgd",
+        "local",
+        "oneshot",
+    }
     assert len(cell["cross"]) == len(cell["cross"][0]) == 2  # every local policy on every agent's task
     assert cell["j_best"] == max(m["mean"] for m in cell["methods"].values())
     crit = cell["criterion"]
