@@ -6,7 +6,8 @@ families only register ids here; their optional dependencies (``gymnasium[box2d]
 ``gymnasium[mujoco]``) are imported when one of their envs is made.
 """
 
-from sb3_fedpg.envs import box2d, classic_control, lqr, mujoco
+from sb3_fedpg.envs import arm, box2d, classic_control, lqr, mujoco, pointmass
+from sb3_fedpg.envs.arm import ArmGoalReward, SameStepTwoLinkArmVectorEnv, TwoLinkArmEnv
 from sb3_fedpg.envs.box2d import LunarLanderTargetReward
 from sb3_fedpg.envs.classic_control import (
     CartPoleTargetReward,
@@ -20,17 +21,25 @@ from sb3_fedpg.envs.classic_control import (
 from sb3_fedpg.envs.families import AgentRewardWrapper, FamilySpec, get_family, register_family
 from sb3_fedpg.envs.mujoco import HalfCheetahVelocityReward
 from sb3_fedpg.envs.native import SameStepCartPoleVectorEnv
+from sb3_fedpg.envs.pointmass import PointMassEnv, PointMassGoalReward, SameStepPointMassVectorEnv
 
 __all__ = [
     "AgentRewardWrapper",
+    "ArmGoalReward",
     "CartPoleTargetReward",
     "FamilySpec",
     "HalfCheetahVelocityReward",
     "LunarLanderTargetReward",
     "MountainCarFuelReward",
     "PendulumTargetReward",
+    "PointMassEnv",
+    "PointMassGoalReward",
     "SameStepCartPoleVectorEnv",
+    "SameStepPointMassVectorEnv",
+    "SameStepTwoLinkArmVectorEnv",
     "SharedReward",
+    "TwoLinkArmEnv",
+    "arm",
     "box2d",
     "classic_control",
     "get_family",
@@ -38,6 +47,7 @@ __all__ = [
     "make_pole_length_cartpole",
     "make_pole_length_vector_env",
     "mujoco",
+    "pointmass",
     "pole_length_scales",
     "register_family",
 ]

@@ -74,4 +74,14 @@ def make_native_vector_env(env_id: str, num_envs: int, **kwargs: Any) -> gym.vec
         spec = gym.spec(env_id)
         kwargs.setdefault("max_episode_steps", spec.max_episode_steps)
         return SameStepCartPoleVectorEnv(num_envs=num_envs, **kwargs)
+    if env_id == "sb3_fedpg/PointMass-v0":
+        from sb3_fedpg.envs.pointmass import SameStepPointMassVectorEnv
+
+        kwargs.setdefault("max_episode_steps", gym.spec(env_id).max_episode_steps)
+        return SameStepPointMassVectorEnv(num_envs=num_envs, **kwargs)
+    if env_id == "sb3_fedpg/TwoLinkArm-v0":
+        from sb3_fedpg.envs.arm import SameStepTwoLinkArmVectorEnv
+
+        kwargs.setdefault("max_episode_steps", gym.spec(env_id).max_episode_steps)
+        return SameStepTwoLinkArmVectorEnv(num_envs=num_envs, **kwargs)
     return None

@@ -1,0 +1,205 @@
+"""
+A 2-D point mass (damped double integrator) and its heterogeneous family.
+
+Cheap, native NumPy dynamics (no physics engine), so that heterogeneity experiments with
+many seeds and local-only baselines stay affordable on a laptop.
+
+``sb3_fedpg/PointMass-v0`` (the shared dynamics)
+    State ``(x, y, vx, vy)``, action a force ``a ∈ [−1, 1]²``; per step ``v' = 0.9 v + 0.2 a``,
+    ``p' = clip(p + 0.1 v', −2.5, 2.5)`` (a wall stops the velocity component that hits it).
+    Episodes start at rest at ``p ~ U[−2, 2]²`` and last 50 steps (no termination). Its own
+    reward is ``−‖p'‖² − 0.01 ‖a‖²`` (reach the origin).
+
+``sb3_fedpg/HeteroPointMass-v0`` (reward heterogeneity in position *and curvature*)
+    Agent ``i`` of ``N`` has its own goal on a circle and its own cost weight:
+
+    ``g_i = h · R · (cos 2πi/N, sin 2πi/N)``,  ``w_i = ρ^(h · u_i / 2)``,
+    ``r_i = −w_i ‖p' − g_i‖² − 0.01 ‖a‖²``
+
+    with ``u_i`` evenly spaced in ``[−1, 1]``, ``R = 1`` (``radius``), ``ρ = 16``
+    (``weight_ratio``, so ``w_i ∈ [1/4, 4]`` at ``h = 1``) and ``h ∈ [0, 1]`` the heterogeneity
+    knob (``h = 0``: every agent is the base env).
+
+    Why the agents really disagree: the average cost ``(1/N) Σ_i w_i ‖p − g_i‖²`` is lowest at
+    the **weighted** centroid ``c* = Σ w_i g_i / Σ w_i``; every agent's own optimum (hold at
+    ``g_i``) is far from it, and a compromise that ignores the curvatures (for example the
+    unweighted centroid ``mean g_i``, which averaging the agents' own optimal policies
+    produces) pays ``(Σ w_i / N) ‖c* − mean g_i‖²`` extra per step. At ``h = 1``, ``N = 4``: holding
+    at ``c*`` costs 1.11 per step, at ``mean g_i = 0`` 1.62, at the agents' own goals 3.24 on
+    average.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+from gymnasium.vector import AutoresetMode
+from gymnasium.vector.utils import batch_space
+from sb3_fedpg.envs.families import FamilySpec, register_family
+
+#: velocity decay per step, force gain, position step, arena half-width, start half-width
+DAMPING, GAIN, DT, ARENA, START = 0.9, 0.2, 0.1, 2.5, 2.0
+MAX_EPISODE_STEPS = 50
+ACTION_COST = 0.01
+_OBS_HIGH = np.array([ARENA, ARENA, GAIN / (1.0 - DAMPING), GAIN / (1.0 - DAMPING)], dtype=np.float32)
+
+
+def point_mass_step(state: np.ndarray, action: np.ndarray) -> np.ndarray:
+    """
+    One step of the dynamics for a batch of states.
+
+    :param state: ``(n, 4)`` states ``(x, y, vx, vy)``
+    :param action: ``(n, 2)`` forces (clipped to ``[−1, 1]``)
+    :return: ``(n, 4)`` next states
+    """
+    force = np.clip(np.asarray(action, dtype=np.float64).reshape(len(state), 2), -1.0, 1.0)
+    velocity = DAMPING * state[:, 2:] + GAIN * force
+    position = state[:, :2] + DT * velocity
+    hit = np.abs(position) > ARENA
+    position = np.clip(position, -ARENA, ARENA)
+    velocity = np.where(hit, 0.0, velocity)
+    return np.concatenate([position, velocity], axis=1)
+
+
+def _base_reward(next_state: np.ndarray, action: np.ndarray) -> np.ndarray:
+    force = np.clip(np.asarray(action, dtype=np.float64).reshape(len(next_state), 2), -1.0, 1.0)
+    return -np.square(next_state[:, :2]).sum(1) - ACTION_COST * np.square(force).sum(1)
+
+
+def _initial_states(rng: np.random.Generator, n: int) -> np.ndarray:
+    state = np.zeros((n, 4))
+    state[:, :2] = rng.uniform(-START, START, size=(n, 2))
+    return state
+
+
+class PointMassEnv(gym.Env):
+    """The shared dynamics, one copy (``sb3_fedpg/PointMass-v0``; the 50-step limit is the registration's)."""
+
+    metadata = {"render_modes": []}
+
+    def __init__(self) -> None:
+        self.observation_space = spaces.Box(-_OBS_HIGH, _OBS_HIGH, dtype=np.float32)
+        self.action_space = spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
+        self.state = np.zeros(4)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        self.state = _initial_states(self.np_random, 1)[0]
+        return self.state.astype(np.float32), {}
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
+        next_state = point_mass_step(self.state[None], np.asarray(action)[None])
+        reward = float(_base_reward(next_state, np.asarray(action)[None])[0])
+        self.state = next_state[0]
+        return self.state.astype(np.float32), reward, False, False, {}
+
+
+class SameStepPointMassVectorEnv(gym.vector.VectorEnv):
+    """
+    ``num_envs`` point masses in NumPy with SB3's SAME_STEP auto-reset (``info["final_obs"]``
+    holds the observations of a finished step before the reset, valid where ``info["_final_obs"]``).
+
+    :param num_envs: number of copies
+    :param max_episode_steps: truncation horizon
+    """
+
+    metadata = {"render_modes": [], "autoreset_mode": AutoresetMode.SAME_STEP}
+
+    def __init__(self, num_envs: int = 1, max_episode_steps: int = MAX_EPISODE_STEPS) -> None:
+        self.num_envs = num_envs
+        self.max_episode_steps = max_episode_steps
+        self.single_observation_space = spaces.Box(-_OBS_HIGH, _OBS_HIGH, dtype=np.float32)
+        self.single_action_space = spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
+        self.observation_space = batch_space(self.single_observation_space, num_envs)
+        self.action_space = batch_space(self.single_action_space, num_envs)
+        self.state = np.zeros((num_envs, 4))
+        self.steps = np.zeros(num_envs, dtype=np.int64)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
+        if seed is not None:
+            self._np_random, self._np_random_seed = gym.utils.seeding.np_random(seed)
+        self.state = _initial_states(self.np_random, self.num_envs)
+        self.steps[:] = 0
+        return self.state.astype(np.float32), {}
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        next_state = point_mass_step(self.state, action)
+        reward = _base_reward(next_state, action)
+        self.steps += 1
+        terminated = np.zeros(self.num_envs, dtype=bool)
+        truncated = self.steps >= self.max_episode_steps
+        obs = next_state.astype(np.float32)
+        info: dict[str, Any] = {}
+        if truncated.any():
+            info["final_obs"] = obs.copy()
+            info["_final_obs"] = truncated.copy()
+            next_state[truncated] = _initial_states(self.np_random, int(truncated.sum()))
+            self.steps[truncated] = 0
+            obs[truncated] = next_state[truncated].astype(np.float32)
+        self.state = next_state
+        return obs, reward, terminated, truncated, info
+
+
+def _check_heterogeneity(heterogeneity: float) -> float:
+    if not 0.0 <= heterogeneity <= 1.0:
+        raise ValueError(f"heterogeneity must be in [0, 1] (0 = identical agents), got {heterogeneity}.")
+    return float(heterogeneity)
+
+
+def point_mass_goals(n_agents: int, heterogeneity: float, radius: float = 1.0) -> np.ndarray:
+    """:return: ``(n_agents, 2)`` goals ``h · R · (cos 2πi/N, sin 2πi/N)``"""
+    angle = 2 * np.pi * np.arange(n_agents) / n_agents
+    return _check_heterogeneity(heterogeneity) * radius * np.stack([np.cos(angle), np.sin(angle)], axis=1)
+
+
+def point_mass_weights(n_agents: int, heterogeneity: float, weight_ratio: float = 16.0) -> np.ndarray:
+    """:return: ``(n_agents,)`` cost weights ``ρ^(h · u_i / 2)`` (``u_i`` evenly spaced in ``[−1, 1]``)"""
+    if weight_ratio < 1.0:
+        raise ValueError(f"weight_ratio must be >= 1, got {weight_ratio}.")
+    u = np.linspace(-1.0, 1.0, n_agents) if n_agents > 1 else np.zeros(1)
+    return weight_ratio ** (_check_heterogeneity(heterogeneity) * u / 2.0)
+
+
+class PointMassGoalReward:
+    """
+    Batched reward of ``HeteroPointMass``: ``r_i = −w_i ‖p' − g_i‖² − 0.01 ‖a‖²``.
+
+    :param n_agents: number of agents
+    :param heterogeneity: 0 (identical agents: the base env) to 1
+    :param radius: radius ``R`` of the circle of goals at ``h = 1``
+    :param weight_ratio: ``max w_i / min w_i`` at ``h = 1``
+    """
+
+    #: where the controlled position sits in the observation
+    position_slice = slice(0, 2)
+
+    def __init__(self, n_agents: int, heterogeneity: float = 1.0, radius: float = 1.0, weight_ratio: float = 16.0) -> None:
+        self.goals = point_mass_goals(n_agents, heterogeneity, radius)
+        self.weights = point_mass_weights(n_agents, heterogeneity, weight_ratio)
+
+    def optimal_hold_point(self) -> np.ndarray:
+        """:return: the weighted centroid ``c*``, where holding still minimises the average cost"""
+        return (self.weights[:, None] * self.goals).sum(0) / self.weights.sum()
+
+    def __call__(
+        self, obs: np.ndarray, action: np.ndarray, next_obs: np.ndarray, reward: np.ndarray, agent_ids: np.ndarray
+    ) -> np.ndarray:
+        force = np.clip(np.asarray(action, dtype=np.float64).reshape(len(obs), -1), -1.0, 1.0)
+        offset = np.asarray(next_obs, dtype=np.float64)[:, self.position_slice] - self.goals[agent_ids]
+        cost = self.weights[agent_ids] * np.square(offset).sum(1) + ACTION_COST * np.square(force).sum(1)
+        return (-cost).astype(np.float32)
+
+
+if "sb3_fedpg/PointMass-v0" not in gym.registry:
+    gym.register(id="sb3_fedpg/PointMass-v0", entry_point=f"{__name__}:PointMassEnv", max_episode_steps=MAX_EPISODE_STEPS)
+register_family(
+    FamilySpec(
+        env_id="sb3_fedpg/HeteroPointMass-v0",
+        base_id="sb3_fedpg/PointMass-v0",
+        make_reward=PointMassGoalReward,
+        family_kwargs={"heterogeneity": 1.0, "radius": 1.0, "weight_ratio": 16.0},
+    )
+)
