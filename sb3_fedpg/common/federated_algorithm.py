@@ -30,7 +30,7 @@ from stable_baselines3.common.utils import FloatSchedule, safe_mean
 from sb3_fedpg.common.batch import RolloutBatch
 from sb3_fedpg.common.batched_policy import BatchedActor
 from sb3_fedpg.common.callbacks import fire_round_end
-from sb3_fedpg.common.federated_vec_env import make_federated_vec_env
+from sb3_fedpg.common.federated_vec_env import check_observations, check_rewards, make_federated_vec_env
 from sb3_fedpg.common.persistence import FederatedPersistenceMixin
 
 SelfFederatedAlgorithm = TypeVar("SelfFederatedAlgorithm", bound="FederatedAlgorithm")
@@ -224,6 +224,7 @@ class FederatedAlgorithm(FederatedPersistenceMixin):
         obs_list, act_list, rew_list, done_list = [], [], [], []
         truncated_obs: list[tuple[int, int, np.ndarray]] = []
         params_np = params.detach().cpu().numpy() if self._numpy_rollout else None
+        agent_ids = np.repeat(np.arange(n), m)
         callback.on_rollout_start()
         for k in range(k_steps):
             if params_np is not None:
@@ -238,6 +239,9 @@ class FederatedAlgorithm(FederatedPersistenceMixin):
             if isinstance(self.action_space, spaces.Box):
                 env_actions = np.clip(env_actions, self.action_space.low, self.action_space.high)
             new_obs, rewards, dones, infos = self.env.step(env_actions)
+            # Convert-then-check whatever env (or wrapper) produced them, naming the agents at fault.
+            check_rewards(rewards, n * m, agent_ids)
+            check_observations(new_obs, agent_ids)
             self.num_timesteps += self.env.num_envs
             callback.update_locals(locals())
             if not callback.on_step():

@@ -47,10 +47,10 @@ class PerAgentRewards:
     def __call__(
         self, obs: np.ndarray, action: np.ndarray, next_obs: np.ndarray, reward: np.ndarray, agent_ids: np.ndarray
     ) -> np.ndarray:
-        out = np.empty(len(agent_ids), dtype=np.float32)
+        out = np.empty(len(agent_ids), dtype=np.float64)  # converted (and checked) by check_rewards
         for i, fn in enumerate(self.reward_fns):
             idx = agent_ids == i
-            value = np.asarray(fn(obs[idx], action[idx], next_obs[idx], reward[idx]), dtype=np.float32)
+            value = np.asarray(fn(obs[idx], action[idx], next_obs[idx], reward[idx]))
             if value.shape != (int(idx.sum()),):
                 raise ValueError(
                     f"reward function of agent {i} returned shape {value.shape}, expected ({int(idx.sum())},): "
@@ -72,14 +72,41 @@ def check_rewards(rewards: np.ndarray, n_envs: int, agent_ids: np.ndarray) -> np
     rewards = np.asarray(rewards)
     if rewards.shape != (n_envs,):
         raise ValueError(f"the reward function returned shape {rewards.shape}, expected ({n_envs},): one reward per sub-env.")
-    finite = np.isfinite(rewards)
+    if rewards.dtype.kind not in "biuf":
+        raise ValueError(f"the reward function returned dtype {rewards.dtype}, expected real numbers.")
+    # Convert first, then check: a float64 reward of 1e300 is finite but becomes inf as float32.
+    with np.errstate(over="ignore", invalid="ignore"):
+        converted = rewards.astype(np.float32, copy=False)
+    finite = np.isfinite(converted)
+    if not finite.all():
+        bad = sorted({int(a) for a in agent_ids[~finite]})
+        overflow = bool(np.isfinite(rewards[~finite]).any()) if rewards.dtype.kind == "f" else False
+        why = " (finite before the conversion to float32, which overflowed: |reward| > 3.4e38)" if overflow else ""
+        raise ValueError(
+            f"non-finite reward (NaN or inf) for agent(s) {bad}{why}; fix the reward function of those agents "
+            "(the step was not used for training)."
+        )
+    return converted
+
+
+def check_observations(obs: Any, agent_ids: np.ndarray) -> None:
+    """
+    Check that real-valued observations stay finite once converted to the policy's float32.
+
+    :param obs: the observations of all sub-environments (first axis: sub-environment)
+    :param agent_ids: the agent of each sub-environment
+    :raises ValueError: naming the agents whose observations are NaN/inf (or overflow float32)
+    """
+    if not isinstance(obs, np.ndarray) or obs.dtype.kind != "f" or len(obs) != len(agent_ids):
+        return
+    with np.errstate(over="ignore", invalid="ignore"):
+        finite = np.isfinite(obs.astype(np.float32, copy=False)).reshape(len(obs), -1).all(axis=1)
     if not finite.all():
         bad = sorted({int(a) for a in agent_ids[~finite]})
         raise ValueError(
-            f"non-finite reward (NaN or inf) for agent(s) {bad}; fix the reward function of those agents "
-            "(the step was not used for training)."
+            f"non-finite observation (NaN or inf, or beyond float32's range 3.4e38) from the env(s) of agent(s) {bad}; "
+            "check those agents' environments (the step was not used for training)."
         )
-    return rewards.astype(np.float32, copy=False)
 
 
 class FederatedVecEnv(VecEnv):
@@ -131,6 +158,7 @@ class FederatedVecEnv(VecEnv):
         # Only the first reset after ``seed()`` is seeded, as in SB3's DummyVecEnv.
         self._seed = None
         self._obs = np.asarray(obs)
+        check_observations(self._obs, self.agent_ids)
         self._episode_returns[:] = 0.0
         self._episode_lengths[:] = 0
         self.reset_infos = [{} for _ in range(self.num_envs)]
@@ -153,12 +181,14 @@ class FederatedVecEnv(VecEnv):
             next_obs = obs.copy()
             final = info["final_obs"]
             next_obs[done_idx] = np.stack([final[i] for i in done_idx]) if final.dtype == object else final[done_idx]
-        base_reward = np.asarray(base_reward, dtype=np.float32)
+        base_reward = np.asarray(base_reward)
         if self.reward_fn is None:
-            rewards = base_reward
+            rewards = base_reward  # converted to float32 and then checked by check_rewards
         else:
-            rewards = self.reward_fn(self._obs, actions, next_obs, base_reward, self.agent_ids)
+            with np.errstate(over="ignore", invalid="ignore"):
+                rewards = self.reward_fn(self._obs, actions, next_obs, base_reward.astype(np.float32), self.agent_ids)
         rewards = check_rewards(rewards, self.num_envs, self.agent_ids)
+        check_observations(obs, self.agent_ids)
 
         self._episode_returns += rewards
         self._episode_lengths += 1
