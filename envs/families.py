@@ -15,6 +15,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+
 from sb3_fedpg.envs.vector import FederatedReward
 
 _FAMILIES: dict[str, FamilySpec] = {}

@@ -305,8 +305,7 @@ def make_federated_vec_env(
     :param vectorization_mode: ``"auto"``, ``"native"``, ``"sync"`` or ``"async"`` (see :func:`make_shared_dynamics`)
     :return: the federated vec env
     """
-    if n_envs_per_agent < 1:
-        raise ValueError(f"n_envs_per_agent must be >= 1, got {n_envs_per_agent}.")
+    _check_builder_arguments(env, n_agents, n_envs_per_agent, env_kwargs, seed, vectorization_mode)
     env_kwargs = dict(env_kwargs or {})
 
     if isinstance(env, Sequence) and not isinstance(env, str):
@@ -320,7 +319,8 @@ def make_federated_vec_env(
     if family is not None:
         if reward_fns is not None:
             raise ValueError(f"{env} defines its own per-agent rewards; do not pass reward_fns as well.")
-        n_agents = n_agents or family.default_n_agents
+        n_agents = family.default_n_agents if n_agents is None else n_agents
+        _check_family_kwarg_types(family.family_kwargs, env_kwargs)
         env_kwargs.pop("n_agents", None)
         reward_fns, base_id, base_kwargs = family.build(n_agents, **env_kwargs)
         if family.make_vector_env is not None:
@@ -337,10 +337,59 @@ def make_federated_vec_env(
         n_agents = 1 if n_agents is None else n_agents
         if n_agents < 1:
             raise ValueError(f"n_agents must be >= 1, got {n_agents}.")
-        venv = make_shared_dynamics(env, n_agents * n_envs_per_agent, env_kwargs, vectorization_mode)  # type: ignore[arg-type]
+        try:
+            venv = make_shared_dynamics(env, n_agents * n_envs_per_agent, env_kwargs, vectorization_mode)  # type: ignore[arg-type]
+        except gym.error.Error as error:  # unknown id, missing dependency, ...: name the argument
+            raise ValueError(f"env {env!r}: {error}") from error
     fed_env = FederatedVecEnv(venv, n_agents, reward_fns)
     fed_env.seed(seed)
     return fed_env
+
+
+def _check_builder_arguments(
+    env: Any, n_agents: Any, n_envs_per_agent: Any, env_kwargs: Any, seed: Any, vectorization_mode: Any
+) -> None:
+    """The arguments of :func:`make_federated_vec_env`, checked before anything is built (messages name them)."""
+    import numbers
+
+    def count(name: str, value: Any) -> None:
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1 or value > 1 << 20:
+            raise ValueError(f"{name} must be >= 1 (an integer up to {1 << 20}), got {value!r}.")
+
+    if n_agents is not None:
+        count("n_agents", n_agents)
+    count("n_envs_per_agent", n_envs_per_agent)
+    if n_agents is not None and n_agents * n_envs_per_agent > 1 << 20:
+        raise ValueError(f"n_agents x n_envs_per_agent = {n_agents * n_envs_per_agent} sub-environments is too many.")
+    if env_kwargs is not None and not isinstance(env_kwargs, dict):
+        raise TypeError(f"env_kwargs must be a dict of keyword arguments or None, got {type(env_kwargs).__name__}.")
+    if env_kwargs is not None and not all(isinstance(key, str) for key in env_kwargs):
+        raise TypeError(f"env_kwargs keys must be strings, got {sorted(map(repr, env_kwargs))}.")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**32):
+        raise ValueError(f"seed must be None or an integer in [0, 2**32), got {seed!r}.")
+    if not isinstance(vectorization_mode, str) or vectorization_mode not in ("auto", "native", "sync", "async"):
+        raise ValueError(f"unknown vectorization_mode {vectorization_mode!r}: use 'auto', 'native', 'sync' or 'async'.")
+    if isinstance(env, Sequence) and not isinstance(env, str):
+        for i, factory in enumerate(env):
+            if not callable(factory):
+                raise TypeError(f"env factory of agent {i} is not callable: {factory!r}")
+    elif not isinstance(env, str) and not callable(env):
+        raise TypeError(
+            f"env must be an env id, an env factory or a list of per-agent env factories, got {type(env).__name__}."
+        )
+
+
+def _check_family_kwarg_types(defaults: dict[str, Any], given: dict[str, Any]) -> None:
+    # A family's numeric parameters (heterogeneity, ...) must be numbers; its own checks then judge the range.
+    import numbers
+
+    for key, value in given.items():
+        default = defaults.get(key)
+        numeric = isinstance(default, numbers.Real) and not isinstance(default, bool)
+        if numeric and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
+            raise TypeError(f"env_kwargs[{key!r}] must be a number, got {type(value).__name__} {value!r}.")
+        if isinstance(default, bool) and not isinstance(value, bool):
+            raise TypeError(f"env_kwargs[{key!r}] must be True or False, got {value!r}.")
 
 
 def _from_agent_factories(

@@ -32,6 +32,13 @@ SelfPersistent = TypeVar("SelfPersistent", bound="FederatedPersistenceMixin")
 WEIGHTS_FORMAT = "sb3_fedpg.weights/1"
 #: Largest ``metadata.json`` accepted (a JSON bomb is refused before it is parsed).
 MAX_METADATA_BYTES = 1 << 20
+#: Largest space (values of a Box, ``n`` of a Discrete) and network a weights file may describe: the model is built
+#: before the tensors are loaded into it, so a file must not be able to make it allocate without bound.
+MAX_SPACE_SIZE = 1 << 16
+MAX_LAYER_WIDTH = 1 << 12
+MAX_LAYERS = 16
+#: ``policy_kwargs`` entries a weights file may set, with their check.
+_BOOL_POLICY_KWARGS = ("ortho_init", "full_std", "use_expln", "squash_output", "share_features_extractor", "normalize_images")
 
 #: Classes a weights file may name in ``policy_kwargs`` (by name, from these tables only).
 _ACTIVATIONS = {
@@ -81,8 +88,8 @@ def _space_from_json(desc: Any, what: str) -> Any:
     kind = desc.get("type")
     if kind == "Discrete":
         n, start = desc.get("n"), desc.get("start", 0)
-        if not (isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= 2**31):
-            raise bad(f"'n' must be an integer in [1, 2**31], got {n!r}")
+        if not (isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= MAX_SPACE_SIZE):
+            raise bad(f"'n' must be an integer in [1, {MAX_SPACE_SIZE}], got {n!r}")
         if not (isinstance(start, int) and not isinstance(start, bool) and abs(start) <= 2**31):
             raise bad(f"'start' must be an integer, got {start!r}")
         return spaces.Discrete(n, start=start)
@@ -91,8 +98,8 @@ def _space_from_json(desc: Any, what: str) -> Any:
         if not (isinstance(shape, list) and all(isinstance(d, int) and not isinstance(d, bool) and 0 < d for d in shape)):
             raise bad(f"'shape' must be a list of positive integers, got {shape!r}")
         size = int(np.prod(shape)) if shape else 1
-        if size > 1 << 24:
-            raise bad(f"'shape' {shape} is too large")
+        if size > MAX_SPACE_SIZE:
+            raise bad(f"'shape' {shape} is too large (at most {MAX_SPACE_SIZE} values)")
         if dtype not in ("float32", "float64", "float16", "int64", "int32", "uint8"):
             raise bad(f"'dtype' must be a numeric dtype name, got {dtype!r}")
         bounds = []
@@ -126,13 +133,44 @@ def _policy_kwargs_to_json(policy_kwargs: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _layer_list(value: Any) -> bool:
+    return (
+        isinstance(value, list)
+        and len(value) <= MAX_LAYERS
+        and all(isinstance(w, int) and not isinstance(w, bool) and 1 <= w <= MAX_LAYER_WIDTH for w in value)
+    )
+
+
 def _policy_kwargs_from_json(value: Any) -> dict[str, Any]:
+    def bad(key: str, what: str) -> WeightsFileError:
+        return WeightsFileError(f"metadata.json: policy_kwargs[{key!r}] must be {what}, got {value.get(key)!r}")
+
     if not isinstance(value, dict):
         raise WeightsFileError(f"metadata.json: policy_kwargs must be an object, got {type(value).__name__}")
+    for key, item in value.items():
+        if key == "net_arch":
+            ok = _layer_list(item) or (
+                isinstance(item, dict) and set(item) <= {"pi", "vf"} and all(_layer_list(v) for v in item.values())
+            )
+            if not ok:
+                raise bad(key, f"a list of at most {MAX_LAYERS} layer sizes in [1, {MAX_LAYER_WIDTH}] (or {{pi, vf}} lists)")
+        elif key in _BOOL_POLICY_KWARGS:
+            if not isinstance(item, bool):
+                raise bad(key, "true or false")
+        elif key == "log_std_init":
+            if isinstance(item, bool) or not isinstance(item, int | float) or not np.isfinite(item):
+                raise bad(key, "a finite number")
+        elif key == "optimizer_kwargs":
+            if item is not None and not (
+                isinstance(item, dict) and all(isinstance(v, int | float | bool | None) for v in item.values())
+            ):
+                raise bad(key, "an object of numbers")
+        elif key not in _CLASS_KWARGS:
+            raise WeightsFileError(f"metadata.json: policy_kwargs has an unknown entry {key!r}")
     out = dict(value)
     for key, table in _CLASS_KWARGS.items():
         if key in out:
-            if out[key] not in table:
+            if not isinstance(out[key], str) or out[key] not in table:
                 raise WeightsFileError(
                     f"metadata.json: policy_kwargs[{key!r}] must be one of {sorted(table)}, got {out[key]!r}"
                 )
@@ -348,8 +386,8 @@ class FederatedPersistenceMixin(BaseAlgorithm):
             got = metadata.get("format") if isinstance(metadata, dict) else type(metadata).__name__
             raise WeightsFileError(f"{where}: metadata.json 'format' must be {WEIGHTS_FORMAT!r}, got {got!r}.")
         if metadata.get("algorithm") != cls.__name__:
-            raise WeightsFileError(f"{where}: it holds a {metadata.get('algorithm')!r} model.")
-        if metadata.get("policy") not in cls.policy_aliases:
+            raise WeightsFileError(f"{where}: metadata.json 'algorithm' says it holds a {metadata.get('algorithm')!r} model.")
+        if not isinstance(metadata.get("policy"), str) or metadata["policy"] not in cls.policy_aliases:
             raise WeightsFileError(f"{where}: metadata.json 'policy' must be one of {sorted(cls.policy_aliases)}.")
         n_agents = metadata.get("n_agents")
         if not (isinstance(n_agents, int) and not isinstance(n_agents, bool) and 1 <= n_agents <= 1 << 20):
@@ -369,7 +407,7 @@ class FederatedPersistenceMixin(BaseAlgorithm):
         names = set(cls.hyperparams_class.names()) if hasattr(cls, "hyperparams_class") else set(hyperparams)
         unknown = sorted(set(hyperparams) - names)
         if unknown:
-            raise WeightsFileError(f"{where}: metadata.json has unknown hyperparameter(s) {unknown}.")
+            raise WeightsFileError(f"{where}: metadata.json 'hyperparameters' has unknown name(s) {unknown}.")
         unknown = sorted(set(kwargs) - names)
         if unknown:
             raise TypeError(f"load_weights() got unknown keyword argument(s) {unknown}; known: {sorted(names)}")
@@ -386,6 +424,11 @@ class FederatedPersistenceMixin(BaseAlgorithm):
                 f"{where}: tensors.pt holds something other than plain tensors, or is corrupt "
                 f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}); nothing in it was run."
             ) from error
+        critics = tensors.get("critics", {}).get("params") if isinstance(tensors, dict) else None
+        if th.is_tensor(critics) and critics.dim() >= 1 and critics.shape[0] != n_agents:
+            raise WeightsFileError(
+                f"{where}: metadata.json 'n_agents' is {n_agents}, tensors.pt has {critics.shape[0]} critics."
+            )
         model = cls(  # type: ignore[call-arg]
             metadata["policy"], env=None, device=device, policy_kwargs=policy_kwargs, _init_setup_model=False, **settings
         )
@@ -397,7 +440,12 @@ class FederatedPersistenceMixin(BaseAlgorithm):
         n_envs_per_agent = metadata.get("n_envs_per_agent")
         if isinstance(n_envs_per_agent, int) and not isinstance(n_envs_per_agent, bool) and n_envs_per_agent >= 1:
             model.n_envs_per_agent = n_envs_per_agent  # type: ignore[attr-defined]
-        model._setup_model()
+        try:
+            model._setup_model()
+        except (TypeError, ValueError, AssertionError, RuntimeError, NotImplementedError) as error:
+            raise WeightsFileError(
+                f"{where}: metadata.json's spaces and policy_kwargs do not build a policy ({type(error).__name__}: {error})"
+            ) from error
         for name in expected:
             try:
                 getattr(model, name).load_state_dict(tensors[name])
