@@ -157,3 +157,21 @@ def test_run_config_of_the_bounds():
     ]:
         with pytest.raises(ValueError, match=message):
             parse_run_config({key: value})
+
+
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("num-rounds", 2.5, "'num-rounds' must be int"),  # was silently 2
+        ("num-rounds", float("inf"), "'num-rounds' must be int"),  # was an OverflowError
+        ("resume", 5, "'resume' must be true or false"),  # was truthy
+        ("env-id", 5, "'env-id' must be str"),
+        ("log-formats", "csv,xml", r"'log-formats': unknown format\(s\) \['xml'\]"),
+        ("net-arch", "64,0", r"'net-arch' must list integers in \[1,"),
+        ("fault-rounds", 1e300, "'fault-rounds' must list integers"),
+        ("fault-rounds", [1], "'fault-rounds' must be comma-separated integers"),
+    ],
+)
+def test_run_config_types_are_strict(key, value, message):
+    with pytest.raises(ValueError, match=message):
+        parse_run_config({key: value})
