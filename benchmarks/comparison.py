@@ -293,11 +293,11 @@ def train_curve(
     :param agent: for ``local``: the agent whose env the single-agent model trains on
     :return: the curve (per-agent returns at each evaluation), the final per-agent returns and the hyperparameters
     """
+    from sb3_fedpg.envs.families import get_family
     from stable_baselines3 import A2C, PPO
 
     from sb3_fedpg import FederatedPG, make_federated_vec_env
     from sb3_fedpg.common.evaluation import evaluate_agents
-    from sb3_fedpg.envs.families import get_family
     from sb3_fedpg.zoo.config import validate_hyperparams
 
     algo, entry = algo_hyperparams(family, method, heterogeneity)

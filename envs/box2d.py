@@ -21,7 +21,6 @@ so a missing optional dependency never breaks ``import sb3_fedpg``.
 from __future__ import annotations
 
 import numpy as np
-
 from sb3_fedpg.envs.classic_control import _check_heterogeneity, agent_positions
 from sb3_fedpg.envs.families import FamilySpec, register_family
 

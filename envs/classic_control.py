@@ -34,7 +34,6 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-
 from sb3_fedpg.envs.families import FamilySpec, register_family
 from sb3_fedpg.envs.native import SameStepCartPoleVectorEnv
 from sb3_fedpg.envs.vector import vectorize_same_step

@@ -15,7 +15,6 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-
 from sb3_fedpg.envs.vector import FederatedReward
 
 _FAMILIES: dict[str, FamilySpec] = {}
