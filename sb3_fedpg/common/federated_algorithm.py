@@ -25,12 +25,12 @@ from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.preprocessing import preprocess_obs
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
-from stable_baselines3.common.utils import FloatSchedule, safe_mean
+from stable_baselines3.common.utils import FloatSchedule, check_for_correct_spaces, safe_mean
 
 from sb3_fedpg.common.batch import RolloutBatch
 from sb3_fedpg.common.batched_policy import BatchedActor
 from sb3_fedpg.common.callbacks import fire_round_end
-from sb3_fedpg.common.federated_vec_env import make_federated_vec_env
+from sb3_fedpg.common.federated_vec_env import check_observations, check_rewards, make_federated_vec_env
 from sb3_fedpg.common.persistence import FederatedPersistenceMixin
 
 SelfFederatedAlgorithm = TypeVar("SelfFederatedAlgorithm", bound="FederatedAlgorithm")
@@ -120,6 +120,54 @@ class FederatedAlgorithm(FederatedPersistenceMixin):
                 "use a number of envs that is a multiple of n_agents."
             )
         self.n_envs_per_agent = self.n_envs // self.n_agents
+
+    def _check_env_split(self, env: Any, for_training: bool = True) -> None:
+        """
+        Check that ``env`` splits into this model's agents, and adopt its envs per agent (``M`` may change).
+
+        :param env: the env given to ``load`` / ``set_env`` / ``learn``
+        :param for_training: also refuse a plain env whose size is not a multiple of ``n_agents`` (prediction does
+            not need the split, so ``load`` accepts one)
+        :raises ValueError: saying both splits and how to fix it
+        """
+        n = self.n_agents
+        if env is None or n is None:
+            return
+        env_agents = getattr(env, "n_agents", None)
+        model_split = f"{n} agents x {self.n_envs_per_agent} envs each"
+        if env_agents is not None and int(env_agents) != n:
+            per_agent = env.num_envs // int(env_agents) if int(env_agents) else env.num_envs
+            raise ValueError(
+                f"the federated env has {env_agents} agents x {per_agent} envs each, but the model has {model_split}: "
+                f"each agent keeps its own critic and optimiser state, so the agents must match. Build the env for "
+                f"{n} agents (make_federated_vec_env(..., n_agents={n}, n_envs_per_agent=M), any M), or train a new "
+                f"model for {env_agents} agents."
+            )
+        if env.num_envs % n != 0:
+            if not for_training:
+                return
+            raise ValueError(
+                f"the env has {env.num_envs} sub-environments, which cannot be split between the model's {n} agents "
+                f"(it was trained with {model_split}): give it an env of a multiple of {n} envs, e.g. "
+                f"{n * self.n_envs_per_agent}, or a federated env with {n} agents."
+            )
+        self.n_envs_per_agent = env.num_envs // n
+
+    def set_env(self, env: GymEnv, force_reset: bool = True) -> None:
+        """
+        Use another env: same spaces, the same agents (a federated env must have ``n_agents`` agents; a plain one a
+        multiple of ``n_agents`` sub-environments); the envs per agent may differ.
+
+        :param env: the new env
+        :param force_reset: reset it before training (always, when the number of envs changes)
+        :raises ValueError: when the env does not split into the model's agents
+        """
+        env = self._wrap_env(env, self.verbose)
+        check_for_correct_spaces(env, self.observation_space, self.action_space)
+        self._check_env_split(env)
+        if env.num_envs != getattr(self, "n_envs", None):
+            self.n_envs, force_reset = env.num_envs, True  # SB3 asks for the same count; the split is what matters
+        super().set_env(env, force_reset)
 
     def _setup_federated_buffers(self) -> None:
         assert self.n_agents is not None, "n_agents is unknown: pass it or a federated env"
@@ -224,6 +272,7 @@ class FederatedAlgorithm(FederatedPersistenceMixin):
         obs_list, act_list, rew_list, done_list = [], [], [], []
         truncated_obs: list[tuple[int, int, np.ndarray]] = []
         params_np = params.detach().cpu().numpy() if self._numpy_rollout else None
+        agent_ids = np.repeat(np.arange(n), m)
         callback.on_rollout_start()
         for k in range(k_steps):
             if params_np is not None:
@@ -238,6 +287,9 @@ class FederatedAlgorithm(FederatedPersistenceMixin):
             if isinstance(self.action_space, spaces.Box):
                 env_actions = np.clip(env_actions, self.action_space.low, self.action_space.high)
             new_obs, rewards, dones, infos = self.env.step(env_actions)
+            # Convert-then-check whatever env (or wrapper) produced them, naming the agents at fault.
+            check_rewards(rewards, n * m, agent_ids)
+            check_observations(new_obs, agent_ids)
             self.num_timesteps += self.env.num_envs
             callback.update_locals(locals())
             if not callback.on_step():
@@ -316,6 +368,7 @@ class FederatedAlgorithm(FederatedPersistenceMixin):
         :param progress_bar: show a progress bar (tqdm/rich)
         :return: the trained model
         """
+        self._check_env_split(self.env)
         total_timesteps, callback = self._setup_learn(
             total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar
         )

@@ -47,10 +47,10 @@ class PerAgentRewards:
     def __call__(
         self, obs: np.ndarray, action: np.ndarray, next_obs: np.ndarray, reward: np.ndarray, agent_ids: np.ndarray
     ) -> np.ndarray:
-        out = np.empty(len(agent_ids), dtype=np.float32)
+        out = np.empty(len(agent_ids), dtype=np.float64)  # converted (and checked) by check_rewards
         for i, fn in enumerate(self.reward_fns):
             idx = agent_ids == i
-            value = np.asarray(fn(obs[idx], action[idx], next_obs[idx], reward[idx]), dtype=np.float32)
+            value = np.asarray(fn(obs[idx], action[idx], next_obs[idx], reward[idx]))
             if value.shape != (int(idx.sum()),):
                 raise ValueError(
                     f"reward function of agent {i} returned shape {value.shape}, expected ({int(idx.sum())},): "
@@ -72,14 +72,41 @@ def check_rewards(rewards: np.ndarray, n_envs: int, agent_ids: np.ndarray) -> np
     rewards = np.asarray(rewards)
     if rewards.shape != (n_envs,):
         raise ValueError(f"the reward function returned shape {rewards.shape}, expected ({n_envs},): one reward per sub-env.")
-    finite = np.isfinite(rewards)
+    if rewards.dtype.kind not in "biuf":
+        raise ValueError(f"the reward function returned dtype {rewards.dtype}, expected real numbers.")
+    # Convert first, then check: a float64 reward of 1e300 is finite but becomes inf as float32.
+    with np.errstate(over="ignore", invalid="ignore"):
+        converted = rewards.astype(np.float32, copy=False)
+    finite = np.isfinite(converted)
+    if not finite.all():
+        bad = sorted({int(a) for a in agent_ids[~finite]})
+        overflow = bool(np.isfinite(rewards[~finite]).any()) if rewards.dtype.kind == "f" else False
+        why = " (finite before the conversion to float32, which overflowed: |reward| > 3.4e38)" if overflow else ""
+        raise ValueError(
+            f"non-finite reward (NaN or inf) for agent(s) {bad}{why}; fix the reward function of those agents "
+            "(the step was not used for training)."
+        )
+    return converted
+
+
+def check_observations(obs: Any, agent_ids: np.ndarray) -> None:
+    """
+    Check that real-valued observations stay finite once converted to the policy's float32.
+
+    :param obs: the observations of all sub-environments (first axis: sub-environment)
+    :param agent_ids: the agent of each sub-environment
+    :raises ValueError: naming the agents whose observations are NaN/inf (or overflow float32)
+    """
+    if not isinstance(obs, np.ndarray) or obs.dtype.kind != "f" or len(obs) != len(agent_ids):
+        return
+    with np.errstate(over="ignore", invalid="ignore"):
+        finite = np.isfinite(obs.astype(np.float32, copy=False)).reshape(len(obs), -1).all(axis=1)
     if not finite.all():
         bad = sorted({int(a) for a in agent_ids[~finite]})
         raise ValueError(
-            f"non-finite reward (NaN or inf) for agent(s) {bad}; fix the reward function of those agents "
-            "(the step was not used for training)."
+            f"non-finite observation (NaN or inf, or beyond float32's range 3.4e38) from the env(s) of agent(s) {bad}; "
+            "check those agents' environments (the step was not used for training)."
         )
-    return rewards.astype(np.float32, copy=False)
 
 
 class FederatedVecEnv(VecEnv):
@@ -131,6 +158,7 @@ class FederatedVecEnv(VecEnv):
         # Only the first reset after ``seed()`` is seeded, as in SB3's DummyVecEnv.
         self._seed = None
         self._obs = np.asarray(obs)
+        check_observations(self._obs, self.agent_ids)
         self._episode_returns[:] = 0.0
         self._episode_lengths[:] = 0
         self.reset_infos = [{} for _ in range(self.num_envs)]
@@ -153,12 +181,14 @@ class FederatedVecEnv(VecEnv):
             next_obs = obs.copy()
             final = info["final_obs"]
             next_obs[done_idx] = np.stack([final[i] for i in done_idx]) if final.dtype == object else final[done_idx]
-        base_reward = np.asarray(base_reward, dtype=np.float32)
+        base_reward = np.asarray(base_reward)
         if self.reward_fn is None:
-            rewards = base_reward
+            rewards = base_reward  # converted to float32 and then checked by check_rewards
         else:
-            rewards = self.reward_fn(self._obs, actions, next_obs, base_reward, self.agent_ids)
+            with np.errstate(over="ignore", invalid="ignore"):
+                rewards = self.reward_fn(self._obs, actions, next_obs, base_reward.astype(np.float32), self.agent_ids)
         rewards = check_rewards(rewards, self.num_envs, self.agent_ids)
+        check_observations(obs, self.agent_ids)
 
         self._episode_returns += rewards
         self._episode_lengths += 1
@@ -275,8 +305,7 @@ def make_federated_vec_env(
     :param vectorization_mode: ``"auto"``, ``"native"``, ``"sync"`` or ``"async"`` (see :func:`make_shared_dynamics`)
     :return: the federated vec env
     """
-    if n_envs_per_agent < 1:
-        raise ValueError(f"n_envs_per_agent must be >= 1, got {n_envs_per_agent}.")
+    _check_builder_arguments(env, n_agents, n_envs_per_agent, env_kwargs, seed, vectorization_mode)
     env_kwargs = dict(env_kwargs or {})
 
     if isinstance(env, Sequence) and not isinstance(env, str):
@@ -290,7 +319,8 @@ def make_federated_vec_env(
     if family is not None:
         if reward_fns is not None:
             raise ValueError(f"{env} defines its own per-agent rewards; do not pass reward_fns as well.")
-        n_agents = n_agents or family.default_n_agents
+        n_agents = family.default_n_agents if n_agents is None else n_agents
+        _check_family_kwarg_types(family.family_kwargs, env_kwargs)
         env_kwargs.pop("n_agents", None)
         reward_fns, base_id, base_kwargs = family.build(n_agents, **env_kwargs)
         if family.make_vector_env is not None:
@@ -307,10 +337,59 @@ def make_federated_vec_env(
         n_agents = 1 if n_agents is None else n_agents
         if n_agents < 1:
             raise ValueError(f"n_agents must be >= 1, got {n_agents}.")
-        venv = make_shared_dynamics(env, n_agents * n_envs_per_agent, env_kwargs, vectorization_mode)  # type: ignore[arg-type]
+        try:
+            venv = make_shared_dynamics(env, n_agents * n_envs_per_agent, env_kwargs, vectorization_mode)  # type: ignore[arg-type]
+        except gym.error.Error as error:  # unknown id, missing dependency, ...: name the argument
+            raise ValueError(f"env {env!r}: {error}") from error
     fed_env = FederatedVecEnv(venv, n_agents, reward_fns)
     fed_env.seed(seed)
     return fed_env
+
+
+def _check_builder_arguments(
+    env: Any, n_agents: Any, n_envs_per_agent: Any, env_kwargs: Any, seed: Any, vectorization_mode: Any
+) -> None:
+    """The arguments of :func:`make_federated_vec_env`, checked before anything is built (messages name them)."""
+    import numbers
+
+    def count(name: str, value: Any) -> None:
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1 or value > 1 << 20:
+            raise ValueError(f"{name} must be >= 1 (an integer up to {1 << 20}), got {value!r}.")
+
+    if n_agents is not None:
+        count("n_agents", n_agents)
+    count("n_envs_per_agent", n_envs_per_agent)
+    if n_agents is not None and n_agents * n_envs_per_agent > 1 << 20:
+        raise ValueError(f"n_agents x n_envs_per_agent = {n_agents * n_envs_per_agent} sub-environments is too many.")
+    if env_kwargs is not None and not isinstance(env_kwargs, dict):
+        raise TypeError(f"env_kwargs must be a dict of keyword arguments or None, got {type(env_kwargs).__name__}.")
+    if env_kwargs is not None and not all(isinstance(key, str) for key in env_kwargs):
+        raise TypeError(f"env_kwargs keys must be strings, got {sorted(map(repr, env_kwargs))}.")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**32):
+        raise ValueError(f"seed must be None or an integer in [0, 2**32), got {seed!r}.")
+    if not isinstance(vectorization_mode, str) or vectorization_mode not in ("auto", "native", "sync", "async"):
+        raise ValueError(f"unknown vectorization_mode {vectorization_mode!r}: use 'auto', 'native', 'sync' or 'async'.")
+    if isinstance(env, Sequence) and not isinstance(env, str):
+        for i, factory in enumerate(env):
+            if not callable(factory):
+                raise TypeError(f"env factory of agent {i} is not callable: {factory!r}")
+    elif not isinstance(env, str) and not callable(env):
+        raise TypeError(
+            f"env must be an env id, an env factory or a list of per-agent env factories, got {type(env).__name__}."
+        )
+
+
+def _check_family_kwarg_types(defaults: dict[str, Any], given: dict[str, Any]) -> None:
+    # A family's numeric parameters (heterogeneity, ...) must be numbers; its own checks then judge the range.
+    import numbers
+
+    for key, value in given.items():
+        default = defaults.get(key)
+        numeric = isinstance(default, numbers.Real) and not isinstance(default, bool)
+        if numeric and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
+            raise TypeError(f"env_kwargs[{key!r}] must be a number, got {type(value).__name__} {value!r}.")
+        if isinstance(default, bool) and not isinstance(value, bool):
+            raise TypeError(f"env_kwargs[{key!r}] must be True or False, got {value!r}.")
 
 
 def _from_agent_factories(

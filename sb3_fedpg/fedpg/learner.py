@@ -238,6 +238,7 @@ class PolicyGradientLearner:
         self.critic_optimizer.zero_grad()
         value_loss.sum().backward()
         self.critic_optimizer.step()
+        self.check_local_state("critic update")
         self.stats.add("train/value_loss", float(value_loss.detach().mean()))
         return weights
 
@@ -274,7 +275,13 @@ class PolicyGradientLearner:
         :param anchor_batches: batches averaged into each anchor (``k``; the extra env steps count like any other)
         :return: the solver to hand to :func:`~sb3_fedpg.common.fedmath.run_round`
         """
-        update = self.local_optimizer.make_update(learning_rate, self.max_grad_norm)
+        local_update = self.local_optimizer.make_update(learning_rate, self.max_grad_norm)
+
+        def update(params: th.Tensor, direction: th.Tensor, i: int) -> th.Tensor:
+            new_params = local_update(params, direction, i)
+            self.check_local_state("local update")  # an overflowing moment fails the round instead of freezing it
+            return new_params
+
         return NoiseAwareSteps(self, sample, local_steps, update, correction, reuse_anchor, variance_control, anchor_batches)
 
     # ------------------------------------------------------------------ local memory
@@ -296,6 +303,42 @@ class PolicyGradientLearner:
         self.local_optimizer.load_state_dict(state["local_optimizer_state"])
         if "correction_stats" in state:
             self.correction_stats.load_state_dict(state["correction_stats"])
+
+    def nonfinite_local_state(self) -> dict[int, list[str]]:
+        """
+        :return: agent → the parts of its local state (critic parameters, critic optimiser moments, local optimiser
+            moments) holding NaN/inf; empty when everything is finite
+        """
+        n = self.critics.params.shape[0]
+        parts: list[tuple[str, th.Tensor]] = [("critic parameters", self.critics.params.detach())]
+        for state in self.critic_optimizer.state.values():
+            parts += [(f"critic optimiser {key}", v) for key, v in state.items() if th.is_tensor(v) and v.dim() > 0]
+        parts += [(f"local optimiser {key}", v) for key, v in self.local_optimizer.state_dict().items() if v.dim() > 0]
+        bad: dict[int, list[str]] = {}
+        for name, tensor in parts:
+            if tensor.shape[0] != n or not tensor.is_floating_point():
+                continue
+            finite = th.isfinite(tensor.reshape(n, -1)).all(dim=1)
+            if not bool(finite.all()):
+                for agent in th.nonzero(~finite).flatten().tolist():
+                    bad.setdefault(int(agent), []).append(name)
+        return bad
+
+    def check_local_state(self, where: str = "round") -> None:
+        """
+        :param where: the step just done (for the message)
+        :raises FloatingPointError: naming the agents whose local state is no longer finite (an inf second moment
+            would freeze a critic for good: the round is stopped and rolled back instead)
+        """
+        bad = self.nonfinite_local_state()
+        if bad:
+            detail = "; ".join(f"agent {agent}: {', '.join(names)}" for agent, names in sorted(bad.items()))
+            raise FloatingPointError(
+                f"non-finite local state (NaN/inf) after the {where} of agent(s) {sorted(bad)} ({detail}); the round "
+                "was stopped and every agent's local state rolled back to its value before the round. Check those "
+                "agents' rewards (a reward beyond ~1e19 overflows Adam's float32 second moment), or lower the "
+                "critic_learning_rate / learning_rate."
+            )
 
     def snapshot(self) -> dict[str, Any]:
         """:return: a deep copy of the local memory, to roll a failed round back with :meth:`load_local_state_dict`"""

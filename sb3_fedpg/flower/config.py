@@ -58,6 +58,9 @@ DEFAULT_RUN_CONFIG: dict[str, bool | int | float | str] = {
     "wait-for-agents-s": 120.0,
     "phase-timeout-s": 300.0,
     "max-update-norm": 1e6,
+    # relative bound: a reply whose norm exceeds this many times the median norm of its phase's replies is
+    # rejected (needs >= 3 replies; 0 disables)
+    "max-update-norm-ratio": 10.0,
     # server reduction over agents, by name (see sb3_fedpg.common.aggregators.AGGREGATORS)
     "aggregator": "mean",
     "max-skipped-rounds": 3,
@@ -100,6 +103,8 @@ class FlowerRunConfig:
     :param wait_for_agents_s: how long to wait at start for ``max(num_agents, min_agents)`` agents
     :param phase_timeout_s: how long the server waits for the replies of one phase
     :param max_update_norm: replies (anchors, parameter changes) with a larger norm are rejected
+    :param max_update_norm_ratio: replies whose norm exceeds this many times the median norm of the phase's replies
+        are rejected (with at least 3 replies; ``None``: no relative bound)
     :param aggregator: the server's reduction over agents for anchors and parameter changes: ``mean`` or a
         Byzantine-robust rule (``median``, ``trimmed_mean``, ``norm_clipped_mean``, ``geometric_median``)
     :param max_skipped_rounds: stop the run after this many consecutive skipped rounds
@@ -146,6 +151,7 @@ class FlowerRunConfig:
     wait_for_agents_s: float = 120.0
     phase_timeout_s: float = 300.0
     max_update_norm: float | None = 1e6
+    max_update_norm_ratio: float | None = 10.0
     aggregator: str = "mean"
     max_skipped_rounds: int = 3
     output_dir: str = "runs/flower"
@@ -226,12 +232,23 @@ class FlowerRunConfig:
 
 def _int_list(value: Any, key: str) -> tuple[int, ...]:
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return (int(value),)
-    text = str(value).replace(";", ",").strip()
-    try:
-        return tuple(int(part) for part in text.split(",") if part.strip())
-    except ValueError as error:
-        raise ValueError(f"run config {key!r} must be comma-separated integers, got {value!r}") from error
+        if isinstance(value, float) and not value.is_integer():
+            raise ValueError(f"run config {key!r} must be comma-separated integers, got {value!r}")
+        numbers: tuple[int, ...] = (int(value),)
+    elif isinstance(value, str):
+        try:
+            numbers = tuple(int(part) for part in value.replace(";", ",").split(",") if part.strip())
+        except ValueError as error:
+            raise ValueError(f"run config {key!r} must be comma-separated integers, got {value!r}") from error
+    else:
+        raise ValueError(f"run config {key!r} must be comma-separated integers, got {type(value).__name__} {value!r}")
+    if any(not 1 <= number <= 1 << 20 for number in numbers):
+        raise ValueError(f"run config {key!r} must list integers in [1, {1 << 20}], got {value!r}")
+    return numbers
+
+
+#: SB3 logger formats a run config may name (``log-formats``).
+LOG_FORMATS = ("stdout", "log", "json", "csv", "tensorboard")
 
 
 def parse_run_config(run_config: Mapping[str, Any] | None = None, **overrides: Any) -> FlowerRunConfig:
@@ -259,25 +276,39 @@ def parse_run_config(run_config: Mapping[str, Any] | None = None, **overrides: A
                 if value.lower() not in ("true", "false", "1", "0"):
                     raise ValueError(f"run config {key!r} must be true or false, got {value!r}")
                 return value.lower() in ("true", "1")
-            return bool(value)
-        if kind is int and isinstance(value, bool):
+            if isinstance(value, bool) or (isinstance(value, int) and value in (0, 1)):
+                return bool(value)
+            raise ValueError(f"run config {key!r} must be true or false, got {value!r}")
+        if kind is int and (isinstance(value, bool) or (isinstance(value, float) and not value.is_integer())):
             raise ValueError(f"run config {key!r} must be int, got {value!r}")
+        if kind is str and not isinstance(value, str):
+            raise ValueError(f"run config {key!r} must be str, got {type(value).__name__} {value!r}")
+        if kind is not str and not isinstance(value, int | float | str):
+            raise ValueError(f"run config {key!r} must be {kind.__name__}, got {type(value).__name__} {value!r}")
         try:
             return kind(value)
-        except (TypeError, ValueError) as error:
+        except (TypeError, ValueError, OverflowError) as error:
             raise ValueError(f"run config {key!r} must be {kind.__name__}, got {value!r}") from error
 
     values: dict[str, Any] = {}
     for f in fields(FlowerRunConfig):
         key = f.name.replace("_", "-")
-        if f.name in ("max_update_norm", "max_grad_norm"):
+        if f.name in ("max_update_norm", "max_grad_norm", "max_update_norm_ratio"):
             # 0 (or less) means "no limit": TOML has no null
             number = typed(key, float)
-            if number != number or number == float("inf"):
+            if number != number or abs(number) == float("inf"):
                 raise ValueError(f"run config {key!r} must be a finite number (0 for no limit), got {number!r}")
+            if f.name == "max_update_norm_ratio" and 0 < number < 1:
+                raise ValueError(f"run config {key!r} must be >= 1 (or 0 for no relative bound), got {number!r}")
             values[f.name] = number if number > 0 else None
         elif f.name == "log_formats":
-            values[f.name] = tuple(part.strip() for part in str(merged[key]).split(",") if part.strip())
+            text = merged[key]
+            if not isinstance(text, str):
+                raise ValueError(f"run config {key!r} must be a comma-separated string, got {text!r}")
+            values[f.name] = tuple(part.strip() for part in text.split(",") if part.strip())
+            unknown_formats = sorted(set(values[f.name]) - set(LOG_FORMATS))
+            if unknown_formats:
+                raise ValueError(f"run config {key!r}: unknown format(s) {unknown_formats}; use some of {LOG_FORMATS}")
         elif f.name in ("net_arch", "fault_rounds"):
             values[f.name] = _int_list(merged[key], key)
         else:

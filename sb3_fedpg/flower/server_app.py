@@ -16,7 +16,7 @@ from logging import INFO, WARNING
 from typing import Any
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
 from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 
@@ -42,6 +42,60 @@ def wait_for_agents(grid: Any, n_wanted: int, timeout: float) -> list[int]:
         time.sleep(0.2)
 
 
+def screen_replies(
+    received: list[tuple[int, Any, Any]],
+    key: str,
+    n_params: int,
+    max_norm: float | None,
+    max_ratio: float | None,
+    server_round: int = 0,
+    message_type: str = "",
+) -> tuple[dict[int, np.ndarray], dict[int, dict[str, Any]], dict[int, str]]:
+    """
+    Validate one phase's replies; never raises on what an agent sent.
+
+    In order: the vector (:func:`~sb3_fedpg.common.validation.update_problem`: shape, dtype, finite, absolute norm),
+    the metrics (:func:`~sb3_fedpg.common.validation.clean_metrics`: bad entries dropped and logged), one reply per
+    agent id (a second node claiming an agent already claimed in this phase is rejected), and the relative norm bound
+    (:func:`~sb3_fedpg.common.validation.relative_norm_outliers`) over the replies left.
+
+    :param received: ``(node, vector, metrics)`` in arrival order
+    :param key: ``anchor`` or ``delta`` (for the messages)
+    :param n_params: expected vector length
+    :param max_norm: absolute norm bound (``None``: none)
+    :param max_ratio: relative bound: at most this many times the phase's median norm (``None``: none)
+    :param server_round: the round (for the log)
+    :param message_type: the phase (for the log)
+    :return: accepted vectors and clean metrics by node, and the reasons of the rejected nodes
+    """
+    from sb3_fedpg.common.validation import clean_metrics, relative_norm_outliers, update_problem
+
+    accepted: dict[int, np.ndarray] = {}
+    metrics: dict[int, dict[str, Any]] = {}
+    problems: dict[int, str] = {}
+    claimed: dict[int, int] = {}
+    for node, vector, record in received:
+        problem = update_problem(vector, n_params, max_norm)
+        if problem is not None:
+            problems[node] = f"rejected {key}: {problem}"
+            continue
+        clean, dropped = clean_metrics(record)
+        for note in dropped:
+            log(WARNING, "round %d %s: node %d: metric dropped: %s", server_round, message_type, node, note)
+        agent = clean.get("agent")
+        if agent is not None and agent in claimed:
+            problems[node] = f"rejected {key}: agent id {agent} was already claimed by node {claimed[agent]} in this phase"
+            continue
+        if agent is not None:
+            claimed[int(agent)] = node
+        accepted[node] = np.asarray(vector)
+        metrics[node] = clean
+    for node, problem in relative_norm_outliers(accepted, max_ratio).items():
+        problems[node] = f"rejected {key}: {problem}"
+        del accepted[node], metrics[node]
+    return accepted, metrics, problems
+
+
 class FedPGServer:
     """
     The server of one Flower run.
@@ -60,7 +114,7 @@ class FedPGServer:
 
     def exchange(
         self, node_ids: Iterable[int], content: RecordDict, message_type: str, server_round: int, key: str, n_params: int
-    ) -> tuple[dict[int, np.ndarray], dict[int, MetricRecord], dict[int, str]]:
+    ) -> tuple[dict[int, np.ndarray], dict[int, dict[str, Any]], dict[int, str]]:
         """
         Send one phase's message to the nodes, wait (at most the phase timeout) and validate the replies.
 
@@ -70,9 +124,8 @@ class FedPGServer:
         :param server_round: round number (the messages' group id)
         :param key: the reply's vector name (``anchor`` or ``delta``)
         :param n_params: expected vector length
-        :return: accepted vectors and metrics by node id, and the reasons of the rejected or missing nodes
+        :return: accepted vectors and (clean) metrics by node id, and the reasons of the rejected or missing nodes
         """
-        from sb3_fedpg.common.validation import update_problem
 
         config = self.config
         messages = [
@@ -82,28 +135,27 @@ class FedPGServer:
         replies = self.grid.send_and_receive(messages, timeout=config.phase_timeout_s)
         # Match replies by reply_to_message_id: an error reply may name the SuperLink as its source.
         node_of = {m.metadata.message_id: m.metadata.dst_node_id for m in messages}
-        accepted: dict[int, np.ndarray] = {}
-        metrics: dict[int, MetricRecord] = {}
+        received: list[tuple[int, Any, Any]] = []
         problems: dict[int, str] = {}
         for reply in replies:
             node = node_of.get(reply.metadata.reply_to_message_id)
-            if node is None:
-                continue
+            if node is None or node in problems or any(node == seen for seen, _, _ in received):
+                continue  # unknown, or a second reply of the same node
             if reply.has_error():
                 problems[node] = f"error reply (code {reply.error.code}): {reply.error.reason}"
                 continue
             try:
                 vector = reply.content[key][key].numpy()  # type: ignore[index]
-            except (KeyError, TypeError, ValueError) as error:
+                records = reply.content.metric_records
+                record = records["metrics"] if "metrics" in records else {}
+            except (KeyError, TypeError, ValueError, AttributeError) as error:
                 problems[node] = f"malformed reply ({type(error).__name__}: {error})"
                 continue
-            problem = update_problem(vector, n_params, config.max_update_norm)
-            if problem is not None:
-                problems[node] = f"rejected {key}: {problem}"
-                continue
-            accepted[node] = vector
-            if "metrics" in reply.content.metric_records:
-                metrics[node] = reply.content.metric_records["metrics"]
+            received.append((node, vector, record))
+        accepted, metrics, screened = screen_replies(
+            received, key, n_params, config.max_update_norm, config.max_update_norm_ratio, server_round, message_type
+        )
+        problems.update(screened)
         for node in node_of.values():
             if node not in accepted and node not in problems:
                 problems[node] = f"no reply within {config.phase_timeout_s:g} s"
@@ -131,7 +183,7 @@ class FedPGServer:
             {"params": ArrayRecord({"params": Array(params)}), "config": ConfigRecord({"round": server_round})}
         )
         anchors, metrics, problems = self.exchange(nodes, content, PHASE_GRAD, server_round, "anchor", params.shape[0])
-        self.agent_of.update({node: int(m["agent"]) if "agent" in m else node for node, m in metrics.items()})  # type: ignore[call-overload]
+        self.agent_of.update({node: int(m.get("agent", node)) for node, m in metrics.items()})
         accepted = self._in_agent_order(anchors)
         out: dict[str, Any] = {
             "nodes": accepted,
@@ -204,11 +256,11 @@ class FedPGServer:
         returns = []
         for record in records:
             if "ep_rew_mean" in record:
-                returns.append(float(record["ep_rew_mean"]))  # type: ignore[arg-type]
-                logger.record(f"fed/agent_{int(record['agent'])}/ep_rew_mean", float(record["ep_rew_mean"]))  # type: ignore[arg-type]
+                returns.append(float(record["ep_rew_mean"]))
+                logger.record(f"fed/agent_{int(record['agent'])}/ep_rew_mean", float(record["ep_rew_mean"]))
         if returns:
             logger.record("rollout/ep_rew_mean", float(np.mean(returns)))
-        logger.record("time/round_timesteps", sum(float(r.get("num_timesteps", 0.0)) for r in records))  # type: ignore[arg-type]
+        logger.record("time/round_timesteps", sum(float(r.get("num_timesteps", 0.0)) for r in records))
         logger.dump(step=server_round)
 
     def run(self) -> list[np.ndarray]:

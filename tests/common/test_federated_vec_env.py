@@ -2,9 +2,9 @@ import gymnasium as gym
 import numpy as np
 import pytest
 from gymnasium.vector import AutoresetMode
-from sb3_fedpg.envs.native import SameStepCartPoleVectorEnv
 
 from sb3_fedpg import FederatedVecEnv, make_federated_vec_env
+from sb3_fedpg.envs.native import SameStepCartPoleVectorEnv
 
 
 def const_reward(value):
@@ -120,3 +120,29 @@ def test_builder_bad_input(kwargs, error, message):
 def test_native_mode_without_native_env():
     with pytest.raises(ValueError, match="no native vector implementation"):
         make_federated_vec_env("Pendulum-v1", vectorization_mode="native")
+
+
+@pytest.mark.parametrize(
+    "env, kwargs, error, message",
+    [
+        ("sb3_fedpg/HeteroCartPole-v0", dict(n_agents=0), ValueError, "n_agents must be >= 1"),  # built 4 agents
+        ("sb3_fedpg/HeteroCartPole-v0", dict(n_agents=2.5), ValueError, "n_agents must be >= 1"),
+        ("CartPole-v1", dict(n_envs_per_agent="2"), ValueError, "n_envs_per_agent must be >= 1"),
+        ("CartPole-v1", dict(n_envs_per_agent=True), ValueError, "n_envs_per_agent must be >= 1"),
+        ("CartPole-v1", dict(seed=-1), ValueError, "seed must be None or an integer"),
+        ("CartPole-v1", dict(env_kwargs=[("a", 1)]), TypeError, "env_kwargs must be a dict"),
+        (
+            "sb3_fedpg/HeteroCartPole-v0",
+            dict(env_kwargs={"heterogeneity": "high"}),
+            TypeError,
+            r"env_kwargs\['heterogeneity'\]",
+        ),
+        ("NoSuchEnv-v0", {}, ValueError, "env 'NoSuchEnv-v0': Environment `NoSuchEnv` doesn't exist"),
+        (42, {}, TypeError, "env must be an env id, an env factory or a list"),
+        ([lambda: gym.make("CartPole-v1"), "CartPole-v1"], {}, TypeError, "env factory of agent 1 is not callable"),
+        ("CartPole-v1", dict(vectorization_mode=["sync"]), ValueError, "unknown vectorization_mode"),
+    ],
+)
+def test_builder_argument_checks_name_the_field(env, kwargs, error, message):
+    with pytest.raises(error, match=message):
+        make_federated_vec_env(env, **kwargs)

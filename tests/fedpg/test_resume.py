@@ -96,3 +96,23 @@ def test_checkpoint_round_trip_in_process(tmp_path):
 def test_bad_checkpoint_callback_arguments(tmp_path, kwargs, message):
     with pytest.raises(ValueError, match=message):
         RoundCheckpointCallback(**{"save_freq": 1, "save_path": str(tmp_path), **kwargs})
+
+
+def test_resume_with_another_torch_thread_count_warns(tmp_path):
+    import warnings
+
+    from sb3_fedpg.common.persistence import ThreadCountWarning
+
+    threads = th.get_num_threads()
+    try:
+        th.set_num_threads(2)
+        model = FederatedPG("MlpPolicy", "CartPole-v1", n_steps=4, local_steps=1, n_envs_per_agent=2, seed=0)
+        model.save_checkpoint(tmp_path / "ckpt.zip")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", ThreadCountWarning)
+            FederatedPG.load_checkpoint(tmp_path / "ckpt.zip")  # same count: silent
+        th.set_num_threads(1)
+        with pytest.warns(ThreadCountWarning, match=r"using 2 torch thread\(s\), this one uses 1.*set_num_threads\(2\)"):
+            FederatedPG.load_checkpoint(tmp_path / "ckpt.zip")
+    finally:
+        th.set_num_threads(threads)
