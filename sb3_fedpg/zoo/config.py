@@ -430,7 +430,7 @@ def validate_hyperparams(entry: dict[str, Any], algo_class: type, where: str = "
 
     policy = entry.get("policy", "MlpPolicy")
     aliases = getattr(algo_class, "policy_aliases", {})
-    if policy not in aliases:
+    if not isinstance(policy, str) or policy not in aliases:
         raise ZooConfigError(f"{where}: bad value {policy!r} for 'policy': {algo_class.__name__} has {sorted(aliases)}.")
     model_kwargs: dict[str, Any] = {"policy": policy}
     policy_kwargs = _resolve_policy_kwargs(entry.get("policy_kwargs"), aliases[policy], where)

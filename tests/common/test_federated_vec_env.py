@@ -2,9 +2,9 @@ import gymnasium as gym
 import numpy as np
 import pytest
 from gymnasium.vector import AutoresetMode
+from sb3_fedpg.envs.native import SameStepCartPoleVectorEnv
 
 from sb3_fedpg import FederatedVecEnv, make_federated_vec_env
-from sb3_fedpg.envs.native import SameStepCartPoleVectorEnv
 
 
 def const_reward(value):
