@@ -27,6 +27,7 @@ from stable_baselines3.common.preprocessing import preprocess_obs
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 from stable_baselines3.common.utils import FloatSchedule, check_for_correct_spaces, safe_mean
 
+from sb3_fedpg.common import fedmath
 from sb3_fedpg.common.batch import RolloutBatch
 from sb3_fedpg.common.batched_policy import BatchedActor
 from sb3_fedpg.common.callbacks import fire_round_end
@@ -340,6 +341,76 @@ class FederatedAlgorithm(FederatedPersistenceMixin):
         :param callback: SB3 callback called at every env step (a no-op if ``None``)
         """
         raise NotImplementedError
+
+    @property
+    def last_round(self) -> fedmath.RoundResult | None:
+        """The last completed round (anchors, ``g``, local parameters, ...), ``None`` before the first."""
+        return getattr(self, "_last_round", None)
+
+    def local_state_dict(self) -> dict[str, Any]:
+        """:return: every agent's local memory (critics, optimiser states, ...): what a failed round rolls back"""
+        raise NotImplementedError
+
+    def load_local_state_dict(self, state: dict[str, Any]) -> None:
+        """
+        :param state: the output of :meth:`local_state_dict`
+        """
+        raise NotImplementedError
+
+    def run_atomic_round(self, solver: fedmath.LocalSolver) -> fedmath.RoundResult:
+        """
+        One round with ``solver`` as the agents' half (:func:`fedmath.run_round`), **atomic**: if it does not
+        complete (a callback stops it, an env fails, a value is not finite), the global policy, every agent's local
+        state (:meth:`local_state_dict`) and ``num_timesteps`` stay as they were before it (the environments are not
+        rolled back: their episodes go on).
+
+        :param solver: the agents' local solver for this round
+        :return: the completed round
+        """
+        import copy
+
+        theta_bar = self._actor.get_vector().to(self.device)
+        local_state, steps_before = copy.deepcopy(self.local_state_dict()), self.num_timesteps
+        try:
+            result = fedmath.run_round(
+                theta_bar,
+                solver,
+                self.n_agents,  # type: ignore[arg-type]
+                server_learning_rate=self.server_learning_rate,  # type: ignore[attr-defined]
+                aggregator=self.aggregator,  # type: ignore[attr-defined]
+                participants=self.sample_participants(),
+                attack=self.attack,  # type: ignore[attr-defined]
+            )
+            if not bool(th.isfinite(result.params).all()):
+                raise FloatingPointError(
+                    "the aggregated global parameters are not finite; the round was discarded and the last good global "
+                    "parameters kept. Lower the learning rate or check the agents' rewards."
+                )
+        except BaseException:
+            self.load_local_state_dict(local_state)
+            self.num_timesteps = steps_before
+            raise
+        self._actor.set_vector(result.params)
+        self._last_round = result
+        self._n_rounds += 1
+        return result
+
+    def record_round(self, result: fedmath.RoundResult, learning_rate: float, updates: int, stats: dict[str, float]) -> None:
+        """
+        Log a completed round: ``train/learning_rate``, ``train/n_updates``, :func:`fedmath.round_metrics`, the
+        solver's statistics (means over the round's batches) and ``fed/round``.
+
+        :param result: the round
+        :param learning_rate: the round's learning rate
+        :param updates: local updates done in the round
+        :param stats: the solver's statistics
+        """
+        self._n_updates += updates
+        self.logger.record("train/learning_rate", learning_rate)
+        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+        for key, value in {**fedmath.round_metrics(result, self.correction), **stats}.items():  # type: ignore[attr-defined]
+            self.logger.record(key, value)
+        self.logger.record("fed/round", self._n_rounds)
 
     def _round_callback(self, callback: BaseCallback | None) -> BaseCallback:
         callback = callback if callback is not None else CallbackList([])

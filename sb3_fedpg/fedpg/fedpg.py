@@ -10,21 +10,17 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 
-from sb3_fedpg.common import fedmath
 from sb3_fedpg.common.aggregators import make_aggregator
 from sb3_fedpg.common.batch import RolloutBatch
 from sb3_fedpg.common.batched_policy import BatchedActor, StackedCritics
 from sb3_fedpg.common.estimators import make_estimator
-from sb3_fedpg.common.federated_algorithm import FederatedAlgorithm, StopTrainingInRound
+from sb3_fedpg.common.federated_algorithm import FederatedAlgorithm
 from sb3_fedpg.common.hyperparams import FedPGHyperparams
 from sb3_fedpg.fedpg.learner import CorrectionStatistics, PolicyGradientLearner
 from sb3_fedpg.fedpg.local_optim import LOCAL_OPTIMIZERS
 from sb3_fedpg.fedpg.policies import MlpPolicy
 
 SelfFederatedPG = TypeVar("SelfFederatedPG", bound="FederatedPG")
-
-# Kept for code that caught the old private name.
-_StopTraining = StopTrainingInRound
 
 
 class FederatedPG(FederatedAlgorithm):
@@ -224,11 +220,6 @@ class FederatedPG(FederatedAlgorithm):
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         return ["policy", "critics", "critic_optimizer", "local_optimizer_state", "correction_stats"], []
 
-    @property
-    def last_round(self) -> fedmath.RoundResult | None:
-        """The last completed round (anchors, ``g``, local parameters, ...), ``None`` before the first."""
-        return getattr(self, "_last_round", None)
-
     def sample_batch(self, params: th.Tensor, callback: BaseCallback) -> RolloutBatch:
         """
         A fresh batch for every agent under its own parameters (from ρ for ``gpomdp``/``reinforce``).
@@ -254,8 +245,6 @@ class FederatedPG(FederatedAlgorithm):
         callback = self._round_callback(callback)
         self.policy.set_training_mode(True)
         learning_rate = self.current_learning_rate()
-        theta_bar = self._actor.get_vector().to(self.device)
-        local_state, steps_before = self.learner.snapshot(), self.num_timesteps
         self.learner.stats = type(self.learner.stats)()
         solver = self.learner.solver(
             lambda params, step: self.sample_batch(params, callback),
@@ -266,34 +255,14 @@ class FederatedPG(FederatedAlgorithm):
             variance_control=getattr(self, "variance_control", "none"),
             anchor_batches=getattr(self, "anchor_batches", 1),
         )
-        try:
-            result = fedmath.run_round(
-                theta_bar,
-                solver,
-                self.n_agents,  # type: ignore[arg-type]
-                server_learning_rate=self.server_learning_rate,
-                aggregator=self.aggregator,
-                participants=self.sample_participants(),
-                attack=self.attack,
-            )
-            if not bool(th.isfinite(result.params).all()):
-                raise FloatingPointError(
-                    "the aggregated global parameters are not finite; the round was discarded and the last good global "
-                    "parameters kept. Lower the learning rate or check the agents' rewards."
-                )
-        except BaseException:
-            self.learner.load_local_state_dict(local_state)
-            self.num_timesteps = steps_before
-            raise
-        self._actor.set_vector(result.params)
-        self._last_round = result
-        self._n_rounds += 1
-        self._n_updates += self.local_steps
-        self.logger.record("train/learning_rate", learning_rate)
-        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
-        for key, value in {**fedmath.round_metrics(result, self.correction), **self.learner.stats.means()}.items():
-            self.logger.record(key, value)
-        self.logger.record("fed/round", self._n_rounds)
+        result = self.run_atomic_round(solver)
+        self.record_round(result, learning_rate, self.local_steps, self.learner.stats.means())
+
+    def local_state_dict(self) -> dict[str, Any]:
+        return self.learner.local_state_dict()
+
+    def load_local_state_dict(self, state: dict[str, Any]) -> None:
+        self.learner.load_local_state_dict(state)
 
     def learn(
         self: SelfFederatedPG,

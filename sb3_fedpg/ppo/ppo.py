@@ -11,7 +11,6 @@ from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 from stable_baselines3.common.utils import FloatSchedule
 
-from sb3_fedpg.common import fedmath
 from sb3_fedpg.common.aggregators import make_aggregator
 from sb3_fedpg.common.batched_policy import BatchedActor, StackedCritics
 from sb3_fedpg.common.federated_algorithm import FederatedAlgorithm
@@ -182,11 +181,6 @@ class FederatedPPO(FederatedAlgorithm):
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         return ["policy", "critics", "critic_optimizer", "actor_optimizer"], []
 
-    @property
-    def last_round(self) -> fedmath.RoundResult | None:
-        """The last completed round, ``None`` before the first."""
-        return getattr(self, "_last_round", None)
-
     def local_state_dict(self) -> dict[str, Any]:
         """:return: every agent's local memory (critics, their optimiser, the actors' Adam moments)"""
         return {
@@ -210,8 +204,6 @@ class FederatedPPO(FederatedAlgorithm):
 
         :param callback: SB3 callback called at every env step (a no-op if ``None``)
         """
-        import copy
-
         callback = self._round_callback(callback)
         self.policy.set_training_mode(True)
         learning_rate = self.current_learning_rate()
@@ -239,34 +231,9 @@ class FederatedPPO(FederatedAlgorithm):
             settings,
             lambda params: self.collect_batch(params, callback, keep_truncations=True),
         )
-        theta_bar = self._actor.get_vector().to(self.device)
-        local_state, steps_before = copy.deepcopy(self.local_state_dict()), self.num_timesteps
-        try:
-            result = fedmath.run_round(
-                theta_bar,
-                solver,
-                self.n_agents,  # type: ignore[arg-type]
-                server_learning_rate=self.server_learning_rate,
-                aggregator=self.aggregator,
-                participants=self.sample_participants(),
-                attack=self.attack,
-            )
-            if not bool(th.isfinite(result.params).all()):
-                raise FloatingPointError("the aggregated global parameters are not finite; the round was discarded.")
-        except BaseException:
-            self.load_local_state_dict(local_state)
-            self.num_timesteps = steps_before
-            raise
-        self._actor.set_vector(result.params)
-        self._last_round = result
-        self._n_rounds += 1
-        self._n_updates += self.n_epochs
-        self.logger.record("train/learning_rate", learning_rate)
+        result = self.run_atomic_round(solver)
         self.logger.record("train/clip_range", settings.clip_range)
-        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
-        for key, value in {**fedmath.round_metrics(result, self.correction), **solver.stats.means()}.items():
-            self.logger.record(key, value)
-        self.logger.record("fed/round", self._n_rounds)
+        self.record_round(result, learning_rate, self.n_epochs, solver.stats.means())
 
     def learn(
         self: SelfFederatedPPO,
