@@ -22,6 +22,9 @@ from sb3_fedpg.common.batched_policy import BatchedActor, StackedCritics
 from sb3_fedpg.common.estimators import gae_advantages
 from sb3_fedpg.fedpg.learner import RoundStats, bootstrap_truncations
 
+#: The per-minibatch statistics, averaged over the round.
+STEP_STATS = ("train/policy_gradient_loss", "train/value_loss", "train/entropy_loss", "train/approx_kl", "train/clip_fraction")
+
 
 class BatchedAdam(th.nn.Module):
     """
@@ -149,6 +152,7 @@ class PPOEpochs:
         self.generator = generator
         self.stats = RoundStats()
         self._data: dict[str, th.Tensor] = {}
+        self._step_stats: list[th.Tensor] = []
 
     # ------------------------------------------------------------ phase 1
     def anchor(self, global_params: th.Tensor, n_agents: int) -> th.Tensor:
@@ -220,6 +224,10 @@ class PPOEpochs:
             if not bool(active.any()):
                 break
         self.stats.add("train/early_stopped_agents", float((~active).sum()))
+        if self._step_stats:
+            means = th.stack(self._step_stats).mean(0).tolist()
+            for key, value in zip(STEP_STATS, means, strict=True):
+                self.stats.add(key, value)
         return params
 
     def _minibatch_step(
@@ -253,11 +261,18 @@ class PPOEpochs:
                 self.critic_optimizer.descend(critic_params, clip_rows(critic_grad, s.max_grad_norm), s.learning_rate, active)
             )
             kl = ((ratio - 1) - log_ratio).mean(1)
-            self.stats.add("train/policy_gradient_loss", float(-surrogate.mean()))
-            self.stats.add("train/value_loss", float(value_loss.mean()))
-            self.stats.add("train/entropy_loss", float(-entropy.mean()))
-            self.stats.add("train/approx_kl", float(kl.mean()))
-            self.stats.add("train/clip_fraction", float(((ratio - 1).abs() > s.clip_range).float().mean()))
+            # one small tensor per step, turned into numbers once per round (see local_round)
+            self._step_stats.append(
+                th.stack(
+                    [
+                        -surrogate.mean(),
+                        value_loss.mean(),
+                        -entropy.mean(),
+                        kl.mean(),
+                        ((ratio - 1).abs() > s.clip_range).float().mean(),
+                    ]
+                )
+            )
         if not bool(th.isfinite(new_params).all()):
             bad = th.nonzero(~th.isfinite(new_params).all(dim=1)).flatten().tolist()
             raise FloatingPointError(f"non-finite local parameters from agent(s) {bad}; the round was discarded.")
