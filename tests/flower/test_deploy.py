@@ -75,3 +75,34 @@ def test_tls_and_supernode_auth_refuse_an_unregistered_node(tmp_path):
     assert intruder_code != 0
     assert "Failed to activate SuperNode" in intruder_log
     assert (tmp_path / "deploy" / "certificates" / "ca.crt").exists()
+
+
+def test_neural_deployment_equals_simulation_bit_for_bit(tmp_path):
+    # Every (agent, round, phase) reseeds all of the agent's random streams (torch, NumPy, the env, and the
+    # NumPy rollout's action sampler), and each message starts from fresh episodes: a deployment, whose
+    # ClientApp is a new process per message, must therefore reproduce the simulation exactly.
+    from sb3_fedpg.flower.simulation import run_simulation
+
+    run_config = {
+        "task": "neural",
+        "num-rounds": 2,
+        "num-agents": 2,
+        "min-agents": 2,
+        "phase-timeout-s": 120.0,
+        "n-envs-per-agent": 2,
+        "n-steps": 8,
+        "local-steps": 2,
+        "net-arch": "16",
+        "heterogeneity": 1.0,
+    }
+    simulated = run_simulation(2, {**run_config, "output-dir": str(tmp_path / "sim")}, num_cpus=2)
+    out = tmp_path / "deployed"
+    with LoopbackDeployment(tmp_path / "deploy", 2) as deployment:
+        deployment.start()
+        code = deployment.run({**run_config, "output-dir": str(out)}, timeout=480)
+        log = deployment.log("flwr_run")
+    assert code == 0, log
+    deployed = np.load(out / "checkpoint.npz")["history"]
+    assert deployed.shape == simulated.shape == (3, simulated.shape[1])
+    assert not np.array_equal(simulated[2], simulated[0])  # it trained
+    np.testing.assert_array_equal(deployed, simulated)
