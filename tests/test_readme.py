@@ -16,7 +16,7 @@ def code_block_after(heading: str) -> str:
 
 def test_federated_environment_examples_run():
     namespace: dict = {}
-    exec(code_block_after("### Federated environments"), namespace)  # noqa: S102
+    exec(code_block_after("### Federated environments"), namespace)
     env = namespace["env"]
     assert env.n_agents == 3 and env.num_envs == 3 * env.n_envs_per_agent
     # each factory got its own agent index (no late-binding lambda): the agents' rewards differ
