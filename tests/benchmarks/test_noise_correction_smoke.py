@@ -1,0 +1,39 @@
+"""The noise-correction benchmark runs end to end in --quick mode and resumes from its cache."""
+
+import importlib.util
+import json
+import pathlib
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+def load():
+    spec = importlib.util.spec_from_file_location("noise_correction", ROOT / "benchmarks" / "noise_correction.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_noise_correction_quick(tmp_path):
+    module = load()
+    payload = module.main(["--quick"], output=tmp_path)
+    saved = json.loads((tmp_path / "noise_correction.json").read_text())
+    cell = saved["summary"]["pointmass"]["5"]
+    assert set(cell["methods"]) == set(module.methods_at(5))
+    for method, entry in cell["methods"].items():
+        assert len(entry["finals"]) == 2
+        assert entry["verdict"] in {"yes", "no", "worse", "diverged", "—"}
+        if entry["diverged"] == 0 and method != "fedavg":
+            spread = entry["std"] + cell["methods"]["fedavg"]["std"]
+            diff = entry["minus_fedavg"]
+            assert entry["verdict"] == ("yes" if diff > spread else "worse" if -diff > spread else "no")
+    # the noise metrics are logged each round and read back: SNR and β for every method (FedAvg measures them too)
+    assert cell["methods"]["snr_damping"]["snr"] is not None and 0 <= cell["methods"]["snr_damping"]["beta"] <= 1
+    # equal env steps: anchor batches are counted, so 4 anchor batches buy fewer rounds
+    assert cell["methods"]["anchor4"]["rounds"] < cell["methods"]["paper"]["rounds"]
+    assert (tmp_path / "noise_correction.png").stat().st_size > 1000
+    table = (tmp_path / "noise_correction.md").read_text()
+    assert "| pointmass | 5 | FedAvg-PG |" in table and "beats FedAvg by > spread?" in table
+    again = module.main(["--quick"], output=tmp_path)  # cached runs: same summary, nothing retrained
+    assert again["summary"] == payload["summary"]
+    assert again["seconds_this_invocation"] < payload["seconds_this_invocation"]
