@@ -37,6 +37,16 @@ from sb3_fedpg.common.persistence import FederatedPersistenceMixin
 SelfFederatedAlgorithm = TypeVar("SelfFederatedAlgorithm", bound="FederatedAlgorithm")
 
 
+#: SB3 policy keyword arguments that a federated algorithm cannot honour, and why (rejected, never ignored).
+UNUSED_POLICY_KWARGS = {
+    "optimizer_class": "the federated actor is updated by the algorithm's own per-agent rule (FederatedPG: "
+    "local_optimizer='sgd'|'adam'; FederatedPPO: per-agent Adam) and each local critic by its own Adam "
+    "(critic_learning_rate); the policy's optimiser is never used.",
+    "optimizer_kwargs": "the policy's optimiser is never used (see optimizer_class); set learning_rate / "
+    "critic_learning_rate / local_optimizer instead.",
+}
+
+
 class StopTrainingInRound(Exception):
     """A callback asked to stop in the middle of a round (the round is discarded)."""
 
@@ -81,6 +91,8 @@ class FederatedAlgorithm(FederatedPersistenceMixin):
         device: th.device | str = "auto",
         supported_action_spaces: tuple[type[spaces.Space], ...] = (spaces.Discrete, spaces.Box),
     ):
+        for key in set(policy_kwargs or {}) & set(UNUSED_POLICY_KWARGS):
+            raise ValueError(f"policy_kwargs[{key!r}] has no effect in {type(self).__name__}: {UNUSED_POLICY_KWARGS[key]}")
         if isinstance(env, str):
             env = make_federated_vec_env(env, n_agents, n_envs_per_agent, env_kwargs=env_kwargs, seed=seed)
         elif env_kwargs:
