@@ -129,7 +129,15 @@ class FedPGServer:
 
         config = self.config
         messages = [
-            Message(content=content, dst_node_id=node, message_type=message_type, group_id=str(server_round))
+            # A message lives as long as the server waits for its reply (not Flower's 12-hour default): a SuperNode
+            # that reconnects later does not work on a phase the server has already closed.
+            Message(
+                content=content,
+                dst_node_id=node,
+                message_type=message_type,
+                group_id=str(server_round),
+                ttl=config.phase_timeout_s,
+            )
             for node in node_ids
         ]
         replies = self.grid.send_and_receive(messages, timeout=config.phase_timeout_s)

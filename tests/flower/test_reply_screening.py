@@ -78,9 +78,9 @@ def test_duplicate_agent_ids_keep_the_first_reply():
 class _FakeMessage:
     _ids = itertools.count()
 
-    def __init__(self, content, dst_node_id, message_type, group_id):
+    def __init__(self, content, dst_node_id, message_type, group_id, ttl=None):
         self.content = content
-        self.metadata = types.SimpleNamespace(message_id=f"m{next(self._ids)}", dst_node_id=dst_node_id)
+        self.metadata = types.SimpleNamespace(message_id=f"m{next(self._ids)}", dst_node_id=dst_node_id, ttl=ttl)
 
 
 class _FakeGrid:
@@ -92,6 +92,7 @@ class _FakeGrid:
     def send_and_receive(self, messages, timeout):
         replies = []
         for message in messages:
+            assert message.metadata.ttl == timeout  # a message lives as long as the server waits for its reply
             vector, metrics = self.answers[message.metadata.dst_node_id]
             content = RecordDict({"anchor": ArrayRecord({"anchor": Array(vector)}), "metrics": MetricRecord(metrics)})
             replies.append(
