@@ -182,6 +182,20 @@ class FederatedAlgorithm(FederatedPersistenceMixin):
             self.n_envs, force_reset = env.num_envs, True  # SB3 asks for the same count; the split is what matters
         super().set_env(env, force_reset)
 
+    def _check_hyperparams(self) -> None:
+        """
+        Validate the hyperparameters stored on the model (``load(path, **kwargs)`` reaches here with the new values);
+        a model saved before a hyperparameter existed gets its default; an aggregator given by name is built.
+        """
+        from sb3_fedpg.common.aggregators import make_aggregator
+
+        for name, default in self.hyperparams_class.defaults().items():  # type: ignore[attr-defined]
+            if not hasattr(self, name):
+                setattr(self, name, default)
+        self.hyperparams_class.from_object(self)  # type: ignore[attr-defined]
+        if not callable(self.aggregator):  # type: ignore[has-type]
+            self.aggregator = make_aggregator(self.aggregator, **(self.aggregator_kwargs or {}))  # type: ignore[has-type]
+
     def _setup_federated_buffers(self) -> None:
         assert self.n_agents is not None, "n_agents is unknown: pass it or a federated env"
         self._agent_ep_buffers: list[deque] = [deque(maxlen=self._stats_window_size) for _ in range(self.n_agents)]

@@ -174,9 +174,7 @@ class FederatedPG(FederatedAlgorithm):
             self._setup_model()
 
     def _setup_model(self) -> None:
-        self.hyperparams_class.from_object(self)  # load(path, **kwargs) lands here with the new values
-        if not callable(self.aggregator):  # a name given through load(..., aggregator="median")
-            self.aggregator = make_aggregator(self.aggregator, **(getattr(self, "aggregator_kwargs", None) or {}))
+        self._check_hyperparams()
         self._setup_lr_schedule()
         self.set_random_seed(self.seed)
         assert self.n_agents is not None, "n_agents is unknown: pass it or a federated env"
@@ -252,8 +250,8 @@ class FederatedPG(FederatedAlgorithm):
             self.local_steps,
             correction=self.correction,
             reuse_anchor=self.reuse_anchor_batch,
-            variance_control=getattr(self, "variance_control", "none"),
-            anchor_batches=getattr(self, "anchor_batches", 1),
+            variance_control=self.variance_control,
+            anchor_batches=self.anchor_batches,
         )
         result = self.run_atomic_round(solver)
         self.record_round(result, learning_rate, self.local_steps, self.learner.stats.means())

@@ -11,7 +11,6 @@ come from a sampler, so the same learner serves the in-process :class:`~sb3_fedp
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 from typing import Any
 
@@ -339,10 +338,6 @@ class PolicyGradientLearner:
                 "agents' rewards (a reward beyond ~1e19 overflows Adam's float32 second moment), or lower the "
                 "critic_learning_rate / learning_rate."
             )
-
-    def snapshot(self) -> dict[str, Any]:
-        """:return: a deep copy of the local memory, to roll a failed round back with :meth:`load_local_state_dict`"""
-        return copy.deepcopy(self.local_state_dict())
 
 
 class NoiseAwareSteps:

@@ -130,7 +130,6 @@ class PPOEpochs:
     :param actor_optimizer: the agents' local Adam on the actor rows
     :param settings: this round's settings
     :param sample: ``sample(stacked_params) -> batch``: every agent's rollout under the given parameters
-    :param generator: torch generator for the minibatch permutations
     """
 
     def __init__(
@@ -141,7 +140,6 @@ class PPOEpochs:
         actor_optimizer: BatchedAdam,
         settings: PPOSettings,
         sample: Any,
-        generator: th.Generator | None = None,
     ) -> None:
         self.actor = actor
         self.critics = critics
@@ -149,7 +147,6 @@ class PPOEpochs:
         self.actor_optimizer = actor_optimizer
         self.settings = settings
         self.sample = sample
-        self.generator = generator
         self.stats = RoundStats()
         self._data: dict[str, th.Tensor] = {}
         self._step_stats: list[th.Tensor] = []
@@ -214,7 +211,8 @@ class PPOEpochs:
         n_batches = max(1, n_samples // batch_size)
         keys = ("obs", "actions", "advantages", "old_log_prob", "returns", "old_values")
         for _ in range(s.n_epochs):
-            order = th.argsort(th.rand(n, n_samples, generator=self.generator), dim=1).to(params.device)
+            # torch's global generator: saved in checkpoints, so a resumed run draws the same minibatches
+            order = th.argsort(th.rand(n, n_samples), dim=1).to(params.device)
             shuffled = {key: data[key][rows, order] for key in keys}  # one gather per epoch, then slices
             for b in range(n_batches):
                 minibatch = {key: value[:, b * batch_size : (b + 1) * batch_size] for key, value in shuffled.items()}

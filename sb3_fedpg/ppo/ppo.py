@@ -149,9 +149,7 @@ class FederatedPPO(FederatedAlgorithm):
             self._setup_model()
 
     def _setup_model(self) -> None:
-        self.hyperparams_class.from_object(self)
-        if not callable(self.aggregator):
-            self.aggregator = make_aggregator(self.aggregator, **(self.aggregator_kwargs or {}))
+        self._check_hyperparams()
         self._setup_lr_schedule()
         self.set_random_seed(self.seed)
         assert self.n_agents is not None, "n_agents is unknown: pass it or a federated env"
