@@ -396,24 +396,23 @@ class NoiseAwareSteps:
     def anchor(self, global_params: th.Tensor, n_agents: int) -> th.Tensor:
         learner = self.learner
         stacked = fedmath.broadcast_to_agents(global_params, n_agents)
-        sub_gradients = []
-        halves = None
-        for b in range(self.anchor_batches):
+        first, sub_gradients = None, []
+        for _ in range(self.anchor_batches):
             batch = self.sample(stacked.detach(), -1)
             weights = learner.batch_weights(batch)
             sub_gradients.append(learner.policy_gradient(stacked, batch, weights))
             learner.stats.add("train/batch_return", float(batch.rewards.sum(1).mean()))
-            if b == 0 and self.anchor_batches == 1:
-                halves = split_in_halves(batch, weights)
-        if halves is not None:
-            half_batch, half_weights = halves
+            first = first or (batch, weights)
+        if len(sub_gradients) == 1:
+            anchors = sub_gradients[0]
+            # one batch: its two halves are the independent sub-batches (one extra batched backward)
+            half_batch, half_weights = split_in_halves(*first)
             half_grads = learner.policy_gradient(stacked.repeat_interleave(2, dim=0), half_batch, half_weights)
             self.noise_variance = fedmath.anchor_noise_variance(half_grads.view(n_agents, 2, -1).transpose(0, 1))
-        anchors = sub_gradients[0] if len(sub_gradients) == 1 else th.stack(sub_gradients).mean(0)
-        if len(sub_gradients) > 1:
+        else:
+            anchors = th.stack(sub_gradients).mean(0)
             self.noise_variance = fedmath.anchor_noise_variance(th.stack(sub_gradients))
-        if self.noise_variance is not None:
-            learner.stats.add("fed/anchor_noise", float(self.noise_variance.sqrt().mean()))
+        learner.stats.add("fed/anchor_noise", float(self.noise_variance.sqrt().mean()))
         return anchors
 
     def local_round(self, global_params: th.Tensor, anchor_grads: th.Tensor, global_grad: th.Tensor) -> th.Tensor:
