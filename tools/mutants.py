@@ -69,8 +69,8 @@ MUTANTS: dict[str, tuple[str, str, str, str, list[str]]] = {
     "log_prob_scale": (
         "the batched Gaussian's log-probability uses the wrong std (gradients of the wrong law)",
         "sb3_fedpg/common/batched_policy.py",
-        "return th.distributions.Independent(th.distributions.Normal(out, std), 1)",
-        "return th.distributions.Independent(th.distributions.Normal(out, 2 * std), 1)",
+        "th.distributions.Normal(out, std, validate_args=False)",
+        "th.distributions.Normal(out, 2 * std, validate_args=False)",
         FAST + ESTIMATES,
     ),
     "correction_sign": (
