@@ -116,11 +116,18 @@ MUTANTS: dict[str, tuple[str, str, str, str, list[str]]] = {
         ESTIMATES,
     ),
     "anchor_not_reused": (
-        "the anchor batch not reused for the first local step when it should be",
+        "the anchor batch not reused for the first local step when it should be (shared round)",
         "sb3_fedpg/common/fedmath.py",
         "local_grads = anchor_grads if (step == 0 and reuse_anchor) else grad_fn(params, step)",
         "local_grads = grad_fn(params, step)",
         FAST + WIRING,
+    ),
+    "anchor_not_reused_neural": (
+        "the anchor batch not reused for the first local step when it should be (neural solver)",
+        "sb3_fedpg/fedpg/learner.py",
+        "if step == 0 and self.reuse_anchor:",
+        "if False:",
+        WIRING,
     ),
     "server_lr_ignored": (
         "the server step size η_g ignored",

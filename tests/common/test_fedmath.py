@@ -148,3 +148,19 @@ def test_noise_and_snr_estimates():
     a = same.mean(0)
     assert np.median(fedmath.correction_snr(a, a.mean(0), np.full(6, 20 * sigma**2 / k))) < 0.5
     assert fedmath.snr_damping(np.array([0.0, 1.0, np.inf])).tolist() == [0.0, 0.5, 1.0]
+
+
+@pytest.mark.parametrize("reuse, calls", [(True, 5), (False, 6)])
+def test_anchor_reuse_saves_one_oracle_call_per_round(reuse, calls):
+    # With exact gradients reusing the anchor changes no number, so count the oracle's calls instead: a round costs
+    # the anchor plus H − 1 fresh batches with reuse, H fresh batches without.
+    grad_fn, _, _ = quadratic_problem()
+    steps = []
+
+    def counting(params, step):
+        steps.append(step)
+        return grad_fn(params, step)
+
+    fedmath.fedpg_round(np.zeros(3), counting, 4, 5, fedmath.gradient_step(0.1), reuse_anchor=reuse)
+    assert len(steps) == calls and steps[0] == -1
+    assert steps[1:] == (list(range(1, 5)) if reuse else list(range(5)))
