@@ -32,6 +32,8 @@ from typing import Any, Protocol, TypeVar
 import numpy as np
 import torch as th
 
+from sb3_fedpg.common.hyperparams import VARIANCE_CONTROLS
+
 ArrayT = TypeVar("ArrayT", np.ndarray, th.Tensor)
 
 #: Reduces stacked per-agent vectors ``(n, p)`` to one vector ``(p,)`` (mean by default;
@@ -441,9 +443,9 @@ def round_metrics(result: RoundResult, correction: bool = True, itemsize: int = 
     }
 
 
-#: Variance controls of the correction (``FederatedPG(variance_control=...)``); each reduces to the paper's
-#: correction with exact gradients (:func:`variance_controlled_gradient`).
-VARIANCE_CONTROLS = ("none", "control_variate", "snr_damping")
+# VARIANCE_CONTROLS (imported above from the torch-free hyperparameters): the variance controls of the correction
+# (``FederatedPG(variance_control=...)``); each reduces to the paper's correction with exact gradients
+# (:func:`variance_controlled_gradient`).
 
 
 def anchor_noise_variance(sub_gradients: ArrayT) -> ArrayT:
@@ -525,6 +527,51 @@ def snr_damping(snr: ArrayT) -> ArrayT:
     return th.where(th.isinf(snr), th.ones_like(snr), finite / (1 + finite))
 
 
+def correction_filter_step(
+    observed: ArrayT, noise: ArrayT, estimate: ArrayT, variance: ArrayT, drift: ArrayT
+) -> tuple[ArrayT, ArrayT, ArrayT]:
+    """
+    One round of a scalar (isotropic) Kalman filter on each agent's correction ``c_i = E(g − a_i)``.
+
+    Model: the true correction moves between rounds by a step of expected squared norm ``q_i`` (``drift``: it
+    changes with ``θ̄``), and this round's ``y_i = g − a_i`` observes it with noise of trace ``σ_i²`` (``noise``,
+    from :func:`correction_signal_noise`). Predict ``P⁻ = P + q``; gain ``K = P⁻ / (P⁻ + σ²)``; update
+    ``ĉ ← ĉ + K (y − ĉ)``, ``P ← (1 − K) P⁻``. With ``σ² = 0`` (exact gradients) ``K = 1`` and ``ĉ = g − a_i``: the
+    paper's correction. With a still correction (``q = 0``) it is the running mean of the observations; in between,
+    an exponential average whose memory the filter chooses from the measured drift and noise. Costs no samples.
+
+    :param observed: ``y_i = g − a_i``, ``(n, p)``
+    :param noise: ``σ_i² = tr Var(g − a_i)``, ``(n,)``
+    :param estimate: ``ĉ_i`` of the previous round, ``(n, p)``
+    :param variance: ``P_i``, the trace of the estimate's error covariance, ``(n,)``
+    :param drift: ``q_i ≥ 0``, ``(n,)`` (:func:`correction_drift_sample` averaged over rounds)
+    :return: ``(estimate, variance, gain)`` of this round
+    """
+    prior = variance + drift
+    if isinstance(noise, np.ndarray):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            gain = np.where(noise > 0, prior / (prior + noise), 1.0)
+    else:
+        gain = th.where(noise > 0, prior / (prior + noise).clamp(min=th.finfo(noise.dtype).tiny), th.ones_like(noise))
+    new_estimate = estimate + gain.reshape(-1, 1) * (observed - estimate)
+    return new_estimate, (1 - gain) * prior, gain
+
+
+def correction_drift_sample(observed: ArrayT, noise: ArrayT, estimate: ArrayT, variance: ArrayT) -> ArrayT:
+    """
+    An unbiased one-round sample of the filter's drift ``q_i`` from the innovation (Mehra's adaptive filter):
+    ``E‖y_i − ĉ_i‖² = P_i + q_i + σ_i²``, so ``‖y_i − ĉ_i‖² − P_i − σ_i²`` (may be negative; average it over rounds
+    and clip at 0 before use).
+
+    :param observed: ``y_i = g − a_i``, ``(n, p)``
+    :param noise: ``σ_i²``, ``(n,)``
+    :param estimate: ``ĉ_i`` of the previous round, ``(n, p)``
+    :param variance: ``P_i`` of the previous round, ``(n,)``
+    :return: ``(n,)``
+    """
+    return row_norms(observed - estimate) ** 2 - variance - noise
+
+
 def variance_controlled_gradient(
     local_grads: ArrayT,
     anchor_grads: ArrayT,
@@ -532,6 +579,7 @@ def variance_controlled_gradient(
     variance_control: str = "none",
     grads_at_anchor_params: ArrayT | None = None,
     damping: ArrayT | None = None,
+    filtered_correction: ArrayT | None = None,
 ) -> ArrayT:
     """
     The local gradient to feed to :func:`corrected_direction` so that the direction is the chosen variant:
@@ -539,9 +587,12 @@ def variance_controlled_gradient(
     - ``"none"`` (the paper): ``d = ĝ_i(θ_{i,ℓ}; B_ℓ) − a_i + g``;
     - ``"control_variate"``: ``d = ĝ_i(θ_{i,ℓ}; B_ℓ) − ĝ_i(θ̄; B_ℓ) + g`` — the same fresh batch evaluated at ``θ̄``
       (``grads_at_anchor_params``), so the two noisy terms are correlated and largely cancel;
-    - ``"snr_damping"``: ``d = ĝ_i(θ_{i,ℓ}; B_ℓ) + β_i (g − a_i)`` with ``β_i`` from the measured SNR (``damping``).
+    - ``"snr_damping"``: ``d = ĝ_i(θ_{i,ℓ}; B_ℓ) + β_i (g − a_i)`` with ``β_i`` from the measured SNR (``damping``);
+    - ``"filtered"``: ``d = ĝ_i(θ_{i,ℓ}; B_ℓ) + ĉ_i`` with ``ĉ_i`` the correction filtered over rounds
+      (``filtered_correction``, :func:`correction_filter_step`).
 
-    With exact gradients ``ĝ_i(θ̄; ·) = a_i`` and the noise is 0 (``β = 1``): every variant is the paper's update.
+    With exact gradients ``ĝ_i(θ̄; ·) = a_i`` and the noise is 0 (``β = 1``, ``ĉ_i = g − a_i``): every variant is
+    the paper's update.
 
     :param local_grads: ``ĝ_i(θ_{i,ℓ}; B_ℓ)``, ``(n, p)``
     :param anchor_grads: ``a_i``, ``(n, p)``
@@ -549,6 +600,7 @@ def variance_controlled_gradient(
     :param variance_control: one of :data:`VARIANCE_CONTROLS`
     :param grads_at_anchor_params: ``ĝ_i(θ̄; B_ℓ)`` (``"control_variate"``)
     :param damping: ``β_i``, ``(n,)`` (``"snr_damping"``)
+    :param filtered_correction: ``ĉ_i``, ``(n, p)`` (``"filtered"``)
     :return: ``x`` with ``corrected_direction(x, a, g)`` the variant's direction
     """
     if variance_control == "none":
@@ -560,6 +612,9 @@ def variance_controlled_gradient(
         assert damping is not None, "SNR damping needs β"
         beta = damping.reshape(-1, 1)
         return local_grads - (1 - beta) * (global_grad - anchor_grads)
+    if variance_control == "filtered":
+        assert filtered_correction is not None, "the filtered correction needs ĉ_i"
+        return local_grads - (global_grad - anchor_grads) + filtered_correction
     raise ValueError(f"unknown variance_control {variance_control!r}: choose one of {VARIANCE_CONTROLS}.")
 
 

@@ -22,7 +22,7 @@ from typing import Any
 ESTIMATORS = ("gpomdp", "reinforce", "gae")
 BASELINES = ("none", "mean")
 LOCAL_OPTIMIZER_NAMES = ("sgd", "adam")
-VARIANCE_CONTROLS = ("none", "control_variate", "snr_damping")
+VARIANCE_CONTROLS = ("none", "control_variate", "snr_damping", "filtered")
 AGGREGATOR_NAMES = ("mean", "median", "trimmed_mean", "norm_clipped_mean", "geometric_median")
 
 

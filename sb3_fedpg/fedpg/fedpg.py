@@ -60,8 +60,9 @@ class FederatedPG(FederatedAlgorithm):
     :param correction: Fast-FedPG's drift correction; ``False`` gives FedAvg-PG
     :param variance_control: How the correction copes with sampling noise: ``"none"`` (the paper's ``ĝ_i − a_i + g``),
         ``"control_variate"`` (``ĝ_i(θ_{i,ℓ}; B_ℓ) − ĝ_i(θ̄; B_ℓ) + g``, the second term by truncated importance
-        weighting of the same fresh batch) or ``"snr_damping"`` (``ĝ_i + β_i (g − a_i)``, ``β_i`` from the measured
-        signal-to-noise ratio); all equal the paper's update with exact gradients (see
+        weighting of the same fresh batch), ``"snr_damping"`` (``ĝ_i + β_i (g − a_i)``, ``β_i`` from the measured
+        signal-to-noise ratio) or ``"filtered"`` (``ĝ_i + ĉ_i``, ``ĉ_i`` the correction Kalman-filtered over rounds);
+        all equal the paper's update with exact gradients (see
         :class:`~sb3_fedpg.fedpg.learner.NoiseAwareSteps`)
     :param anchor_batches: Batches averaged into each anchor ``a_i`` (the extra env steps count in ``num_timesteps``)
     :param reuse_anchor_batch: Use the anchor batch for the first local step (saves one batch per round;

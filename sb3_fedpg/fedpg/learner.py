@@ -50,11 +50,16 @@ def bootstrap_truncations(batch: RolloutBatch, critics: StackedCritics, gamma: f
 
 class CorrectionStatistics(th.nn.Module):
     """
-    Each agent's running averages, over rounds, of its correction's signal and noise (exponential, bias-corrected):
-    the SNR that :func:`~sb3_fedpg.common.fedmath.snr_damping` acts on. Local to each agent; saved with the model.
+    Each agent's memory of its correction across rounds. Local to each agent; saved with the model.
+
+    - running averages (exponential, bias-corrected) of the correction's signal and noise: the SNR that
+      :func:`~sb3_fedpg.common.fedmath.snr_damping` acts on;
+    - the state of the correction filter (``variance_control="filtered"``,
+      :func:`~sb3_fedpg.common.fedmath.correction_filter_step`): the estimate ``ĉ_i`` (allocated on first use), its
+      error variance ``P_i`` and the running drift ``q_i``.
 
     :param n_agents: number of agents
-    :param decay: weight of the past per round
+    :param decay: weight of the past per round (running averages and drift)
     """
 
     def __init__(self, n_agents: int, decay: float = 0.9) -> None:
@@ -63,6 +68,18 @@ class CorrectionStatistics(th.nn.Module):
         self.register_buffer("signal", th.zeros(n_agents))
         self.register_buffer("noise", th.zeros(n_agents))
         self.register_buffer("weight", th.zeros(()))
+        self.register_buffer("estimate", th.zeros(0))
+        self.register_buffer("estimate_variance", th.zeros(n_agents))
+        self.register_buffer("drift", th.zeros(n_agents))
+        self.register_buffer("drift_weight", th.zeros(()))
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+        # the filter's estimate is sized on first use (n, p); models saved before the filter existed lack its state
+        for name in ("estimate", "estimate_variance", "drift", "drift_weight"):
+            if prefix + name not in state_dict:
+                state_dict[prefix + name] = getattr(self, name)
+        self.estimate = th.empty_like(state_dict[prefix + "estimate"])
+        super()._load_from_state_dict(state_dict, prefix, *args)
 
     @th.no_grad()
     def update(self, signal: th.Tensor, noise: th.Tensor) -> th.Tensor:
@@ -75,6 +92,31 @@ class CorrectionStatistics(th.nn.Module):
         self.noise.mul_(self.decay).add_((1 - self.decay) * noise.to(self.noise.dtype))
         self.weight.mul_(self.decay).add_(1 - self.decay)
         return fedmath.snr_from(self.signal / self.weight, self.noise / self.weight)
+
+    @th.no_grad()
+    def filter(self, observed: th.Tensor, noise: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
+        """
+        One round of the correction filter.
+
+        :param observed: this round's corrections ``g − a_i``, ``(n, p)``
+        :param noise: their noise variances ``tr Var(g − a_i)``, ``(n,)``
+        :return: ``(ĉ, K)``: the filtered corrections ``(n, p)`` and the gains ``(n,)``
+        """
+        noise = noise.to(self.drift.dtype)
+        if self.estimate.shape != observed.shape:  # first round: the observation itself (gain 1)
+            self.estimate = observed.detach().clone()
+            self.estimate_variance.copy_(noise)
+            return self.estimate, th.ones_like(noise)
+        sample = fedmath.correction_drift_sample(observed, noise, self.estimate, self.estimate_variance)
+        self.drift.mul_(self.decay).add_((1 - self.decay) * sample)
+        self.drift_weight.mul_(self.decay).add_(1 - self.decay)
+        drift = (self.drift / self.drift_weight).clamp(min=0)
+        estimate, variance, gain = fedmath.correction_filter_step(
+            observed, noise, self.estimate, self.estimate_variance, drift
+        )
+        self.estimate.copy_(estimate)
+        self.estimate_variance.copy_(variance)
+        return self.estimate, gain
 
 
 class RoundStats:
@@ -359,7 +401,9 @@ class NoiseAwareSteps:
     evaluates each fresh batch ``B_ℓ`` also at ``θ̄`` by importance weighting (per-step ratios
     ``π_θ̄/π_{θ_{i,ℓ}}`` truncated at 2; the state-distribution shift is ignored, as in PPO/SVRPG
     approximations) — one extra backward per local step, no extra samples; ``"snr_damping"`` scales the
-    correction by ``β_i = SNR_i / (1 + SNR_i)``.
+    correction by ``β_i = SNR_i / (1 + SNR_i)``; ``"filtered"`` replaces ``g − a_i`` by its Kalman-filtered value
+    over rounds (:meth:`CorrectionStatistics.filter`: memory chosen each round from the measured drift and noise,
+    gain logged as ``fed/correction_gain``) — no extra samples or backward passes.
 
     :param learner: the agents' learner
     :param sample: the batch sampler
@@ -392,6 +436,7 @@ class NoiseAwareSteps:
         self.anchor_batches = anchor_batches
         self.noise_variance: th.Tensor | None = None
         self.damping: th.Tensor | None = None
+        self.filtered: th.Tensor | None = None
 
     def anchor(self, global_params: th.Tensor, n_agents: int) -> th.Tensor:
         learner = self.learner
@@ -423,10 +468,11 @@ class NoiseAwareSteps:
             self.damping = fedmath.snr_damping(snr)
             learner.stats.add("fed/correction_snr", float(snr.median()))
             learner.stats.add("fed/correction_beta", float(self.damping.mean()))
-        if mode == "snr_damping" and self.damping is None:
-            raise ValueError(
-                "snr_damping needs the anchor's noise: use anchor_batches >= 2 or n_envs_per_agent * n_steps >= 2."
-            )
+            if mode == "filtered":
+                self.filtered, gain = learner.correction_stats.filter(global_grad - anchor_grads, noise)
+                learner.stats.add("fed/correction_gain", float(gain.mean()))
+        if mode in ("snr_damping", "filtered") and self.noise_variance is None:
+            raise ValueError(f"{mode} needs the anchor's noise: use anchor_batches >= 2 or n_envs_per_agent * n_steps >= 2.")
         n = anchor_grads.shape[0]
         at_bar = fedmath.broadcast_to_agents(global_params, n)
 
@@ -442,7 +488,9 @@ class NoiseAwareSteps:
                 if mode == "control_variate":
                     behaviour = learner.log_prob(params.detach(), batch)
                     at_step = learner.policy_gradient(at_bar, batch, weights, behaviour_log_prob=behaviour)
-            return fedmath.variance_controlled_gradient(local, anchor_grads, global_grad, mode, at_step, self.damping)
+            return fedmath.variance_controlled_gradient(
+                local, anchor_grads, global_grad, mode, at_step, self.damping, self.filtered
+            )
 
         # The anchor reuse is handled by grad_fn (so that every variant sees it), hence reuse_anchor=False here.
         return fedmath.run_local_steps(

@@ -123,7 +123,7 @@ class FlowerRunConfig:
     :param estimator: ``gae``, ``gpomdp`` or ``reinforce``
     :param baseline: baseline of ``gpomdp``/``reinforce``
     :param correction: Fast-FedPG (``True``) or FedAvg-PG (``False``)
-    :param variance_control: noise control of the correction (``none``, ``control_variate``, ``snr_damping``)
+    :param variance_control: noise control of the correction (``none``, ``control_variate``, ``snr_damping``, ``filtered``)
     :param anchor_batches: batches averaged into each anchor
     :param reuse_anchor_batch: reuse the anchor batch for the first local step
     :param normalize_advantage: normalise each agent's weights

@@ -107,28 +107,65 @@ def test_message_bytes():
     assert fedmath.round_message_bytes(100, 8, correction=False) == (3200, 3200)
 
 
-@pytest.mark.parametrize("variance_control", ["none", "control_variate", "snr_damping"])
+@pytest.mark.parametrize("variance_control", fedmath.VARIANCE_CONTROLS)
 def test_every_variance_control_is_the_papers_update_with_exact_gradients(variance_control):
-    # Exact gradients: ĝ_i(θ̄; B) = a_i and no noise (v_i = 0 → SNR = inf → β = 1). Every variant must then
-    # give exactly Fast-FedPG's round.
+    # Exact gradients: ĝ_i(θ̄; B) = a_i and no noise (v_i = 0 → SNR = inf → β = 1, Kalman gain 1). Every variant must
+    # then give exactly Fast-FedPG's round.
     grad_fn, optimum, _ = quadratic_problem()
     theta = np.zeros(3)
+    estimate, variance, drift = np.zeros((4, 3)), np.ones(4), np.ones(4)  # an arbitrary filter state
     for _ in range(300):
         anchors = grad_fn(np.repeat(theta[None], 4, 0), -1)
         g = anchors.mean(0)
         beta = fedmath.snr_damping(fedmath.correction_snr(anchors, g, np.zeros(4)))
         assert np.all(beta == 1.0)
+        estimate, variance, gain = fedmath.correction_filter_step(g - anchors, np.zeros(4), estimate, variance, drift)
+        assert np.all(gain == 1.0)
 
-        def local_fn(params, step, anchors=anchors, g=g, beta=beta):
+        def local_fn(params, step, anchors=anchors, g=g, beta=beta, filtered=estimate):
             local = anchors if step == 0 else grad_fn(params, step)
             at_bar = anchors  # the same (exact) oracle evaluated at θ̄
-            return fedmath.variance_controlled_gradient(local, anchors, g, variance_control, at_bar, beta)
+            return fedmath.variance_controlled_gradient(local, anchors, g, variance_control, at_bar, beta, filtered)
 
         local = fedmath.run_local_steps(theta, anchors, g, local_fn, 10, fedmath.gradient_step(0.1), True, False)
         reference = fedmath.run_local_steps(theta, anchors, g, grad_fn, 10, fedmath.gradient_step(0.1), True, True)
         np.testing.assert_allclose(local, reference, rtol=0, atol=1e-12)
         theta = fedmath.aggregate_parameter_changes(theta, local)
     assert np.linalg.norm(theta - optimum) < 1e-8
+
+
+def test_correction_filter_averages_a_still_correction_and_tracks_a_moving_one():
+    rng = np.random.default_rng(0)
+    n, p, sigma2 = 4, 50, 4.0  # per-round observation noise of trace σ² (norm ≈ 2), signal of norm ≈ 1
+    truth = rng.normal(size=(n, p)) / np.sqrt(p)
+
+    def run(moving):
+        c = truth.copy()
+        estimate = variance = None
+        drift_sum, weight, errors = np.zeros(n), 0.0, []
+        for r in range(200):
+            if moving:
+                c = c + 0.3 * rng.normal(size=(n, p)) / np.sqrt(p)  # a step of norm ≈ 0.3 per round
+            y = c + np.sqrt(sigma2 / p) * rng.normal(size=(n, p))
+            if estimate is None:
+                estimate, variance = y, np.full(n, sigma2)
+                continue
+            drift_sum = 0.9 * drift_sum + 0.1 * fedmath.correction_drift_sample(y, np.full(n, sigma2), estimate, variance)
+            weight = 0.9 * weight + 0.1
+            estimate, variance, gain = fedmath.correction_filter_step(
+                y, np.full(n, sigma2), estimate, variance, np.clip(drift_sum / weight, 0, None)
+            )
+            if r >= 100:
+                errors.append(np.mean(np.sum((estimate - c) ** 2, axis=1)))
+        return np.mean(errors), gain
+
+    still_error, still_gain = run(moving=False)
+    moving_error, moving_gain = run(moving=True)
+    # a still correction: the filter averages over ~10+ rounds, far below one observation's noise (σ² = 4)
+    assert still_error < 0.1 * sigma2 and still_gain.max() < 0.2, (still_error, still_gain)
+    # a moving one (q ≈ 0.09 per round): the Kalman steady state P = (√(q² + 4qσ²) − q) / 2 ≈ 0.56 — the filter
+    # keeps a short memory (gain well above the still case) and still beats the raw observation several-fold
+    assert moving_error < 0.3 * sigma2 and moving_gain.mean() > 1.5 * still_gain.mean(), (moving_error, moving_gain)
 
 
 def test_noise_and_snr_estimates():
