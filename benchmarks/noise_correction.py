@@ -1,23 +1,27 @@
 """
-Variance-controlled drift corrections against FedAvg-PG at equal env steps (issue 12, items 4 and 5).
+The drift correction under sampling noise against FedAvg-PG at equal env steps (issue 12, items 4 and 5), version 2.
 
-For each family (heterogeneity ``h = 1``), number of local steps ``H`` and seed, five federated methods with the
+For each family (heterogeneity ``h = 1``), number of local steps ``H`` and seed, federated methods with the
 hyperparameters of the heterogeneity benchmark's federated runs (``heterogeneity.COMMON``: a 32×32 MLP, 16 envs × 10
 steps per gradient batch, γ = 0.95, GAE with a local critic, Adam 3e-3 as the local optimiser, unnormalised
 advantages):
 
 - ``fedavg``: FedAvg-PG (``correction=False``);
 - ``paper``: Fast-FedPG as in the paper (``variance_control="none"``, one anchor batch);
-- ``control_variate``: the same-batch control variate (``variance_control="control_variate"``);
-- ``snr_damping``: the correction scaled by ``β_i = SNR_i / (1 + SNR_i)`` (``variance_control="snr_damping"``);
-- ``cv_anchor4``: the control variate with ``anchor_batches=4`` (is the control variate's failure its anchor's noise?);
-- ``anchor4`` (and ``anchor10``, at ``H = 50`` only): the paper's correction with ``anchor_batches=4`` (10); the extra env
-  steps count in ``num_timesteps``, so these methods get fewer rounds for the same budget.
+- ``default``: the library's default, the paper's correction with ``anchor_batches="auto"`` = ``H // 5`` batches per
+  anchor (4 at ``H = 20``, 10 at ``H = 50``; at ``H = 5`` it is ``paper``, so it is not run again); the extra env steps
+  count in ``num_timesteps``, so it gets fewer rounds for the same budget;
+- ``filtered``: the correction Kalman-filtered over rounds (``variance_control="filtered"``, one anchor batch).
+
+Version 1 (``benchmarks/results/noise_correction_v1.{json,md,png}``, committed output of this script's previous
+version at 400k steps everywhere, the family default LQR) also measured the same-batch control variate, SNR damping
+and fixed anchor batch counts; its findings (control variate harmful, SNR damping ≈ FedAvg-PG, ``H / 5`` anchor batches
+best) chose the default measured here.
 
 Every run trains for the same number of env steps (all agents, anchor batches included). ``J̄`` is the mean over
 agents of the deterministic policy's return under each agent's own reward (``heterogeneity.evaluate``), on a curve
 evaluated about every ``budget / 20`` env steps and at the end. The round-level noise metrics
-``fed/correction_snr`` (median over agents of the running SNR), ``fed/correction_beta`` and ``fed/anchor_noise`` are
+``fed/correction_snr`` (median over agents of the running SNR), ``fed/correction_gain`` and ``fed/anchor_noise`` are
 read each round from ``model.learner.stats`` and averaged over the run's rounds.
 
 Scores: ``s(J) = (J − J_random) / (J_ref − J_random)`` with ``J_ref`` the central PG (``H = 1``) reference of the
@@ -26,13 +30,18 @@ heterogeneity benchmark (``benchmarks/results/heterogeneity.json``) when it exis
 FedAvg-PG when its mean ``J̄`` exceeds FedAvg-PG's by more than the spread (the sum of the two 3-seed standard
 deviations, ddof = 1), and *is worse* when it is below by more than it.
 
-Sampled LQR (``--families lqr``): FederatedPG on ``sb3_fedpg/HeteroLQR-v0`` with a linear policy and an MLP critic
+Budgets: 400k env steps (pointmass, arm), 200k (CartPole), 800k (LQR); 3× that at ``H = 50`` (1.2M, 600k), where 400k
+steps are only 13 rounds.
+
+Sampled LQR (``--families lqr``): FederatedPG on ``sb3_fedpg/HeteroLQR-v0`` (``input_scale_spread=2``: the agents'
+input prices spread by ``e^(±2z)``, so that FedAvg-PG's bias exceeds the sampling floor) with a linear policy and an MLP critic
 (``net_arch={"pi": [], "vf": [64, 64]}``, γ = 0.9, Adam 1e-2), exact evaluation of the deterministic gain
 ``K = −action_net.weight`` by ``sb3_fedpg.lqr.exact.global_cost``, reported as ``C̄(K) / C̄*``.
 
 Each (family, H, method, seed) run is cached as JSON under ``runs/noise_correction/`` (keyed by a hash of its
 configuration), so an interrupted invocation resumes and ``--families``/``--hs`` fill in stages.
-Writes ``benchmarks/results/noise_correction.json``, ``noise_correction.md`` and ``noise_correction.png``.
+Writes ``benchmarks/results/noise_correction.json``, ``noise_correction.md``, ``noise_correction.png`` (J̄ vs env steps)
+and ``noise_correction_rounds.png`` (vs communication rounds).
 Run: ``python benchmarks/noise_correction.py`` (``--quick`` for a smoke run into ``runs/noise_correction_quick/``).
 """
 
@@ -56,44 +65,44 @@ import heterogeneity as het  # the shared config, evaluation and helpers
 ROOT = het.ROOT
 RESULTS = het.RESULTS
 CACHE = ROOT / "runs" / "noise_correction"
-VERSION = 1
+VERSION = 2
 
 SEEDS = het.SEEDS
 HS = (50, 20, 5)
 HETEROGENEITY = 1.0
 N_CURVE_POINTS = 20
 
-#: method → FederatedPG keyword arguments on top of the common hyperparameters
+#: method → FederatedPG keyword arguments on top of the common hyperparameters (the single-batch variants pin
+#: ``anchor_batches=1`` so that they are the variant alone; ``default`` is the library's default at that ``H``)
 METHODS: dict[str, dict[str, Any]] = {
     "fedavg": {"correction": False},
-    "paper": {"correction": True, "variance_control": "none"},
-    "control_variate": {"correction": True, "variance_control": "control_variate"},
-    "snr_damping": {"correction": True, "variance_control": "snr_damping"},
-    "anchor4": {"correction": True, "variance_control": "none", "anchor_batches": 4},
-    "anchor10": {"correction": True, "variance_control": "none", "anchor_batches": 10},
-    "cv_anchor4": {"correction": True, "variance_control": "control_variate", "anchor_batches": 4},
+    "paper": {"correction": True, "variance_control": "none", "anchor_batches": 1},
+    "default": {"correction": True},
+    "filtered": {"correction": True, "variance_control": "filtered", "anchor_batches": 1},
 }
-#: methods run only at some H (``anchor10``: ``k = H / 5`` at ``H = 50``, the anchor's share of a round as ``anchor4``
-#: at ``H = 20``)
-ONLY_AT: dict[str, tuple[int, ...]] = {"anchor10": (50,)}
+#: methods run only at some H (the default is the paper's update below H = 10: the same runs)
+ONLY_AT: dict[str, tuple[int, ...]] = {"default": (10, 20, 50)}
 LABELS = {
     "fedavg": "FedAvg-PG",
-    "paper": "Fast-FedPG (paper)",
-    "control_variate": "control variate",
-    "snr_damping": "SNR damping",
-    "anchor4": "paper, 4 anchor batches",
-    "anchor10": "paper, 10 anchor batches",
-    "cv_anchor4": "control variate, 4 anchor batches",
+    "paper": "Fast-FedPG (paper, 1 anchor batch)",
+    "default": "Fast-FedPG (default: H // 5 anchor batches)",
+    "filtered": "Kalman-filtered correction (1 anchor batch)",
 }
-COLORS = {
-    "fedavg": "C3",
-    "paper": "C0",
-    "control_variate": "C2",
-    "snr_damping": "C1",
-    "anchor4": "C4",
-    "anchor10": "C5",
-    "cv_anchor4": "C7",
-}
+COLORS = {"fedavg": "C3", "paper": "C0", "default": "C2", "filtered": "C1"}
+
+
+def resolved(method: str, local_steps: int) -> dict[str, Any]:
+    """:return: the method's keyword arguments with ``anchor_batches`` resolved (what the run's cache key says)"""
+    from sb3_fedpg.common.hyperparams import resolve_anchor_batches
+
+    kwargs = dict(METHODS[method])
+    kwargs["anchor_batches"] = resolve_anchor_batches(kwargs.get("anchor_batches", "auto"), local_steps, kwargs["correction"])
+    return kwargs
+
+
+def budget_at(family: dict[str, Any], local_steps: int) -> int:
+    """:return: the family's env-step budget at ``H = local_steps``"""
+    return int(family.get("budget_at", {}).get(local_steps, family["budget"]))
 
 
 def methods_at(local_steps: int) -> list[str]:
@@ -102,24 +111,34 @@ def methods_at(local_steps: int) -> list[str]:
 
 
 FAMILIES: dict[str, dict[str, Any]] = {
-    "pointmass": het.FAMILIES["pointmass"],
-    "arm": het.FAMILIES["arm"],
+    # H = 50 gets 3× the budget: 400k steps are 13 rounds there, not a plateau
+    "pointmass": {**het.FAMILIES["pointmass"], "budget_at": {50: 1_200_000}},
+    "arm": {**het.FAMILIES["arm"], "budget_at": {50: 1_200_000}},
     # long episodes make evaluation the larger cost here: half the budget (FedAvg-PG plateaus by ~100k), 10 curve points
-    "cartpole": {"env_id": "sb3_fedpg/HeteroCartPole-v0", "n_agents": 8, "budget": 200_000, "curve_points": 10},
+    "cartpole": {
+        "env_id": "sb3_fedpg/HeteroCartPole-v0",
+        "n_agents": 8,
+        "budget": 200_000,
+        "budget_at": {50: 600_000},
+        "curve_points": 10,
+    },
 }
 COMMON = het.COMMON
 QUICK_FAMILIES = {"pointmass": {"env_id": "sb3_fedpg/HeteroPointMass-v0", "n_agents": 2, "budget": 4_000}}
 QUICK_COMMON = het.QUICK_COMMON
-QUICK_HS = (5,)
+QUICK_HS = (10,)
 QUICK_CURVE_POINTS = 3
 
-#: sampled LQR (FederatedPG on the Gymnasium env, linear policy, exact evaluation)
+#: sampled LQR (FederatedPG on the Gymnasium env, linear policy, exact evaluation). The agents' input prices are
+#: spread by a factor e^(±2 z) (``input_scale_spread=2``): with the family's default spread (0.5) FedAvg-PG's bias
+#: (0.6 % at H = 10 in exact mode) is below what sampling leaves (~2 %); with 2 it is several per cent at H = 50.
 LQR: dict[str, Any] = {
     "env_id": "sb3_fedpg/HeteroLQR-v0",
     "n_agents": 8,
     "heterogeneity": 1.0,
+    "input_scale_spread": 2.0,
     "gamma": 0.9,
-    "budget": 400_000,
+    "budget": 800_000,
 }
 LQR_COMMON: dict[str, Any] = {
     "n_envs_per_agent": 16,
@@ -188,8 +207,9 @@ def run_one(
     torch.set_num_threads(1)
     start = time.perf_counter()
     lqr = family["env_id"] == LQR["env_id"]
+    budget = budget_at(family, local_steps)
     if lqr:
-        env_kwargs = {"heterogeneity": family["heterogeneity"]}
+        env_kwargs = {"heterogeneity": family["heterogeneity"], "input_scale_spread": family["input_scale_spread"]}
         evaluate = lqr_evaluator(family)
     else:
         env_kwargs = het._env_kwargs(HETEROGENEITY)
@@ -198,7 +218,7 @@ def run_one(
         def evaluate(model: Any) -> float:
             return float(np.mean(het.evaluate(model, env)))
 
-    hook = CurveCallback(evaluate, max(1, family["budget"] // family.get("curve_points", curve_points)))
+    hook = CurveCallback(evaluate, max(1, budget // family.get("curve_points", curve_points)))
     out: dict[str, Any] = {"final": None, "error": None}
     try:
         model = FederatedPG(
@@ -208,10 +228,10 @@ def run_one(
             env_kwargs=env_kwargs,
             local_steps=local_steps,
             seed=seed,
-            **METHODS[method],
+            **resolved(method, local_steps),
             **common,
         )
-        model.learn(family["budget"], callback=hook.callback)
+        model.learn(budget, callback=hook.callback)
         out["final"] = evaluate(model) if lqr else het.evaluate(model, env)
         out["steps"] = int(model.num_timesteps)
     except (ValueError, FloatingPointError) as error:  # a run that blew up (NaN/inf, unstable gain): recorded
@@ -228,7 +248,12 @@ def lqr_evaluator(family: dict[str, Any]) -> Any:
 
     from sb3_fedpg.lqr.exact import global_cost, optimal_gain
 
-    problem = lqr_problem(family["n_agents"], gamma=family["gamma"], heterogeneity=family["heterogeneity"])
+    problem = lqr_problem(
+        family["n_agents"],
+        gamma=family["gamma"],
+        heterogeneity=family["heterogeneity"],
+        input_scale_spread=family["input_scale_spread"],
+    )
     optimal = float(global_cost(problem, optimal_gain(problem).gain))
 
     def evaluate(model: Any) -> float:
@@ -245,7 +270,7 @@ def run_key(
         "family": family,
         "h": HETEROGENEITY,
         "H": local_steps,
-        "method": METHODS[method],
+        "method": resolved(method, local_steps),
         "seed": seed,
         "common": common,
         "eval": [het.EVAL_ENVS_PER_AGENT, het.EVAL_EPISODES, curve_points],
@@ -293,6 +318,7 @@ def summarise_cell(runs: dict[str, list[dict[str, Any]]], lower_is_better: bool 
             "diverged": diverged,
             "snr": run_mean("fed/correction_snr"),
             "beta": run_mean("fed/correction_beta"),
+            "gain": run_mean("fed/correction_gain"),
             "anchor_noise": run_mean("fed/anchor_noise"),
             "drift": run_mean("fed/drift"),
             "rounds": float(np.mean([len(r["rounds"]) for r in method_runs])),
@@ -318,7 +344,7 @@ def _fmt_num(value: float | None, digits: int = 2) -> str:
 
 def markdown(summary: dict[str, Any], families: dict[str, Any], partial: bool, run_seconds: dict[str, float]) -> str:
     lines = [
-        "| family | H | method | final J̄ (mean ± std) | score | rounds | env steps | mean SNR | mean β "
+        "| family | H | method | final J̄ (mean ± std) | score | rounds | env steps | mean SNR | mean gain K "
         "| mean anchor noise | − FedAvg (spread) | beats FedAvg by > spread? |",
         "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
@@ -344,7 +370,7 @@ def markdown(summary: dict[str, Any], families: dict[str, Any], partial: bool, r
                 lines.append(
                     f"| {name} | {local_steps} | {LABELS[method]} | {value} | {score} | {m['rounds']:.0f} "
                     f"| {m['steps'] / 1000:.0f}k "
-                    f"| {_fmt_num(m['snr'])} | {_fmt_num(m['beta'])} | {_fmt_num(m['anchor_noise'], 1)} | {compare} "
+                    f"| {_fmt_num(m['snr'])} | {_fmt_num(m['gain'])} | {_fmt_num(m['anchor_noise'], 1)} | {compare} "
                     f"| {verdict} |"
                 )
     refs = []
@@ -361,15 +387,21 @@ def markdown(summary: dict[str, Any], families: dict[str, Any], partial: bool, r
         "LQR: C̄(K)/C̄* of the deterministic gain (lower is better). score = (J̄ − J_random) / (J_ref − J_random) "
         f"({'; '.join(refs) if refs else 'no reference'}). − FedAvg = difference of the means in the better "
         "direction; spread = sum of the two 3-seed stds; **worse** = below FedAvg-PG by more than the spread. "
-        "SNR = `fed/correction_snr` (median over agents of the running signal-to-noise ratio of g − a_i), β = "
-        "`fed/correction_beta`, anchor noise = `fed/anchor_noise` (mean √tr Var a_i), each averaged over the run's "
-        "rounds and the seeds (measured for every corrected method; SNR damping acts on it).",
+        "SNR = `fed/correction_snr` (median over agents of the running signal-to-noise ratio of g − a_i), gain K = "
+        "`fed/correction_gain` (mean Kalman gain of the filtered correction: 1 = this round's g − a_i alone), anchor "
+        "noise = `fed/anchor_noise` (mean √tr Var a_i), each averaged over the run's rounds and the seeds (measured "
+        "for every corrected method).",
     ]
-    budgets = ", ".join(f"{name} {fam['budget']:,} env steps (N = {fam['n_agents']})" for name, fam in families.items())
+    budgets = ", ".join(
+        f"{name} {fam['budget']:,} env steps"
+        + "".join(f" ({b:,} at H = {h})" for h, b in fam.get("budget_at", {}).items())
+        + f" (N = {fam['n_agents']})"
+        for name, fam in families.items()
+    )
     lines.append(
         f"Budgets (all agents together, anchor batches included): {budgets}; h = {HETEROGENEITY}. A run stops after the "
         "first whole round that reaches the budget, so the env steps actually used (column) can exceed it by up to one "
-        "round (most at H = 50 with N = 8: CartPole FedAvg-PG 256k vs 204k with 4 anchor batches)."
+        "round. The default's H // 5 anchor batches are counted in its env steps (fewer rounds for the same budget)."
     )
     if run_seconds:
         cost = ", ".join(f"{name} {s / 60:.1f} min" for name, s in run_seconds.items())
@@ -382,7 +414,15 @@ def markdown(summary: dict[str, Any], families: dict[str, Any], partial: bool, r
     return "\n".join(lines)
 
 
-def figure(curves: dict[str, Any], path: pathlib.Path, references: dict[str, Any]) -> None:
+def _curve_x(run: dict[str, Any], length: int, axis: str) -> list[float]:
+    steps = [p[0] for p in run["curve"][:length]]
+    if axis == "steps":
+        return steps
+    ends = np.array([r["steps"] for r in run["rounds"]])  # env steps after each round
+    return [float(np.searchsorted(ends, step, side="left") + (step > 0)) if step else 0.0 for step in steps]
+
+
+def figure(curves: dict[str, Any], path: pathlib.Path, references: dict[str, Any], axis: str = "steps") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -401,13 +441,14 @@ def figure(curves: dict[str, Any], path: pathlib.Path, references: dict[str, Any
             if not good:
                 continue
             length = min(len(r["curve"]) for r in good)
-            steps = np.array([[p[0] for p in r["curve"][:length]] for r in good]).mean(0)
+            steps = np.array([_curve_x(r, length, axis) for r in good]).mean(0)
             values = np.array([[p[1] for p in r["curve"][:length]] for r in good])
             mean, std = values.mean(0), values.std(0, ddof=1) if len(good) > 1 else np.zeros(length)
             ax.plot(steps, mean, color=COLORS[method], label=f"{LABELS[method]} ({len(good)} seeds)")
             ax.fill_between(steps, mean - std, mean + std, color=COLORS[method], alpha=0.2)
         ref = references.get(name)
-        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x / 1000:.0f}k"))
+        if axis == "steps":
+            ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x / 1000:.0f}k"))
         if name == "lqr":
             ax.axhline(1.0, color="k", ls="--", lw=1, label="C̄* (optimal)")
             ax.set_ylabel("C̄(K) / C̄*  (lower is better)")
@@ -415,7 +456,7 @@ def figure(curves: dict[str, Any], path: pathlib.Path, references: dict[str, Any
             if ref:
                 ax.axhline(ref["j_ref"], color="k", ls="--", lw=1, label=ref["label"])
             ax.set_ylabel("J̄ (mean return over agents)")
-        ax.set_xlabel("env steps (all agents)")
+        ax.set_xlabel("env steps (all agents)" if axis == "steps" else "communication rounds")
         ax.set_title(f"{name}, h = {HETEROGENEITY}, H = {local_steps}")
         ax.grid(alpha=0.3)
     for ax in axes.flat[len(panels) :]:
@@ -497,6 +538,7 @@ def main(argv: list[str] | None = None, output: pathlib.Path | None = None) -> d
             summary.setdefault(name, {})[str(local_steps)] = cell
             curves.setdefault(name, {})[str(local_steps)] = runs
     figure(curves, output / "noise_correction.png", references)
+    figure(curves, output / "noise_correction_rounds.png", references, axis="rounds")
     payload = {
         "families": {name: families[name] for name in summary},
         "common": {name: common_of[name] for name in summary},

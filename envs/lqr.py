@@ -6,7 +6,9 @@ Heterogeneous LQR family: shared linear dynamics, per-agent quadratic costs of d
     ``w ~ N(0, noise_std² I)``, ``x_0 ~ N(0, I)``). Agent ``i`` earns ``r_i = −(xᵀQ_i x + uᵀR_i u)``
     on the state before the step and the applied action (``u`` clipped to ``[−action_bound, action_bound]``).
     Episodes are truncated after ``max_episode_steps`` steps and never terminate. ``heterogeneity``
-    ``h`` rotates the agents' cost matrices apart (0 = identical agents). ``A`` is open-loop stable
+    ``h`` rotates the agents' cost matrices apart (0 = identical agents) and spreads their input prices
+    (log-spread ``h · input_scale_spread``; ``cost_condition`` is the eigenvalue ratio of the base costs: see
+    :func:`sb3_fedpg.lqr.random_lqr`). ``A`` is open-loop stable
     (``spectral_radius < 1`` is required), so with bounded actions the state stays bounded and no
     policy can produce non-finite observations or rewards.
 
@@ -39,6 +41,8 @@ LQR_DEFAULTS: dict[str, Any] = {
     "n_states": 4,
     "n_inputs": 2,
     "spectral_radius": 0.8,
+    "cost_condition": 10.0,
+    "input_scale_spread": 0.5,
     "noise_std": 0.0,
     "action_bound": 10.0,
     "max_episode_steps": 100,
@@ -78,6 +82,8 @@ def lqr_problem(n_agents: int, gamma: float = 0.9, **family_kwargs: Any) -> Fede
         seed=p["instance"],
         gamma=gamma,
         spectral_radius=p["spectral_radius"],
+        cost_condition=p["cost_condition"],
+        input_scale_spread=p["input_scale_spread"],
         noise_std=p["noise_std"],
     )
 

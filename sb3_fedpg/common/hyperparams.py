@@ -104,6 +104,33 @@ def _aggregator(name: str, value: Any) -> None:
         raise ValueError(f"unknown {name} {value!r}: choose one of {AGGREGATOR_NAMES} or pass a callable (n, p) -> (p,).")
 
 
+def _anchor_batches(name: str, value: Any) -> None:
+    if value != "auto":
+        try:
+            positive_int(name, value)
+        except ValueError:
+            raise ValueError(f"{name} must be 'auto' or a positive integer, got {value!r}.") from None
+
+
+def resolve_anchor_batches(anchor_batches: int | str, local_steps: int, correction: bool) -> int:
+    """
+    The number of batches averaged into each anchor.
+
+    ``"auto"`` (the default) is ``max(1, H // 5)`` with the correction: the anchor's frozen noise pushes each agent
+    coherently for ``H`` steps, so it gets about one batch for every five local steps (one up to ``H = 9``, the
+    paper's update; 4 at ``H = 20``, 10 at ``H = 50``: the choice measured in ``docs/noise_correction.md``). Without
+    the correction (FedAvg-PG) the anchor only serves as the first local step: one batch.
+
+    :param anchor_batches: ``"auto"`` or a positive integer (used as given)
+    :param local_steps: ``H``
+    :param correction: Fast-FedPG (``True``) or FedAvg-PG
+    :return: the number of anchor batches
+    """
+    if anchor_batches != "auto":
+        return int(anchor_batches)
+    return max(1, local_steps // 5) if correction else 1
+
+
 def _mapping_or_none(name: str, value: Any) -> None:
     if value is not None and not isinstance(value, Mapping):
         raise ValueError(f"{name} must be a dict of keyword arguments or None, got {type(value).__name__}.")
@@ -181,7 +208,9 @@ class FedPGHyperparams(Hyperparams):
     baseline: str = _hp("none", _one_of(BASELINES), f"Baseline of gpomdp/reinforce, one of {BASELINES}")
     correction: bool = _hp(True, _boolean, "Fast-FedPG's drift correction; False gives FedAvg-PG")
     variance_control: str = _hp("none", _one_of(VARIANCE_CONTROLS), f"Noise control of the correction, {VARIANCE_CONTROLS}")
-    anchor_batches: int = _hp(1, positive_int, "Batches averaged into each anchor (extra env steps are counted)")
+    anchor_batches: int | str = _hp(
+        "auto", _anchor_batches, "Batches averaged into each anchor, or 'auto' (H // 5 with correction; extra env steps count)"
+    )
     reuse_anchor_batch: bool = _hp(True, _boolean, "Use the anchor batch for the first local step")
     normalize_advantage: bool = _hp(True, _boolean, "Normalise each agent's weights to zero mean, unit variance")
     ent_coef: float = _hp(0.0, _non_negative, "Entropy bonus coefficient, >= 0")

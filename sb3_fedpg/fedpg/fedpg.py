@@ -15,7 +15,7 @@ from sb3_fedpg.common.batch import RolloutBatch
 from sb3_fedpg.common.batched_policy import BatchedActor, StackedCritics
 from sb3_fedpg.common.estimators import make_estimator
 from sb3_fedpg.common.federated_algorithm import FederatedAlgorithm
-from sb3_fedpg.common.hyperparams import FedPGHyperparams
+from sb3_fedpg.common.hyperparams import FedPGHyperparams, resolve_anchor_batches
 from sb3_fedpg.fedpg.learner import CorrectionStatistics, PolicyGradientLearner
 from sb3_fedpg.fedpg.local_optim import LOCAL_OPTIMIZERS
 from sb3_fedpg.fedpg.policies import MlpPolicy
@@ -64,7 +64,9 @@ class FederatedPG(FederatedAlgorithm):
         signal-to-noise ratio) or ``"filtered"`` (``ĝ_i + ĉ_i``, ``ĉ_i`` the correction Kalman-filtered over rounds);
         all equal the paper's update with exact gradients (see
         :class:`~sb3_fedpg.fedpg.learner.NoiseAwareSteps`)
-    :param anchor_batches: Batches averaged into each anchor ``a_i`` (the extra env steps count in ``num_timesteps``)
+    :param anchor_batches: Batches averaged into each anchor ``a_i`` (the extra env steps count in ``num_timesteps``);
+        ``"auto"``: ``max(1, H // 5)`` with the correction (the paper's single batch up to ``H = 9``), 1 without
+        (:func:`~sb3_fedpg.common.hyperparams.resolve_anchor_batches`)
     :param reuse_anchor_batch: Use the anchor batch for the first local step (saves one batch per round;
         then ``d_{i,0} = g`` exactly with correction)
     :param normalize_advantage: Normalise the weights of each agent's batch to zero mean and unit variance
@@ -112,7 +114,7 @@ class FederatedPG(FederatedAlgorithm):
         baseline: str = "none",
         correction: bool = True,
         variance_control: str = "none",
-        anchor_batches: int = 1,
+        anchor_batches: int | str = "auto",
         reuse_anchor_batch: bool = True,
         normalize_advantage: bool = True,
         ent_coef: float = 0.0,
@@ -219,6 +221,11 @@ class FederatedPG(FederatedAlgorithm):
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         return ["policy", "critics", "critic_optimizer", "local_optimizer_state", "correction_stats"], []
 
+    @property
+    def n_anchor_batches(self) -> int:
+        """The batches averaged into each anchor this model uses (``anchor_batches`` with ``"auto"`` resolved)."""
+        return resolve_anchor_batches(self.anchor_batches, self.local_steps, self.correction)
+
     def sample_batch(self, params: th.Tensor, callback: BaseCallback) -> RolloutBatch:
         """
         A fresh batch for every agent under its own parameters (from ρ for ``gpomdp``/``reinforce``).
@@ -252,7 +259,7 @@ class FederatedPG(FederatedAlgorithm):
             correction=self.correction,
             reuse_anchor=self.reuse_anchor_batch,
             variance_control=self.variance_control,
-            anchor_batches=self.anchor_batches,
+            anchor_batches=self.n_anchor_batches,
         )
         result = self.run_atomic_round(solver)
         self.record_round(result, learning_rate, self.local_steps, self.learner.stats.means())

@@ -218,7 +218,7 @@ class NeuralAgent:
             correction=model.correction,
             reuse_anchor=model.reuse_anchor_batch,
             variance_control=model.variance_control,
-            anchor_batches=model.anchor_batches,
+            anchor_batches=model.n_anchor_batches,
         )
 
     def anchor(self, theta_bar: np.ndarray) -> np.ndarray:

@@ -124,7 +124,7 @@ class FlowerRunConfig:
     :param baseline: baseline of ``gpomdp``/``reinforce``
     :param correction: Fast-FedPG (``True``) or FedAvg-PG (``False``)
     :param variance_control: noise control of the correction (``none``, ``control_variate``, ``snr_damping``, ``filtered``)
-    :param anchor_batches: batches averaged into each anchor
+    :param anchor_batches: batches averaged into each anchor, or ``auto`` (``H // 5`` with correction)
     :param reuse_anchor_batch: reuse the anchor batch for the first local step
     :param normalize_advantage: normalise each agent's weights
     :param ent_coef: entropy bonus
@@ -170,7 +170,7 @@ class FlowerRunConfig:
     baseline: str = "none"
     correction: bool = True
     variance_control: str = "none"
-    anchor_batches: int = 1
+    anchor_batches: int | str = "auto"
     reuse_anchor_batch: bool = True
     normalize_advantage: bool = True
     ent_coef: float = 0.0
@@ -309,6 +309,8 @@ def parse_run_config(run_config: Mapping[str, Any] | None = None, **overrides: A
             unknown_formats = sorted(set(values[f.name]) - set(LOG_FORMATS))
             if unknown_formats:
                 raise ValueError(f"run config {key!r}: unknown format(s) {unknown_formats}; use some of {LOG_FORMATS}")
+        elif f.name == "anchor_batches":
+            values[f.name] = "auto" if merged[key] == "auto" else typed(key, int)
         elif f.name in ("net_arch", "fault_rounds"):
             values[f.name] = _int_list(merged[key], key)
         else:

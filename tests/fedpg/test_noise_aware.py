@@ -87,7 +87,7 @@ def test_snr_damping_with_identical_agents_switches_the_correction_off():
 def test_bad_values_are_rejected():
     with pytest.raises(ValueError, match="unknown variance_control 'svrg'"):
         model(variance_control="svrg")
-    with pytest.raises(ValueError, match="anchor_batches must be a positive integer"):
+    with pytest.raises(ValueError, match="anchor_batches must be .auto. or a positive integer"):
         model(anchor_batches=0)
 
 
@@ -120,3 +120,15 @@ def test_filtered_correction_follows_the_filter():
     res, estimate = m.last_round, m.correction_stats.estimate
     assert not th.allclose(estimate, res.global_grad - res.anchor_grads, atol=1e-3)  # the filter kept a memory
     th.testing.assert_close(res.local_params - res.params_before, 1e-2 * (res.anchor_grads + estimate), rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "local_steps, correction, expected",
+    [(4, True, 1), (9, True, 1), (10, True, 2), (20, True, 4), (50, True, 10), (50, False, 1)],
+)
+def test_auto_anchor_batches_grow_with_the_local_steps(local_steps, correction, expected):
+    m = model(local_steps=local_steps, correction=correction)
+    assert m.anchor_batches == "auto" and m.n_anchor_batches == expected
+    m.learn(1)
+    # a round: k anchor batches (the first reused for ℓ = 0) + H − 1 fresh ones
+    assert m.num_timesteps == (expected + local_steps - 1) * m.n_envs * m.n_steps
