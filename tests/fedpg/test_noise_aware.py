@@ -87,7 +87,7 @@ def test_snr_damping_with_identical_agents_switches_the_correction_off():
 def test_bad_values_are_rejected():
     with pytest.raises(ValueError, match="unknown variance_control 'svrg'"):
         model(variance_control="svrg")
-    with pytest.raises(ValueError, match="anchor_batches must be .auto. or a positive integer"):
+    with pytest.raises(ValueError, match=r"anchor_batches must be 'auto' or a positive integer"):
         model(anchor_batches=0)
 
 
