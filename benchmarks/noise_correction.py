@@ -11,7 +11,8 @@ advantages):
 - ``default``: the library's default, the paper's correction with ``anchor_batches="auto"`` = ``H // 5`` batches per
   anchor (4 at ``H = 20``, 10 at ``H = 50``; at ``H = 5`` it is ``paper``, so it is not run again); the extra env steps
   count in ``num_timesteps``, so it gets fewer rounds for the same budget;
-- ``filtered``: the correction Kalman-filtered over rounds (``variance_control="filtered"``, one anchor batch).
+- ``filtered``: the correction Kalman-filtered over rounds (``variance_control="filtered"``, one anchor batch);
+- ``auto_filtered``: both: the filtered correction with ``H // 5`` anchor batches.
 
 Version 1 (``benchmarks/results/noise_correction_v1.{json,md,png}``, committed output of this script's previous
 version at 400k steps everywhere, the family default LQR) also measured the same-batch control variate, SNR damping
@@ -77,18 +78,20 @@ N_CURVE_POINTS = 20
 METHODS: dict[str, dict[str, Any]] = {
     "fedavg": {"correction": False},
     "paper": {"correction": True, "variance_control": "none", "anchor_batches": 1},
-    "default": {"correction": True},
+    "default": {"correction": True, "variance_control": "none", "anchor_batches": "auto"},
     "filtered": {"correction": True, "variance_control": "filtered", "anchor_batches": 1},
+    "auto_filtered": {"correction": True, "variance_control": "filtered", "anchor_batches": "auto"},
 }
 #: methods run only at some H (the default is the paper's update below H = 10: the same runs)
-ONLY_AT: dict[str, tuple[int, ...]] = {"default": (10, 20, 50)}
+ONLY_AT: dict[str, tuple[int, ...]] = {"default": (10, 20, 50), "auto_filtered": (10, 20, 50)}
 LABELS = {
     "fedavg": "FedAvg-PG",
     "paper": "Fast-FedPG (paper, 1 anchor batch)",
     "default": "Fast-FedPG (default: H // 5 anchor batches)",
     "filtered": "Kalman-filtered correction (1 anchor batch)",
+    "auto_filtered": "Kalman-filtered correction, H // 5 anchor batches",
 }
-COLORS = {"fedavg": "C3", "paper": "C0", "default": "C2", "filtered": "C1"}
+COLORS = {"fedavg": "C3", "paper": "C0", "default": "C2", "filtered": "C1", "auto_filtered": "C4"}
 
 
 def resolved(method: str, local_steps: int) -> dict[str, Any]:
@@ -471,6 +474,7 @@ def main(argv: list[str] | None = None, output: pathlib.Path | None = None) -> d
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--families", nargs="*", default=None, help="families to run now (others: cached runs only)")
     parser.add_argument("--hs", nargs="*", type=int, default=None, help="local steps H to run now (default: all)")
+    parser.add_argument("--methods", nargs="*", default=None, help="methods to run now (others: cached runs only)")
     parser.add_argument("--report", action="store_true", help="no training: report the cached runs")
     parser.add_argument("--quick", action="store_true", help="tiny budgets, one family, two seeds (smoke run)")
     parser.add_argument("--cache", type=pathlib.Path, default=None)
@@ -489,6 +493,7 @@ def main(argv: list[str] | None = None, output: pathlib.Path | None = None) -> d
     output.mkdir(parents=True, exist_ok=True)
     selected = [] if args.report else (args.families if args.families is not None else list(families))
     run_hs = args.hs or list(hs)
+    run_methods = args.methods or list(METHODS)
 
     import sb3_fedpg.envs  # noqa: F401  (registers the families)
 
@@ -509,7 +514,7 @@ def main(argv: list[str] | None = None, output: pathlib.Path | None = None) -> d
                 for method in runs:
                     path = cache / f"{run_key(name, family, local_steps, method, seed, common, curve_points)}.json"
                     if not path.exists():
-                        if name not in selected or local_steps not in run_hs:
+                        if name not in selected or local_steps not in run_hs or method not in run_methods:
                             partial = True
                             continue
                         result = run_one(family, local_steps, method, seed, common, curve_points)
