@@ -29,7 +29,7 @@ from stable_baselines3.common.utils import FloatSchedule, check_for_correct_spac
 
 from sb3_fedpg.common import fedmath
 from sb3_fedpg.common.batch import RolloutBatch
-from sb3_fedpg.common.batched_policy import BatchedActor
+from sb3_fedpg.common.batched_policy import ACTION_SPACES, BatchedActor
 from sb3_fedpg.common.callbacks import fire_round_end
 from sb3_fedpg.common.federated_vec_env import check_observations, check_rewards, make_federated_vec_env
 from sb3_fedpg.common.persistence import FederatedPersistenceMixin
@@ -89,7 +89,7 @@ class FederatedAlgorithm(FederatedPersistenceMixin):
         verbose: int = 0,
         seed: int | None = None,
         device: th.device | str = "auto",
-        supported_action_spaces: tuple[type[spaces.Space], ...] = (spaces.Discrete, spaces.Box),
+        supported_action_spaces: tuple[type[spaces.Space], ...] = ACTION_SPACES,
     ):
         for key in set(policy_kwargs or {}) & set(UNUSED_POLICY_KWARGS):
             raise ValueError(f"policy_kwargs[{key!r}] has no effect in {type(self).__name__}: {UNUSED_POLICY_KWARGS[key]}")
@@ -313,6 +313,8 @@ class FederatedAlgorithm(FederatedPersistenceMixin):
                 env_actions = actions.reshape(n * m, *self.action_space.shape).cpu().numpy()
             if isinstance(self.action_space, spaces.Box):
                 env_actions = np.clip(env_actions, self.action_space.low, self.action_space.high)
+            elif isinstance(self.action_space, spaces.MultiBinary):
+                env_actions = env_actions.astype(self.action_space.dtype)  # sampled as floats, like SB3's Bernoulli
             new_obs, rewards, dones, infos = self.env.step(env_actions)
             # Convert-then-check whatever env (or wrapper) produced them, naming the agents at fault.
             check_rewards(rewards, n * m, agent_ids)
