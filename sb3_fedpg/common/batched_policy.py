@@ -12,6 +12,8 @@ gradient in one backward pass.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -54,6 +56,13 @@ class StackedMLP:
                 )
                 self.parameters += [module.weight, bias]
                 pos += n_w + module.out_features
+            elif any(True for _ in module.buffers()):
+                raise NotImplementedError(
+                    f"{type(module).__name__} keeps running statistics, which the batched policy does not support: "
+                    "whose statistics would they be (every agent's, or the federated policy's)? Remove the "
+                    "normalisation layer from the policy (normalise observations with VecNormalize instead); dropout "
+                    "is supported."
+                )
             elif any(True for _ in module.parameters()):
                 raise NotImplementedError(
                     f"{type(module).__name__} has parameters; the batched policy supports Linear layers and "
@@ -83,6 +92,8 @@ class StackedMLP:
                 weight = params[:, op.weight].reshape(n, op.out_features, op.in_features)
                 x = np.matmul(x, weight.transpose(0, 2, 1)) + params[:, None, op.bias]
             else:
+                if op.training and isinstance(op, nn.Dropout):
+                    raise RuntimeError("numpy_forward runs rollouts, which use the eval mode (dropout off).")
                 x = self._numpy_acts[id(op)](x)
         return x
 
@@ -103,7 +114,13 @@ class StackedMLP:
         return x
 
 
-_NUMPY_ACTIVATIONS = {nn.Tanh: np.tanh, nn.ReLU: lambda x: np.maximum(x, 0.0), nn.Identity: lambda x: x}
+#: Dropout is the identity in eval mode, the only mode the NumPy (rollout) path runs in.
+_NUMPY_ACTIVATIONS = {
+    nn.Tanh: np.tanh,
+    nn.ReLU: lambda x: np.maximum(x, 0.0),
+    nn.Identity: lambda x: x,
+    nn.Dropout: lambda x: x,
+}
 
 
 def _flatten_modules(*modules: nn.Module) -> list[nn.Module]:
@@ -189,6 +206,22 @@ class BatchedActor:
             for d, (start, k) in enumerate(zip(starts, nvec, strict=True)):
                 grid[d, :k] = start + np.arange(k)
             self._pad_index = th.as_tensor(grid)
+
+    @contextmanager
+    def evaluation(self) -> Iterator[None]:
+        """
+        Run the actor in eval mode inside the block (dropout off), as SB3 does for rollouts and ``predict``;
+        the updates run in train mode (dropout on), as in SB3's ``train``.
+        """
+        modules = [op for op in self.net.ops if isinstance(op, nn.Module)]
+        modes = [module.training for module in modules]
+        for module in modules:
+            module.train(False)
+        try:
+            yield
+        finally:
+            for module, mode in zip(modules, modes, strict=True):
+                module.train(mode)
 
     def _padded_logits(self, out: th.Tensor) -> th.Tensor:
         # (..., sum(nvec)) -> (..., dims, max_n)
