@@ -73,6 +73,22 @@ def check_policy_kwargs(policy_kwargs: dict[str, Any] | None, algo: str) -> None
             raise ValueError(f"policy_kwargs[{key!r}]={value!r} is not supported by {algo}: {UNSUPPORTED_WHEN_TRUE[key]}")
 
 
+#: Shown once per process (see :meth:`FederatedAlgorithm.learn`).
+THREADS_HINT = (
+    "Hint: torch is using {n} CPU threads. The federated algorithms' small batched networks usually run several "
+    "times faster with one: call torch.set_num_threads(1) before training (the command-line trainer does; the "
+    "library leaves this process-wide setting to you)."
+)
+_threads_hint_shown = False
+
+
+def _hint_torch_threads(device: th.device, verbose: int) -> None:
+    global _threads_hint_shown
+    if verbose >= 1 and device.type == "cpu" and th.get_num_threads() > 1 and not _threads_hint_shown:
+        _threads_hint_shown = True
+        print(THREADS_HINT.format(n=th.get_num_threads()))
+
+
 class StopTrainingInRound(Exception):
     """A callback asked to stop in the middle of a round (the round is discarded)."""
 
@@ -432,6 +448,11 @@ class FederatedAlgorithm(FederatedPersistenceMixin):
         raise NotImplementedError
 
     @property
+    def steps_per_round(self) -> int:
+        """Env steps (over all agents) that one round takes."""
+        raise NotImplementedError
+
+    @property
     def last_round(self) -> fedmath.RoundResult | None:
         """The last completed round (anchors, ``g``, local parameters, ...), ``None`` before the first."""
         return getattr(self, "_last_round", None)
@@ -518,7 +539,9 @@ class FederatedAlgorithm(FederatedPersistenceMixin):
     ) -> SelfFederatedAlgorithm:
         """
         Train for at least ``total_timesteps`` env steps, in whole rounds (the last round may go past
-        ``total_timesteps``: a round is the unit of communication and is never cut short).
+        ``total_timesteps``: a round is the unit of communication and is never cut short). Callbacks' locals and
+        the progress bar's total give the steps that will really be run (a whole number of
+        :attr:`steps_per_round`); the learning-rate schedules' progress follows ``total_timesteps``.
 
         :param total_timesteps: env steps over all agents
         :param callback: SB3 callback(s)
@@ -529,10 +552,14 @@ class FederatedAlgorithm(FederatedPersistenceMixin):
         :return: the trained model
         """
         self._check_env_split(self.env)
+        _hint_torch_threads(self.device, self.verbose)
         total_timesteps, callback = self._setup_learn(
             total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar
         )
-        callback.on_training_start(locals(), globals())
+        # Callbacks (the progress bar's total) see the steps learn will really run: whole rounds.
+        rounds_needed = max(0, math.ceil((total_timesteps - self.num_timesteps) / self.steps_per_round))
+        real_total = self.num_timesteps + rounds_needed * self.steps_per_round
+        callback.on_training_start({**locals(), "total_timesteps": real_total}, globals())
         assert self.env is not None
         rounds = 0
         while self.num_timesteps < total_timesteps:

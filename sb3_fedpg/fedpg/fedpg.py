@@ -226,6 +226,12 @@ class FederatedPG(FederatedAlgorithm):
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         return ["policy", "critics", "critic_optimizer", "local_optimizer_state", "correction_stats"], []
 
+    @property
+    def steps_per_round(self) -> int:
+        """Env steps of one round: the anchor batches and the local steps' batches (the first reuses the anchor's)."""
+        batches = self.anchor_batches + self.local_steps - int(self.reuse_anchor_batch)
+        return self.n_envs * self.n_steps * batches
+
     def sample_batch(self, params: th.Tensor, callback: BaseCallback) -> RolloutBatch:
         """
         A fresh batch for every agent under its own parameters (from ρ for ``gpomdp``/``reinforce``).

@@ -204,6 +204,11 @@ class FederatedPPO(FederatedAlgorithm):
         self.critic_optimizer.load_state_dict(state["critic_optimizer"])
         self.actor_optimizer.load_state_dict(state["actor_optimizer"])
 
+    @property
+    def steps_per_round(self) -> int:
+        """Env steps of one round: one rollout of ``n_steps`` per sub-environment."""
+        return self.n_envs * self.n_steps
+
     def sample_batch(self, params: th.Tensor, callback: BaseCallback) -> RolloutBatch:
         """
         Every agent's rollout under its own parameters, in eval mode (dropout off) as SB3 collects rollouts.
