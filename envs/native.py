@@ -60,6 +60,29 @@ class SameStepCartPoleVectorEnv(CartPoleVectorEnv):
         self.prev_done[:] = False
         return obs, reward, terminated, truncated, info
 
+    def render(self) -> list[np.ndarray] | None:  # type: ignore[override]
+        """
+        One ``rgb_array`` frame per copy, each drawn with its own pole length (Gymnasium's renderer reads one
+        scalar length, so copies of equal length are drawn together).
+
+        :return: the frames, or ``None`` without a ``render_mode``
+        """
+        lengths = self.length
+        frames: list[np.ndarray] | None = None
+        try:
+            for value in np.unique(lengths):
+                self.length = float(value)
+                drawn = super().render()
+                if drawn is None:
+                    return None
+                if frames is None:
+                    frames = list(drawn)
+                for i in np.flatnonzero(lengths == value):
+                    frames[i] = drawn[i]
+        finally:
+            self.length = lengths
+        return frames
+
 
 def make_native_vector_env(env_id: str, num_envs: int, **kwargs: Any) -> gym.vector.VectorEnv | None:
     """

@@ -12,6 +12,8 @@ gradient in one backward pass.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -54,6 +56,13 @@ class StackedMLP:
                 )
                 self.parameters += [module.weight, bias]
                 pos += n_w + module.out_features
+            elif any(True for _ in module.buffers()):
+                raise NotImplementedError(
+                    f"{type(module).__name__} keeps running statistics, which the batched policy does not support: "
+                    "whose statistics would they be (every agent's, or the federated policy's)? Remove the "
+                    "normalisation layer from the policy (normalise observations with VecNormalize instead); dropout "
+                    "is supported."
+                )
             elif any(True for _ in module.parameters()):
                 raise NotImplementedError(
                     f"{type(module).__name__} has parameters; the batched policy supports Linear layers and "
@@ -83,6 +92,8 @@ class StackedMLP:
                 weight = params[:, op.weight].reshape(n, op.out_features, op.in_features)
                 x = np.matmul(x, weight.transpose(0, 2, 1)) + params[:, None, op.bias]
             else:
+                if op.training and isinstance(op, nn.Dropout):
+                    raise RuntimeError("numpy_forward runs rollouts, which use the eval mode (dropout off).")
                 x = self._numpy_acts[id(op)](x)
         return x
 
@@ -103,7 +114,13 @@ class StackedMLP:
         return x
 
 
-_NUMPY_ACTIVATIONS = {nn.Tanh: np.tanh, nn.ReLU: lambda x: np.maximum(x, 0.0), nn.Identity: lambda x: x}
+#: Dropout is the identity in eval mode, the only mode the NumPy (rollout) path runs in.
+_NUMPY_ACTIVATIONS = {
+    nn.Tanh: np.tanh,
+    nn.ReLU: lambda x: np.maximum(x, 0.0),
+    nn.Identity: lambda x: x,
+    nn.Dropout: lambda x: x,
+}
 
 
 def _flatten_modules(*modules: nn.Module) -> list[nn.Module]:
@@ -127,14 +144,39 @@ def check_batchable(policy: ActorCriticPolicy) -> None:
             "is not supported yet (use MlpPolicy with a flat observation space)."
         )
     if policy.use_sde:
-        raise NotImplementedError("gSDE is not supported by FederatedPG.")
-    if not isinstance(policy.action_space, spaces.Discrete | spaces.Box):
-        raise NotImplementedError(f"FederatedPG supports Discrete and Box action spaces, got {policy.action_space}.")
+        raise NotImplementedError(GSDE_REFUSAL)
+    space = policy.action_space
+    if not isinstance(space, ACTION_SPACES):
+        names = ", ".join(cls.__name__ for cls in ACTION_SPACES)
+        raise NotImplementedError(f"the federated algorithms support {names} action spaces, got {space}.")
+    if isinstance(space, spaces.MultiDiscrete) and (space.nvec.ndim != 1 or np.any(space.start != 0)):
+        raise NotImplementedError(
+            f"MultiDiscrete action spaces must be one-dimensional and start at 0 (as in SB3), got {space}: "
+            "flatten nvec and shift the actions in a wrapper."
+        )
+    if isinstance(space, spaces.MultiBinary) and not isinstance(space.n, int | np.integer):
+        raise NotImplementedError(f"multi-dimensional MultiBinary action spaces are not supported (as in SB3), got {space}.")
+
+
+#: The action spaces the batched actor samples and scores (SB3's on-policy set).
+ACTION_SPACES = (spaces.Discrete, spaces.Box, spaces.MultiDiscrete, spaces.MultiBinary)
+
+#: Why gSDE is refused, and what to use instead.
+GSDE_REFUSAL = (
+    "gSDE (use_sde=True) is not supported by the federated algorithms: its exploration matrix is noise held "
+    "across steps per sub-environment, outside the per-agent parameter rows the batched actor evaluates. Use the "
+    "default state-independent Gaussian exploration (use_sde=False; tune policy_kwargs={'log_std_init': ...}), "
+    "or SB3's PPO/A2C with use_sde=True for centralised training."
+)
 
 
 class BatchedActor:
     """
     The policy's actor (``mlp_extractor.policy_net`` → ``action_net`` [+ ``log_std``]) for all agents.
+
+    The action distributions are SB3's, batched over agents: ``Discrete`` a categorical on the logits,
+    ``Box`` a diagonal Gaussian with state-independent ``log_std``, ``MultiDiscrete`` one categorical per
+    dimension (their log-probabilities and entropies summed), ``MultiBinary`` independent Bernoullis on the logits.
 
     :param policy: the SB3 policy whose actor layout and distribution are used
     """
@@ -143,7 +185,9 @@ class BatchedActor:
         check_batchable(policy)
         self.net = StackedMLP(_flatten_modules(policy.mlp_extractor.policy_net, policy.action_net))
         self.parameters = list(self.net.parameters)
-        self.continuous = isinstance(policy.action_space, spaces.Box)
+        space = policy.action_space
+        self.kind = type(space).__name__
+        self.continuous = isinstance(space, spaces.Box)
         self.log_std: slice | None = None
         n_params = self.net.end
         if self.continuous:
@@ -152,6 +196,38 @@ class BatchedActor:
             self.parameters.append(policy.log_std)
             n_params += n_act
         self.n_params = n_params
+        self._pad_index: th.Tensor | None = None
+        if isinstance(space, spaces.MultiDiscrete):
+            # The concatenated logits, gathered into a (dims, max_n) grid; short dimensions are padded with a
+            # column of -inf (index sum(nvec)) so that one categorical covers every dimension at once.
+            nvec = [int(k) for k in space.nvec]
+            starts = np.cumsum([0, *nvec[:-1]])
+            grid = np.full((len(nvec), max(nvec)), sum(nvec))
+            for d, (start, k) in enumerate(zip(starts, nvec, strict=True)):
+                grid[d, :k] = start + np.arange(k)
+            self._pad_index = th.as_tensor(grid)
+
+    @contextmanager
+    def evaluation(self) -> Iterator[None]:
+        """
+        Run the actor in eval mode inside the block (dropout off), as SB3 does for rollouts and ``predict``;
+        the updates run in train mode (dropout on), as in SB3's ``train``.
+        """
+        modules = [op for op in self.net.ops if isinstance(op, nn.Module)]
+        modes = [module.training for module in modules]
+        for module in modules:
+            module.train(False)
+        try:
+            yield
+        finally:
+            for module, mode in zip(modules, modes, strict=True):
+                module.train(mode)
+
+    def _padded_logits(self, out: th.Tensor) -> th.Tensor:
+        # (..., sum(nvec)) -> (..., dims, max_n)
+        assert self._pad_index is not None
+        pad = out.new_full((*out.shape[:-1], 1), -th.inf)
+        return th.cat([out, pad], dim=-1)[..., self._pad_index.to(out.device)]
 
     def distribution(self, params: th.Tensor, obs: th.Tensor) -> th.distributions.Distribution:
         """
@@ -162,17 +238,25 @@ class BatchedActor:
         out = self.net(params, obs)
         # No argument validation: it re-checks every tensor on every call (a visible share of a small batch's
         # time); the actions come from our own sampler and the parameters are checked for finiteness each round.
-        if self.log_std is None:
+        dist: th.distributions.Distribution
+        if self.kind == "Discrete":
             return th.distributions.Categorical(logits=out, validate_args=False)
-        std = params[:, self.log_std].exp().unsqueeze(1).expand_as(out)
-        return th.distributions.Independent(th.distributions.Normal(out, std, validate_args=False), 1, validate_args=False)
+        if self.kind == "Box":
+            std = params[:, self.log_std].exp().unsqueeze(1).expand_as(out)
+            dist = th.distributions.Normal(out, std, validate_args=False)
+        elif self.kind == "MultiDiscrete":
+            dist = th.distributions.Categorical(logits=self._padded_logits(out), validate_args=False)
+        else:
+            dist = th.distributions.Bernoulli(logits=out, validate_args=False)
+        return th.distributions.Independent(dist, 1, validate_args=False)
 
     @th.no_grad()
     def sample(self, params: th.Tensor, obs: th.Tensor) -> th.Tensor:
         """
         Sample actions without building a distribution object (the rollout hot path).
 
-        Discrete: Gumbel-max on the logits; Box: ``mean + std · ε``. Same laws as
+        Discrete and MultiDiscrete: Gumbel-max on the logits (per dimension); Box: ``mean + std · ε``;
+        MultiBinary: ``u < sigmoid(logits)`` (as floats, like SB3's Bernoulli). Same laws as
         :meth:`distribution`, drawn from torch's global generator (seeded by ``set_random_seed``).
 
         :param params: stacked actor parameters ``(n_agents, n_params)``
@@ -180,10 +264,14 @@ class BatchedActor:
         :return: actions ``(n_agents, batch[, action_dim])``
         """
         out = self.net(params, obs)
-        if self.log_std is None:
-            gumbel = -th.empty_like(out).exponential_().log()
-            return (out + gumbel).argmax(dim=-1)
-        return out + params[:, self.log_std].exp().unsqueeze(1) * th.randn_like(out)
+        if self.kind == "Box":
+            return out + params[:, self.log_std].exp().unsqueeze(1) * th.randn_like(out)
+        if self.kind == "MultiBinary":
+            return (th.rand_like(out) < th.sigmoid(out)).to(out.dtype)
+        if self.kind == "MultiDiscrete":
+            out = self._padded_logits(out)
+        gumbel = -th.empty_like(out).exponential_().log()
+        return (out + gumbel).argmax(dim=-1)
 
     def sample_numpy(self, params: np.ndarray, obs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """
@@ -195,9 +283,16 @@ class BatchedActor:
         :return: actions ``(n_agents, batch[, action_dim])``
         """
         out = self.net.numpy_forward(params, obs)
-        if self.log_std is None:
-            return (out - np.log(rng.exponential(size=out.shape))).argmax(axis=-1)
-        return out + np.exp(params[:, None, self.log_std]) * rng.standard_normal(out.shape, dtype=np.float32)
+        if self.kind == "Box":
+            return out + np.exp(params[:, None, self.log_std]) * rng.standard_normal(out.shape, dtype=np.float32)
+        if self.kind == "MultiBinary":
+            return (rng.random(out.shape, dtype=np.float32) * (1.0 + np.exp(-out)) < 1.0).astype(np.float32)
+        if self.kind == "MultiDiscrete":
+            assert self._pad_index is not None
+            out = np.concatenate([out, np.full((*out.shape[:-1], 1), -np.inf, out.dtype)], axis=-1)[
+                ..., self._pad_index.numpy()
+            ]
+        return (out - np.log(rng.exponential(size=out.shape))).argmax(axis=-1)
 
     def get_vector(self) -> th.Tensor:
         """:return: the SB3 policy's current actor parameters as one flat vector"""

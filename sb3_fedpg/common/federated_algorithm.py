@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+import warnings
 from collections import deque
 from typing import Any, TypeVar
 
@@ -29,10 +30,11 @@ from stable_baselines3.common.utils import FloatSchedule, check_for_correct_spac
 
 from sb3_fedpg.common import fedmath
 from sb3_fedpg.common.batch import RolloutBatch
-from sb3_fedpg.common.batched_policy import BatchedActor
+from sb3_fedpg.common.batched_policy import ACTION_SPACES, GSDE_REFUSAL, BatchedActor
 from sb3_fedpg.common.callbacks import fire_round_end
 from sb3_fedpg.common.federated_vec_env import check_observations, check_rewards, make_federated_vec_env
 from sb3_fedpg.common.persistence import FederatedPersistenceMixin
+from sb3_fedpg.common.policies import NO_GLOBAL_CRITIC, FederatedActorCriticPolicy
 
 SelfFederatedAlgorithm = TypeVar("SelfFederatedAlgorithm", bound="FederatedAlgorithm")
 
@@ -44,7 +46,47 @@ UNUSED_POLICY_KWARGS = {
     "(critic_learning_rate); the policy's optimiser is never used.",
     "optimizer_kwargs": "the policy's optimiser is never used (see optimizer_class); set learning_rate / "
     "critic_learning_rate / local_optimizer instead.",
+    "full_std": "it only shapes gSDE's noise, and " + GSDE_REFUSAL,
+    "use_expln": "it only shapes gSDE's noise, and " + GSDE_REFUSAL,
 }
+#: Policy keyword arguments refused when true (their false value is the only behaviour there is).
+UNSUPPORTED_WHEN_TRUE = {
+    "use_sde": GSDE_REFUSAL,
+    "squash_output": "SB3 only squashes gSDE's actions (and its predict would then unscale actions that were never "
+    "squashed); Box actions are clipped to the action space as in SB3's PPO.",
+}
+
+
+def check_policy_kwargs(policy_kwargs: dict[str, Any] | None, algo: str) -> None:
+    """
+    Refuse the ``policy_kwargs`` a federated algorithm cannot honour (every other key of SB3's
+    ``ActorCriticPolicy`` is honoured; see ``tests/common/test_policy_kwargs.py``).
+
+    :param policy_kwargs: the keyword arguments
+    :param algo: the algorithm's name, for the message
+    :raises ValueError: naming the key, why and what to do instead
+    """
+    for key, value in (policy_kwargs or {}).items():
+        if key in UNUSED_POLICY_KWARGS:
+            raise ValueError(f"policy_kwargs[{key!r}] has no effect in {algo}: {UNUSED_POLICY_KWARGS[key]}")
+        if key in UNSUPPORTED_WHEN_TRUE and value:
+            raise ValueError(f"policy_kwargs[{key!r}]={value!r} is not supported by {algo}: {UNSUPPORTED_WHEN_TRUE[key]}")
+
+
+#: Shown once per process (see :meth:`FederatedAlgorithm.learn`).
+THREADS_HINT = (
+    "Hint: torch is using {n} CPU threads. The federated algorithms' small batched networks usually run several "
+    "times faster with one: call torch.set_num_threads(1) before training (the command-line trainer does; the "
+    "library leaves this process-wide setting to you)."
+)
+_threads_hint_shown = False
+
+
+def _hint_torch_threads(device: th.device, verbose: int) -> None:
+    global _threads_hint_shown
+    if verbose >= 1 and device.type == "cpu" and th.get_num_threads() > 1 and not _threads_hint_shown:
+        _threads_hint_shown = True
+        print(THREADS_HINT.format(n=th.get_num_threads()))
 
 
 class StopTrainingInRound(Exception):
@@ -69,6 +111,8 @@ class FederatedAlgorithm(FederatedPersistenceMixin):
     :param seed: Seed for the pseudo random generators
     :param device: Device (cpu, cuda, ...) on which the code should be run
     :param supported_action_spaces: The action spaces supported by the algorithm
+    :param use_sde: gSDE is not supported: ``True`` raises a ``ValueError`` that names the alternatives
+    :param sde_sample_freq: only ``-1`` (gSDE is not supported)
     """
 
     policy: ActorCriticPolicy
@@ -89,10 +133,13 @@ class FederatedAlgorithm(FederatedPersistenceMixin):
         verbose: int = 0,
         seed: int | None = None,
         device: th.device | str = "auto",
-        supported_action_spaces: tuple[type[spaces.Space], ...] = (spaces.Discrete, spaces.Box),
+        supported_action_spaces: tuple[type[spaces.Space], ...] = ACTION_SPACES,
+        use_sde: bool = False,
+        sde_sample_freq: int = -1,
     ):
-        for key in set(policy_kwargs or {}) & set(UNUSED_POLICY_KWARGS):
-            raise ValueError(f"policy_kwargs[{key!r}] has no effect in {type(self).__name__}: {UNUSED_POLICY_KWARGS[key]}")
+        if use_sde or sde_sample_freq != -1:
+            raise ValueError(f"use_sde={use_sde!r}, sde_sample_freq={sde_sample_freq!r}: {GSDE_REFUSAL}")
+        check_policy_kwargs(policy_kwargs, type(self).__name__)
         if isinstance(env, str):
             env = make_federated_vec_env(env, n_agents, n_envs_per_agent, env_kwargs=env_kwargs, seed=seed)
         elif env_kwargs:
@@ -202,6 +249,34 @@ class FederatedAlgorithm(FederatedPersistenceMixin):
         self._numpy_rollout = (
             self.device.type == "cpu" and isinstance(self.observation_space, spaces.Box) and self._actor.net.numpy_ready
         )
+
+    def _check_policy(self) -> None:
+        """
+        Check the policy just built (``load(path, policy_kwargs=...)`` reaches here too): its ``policy_kwargs``, and
+        warn when its class can answer ``predict_values`` from its untrained value head.
+        """
+        if self.use_sde:
+            raise ValueError(f"use_sde=True: {GSDE_REFUSAL}")
+        check_policy_kwargs(self.policy_kwargs, type(self).__name__)
+        if not isinstance(self.policy, FederatedActorCriticPolicy):
+            warnings.warn(
+                f"{type(self.policy).__name__} does not derive from sb3_fedpg's FederatedActorCriticPolicy, so its "
+                f"predict_values answers from an untrained value head: {NO_GLOBAL_CRITIC}",
+                stacklevel=3,
+            )
+
+    def predict_agent_values(self, observation: np.ndarray) -> np.ndarray:
+        """
+        Every agent's own value estimate ``V_i(obs)``, from its local critic (trained on its own reward). The mean
+        over agents estimates the value of the average objective; the policy has no global critic of its own.
+
+        :param observation: a batch of observations ``(batch, *obs_shape)``
+        :return: values ``(n_agents, batch)``
+        """
+        obs = self._flat_obs(np.asarray(observation).reshape(-1, *self.observation_space.shape))
+        with th.no_grad():
+            values = self.critics(obs.unsqueeze(0).expand(self.n_agents, *obs.shape))  # type: ignore[attr-defined]
+        return values.cpu().numpy()
 
     def _setup_lr_schedule(self) -> None:
         self.lr_schedule = FloatSchedule(self.learning_rate)
@@ -313,6 +388,10 @@ class FederatedAlgorithm(FederatedPersistenceMixin):
                 env_actions = actions.reshape(n * m, *self.action_space.shape).cpu().numpy()
             if isinstance(self.action_space, spaces.Box):
                 env_actions = np.clip(env_actions, self.action_space.low, self.action_space.high)
+            elif isinstance(self.action_space, spaces.MultiBinary):
+                env_actions = env_actions.astype(self.action_space.dtype)  # sampled as floats, like SB3's Bernoulli
+            elif isinstance(self.action_space, spaces.MultiBinary):
+                env_actions = env_actions.astype(self.action_space.dtype)  # sampled as floats, like SB3's Bernoulli
             new_obs, rewards, dones, infos = self.env.step(env_actions)
             # Convert-then-check whatever env (or wrapper) produced them, naming the agents at fault.
             check_rewards(rewards, n * m, agent_ids)
@@ -366,6 +445,11 @@ class FederatedAlgorithm(FederatedPersistenceMixin):
 
         :param callback: SB3 callback called at every env step (a no-op if ``None``)
         """
+        raise NotImplementedError
+
+    @property
+    def steps_per_round(self) -> int:
+        """Env steps (over all agents) that one round takes."""
         raise NotImplementedError
 
     @property
@@ -455,7 +539,9 @@ class FederatedAlgorithm(FederatedPersistenceMixin):
     ) -> SelfFederatedAlgorithm:
         """
         Train for at least ``total_timesteps`` env steps, in whole rounds (the last round may go past
-        ``total_timesteps``: a round is the unit of communication and is never cut short).
+        ``total_timesteps``: a round is the unit of communication and is never cut short). Callbacks' locals and
+        the progress bar's total give the steps that will really be run (a whole number of
+        :attr:`steps_per_round`); the learning-rate schedules' progress follows ``total_timesteps``.
 
         :param total_timesteps: env steps over all agents
         :param callback: SB3 callback(s)
@@ -466,10 +552,14 @@ class FederatedAlgorithm(FederatedPersistenceMixin):
         :return: the trained model
         """
         self._check_env_split(self.env)
+        _hint_torch_threads(self.device, self.verbose)
         total_timesteps, callback = self._setup_learn(
             total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar
         )
-        callback.on_training_start(locals(), globals())
+        # Callbacks (the progress bar's total) see the steps learn will really run: whole rounds.
+        rounds_needed = max(0, math.ceil((total_timesteps - self.num_timesteps) / self.steps_per_round))
+        real_total = self.num_timesteps + rounds_needed * self.steps_per_round
+        callback.on_training_start({**locals(), "total_timesteps": real_total}, globals())
         assert self.env is not None
         rounds = 0
         while self.num_timesteps < total_timesteps:

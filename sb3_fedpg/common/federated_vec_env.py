@@ -19,6 +19,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AutoresetMode
+from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices, VecEnvObs, VecEnvStepReturn
 
 # The reward protocol and the vectoriser live with the environments (envs never import common).
@@ -233,7 +234,9 @@ class FederatedVecEnv(VecEnv):
         return [result for _ in self._get_indices(indices)]
 
     def env_is_wrapped(self, wrapper_class: type[gym.Wrapper], indices: VecEnvIndices = None) -> list[bool]:
-        return [False for _ in self._get_indices(indices)]
+        # The episode statistics are Monitor's (info["episode"] with each agent's own return and length), so
+        # SB3's evaluate_policy may count episodes from them as it does behind a Monitor.
+        return [wrapper_class is Monitor for _ in self._get_indices(indices)]
 
 
 def _spaces_equal(a: gym.Space, b: gym.Space) -> bool:

@@ -74,7 +74,14 @@ def _space_to_json(space: Any, what: str) -> dict[str, Any]:
         }
     if isinstance(space, spaces.Discrete):
         return {"type": "Discrete", "n": int(space.n), "start": int(space.start)}
-    raise ValueError(f"save_weights: the {what} {space} cannot be described as JSON (Box and Discrete only).")
+    if isinstance(space, spaces.MultiDiscrete) and space.nvec.ndim == 1 and not np.any(space.start):
+        return {"type": "MultiDiscrete", "nvec": [int(k) for k in space.nvec]}
+    if isinstance(space, spaces.MultiBinary) and isinstance(space.n, int | np.integer):
+        return {"type": "MultiBinary", "n": int(space.n)}
+    raise ValueError(
+        f"save_weights: the {what} {space} cannot be described as JSON (Box, Discrete, one-dimensional MultiDiscrete "
+        "and MultiBinary only)."
+    )
 
 
 def _space_from_json(desc: Any, what: str) -> Any:
@@ -93,6 +100,17 @@ def _space_from_json(desc: Any, what: str) -> Any:
         if not (isinstance(start, int) and not isinstance(start, bool) and abs(start) <= 2**31):
             raise bad(f"'start' must be an integer, got {start!r}")
         return spaces.Discrete(n, start=start)
+    if kind == "MultiDiscrete":
+        nvec = desc.get("nvec")
+        ok = isinstance(nvec, list) and 1 <= len(nvec) <= MAX_SPACE_SIZE
+        if not (ok and all(isinstance(k, int) and not isinstance(k, bool) and 1 <= k <= MAX_SPACE_SIZE for k in nvec)):
+            raise bad(f"'nvec' must be a list of 1 to {MAX_SPACE_SIZE} integers in [1, {MAX_SPACE_SIZE}], got {nvec!r}")
+        return spaces.MultiDiscrete(nvec)
+    if kind == "MultiBinary":
+        n = desc.get("n")
+        if not (isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= MAX_SPACE_SIZE):
+            raise bad(f"'n' must be an integer in [1, {MAX_SPACE_SIZE}], got {n!r}")
+        return spaces.MultiBinary(n)
     if kind == "Box":
         shape, dtype = desc.get("shape"), desc.get("dtype")
         if not (isinstance(shape, list) and all(isinstance(d, int) and not isinstance(d, bool) and 0 < d for d in shape)):
@@ -114,7 +132,7 @@ def _space_from_json(desc: Any, what: str) -> Any:
             return spaces.Box(low=bounds[0].astype(dtype), high=bounds[1].astype(dtype), shape=tuple(shape), dtype=dtype)
         except (ValueError, TypeError, AssertionError) as error:
             raise bad(str(error)) from error
-    raise bad(f"'type' must be 'Box' or 'Discrete', got {kind!r}")
+    raise bad(f"'type' must be 'Box', 'Discrete', 'MultiDiscrete' or 'MultiBinary', got {kind!r}")
 
 
 def _policy_kwargs_to_json(policy_kwargs: dict[str, Any]) -> dict[str, Any]:

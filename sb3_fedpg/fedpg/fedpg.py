@@ -83,6 +83,9 @@ class FederatedPG(FederatedAlgorithm):
         anchors form ``g`` and only their parameter changes are averaged. ``1.0``: every agent, every round
     :param attack: For robustness experiments only: a :class:`~sb3_fedpg.common.adversarial.ByzantineAttack` (or any
         ``attack(stacked, phase)``) that corrupts what some agents send to the server
+    :param use_sde: gSDE is not supported: ``True`` raises a ``ValueError`` that names the alternatives (accepted
+        so that SB3 and rl-zoo configs get that message instead of an unknown-argument error)
+    :param sde_sample_freq: only ``-1`` (gSDE is not supported)
     :param n_envs_per_agent: Sub-environments per agent (``M``) when ``env`` is an env id
     :param env_kwargs: Keyword arguments for the env when ``env`` is an env id (e.g. ``heterogeneity``)
     :param stats_window_size: Window size for the rollout logging, specifying the number of episodes to average
@@ -125,6 +128,8 @@ class FederatedPG(FederatedAlgorithm):
         aggregator_kwargs: dict[str, Any] | None = None,
         participation: float = 1.0,
         attack: Callable[[Any, str], Any] | None = None,
+        use_sde: bool = False,
+        sde_sample_freq: int = -1,
         n_envs_per_agent: int = 8,
         env_kwargs: dict[str, Any] | None = None,
         stats_window_size: int = 100,
@@ -153,6 +158,8 @@ class FederatedPG(FederatedAlgorithm):
             verbose=verbose,
             seed=seed,
             device=device,
+            use_sde=use_sde,
+            sde_sample_freq=sde_sample_freq,
         )
         self.local_steps = local_steps
         self.n_steps = n_steps
@@ -185,6 +192,7 @@ class FederatedPG(FederatedAlgorithm):
             self.observation_space, self.action_space, self.lr_schedule, **self.policy_kwargs
         )
         self.policy = self.policy.to(self.device)
+        self._check_policy()
         self._actor = BatchedActor(self.policy)
         self.critics = StackedCritics(self.policy, self.n_agents).to(self.device)
         self.critic_optimizer = th.optim.Adam(self.critics.parameters(), lr=self.critic_learning_rate)
@@ -226,6 +234,12 @@ class FederatedPG(FederatedAlgorithm):
         """The batches averaged into each anchor this model uses (``anchor_batches`` with ``"auto"`` resolved)."""
         return resolve_anchor_batches(self.anchor_batches, self.local_steps, self.correction)
 
+    @property
+    def steps_per_round(self) -> int:
+        """Env steps of one round: the anchor batches and the local steps' batches (the first reuses the anchor's)."""
+        batches = self.n_anchor_batches + self.local_steps - int(self.reuse_anchor_batch)
+        return self.n_envs * self.n_steps * batches
+
     def sample_batch(self, params: th.Tensor, callback: BaseCallback) -> RolloutBatch:
         """
         A fresh batch for every agent under its own parameters (from ρ for ``gpomdp``/``reinforce``).
@@ -235,7 +249,10 @@ class FederatedPG(FederatedAlgorithm):
         :return: the batch
         """
         estimator = self.learner.estimator
-        return self.collect_batch(params, callback, reset=estimator.starts_from_reset, keep_truncations=estimator.uses_critic)
+        with self._actor.evaluation():  # rollouts in eval mode (dropout off), the update in train mode, as in SB3
+            return self.collect_batch(
+                params, callback, reset=estimator.starts_from_reset, keep_truncations=estimator.uses_critic
+            )
 
     def train(self, callback: BaseCallback | None = None) -> None:
         """

@@ -263,7 +263,7 @@ class PolicyGradientLearner:
         :param batch: a batch
         :return: ``log π_params(a|s)`` of the batch's actions, ``(n, K·M)`` (no gradient)
         """
-        with th.no_grad():
+        with th.no_grad(), self.actor.evaluation():  # the behaviour policy of the rollout (eval mode)
             return self.actor.distribution(params, batch.obs).log_prob(batch.actions)
 
     def _critic_weights(self, batch: RolloutBatch) -> EstimatorWeights:

@@ -1,5 +1,5 @@
 # This file is here just to define MlpPolicy,
 # like it is done in Stable-Baselines3.
-from stable_baselines3.common.policies import ActorCriticPolicy
+from sb3_fedpg.common.policies import FederatedActorCriticPolicy
 
-MlpPolicy = ActorCriticPolicy
+MlpPolicy = FederatedActorCriticPolicy

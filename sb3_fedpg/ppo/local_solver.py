@@ -170,7 +170,8 @@ class PPOEpochs:
             values = self.critics(batch.obs).view(n, k_steps, m)
             last_values = self.critics(batch.last_obs)
             advantages = gae_advantages(batch.rewards, values, batch.dones, last_values, s.gamma, s.gae_lambda)
-            old_log_prob = self.actor.distribution(stacked, batch.obs).log_prob(batch.actions)
+            with self.actor.evaluation():  # the behaviour policy: the rollout's (eval mode), as SB3 stores it
+                old_log_prob = self.actor.distribution(stacked, batch.obs).log_prob(batch.actions)
         returns = advantages + values
         self._data = {
             "obs": batch.obs,

@@ -12,6 +12,7 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedul
 from stable_baselines3.common.utils import FloatSchedule
 
 from sb3_fedpg.common.aggregators import make_aggregator
+from sb3_fedpg.common.batch import RolloutBatch
 from sb3_fedpg.common.batched_policy import BatchedActor, StackedCritics
 from sb3_fedpg.common.federated_algorithm import FederatedAlgorithm
 from sb3_fedpg.common.hyperparams import FedPPOHyperparams
@@ -60,6 +61,9 @@ class FederatedPPO(FederatedAlgorithm):
     :param aggregator_kwargs: Parameters of a named aggregator
     :param participation: Fraction of agents sampled to take part in each round
     :param attack: For robustness experiments only: corrupts what some agents send to the server
+    :param use_sde: gSDE is not supported: ``True`` raises a ``ValueError`` that names the alternatives (accepted
+        so that SB3 and rl-zoo configs get that message instead of an unknown-argument error)
+    :param sde_sample_freq: only ``-1`` (gSDE is not supported)
     :param n_envs_per_agent: Sub-environments per agent (``M``) when ``env`` is an env id
     :param env_kwargs: Keyword arguments for the env when ``env`` is an env id
     :param stats_window_size: Window size for the rollout logging, specifying the number of episodes to average
@@ -100,6 +104,8 @@ class FederatedPPO(FederatedAlgorithm):
         aggregator_kwargs: dict[str, Any] | None = None,
         participation: float = 1.0,
         attack: Callable[[Any, str], Any] | None = None,
+        use_sde: bool = False,
+        sde_sample_freq: int = -1,
         n_envs_per_agent: int = 8,
         env_kwargs: dict[str, Any] | None = None,
         stats_window_size: int = 100,
@@ -127,6 +133,8 @@ class FederatedPPO(FederatedAlgorithm):
             verbose=verbose,
             seed=seed,
             device=device,
+            use_sde=use_sde,
+            sde_sample_freq=sde_sample_freq,
         )
         self.n_steps = n_steps
         self.batch_size = batch_size
@@ -157,6 +165,7 @@ class FederatedPPO(FederatedAlgorithm):
             self.observation_space, self.action_space, self.lr_schedule, **self.policy_kwargs
         )
         self.policy = self.policy.to(self.device)
+        self._check_policy()
         self._actor = BatchedActor(self.policy)
         self.critics = StackedCritics(self.policy, self.n_agents).to(self.device)
         self.critic_optimizer = BatchedAdam(self.n_agents, self.critics.params.shape[1]).to(self.device)
@@ -195,6 +204,22 @@ class FederatedPPO(FederatedAlgorithm):
         self.critic_optimizer.load_state_dict(state["critic_optimizer"])
         self.actor_optimizer.load_state_dict(state["actor_optimizer"])
 
+    @property
+    def steps_per_round(self) -> int:
+        """Env steps of one round: one rollout of ``n_steps`` per sub-environment."""
+        return self.n_envs * self.n_steps
+
+    def sample_batch(self, params: th.Tensor, callback: BaseCallback) -> RolloutBatch:
+        """
+        Every agent's rollout under its own parameters, in eval mode (dropout off) as SB3 collects rollouts.
+
+        :param params: stacked actor parameters ``(n_agents, n_params)``
+        :param callback: SB3 callback, called at every env step
+        :return: the batch
+        """
+        with self._actor.evaluation():
+            return self.collect_batch(params, callback, keep_truncations=True)
+
     def train(self, callback: BaseCallback | None = None) -> None:
         """
         One communication round: rollouts under ``θ̄``, every agent's PPO epochs, server aggregation.
@@ -227,7 +252,7 @@ class FederatedPPO(FederatedAlgorithm):
             self.critic_optimizer,
             self.actor_optimizer,
             settings,
-            lambda params: self.collect_batch(params, callback, keep_truncations=True),
+            lambda params: self.sample_batch(params, callback),
         )
         result = self.run_atomic_round(solver)
         self.logger.record("train/clip_range", settings.clip_range)

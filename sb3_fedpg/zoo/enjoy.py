@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--n-episodes", type=int, default=4, help="episodes per agent")
     parser.add_argument("--stochastic", action="store_true", help="sample actions instead of the deterministic ones")
     parser.add_argument("--seed", type=int, default=0, help="seed of the evaluation envs")
-    parser.add_argument("--num-threads", type=int, default=-1, help="torch threads (< 0: torch's)")
+    parser.add_argument("--num-threads", type=int, default=1, help="torch threads (default 1; < 0 keeps torch's default)")
     parser.add_argument("--device", default="cpu", help="torch device")
     parser.add_argument("--output", default=None, help="also write the returns to this JSON file")
     return parser

@@ -1,6 +1,7 @@
 """
 The batched actor samples from the policy's own distribution (SB3's, with each agent's parameters loaded),
-on the NumPy rollout path and the torch path, for Discrete and Box actions: chi-square and KS tests.
+on the NumPy rollout path and the torch path, for Discrete, Box, MultiDiscrete and MultiBinary actions: chi-square
+and KS tests.
 """
 
 import numpy as np
@@ -74,12 +75,49 @@ def test_box_samples_follow_the_policy(path):
                 assert stats.kstest(z[:, d], "norm").pvalue > 1e-4, (i, j, d)
 
 
-@pytest.mark.parametrize("action_space", [spaces.Discrete(5), spaces.Box(-1, 1, (2,))])
+@pytest.mark.parametrize("path", ["numpy", "torch"])
+def test_multi_discrete_samples_follow_the_policy(path):
+    nvec = (3, 5, 2)
+    policy, actor, params, obs = make_actor(spaces.MultiDiscrete(nvec))
+    samples = draw(actor, params, obs, path)
+    assert samples.shape[-1] == len(nvec)
+    for i in range(N_AGENTS):
+        for j in range(N_OBS):
+            dists = sb3_distribution(policy, actor, params[i], obs[i, j : j + 1])
+            for d, (dist, k) in enumerate(zip(dists, nvec, strict=True)):
+                probs = dist.probs[0].numpy().astype(np.float64)
+                counts = np.bincount(samples[i, j, :, d], minlength=k)
+                assert len(counts) == k  # no sample outside the dimension's range (the padding is never drawn)
+                assert stats.chisquare(counts, probs / probs.sum() * N_DRAWS).pvalue > 1e-4, (i, j, d, counts)
+
+
+@pytest.mark.parametrize("path", ["numpy", "torch"])
+def test_multi_binary_samples_follow_the_policy(path):
+    policy, actor, params, obs = make_actor(spaces.MultiBinary(3))
+    samples = draw(actor, params, obs, path)
+    assert set(np.unique(samples)) <= {0.0, 1.0}
+    z_scores = []
+    for i in range(N_AGENTS):
+        for j in range(N_OBS):
+            probs = sb3_distribution(policy, actor, params[i], obs[i, j : j + 1]).probs[0].numpy().astype(np.float64)
+            assert np.abs(probs - 0.5).max() > 0.1  # far from fair coins
+            z_scores += list((samples[i, j].mean(0) - probs) / np.sqrt(probs * (1 - probs) / N_DRAWS))
+    # One chi-square over all 18 coins (each z is ~N(0, 1) under the policy's law).
+    assert stats.chi2.sf(np.sum(np.square(z_scores)), len(z_scores)) > 1e-4, np.round(z_scores, 2)
+
+
+SPACES = [spaces.Discrete(5), spaces.Box(-1, 1, (2,)), spaces.MultiDiscrete([3, 5, 2]), spaces.MultiBinary(3)]
+
+
+@pytest.mark.parametrize("action_space", SPACES, ids=lambda space: type(space).__name__)
 def test_batched_log_prob_is_the_policy_log_prob(action_space):
     policy, actor, params, obs = make_actor(action_space)
     actions = th.as_tensor(draw(actor, params, obs, "numpy")[:, :, 0])
-    batched = actor.distribution(params, obs).log_prob(actions)
+    dist = actor.distribution(params, obs)
+    batched, batched_entropy = dist.log_prob(actions), dist.entropy()
     for i in range(N_AGENTS):
-        own = sb3_distribution(policy, actor, params[i], obs[i]).log_prob(actions[i])
-        own = own.sum(-1) if own.dim() > 1 else own
-        th.testing.assert_close(batched[i], own, rtol=1e-5, atol=1e-5)
+        actor.set_vector(params[i])
+        with th.no_grad():
+            sb3_dist = policy.get_distribution(obs[i])  # SB3's wrapper sums over action dimensions
+        th.testing.assert_close(batched[i], sb3_dist.log_prob(actions[i]), rtol=1e-5, atol=1e-5)
+        th.testing.assert_close(batched_entropy[i], sb3_dist.entropy(), rtol=1e-5, atol=1e-5)

@@ -1,4 +1,4 @@
-"""SB3 parity details: float64 spaces, policy_kwargs that cannot be honoured are refused (never ignored)."""
+"""SB3 parity details: float64 spaces (the policy_kwargs audit is in tests/common/test_policy_kwargs.py)."""
 
 import gymnasium as gym
 import numpy as np
@@ -31,11 +31,3 @@ def test_float64_box_spaces_train_and_predict(algo):
     assert not th.allclose(before, model.get_global_parameters())
     actions, _ = model.predict(env.reset(), deterministic=True)
     assert actions.shape == (4, 2)
-
-
-@pytest.mark.parametrize("algo", [FederatedPG, FederatedPPO])
-@pytest.mark.parametrize("key", ["optimizer_class", "optimizer_kwargs"])
-def test_policy_kwargs_that_cannot_be_honoured_are_refused(algo, key):
-    value = th.optim.RMSprop if key == "optimizer_class" else {"eps": 1e-5}
-    with pytest.raises(ValueError, match=f"policy_kwargs\\['{key}'\\] has no effect"):
-        algo("MlpPolicy", "CartPole-v1", policy_kwargs={key: value})

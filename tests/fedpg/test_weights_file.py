@@ -161,12 +161,17 @@ def test_an_sb3_save_file_is_not_a_weights_file_and_its_pickles_do_not_run(train
             r"metadata\.json: unknown estimator 'ppo'",
         ),
         (_hp(evil=1), r"'hyperparameters' has unknown name\(s\) \['evil'\]"),
-        (lambda m: {**m, "observation_space": {"type": "Tuple"}}, "observation_space: 'type' must be 'Box' or 'Discrete'"),
+        (
+            lambda m: {**m, "observation_space": {"type": "Tuple"}},
+            "observation_space: 'type' must be 'Box', 'Discrete', 'MultiDiscrete' or 'MultiBinary'",
+        ),
         (
             lambda m: {**m, "observation_space": {**m["observation_space"], "shape": [5]}},
             "observation_space: 'low' must be a list of 5",
         ),
         (lambda m: {**m, "action_space": {"type": "Discrete", "n": -1}}, "action_space: 'n' must be an integer"),
+        (lambda m: {**m, "action_space": {"type": "MultiDiscrete", "nvec": [2, 0]}}, "action_space: 'nvec' must be a list"),
+        (lambda m: {**m, "action_space": {"type": "MultiBinary", "n": True}}, "action_space: 'n' must be an integer"),
         (lambda m: {**m, "policy_kwargs": {"activation_fn": "os.system"}}, r"policy_kwargs\['activation_fn'\] must be one of"),
         (lambda m: {**m, "policy": "evil.Policy"}, "'policy' must be one of"),
         (lambda m: [1, 2], "'format' must be"),
@@ -202,3 +207,16 @@ def test_not_a_weights_file_and_bad_arguments(trained, tmp_path):
         FederatedPG.load_weights(
             path, env=make_federated_vec_env("sb3_fedpg/HeteroPendulum-v0", n_agents=3, n_envs_per_agent=1)
         )
+
+
+@pytest.mark.parametrize("space", ["MultiDiscrete", "MultiBinary"])
+def test_multi_action_spaces_round_trip(space, tmp_path):
+    from stable_baselines3.common.envs import IdentityEnvMultiBinary, IdentityEnvMultiDiscrete
+
+    maker = IdentityEnvMultiDiscrete if space == "MultiDiscrete" else IdentityEnvMultiBinary
+    env = make_federated_vec_env([lambda: maker(3)] * 2, n_envs_per_agent=2, seed=0)
+    model = FederatedPG("MlpPolicy", env, n_steps=8, seed=0).learn(100)
+    loaded = FederatedPG.load_weights(model.save_weights(tmp_path / "w"))
+    assert loaded.action_space == model.action_space
+    obs = env.reset()
+    np.testing.assert_array_equal(loaded.predict(obs, deterministic=True)[0], model.predict(obs, deterministic=True)[0])

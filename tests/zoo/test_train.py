@@ -177,3 +177,11 @@ def test_fedppo_zoo_run(tmp_path):
     assert model.n_agents == 2 and model.n_epochs == 2 and model.num_timesteps >= 128
     with pytest.raises(ZooConfigError, match="batch_size"):
         run_train(tmp_path, algo="fedppo", extra=["-params", "batch_size:0"], n=128)
+
+
+def test_command_line_tools_default_to_one_torch_thread():
+    from sb3_fedpg.zoo import enjoy
+    from sb3_fedpg.zoo import train as train_module
+
+    assert train_module.build_parser().parse_args(["--algo", "fedpg", "--env", "CartPole-v1"]).num_threads == 1
+    assert enjoy.build_parser().parse_args(["--algo", "fedpg", "--env", "CartPole-v1"]).num_threads == 1

@@ -1,0 +1,147 @@
+"""
+Every keyword argument of SB3's ``ActorCriticPolicy`` is either honoured by the federated algorithms (its effect
+is checked) or refused with a clear error — never silently ignored. The table below must list exactly the
+constructor's keys, so a key SB3 adds later fails this test until it is audited.
+"""
+
+import inspect
+
+import numpy as np
+import pytest
+import torch as th
+from stable_baselines3.common.policies import ActorCriticPolicy
+from stable_baselines3.common.torch_layers import FlattenExtractor
+from torch import nn
+
+from sb3_fedpg import FederatedPG, FederatedPPO
+
+ALGOS = [FederatedPG, FederatedPPO]
+
+
+def build(algo, env="CartPole-v1", seed=0, **policy_kwargs):
+    return algo("MlpPolicy", env, n_agents=2, n_envs_per_agent=2, n_steps=8, seed=seed, policy_kwargs=policy_kwargs)
+
+
+def linear_shapes(module):
+    return [tuple(m.weight.shape) for m in module.modules() if isinstance(m, nn.Linear)]
+
+
+def check_net_arch(algo):
+    model = build(algo, net_arch=dict(pi=[7], vf=[9, 3]))
+    # CartPole: 4 inputs, 2 actions; actor 4-7-2, each agent's critic 4-9-3-1
+    assert model.n_federated_params == 4 * 7 + 7 + 7 * 2 + 2
+    assert model.critics.params.shape == (2, 4 * 9 + 9 + 9 * 3 + 3 + 3 + 1)
+    assert build(algo, net_arch=[5]).n_federated_params == 4 * 5 + 5 + 5 * 2 + 2
+
+
+def check_activation_fn(algo):
+    model = build(algo, activation_fn=nn.ELU)
+    assert any(isinstance(op, nn.ELU) for op in model._actor.net.ops)
+    obs = th.randn(2, 3, 4)
+    theta = model.get_global_parameters()
+    logits = model._actor.distribution(theta.expand(2, -1), obs).logits[0]
+    th.testing.assert_close(logits, model.policy.get_distribution(obs[0]).distribution.logits)
+
+
+def check_ortho_init(algo):
+    ortho, plain = build(algo, ortho_init=True), build(algo, ortho_init=False)
+    assert not th.allclose(ortho.get_global_parameters(), plain.get_global_parameters())
+    # SB3's orthogonal init gives the action layer gain 0.01: tiny weights
+    assert ortho.policy.action_net.weight.abs().max() < plain.policy.action_net.weight.abs().max()
+
+
+def check_log_std_init(algo):
+    model = build(algo, env="Pendulum-v1", log_std_init=-1.3)
+    th.testing.assert_close(model.get_global_parameters()[model._actor.log_std], th.tensor([-1.3]))
+
+
+def check_share_features_extractor(algo):
+    model = build(algo, share_features_extractor=False)
+    assert not model.policy.share_features_extractor
+    model.learn(64)
+    assert model.predict(model.env.reset(), deterministic=True)[0].shape == (4,)
+
+
+def check_features_extractor_class(algo):
+    model = build(algo, features_extractor_class=FlattenExtractor, features_extractor_kwargs={})
+    assert type(model.policy.features_extractor) is FlattenExtractor
+
+
+def check_normalize_images(algo):
+    # Vector observations: SB3 only normalises image spaces, so both values train the same policy.
+    params = [build(algo, normalize_images=flag).learn(64).get_global_parameters() for flag in (True, False)]
+    th.testing.assert_close(params[0], params[1])
+
+
+HONOURED = {
+    "net_arch": check_net_arch,
+    "activation_fn": check_activation_fn,
+    "ortho_init": check_ortho_init,
+    "log_std_init": check_log_std_init,
+    "share_features_extractor": check_share_features_extractor,
+    # Custom extractors and image normalisation belong to the observation side (CnnPolicy, MultiInputPolicy).
+    "features_extractor_class": check_features_extractor_class,
+    "features_extractor_kwargs": check_features_extractor_class,
+    "normalize_images": check_normalize_images,
+}
+# key -> (value, the error's message)
+REFUSED = {
+    "use_sde": (True, "gSDE .* is not supported"),
+    "full_std": (False, "only shapes gSDE's noise"),
+    "use_expln": (True, "only shapes gSDE's noise"),
+    "squash_output": (True, "SB3 only squashes gSDE's actions"),
+    "optimizer_class": (th.optim.RMSprop, "the policy's optimiser is never used"),
+    "optimizer_kwargs": ({"eps": 1e-5}, "the policy's optimiser is never used"),
+}
+
+
+def test_every_policy_kwarg_is_audited():
+    keys = set(inspect.signature(ActorCriticPolicy.__init__).parameters) - {"self", "observation_space", "action_space"}
+    keys -= {"lr_schedule"}  # given by the algorithm
+    assert keys == set(HONOURED) | set(REFUSED)
+
+
+@pytest.mark.parametrize("algo", ALGOS)
+@pytest.mark.parametrize("key", sorted(HONOURED))
+def test_honoured_policy_kwargs(algo, key):
+    HONOURED[key](algo)
+
+
+@pytest.mark.parametrize("algo", ALGOS)
+@pytest.mark.parametrize("key", sorted(REFUSED))
+def test_refused_policy_kwargs(algo, key):
+    value, message = REFUSED[key]
+    with pytest.raises(ValueError, match=message):
+        build(algo, **{key: value})
+
+
+@pytest.mark.parametrize("algo", ALGOS)
+def test_use_sde_names_the_alternative(algo):
+    for kwargs in (dict(use_sde=True), dict(sde_sample_freq=4)):
+        with pytest.raises(ValueError, match=r"use_sde=False; tune policy_kwargs=.*log_std_init.*or SB3's PPO/A2C"):
+            algo("MlpPolicy", "Pendulum-v1", n_steps=8, **kwargs)
+    # the false values SB3 configs carry are accepted
+    assert not algo("MlpPolicy", "Pendulum-v1", n_steps=8, use_sde=False, policy_kwargs={"use_sde": False}).use_sde
+
+
+def test_load_cannot_switch_gsde_on(tmp_path):
+    build(FederatedPG).save(tmp_path / "m.zip")
+    with pytest.raises(ValueError, match="gSDE"):
+        FederatedPG.load(tmp_path / "m.zip", use_sde=True)
+    with pytest.raises(ValueError, match="squash_output"):
+        FederatedPG.load(tmp_path / "m.zip", policy_kwargs={"squash_output": True})
+
+
+def test_activation_with_parameters_is_refused():
+    with pytest.raises(NotImplementedError, match="PReLU has parameters"):
+        build(FederatedPG, activation_fn=nn.PReLU)
+
+
+def test_numpy_rollout_handles_only_known_activations():
+    # ELU has no NumPy twin: rollouts take the torch path, and the model still trains
+    model = build(FederatedPG, activation_fn=nn.ELU)
+    assert not model._numpy_rollout
+    before = model.get_global_parameters()
+    model.learn(64)
+    assert np.isfinite(model.get_global_parameters().numpy()).all()
+    assert not th.allclose(before, model.get_global_parameters())
