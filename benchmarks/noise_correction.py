@@ -39,8 +39,8 @@ input prices spread by ``e^(±2z)``, so that FedAvg-PG's bias exceeds the sampli
 (``net_arch={"pi": [], "vf": [64, 64]}``, γ = 0.9, Adam 1e-2), exact evaluation of the deterministic gain
 ``K = −action_net.weight`` by ``sb3_fedpg.lqr.exact.global_cost``, reported as ``C̄(K) / C̄*``.
 
-Each (family, H, method, seed) run is cached as JSON under ``runs/noise_correction/`` (keyed by a hash of its
-configuration), so an interrupted invocation resumes and ``--families``/``--hs`` fill in stages.
+Each (family, H, method, seed) run is cached as JSON under ``benchmarks/cache/noise_correction/`` (committed; keyed by
+a hash of its configuration), so an interrupted invocation resumes and ``--families``/``--hs`` fill in stages.
 Writes ``benchmarks/results/noise_correction.json``, ``noise_correction.md``, ``noise_correction.png`` (J̄ vs env steps)
 and ``noise_correction_rounds.png`` (vs communication rounds).
 Run: ``python benchmarks/noise_correction.py`` (``--quick`` for a smoke run into ``runs/noise_correction_quick/``).
@@ -65,7 +65,8 @@ import heterogeneity as het  # the shared config, evaluation and helpers
 
 ROOT = het.ROOT
 RESULTS = het.RESULTS
-CACHE = ROOT / "runs" / "noise_correction"
+# tracked (not under the ignored runs/): a sweep longer than one sitting resumes from a fresh clone
+CACHE = ROOT / "benchmarks" / "cache" / "noise_correction"
 VERSION = 2
 
 SEEDS = het.SEEDS
