@@ -1,5 +1,11 @@
-# This file is here just to define MlpPolicy,
+# This file is here just to define MlpPolicy/CnnPolicy/MultiInputPolicy,
 # like it is done in Stable-Baselines3.
-from stable_baselines3.common.policies import ActorCriticPolicy
+from sb3_fedpg.common.policies import (
+    FederatedActorCriticCnnPolicy,
+    FederatedActorCriticPolicy,
+    FederatedMultiInputActorCriticPolicy,
+)
 
-MlpPolicy = ActorCriticPolicy
+MlpPolicy = FederatedActorCriticPolicy
+CnnPolicy = FederatedActorCriticCnnPolicy
+MultiInputPolicy = FederatedMultiInputActorCriticPolicy
