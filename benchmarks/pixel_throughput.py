@@ -3,7 +3,8 @@ Pixel observations: env-steps/s of FederatedPG / FederatedPPO with ``CnnPolicy``
 on the same federated image envs.
 
 All train on ``sb3_fedpg/HeteroPixelGrid-v0`` (42×42×1 images, 4 agents × 8 envs = 32 envs, per-agent
-rewards), SB3's default ``NatureCNN`` features extractor for every method:
+rewards), every method with the same features extractor — the library's ``SmallCNN`` (the configuration of the
+learning benchmark) and SB3's default ``NatureCNN``:
 
 - ``FederatedPG`` with the settings of ``benchmarks/pixel_learning.py`` (the run whose learning is reported);
 - ``FederatedPPO`` and SB3 ``PPO`` (pooled over the 32 envs) with rl-zoo's Atari PPO settings
@@ -43,24 +44,24 @@ def _common() -> Any:
 
 METHODS = ("fedpg", "federated_ppo", "sb3_ppo")
 LABELS = {
-    "fedpg": "FederatedPG, CnnPolicy",
-    "federated_ppo": "FederatedPPO, CnnPolicy",
-    "sb3_ppo": "SB3 PPO, CnnPolicy (pooled)",
+    "fedpg": "FederatedPG",
+    "federated_ppo": "FederatedPPO",
+    "sb3_ppo": "SB3 PPO (pooled)",
     "raw_env": "FederatedVecEnv, random actions",
 }
 
 
-def build(method: str, common: Any, ppo_kwargs: dict[str, Any], seed: int = 0) -> Any:
+def build(method: str, extractor: str, common: Any, ppo_kwargs: dict[str, Any], seed: int = 0) -> Any:
     from stable_baselines3 import PPO
 
     from sb3_fedpg import FederatedPG, FederatedPPO
 
-    env = common.make_env(seed)
+    env, policy_kwargs = common.make_env(seed), common.policy_kwargs(extractor)
     if method == "fedpg":
-        return FederatedPG("CnnPolicy", env, seed=seed, device="cpu", **common.FEDPG_KWARGS)
+        return FederatedPG("CnnPolicy", env, seed=seed, device="cpu", policy_kwargs=policy_kwargs, **common.FEDPG_KWARGS)
     if method == "federated_ppo":
-        return FederatedPPO("CnnPolicy", env, seed=seed, device="cpu", **ppo_kwargs)
-    return PPO("CnnPolicy", env, seed=seed, device="cpu", **ppo_kwargs)
+        return FederatedPPO("CnnPolicy", env, seed=seed, device="cpu", policy_kwargs=policy_kwargs, **ppo_kwargs)
+    return PPO("CnnPolicy", env, seed=seed, device="cpu", policy_kwargs=policy_kwargs, **ppo_kwargs)
 
 
 def raw_env_speed(common: Any, steps: int) -> float:
@@ -76,40 +77,47 @@ def raw_env_speed(common: Any, steps: int) -> float:
 
 def main(argv: list[str] | None = None, output: pathlib.Path = RESULTS) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=8192, help="env steps per measurement")
+    parser.add_argument("--steps", type=int, default=4096, help="env steps per measurement")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--extractors", nargs="+", default=["SmallCNN", "NatureCNN"])
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args(argv)
     common = _common()
     ppo_kwargs = dict(common.PPO_KWARGS)
     if args.quick:
-        args.steps, args.repeats = 256, 1
+        args.steps, args.repeats, args.extractors = 256, 1, ["SmallCNN"]
         ppo_kwargs.update(n_steps=8, batch_size=64, n_epochs=1)
 
     import torch as th
 
     th.set_num_threads(1)
-    models = {method: build(method, common, ppo_kwargs) for method in METHODS}
+    keys = [(method, extractor) for extractor in args.extractors for method in METHODS]
+    models = {key: build(*key, common, ppo_kwargs) for key in keys}
     for model in models.values():  # warm-up: first-call costs (lazy imports, allocations) out of the timings
         model.learn(min(args.steps, 1024))
-    speeds: dict[str, list[float]] = {method: [] for method in (*METHODS, "raw_env")}
+    speeds: dict[str, list[float]] = {f"{method}/{extractor}": [] for method, extractor in keys}
+    speeds["raw_env"] = []
     for repeat in range(args.repeats):
-        order = METHODS if repeat % 2 == 0 else METHODS[::-1]
-        for method in order:
-            model = models[method]
+        for key in keys if repeat % 2 == 0 else keys[::-1]:
+            model, name = models[key], "/".join(key)
             start_steps, start = model.num_timesteps, time.perf_counter()
             model.learn(args.steps, reset_num_timesteps=False)
-            speeds[method].append((model.num_timesteps - start_steps) / (time.perf_counter() - start))
-            print(f"repeat {repeat} {method}: {speeds[method][-1]:,.0f} env-steps/s", flush=True)
+            speeds[name].append((model.num_timesteps - start_steps) / (time.perf_counter() - start))
+            print(f"repeat {repeat} {name}: {speeds[name][-1]:,.0f} env-steps/s", flush=True)
         speeds["raw_env"].append(raw_env_speed(common, args.steps * 4))
     ratios = {
-        method: [a / b for a, b in zip(speeds[method], speeds["sb3_ppo"], strict=True)] for method in ("fedpg", "federated_ppo")
+        f"{method}/{extractor}": [
+            a / b for a, b in zip(speeds[f"{method}/{extractor}"], speeds[f"sb3_ppo/{extractor}"], strict=True)
+        ]
+        for method, extractor in keys
+        if method != "sb3_ppo"
     }
     result = {
         "config": {
             "env": f"{common.ENV_ID}, {common.N_AGENTS} agents x {common.N_ENVS_PER_AGENT} envs, "
             f"heterogeneity {common.HETEROGENEITY}",
-            "policy": "CnnPolicy (NatureCNN) for every method",
+            "policy": "CnnPolicy with the same features extractor for every method",
+            "extractors": args.extractors,
             "fedpg_kwargs": common.FEDPG_KWARGS,
             "ppo_kwargs": ppo_kwargs,
             "steps_per_measurement": args.steps,
@@ -119,27 +127,28 @@ def main(argv: list[str] | None = None, output: pathlib.Path = RESULTS) -> dict[
         },
         "env_steps_per_s": speeds,
         "ratio_to_sb3_ppo_per_repeat": ratios,
-        "ratio_to_sb3_ppo_median": {method: float(np.median(values)) for method, values in ratios.items()},
+        "ratio_to_sb3_ppo_median": {name: float(np.median(values)) for name, values in ratios.items()},
     }
     output.mkdir(parents=True, exist_ok=True)
     (output / "pixel_throughput.json").write_text(json.dumps(result, indent=2) + "\n")
     n_envs = common.N_AGENTS * common.N_ENVS_PER_AGENT
     lines = [
-        f"| method ({common.N_AGENTS} agents x {common.N_ENVS_PER_AGENT} envs, 42x42 images) "
-        "| env-steps/s (median) | range over repeats | vs SB3 PPO |",
-        "|---|---:|---:|---:|",
+        f"| method ({common.N_AGENTS} agents x {common.N_ENVS_PER_AGENT} envs, 42x42 images) | features extractor "
+        "| env-steps/s (median) | range over repeats | vs SB3 PPO, same extractor |",
+        "|---|---|---:|---:|---:|",
     ]
-    for method in (*METHODS, "raw_env"):
-        values = speeds[method]
-        ratio = result["ratio_to_sb3_ppo_median"].get(method, 1.0 if method == "sb3_ppo" else None)
-        lines.append(
-            f"| {LABELS[method]} | {np.median(values):,.0f} | {min(values):,.0f} – {max(values):,.0f} | "
-            + (f"**{ratio:.1f}×** |" if ratio is not None and method != "sb3_ppo" else ("1.0× |" if ratio else "– |"))
-        )
+    for method, extractor in keys:
+        name = f"{method}/{extractor}"
+        values, ratio = speeds[name], result["ratio_to_sb3_ppo_median"].get(name)
+        shown = f"**{ratio:.2f}×**" if ratio is not None else "1.00×"
+        spread = f"{min(values):,.0f} – {max(values):,.0f}"
+        lines.append(f"| {LABELS[method]} | {extractor} | {np.median(values):,.0f} | {spread} | {shown} |")
+    raw = speeds["raw_env"]
+    lines.append(f"| {LABELS['raw_env']} | – | {np.median(raw):,.0f} | {min(raw):,.0f} – {max(raw):,.0f} | – |")
     lines += [
         "",
         f"Median of {args.repeats} interleaved repeats of {args.steps:,} env steps each ({n_envs} envs), one process, "
-        f"one torch thread. FederatedPG: `{common.FEDPG_KWARGS}`; PPO (both): `{ppo_kwargs}`.",
+        f"one torch thread, on a shared 2-core machine. FederatedPG: `{common.FEDPG_KWARGS}`; PPO (both): `{ppo_kwargs}`.",
     ]
     (output / "pixel_throughput.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

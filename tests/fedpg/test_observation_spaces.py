@@ -12,12 +12,12 @@ import pytest
 import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.envs import BitFlippingEnv, SimpleMultiObsEnv
-from sb3_fedpg.common.policies import FederatedActorCriticCnnPolicy, FederatedMultiInputActorCriticPolicy
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, NatureCNN
 from stable_baselines3.common.vec_env import VecEnvWrapper, VecFrameStack
 from torch import nn
 
 from sb3_fedpg import FederatedPG, FederatedPPO, make_federated_vec_env
+from sb3_fedpg.common.policies import FederatedActorCriticCnnPolicy, FederatedMultiInputActorCriticPolicy
 
 PIXELS = "sb3_fedpg/HeteroPixelGrid-v0"
 
@@ -86,7 +86,8 @@ CASES = {
 def _model(algo, case, env=None, **kwargs):
     policy, make_env, policy_kwargs = CASES[case]
     extra = {"local_steps": 2} if algo is FederatedPG else {"batch_size": 8, "n_epochs": 2}
-    return algo(policy, env if env is not None else make_env(), n_steps=4, seed=0, policy_kwargs=policy_kwargs, **extra, **kwargs)
+    env = env if env is not None else make_env()
+    return algo(policy, env, n_steps=4, seed=0, policy_kwargs=policy_kwargs, **extra, **kwargs)
 
 
 @pytest.mark.parametrize("algo", [FederatedPG, FederatedPPO])
@@ -101,7 +102,8 @@ def test_the_trained_distribution_is_the_one_predict_uses(algo, case):
     batch = model.collect_batch(theta, model._round_callback(None), reset=True)
     trained = model._actor.distribution(theta, batch.obs).probs  # (n, K*M, actions): what the round's gradients see
     with th.no_grad():
-        deployed = [model.policy.get_distribution(model.policy.obs_to_tensor(obs)[0]).distribution.probs for obs in env.seen[:-1]]
+        policy = model.policy
+        deployed = [policy.get_distribution(policy.obs_to_tensor(obs)[0]).distribution.probs for obs in env.seen[:-1]]
     deployed = th.stack(deployed).view(len(deployed), n, m, -1).transpose(0, 1).reshape(trained.shape)
     th.testing.assert_close(trained, deployed, atol=1e-5, rtol=1e-4)
     # the images really reached the policy divided by 255 (the bug was training on 0..255)
@@ -232,3 +234,13 @@ def test_predict_shapes_single_and_batched(policy, env_fn):
     single = {k: v[0] for k, v in obs.items()} if isinstance(obs, dict) else obs[0]
     action, _ = model.predict(single, deterministic=True)
     assert np.shape(action) == () and env.action_space.contains(int(action))
+
+
+def test_small_cnn_refuses_what_it_cannot_convolve():
+    from sb3_fedpg.common.torch_layers import SmallCNN
+
+    with pytest.raises(ValueError, match="3-D image observation space"):
+        SmallCNN(spaces.Box(-1, 1, (4,)))
+    with pytest.raises(ValueError, match="at least 7x7"):
+        SmallCNN(spaces.Box(0, 255, (1, 5, 5), dtype=np.uint8))
+    assert SmallCNN(spaces.Box(0, 255, (1, 42, 42), dtype=np.uint8))(th.zeros(2, 1, 42, 42)).shape == (2, 128)
