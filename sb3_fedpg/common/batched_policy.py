@@ -125,7 +125,9 @@ def check_batchable(policy: ActorCriticPolicy) -> None:
     :param policy: the SB3 policy
     """
     if not isinstance(policy, ActorCriticPolicy):
-        raise NotImplementedError(f"FederatedPG needs an ActorCriticPolicy (MlpPolicy), got {type(policy).__name__}.")
+        raise NotImplementedError(
+            f"FederatedPG needs an ActorCriticPolicy (MlpPolicy, CnnPolicy, MultiInputPolicy), got {type(policy).__name__}."
+        )
     if policy.share_features_extractor and any(True for _ in policy.features_extractor.parameters()):
         raise ValueError(
             f"policy_kwargs['share_features_extractor']=True with the features extractor "

@@ -55,7 +55,7 @@ class FederatedAlgorithm(FederatedPersistenceMixin):
     """
     Base class of the federated policy-gradient algorithms.
 
-    :param policy: The policy model to use (``MlpPolicy``, ...)
+    :param policy: The policy model to use (``MlpPolicy``, ``CnnPolicy``, ``MultiInputPolicy``)
     :param env: The environment to learn from (a federated ``VecEnv``, any ``VecEnv``, or an env id)
     :param n_agents: Number of agents ``N``; ``None`` takes it from a federated env (else 1)
     :param learning_rate: Local step size (float or schedule of the remaining progress)

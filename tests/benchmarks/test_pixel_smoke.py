@@ -1,3 +1,4 @@
+import importlib
 import importlib.util
 import json
 import pathlib
@@ -25,8 +26,10 @@ def test_pixel_throughput_quick(tmp_path):
 
 
 @pytest.mark.slow
-def test_pixel_learning_quick(tmp_path):
-    payload = load("pixel_learning").main(["--quick"], output=tmp_path)
+def test_pixel_learning_quick(tmp_path, monkeypatch):
+    # the seeds run in spawned processes, which import the script by name
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    payload = importlib.import_module("pixel_learning").main(["--quick"], output=tmp_path)
     final = payload["final"][0]
     assert final["env_steps"] >= 1024 and payload["reference"]["optimal"] > payload["reference"]["random"]
     assert "score (0 random, 1 optimal)" in (tmp_path / "pixel_learning.md").read_text()
