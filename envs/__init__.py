@@ -6,7 +6,7 @@ families only register ids here; their optional dependencies (``gymnasium[box2d]
 ``gymnasium[mujoco]``) are imported when one of their envs is made.
 """
 
-from sb3_fedpg.envs import arm, box2d, classic_control, lqr, mujoco, pointmass
+from sb3_fedpg.envs import arm, box2d, classic_control, lqr, mujoco, pixelgrid, pointmass
 from sb3_fedpg.envs.arm import ArmGoalReward, SameStepTwoLinkArmVectorEnv, TwoLinkArmEnv
 from sb3_fedpg.envs.box2d import LunarLanderTargetReward
 from sb3_fedpg.envs.classic_control import (
@@ -21,6 +21,7 @@ from sb3_fedpg.envs.classic_control import (
 from sb3_fedpg.envs.families import AgentRewardWrapper, FamilySpec, get_family, register_family
 from sb3_fedpg.envs.mujoco import HalfCheetahVelocityReward
 from sb3_fedpg.envs.native import SameStepCartPoleVectorEnv
+from sb3_fedpg.envs.pixelgrid import PixelGridEnv, PixelGridGoalReward, SameStepPixelGridVectorEnv, pixel_grid_returns
 from sb3_fedpg.envs.pointmass import PointMassEnv, PointMassGoalReward, SameStepPointMassVectorEnv
 
 __all__ = [
@@ -32,9 +33,12 @@ __all__ = [
     "LunarLanderTargetReward",
     "MountainCarFuelReward",
     "PendulumTargetReward",
+    "PixelGridEnv",
+    "PixelGridGoalReward",
     "PointMassEnv",
     "PointMassGoalReward",
     "SameStepCartPoleVectorEnv",
+    "SameStepPixelGridVectorEnv",
     "SameStepPointMassVectorEnv",
     "SameStepTwoLinkArmVectorEnv",
     "SharedReward",
@@ -47,6 +51,8 @@ __all__ = [
     "make_pole_length_cartpole",
     "make_pole_length_vector_env",
     "mujoco",
+    "pixel_grid_returns",
+    "pixelgrid",
     "pointmass",
     "pole_length_scales",
     "register_family",

@@ -102,6 +102,11 @@ def make_native_vector_env(env_id: str, num_envs: int, **kwargs: Any) -> gym.vec
 
         kwargs.setdefault("max_episode_steps", gym.spec(env_id).max_episode_steps)
         return SameStepPointMassVectorEnv(num_envs=num_envs, **kwargs)
+    if env_id == "sb3_fedpg/PixelGrid-v0":
+        from sb3_fedpg.envs.pixelgrid import SameStepPixelGridVectorEnv
+
+        kwargs.setdefault("max_episode_steps", gym.spec(env_id).max_episode_steps)
+        return SameStepPixelGridVectorEnv(num_envs=num_envs, **kwargs)
     if env_id == "sb3_fedpg/TwoLinkArm-v0":
         from sb3_fedpg.envs.arm import SameStepTwoLinkArmVectorEnv
 

@@ -23,3 +23,12 @@ def test_federated_environment_examples_run():
     wrapped = [env.venv.envs[i] for i in range(env.num_envs)] if hasattr(env.venv, "envs") else []
     agents = {getattr(e.unwrapped.spec, "kwargs", {}).get("agent") for e in wrapped}
     assert agents == {0, 1, 2}, agents
+
+
+def test_pixel_example_runs_with_a_small_budget():
+    code = code_block_after("### Images and Dict observations")
+    assert "model.learn(100_000)" in code
+    namespace: dict = {}
+    exec(code.replace("model.learn(100_000)", "model.learn(512)"), namespace)
+    model = namespace["model"]
+    assert model.num_timesteps >= 512 and model.observation_space.shape == (1, 42, 42)

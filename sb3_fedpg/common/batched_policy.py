@@ -1,13 +1,16 @@
 """
-All agents' copies of an SB3 MLP actor (and their local critics) evaluated at once.
+All agents' copies of an SB3 actor (and their local critics) evaluated at once.
 
 The federated parameters of agent ``i`` are row ``i`` of a stacked tensor of shape
 ``(n_agents, n_params)``, laid out exactly as ``parameters_to_vector`` lays out the
-SB3 policy's actor parameters. A forward pass views each ``Linear`` weight as a
-``(n_agents, out, in)`` slice of that tensor and runs one ``baddbmm`` per layer, so a
-forward/backward for all agents costs one call per layer whatever ``n_agents`` is, and
-the gradient of ``Σ_i L_i`` with respect to the stacked tensor is every agent's own
-gradient in one backward pass.
+SB3 policy's actor parameters (features extractor first, then the MLP). The MLP part
+views each ``Linear`` weight as a ``(n_agents, out, in)`` slice of that tensor and runs one
+``baddbmm`` per layer; a features extractor with parameters (``NatureCNN`` of ``CnnPolicy``,
+``CombinedExtractor`` of ``MultiInputPolicy``, a custom one) runs once for all agents through
+``torch.func.functional_call`` + ``vmap`` over the stacked rows (convolutions become grouped
+convolutions). So a forward/backward for all agents costs one call per layer whatever
+``n_agents`` is, and the gradient of ``Σ_i L_i`` with respect to the stacked tensor is every
+agent's own gradient in one backward pass.
 """
 
 from __future__ import annotations
@@ -20,8 +23,10 @@ import numpy as np
 import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.policies import ActorCriticPolicy
-from stable_baselines3.common.torch_layers import FlattenExtractor
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, FlattenExtractor
 from torch import nn
+
+from sb3_fedpg.common.observations import ObservationLayout
 
 
 @dataclass(frozen=True)
@@ -132,16 +137,20 @@ def _flatten_modules(*modules: nn.Module) -> list[nn.Module]:
 
 def check_batchable(policy: ActorCriticPolicy) -> None:
     """
-    Raise a clear error if the policy is not an MLP actor-critic the batched path handles.
+    Raise a clear error if the policy is not an actor-critic the batched path handles.
 
     :param policy: the SB3 policy
     """
     if not isinstance(policy, ActorCriticPolicy):
-        raise NotImplementedError(f"FederatedPG needs an ActorCriticPolicy (MlpPolicy), got {type(policy).__name__}.")
-    if not isinstance(policy.features_extractor, FlattenExtractor):
         raise NotImplementedError(
-            f"FederatedPG batches MLP policies; the features extractor {type(policy.features_extractor).__name__} "
-            "is not supported yet (use MlpPolicy with a flat observation space)."
+            f"FederatedPG needs an ActorCriticPolicy (MlpPolicy, CnnPolicy, MultiInputPolicy), got {type(policy).__name__}."
+        )
+    if policy.share_features_extractor and any(True for _ in policy.features_extractor.parameters()):
+        raise ValueError(
+            f"policy_kwargs['share_features_extractor']=True with the features extractor "
+            f"{type(policy.features_extractor).__name__}, which has parameters: the actor is federated (averaged across "
+            "agents) while each agent's critic stays local, so they cannot share one extractor. Leave "
+            "share_features_extractor out (federated algorithms default it to False)."
         )
     if policy.use_sde:
         raise NotImplementedError(GSDE_REFUSAL)
@@ -170,9 +179,93 @@ GSDE_REFUSAL = (
 )
 
 
+class StackedExtractor:
+    """
+    An SB3 features extractor evaluated on stacked per-agent parameters: ``torch.func.functional_call`` of the
+    module under each agent's row, vectorised over agents with ``vmap`` (one batched call, no loop over agents).
+
+    :param extractor: the SB3 features extractor (its parameters set the layout; its own values are not used)
+    :param layout: the flat layout of the (preprocessed) observations
+    :param offset: where the extractor's parameters start in the flat vector
+    """
+
+    def __init__(self, extractor: BaseFeaturesExtractor, layout: ObservationLayout, offset: int = 0) -> None:
+        if any(True for _ in extractor.buffers()):
+            raise NotImplementedError(
+                f"the features extractor {type(extractor).__name__} has buffers (e.g. batch-norm running statistics): "
+                "the batched policy needs extractors whose state is their parameters only. Use one without buffers "
+                "(e.g. GroupNorm/LayerNorm instead of BatchNorm)."
+            )
+        self.module = extractor
+        self.layout = layout
+        #: FlattenExtractor on flat rows is the identity: skip it (and keep the NumPy rollout path)
+        self.identity = isinstance(extractor, FlattenExtractor)
+        self.parameters: list[nn.Parameter] = []
+        self._views: list[tuple[str, slice, tuple[int, ...]]] = []
+        pos = offset
+        for name, param in extractor.named_parameters():
+            self._views.append((name, slice(pos, pos + param.numel()), tuple(param.shape)))
+            self.parameters.append(param)
+            pos += param.numel()
+        self.end = pos
+
+    def _forward_one(self, params: dict[str, th.Tensor], obs: th.Tensor | dict[str, th.Tensor]) -> th.Tensor:
+        return th.func.functional_call(self.module, params, (obs,))
+
+    def __call__(self, params: th.Tensor, obs: th.Tensor) -> th.Tensor:
+        """
+        :param params: stacked parameters ``(n_agents, n_params)``
+        :param obs: flat preprocessed observations ``(n_agents, batch, obs_dim)``
+        :return: features ``(n_agents, batch, features_dim)``
+        """
+        if self.identity:
+            return obs
+        n = params.shape[0]
+        views = {name: params[:, where].view(n, *shape) for name, where, shape in self._views}
+        # randomness="different": a dropout layer draws its own mask for every agent
+        return th.func.vmap(self._forward_one, randomness="different")(views, self.layout.unflatten(obs))
+
+
+class StackedNetwork:
+    """
+    A features extractor followed by an MLP head (:class:`StackedMLP`), on stacked per-agent parameters.
+
+    :param extractor: the SB3 features extractor
+    :param layout: the flat layout of the (preprocessed) observations
+    :param modules: the MLP head's modules in order
+    """
+
+    def __init__(self, extractor: BaseFeaturesExtractor, layout: ObservationLayout, modules: list[nn.Module]) -> None:
+        self.extractor = StackedExtractor(extractor, layout)
+        self.mlp = StackedMLP(modules, offset=self.extractor.end)
+        self.parameters = self.extractor.parameters + self.mlp.parameters
+        self.end = self.mlp.end
+        #: the NumPy rollout path exists for flat observations into an MLP with NumPy activations
+        self.numpy_ready = self.extractor.identity and self.mlp.numpy_ready
+
+    def __call__(self, params: th.Tensor, obs: th.Tensor) -> th.Tensor:
+        """
+        :param params: stacked parameters ``(n_agents, n_params)``
+        :param obs: flat preprocessed observations ``(n_agents, batch, obs_dim)``
+        :return: outputs ``(n_agents, batch, out_features)``
+        """
+        return self.mlp(params, self.extractor(params, obs))
+
+    def numpy_forward(self, params: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """
+        :meth:`StackedMLP.numpy_forward` (requires :attr:`numpy_ready`: the extractor is the identity).
+
+        :param params: stacked parameters ``(n_agents, n_params)``
+        :param x: flat observations ``(n_agents, batch, obs_dim)``
+        :return: outputs ``(n_agents, batch, out_features)``
+        """
+        return self.mlp.numpy_forward(params, x)
+
+
 class BatchedActor:
     """
-    The policy's actor (``mlp_extractor.policy_net`` → ``action_net`` [+ ``log_std``]) for all agents.
+    The policy's actor (``pi_features_extractor`` → ``mlp_extractor.policy_net`` → ``action_net``
+    [+ ``log_std``]) for all agents.
 
     The action distributions are SB3's, batched over agents: ``Discrete`` a categorical on the logits,
     ``Box`` a diagonal Gaussian with state-independent ``log_std``, ``MultiDiscrete`` one categorical per
@@ -183,7 +276,11 @@ class BatchedActor:
 
     def __init__(self, policy: ActorCriticPolicy) -> None:
         check_batchable(policy)
-        self.net = StackedMLP(_flatten_modules(policy.mlp_extractor.policy_net, policy.action_net))
+        #: the observations' flat preprocessed layout (the same preprocessing as ``policy.predict``)
+        self.layout = ObservationLayout(policy.observation_space, policy.normalize_images)
+        self.net = StackedNetwork(
+            policy.pi_features_extractor, self.layout, _flatten_modules(policy.mlp_extractor.policy_net, policy.action_net)
+        )
         self.parameters = list(self.net.parameters)
         space = policy.action_space
         self.kind = type(space).__name__
@@ -232,7 +329,7 @@ class BatchedActor:
     def distribution(self, params: th.Tensor, obs: th.Tensor) -> th.distributions.Distribution:
         """
         :param params: stacked actor parameters ``(n_agents, n_params)``
-        :param obs: flat observations ``(n_agents, batch, obs_dim)``
+        :param obs: flat preprocessed observations ``(n_agents, batch, obs_dim)``
         :return: the action distribution, batch shape ``(n_agents, batch)``
         """
         out = self.net(params, obs)
@@ -318,13 +415,16 @@ class StackedCritics(nn.Module):
 
     def __init__(self, policy: ActorCriticPolicy, n_agents: int) -> None:
         super().__init__()
-        self._net = StackedMLP(_flatten_modules(policy.mlp_extractor.value_net, policy.value_net))
+        layout = ObservationLayout(policy.observation_space, policy.normalize_images)
+        self._net = StackedNetwork(
+            policy.vf_features_extractor, layout, _flatten_modules(policy.mlp_extractor.value_net, policy.value_net)
+        )
         init = nn.utils.parameters_to_vector(self._net.parameters).detach()
         self.params = nn.Parameter(init.unsqueeze(0).repeat(n_agents, 1))
 
     def forward(self, obs: th.Tensor) -> th.Tensor:
         """
-        :param obs: flat observations ``(n_agents, batch, obs_dim)``
+        :param obs: flat preprocessed observations ``(n_agents, batch, obs_dim)``
         :return: values ``(n_agents, batch)``
         """
         return self._net(self.params, obs).squeeze(-1)

@@ -24,7 +24,6 @@ import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.policies import ActorCriticPolicy
-from stable_baselines3.common.preprocessing import preprocess_obs
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 from stable_baselines3.common.utils import FloatSchedule, check_for_correct_spaces, safe_mean
 
@@ -33,8 +32,9 @@ from sb3_fedpg.common.batch import RolloutBatch
 from sb3_fedpg.common.batched_policy import ACTION_SPACES, GSDE_REFUSAL, BatchedActor
 from sb3_fedpg.common.callbacks import fire_round_end
 from sb3_fedpg.common.federated_vec_env import check_observations, check_rewards, make_federated_vec_env
+from sb3_fedpg.common.observations import VecObs, stack_observations
 from sb3_fedpg.common.persistence import FederatedPersistenceMixin
-from sb3_fedpg.common.policies import NO_GLOBAL_CRITIC, FederatedActorCriticPolicy
+from sb3_fedpg.common.policies import NO_GLOBAL_CRITIC, FederatedPolicyBase
 
 SelfFederatedAlgorithm = TypeVar("SelfFederatedAlgorithm", bound="FederatedAlgorithm")
 
@@ -97,7 +97,7 @@ class FederatedAlgorithm(FederatedPersistenceMixin):
     """
     Base class of the federated policy-gradient algorithms.
 
-    :param policy: The policy model to use (``MlpPolicy``, ...)
+    :param policy: The policy model to use (``MlpPolicy``, ``CnnPolicy``, ``MultiInputPolicy``)
     :param env: The environment to learn from (a federated ``VecEnv``, any ``VecEnv``, or an env id)
     :param n_agents: Number of agents ``N``; ``None`` takes it from a federated env (else 1)
     :param learning_rate: Local step size (float or schedule of the remaining progress)
@@ -243,11 +243,22 @@ class FederatedAlgorithm(FederatedPersistenceMixin):
         if not callable(self.aggregator):  # type: ignore[has-type]
             self.aggregator = make_aggregator(self.aggregator, **(self.aggregator_kwargs or {}))  # type: ignore[has-type]
 
+    def _make_policy(self) -> ActorCriticPolicy:
+        """
+        :return: the SB3 policy from ``policy_class`` and ``policy_kwargs``, on the model's device. Its features
+            extractor is not shared unless asked (and then refused if it has parameters): the actor is federated,
+            each agent's critic local.
+        """
+        kwargs = {"share_features_extractor": False, **self.policy_kwargs}
+        policy = self.policy_class(self.observation_space, self.action_space, self.lr_schedule, **kwargs)
+        return policy.to(self.device)  # type: ignore[return-value]
+
     def _setup_federated_buffers(self) -> None:
         assert self.n_agents is not None, "n_agents is unknown: pass it or a federated env"
         self._agent_ep_buffers: list[deque] = [deque(maxlen=self._stats_window_size) for _ in range(self.n_agents)]
+        # The NumPy path only casts to float32: it is taken where that is all SB3's preprocessing does.
         self._numpy_rollout = (
-            self.device.type == "cpu" and isinstance(self.observation_space, spaces.Box) and self._actor.net.numpy_ready
+            self.device.type == "cpu" and self._actor.layout.is_float_passthrough and self._actor.net.numpy_ready
         )
 
     def _check_policy(self) -> None:
@@ -258,9 +269,9 @@ class FederatedAlgorithm(FederatedPersistenceMixin):
         if self.use_sde:
             raise ValueError(f"use_sde=True: {GSDE_REFUSAL}")
         check_policy_kwargs(self.policy_kwargs, type(self).__name__)
-        if not isinstance(self.policy, FederatedActorCriticPolicy):
+        if not isinstance(self.policy, FederatedPolicyBase):
             warnings.warn(
-                f"{type(self.policy).__name__} does not derive from sb3_fedpg's FederatedActorCriticPolicy, so its "
+                f"{type(self.policy).__name__} does not derive from sb3_fedpg's FederatedPolicyBase, so its "
                 f"predict_values answers from an untrained value head: {NO_GLOBAL_CRITIC}",
                 stacklevel=3,
             )
@@ -345,12 +356,15 @@ class FederatedAlgorithm(FederatedPersistenceMixin):
         return mask
 
     # ---------------------------------------------------------------- rollouts
-    def _flat_obs(self, obs: np.ndarray) -> th.Tensor:
-        """:return: observations ``(batch, obs_dim)`` as the policy's input (one-hot for discrete spaces)"""
-        obs_t = preprocess_obs(th.as_tensor(obs, device=self.device), self.observation_space, normalize_images=False)
-        return obs_t.reshape(len(obs_t), -1).float()
+    def _flat_obs(self, obs: VecObs) -> th.Tensor:
+        """
+        :return: observations ``(batch, obs_dim)`` as the batched policy's input: SB3's preprocessing (images
+            divided by 255 when the policy normalises images, one-hot for discrete spaces), exactly as
+            ``policy.predict`` applies it, flattened (see :class:`~sb3_fedpg.common.observations.ObservationLayout`)
+        """
+        return self._actor.layout.flatten(obs, self.device)
 
-    def _obs_to_tensor(self, obs: np.ndarray) -> th.Tensor:
+    def _obs_to_tensor(self, obs: VecObs) -> th.Tensor:
         """:return: the observations of all sub-envs as ``(n_agents, M, obs_dim)``"""
         return self._flat_obs(obs).view(self.n_agents, self.n_envs_per_agent, -1)
 
@@ -435,7 +449,7 @@ class FederatedAlgorithm(FederatedPersistenceMixin):
         if truncated_obs:
             steps, envs, terminal = zip(*truncated_obs, strict=True)
             batch.truncations = tuple(zip(steps, envs, strict=True))
-            batch.terminal_obs = self._flat_obs(np.stack(terminal))
+            batch.terminal_obs = self._flat_obs(stack_observations(list(terminal)))
         return batch
 
     # ---------------------------------------------------------------- learn
@@ -524,7 +538,7 @@ class FederatedAlgorithm(FederatedPersistenceMixin):
 
     def _round_callback(self, callback: BaseCallback | None) -> BaseCallback:
         callback = callback if callback is not None else CallbackList([])
-        if callback.model is None:
+        if getattr(callback, "model", None) is None:  # SB3 >= 2.8 sets ``model`` only in init_callback
             callback.init_callback(self)
         return callback
 

@@ -22,6 +22,8 @@ from gymnasium.vector import AutoresetMode
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices, VecEnvObs, VecEnvStepReturn
 
+from sb3_fedpg.common.observations import VecObs, select_observations
+
 # The reward protocol and the vectoriser live with the environments (envs never import common).
 from sb3_fedpg.envs.vector import FederatedReward, vectorize_same_step
 
@@ -158,12 +160,12 @@ class FederatedVecEnv(VecEnv):
         obs, _ = self.venv.reset(seed=self._seed)
         # Only the first reset after ``seed()`` is seeded, as in SB3's DummyVecEnv.
         self._seed = None
-        self._obs = np.asarray(obs)
+        self._obs = _as_vec_obs(obs)
         check_observations(self._obs, self.agent_ids)
         self._episode_returns[:] = 0.0
         self._episode_lengths[:] = 0
         self.reset_infos = [{} for _ in range(self.num_envs)]
-        return self._obs.copy()
+        return _copy_vec_obs(self._obs)
 
     def step_async(self, actions: np.ndarray) -> None:
         self._actions = np.asarray(actions)
@@ -174,14 +176,12 @@ class FederatedVecEnv(VecEnv):
         if isinstance(self.action_space, gym.spaces.Discrete):
             actions = actions.reshape(self.num_envs).astype(np.int64, copy=False)
         obs, base_reward, terminated, truncated, info = self.venv.step(actions)
-        obs = np.asarray(obs)
+        obs = _as_vec_obs(obs)
         dones = np.logical_or(terminated, truncated)
         next_obs = obs
         done_idx = np.flatnonzero(dones)
         if done_idx.size:
-            next_obs = obs.copy()
-            final = info["final_obs"]
-            next_obs[done_idx] = np.stack([final[i] for i in done_idx]) if final.dtype == object else final[done_idx]
+            next_obs = _with_final_observations(obs, info["final_obs"], done_idx)
         base_reward = np.asarray(base_reward)
         if self.reward_fn is None:
             rewards = base_reward  # converted to float32 and then checked by check_rewards
@@ -195,7 +195,7 @@ class FederatedVecEnv(VecEnv):
         self._episode_lengths += 1
         infos: list[dict[str, Any]] = [{} for _ in range(self.num_envs)]
         for i in done_idx:
-            infos[i]["terminal_observation"] = next_obs[i]
+            infos[i]["terminal_observation"] = select_observations(next_obs, i)
             infos[i]["TimeLimit.truncated"] = bool(truncated[i] and not terminated[i])
             infos[i]["episode"] = {
                 "r": float(self._episode_returns[i]),
@@ -206,7 +206,7 @@ class FederatedVecEnv(VecEnv):
         self._episode_returns[done_idx] = 0.0
         self._episode_lengths[done_idx] = 0
         self._obs = obs
-        return obs.copy(), rewards, dones, infos
+        return _copy_vec_obs(obs), rewards, dones, infos
 
     def close(self) -> None:
         self.venv.close()
@@ -237,6 +237,32 @@ class FederatedVecEnv(VecEnv):
         # The episode statistics are Monitor's (info["episode"] with each agent's own return and length), so
         # SB3's evaluate_policy may count episodes from them as it does behind a Monitor.
         return [wrapper_class is Monitor for _ in self._get_indices(indices)]
+
+
+def _as_vec_obs(obs: Any) -> VecObs:
+    # A Dict space's observations stay a dict of arrays (SB3's VecEnv convention), others one array.
+    return {key: np.asarray(value) for key, value in obs.items()} if isinstance(obs, dict) else np.asarray(obs)
+
+
+def _copy_vec_obs(obs: VecObs) -> VecObs:
+    return {key: value.copy() for key, value in obs.items()} if isinstance(obs, dict) else obs.copy()
+
+
+def _with_final_observations(obs: VecObs, final: Any, done_idx: np.ndarray) -> VecObs:
+    """
+    :param obs: the step's observations (the next episodes' first ones where an episode ended)
+    :param final: ``info["final_obs"]``: an array, or an object array of per-env observations (dicts for a ``Dict`` space)
+    :param done_idx: the sub-environments whose episode ended
+    :return: a copy of ``obs`` with the final observations of the ended episodes
+    """
+    next_obs = _copy_vec_obs(obs)
+    rows = [final[i] for i in done_idx] if final.dtype == object else None
+    if isinstance(next_obs, dict):
+        for key, value in next_obs.items():
+            value[done_idx] = np.stack([row[key] for row in rows]) if rows is not None else final[key][done_idx]
+    else:
+        next_obs[done_idx] = np.stack(rows) if rows is not None else final[done_idx]
+    return next_obs
 
 
 def _spaces_equal(a: gym.Space, b: gym.Space) -> bool:

@@ -18,7 +18,7 @@ from sb3_fedpg.common.federated_algorithm import FederatedAlgorithm
 from sb3_fedpg.common.hyperparams import FedPGHyperparams, resolve_anchor_batches
 from sb3_fedpg.fedpg.learner import CorrectionStatistics, PolicyGradientLearner
 from sb3_fedpg.fedpg.local_optim import LOCAL_OPTIMIZERS
-from sb3_fedpg.fedpg.policies import MlpPolicy
+from sb3_fedpg.fedpg.policies import CnnPolicy, MlpPolicy, MultiInputPolicy
 
 SelfFederatedPG = TypeVar("SelfFederatedPG", bound="FederatedPG")
 
@@ -46,7 +46,8 @@ class FederatedPG(FederatedAlgorithm):
     plain gradient ascent). The paper-faithful configuration is
     ``estimator="gpomdp", normalize_advantage=False`` (with ``n_steps`` = the truncation ``K``).
 
-    :param policy: The policy model to use (``MlpPolicy``, ...)
+    :param policy: The policy model to use (``MlpPolicy``, ``CnnPolicy`` for images, ``MultiInputPolicy`` for ``Dict``
+        observations)
     :param env: The environment to learn from (a federated ``VecEnv``, any ``VecEnv``, or an env id)
     :param n_agents: Number of agents ``N``; ``None`` takes it from a federated env (else 1)
     :param learning_rate: Local step size ``η`` (float or schedule of the remaining progress)
@@ -97,7 +98,11 @@ class FederatedPG(FederatedAlgorithm):
     :param _init_setup_model: Whether or not to build the network at the creation of the instance
     """
 
-    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {"MlpPolicy": MlpPolicy}
+    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
+        "MlpPolicy": MlpPolicy,
+        "CnnPolicy": CnnPolicy,
+        "MultiInputPolicy": MultiInputPolicy,
+    }
     #: the hyperparameters' one definition and validation (also used by the zoo and Flower configs)
     hyperparams_class: ClassVar[type[FedPGHyperparams]] = FedPGHyperparams
     policy: ActorCriticPolicy
@@ -188,10 +193,7 @@ class FederatedPG(FederatedAlgorithm):
         self._setup_lr_schedule()
         self.set_random_seed(self.seed)
         assert self.n_agents is not None, "n_agents is unknown: pass it or a federated env"
-        self.policy = self.policy_class(  # type: ignore[assignment]
-            self.observation_space, self.action_space, self.lr_schedule, **self.policy_kwargs
-        )
-        self.policy = self.policy.to(self.device)
+        self.policy = self._make_policy()
         self._check_policy()
         self._actor = BatchedActor(self.policy)
         self.critics = StackedCritics(self.policy, self.n_agents).to(self.device)

@@ -17,7 +17,7 @@ from sb3_fedpg.common.batched_policy import BatchedActor, StackedCritics
 from sb3_fedpg.common.federated_algorithm import FederatedAlgorithm
 from sb3_fedpg.common.hyperparams import FedPPOHyperparams
 from sb3_fedpg.ppo.local_solver import BatchedAdam, PPOEpochs, PPOSettings
-from sb3_fedpg.ppo.policies import MlpPolicy
+from sb3_fedpg.ppo.policies import CnnPolicy, MlpPolicy, MultiInputPolicy
 
 SelfFederatedPPO = TypeVar("SelfFederatedPPO", bound="FederatedPPO")
 
@@ -39,7 +39,8 @@ class FederatedPPO(FederatedAlgorithm):
     and every local step's gradient gets ``g − a_i`` (SCAFFOLD-style). Critics, their optimiser, the actors'
     Adam moments and advantage statistics are local to each agent and never averaged.
 
-    :param policy: The policy model to use (``MlpPolicy``, ...)
+    :param policy: The policy model to use (``MlpPolicy``, ``CnnPolicy`` for images, ``MultiInputPolicy`` for ``Dict``
+        observations)
     :param env: The environment to learn from (a federated ``VecEnv``, any ``VecEnv``, or an env id)
     :param n_agents: Number of agents ``N``; ``None`` takes it from a federated env (else 1)
     :param learning_rate: Adam step size of the local actor and critic updates (float or schedule)
@@ -75,7 +76,11 @@ class FederatedPPO(FederatedAlgorithm):
     :param _init_setup_model: Whether or not to build the network at the creation of the instance
     """
 
-    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {"MlpPolicy": MlpPolicy}
+    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
+        "MlpPolicy": MlpPolicy,
+        "CnnPolicy": CnnPolicy,
+        "MultiInputPolicy": MultiInputPolicy,
+    }
     #: the hyperparameters' one definition and validation
     hyperparams_class: ClassVar[type[FedPPOHyperparams]] = FedPPOHyperparams
     policy: ActorCriticPolicy
@@ -161,10 +166,7 @@ class FederatedPPO(FederatedAlgorithm):
         self._setup_lr_schedule()
         self.set_random_seed(self.seed)
         assert self.n_agents is not None, "n_agents is unknown: pass it or a federated env"
-        self.policy = self.policy_class(  # type: ignore[assignment]
-            self.observation_space, self.action_space, self.lr_schedule, **self.policy_kwargs
-        )
-        self.policy = self.policy.to(self.device)
+        self.policy = self._make_policy()
         self._check_policy()
         self._actor = BatchedActor(self.policy)
         self.critics = StackedCritics(self.policy, self.n_agents).to(self.device)

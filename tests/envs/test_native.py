@@ -2,9 +2,9 @@
 
 import numpy as np
 import pytest
+from sb3_fedpg.envs.native import SameStepCartPoleVectorEnv
 
 from sb3_fedpg import make_federated_vec_env
-from sb3_fedpg.envs.native import SameStepCartPoleVectorEnv
 
 pytest.importorskip("pygame")
 

@@ -108,9 +108,12 @@ class LinearExtractor(BaseFeaturesExtractor):
         return self.linear(obs)
 
 
-def test_unsupported_policy():
-    with pytest.raises(NotImplementedError, match="features extractor LinearExtractor is not supported"):
-        FederatedPG("MlpPolicy", "CartPole-v1", policy_kwargs=dict(features_extractor_class=LinearExtractor))
+def test_custom_features_extractor_is_federated():
+    # a parametrised extractor is part of the federated actor (and each local critic has its own copy)
+    model = FederatedPG("MlpPolicy", "CartPole-v1", policy_kwargs=dict(features_extractor_class=LinearExtractor))
+    extractor = model.policy.pi_features_extractor
+    assert isinstance(extractor, LinearExtractor) and extractor is not model.policy.vf_features_extractor
+    assert model._actor.parameters[: len(list(extractor.parameters()))] == list(extractor.parameters())
 
 
 def test_env_kwargs_needs_env_id():

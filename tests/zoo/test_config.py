@@ -66,7 +66,7 @@ def test_floats_schedules_and_classes():
         ("{n_timesteps: 1e5, correction: maybe}", r"bad value 'maybe' for 'correction': expected bool"),
         ("{n_timesteps: 1e5, learning_rate: lin_fast}", r"bad value 'lin_fast' for 'learning_rate'"),
         ("{n_timesteps: 1e5, gamma: lin_0.9}", r"'gamma' takes no schedule"),
-        ("{n_timesteps: 1e5, policy: CnnPolicy}", r"bad value 'CnnPolicy' for 'policy'"),
+        ("{n_timesteps: 1e5, policy: CnnLstmPolicy}", r"bad value 'CnnLstmPolicy' for 'policy'"),
         ("{n_timesteps: 1e5, policy_kwargs: 'dict(net_arch=[8])'}", r"'policy_kwargs' must be a mapping"),
         ("{n_timesteps: 1e5, policy_kwargs: {net_arc: [8]}}", r"unknown key 'policy_kwargs.net_arc'"),
         (

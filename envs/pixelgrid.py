@@ -1,0 +1,201 @@
+"""
+A pixel-observation grid walk and its heterogeneous family (images for ``CnnPolicy``, NumPy only).
+
+``sb3_fedpg/PixelGrid-v0`` (the shared dynamics)
+    A walker on a ``7 × 7`` grid; the observation is a ``42 × 42 × 1`` ``uint8`` image (channel-last, as
+    cameras and Atari give them; SB3 transposes it for ``CnnPolicy``) where the walker's cell is a
+    ``6 × 6`` block of 255 on black. Actions ``Discrete(5)``: stay, up, down, left, right (a move into the
+    border stays). Episodes start on a uniformly drawn cell and last 30 steps (no termination). Its own
+    reward is ``−‖p'‖² / R²`` (reach the centre), with ``p`` the cell relative to the centre and
+    ``R = 3`` the grid's half-width.
+
+``sb3_fedpg/HeteroPixelGrid-v0`` (reward heterogeneity, as in ``HeteroPointMass``)
+    Agent ``i`` of ``N`` has its own goal and cost weight: ``g_i = h · R · (cos 2πi/N, sin 2πi/N)``,
+    ``w_i = ρ^(h · u_i / 2)`` (``u_i`` evenly spaced in ``[−1, 1]``, ``ρ = 16``) and
+    ``r_i = −w_i ‖p' − g_i‖² / R²``. The rewards are read off the images (the walker's block), so the
+    family's reward needs nothing but what the policy sees. The best single policy walks to the cell that
+    minimises the average cost and stays there; :func:`pixel_grid_returns` gives its exact expected return
+    (and a uniformly random policy's) by dynamic programming, the yardstick of the pixel benchmark.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+from gymnasium.vector import AutoresetMode
+from gymnasium.vector.utils import batch_space
+from sb3_fedpg.envs.families import FamilySpec, register_family
+from sb3_fedpg.envs.pointmass import point_mass_goals, point_mass_weights
+
+#: cells per side, pixels per cell side, episode length
+GRID, CELL, MAX_EPISODE_STEPS = 7, 6, 30
+RADIUS = (GRID - 1) // 2
+#: moves of the actions stay, up, down, left, right as (row, column) steps
+MOVES = np.array([[0, 0], [-1, 0], [1, 0], [0, -1], [0, 1]], dtype=np.int64)
+_IMAGE_SPACE = spaces.Box(0, 255, shape=(GRID * CELL, GRID * CELL, 1), dtype=np.uint8)
+
+
+def render_cells(cells: np.ndarray) -> np.ndarray:
+    """
+    :param cells: ``(n, 2)`` (row, column) cells
+    :return: ``(n, 42, 42, 1)`` uint8 images, the walker's cell white
+    """
+    n = len(cells)
+    images = np.zeros((n, GRID * CELL, GRID * CELL, 1), dtype=np.uint8)
+    rows = cells[:, :1] * CELL + np.arange(CELL)  # (n, CELL) pixel rows of the walker's block
+    cols = cells[:, 1:] * CELL + np.arange(CELL)
+    images[np.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :], 0] = 255
+    return images
+
+
+def pixel_grid_positions(images: np.ndarray) -> np.ndarray:
+    """
+    Where the walker is, read off the images.
+
+    :param images: ``(n, 42, 42, 1)`` (channel-last) observations
+    :return: ``(n, 2)`` positions ``(column − c, row − c)`` relative to the centre cell ``c``, as floats
+    """
+    corners = np.asarray(images).reshape(len(images), GRID * CELL, GRID * CELL)[:, ::CELL, ::CELL]
+    flat = corners.reshape(len(images), -1).argmax(axis=1)
+    row, col = np.divmod(flat, GRID)
+    return np.stack([col - RADIUS, row - RADIUS], axis=1).astype(np.float64)
+
+
+def _step_cells(cells: np.ndarray, action: np.ndarray) -> np.ndarray:
+    return np.clip(cells + MOVES[np.asarray(action, dtype=np.int64).reshape(len(cells))], 0, GRID - 1)
+
+
+class PixelGridEnv(gym.Env):
+    """The shared dynamics, one copy (``sb3_fedpg/PixelGrid-v0``; the 30-step limit is the registration's)."""
+
+    metadata = {"render_modes": []}
+
+    def __init__(self) -> None:
+        self.observation_space = _IMAGE_SPACE
+        self.action_space = spaces.Discrete(len(MOVES))
+        self.cell = np.zeros((1, 2), dtype=np.int64)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        self.cell = self.np_random.integers(0, GRID, size=(1, 2))
+        return render_cells(self.cell)[0], {}
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
+        self.cell = _step_cells(self.cell, np.asarray(action))
+        obs = render_cells(self.cell)
+        return obs[0], float(-np.square(pixel_grid_positions(obs)).sum() / RADIUS**2), False, False, {}
+
+
+class SameStepPixelGridVectorEnv(gym.vector.VectorEnv):
+    """
+    ``num_envs`` grid walkers in NumPy with SB3's SAME_STEP auto-reset (``info["final_obs"]`` holds the
+    images of a finished step before the reset, valid where ``info["_final_obs"]``).
+
+    :param num_envs: number of copies
+    :param max_episode_steps: truncation horizon
+    """
+
+    metadata = {"render_modes": [], "autoreset_mode": AutoresetMode.SAME_STEP}
+
+    def __init__(self, num_envs: int = 1, max_episode_steps: int = MAX_EPISODE_STEPS) -> None:
+        self.num_envs = num_envs
+        self.max_episode_steps = max_episode_steps
+        self.single_observation_space = _IMAGE_SPACE
+        self.single_action_space = spaces.Discrete(len(MOVES))
+        self.observation_space = batch_space(self.single_observation_space, num_envs)
+        self.action_space = batch_space(self.single_action_space, num_envs)
+        self.cells = np.zeros((num_envs, 2), dtype=np.int64)
+        self.steps = np.zeros(num_envs, dtype=np.int64)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
+        if seed is not None:
+            self._np_random, self._np_random_seed = gym.utils.seeding.np_random(seed)
+        self.cells = self.np_random.integers(0, GRID, size=(self.num_envs, 2))
+        self.steps[:] = 0
+        return render_cells(self.cells), {}
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        self.cells = _step_cells(self.cells, action)
+        obs = render_cells(self.cells)
+        reward = -np.square(pixel_grid_positions(obs)).sum(1) / RADIUS**2
+        self.steps += 1
+        terminated = np.zeros(self.num_envs, dtype=bool)
+        truncated = self.steps >= self.max_episode_steps
+        info: dict[str, Any] = {}
+        if truncated.any():
+            info["final_obs"] = obs.copy()
+            info["_final_obs"] = truncated.copy()
+            self.cells[truncated] = self.np_random.integers(0, GRID, size=(int(truncated.sum()), 2))
+            self.steps[truncated] = 0
+            obs[truncated] = render_cells(self.cells[truncated])
+        return obs, reward, terminated, truncated, info
+
+
+class PixelGridGoalReward:
+    """
+    Batched reward of ``HeteroPixelGrid``: ``r_i = −w_i ‖p' − g_i‖² / R²``, ``p'`` read off the next image.
+
+    :param n_agents: number of agents
+    :param heterogeneity: 0 (identical agents: the base env) to 1
+    :param weight_ratio: ``max w_i / min w_i`` at ``h = 1``
+    """
+
+    def __init__(self, n_agents: int, heterogeneity: float = 1.0, weight_ratio: float = 16.0) -> None:
+        self.goals = point_mass_goals(n_agents, heterogeneity, float(RADIUS))
+        self.weights = point_mass_weights(n_agents, heterogeneity, weight_ratio)
+
+    def average_cost(self, positions: np.ndarray) -> np.ndarray:
+        """
+        :param positions: ``(n, 2)`` positions relative to the centre
+        :return: ``(n,)`` the agents' average per-step cost there (what the federation minimises)
+        """
+        offsets = positions[:, None, :] - self.goals[None]
+        return (self.weights * np.square(offsets).sum(-1)).mean(1) / RADIUS**2
+
+    def __call__(
+        self, obs: np.ndarray, action: np.ndarray, next_obs: np.ndarray, reward: np.ndarray, agent_ids: np.ndarray
+    ) -> np.ndarray:
+        offset = pixel_grid_positions(next_obs) - self.goals[agent_ids]
+        return (-self.weights[agent_ids] * np.square(offset).sum(1) / RADIUS**2).astype(np.float32)
+
+
+def pixel_grid_returns(
+    n_agents: int, heterogeneity: float = 1.0, weight_ratio: float = 16.0, horizon: int = MAX_EPISODE_STEPS
+) -> dict[str, float]:
+    """
+    Exact expected episode returns on the average objective ``(1/N) Σ_i J_i`` (uniform start cell, undiscounted,
+    ``horizon`` steps), by dynamic programming over the ``7 × 7`` cells.
+
+    :param n_agents: number of agents
+    :param heterogeneity: the family's ``h``
+    :param weight_ratio: the family's ``ρ``
+    :param horizon: episode length
+    :return: ``{"optimal": J*, "random": J of the uniformly random policy}``
+    """
+    rows, cols = np.divmod(np.arange(GRID * GRID), GRID)
+    cells = np.stack([rows, cols], axis=1)
+    nxt = np.stack([_step_cells(cells, np.full(len(cells), a)) for a in range(len(MOVES))], axis=1)  # (S, A, 2)
+    nxt_index = nxt[..., 0] * GRID + nxt[..., 1]
+    positions = np.stack([cols - RADIUS, rows - RADIUS], axis=1).astype(np.float64)
+    reward = -PixelGridGoalReward(n_agents, heterogeneity, weight_ratio).average_cost(positions)[nxt_index]  # (S, A)
+    best = np.zeros(len(cells))
+    uniform = np.zeros(len(cells))
+    for _ in range(horizon):
+        best = (reward + best[nxt_index]).max(axis=1)
+        uniform = (reward + uniform[nxt_index]).mean(axis=1)
+    return {"optimal": float(best.mean()), "random": float(uniform.mean())}
+
+
+if "sb3_fedpg/PixelGrid-v0" not in gym.registry:
+    gym.register(id="sb3_fedpg/PixelGrid-v0", entry_point=f"{__name__}:PixelGridEnv", max_episode_steps=MAX_EPISODE_STEPS)
+register_family(
+    FamilySpec(
+        env_id="sb3_fedpg/HeteroPixelGrid-v0",
+        base_id="sb3_fedpg/PixelGrid-v0",
+        make_reward=PixelGridGoalReward,
+        family_kwargs={"heterogeneity": 1.0, "weight_ratio": 16.0},
+    )
+)
