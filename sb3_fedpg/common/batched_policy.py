@@ -310,7 +310,7 @@ class BatchedActor:
         Run the actor in eval mode inside the block (dropout off), as SB3 does for rollouts and ``predict``;
         the updates run in train mode (dropout on), as in SB3's ``train``.
         """
-        modules = [op for op in self.net.ops if isinstance(op, nn.Module)]
+        modules = [self.net.extractor.module, *(op for op in self.net.mlp.ops if isinstance(op, nn.Module))]
         modes = [module.training for module in modules]
         for module in modules:
             module.train(False)

@@ -36,7 +36,7 @@ def check_net_arch(algo):
 
 def check_activation_fn(algo):
     model = build(algo, activation_fn=nn.ELU)
-    assert any(isinstance(op, nn.ELU) for op in model._actor.net.ops)
+    assert any(isinstance(op, nn.ELU) for op in model._actor.net.mlp.ops)
     obs = th.randn(2, 3, 4)
     theta = model.get_global_parameters()
     logits = model._actor.distribution(theta.expand(2, -1), obs).logits[0]

@@ -49,7 +49,7 @@ def test_dropout_is_off_in_rollouts_and_predict_and_on_in_updates(algo, numpy_ro
     assert model._numpy_rollout  # dropout has a NumPy twin (the identity: rollouts run in eval mode)
     model._numpy_rollout = numpy_rollout  # the torch path: the hook below sees the rollouts' forward passes too
     dropout = model.policy.mlp_extractor.policy_net[-1]
-    assert any(op is dropout for op in model._actor.net.ops)
+    assert any(op is dropout for op in model._actor.net.mlp.ops)
     calls = []  # (training, grad enabled) at every forward through the batched actor's dropout
     dropout.register_forward_hook(lambda module, inputs, output: calls.append((module.training, th.is_grad_enabled())))
     recorder = RecordModes(dropout)
