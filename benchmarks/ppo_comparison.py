@@ -625,6 +625,8 @@ def markdown(
     ]
     if missing:
         lines.append(f"Families with no completed run yet: {', '.join(missing)}.")
+    for f in compute.get("failed", []):
+        lines.append(f"Failed (not in the table): {f['family']} {LABELS[f['method']]} seed {f['seed']}: {f['error']}.")
     return "\n".join(lines) + "\n"
 
 
@@ -720,7 +722,13 @@ def report(families: dict[str, dict[str, Any]], cache: pathlib.Path, seeds: list
     if plan_path.exists():
         plan = json.loads(plan_path.read_text())
         remaining = sum(plan[n][m]["total"] for n, m, _ in missing if n in plan and m in plan[n]) / 3600
+    failed = [
+        json.loads((cache / "failed" / f"{run_key(n, families[n], m, s)}.json").read_text())
+        for n, m, s in missing
+        if (cache / "failed" / f"{run_key(n, families[n], m, s)}.json").exists()
+    ]
     compute = {
+        "failed": [{k: f[k] for k in ("family", "method", "seed", "error")} for f in failed],
         "complete": len(runs),
         "planned": len(runs) + len(missing),
         "wall_hours": sum(r["seconds"] for r in runs) / 3600,
@@ -755,10 +763,13 @@ def sweep(
     log: Progress,
     only_families: list[str] | None = None,
     only_methods: list[str] | None = None,
+    retry_failed: bool = False,
 ) -> None:
     """
     Run every missing run: family by family (cheap first), seed by seed with the methods interleaved; the local-only
     runs (``N`` models each, the slowest and not part of the wall-clock comparison) after every family's others.
+    A run that raises (e.g. a diverged policy) is logged and recorded under ``failed/``, and skipped next time unless
+    ``retry_failed``.
     """
     plan_path = cache / "plan.json"
     plan = json.loads(plan_path.read_text()) if plan_path.exists() else {}
@@ -773,9 +784,22 @@ def sweep(
     started = time.perf_counter()
     for i, (name, method, seed) in enumerate(todo):
         family = families[name]
+        key = run_key(name, family, method, seed)
+        failed = cache / "failed" / f"{key}.json"
+        if failed.exists() and not retry_failed:
+            log(f"skip {i + 1}/{len(todo)} {name} {method} seed {seed}: failed before ({failed}; --retry-failed reruns it)")
+            continue
         cached_references(cache, name, family, seeds)
-        result = run(name, family, method, seed)
-        _write_json(cache / f"{run_key(name, family, method, seed)}.json", result)
+        began = (time.perf_counter(), time.process_time())
+        try:
+            result = run(name, family, method, seed)
+        except (ValueError, FloatingPointError, RuntimeError) as error:  # a run that blew up: logged, the sweep goes on
+            message = str(error).splitlines()[0] if str(error) else type(error).__name__
+            spent = {"seconds": time.perf_counter() - began[0], "cpu_seconds": time.process_time() - began[1]}
+            _write_json(failed, {"family": name, "method": method, "seed": seed, "error": message, **spent})
+            log(f"FAILED {i + 1}/{len(todo)} {name} {method} seed {seed}: {message}")
+            continue
+        _write_json(cache / f"{key}.json", result)
         left = sum(plan.get(n, {}).get(m, {}).get("total", 0.0) for n, m, _ in todo[i + 1 :])
         log(
             f"done {i + 1}/{len(todo)} {name} {method} seed {seed}: J = {result['final_global']:.2f}, "
@@ -793,6 +817,7 @@ def main(argv: list[str] | None = None, output: pathlib.Path | None = None) -> d
     parser.add_argument("--quick", action="store_true", help="tiny budgets, CartPole and LQR, two seeds: plan, sweep, report")
     parser.add_argument("--families", nargs="*", default=None, help="families to plan / run now (default: all)")
     parser.add_argument("--methods", nargs="*", default=None, choices=list(METHODS), help="methods to plan / run now")
+    parser.add_argument("--retry-failed", action="store_true", help="--sweep: rerun the runs that failed before")
     parser.add_argument("--cache", type=pathlib.Path, default=None, help="folder of the cached runs")
     parser.add_argument("--output", type=pathlib.Path, default=None, help="folder for the JSON, PNG and table")
     args = parser.parse_args(argv)
@@ -812,7 +837,7 @@ def main(argv: list[str] | None = None, output: pathlib.Path | None = None) -> d
             plan.setdefault(name, {}).update(per_method)
         _write_json(plan_path, plan)
     if args.sweep or args.quick:
-        sweep(families, cache, seeds, log, args.families, args.methods)
+        sweep(families, cache, seeds, log, args.families, args.methods, args.retry_failed)
     return report(families, cache, seeds, output)
 
 

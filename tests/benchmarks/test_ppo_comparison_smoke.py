@@ -84,12 +84,21 @@ def test_run_key_follows_the_library_defaults(pc, monkeypatch):
     assert pc.run_key("cartpole", family, "fedpg", 0) != key
 
 
-def test_quick_lqr_plan_sweep_report(pc, tmp_path):
+def test_quick_lqr_plan_sweep_report(pc, tmp_path, monkeypatch):
+    real_run = pc.run
+
+    def run(name, family, method, seed):
+        if family["budget"] == pc.QUICK_FAMILIES["lqr"]["budget"] and (method, seed) == ("ppo", 1):
+            raise ValueError("the gain destabilises the closed loop (a stand-in for a diverged run)")
+        return real_run(name, family, method, seed)
+
+    monkeypatch.setattr(pc, "run", run)
     payload = pc.main(["--quick", "--families", "lqr"], output=tmp_path)
     plan = json.loads((tmp_path / "ppo_comparison_runs" / "plan.json").read_text())
     assert set(plan["lqr"]) == {"fedpg", "fedppo_corr", "ppo"}
     runs = payload["runs"]
-    assert {(r["method"], r["seed"]) for r in runs} == {(m, s) for m in ("fedpg", "fedppo_corr", "ppo") for s in (0, 1)}
+    expected = {(m, s) for m in ("fedpg", "fedppo_corr", "ppo") for s in (0, 1)} - {("ppo", 1)}
+    assert {(r["method"], r["seed"]) for r in runs} == expected
     budget = pc.QUICK_FAMILIES["lqr"]["budget"]
     for run in runs:
         assert budget <= run["timesteps"][-1] <= 2 * budget
@@ -102,16 +111,18 @@ def test_quick_lqr_plan_sweep_report(pc, tmp_path):
     assert all(max(r["global_return"]) <= optimal * (1 - 1e-9) for r in runs)
     assert all(0 < c["score"] <= 1 for c in cell["methods"].values() if c["complete"])
     table = (tmp_path / "ppo_comparison.md").read_text()
-    assert "| lqr | FederatedPPO + correction | 2/2 |" in table
-    assert "Runs complete: 6 of 20" in table  # CartPole's 14 runs are pending
+    assert "| lqr | FederatedPPO + correction | 2/2 |" in table and "| lqr | SB3 PPO (central, pooled) | 1/2 |" in table
+    assert "Runs complete: 5 of 20" in table  # CartPole's 14 runs are pending, one LQR run failed
+    assert "Failed (not in the table): lqr SB3 PPO (central, pooled) seed 1: the gain destabilises" in table
     assert "cartpole" in table and "Families with no completed run yet: cartpole." in table
     assert (tmp_path / "ppo_comparison.png").stat().st_size > 1000
     log = (tmp_path / "ppo_comparison_runs" / "progress.log").read_text()
-    assert "sweep: 6 runs to do" in log and "done 6/6" in log
-    # a second call resumes from the cache: nothing reruns, the same outputs
+    assert "sweep: 6 runs to do" in log and "done 5/6" in log and "FAILED 6/6 lqr ppo seed 1" in log
+    # a second call resumes from the cache: nothing reruns (the failed run is skipped), the same outputs
     again = pc.main(["--quick", "--families", "lqr"], output=tmp_path)
     assert json.loads(json.dumps(again["summary"])) == json.loads(json.dumps(payload["summary"]))
-    assert "sweep: 0 runs to do" in (tmp_path / "ppo_comparison_runs" / "progress.log").read_text()
+    log = (tmp_path / "ppo_comparison_runs" / "progress.log").read_text()
+    assert "sweep: 1 runs to do" in log and "skip 1/1 lqr ppo seed 1: failed before" in log
 
 
 @pytest.mark.slow
