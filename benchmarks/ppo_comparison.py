@@ -615,14 +615,26 @@ def markdown(
         "models' global objectives, its time the sum of theirs.",
         "",
         f"Runs complete: {compute['complete']} of {compute['planned']} ({len(seeds)} seeds). Compute so far: "
-        f"{compute['wall_hours']:.2f} h wall-clock, {compute['cpu_hours']:.2f} h CPU (one worker process, one torch "
-        f"thread, {platform.machine()} with {os.cpu_count()} cores shared with other jobs)."
+        f"{compute['wall_hours']:.2f} h wall-clock, {compute['cpu_hours']:.2f} h CPU, of which evaluation "
+        f"{compute['eval_share']:.0%} (one worker process, one torch thread, {platform.machine()} with {os.cpu_count()} "
+        "cores shared with other jobs)."
         + (
             f" Estimated remaining (pilot runs extrapolated): {compute['remaining_hours']:.1f} h CPU."
             if compute.get("remaining_hours") is not None
             else ""
         ),
     ]
+    heavy = [
+        f"{name} {LABELS[m]} ({c['eval_share']:.0%})"
+        for name, cell in summary.items()
+        for m, c in cell["methods"].items()
+        if c["complete"] and c["eval_share"] > 0.1
+    ]
+    if heavy:
+        lines.append(
+            f"Evaluation above 10 % of the run: {', '.join(heavy)}: these runs train in seconds to a few minutes of CPU, "
+            "while their evaluations, at the same env steps as every other method's, cost about as much as anyone's."
+        )
     if missing:
         lines.append(f"Families with no completed run yet: {', '.join(missing)}.")
     for f in compute.get("failed", []):
@@ -677,7 +689,7 @@ def plot(runs: list[dict[str, Any]], summary: dict[str, Any], path: pathlib.Path
             label = f"{LABELS[method]} ({len(sel)})"
             ax_s.plot(grid, mean, color=COLORS[method], label=label)
             ax_s.fill_between(grid, mean - std, mean + std, color=COLORS[method], alpha=0.12)
-            keep = walls > 0
+            keep = walls >= 1.0  # a log axis from 1 s (the first points are the untrained policy, at ~0 s)
             ax_w.plot(walls[keep], mean[keep], color=COLORS[method], label=label)
         for ax in (ax_s, ax_w):
             ax.axhline(TARGET, color="k", ls=":", lw=1)
@@ -733,6 +745,7 @@ def report(families: dict[str, dict[str, Any]], cache: pathlib.Path, seeds: list
         "planned": len(runs) + len(missing),
         "wall_hours": sum(r["seconds"] for r in runs) / 3600,
         "cpu_hours": sum(r["cpu_seconds"] for r in runs) / 3600,
+        "eval_share": sum(r["eval_cpu"] for r in runs) / max(sum(r["cpu_seconds"] for r in runs), 1e-9),
         "remaining_hours": remaining,
         "missing": [list(m) for m in missing],
     }
