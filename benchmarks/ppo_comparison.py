@@ -117,6 +117,22 @@ _SHAPED = {"gamma": het.COMMON["gamma"], "policy_kwargs": {"net_arch": [32, 32]}
 _LINEAR = {"gamma": nc.LQR_COMMON["gamma"], "policy_kwargs": nc.LQR_COMMON["policy_kwargs"]}
 
 
+def _shaped_family(env_id: str) -> dict[str, Any]:
+    """The point mass or the arm (the heterogeneity benchmark's federations and budget)."""
+    return {
+        "env_id": env_id,
+        "budget": 400_000,
+        "n_agents": 4,
+        "n_evals": 20,
+        "eval_envs_per_agent": 2,
+        "final_episodes_per_env": 8,
+        "fedpg": _fedpg_from_common(het.COMMON, 4, 5),
+        "fedppo": {**_SHAPED, "normalize_advantage": False},
+        "a2c": _SHAPED,
+        "ppo": _SHAPED,
+    }
+
+
 def _families() -> dict[str, dict[str, Any]]:
     return {
         "cartpole": {
@@ -131,30 +147,8 @@ def _families() -> dict[str, dict[str, Any]]:
             "a2c": {},
             "ppo": {},
         },
-        "pointmass": {
-            "env_id": "sb3_fedpg/HeteroPointMass-v0",
-            "budget": 400_000,
-            "n_agents": 4,
-            "n_evals": 20,
-            "eval_envs_per_agent": 2,
-            "final_episodes_per_env": 8,
-            "fedpg": _fedpg_from_common(het.COMMON, 4, 5),
-            "fedppo": {**_SHAPED, "normalize_advantage": False},
-            "a2c": _SHAPED,
-            "ppo": _SHAPED,
-        },
-        "arm": {
-            "env_id": "sb3_fedpg/HeteroArm-v0",
-            "budget": 400_000,
-            "n_agents": 4,
-            "n_evals": 20,
-            "eval_envs_per_agent": 2,
-            "final_episodes_per_env": 8,
-            "fedpg": _fedpg_from_common(het.COMMON, 4, 5),
-            "fedppo": {**_SHAPED, "normalize_advantage": False},
-            "a2c": _SHAPED,
-            "ppo": _SHAPED,
-        },
+        "pointmass": _shaped_family("sb3_fedpg/HeteroPointMass-v0"),
+        "arm": _shaped_family("sb3_fedpg/HeteroArm-v0"),
         "lqr": {
             "env_id": nc.LQR["env_id"],
             "budget": 400_000,
