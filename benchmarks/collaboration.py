@@ -112,12 +112,12 @@ def run_one(
     )
     per_round = model.n_envs * model.n_steps * local_steps
     budget = rounds * per_round
-    callback = comparison._make_curve_callback(eval_env, every * per_round, budget, 1)
+    callback = comparison._make_curve_callback(
+        lambda m: comparison.stochastic_returns(m, eval_env, 1), every * per_round, budget
+    )
     start = time.perf_counter()
     model.learn(budget, callback=callback)
-    from sb3_fedpg.common.evaluation import evaluate_agents
-
-    final = evaluate_agents(model, eval_env, n_episodes_per_env=1, deterministic=False)
+    final = comparison.stochastic_returns(model, eval_env, 1)
     curve = callback.curve
     return {
         "n_agents": n_agents,

@@ -44,8 +44,8 @@ import os
 import pathlib
 import platform
 import time
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -63,6 +63,42 @@ LABELS = {
 }
 COLORS = {"fedpg": "tab:blue", "fedavg": "tab:red", "a2c": "tab:orange", "ppo": "tab:green", "local": "tab:gray"}
 HETEROGENEITY = (0.2, 1.0)
+
+
+class MethodSpec(NamedTuple):
+    """
+    How a method is trained.
+
+    :param algo: the zoo algorithm (``zoo_configs/<algo>.yml``, ``ALGORITHMS``) and the family's override key
+    :param fixed: hyperparameters that define the method (e.g. ``correction=False``), applied last
+    :param local: train ``N`` single-agent models, agent ``i``'s on agent ``i``'s env with ``budget / N`` steps
+    """
+
+    algo: str
+    fixed: dict[str, Any] = {}  # never mutated: algo_hyperparams copies it
+    local: bool = False
+
+
+METHOD_SPECS: dict[str, MethodSpec] = {
+    "fedpg": MethodSpec("fedpg"),
+    "fedavg": MethodSpec("fedpg", {"correction": False}),
+    "a2c": MethodSpec("a2c"),
+    "ppo": MethodSpec("ppo"),
+    "local": MethodSpec("fedpg", local=True),
+}
+#: the algorithms a family can override (``family[algo]``); ``run_key`` leaves these entries out of the family config
+ALGOS = ("fedpg", "fedppo", "a2c", "ppo")
+
+
+def algorithm_class(algo: str) -> type:
+    """:return: the class of a zoo algorithm name"""
+    from stable_baselines3 import A2C, PPO
+
+    from sb3_fedpg import FederatedPG, FederatedPPO
+
+    return {"fedpg": FederatedPG, "fedppo": FederatedPPO, "a2c": A2C, "ppo": PPO}[algo]
+
+
 SEEDS = (0, 1, 2)
 
 #: One entry per family: the budget (total env steps), the federation and the evaluation, plus
@@ -165,21 +201,25 @@ def quiet_native_output(enabled: bool = True) -> Iterator[None]:
             os.close(fd)
 
 
-def algo_hyperparams(family: dict[str, Any], method: str, heterogeneity: float) -> tuple[str, dict[str, Any]]:
+def algo_hyperparams(
+    family: dict[str, Any], method: str, heterogeneity: float, methods: dict[str, MethodSpec] = METHOD_SPECS
+) -> tuple[str, dict[str, Any]]:
     """
     The zoo_configs entry of a method, with the benchmark's overrides applied.
 
     :param family: an entry of ``FAMILIES``
-    :param method: one of ``METHODS``
+    :param method: a key of ``methods``
     :param heterogeneity: the family's heterogeneity knob
+    :param methods: the methods of the benchmark
     :return: the zoo algorithm name and the (unvalidated) entry
     """
     from sb3_fedpg.zoo.config import apply_overrides, load_config_file, select_entry
 
-    algo = {"fedpg": "fedpg", "fedavg": "fedpg", "local": "fedpg", "a2c": "a2c", "ppo": "ppo"}[method]
+    spec = methods[method]
+    algo = spec.algo
     conf = ROOT / "zoo_configs" / f"{algo}.yml"
     entry = copy.deepcopy(select_entry(load_config_file(conf), family["env_id"], str(conf)))
-    overrides = dict(family[algo])
+    overrides = dict(family.get(algo, {}))
     n_agents = family["n_agents"]
     if "n_envs" not in overrides and "n_envs_per_agent" not in overrides and "n_envs" in entry:
         # Keep the zoo's envs per agent when the benchmark changes the number of agents.
@@ -188,15 +228,14 @@ def algo_hyperparams(family: dict[str, Any], method: str, heterogeneity: float) 
     entry["n_agents"] = n_agents
     entry["n_timesteps"] = family["budget"]
     entry["env_kwargs"] = {**(entry.get("env_kwargs") or {}), "heterogeneity": heterogeneity}
-    if method == "fedavg":
-        entry["correction"] = False
+    entry.update(copy.deepcopy(spec.fixed))
     return algo, entry
 
 
 def run_key(family_name: str, family: dict[str, Any], heterogeneity: float, method: str, seed: int) -> str:
     """:return: the cache file stem of one run (its configuration's hash included)"""
     _, entry = algo_hyperparams(family, method, heterogeneity)
-    config = {k: v for k, v in family.items() if k not in ("fedpg", "a2c", "ppo")}
+    config = {k: v for k, v in family.items() if k not in ALGOS}
     blob = json.dumps({"entry": entry, "config": config, "method": method, "version": 1}, sort_keys=True, default=str)
     digest = hashlib.sha1(blob.encode()).hexdigest()[:10]
     return f"{family_name}_h{heterogeneity}_{method}_s{seed}_{digest}"
@@ -220,37 +259,57 @@ class AgentReward:
         return self.reward(obs, action, next_obs, reward, np.full(len(obs), self.agent))
 
 
-def _make_curve_callback(eval_env: Any, every: int, stop_at: int, n_episodes: int) -> Any:
+def _make_curve_callback(evaluate: Callable[[Any], np.ndarray], every: int, stop_at: int) -> Any:
     """
     A callback recording the global objective of the current policy every ``every`` env steps:
-    at round ends for ``FederatedPG`` (the only consistent state), at rollout starts (just after
-    an update) for SB3 algorithms, and at the start of training.
+    at round ends for federated algorithms (the only consistent state), at rollout starts (just after
+    an update) for SB3 algorithms, and at the start of training. With each point it records the
+    training time so far (wall-clock and process CPU seconds) **without** the time spent evaluating.
+
+    :param evaluate: ``model -> per-agent returns``
+    :param every: env steps between evaluations
+    :param stop_at: no evaluation at or after this many env steps (the final one is the caller's)
     """
-    from sb3_fedpg import FederatedPG
     from sb3_fedpg.common.callbacks import RoundCallback
-    from sb3_fedpg.common.evaluation import evaluate_agents
+    from sb3_fedpg.common.federated_algorithm import FederatedAlgorithm
 
     class GlobalObjectiveCurve(RoundCallback):
         def __init__(self) -> None:
             super().__init__()
             self.next_eval = 0
-            self.curve: dict[str, list[Any]] = {"timesteps": [], "rounds": [], "per_agent": []}
+            self.curve: dict[str, list[Any]] = {"timesteps": [], "rounds": [], "per_agent": [], "wall": [], "cpu": []}
+            self.start = (time.perf_counter(), time.process_time())
+            self.eval_time = [0.0, 0.0]  # wall, cpu
+
+        def training_time(self) -> tuple[float, float]:
+            """:return: wall-clock and CPU seconds since training started, evaluations excluded"""
+            return (
+                time.perf_counter() - self.start[0] - self.eval_time[0],
+                time.process_time() - self.start[1] - self.eval_time[1],
+            )
 
         def _maybe_record(self) -> None:
             if self.num_timesteps < self.next_eval or self.num_timesteps >= stop_at:
                 return
-            per_agent = evaluate_agents(self.model, eval_env, n_episodes_per_env=n_episodes, deterministic=False)
+            wall, cpu = self.training_time()
+            began = (time.perf_counter(), time.process_time())
+            per_agent = evaluate(self.model)
+            self.eval_time[0] += time.perf_counter() - began[0]
+            self.eval_time[1] += time.process_time() - began[1]
             self.curve["timesteps"].append(int(self.num_timesteps))
             self.curve["rounds"].append(communication_rounds(self.model))
-            self.curve["per_agent"].append(per_agent.tolist())
+            self.curve["per_agent"].append(np.asarray(per_agent).tolist())
+            self.curve["wall"].append(wall)
+            self.curve["cpu"].append(cpu)
             while self.next_eval <= self.num_timesteps:
                 self.next_eval += every
 
         def _on_training_start(self) -> None:
+            self.start = (time.perf_counter(), time.process_time())
             self._maybe_record()
 
         def _on_rollout_start(self) -> None:
-            if not isinstance(self.model, FederatedPG):
+            if not isinstance(self.model, FederatedAlgorithm):
                 self._maybe_record()
 
         def _on_round_end(self) -> bool:
@@ -262,18 +321,29 @@ def _make_curve_callback(eval_env: Any, every: int, stop_at: int, n_episodes: in
 
 def communication_rounds(model: Any) -> int:
     """
-    :return: rounds of communication so far: ``FederatedPG`` rounds; A2C gradient updates (each would be one
+    :return: rounds of communication so far: ``FederatedPG`` / ``FederatedPPO`` rounds; A2C gradient updates (each would be one
         exchange if federated); PPO rollouts (one data exchange each)
     """
     from stable_baselines3 import PPO
 
-    from sb3_fedpg import FederatedPG
+    from sb3_fedpg.common.federated_algorithm import FederatedAlgorithm
 
-    if isinstance(model, FederatedPG):
+    if isinstance(model, FederatedAlgorithm):
         return int(model._n_rounds)
     if isinstance(model, PPO):
         return int(model._n_updates // model.n_epochs)
     return int(model._n_updates)
+
+
+def stochastic_returns(model: Any, eval_env: Any, n_episodes: int) -> np.ndarray:
+    """:return: per-agent returns of the stochastic policy (the comparison's evaluation)"""
+    from sb3_fedpg.common.evaluation import evaluate_agents
+
+    return evaluate_agents(model, eval_env, n_episodes_per_env=n_episodes, deterministic=False)
+
+
+#: ``evaluator(model, eval_env, n_episodes_per_env) -> per-agent returns``
+Evaluator = Callable[[Any, Any, int], np.ndarray]
 
 
 def train_curve(
@@ -282,26 +352,29 @@ def train_curve(
     heterogeneity: float,
     seed: int,
     agent: int | None = None,
+    methods: dict[str, MethodSpec] = METHOD_SPECS,
+    evaluator: Evaluator = stochastic_returns,
 ) -> dict[str, Any]:
     """
     Train one model and record its global-objective curve.
 
     :param family: an entry of ``FAMILIES``
-    :param method: one of ``METHODS``
+    :param method: a key of ``methods``
     :param heterogeneity: heterogeneity knob
     :param seed: seed of the model and its env
-    :param agent: for ``local``: the agent whose env the single-agent model trains on
-    :return: the curve (per-agent returns at each evaluation), the final per-agent returns and the hyperparameters
+    :param agent: for local methods: the agent whose env the single-agent model trains on
+    :param methods: the methods of the benchmark
+    :param evaluator: the evaluation of a model on the evaluation federation
+    :return: the curve (per-agent returns, training wall-clock and CPU seconds at each evaluation), the final
+        per-agent returns, the timings and the hyperparameters
     """
     from sb3_fedpg.envs.families import get_family
-    from stable_baselines3 import A2C, PPO
 
-    from sb3_fedpg import FederatedPG, make_federated_vec_env
-    from sb3_fedpg.common.evaluation import evaluate_agents
+    from sb3_fedpg import make_federated_vec_env
     from sb3_fedpg.zoo.config import validate_hyperparams
 
-    algo, entry = algo_hyperparams(family, method, heterogeneity)
-    algo_class = {"fedpg": FederatedPG, "a2c": A2C, "ppo": PPO}[algo]
+    algo, entry = algo_hyperparams(family, method, heterogeneity, methods)
+    algo_class = algorithm_class(algo)
     hp = validate_hyperparams(entry, algo_class, f"{algo} [{family['env_id']}]")
     n_agents, env_id, env_kwargs = family["n_agents"], family["env_id"], hp.env_kwargs
     budget = family["budget"]
@@ -320,7 +393,8 @@ def train_curve(
             )
         else:  # agent `agent` alone, on its own env (its own reward), with its share of the budget
             family_spec = get_family(env_id)
-            assert family_spec is not None and family_spec.make_vector_env is None, "reward-heterogeneous families only"
+            if family_spec is None or family_spec.make_vector_env is not None:
+                raise ValueError(f"{env_id}: local-only training needs a reward-heterogeneous family with shared dynamics.")
             reward, base_id, base_kwargs = family_spec.build(n_agents, **env_kwargs)
             env = make_federated_vec_env(
                 base_id,
@@ -332,46 +406,71 @@ def train_curve(
             budget //= n_agents
     model_kwargs = dict(hp.model_kwargs)
     model = algo_class(env=env, seed=seed if agent is None else 1000 * seed + agent, **model_kwargs)
-    callback = _make_curve_callback(eval_env, max(1, budget // family["n_evals"]), budget, 1)
+    callback = _make_curve_callback(lambda m: evaluator(m, eval_env, 1), max(1, budget // family["n_evals"]), budget)
     start = time.perf_counter()
     model.learn(budget, callback=callback)
     train_seconds = time.perf_counter() - start
-    final = evaluate_agents(model, eval_env, n_episodes_per_env=family["final_episodes_per_env"], deterministic=False)
+    train_wall, train_cpu = callback.training_time()
+    began = (time.perf_counter(), time.process_time())
+    final = evaluator(model, eval_env, family["final_episodes_per_env"])
+    eval_wall = callback.eval_time[0] + time.perf_counter() - began[0]
+    eval_cpu = callback.eval_time[1] + time.process_time() - began[1]
     curve = callback.curve
     curve["timesteps"].append(int(model.num_timesteps))
     curve["rounds"].append(communication_rounds(model))
-    curve["per_agent"].append(final.tolist())
+    curve["per_agent"].append(np.asarray(final).tolist())
+    curve["wall"].append(train_wall)
+    curve["cpu"].append(train_cpu)
     env.close()
     eval_env.close()
     return {
         "curve": curve,
-        "final_per_agent": final.tolist(),
+        "final_per_agent": np.asarray(final).tolist(),
         "seconds": time.perf_counter() - start,
         "train_seconds": train_seconds,
+        "train_wall": train_wall,
+        "train_cpu": train_cpu,
+        "eval_wall": eval_wall,
+        "eval_cpu": eval_cpu,
         "hyperparams": json.loads(json.dumps(entry, default=str)),
     }
 
 
-def run_one(family_name: str, family: dict[str, Any], heterogeneity: float, method: str, seed: int) -> dict[str, Any]:
+def run_one(
+    family_name: str,
+    family: dict[str, Any],
+    heterogeneity: float,
+    method: str,
+    seed: int,
+    methods: dict[str, MethodSpec] = METHOD_SPECS,
+    evaluator: Evaluator = stochastic_returns,
+) -> dict[str, Any]:
     """
     One (family, heterogeneity, method, seed) run, with one torch thread (call it in a subprocess).
 
-    :return: the run: global objective vs total env steps and vs rounds, final per-agent returns
+    :param methods: the methods of the benchmark
+    :param evaluator: the evaluation of a model on the evaluation federation
+    :return: the run: global objective vs total env steps, vs rounds and vs training wall-clock / CPU seconds
+        (evaluations excluded), final per-agent returns, timings
     """
     import torch as th
 
     th.set_num_threads(1)
-    start = time.perf_counter()
-    if method != "local":
-        res = train_curve(family, method, heterogeneity, seed)
+    start, cpu_start = time.perf_counter(), time.process_time()
+    if not methods[method].local:
+        res = train_curve(family, method, heterogeneity, seed, methods=methods, evaluator=evaluator)
+        parts = [res]
         per_agent = np.asarray(res["curve"]["per_agent"])
         timesteps = np.asarray(res["curve"]["timesteps"], dtype=float)
         rounds = np.asarray(res["curve"]["rounds"], dtype=float)
+        wall, cpu = np.asarray(res["curve"]["wall"]), np.asarray(res["curve"]["cpu"])
         final = np.asarray(res["final_per_agent"])
         extra: dict[str, Any] = {}
     else:
         n = family["n_agents"]
-        parts = [train_curve(family, method, heterogeneity, seed, agent=i) for i in range(n)]
+        parts = [
+            train_curve(family, method, heterogeneity, seed, agent=i, methods=methods, evaluator=evaluator) for i in range(n)
+        ]
         grid = np.asarray(parts[0]["curve"]["timesteps"], dtype=float)
         # Each model's curve on the global objective, on model 0's grid of its own env steps.
         stacked = np.stack(
@@ -386,6 +485,8 @@ def run_one(family_name: str, family: dict[str, Any], heterogeneity: float, meth
         per_agent = stacked.mean(axis=0)
         timesteps = grid * n  # all N models train side by side: total env steps
         rounds = np.zeros_like(grid)
+        # the compute that brings all N models to a grid point: the sum of their training times there
+        wall, cpu = (sum(np.interp(grid, p["curve"]["timesteps"], p["curve"][k]) for p in parts) for k in ("wall", "cpu"))
         finals = np.asarray([p["final_per_agent"] for p in parts])  # (model, agent)
         final = finals.mean(axis=0)
         res = parts[0]
@@ -405,7 +506,11 @@ def run_one(family_name: str, family: dict[str, Any], heterogeneity: float, meth
         "global_return": per_agent.mean(axis=1).tolist(),
         "final_per_agent": final.tolist(),
         "final_global": float(final.mean()),
+        "wall": np.asarray(wall).tolist(),
+        "cpu": np.asarray(cpu).tolist(),
         "seconds": time.perf_counter() - start,
+        "cpu_seconds": time.process_time() - cpu_start,
+        **{k: float(sum(p[k] for p in parts)) for k in ("train_wall", "train_cpu", "eval_wall", "eval_cpu")},
         "hyperparams": res["hyperparams"],
         **extra,
     }

@@ -107,10 +107,14 @@ class RandomPolicy:
     """Uniformly random actions, with an SB3 ``predict`` (the reference of the normalised score)."""
 
     def __init__(self, action_space: Any, seed: int) -> None:
-        self.low, self.high = action_space.low, action_space.high
+        self.n = getattr(action_space, "n", None)  # Discrete: uniform over the n actions
+        if self.n is None:
+            self.low, self.high = action_space.low, action_space.high
         self.rng = np.random.default_rng(seed)
 
     def predict(self, obs: np.ndarray, deterministic: bool = True) -> tuple[np.ndarray, None]:
+        if self.n is not None:
+            return self.rng.integers(int(self.n), size=len(obs)), None
         return self.rng.uniform(self.low, self.high, size=(len(obs), *self.low.shape)).astype(np.float32), None
 
 

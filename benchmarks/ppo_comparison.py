@@ -1,0 +1,852 @@
+"""
+The comparison at real budgets (issue 13, item 2): Fast-FedPG, FedAvg-PG, FederatedPPO with and without the drift
+correction, central SB3 PPO and A2C on the pooled envs, and local-only PPO.
+
+Families (heterogeneity ``h = 1``; cheap ones first): the CartPole family (500k total env steps), the heterogeneous
+point mass and two-link arm (400k), sampled LQR (400k), the Pendulum family (1M) and the HalfCheetah family (1M,
+MuJoCo). Every method gets the same budget of **total** env steps (all agents together; local-only: ``budget / N``
+per agent's model). Methods (``METHODS``) and per-family hyperparameters (``FAMILIES``) are built from
+``zoo_configs/<algo>.yml`` with the overrides listed there by :func:`comparison.algo_hyperparams`:
+
+- ``fedpg``: ``FederatedPG`` with the library's default correction; ``fedavg``: the same with ``correction=False``;
+- ``fedppo`` / ``fedppo_corr``: ``FederatedPPO`` without / with the correction ⟨g − a_i, θ⟩;
+- ``ppo`` / ``a2c``: SB3 PPO / A2C trained centrally on the pooled federation (the privacy-violating reference);
+- ``local_ppo``: ``N`` SB3 PPO models, agent ``i``'s trained alone on agent ``i``'s env (``budget / N`` steps each).
+
+Score: ``J`` is the global objective (mean over agents of each agent's return under its own reward, stochastic
+policy, :func:`comparison.stochastic_returns`); LQR uses the exact per-agent costs of the deterministic gain
+``K = −W`` of the linear policy instead (``J = −C̄(K)``). The normalised score is ``s = (J − J_random) /
+(J_best − J_random)`` with ``J_random`` the uniformly random policy and ``J_best`` the best seed-mean final ``J`` of
+any method (LQR: ``s = C̄* / C̄(K)``, the exact optimum). The **target** is ``s ≥ 0.9`` (90 % of the best J);
+for each run: env steps and training wall-clock to the first evaluation at the target (evaluations excluded), and
+stability, the fraction of later evaluations still at the target.
+
+All runs of a family are interleaved (seed by seed, every method in turn) in one worker process so that machine
+load affects every method alike; each run is cached as JSON under ``runs/ppo_comparison/`` keyed by a hash of its
+full configuration (the algorithm's constructor defaults included, so a changed library default starts new runs),
+so the sweep resumes where it stopped.
+
+Run: ``python benchmarks/ppo_comparison.py --plan`` (measure one short run per family and method, print the
+estimated cost), ``--sweep`` (run what is missing; long: use ``nohup nice -n 10 ... &``; progress in
+``runs/ppo_comparison/progress.log``), then without flags to rebuild ``benchmarks/results/ppo_comparison.{json,md,png}``
+from the cached runs. ``--quick`` runs all three on tiny budgets into ``runs/ppo_comparison_quick/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime
+import hashlib
+import inspect
+import json
+import os
+import pathlib
+import platform
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import comparison as cmp  # the method specs, training with curves, zoo entries
+import heterogeneity as het  # the random-policy reference and the point-mass / arm hyperparameters
+import noise_correction as nc  # the sampled-LQR hyperparameters
+
+ROOT = cmp.ROOT
+RESULTS = cmp.RESULTS
+CACHE = ROOT / "runs" / "ppo_comparison"
+VERSION = 1
+HETEROGENEITY = 1.0
+SEEDS = (0, 1, 2)
+TARGET = 0.9
+PILOT_FRACTION = 0.04
+
+MethodSpec = cmp.MethodSpec
+METHODS: dict[str, MethodSpec] = {
+    "fedpg": MethodSpec("fedpg"),
+    "fedavg": MethodSpec("fedpg", {"correction": False}),
+    "fedppo": MethodSpec("fedppo", {"correction": False}),
+    "fedppo_corr": MethodSpec("fedppo", {"correction": True}),
+    "ppo": MethodSpec("ppo"),
+    "a2c": MethodSpec("a2c"),
+    "local_ppo": MethodSpec("ppo", local=True),
+}
+LABELS = {
+    "fedpg": "Fast-FedPG",
+    "fedavg": "FedAvg-PG",
+    "fedppo": "FederatedPPO",
+    "fedppo_corr": "FederatedPPO + correction",
+    "ppo": "SB3 PPO (central, pooled)",
+    "a2c": "SB3 A2C (central, pooled)",
+    "local_ppo": "local-only PPO",
+}
+COLORS = {
+    "fedpg": "tab:blue",
+    "fedavg": "tab:red",
+    "fedppo": "tab:purple",
+    "fedppo_corr": "tab:cyan",
+    "ppo": "tab:green",
+    "a2c": "tab:orange",
+    "local_ppo": "tab:gray",
+}
+
+
+def _fedpg_from_common(common: dict[str, Any], n_agents: int, local_steps: int) -> dict[str, Any]:
+    """``FederatedPG`` overrides from a benchmark's common hyperparameters (``n_envs`` counts all agents' envs)."""
+    out = {k: copy.deepcopy(v) for k, v in common.items() if k != "n_envs_per_agent"}
+    return {**out, "n_envs": common["n_envs_per_agent"] * n_agents, "local_steps": local_steps}
+
+
+def _fedppo_from_ppo(env_id: str) -> dict[str, Any]:
+    """``FederatedPPO`` overrides equal to SB3 PPO's zoo entry (without gSDE, which ``FederatedPPO`` lacks)."""
+    from sb3_fedpg.zoo.config import load_config_file, select_entry
+
+    conf = ROOT / "zoo_configs" / "ppo.yml"
+    entry = select_entry(load_config_file(conf), env_id, str(conf))
+    return {k: copy.deepcopy(v) for k, v in entry.items() if k not in ("use_sde", "sde_sample_freq", "env_kwargs")}
+
+
+#: the point mass and the arm: the heterogeneity benchmark's discount and network for every method; FederatedPG
+#: exactly as there (Adam 3e-3, unnormalised advantages, local critic) with H = 5, where the paper's correction
+#: beat FedAvg-PG in the noise benchmark; FederatedPPO without per-agent advantage normalisation (which would
+#: rescale each agent's reward and change the objective)
+_SHAPED = {"gamma": het.COMMON["gamma"], "policy_kwargs": {"net_arch": [32, 32]}}
+#: LQR: linear policy (exact evaluation of its gain), the noise benchmark's critic and discount
+_LINEAR = {"gamma": nc.LQR_COMMON["gamma"], "policy_kwargs": nc.LQR_COMMON["policy_kwargs"]}
+
+
+def _shaped_family(env_id: str) -> dict[str, Any]:
+    """The point mass or the arm (the heterogeneity benchmark's federations and budget)."""
+    return {
+        "env_id": env_id,
+        "budget": 400_000,
+        "n_agents": 4,
+        "n_evals": 20,
+        "eval_envs_per_agent": 2,
+        "final_episodes_per_env": 8,
+        "fedpg": _fedpg_from_common(het.COMMON, 4, 5),
+        "fedppo": {**_SHAPED, "normalize_advantage": False},
+        "a2c": _SHAPED,
+        "ppo": _SHAPED,
+    }
+
+
+def _families() -> dict[str, dict[str, Any]]:
+    return {
+        "cartpole": {
+            "env_id": "sb3_fedpg/HeteroCartPole-v0",
+            "budget": 500_000,
+            "n_agents": 8,
+            "n_evals": 20,
+            "eval_envs_per_agent": 2,
+            "final_episodes_per_env": 4,
+            "fedpg": cmp.FAMILIES["cartpole"]["fedpg"],
+            "fedppo": {},
+            "a2c": {},
+            "ppo": {},
+        },
+        "pointmass": _shaped_family("sb3_fedpg/HeteroPointMass-v0"),
+        "arm": _shaped_family("sb3_fedpg/HeteroArm-v0"),
+        "lqr": {
+            "env_id": nc.LQR["env_id"],
+            "budget": 400_000,
+            "n_agents": nc.LQR["n_agents"],
+            "n_evals": 20,
+            "eval_envs_per_agent": 1,
+            "final_episodes_per_env": 1,
+            "exact_lqr_gamma": nc.LQR["gamma"],
+            # local-only training needs shared single-agent dynamics; the LQR family builds all agents' at once
+            "skip": ["local_ppo"],
+            "fedpg": _fedpg_from_common(nc.LQR_COMMON, nc.LQR["n_agents"], 5),
+            "fedppo": {**_LINEAR, "normalize_advantage": False},
+            "a2c": _LINEAR,
+            "ppo": _LINEAR,
+        },
+        "pendulum": {
+            "env_id": "sb3_fedpg/HeteroPendulum-v0",
+            "budget": 1_000_000,
+            "n_agents": 8,
+            "n_evals": 20,
+            "eval_envs_per_agent": 2,
+            "final_episodes_per_env": 4,
+            "fedpg": cmp.FAMILIES["pendulum"]["fedpg"],
+            "fedppo": {},
+            "a2c": {},
+            "ppo": {},
+        },
+        "halfcheetah": {
+            "env_id": "sb3_fedpg/HeteroHalfCheetah-v0",
+            "budget": 1_000_000,
+            "n_agents": 4,
+            "n_evals": 20,
+            "eval_envs_per_agent": 1,
+            "final_episodes_per_env": 4,
+            "pilot_fraction": 0.01,  # 10k steps: five PPO rollouts, already minutes of CPU here
+            "fedpg": cmp.FAMILIES["halfcheetah"]["fedpg"],
+            # fedppo.yml has no HalfCheetah entry: SB3 PPO's (rl-zoo's tuned HalfCheetah PPO, minus `normalize`)
+            "fedppo": _fedppo_from_ppo("sb3_fedpg/HeteroHalfCheetah-v0"),
+            "a2c": {},
+            "ppo": {},
+        },
+    }
+
+
+FAMILIES = _families()
+
+
+def _quick_families() -> dict[str, dict[str, Any]]:
+    """Tiny federations and budgets: CartPole (every method) and sampled LQR (three methods); no MuJoCo."""
+    small_ppo = {"n_steps": 64, "batch_size": 64, "n_epochs": 1}
+    small_fedppo = {"n_steps": 16, "batch_size": 32, "n_epochs": 1}
+    common = {"n_evals": 2, "eval_envs_per_agent": 1, "final_episodes_per_env": 1, "n_agents": 2}
+    return {
+        "cartpole": {
+            **FAMILIES["cartpole"],
+            **common,
+            "budget": 2048,
+            "fedpg": {"n_envs": 4, "n_steps": 16, "local_steps": 2},
+            "fedppo": {"n_envs": 4, **small_fedppo},
+            "a2c": {"n_envs": 4},
+            "ppo": {"n_envs": 4, **small_ppo},
+        },
+        "lqr": {
+            **FAMILIES["lqr"],
+            **common,
+            "budget": 2048,
+            "fedpg": {**FAMILIES["lqr"]["fedpg"], "n_envs": 4, "n_steps": 16, "local_steps": 2},
+            "fedppo": {**FAMILIES["lqr"]["fedppo"], "n_envs": 4, **small_fedppo},
+            "a2c": {**FAMILIES["lqr"]["a2c"], "n_envs": 4},
+            "ppo": {**FAMILIES["lqr"]["ppo"], "n_envs": 4, **small_ppo},
+            "skip": ["local_ppo", "fedavg", "fedppo", "a2c"],  # the exact evaluation, the correction, the reference
+        },
+    }
+
+
+QUICK_FAMILIES = _quick_families()
+
+
+def methods_of(family: dict[str, Any]) -> list[str]:
+    """:return: the methods run on a family"""
+    return [m for m in METHODS if m not in family.get("skip", ())]
+
+
+# ------------------------------------------------------------------------------ evaluation
+class LQRReturns:
+    """
+    Exact per-agent returns ``−C_i(K)`` of the deterministic gain ``K = −W`` of a linear policy
+    (``W`` the action layer's weight), on the family's LQR problem (``−inf`` for a destabilising gain).
+
+    :param family: an LQR entry of ``FAMILIES``
+    :param heterogeneity: the heterogeneity knob
+    """
+
+    def __init__(self, family: dict[str, Any], heterogeneity: float) -> None:
+        from sb3_fedpg.envs.lqr import lqr_problem
+
+        from sb3_fedpg.lqr.exact import global_cost, optimal_gain
+
+        self.problem = lqr_problem(family["n_agents"], gamma=family["exact_lqr_gamma"], heterogeneity=heterogeneity)
+        self.optimal_cost = float(global_cost(self.problem, optimal_gain(self.problem).gain))
+
+    def returns(self, gain: np.ndarray) -> np.ndarray:
+        """:return: ``−C_i(K)`` of every agent for the gain ``K``"""
+        from sb3_fedpg.lqr.exact import agent_costs
+
+        return -np.asarray(agent_costs(self.problem, gain), dtype=float)
+
+    def __call__(self, model: Any, eval_env: Any, n_episodes: int) -> np.ndarray:
+        return self.returns(-model.policy.action_net.weight.detach().cpu().numpy().astype(np.float64))
+
+
+def evaluator_of(family: dict[str, Any]) -> cmp.Evaluator:
+    """:return: the family's evaluation (exact for LQR, else the stochastic policy's returns)"""
+    return LQRReturns(family, HETEROGENEITY) if "exact_lqr_gamma" in family else cmp.stochastic_returns
+
+
+def reference_returns(family: dict[str, Any], seed: int) -> dict[str, float | None]:
+    """
+    :return: ``J`` of the uniformly random policy and of the zero action (``None`` for discrete actions: for
+        HalfCheetah, standing still) on the seed's evaluation federation; LQR: no random policy (its evaluation is
+        exact), the exact ``J`` of the zero gain
+    """
+    from sb3_fedpg import make_federated_vec_env
+
+    if "exact_lqr_gamma" in family:
+        lqr = LQRReturns(family, HETEROGENEITY)
+        gain = np.zeros_like(lqr.problem.B.T)
+        return {"random": None, "zero": float(np.mean(lqr.returns(gain)))}
+
+    with cmp.quiet_native_output("HalfCheetah" in family["env_id"]):
+        env = make_federated_vec_env(
+            family["env_id"],
+            n_agents=family["n_agents"],
+            n_envs_per_agent=family["eval_envs_per_agent"],
+            env_kwargs={"heterogeneity": HETEROGENEITY},
+            seed=10_000 + seed,
+        )
+    episodes = family["final_episodes_per_env"]
+    random = het.RandomPolicy(env.action_space, seed)
+    out: dict[str, float | None] = {"random": float(np.mean(cmp.stochastic_returns(random, env, episodes)))}
+    shape = getattr(env.action_space, "shape", ())
+    out["zero"] = None
+    if getattr(env.action_space, "n", None) is None:
+
+        class Zero:
+            def predict(self, obs: np.ndarray, deterministic: bool = True) -> tuple[np.ndarray, None]:
+                return np.zeros((len(obs), *shape), dtype=np.float32), None
+
+        out["zero"] = float(np.mean(cmp.stochastic_returns(Zero(), env, episodes)))
+    env.close()
+    return out
+
+
+# ------------------------------------------------------------------------------ runs and cache
+def _constructor_defaults(algo_class: type) -> dict[str, Any]:
+    skip = {"self", "policy", "env", "_init_setup_model", "verbose", "device", "tensorboard_log"}
+    params = inspect.signature(algo_class.__init__).parameters
+    return {k: p.default for k, p in params.items() if k not in skip and p.default is not inspect.Parameter.empty}
+
+
+def run_config(family: dict[str, Any], method: str) -> dict[str, Any]:
+    """:return: everything that defines a run: the zoo entry with overrides, the constructor's defaults, the evaluation"""
+    algo, entry = cmp.algo_hyperparams(family, method, HETEROGENEITY, METHODS)
+    return {
+        "algo": algo,
+        "entry": entry,
+        "defaults": _constructor_defaults(cmp.algorithm_class(algo)),
+        "family": {k: v for k, v in family.items() if k not in (*cmp.ALGOS, "pilot_fraction")},
+        "method": METHODS[method]._asdict(),
+        "version": VERSION,
+    }
+
+
+def run_key(name: str, family: dict[str, Any], method: str, seed: int) -> str:
+    """:return: the cache file stem of one run (its full configuration's hash included)"""
+    blob = json.dumps(run_config(family, method), sort_keys=True, default=str)
+    return f"{name}_{method}_s{seed}_{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
+
+
+def _write_json(path: pathlib.Path, payload: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(payload))
+    os.replace(tmp, path)  # atomic: an interrupted run leaves no half-written result
+
+
+def run(name: str, family: dict[str, Any], method: str, seed: int) -> dict[str, Any]:
+    """One (family, method, seed) run: the curves with timings (:func:`comparison.run_one`) and the hyperparameters."""
+    result = cmp.run_one(name, family, HETEROGENEITY, method, seed, METHODS, evaluator_of(family))
+    result["algo"] = METHODS[method].algo
+    return result
+
+
+def cached_references(cache: pathlib.Path, name: str, family: dict[str, Any], seeds: list[int]) -> list[dict[str, Any]]:
+    """:return: the random / zero-action references of each seed (computed once, cached)"""
+    out = []
+    for seed in seeds:
+        config = {"family": {k: v for k, v in family.items() if k not in cmp.ALGOS}, "seed": seed, "version": VERSION}
+        digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:10]
+        path = cache / "references" / f"{name}_s{seed}_{digest}.json"
+        if not path.exists():
+            _write_json(path, reference_returns(family, seed))
+        out.append(json.loads(path.read_text()))
+    return out
+
+
+class Progress:
+    """Appends time-stamped lines to the progress log (and prints them)."""
+
+    def __init__(self, path: pathlib.Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+    def __call__(self, text: str) -> None:
+        line = f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M:%S} UTC  {text}"
+        print(line, flush=True)
+        with self.path.open("a") as f:
+            f.write(line + "\n")
+
+
+# ------------------------------------------------------------------------------ plan
+def pilot_family(family: dict[str, Any]) -> dict[str, Any]:
+    """The family at ``PILOT_FRACTION`` of its budget (or its own ``pilot_fraction``) with two evaluations."""
+    return {**family, "budget": max(1, int(family["budget"] * family.get("pilot_fraction", PILOT_FRACTION))), "n_evals": 2}
+
+
+def estimate_seconds(pilot: dict[str, Any], family: dict[str, Any]) -> dict[str, float]:
+    """
+    Extrapolate a pilot run to the full budget: training time per env step times the budget, plus the cost of one
+    evaluation times the number of evaluations (each local model is evaluated on its own). In **CPU** seconds: on
+    this shared machine a process's wall-clock is several times its CPU time and varies with the other jobs.
+
+    :return: estimated training, evaluation and total CPU seconds of one full run
+    """
+    models = family["n_agents"] if METHODS[pilot["method"]].local else 1
+    steps = pilot["timesteps"][-1]
+    train = pilot["train_cpu"] / steps * family["budget"]
+    n_eval_pilot = models * (len(pilot["timesteps"]) - 1 + family["final_episodes_per_env"])
+    per_eval = pilot["eval_cpu"] / n_eval_pilot
+    evaluation = per_eval * models * (family["n_evals"] + family["final_episodes_per_env"])
+    return {"train": train, "eval": evaluation, "total": train + evaluation}
+
+
+def measure_plan(
+    families: dict[str, dict[str, Any]],
+    cache: pathlib.Path,
+    seeds: list[int],
+    log: Progress,
+    only_families: list[str] | None = None,
+    only_methods: list[str] | None = None,
+) -> dict[str, dict[str, dict[str, float]]]:
+    """
+    Run (or read from the cache) one short pilot run per (family, method) and estimate the cost of the sweep.
+
+    :return: ``{family: {method: estimated seconds (train, eval, total) of one run, and the number of runs}}``
+    """
+    plan: dict[str, dict[str, dict[str, float]]] = {}
+    for name, family in families.items():
+        if only_families is not None and name not in only_families:
+            continue
+        pilot = pilot_family(family)
+        for method in methods_of(family):
+            if only_methods is not None and method not in only_methods:
+                continue
+            path = cache / "pilot" / f"{run_key(name, pilot, method, 0)}.json"
+            if not path.exists():
+                _write_json(path, run(name, pilot, method, 0))
+            result = json.loads(path.read_text())
+            est = estimate_seconds(result, family)
+            est["runs"] = len(seeds)
+            plan.setdefault(name, {})[method] = est
+            log(
+                f"plan {name:12s} {method:12s} pilot {int(result['timesteps'][-1]):>7,} steps in {result['cpu_seconds']:.1f} "
+                f"CPU s ({result['seconds']:.1f} s wall) → {est['total'] / 60:.1f} CPU min per run "
+                f"(evaluation {100 * est['eval'] / est['total']:.0f} %)"
+            )
+    total = sum(e["total"] * e["runs"] for per in plan.values() for e in per.values())
+    log(f"plan total: {total / 3600:.1f} CPU hours for {len(seeds)} seeds (wall-clock: that times the load factor)")
+    return plan
+
+
+# ------------------------------------------------------------------------------ summary
+def score_of(returns: np.ndarray, ref: dict[str, float]) -> np.ndarray:
+    """:return: the normalised score of global returns (LQR: ``C̄*/C̄``; else ``(J − J_random)/(J_best − J_random)``)"""
+    returns = np.asarray(returns, dtype=float)
+    if ref.get("optimal") is not None:
+        with np.errstate(divide="ignore"):
+            return np.where(np.isfinite(returns), ref["optimal"] / returns, 0.0)
+    return (returns - ref["random"]) / (ref["best"] - ref["random"])
+
+
+def target_stats(run: dict[str, Any], ref: dict[str, float]) -> dict[str, Any]:
+    """:return: the run's env steps and training wall-clock to the target, and its stability after the target"""
+    score = score_of(run["global_return"], ref)
+    hits = np.flatnonzero(score >= TARGET)
+    if not len(hits):
+        return {"steps": None, "wall": None, "cpu": None, "stability": None}
+    first = int(hits[0])
+    later = score[first + 1 :]
+    return {
+        "steps": float(run["timesteps"][first]),
+        "wall": float(run["wall"][first]),
+        "cpu": float(run["cpu"][first]),
+        "stability": float(np.mean(later >= TARGET)) if len(later) else None,
+    }
+
+
+def _median_with_misses(values: list[float | None]) -> float | None:
+    """:return: the median over seeds counting a miss as infinite (``None`` when most seeds missed)"""
+    if not values:
+        return None
+    med = float(np.median([np.inf if v is None else v for v in values]))
+    return med if np.isfinite(med) else None
+
+
+def summarize(
+    runs: list[dict[str, Any]],
+    families: dict[str, dict[str, Any]],
+    references: dict[str, list[dict[str, Any]]],
+    seeds: list[int],
+) -> dict[str, Any]:
+    """Per family: the references, and per method the final J, score, targets, stability and compute."""
+    out: dict[str, Any] = {}
+    for name, family in families.items():
+        fam_runs = [r for r in runs if r["family"] == name]
+        if not fam_runs:
+            continue
+        finals = {m: [r["final_global"] for r in fam_runs if r["method"] == m] for m in methods_of(family)}
+        refs = references[name]
+        ref: dict[str, Any] = {
+            "random": None if refs[0]["random"] is None else float(np.mean([r["random"] for r in refs])),
+            "zero": None if refs[0]["zero"] is None else float(np.mean([r["zero"] for r in refs])),
+        }
+        if "exact_lqr_gamma" in family:
+            ref["optimal"] = -LQRReturns(family, HETEROGENEITY).optimal_cost
+            ref["best"], ref["best_method"] = ref["optimal"], "exact optimum"
+        else:
+            means = {m: float(np.mean(v)) for m, v in finals.items() if v}
+            ref["best_method"] = max(means, key=means.__getitem__)
+            ref["best"] = means[ref["best_method"]]
+        cells: dict[str, Any] = {}
+        for method in methods_of(family):
+            sel = sorted((r for r in fam_runs if r["method"] == method), key=lambda r: r["seed"])
+            if not sel:
+                cells[method] = {"complete": 0, "of": len(seeds)}
+                continue
+            values = np.asarray([r["final_global"] for r in sel])
+            targets = [target_stats(r, ref) for r in sel]
+            stab = [t["stability"] for t in targets if t["stability"] is not None]
+            cells[method] = {
+                "complete": len(sel),
+                "of": len(seeds),
+                "seeds": [r["seed"] for r in sel],
+                "finals": values.tolist(),
+                "mean": float(values.mean()),
+                "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+                "score": float(score_of(np.array([values.mean()]), ref)[0]),
+                "reached": sum(t["steps"] is not None for t in targets),
+                "per_seed": targets,
+                "steps_to_target": _median_with_misses([t["steps"] for t in targets]),
+                "wall_to_target": _median_with_misses([t["wall"] for t in targets]),
+                "cpu_to_target": _median_with_misses([t["cpu"] for t in targets]),
+                "stability": float(np.mean(stab)) if stab else None,
+                "wall_per_run": float(np.mean([r["seconds"] for r in sel])),
+                "cpu_per_run": float(np.mean([r["cpu_seconds"] for r in sel])),
+                "eval_share": float(np.mean([r["eval_wall"] / max(r["seconds"], 1e-9) for r in sel])),
+            }
+        out[name] = {"reference": ref, "methods": cells, "acceptance": acceptance(cells)}
+    return out
+
+
+def acceptance(cells: dict[str, Any]) -> dict[str, Any]:
+    """FederatedPPO's best variant (fewer median steps to the target) against SB3 PPO on one family."""
+    ppo = cells.get("ppo", {})
+    variants = [m for m in ("fedppo", "fedppo_corr") if cells.get(m, {}).get("complete")]
+    if not variants or not ppo.get("complete"):
+        return {"best_fedppo": None, "steps_ok": None, "wall_ok": None}
+    inf = float("inf")
+
+    def key(m: str) -> tuple[float, float]:
+        c = cells[m]
+        return (c["steps_to_target"] or inf, -c["mean"])
+
+    best = min(variants, key=key)
+    steps, wall = cells[best]["steps_to_target"], cells[best]["wall_to_target"]
+    steps_ok = steps is not None and steps <= (ppo["steps_to_target"] or inf)
+    wall_ok = wall is not None and wall < (ppo["wall_to_target"] or inf)
+    return {"best_fedppo": best, "steps_ok": bool(steps_ok), "wall_ok": bool(wall_ok)}
+
+
+def _num(value: float | None, fmt: str, missing: str = "—") -> str:
+    return missing if value is None else format(value, fmt)
+
+
+def markdown(
+    summary: dict[str, Any],
+    families: dict[str, dict[str, Any]],
+    seeds: list[int],
+    compute: dict[str, Any],
+) -> str:
+    lines = [
+        "| family | method | runs | final J (mean ± std) | score | steps to 90 % (reached) | wall-clock to 90 % "
+        "| CPU to 90 % | stability after | wall / run | CPU / run | eval share |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, cell in summary.items():
+        for method, c in cell["methods"].items():
+            label = LABELS[method]
+            if not c["complete"]:
+                lines.append(f"| {name} | {label} | 0/{c['of']} | pending | | | | | | | | |")
+                continue
+            lqr = "optimal" in cell["reference"]
+            digits = 3 if lqr else 1
+            steps = _num(c["steps_to_target"], ",.0f", "not reached" if not c["reached"] else "—")
+            wall, cpu = (
+                _num(c[k], ".0f", "—") + (" s" if c[k] is not None else "") for k in ("wall_to_target", "cpu_to_target")
+            )
+            lines.append(
+                f"| {name} | {label} | {c['complete']}/{c['of']} | {c['mean']:.{digits}f} ± {c['std']:.{digits}f} "
+                f"| {c['score']:.0%} | {steps} ({c['reached']}/{c['complete']}) "
+                f"| {wall} | {cpu} | {_num(c['stability'], '.0%')} "
+                f"| {c['wall_per_run'] / 60:.1f} min | {c['cpu_per_run'] / 60:.1f} min | {c['eval_share']:.0%} |"
+            )
+    lines += [
+        "",
+        "| family | J_best (method) | J random | J zero action | FederatedPPO's best variant | its steps to 90 % ≤ PPO's? "
+        "| its wall-clock to 90 % < PPO's? |",
+        "|---|---:|---:|---:|---|---|---|",
+    ]
+    yes_no = {True: "**yes**", False: "no", None: "pending"}
+    for name, cell in summary.items():
+        ref, acc = cell["reference"], cell["acceptance"]
+        best = f"{ref['best']:.1f} ({LABELS.get(ref['best_method'], ref['best_method'])})"
+        variant = LABELS[acc["best_fedppo"]] if acc["best_fedppo"] else "pending"
+        lines.append(
+            f"| {name} | {best} | {_num(ref['random'], '.1f')} | {_num(ref['zero'], '.1f')} | {variant} "
+            f"| {yes_no[acc['steps_ok']]} | {yes_no[acc['wall_ok']]} |"
+        )
+    missing = [n for n in families if n not in summary]
+    steps_ok = [n for n, c in summary.items() if c["acceptance"]["steps_ok"]]
+    wall_all = [n for n, c in summary.items() if c["acceptance"]["wall_ok"] is not None]
+    wall_ok = [n for n in wall_all if summary[n]["acceptance"]["wall_ok"]]
+    lines += [
+        "",
+        f"Acceptance so far: FederatedPPO (best variant) reaches 90 % of the best J in no more env steps than central "
+        f"SB3 PPO on {len(steps_ok)} of {len(summary)} families with runs ({', '.join(steps_ok) or 'none'}; target ≥ 3); "
+        f"in less wall-clock on {len(wall_ok)} of {len(wall_all)} ({', '.join(wall_ok) or 'none'}; target: all).",
+        "",
+        "J: mean over agents of each agent's return under its own reward (stochastic policy; LQR: exact −C̄(K) of the "
+        "deterministic gain), final value at the budget, mean ± std over seeds. Score: (J − J_random) / (J_best − J_random) "
+        "with J_best the best seed-mean final J of any method (LQR: C̄*/C̄(K), the exact optimum). Steps and wall-clock "
+        "to 90 %: first evaluation with score ≥ 0.9, median over seeds counting a miss as never (— when most seeds "
+        "missed); wall-clock (and CPU) is the run's training time up to that evaluation, evaluations excluded, measured "
+        "in one worker process with methods interleaved seed by seed; on this shared machine wall-clock swings with the "
+        "other jobs' load, CPU time much less. Stability: fraction of the later evaluations (final one "
+        "included) still at score ≥ 0.9, mean over the seeds that reached it. Eval share: evaluation time / run time. "
+        "local-only PPO: N models, each on its own agent's env with budget / N steps; its curve is the mean of the "
+        "models' global objectives, its time the sum of theirs.",
+        "",
+        f"Runs complete: {compute['complete']} of {compute['planned']} ({len(seeds)} seeds). Compute so far: "
+        f"{compute['wall_hours']:.2f} h wall-clock, {compute['cpu_hours']:.2f} h CPU, of which evaluation "
+        f"{compute['eval_share']:.0%} (one worker process, one torch thread, {platform.machine()} with {os.cpu_count()} "
+        "cores shared with other jobs)."
+        + (
+            f" Estimated remaining (pilot runs extrapolated): {compute['remaining_hours']:.1f} h CPU."
+            if compute.get("remaining_hours") is not None
+            else ""
+        ),
+    ]
+    heavy = [
+        f"{name} {LABELS[m]} ({c['eval_share']:.0%})"
+        for name, cell in summary.items()
+        for m, c in cell["methods"].items()
+        if c["complete"] and c["eval_share"] > 0.1
+    ]
+    if heavy:
+        lines.append(
+            f"Evaluation above 10 % of the run: {', '.join(heavy)}: these runs train in seconds to a few minutes of CPU, "
+            "while their evaluations, at the same env steps as every other method's, cost about as much as anyone's."
+        )
+    if missing:
+        lines.append(f"Families with no completed run yet: {', '.join(missing)}.")
+    for f in compute.get("failed", []):
+        lines.append(f"Failed (not in the table): {f['family']} {LABELS[f['method']]} seed {f['seed']}: {f['error']}.")
+    return "\n".join(lines) + "\n"
+
+
+def hyperparams_markdown(families: dict[str, dict[str, Any]]) -> str:
+    """The budgets and every algorithm's hyperparameters per family (``ppo_comparison_hyperparams.md``)."""
+    lines = [
+        "Budgets and hyperparameters (the zoo_configs entry of each algorithm for the env, with the benchmark's "
+        "overrides; FedAvg-PG and FederatedPPO ± correction differ from their algorithm's row only in `correction`; "
+        "local-only PPO uses the PPO row with n_envs / N envs per model; other arguments at the library defaults):",
+        "",
+        "| family | budget (total env steps) | N | evaluations (eval envs per agent, final episodes each) | algorithm "
+        "| hyperparameters |",
+        "|---|---:|---:|---:|---|---|",
+    ]
+    for name, family in families.items():
+        for method in ("fedpg", "fedppo", "ppo", "a2c"):
+            _, entry = cmp.algo_hyperparams(family, method, HETEROGENEITY, METHODS)
+            shown = {k: v for k, v in entry.items() if k not in ("n_timesteps", "policy", "env_kwargs", "correction")}
+            lines.append(
+                f"| {name} | {family['budget']:,} | {family['n_agents']} | {family['n_evals']} "
+                f"({family['eval_envs_per_agent']}, {family['final_episodes_per_env']}) | {METHODS[method].algo} "
+                f"| `{json.dumps(shown, default=str)}` |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def plot(runs: list[dict[str, Any]], summary: dict[str, Any], path: pathlib.Path) -> None:
+    """One row per family: the score vs total env steps and vs training wall-clock, mean ± std over seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    names = list(summary)
+    fig, axes = plt.subplots(len(names), 2, figsize=(12, 3.4 * len(names)), squeeze=False)
+    for row, name in enumerate(names):
+        ax_s, ax_w = axes[row]
+        ref = summary[name]["reference"]
+        for method in METHODS:
+            sel = [r for r in runs if r["family"] == name and r["method"] == method]
+            if not sel:
+                continue
+            grid = np.asarray(sel[0]["timesteps"], dtype=float)
+            scores = np.stack([np.interp(grid, r["timesteps"], score_of(r["global_return"], ref)) for r in sel])
+            walls = np.stack([np.interp(grid, r["timesteps"], r["wall"]) for r in sel]).mean(axis=0)
+            mean, std = scores.mean(axis=0), scores.std(axis=0)
+            label = f"{LABELS[method]} ({len(sel)})"
+            ax_s.plot(grid, mean, color=COLORS[method], label=label)
+            ax_s.fill_between(grid, mean - std, mean + std, color=COLORS[method], alpha=0.12)
+            keep = walls >= 1.0  # a log axis from 1 s (the first points are the untrained policy, at ~0 s)
+            ax_w.plot(walls[keep], mean[keep], color=COLORS[method], label=label)
+        for ax in (ax_s, ax_w):
+            ax.axhline(TARGET, color="k", ls=":", lw=1)
+            ax.set_ylim(-0.2, 1.15)
+            ax.grid(alpha=0.3)
+            ax.tick_params(labelsize=8)
+        ax_s.set_ylabel("score (1 = best J)")
+        ax_s.set_title(f"{name}: score vs env steps (all agents)", fontsize=9)
+        ax_s.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x / 1000:g}k"))
+        ax_w.set_xscale("log")
+        ax_w.set_title(f"{name}: score vs training wall-clock (s, evaluations excluded)", fontsize=9)
+        ax_s.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------------------ main
+def load_runs(
+    cache: pathlib.Path, families: dict[str, dict[str, Any]], seeds: list[int]
+) -> tuple[list[dict[str, Any]], list[tuple[str, str, int]]]:
+    """:return: every cached run of the current configuration, and the (family, method, seed) still missing"""
+    runs, missing = [], []
+    for name, family in families.items():
+        for seed in seeds:
+            for method in methods_of(family):
+                path = cache / f"{run_key(name, family, method, seed)}.json"
+                if path.exists():
+                    runs.append(json.loads(path.read_text()))
+                else:
+                    missing.append((name, method, seed))
+    return runs, missing
+
+
+def report(families: dict[str, dict[str, Any]], cache: pathlib.Path, seeds: list[int], output: pathlib.Path) -> dict[str, Any]:
+    """Rebuild ``ppo_comparison.{json,md,png}`` from the cached runs."""
+    runs, missing = load_runs(cache, families, seeds)
+    references = {name: cached_references(cache, name, family, seeds) for name, family in families.items()}
+    summary = summarize(runs, families, references, seeds)
+    plan_path = cache / "plan.json"
+    remaining = None
+    if plan_path.exists():
+        plan = json.loads(plan_path.read_text())
+        remaining = sum(plan[n][m]["total"] for n, m, _ in missing if n in plan and m in plan[n]) / 3600
+    failed = [
+        json.loads((cache / "failed" / f"{run_key(n, families[n], m, s)}.json").read_text())
+        for n, m, s in missing
+        if (cache / "failed" / f"{run_key(n, families[n], m, s)}.json").exists()
+    ]
+    compute = {
+        "failed": [{k: f[k] for k in ("family", "method", "seed", "error")} for f in failed],
+        "complete": len(runs),
+        "planned": len(runs) + len(missing),
+        "wall_hours": sum(r["seconds"] for r in runs) / 3600,
+        "cpu_hours": sum(r["cpu_seconds"] for r in runs) / 3600,
+        "eval_share": sum(r["eval_cpu"] for r in runs) / max(sum(r["cpu_seconds"] for r in runs), 1e-9),
+        "remaining_hours": remaining,
+        "missing": [list(m) for m in missing],
+    }
+    payload = {
+        "families": families,
+        "methods": {m: s._asdict() for m, s in METHODS.items()},
+        "heterogeneity": HETEROGENEITY,
+        "seeds": seeds,
+        "target": TARGET,
+        "compute": compute,
+        "summary": summary,
+        "machine": {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count()},
+        "runs": runs,
+    }
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "ppo_comparison.json").write_text(json.dumps(payload, indent=1, default=str))
+    (output / "ppo_comparison.md").write_text(markdown(summary, families, seeds, compute))
+    (output / "ppo_comparison_hyperparams.md").write_text(hyperparams_markdown(families))
+    if summary:
+        plot(runs, summary, output / "ppo_comparison.png")
+    return payload
+
+
+def sweep(
+    families: dict[str, dict[str, Any]],
+    cache: pathlib.Path,
+    seeds: list[int],
+    log: Progress,
+    only_families: list[str] | None = None,
+    only_methods: list[str] | None = None,
+    retry_failed: bool = False,
+) -> None:
+    """
+    Run every missing run: family by family (cheap first), seed by seed with the methods interleaved; the local-only
+    runs (``N`` models each, the slowest and not part of the wall-clock comparison) after every family's others.
+    A run that raises (e.g. a diverged policy) is logged and recorded under ``failed/``, and skipped next time unless
+    ``retry_failed``.
+    """
+    plan_path = cache / "plan.json"
+    plan = json.loads(plan_path.read_text()) if plan_path.exists() else {}
+    _, missing = load_runs(cache, families, seeds)
+    todo = [
+        (n, m, s)
+        for n, m, s in missing
+        if (only_families is None or n in only_families) and (only_methods is None or m in only_methods)
+    ]
+    todo.sort(key=lambda job: METHODS[job[1]].local)  # stable: keeps the family / seed / method order otherwise
+    log(f"sweep: {len(todo)} runs to do (pid {os.getpid()})")
+    started = time.perf_counter()
+    for i, (name, method, seed) in enumerate(todo):
+        family = families[name]
+        key = run_key(name, family, method, seed)
+        failed = cache / "failed" / f"{key}.json"
+        if failed.exists() and not retry_failed:
+            log(f"skip {i + 1}/{len(todo)} {name} {method} seed {seed}: failed before ({failed}; --retry-failed reruns it)")
+            continue
+        cached_references(cache, name, family, seeds)
+        began = (time.perf_counter(), time.process_time())
+        try:
+            result = run(name, family, method, seed)
+        except (ValueError, FloatingPointError, RuntimeError) as error:  # a run that blew up: logged, the sweep goes on
+            message = str(error).splitlines()[0] if str(error) else type(error).__name__
+            spent = {"seconds": time.perf_counter() - began[0], "cpu_seconds": time.process_time() - began[1]}
+            _write_json(failed, {"family": name, "method": method, "seed": seed, "error": message, **spent})
+            log(f"FAILED {i + 1}/{len(todo)} {name} {method} seed {seed}: {message}")
+            continue
+        _write_json(cache / f"{key}.json", result)
+        left = sum(plan.get(n, {}).get(m, {}).get("total", 0.0) for n, m, _ in todo[i + 1 :])
+        log(
+            f"done {i + 1}/{len(todo)} {name} {method} seed {seed}: J = {result['final_global']:.2f}, "
+            f"{result['seconds'] / 60:.1f} min wall, {result['cpu_seconds'] / 60:.1f} min CPU "
+            f"(evaluation {100 * result['eval_wall'] / result['seconds']:.0f} %); "
+            f"sweep {(time.perf_counter() - started) / 3600:.2f} h, ~{left / 3600:.1f} CPU h left by the plan"
+        )
+    log("sweep finished")
+
+
+def main(argv: list[str] | None = None, output: pathlib.Path | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--plan", action="store_true", help="measure one short run per (family, method), print the cost")
+    parser.add_argument("--sweep", action="store_true", help="run the missing runs (cached one by one), then report")
+    parser.add_argument("--quick", action="store_true", help="tiny budgets, CartPole and LQR, two seeds: plan, sweep, report")
+    parser.add_argument("--families", nargs="*", default=None, help="families to plan / run now (default: all)")
+    parser.add_argument("--methods", nargs="*", default=None, choices=list(METHODS), help="methods to plan / run now")
+    parser.add_argument("--retry-failed", action="store_true", help="--sweep: rerun the runs that failed before")
+    parser.add_argument("--cache", type=pathlib.Path, default=None, help="folder of the cached runs")
+    parser.add_argument("--output", type=pathlib.Path, default=None, help="folder for the JSON, PNG and table")
+    args = parser.parse_args(argv)
+    quick_dir = ROOT / "runs" / "ppo_comparison_quick"
+    output = output or args.output or (quick_dir if args.quick else RESULTS)
+    families = QUICK_FAMILIES if args.quick else FAMILIES
+    seeds = list(SEEDS[:2] if args.quick else SEEDS)
+    cache = args.cache or (output / "ppo_comparison_runs" if args.quick else CACHE)
+    unknown = set(args.families or ()) - set(families)
+    if unknown:
+        parser.error(f"unknown families {sorted(unknown)}; choose from {sorted(families)}")
+    log = Progress(cache / "progress.log")
+    if args.plan or args.quick:
+        plan_path = cache / "plan.json"
+        plan = json.loads(plan_path.read_text()) if plan_path.exists() else {}
+        for name, per_method in measure_plan(families, cache, seeds, log, args.families, args.methods).items():
+            plan.setdefault(name, {}).update(per_method)
+        _write_json(plan_path, plan)
+    if args.sweep or args.quick:
+        sweep(families, cache, seeds, log, args.families, args.methods, args.retry_failed)
+    return report(families, cache, seeds, output)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,135 @@
+"""The comparison at real budgets (benchmarks/ppo_comparison.py): its scoring, and a --quick run end to end."""
+
+import importlib
+import json
+import pathlib
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def pc(monkeypatch):
+    # ppo_comparison.py imports comparison.py, heterogeneity.py and noise_correction.py from its own folder
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    sys.modules.pop("ppo_comparison", None)
+    return importlib.import_module("ppo_comparison")
+
+
+def test_target_steps_wall_and_stability(pc):
+    ref = {"random": 10.0, "best": 110.0}
+    run = {
+        "timesteps": [0, 100, 200, 300, 400, 500],
+        "global_return": [10.0, 60.0, 100.0, 95.0, 99.0, 110.0],  # scores 0, .5, .9, .85, .89, 1
+        "wall": [0.0, 1.0, 2.0, 3.0, 4.0, 5.0],
+        "cpu": [0.0, 0.5, 1.5, 2.5, 3.5, 4.5],
+    }
+    np.testing.assert_allclose(pc.score_of(run["global_return"], ref), [0, 0.5, 0.9, 0.85, 0.89, 1.0])
+    stats = pc.target_stats(run, ref)
+    assert stats == {"steps": 200.0, "wall": 2.0, "cpu": 1.5, "stability": pytest.approx(1 / 3)}
+    assert pc.target_stats({**run, "global_return": [10.0] * 6}, ref)["steps"] is None
+    # LQR: the score is C̄*/C̄ of the returns −C̄ (a destabilising gain, −inf, scores 0)
+    np.testing.assert_allclose(pc.score_of([-20.0, -10.0, -np.inf], {"optimal": -10.0}), [0.5, 1.0, 0.0])
+    # the median over seeds counts a miss as never reaching the target
+    assert pc._median_with_misses([100.0, None, 300.0]) == 300.0
+    assert pc._median_with_misses([100.0, None, None]) is None
+
+
+def test_lqr_returns_are_the_exact_costs_of_the_policy_gain(pc):
+    import types
+
+    import torch as th
+
+    family = pc.FAMILIES["lqr"]
+    lqr = pc.LQRReturns(family, pc.HETEROGENEITY)
+    # the noise benchmark's evaluator (C̄(K) / C̄*) on the same family, as an independent path through the library
+    ratio = pc.nc.lqr_evaluator({**pc.nc.LQR, "n_agents": family["n_agents"]})
+    rng = np.random.default_rng(0)
+    for scale in (0.0, 0.05):
+        weight = th.as_tensor(scale * rng.standard_normal(lqr.problem.B.T.shape), dtype=th.float32)
+        model = types.SimpleNamespace(policy=types.SimpleNamespace(action_net=types.SimpleNamespace(weight=weight)))
+        returns = lqr(model, None, 1)
+        assert returns.shape == (family["n_agents"],)
+        assert -returns.mean() / lqr.optimal_cost == pytest.approx(ratio(model), rel=1e-9)
+        assert -returns.mean() > lqr.optimal_cost
+    assert pc.reference_returns(family, 0) == {
+        "random": None,
+        "zero": pytest.approx(float(np.mean(lqr.returns(0 * weight.numpy())))),
+    }
+
+
+def test_acceptance_picks_the_faster_fedppo_variant(pc):
+    cell = {"complete": 3, "mean": 0.0}
+    cells = {
+        "fedppo": {**cell, "steps_to_target": 5e4, "wall_to_target": 30.0},
+        "fedppo_corr": {**cell, "steps_to_target": 4e4, "wall_to_target": 90.0},
+        "ppo": {**cell, "steps_to_target": 4e4, "wall_to_target": 60.0},
+    }
+    assert pc.acceptance(cells) == {"best_fedppo": "fedppo_corr", "steps_ok": True, "wall_ok": False}
+    cells["fedppo_corr"]["steps_to_target"] = None
+    assert pc.acceptance(cells) == {"best_fedppo": "fedppo", "steps_ok": False, "wall_ok": True}
+    assert pc.acceptance({"ppo": cells["ppo"]})["steps_ok"] is None  # pending, not a miss
+
+
+def test_run_key_follows_the_library_defaults(pc, monkeypatch):
+    # a changed constructor default of the algorithm (e.g. the lead's anchor_batches) must start new runs
+    family = pc.QUICK_FAMILIES["cartpole"]
+    key = pc.run_key("cartpole", family, "fedpg", 0)
+    assert key == pc.run_key("cartpole", family, "fedpg", 0)
+    real = pc._constructor_defaults
+    monkeypatch.setattr(pc, "_constructor_defaults", lambda cls: {**real(cls), "anchor_batches": 7})
+    assert pc.run_key("cartpole", family, "fedpg", 0) != key
+
+
+def test_quick_lqr_plan_sweep_report(pc, tmp_path, monkeypatch):
+    real_run = pc.run
+
+    def run(name, family, method, seed):
+        if family["budget"] == pc.QUICK_FAMILIES["lqr"]["budget"] and (method, seed) == ("ppo", 1):
+            raise ValueError("the gain destabilises the closed loop (a stand-in for a diverged run)")
+        return real_run(name, family, method, seed)
+
+    monkeypatch.setattr(pc, "run", run)
+    payload = pc.main(["--quick", "--families", "lqr"], output=tmp_path)
+    plan = json.loads((tmp_path / "ppo_comparison_runs" / "plan.json").read_text())
+    assert set(plan["lqr"]) == {"fedpg", "fedppo_corr", "ppo"}
+    runs = payload["runs"]
+    expected = {(m, s) for m in ("fedpg", "fedppo_corr", "ppo") for s in (0, 1)} - {("ppo", 1)}
+    assert {(r["method"], r["seed"]) for r in runs} == expected
+    budget = pc.QUICK_FAMILIES["lqr"]["budget"]
+    for run in runs:
+        assert budget <= run["timesteps"][-1] <= 2 * budget
+        assert len(run["timesteps"]) == len(run["global_return"]) == len(run["wall"]) == len(run["cpu"])
+        assert np.all(np.diff(run["wall"]) >= 0) and run["wall"][-1] <= run["seconds"]
+        assert 0 < run["eval_wall"] < run["seconds"]
+    cell = payload["summary"]["lqr"]
+    optimal = cell["reference"]["optimal"]
+    # exact evaluation: no gain beats the Riccati optimum, and J is −C̄(K) of the gain the model holds
+    assert all(max(r["global_return"]) <= optimal * (1 - 1e-9) for r in runs)
+    assert all(0 < c["score"] <= 1 for c in cell["methods"].values() if c["complete"])
+    table = (tmp_path / "ppo_comparison.md").read_text()
+    assert "| lqr | FederatedPPO + correction | 2/2 |" in table and "| lqr | SB3 PPO (central, pooled) | 1/2 |" in table
+    assert "Runs complete: 5 of 20" in table  # CartPole's 14 runs are pending, one LQR run failed
+    assert "Failed (not in the table): lqr SB3 PPO (central, pooled) seed 1: the gain destabilises" in table
+    assert "cartpole" in table and "Families with no completed run yet: cartpole." in table
+    assert (tmp_path / "ppo_comparison.png").stat().st_size > 1000
+    log = (tmp_path / "ppo_comparison_runs" / "progress.log").read_text()
+    assert "sweep: 6 runs to do" in log and "done 5/6" in log and "FAILED 6/6 lqr ppo seed 1" in log
+    # a second call resumes from the cache: nothing reruns (the failed run is skipped), the same outputs
+    again = pc.main(["--quick", "--families", "lqr"], output=tmp_path)
+    assert json.loads(json.dumps(again["summary"])) == json.loads(json.dumps(payload["summary"]))
+    log = (tmp_path / "ppo_comparison_runs" / "progress.log").read_text()
+    assert "sweep: 1 runs to do" in log and "skip 1/1 lqr ppo seed 1: failed before" in log
+
+
+@pytest.mark.slow
+def test_quick_every_method(pc, tmp_path):
+    payload = pc.main(["--quick"], output=tmp_path)
+    assert {r["method"] for r in payload["runs"] if r["family"] == "cartpole"} == set(pc.METHODS)
+    local = [r for r in payload["runs"] if r["method"] == "local_ppo"]
+    n = pc.QUICK_FAMILIES["cartpole"]["n_agents"]
+    assert all(len(r["final_per_agent"]) == n and r["timesteps"][-1] >= pc.QUICK_FAMILIES["cartpole"]["budget"] for r in local)
+    assert "Runs complete: 20 of 20" in (tmp_path / "ppo_comparison.md").read_text()
