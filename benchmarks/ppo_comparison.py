@@ -22,13 +22,13 @@ for each run: env steps and training wall-clock to the first evaluation at the t
 stability, the fraction of later evaluations still at the target.
 
 All runs of a family are interleaved (seed by seed, every method in turn) in one worker process so that machine
-load affects every method alike; each run is cached as JSON under ``runs/ppo_comparison/`` keyed by a hash of its
+load affects every method alike; each run is cached as JSON under ``benchmarks/cache/ppo_comparison/`` (committed) keyed by a hash of its
 full configuration (the algorithm's constructor defaults included, so a changed library default starts new runs),
 so the sweep resumes where it stopped.
 
 Run: ``python benchmarks/ppo_comparison.py --plan`` (measure one short run per family and method, print the
 estimated cost), ``--sweep`` (run what is missing; long: use ``nohup nice -n 10 ... &``; progress in
-``runs/ppo_comparison/progress.log``), then without flags to rebuild ``benchmarks/results/ppo_comparison.{json,md,png}``
+``benchmarks/cache/ppo_comparison/progress.log``, not committed), then without flags to rebuild ``benchmarks/results/ppo_comparison.{json,md,png}``
 from the cached runs. ``--quick`` runs all three on tiny budgets into ``runs/ppo_comparison_quick/``.
 """
 
@@ -56,7 +56,8 @@ import noise_correction as nc  # the sampled-LQR hyperparameters
 
 ROOT = cmp.ROOT
 RESULTS = cmp.RESULTS
-CACHE = ROOT / "runs" / "ppo_comparison"
+# tracked (not under the ignored runs/): the sweep spans sittings and resumes from a fresh clone
+CACHE = ROOT / "benchmarks" / "cache" / "ppo_comparison"
 VERSION = 1
 HETEROGENEITY = 1.0
 SEEDS = (0, 1, 2)
