@@ -57,6 +57,8 @@ DEFAULT_RUN_CONFIG: dict[str, bool | int | float | str] = {
     "min-agents": 1,
     "wait-for-agents-s": 120.0,
     "phase-timeout-s": 300.0,
+    # seconds between the server's pulls of the replies of a phase
+    "reply-poll-s": 0.05,
     "max-update-norm": 1e6,
     # relative bound: a reply whose norm exceeds this many times the median norm of its phase's replies is
     # rejected (needs >= 3 replies; 0 disables)
@@ -87,6 +89,9 @@ DEFAULT_RUN_CONFIG: dict[str, bool | int | float | str] = {
 }
 
 TASKS = ("neural", "tabular")
+#: Faults a Flower agent can be told to show: a corrupted reply (:data:`FAULT_KINDS`) or ``crash``: the process
+#: that computes the agent (its worker, or the ClientApp) kills itself with SIGKILL before replying.
+FLOWER_FAULT_KINDS = (*FAULT_KINDS, "crash")
 FAULT_PHASES = ("grad", "local")
 
 
@@ -102,6 +107,7 @@ class FlowerRunConfig:
     :param min_agents: fewest agents whose replies make a phase valid; with fewer the round is skipped
     :param wait_for_agents_s: how long to wait at start for ``max(num_agents, min_agents)`` agents
     :param phase_timeout_s: how long the server waits for the replies of one phase
+    :param reply_poll_s: seconds between the server's pulls of a phase's replies
     :param max_update_norm: replies (anchors, parameter changes) with a larger norm are rejected
     :param max_update_norm_ratio: replies whose norm exceeds this many times the median norm of the phase's replies
         are rejected (with at least 3 replies; ``None``: no relative bound)
@@ -138,7 +144,7 @@ class FlowerRunConfig:
     :param tabular_gamma: Garnet discount factor
     :param tabular_tau: entropy temperature of the tabular objective
     :param fault_agent: partition id of the agent that corrupts its replies (``-1``: none)
-    :param fault_kind: ``none``, ``nan``, ``shape`` or ``huge``
+    :param fault_kind: ``none``, ``nan``, ``shape``, ``huge`` or ``crash`` (see :data:`FLOWER_FAULT_KINDS`)
     :param fault_phase: ``grad`` (the anchor) or ``local`` (the parameter change)
     :param fault_rounds: rounds (1-based) in which the fault happens (empty: every round)
     """
@@ -150,6 +156,7 @@ class FlowerRunConfig:
     min_agents: int = 1
     wait_for_agents_s: float = 120.0
     phase_timeout_s: float = 300.0
+    reply_poll_s: float = 0.05
     max_update_norm: float | None = 1e6
     max_update_norm_ratio: float | None = 10.0
     aggregator: str = "mean"
@@ -324,14 +331,14 @@ def parse_run_config(run_config: Mapping[str, Any] | None = None, **overrides: A
         raise ValueError(f"run config 'aggregator' must be one of {AGGREGATOR_NAMES}, got {config.aggregator!r}")
     if config.task not in TASKS:
         raise ValueError(f"run config 'task' must be one of {TASKS}, got {config.task!r}")
-    if config.fault_kind not in FAULT_KINDS:
-        raise ValueError(f"run config 'fault-kind' must be one of {FAULT_KINDS}, got {config.fault_kind!r}")
+    if config.fault_kind not in FLOWER_FAULT_KINDS:
+        raise ValueError(f"run config 'fault-kind' must be one of {FLOWER_FAULT_KINDS}, got {config.fault_kind!r}")
     if config.fault_phase not in FAULT_PHASES:
         raise ValueError(f"run config 'fault-phase' must be one of {FAULT_PHASES}, got {config.fault_phase!r}")
     for name in ("num_rounds", "min_agents", "local_steps", "max_skipped_rounds"):
         if getattr(config, name) < 1:
             raise ValueError(f"run config {name.replace('_', '-')!r} must be >= 1, got {getattr(config, name)}")
-    for name in ("phase_timeout_s", "wait_for_agents_s", "learning_rate", "server_learning_rate"):
+    for name in ("phase_timeout_s", "reply_poll_s", "wait_for_agents_s", "learning_rate", "server_learning_rate"):
         if not getattr(config, name) > 0:
             raise ValueError(f"run config {name.replace('_', '-')!r} must be > 0, got {getattr(config, name)}")
     if config.num_agents < 0:

@@ -1,6 +1,12 @@
 """
-A real Flower deployment on 127.0.0.1: one SuperLink, N SuperNodes (one agent each), ``flwr run``,
-and a clean shutdown of every process this launcher started (by PID / process group).
+A real Flower deployment on 127.0.0.1: one SuperLink, N SuperNodes (one agent each), beside each
+SuperNode its long-lived agent worker (:mod:`sb3_fedpg.flower.worker`, supervised: restarted when it
+dies), ``flwr run``, and a clean shutdown of every process this launcher started (by process group).
+
+The SuperNodes run with ``FLWR_SUPEREXEC_TASK_POLL_INTERVAL=0.1`` (their SuperExec looks for new
+messages every 0.1 s instead of 1 s) and the ServerApp pulls replies every ``reply-poll-s``: with the
+agent in its worker, a round costs about what Flower's own message passing costs (see
+``benchmarks/flower_overhead.py``).
 
 Optionally with TLS (a throw-away CA and server certificate made at run time with ``cryptography``)
 and SuperNode authentication (one EC key pair per SuperNode, registered with
@@ -32,6 +38,9 @@ from typing import Any
 #: The Flower app folder (``[tool.flwr.app]``) that ``flwr run`` packages.
 APP_DIR = pathlib.Path(__file__).resolve().parents[2] / "flower_app"
 CONNECTION = "loopback"
+#: Seconds between the SuperExec's polls for new messages (flwr's default is 1 s; the variable is read by
+#: ``flwr.supercore.superexec.run_superexec``).
+SUPEREXEC_POLL_S = "0.1"
 
 
 def free_port() -> int:
@@ -158,10 +167,18 @@ class LoopbackDeployment:
     :param tls: TLS with a CA made at run time
     :param auth: SuperNode authentication (implies ``tls``); every started node is registered first
     :param app_dir: the Flower app folder given to ``flwr run``
+    :param workers: start a long-lived agent worker beside each SuperNode (the supported, fast configuration);
+        ``False``: every message builds the agent in Flower's per-message ClientApp process (seconds per message)
     """
 
     def __init__(
-        self, workdir: str | os.PathLike, n_agents: int, tls: bool = False, auth: bool = False, app_dir: str | None = None
+        self,
+        workdir: str | os.PathLike,
+        n_agents: int,
+        tls: bool = False,
+        auth: bool = False,
+        app_dir: str | None = None,
+        workers: bool = True,
     ) -> None:
         self.workdir = pathlib.Path(workdir).resolve()
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -169,6 +186,7 @@ class LoopbackDeployment:
         self.auth = auth
         self.tls = tls or auth  # the SuperLink refuses SuperNode auth without TLS
         self.app_dir = pathlib.Path(app_dir) if app_dir else APP_DIR
+        self.workers = workers
         # flwr 1.42 serves the Fleet, Control and Runtime APIs over HTTP on one port.
         self.port = free_port()
         self.env = {
@@ -177,6 +195,7 @@ class LoopbackDeployment:
             "FLWR_TELEMETRY_ENABLED": "0",
             "FLWR_DISABLE_UPDATE_CHECK": "1",
             "PYTHONUNBUFFERED": "1",
+            "FLWR_SUPEREXEC_TASK_POLL_INTERVAL": SUPEREXEC_POLL_S,
         }
         self.processes: dict[str, subprocess.Popen] = {}
         self.tls_files = make_tls_files(self.workdir / "certificates") if self.tls else None
@@ -231,7 +250,7 @@ class LoopbackDeployment:
 
     def start_supernode(self, agent: int, register: bool = True, key_name: str | None = None) -> subprocess.Popen:
         """
-        Start the SuperNode of agent ``agent``.
+        Start the SuperNode of agent ``agent`` (and its agent worker, unless ``workers=False``).
 
         :param agent: its partition id
         :param register: with ``auth``: register its public key first (``False`` shows a refused node)
@@ -239,6 +258,14 @@ class LoopbackDeployment:
         :return: the process
         """
         name = key_name or f"node{agent}"
+        node_config = f"partition-id={agent} num-partitions={self.n_agents}"
+        if self.workers:
+            from sb3_fedpg.flower.client_app import WORKER_KEY
+
+            # The supervisor makes the private folder and a fresh secret; the ClientApps read it there.
+            folder = self.worker_dir(name)
+            self._spawn(f"worker_{name}", [sys.executable, "-m", "sb3_fedpg.flower.worker", "--dir", str(folder)])
+            node_config += f" {WORKER_KEY}={json.dumps(str(folder))}"
         command = [
             "flower-supernode",
             *self._security_args(node=True),
@@ -249,9 +276,8 @@ class LoopbackDeployment:
             "--port",
             str(free_port()),
             "--node-config",
-            f"partition-id={agent} num-partitions={self.n_agents}",
-            "--max-retries",
-            "3",
+            node_config,
+            # No --max-retries: like Flower's default, a SuperNode keeps reconnecting to a SuperLink that restarts.
         ]
         if self.auth:
             private, public = make_node_key(self.workdir / "keys", name)
@@ -259,6 +285,26 @@ class LoopbackDeployment:
                 self.flwr("supernode", "register", str(public), CONNECTION, check=True)
             command += ["--auth-supernode-private-key", str(private)]
         return self._spawn(name, command)
+
+    def worker_dir(self, name: str) -> pathlib.Path:
+        """
+        :param name: the SuperNode's name (``node<i>``)
+        :return: the private folder of its agent worker
+        """
+        return self.workdir / "workers" / name
+
+    def kill_worker(self, agent: int) -> int:
+        """
+        Kill agent ``agent``'s worker process at once (SIGKILL), as a crash would; its supervisor restarts it.
+
+        :param agent: the agent
+        :return: the killed process id
+        """
+        from sb3_fedpg.flower.worker import PID_FILE
+
+        pid = int((self.worker_dir(f"node{agent}") / PID_FILE).read_text())
+        os.kill(pid, signal.SIGKILL)
+        return pid
 
     def start(self) -> LoopbackDeployment:
         """:return: this deployment, with the SuperLink and all SuperNodes started"""

@@ -89,7 +89,16 @@ class ServerOutputs:
 
 def _fingerprint(config: FlowerRunConfig) -> dict[str, Any]:
     # What must match to resume: the problem and the algorithm, not the run length or the outputs.
-    skip = {"num_rounds", "resume", "output_dir", "log_formats", "wait_for_agents_s", "phase_timeout_s", "num_agents"}
+    skip = {
+        "num_rounds",
+        "resume",
+        "output_dir",
+        "log_formats",
+        "wait_for_agents_s",
+        "phase_timeout_s",
+        "reply_poll_s",
+        "num_agents",
+    }
     return {
         k: list(v) if isinstance(v, tuple) else v
         for k, v in vars(config).items()

@@ -16,11 +16,11 @@ from logging import INFO, WARNING
 from typing import Any
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
+from flwr.app import Array, ArrayRecord, Context, Message, RecordDict
 from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 
-from sb3_fedpg.flower.client_app import PHASE_GRAD, PHASE_LOCAL
+from sb3_fedpg.flower.client_app import MESSAGE_ARRAYS, PHASE_GRAD, PHASE_LOCAL
 from sb3_fedpg.flower.config import FlowerRunConfig, parse_run_config
 from sb3_fedpg.flower.outputs import ServerOutputs
 
@@ -40,6 +40,54 @@ def wait_for_agents(grid: Any, n_wanted: int, timeout: float) -> list[int]:
         if len(nodes) >= n_wanted or time.monotonic() >= deadline:
             return nodes
         time.sleep(0.2)
+
+
+def phase_messages(
+    node_ids: Iterable[int], content: RecordDict, message_type: str, server_round: int, ttl: float
+) -> list[Message]:
+    """
+    One phase's messages, the same content for every node; the round travels as the group id.
+
+    :param node_ids: destination nodes
+    :param content: the content
+    :param message_type: ``train.grad`` or ``train.local``
+    :param server_round: the round
+    :param ttl: the messages' lifetime in seconds
+    :return: the messages
+    """
+    # A message lives as long as the server waits for its reply (not Flower's 12-hour default): a SuperNode
+    # that reconnects later does not work on a phase the server has already closed.
+    return [
+        Message(content=content, dst_node_id=node, message_type=message_type, group_id=str(server_round), ttl=ttl)
+        for node in node_ids
+    ]
+
+
+def push_and_pull(grid: Any, messages: list[Message], timeout: float, poll_s: float) -> list[Message]:
+    """
+    Push the messages and pull their replies every ``poll_s`` seconds until all arrived or ``timeout`` passed.
+
+    ``Grid.send_and_receive`` of flwr 1.42's deployment grid sleeps 3 s between pulls: a phase whose replies arrive
+    after 0.5 s would still take 3 s. The public ``push_messages``/``pull_messages`` with a short poll cost a few
+    cheap requests per second instead.
+
+    :param grid: the ServerApp's grid
+    :param messages: the messages (their ids are set by the push)
+    :param timeout: seconds to wait for the replies
+    :param poll_s: seconds between pulls
+    :return: the replies that arrived in time
+    """
+    pending = {message_id for message_id in grid.push_messages(messages) if message_id}
+    deadline = time.monotonic() + timeout
+    replies: list[Message] = []
+    while pending:
+        arrived = list(grid.pull_messages(pending))
+        replies += arrived
+        pending -= {reply.metadata.reply_to_message_id for reply in arrived}
+        if not pending or time.monotonic() >= deadline:
+            break
+        time.sleep(poll_s)
+    return replies
 
 
 def screen_replies(
@@ -128,19 +176,8 @@ class FedPGServer:
         """
 
         config = self.config
-        messages = [
-            # A message lives as long as the server waits for its reply (not Flower's 12-hour default): a SuperNode
-            # that reconnects later does not work on a phase the server has already closed.
-            Message(
-                content=content,
-                dst_node_id=node,
-                message_type=message_type,
-                group_id=str(server_round),
-                ttl=config.phase_timeout_s,
-            )
-            for node in node_ids
-        ]
-        replies = self.grid.send_and_receive(messages, timeout=config.phase_timeout_s)
+        messages = phase_messages(node_ids, content, message_type, server_round, config.phase_timeout_s)
+        replies = push_and_pull(self.grid, messages, config.phase_timeout_s, config.reply_poll_s)
         # Match replies by reply_to_message_id: an error reply may name the SuperLink as its source.
         node_of = {m.metadata.message_id: m.metadata.dst_node_id for m in messages}
         received: list[tuple[int, Any, Any]] = []
@@ -187,9 +224,7 @@ class FedPGServer:
         """
         from sb3_fedpg.common import fedmath
 
-        content = RecordDict(
-            {"params": ArrayRecord({"params": Array(params)}), "config": ConfigRecord({"round": server_round})}
-        )
+        content = RecordDict({MESSAGE_ARRAYS: ArrayRecord({"params": Array(params)})})
         anchors, metrics, problems = self.exchange(nodes, content, PHASE_GRAD, server_round, "anchor", params.shape[0])
         self.agent_of.update({node: int(m.get("agent", node)) for node, m in metrics.items()})
         accepted = self._in_agent_order(anchors)
@@ -219,13 +254,9 @@ class FedPGServer:
         from sb3_fedpg.common import fedmath
 
         config = self.config
-        content = RecordDict(
-            {
-                "params": ArrayRecord({"params": Array(params)}),
-                "global-grad": ArrayRecord({"global-grad": Array(np.asarray(global_grad, dtype=params.dtype))}),
-                "config": ConfigRecord({"round": server_round, "learning-rate": config.learning_rate}),
-            }
-        )
+        # One record per message (each record and array is one more object to push and pull in a deployment).
+        arrays = {"params": Array(params), "global-grad": Array(np.asarray(global_grad, dtype=params.dtype))}
+        content = RecordDict({MESSAGE_ARRAYS: ArrayRecord(arrays)})
         deltas, metrics, problems = self.exchange(nodes, content, PHASE_LOCAL, server_round, "delta", params.shape[0])
         accepted = self._in_agent_order(deltas)
         out: dict[str, Any] = {
