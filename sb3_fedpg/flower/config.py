@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from sb3_fedpg import __version__
 from sb3_fedpg.common.adversarial import FAULT_KINDS
 from sb3_fedpg.common.hyperparams import AGGREGATOR_NAMES, FedPGHyperparams
 
@@ -50,6 +51,8 @@ DEFAULT_RUN_CONFIG: dict[str, bool | int | float | str] = {
     # what the agents learn: "neural" (FederatedPG on a heterogeneous Gymnasium family) or
     # "tabular" (exact softmax policy gradients on a Garnet MDP, deterministic)
     "task": "neural",
+    # the sb3-fedpg version the app was packaged for: every process of a run refuses another installed version
+    "sb3-fedpg-version": __version__,
     "num-rounds": 5,
     "seed": 0,
     # participation and faults
@@ -70,6 +73,8 @@ DEFAULT_RUN_CONFIG: dict[str, bool | int | float | str] = {
     "output-dir": "runs/flower",
     "resume": False,
     "log-formats": "csv",
+    # W&B project of the ServerApp's metrics when log-formats names "wandb" (WANDB_MODE=offline works without network)
+    "wandb-project": "sb3-fedpg",
     # FederatedPG hyperparameters (same names as its constructor, kebab-case; defaults from FedPGHyperparams)
     "env-id": "sb3_fedpg/HeteroCartPole-v0",
     "heterogeneity": 1.0,
@@ -101,6 +106,7 @@ class FlowerRunConfig:
     The typed run configuration (see :data:`DEFAULT_RUN_CONFIG` for the kebab-case keys).
 
     :param task: ``"neural"`` or ``"tabular"``
+    :param sb3_fedpg_version: the sb3-fedpg version the app package pins (must be the installed one)
     :param num_rounds: communication rounds ``T``
     :param seed: seed of the initial policy, the agents' environments and the Garnet MDP
     :param num_agents: agents to wait for before round 1 (``0``: ``min_agents``)
@@ -116,7 +122,9 @@ class FlowerRunConfig:
     :param max_skipped_rounds: stop the run after this many consecutive skipped rounds
     :param output_dir: where the server writes the model, the checkpoint and the logs
     :param resume: continue from ``output_dir``'s checkpoint if there is one
-    :param log_formats: SB3 logger formats, comma-separated (``csv``, ``tensorboard``, ``stdout``, ``log``)
+    :param log_formats: SB3 logger formats, comma-separated (``csv``, ``tensorboard``, ``stdout``, ``log``, ``json``), and
+        ``wandb`` (the ServerApp's metrics to Weights & Biases)
+    :param wandb_project: the W&B project (with ``wandb`` in ``log_formats``)
     :param env_id: Gymnasium family id (neural task)
     :param heterogeneity: the family's (or Garnet's) heterogeneity knob
     :param n_envs_per_agent: sub-environments per agent (neural task)
@@ -150,6 +158,7 @@ class FlowerRunConfig:
     """
 
     task: str = "neural"
+    sb3_fedpg_version: str = __version__
     num_rounds: int = 5
     seed: int = 0
     num_agents: int = 0
@@ -164,6 +173,7 @@ class FlowerRunConfig:
     output_dir: str = "runs/flower"
     resume: bool = False
     log_formats: tuple[str, ...] = ("csv",)
+    wandb_project: str = "sb3-fedpg"
     env_id: str = "sb3_fedpg/HeteroCartPole-v0"
     heterogeneity: float = 1.0
     n_envs_per_agent: int = 8
@@ -255,7 +265,7 @@ def _int_list(value: Any, key: str) -> tuple[int, ...]:
 
 
 #: SB3 logger formats a run config may name (``log-formats``).
-LOG_FORMATS = ("stdout", "log", "json", "csv", "tensorboard")
+LOG_FORMATS = ("stdout", "log", "json", "csv", "tensorboard", "wandb")
 
 
 def parse_run_config(run_config: Mapping[str, Any] | None = None, **overrides: Any) -> FlowerRunConfig:
@@ -329,6 +339,11 @@ def parse_run_config(run_config: Mapping[str, Any] | None = None, **overrides: A
             raise ValueError(f"run config {name.replace('_', '-')!r}: {error}") from error
     if config.aggregator not in AGGREGATOR_NAMES:
         raise ValueError(f"run config 'aggregator' must be one of {AGGREGATOR_NAMES}, got {config.aggregator!r}")
+    if config.sb3_fedpg_version != __version__:
+        raise ValueError(
+            f"the Flower app was packaged for sb3-fedpg {config.sb3_fedpg_version} but this machine runs {__version__}: "
+            f"install sb3-fedpg=={config.sb3_fedpg_version} here (or rebuild the app with this version)"
+        )
     if config.task not in TASKS:
         raise ValueError(f"run config 'task' must be one of {TASKS}, got {config.task!r}")
     if config.fault_kind not in FLOWER_FAULT_KINDS:

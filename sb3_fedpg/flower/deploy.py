@@ -26,6 +26,7 @@ import ipaddress
 import json
 import os
 import pathlib
+import re
 import shlex
 import signal
 import socket
@@ -341,6 +342,24 @@ class LoopbackDeployment:
             command += ["--run-config", toml_run_config(run_config)]
         return self._spawn("flwr_run", command)
 
+    def wait_for_run_id(self, process: subprocess.Popen, timeout: float = 120.0) -> int | None:
+        """
+        The run id ``flwr run`` prints once the SuperLink accepted the run (``Successfully started run <id>``).
+
+        :param process: the ``flwr run`` process of :meth:`submit`
+        :param timeout: seconds to wait
+        :return: the run id, or ``None`` if ``flwr run`` ended or timed out without one
+        """
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            match = re.search(r"Successfully started run (\d+)", self.log("flwr_run"))
+            if match:
+                return int(match.group(1))
+            if process.poll() is not None:
+                return None
+            time.sleep(0.1)
+        return None
+
     def run(self, run_config: Mapping[str, Any], timeout: float = 600.0) -> int:
         """
         Submit a run and wait for it to end.
@@ -434,6 +453,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--auth", action="store_true", help="SuperNode authentication (implies --tls)")
     parser.add_argument("--run-config", default="", help='kebab-case overrides, e.g. "num-rounds=3 task=\\"tabular\\""')
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds before the run is stopped")
+    parser.add_argument(
+        "--keep-up",
+        action="store_true",
+        help="after the run, keep the SuperLink, SuperNodes and workers up (for flwr ls/log/run) until Ctrl-C",
+    )
+    parser.add_argument("--no-workers", action="store_true", help="no agent workers: every message builds the agent anew")
     args = parser.parse_args(argv)
 
     workdir = pathlib.Path(args.workdir).resolve()
@@ -443,12 +468,26 @@ def main(argv: list[str] | None = None) -> int:
         run_config[key] = _parse_value(value)
     run_config.setdefault("output-dir", str(workdir / "output"))
     run_config.setdefault("num-agents", args.agents)
-    with LoopbackDeployment(workdir, args.agents, tls=args.tls, auth=args.auth) as deployment:
+    with LoopbackDeployment(workdir, args.agents, tls=args.tls, auth=args.auth, workers=not args.no_workers) as deployment:
         deployment.start()
         print(f"SuperLink and {args.agents} SuperNodes on 127.0.0.1 (logs in {workdir}); running...", flush=True)
-        code = deployment.run(run_config, timeout=args.timeout)
+        process = deployment.submit(run_config)
+        run_id = deployment.wait_for_run_id(process)
+        print(f"run id {run_id}: follow it with `FLWR_HOME={deployment.env['FLWR_HOME']} flwr log {run_id}`", flush=True)
+        code = process.wait(timeout=args.timeout)
         print(deployment.log("flwr_run")[-4000:])
-    print(f"flwr run exited with {code}; outputs in {run_config['output-dir']}")
+        print(f"flwr run exited with {code}; outputs in {run_config['output-dir']}")
+        if args.keep_up:
+            print(
+                f"Federation kept up: export FLWR_HOME={deployment.env['FLWR_HOME']}; then `flwr ls`, `flwr log <run-id>`, "
+                f"`flwr run {deployment.app_dir} {CONNECTION}`, `flwr stop <run-id>`. Ctrl-C stops everything.",
+                flush=True,
+            )
+            try:
+                while deployment.processes["superlink"].poll() is None:
+                    time.sleep(1.0)
+            except KeyboardInterrupt:
+                pass
     return code
 
 

@@ -300,6 +300,19 @@ class FedPGServer:
         if returns:
             logger.record("rollout/ep_rew_mean", float(np.mean(returns)))
         logger.record("time/round_timesteps", sum(float(r.get("num_timesteps", 0.0)) for r in records))
+        # One line per round in the ServerApp's log (what `flwr log <run-id>` shows).
+        values = logger.name_to_value
+        log(
+            INFO,
+            "round %d/%d: %d anchors, %d changes averaged; ep_rew_mean %s, drift %.4g, |g| %.4g",
+            server_round,
+            self.config.num_rounds,
+            len(phase1["nodes"]),
+            len(phase2["nodes"]),
+            f"{values['rollout/ep_rew_mean']:.2f}" if returns else "n/a",
+            values.get("fed/drift", float("nan")),
+            values.get("train/policy_gradient_norm", float("nan")),
+        )
         logger.dump(step=server_round)
 
     def run(self) -> list[np.ndarray]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import pathlib
-import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -59,15 +58,16 @@ def run_simulation(
             "log_to_driver": verbose,
         },
     }
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        flwr_run_simulation(
-            server_app=make_server_app(overrides),
-            client_app=make_client_app(overrides),
-            num_supernodes=n_agents,
-            backend_config=backend_config,  # type: ignore[arg-type]
-            verbose_logging=verbose,
-        )
+    # flwr 1.42 marks run_simulation deprecated in favour of `flwr run` against a simulation connection (see
+    # docs/flower.md); it is still the one in-process entry point that takes Python-side overrides, so it is kept
+    # here, with its deprecation warning left visible.
+    flwr_run_simulation(
+        server_app=make_server_app(overrides),
+        client_app=make_client_app(overrides),
+        num_supernodes=n_agents,
+        backend_config=backend_config,  # type: ignore[arg-type]
+        verbose_logging=verbose,
+    )
     if not checkpoint.exists():
         raise RuntimeError(f"the simulation ended without a checkpoint in {config.output_dir} (see the log above)")
     with np.load(checkpoint) as data:

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from sb3_fedpg import FederatedPG
+from sb3_fedpg.common.wandb_logger import read_offline_history
 from sb3_fedpg.flower.agent import make_tabular_mdp
 from sb3_fedpg.flower.config import parse_run_config
 from sb3_fedpg.flower.simulation import run_simulation
@@ -19,7 +20,7 @@ def read_rounds(folder):
 
 
 @pytest.mark.parametrize("correction", [True, False])
-def test_simulation_matches_in_process_exact_run(tmp_path, correction):
+def test_simulation_matches_in_process_exact_run(tmp_path, correction, monkeypatch):
     # Exact tabular gradients are deterministic: the Flower run must follow the in-process
     # fedmath.fedpg_round run (same Garnet MDP, same θ̄_t sequence) to 1e-10.
     n_agents, rounds, local_steps = 4, 5, 10
@@ -32,7 +33,9 @@ def test_simulation_matches_in_process_exact_run(tmp_path, correction):
         "min-agents": n_agents,
         "tabular-tau": 0.1,
         "output-dir": str(tmp_path / "out"),
+        "log-formats": "csv,wandb" if correction else "csv",
     }
+    monkeypatch.setenv("WANDB_MODE", "offline")
     history = run_simulation(n_agents, run_config, num_cpus=2)
     config = parse_run_config(run_config)
     reference = exact_federated_run(
@@ -44,6 +47,10 @@ def test_simulation_matches_in_process_exact_run(tmp_path, correction):
     np.testing.assert_allclose(history, expected, rtol=0, atol=1e-10)
     assert all(r["phase1_agents"] == r["phase2_agents"] == n_agents for r in read_rounds(tmp_path / "out"))
     np.testing.assert_array_equal(np.load(tmp_path / "out" / "params.npy"), history[-1])
+    if correction:  # the ServerApp's metrics reached W&B (offline), one row per round
+        rows = read_offline_history(tmp_path / "out")
+        assert [row["fed/round"] for row in rows] == list(range(1, rounds + 1))
+        assert all(np.isfinite(row["fed/drift"]) for row in rows)
 
 
 @pytest.mark.slow
