@@ -1,6 +1,9 @@
 """
 A no-op Flower app with the messages of one Fast-FedPG round: what Flower itself costs per round.
 
+The ClientApp answers at once with a random vector of the right size (distinct per agent and phase, like real
+replies) and the same metric names.
+
 Imports only Flower and NumPy in the ClientApp; the ServerApp reuses the real server's message builder and
 push/pull loop (:func:`sb3_fedpg.flower.server_app.phase_messages`, :func:`~sb3_fedpg.flower.server_app.push_and_pull`).
 """
@@ -30,8 +33,14 @@ def local(msg: Message, context: Context) -> Message:
 
 def _reply(msg: Message, context: Context, key: str) -> Message:
     params = msg.content.array_records["arrays"]["params"].numpy()
-    metrics = {"agent": int(context.node_config.get("partition-id", 0)), "num-examples": 0}
-    content = RecordDict({key: ArrayRecord({key: Array(np.zeros_like(params))}), "metrics": MetricRecord(metrics)})
+    agent = int(context.node_config.get("partition-id", 0))
+    # A different vector from every agent in every phase, as real replies are: Flower stores objects by content hash,
+    # and identical replies from several nodes would not measure the same path (measured: twice the CPU per round).
+    rng = np.random.default_rng([agent, int(msg.metadata.group_id), key == "delta"])
+    vector = rng.standard_normal(params.shape[0]).astype(params.dtype)
+    content = RecordDict(
+        {key: ArrayRecord({key: Array(vector)}), "metrics": MetricRecord({"agent": agent, "num-examples": 0})}
+    )
     return Message(content, reply_to=msg)
 
 
@@ -49,9 +58,11 @@ def main(grid: Grid, context: Context) -> None:
         t0 = time.perf_counter()
         phase1 = RecordDict({"arrays": ArrayRecord({"params": Array(params)})})
         replies1 = push_and_pull(grid, phase_messages(nodes, phase1, "train.grad", server_round, timeout), timeout, poll)
-        phase2 = RecordDict({"arrays": ArrayRecord({"params": Array(params), "global-grad": Array(params)})})
+        global_grad = params + 1.0  # a second, different array, as in the real phase 2
+        phase2 = RecordDict({"arrays": ArrayRecord({"params": Array(params), "global-grad": Array(global_grad)})})
         replies2 = push_and_pull(grid, phase_messages(nodes, phase2, "train.local", server_round, timeout), timeout, poll)
         ok = [sum(not r.has_error() for r in replies) for replies in (replies1, replies2)]
+        params = params + 1e-3  # the next round's θ̄ differs, as in a real run
         summary = {"round": server_round, "phase1_agents": ok[0], "phase2_agents": ok[1], "round_s": time.perf_counter() - t0}
         with open(out / "rounds.jsonl", "a") as file:
             file.write(json.dumps(summary) + "\n")

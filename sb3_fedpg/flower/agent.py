@@ -166,6 +166,16 @@ class TabularAgent:
         """:return: metrics of the last phase (none)"""
         return {}
 
+    def evaluate(self, theta_bar: np.ndarray) -> dict[str, float]:
+        """
+        :param theta_bar: ``θ̄``
+        :return: ``eval_return``: the exact objective ``J_i(θ̄)`` of this agent (entropy-regularised with ``tau``)
+        """
+        from sb3_fedpg.tabular import agent_objectives
+
+        objective = agent_objectives(self.mdp, theta_bar[None], self.config.tabular_tau)
+        return {"eval_return": float(np.asarray(objective).ravel()[0])}
+
 
 def make_tabular_mdp(config: FlowerRunConfig, n_agents: int):
     """
@@ -310,6 +320,20 @@ class NeuralAgent:
             th.as_tensor(theta_bar), th.as_tensor(anchor[None]), th.as_tensor(global_grad, dtype=th.float32)
         )
         return local[0].detach().cpu().numpy()
+
+    def evaluate(self, theta_bar: np.ndarray) -> dict[str, float]:
+        """
+        The global policy's deterministic return under this agent's reward, on fresh episodes of its environments.
+
+        :param theta_bar: ``θ̄``
+        :return: ``eval_return`` (mean over ``eval_episodes`` episodes per sub-environment) and ``eval_episodes``
+        """
+        from sb3_fedpg.common.evaluation import evaluate_agents
+
+        self.model.set_global_parameters(theta_bar)
+        episodes = self.config.eval_episodes
+        (mean,) = evaluate_agents(self.model, self.model.env, n_episodes_per_env=episodes)
+        return {"eval_return": float(mean), "eval_episodes": episodes * self.config.n_envs_per_agent}
 
     def metrics(self) -> dict[str, float]:
         """:return: metrics of this message's batches (episode returns under the agent's own reward)"""

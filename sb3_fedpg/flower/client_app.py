@@ -26,6 +26,8 @@ from sb3_fedpg.flower.phases import PhaseRequest, answer
 #: Message types of the two phases (``@app.train("grad")`` / ``@app.train("local")``).
 PHASE_GRAD = "train.grad"
 PHASE_LOCAL = "train.local"
+#: Message type of the federated evaluation (``@app.evaluate()``).
+PHASE_EVALUATE = "evaluate"
 #: The one record of a server message: ``params`` (``θ̄``) and, in phase 2, ``global-grad`` (``g``).
 MESSAGE_ARRAYS = "arrays"
 #: Node config key naming the folder of the SuperNode's agent worker.
@@ -102,9 +104,9 @@ def handle(msg: Message, context: Context, phase: str, overrides: Mapping[str, A
     :param msg: the server's message (``train.grad``: ``θ̄``; ``train.local``: ``θ̄`` and ``g``; the round is its
         group id)
     :param context: the ClientApp's context (run config, node config, state)
-    :param phase: ``grad`` or ``local``
+    :param phase: ``grad``, ``local`` or ``evaluate``
     :param overrides: run config entries that take precedence over ``context.run_config``
-    :return: the reply: ``anchor`` (phase 1) or ``delta`` (phase 2), and ``metrics``
+    :return: the reply: ``anchor`` (phase 1) or ``delta`` (phase 2), and ``metrics`` (only those for ``evaluate``)
     """
     agent, n_agents = agent_identity(context)
     arrays = msg.content.array_records[MESSAGE_ARRAYS]
@@ -127,6 +129,8 @@ def handle(msg: Message, context: Context, phase: str, overrides: Mapping[str, A
         vector, metrics = request_worker(str(worker), vars(request), timeout=timeout)
     else:
         vector, metrics = answer(request, ContextMemory(context))
+    if phase == "evaluate":
+        return Message(RecordDict({"metrics": MetricRecord(dict(metrics))}), reply_to=msg)
     return _reply(msg, "anchor" if phase == "grad" else "delta", vector, metrics)
 
 
@@ -136,7 +140,7 @@ def make_client_app(overrides: Mapping[str, Any] | None = None) -> ClientApp:
 
     :param overrides: kebab-case run config entries that take precedence over ``context.run_config``
         (used by :func:`sb3_fedpg.flower.simulation.run_simulation`, whose runs have no run config)
-    :return: the ClientApp answering ``train.grad`` (anchor) and ``train.local`` (local steps)
+    :return: the ClientApp answering ``train.grad`` (anchor), ``train.local`` (local steps) and ``evaluate``
     """
     overrides = dict(overrides or {})
     app = ClientApp()
@@ -148,6 +152,10 @@ def make_client_app(overrides: Mapping[str, Any] | None = None) -> ClientApp:
     @app.train("local")
     def local(msg: Message, context: Context) -> Message:
         return handle(msg, context, "local", overrides)
+
+    @app.evaluate()
+    def evaluate(msg: Message, context: Context) -> Message:
+        return handle(msg, context, "evaluate", overrides)
 
     return app
 

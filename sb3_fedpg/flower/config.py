@@ -69,6 +69,10 @@ DEFAULT_RUN_CONFIG: dict[str, bool | int | float | str] = {
     # server reduction over agents, by name (see sb3_fedpg.common.aggregators.AGGREGATORS)
     "aggregator": "mean",
     "max-skipped-rounds": 3,
+    # federated evaluation: every this many rounds (0: never) each agent returns the global policy's return under its
+    # own reward over eval-episodes deterministic episodes per sub-environment (tabular: the exact J_i)
+    "eval-every": 0,
+    "eval-episodes": 1,
     # outputs
     "output-dir": "runs/flower",
     "resume": False,
@@ -120,6 +124,8 @@ class FlowerRunConfig:
     :param aggregator: the server's reduction over agents for anchors and parameter changes: ``mean`` or a
         Byzantine-robust rule (``median``, ``trimmed_mean``, ``norm_clipped_mean``, ``geometric_median``)
     :param max_skipped_rounds: stop the run after this many consecutive skipped rounds
+    :param eval_every: federated evaluation of the global policy every this many rounds (``0``: never)
+    :param eval_episodes: deterministic evaluation episodes per sub-environment (neural task)
     :param output_dir: where the server writes the model, the checkpoint and the logs
     :param resume: continue from ``output_dir``'s checkpoint if there is one
     :param log_formats: SB3 logger formats, comma-separated (``csv``, ``tensorboard``, ``stdout``, ``log``, ``json``), and
@@ -170,6 +176,8 @@ class FlowerRunConfig:
     max_update_norm_ratio: float | None = 10.0
     aggregator: str = "mean"
     max_skipped_rounds: int = 3
+    eval_every: int = 0
+    eval_episodes: int = 1
     output_dir: str = "runs/flower"
     resume: bool = False
     log_formats: tuple[str, ...] = ("csv",)
@@ -350,12 +358,14 @@ def parse_run_config(run_config: Mapping[str, Any] | None = None, **overrides: A
         raise ValueError(f"run config 'fault-kind' must be one of {FLOWER_FAULT_KINDS}, got {config.fault_kind!r}")
     if config.fault_phase not in FAULT_PHASES:
         raise ValueError(f"run config 'fault-phase' must be one of {FAULT_PHASES}, got {config.fault_phase!r}")
-    for name in ("num_rounds", "min_agents", "local_steps", "max_skipped_rounds"):
+    for name in ("num_rounds", "min_agents", "local_steps", "max_skipped_rounds", "eval_episodes"):
         if getattr(config, name) < 1:
             raise ValueError(f"run config {name.replace('_', '-')!r} must be >= 1, got {getattr(config, name)}")
     for name in ("phase_timeout_s", "reply_poll_s", "wait_for_agents_s", "learning_rate", "server_learning_rate"):
         if not getattr(config, name) > 0:
             raise ValueError(f"run config {name.replace('_', '-')!r} must be > 0, got {getattr(config, name)}")
+    if config.eval_every < 0:
+        raise ValueError(f"run config 'eval-every' must be >= 0 (0: no evaluation), got {config.eval_every}")
     if config.num_agents < 0:
         raise ValueError(f"run config 'num-agents' must be >= 0, got {config.num_agents}")
     if not config.net_arch:

@@ -104,6 +104,8 @@ def _fingerprint(config: FlowerRunConfig) -> dict[str, Any]:
         "output_dir",
         "log_formats",
         "wandb_project",
+        "eval_every",
+        "eval_episodes",
         "wait_for_agents_s",
         "phase_timeout_s",
         "reply_poll_s",

@@ -22,8 +22,9 @@ from sb3_fedpg.common.adversarial import faulty_message
 from sb3_fedpg.flower.agent import AgentState, get_agent, message_seed
 from sb3_fedpg.flower.config import parse_run_config
 
-#: The two phases of a round (Flower message types ``train.grad`` and ``train.local``).
-PHASES = ("grad", "local")
+#: The two phases of a round (Flower message types ``train.grad`` and ``train.local``) and the federated evaluation
+#: of the global policy (``evaluate``).
+PHASES = ("grad", "local", "evaluate")
 
 
 @dataclass
@@ -31,7 +32,7 @@ class PhaseRequest:
     """
     What the server asks of agent ``i`` in one phase.
 
-    :param phase: ``grad`` (reply ``a_i = ĝ_i(θ̄)``) or ``local`` (reply ``Δ_i = θ_{i,H} − θ̄``)
+    :param phase: ``grad`` (reply ``a_i = ĝ_i(θ̄)``), ``local`` (reply ``Δ_i = θ_{i,H} − θ̄``) or ``evaluate`` (metrics only)
     :param run_id: the Flower run (agents of different runs never share memory)
     :param run_config: the run's kebab-case configuration
     :param agent: the agent's index (``partition-id``)
@@ -90,8 +91,8 @@ def answer(request: PhaseRequest, memory: AgentMemory) -> tuple[np.ndarray, dict
 
     :param request: the phase request
     :param memory: where the agent's memory lives
-    :return: the reply vector (after any configured fault injection) and its metrics (``agent``, ``num-examples``
-        and the agent's own)
+    :return: the reply vector (after any configured fault injection; empty for ``evaluate``) and its metrics
+        (``agent``, ``num-examples`` and the agent's own)
     """
     if request.phase not in PHASES:
         raise ValueError(f"unknown phase {request.phase!r}; expected one of {PHASES}")
@@ -99,6 +100,10 @@ def answer(request: PhaseRequest, memory: AgentMemory) -> tuple[np.ndarray, dict
     agent = get_agent(config, request.run_id, request.agent, request.n_agents)
     state, anchor, anchor_round = memory.load()
     server_round = request.server_round
+    if request.phase == "evaluate":  # the agent's memory is left as it is
+        agent.begin(state, message_seed(config, request.agent, server_round, 3))
+        metrics = agent.evaluate(request.params)
+        return np.zeros(0), {"agent": request.agent, "num-examples": int(metrics.get("eval_episodes", 1)), **metrics}
     if request.phase == "grad":
         agent.begin(state, message_seed(config, request.agent, server_round, 1))
         anchor = agent.anchor(request.params)

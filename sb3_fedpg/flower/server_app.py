@@ -20,7 +20,7 @@ from flwr.app import Array, ArrayRecord, Context, Message, RecordDict
 from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 
-from sb3_fedpg.flower.client_app import MESSAGE_ARRAYS, PHASE_GRAD, PHASE_LOCAL
+from sb3_fedpg.flower.client_app import MESSAGE_ARRAYS, PHASE_EVALUATE, PHASE_GRAD, PHASE_LOCAL
 from sb3_fedpg.flower.config import FlowerRunConfig, parse_run_config
 from sb3_fedpg.flower.outputs import ServerOutputs
 
@@ -272,6 +272,58 @@ class FedPGServer:
             out["params"] = np.asarray(new, dtype=params.dtype)
         return out
 
+    def evaluate_phase(self, nodes: list[int], params: np.ndarray, server_round: int) -> dict[str, Any]:
+        """
+        Federated evaluation: every node's return of the global policy under its own reward (``@app.evaluate``).
+
+        :param nodes: the nodes to ask
+        :param params: ``θ̄``
+        :param server_round: the round
+        :return: ``returns`` (agent id → ``eval_return``), ``mean_return`` (over agents; ``None`` without replies),
+            ``num_examples`` (episodes, summed), ``problems`` (node → reason)
+        """
+        from sb3_fedpg.common.validation import clean_metrics
+
+        config = self.config
+        content = RecordDict({MESSAGE_ARRAYS: ArrayRecord({"params": Array(params)})})
+        messages = phase_messages(nodes, content, PHASE_EVALUATE, server_round, config.phase_timeout_s)
+        replies = push_and_pull(self.grid, messages, config.phase_timeout_s, config.reply_poll_s)
+        node_of = {m.metadata.message_id: m.metadata.dst_node_id for m in messages}  # ids are set by the push
+        returns: dict[int, float] = {}
+        problems: dict[int, str] = {}
+        answered: list[int] = []
+        examples = 0
+        for reply in replies:
+            node = node_of.get(reply.metadata.reply_to_message_id)
+            if node is None:
+                continue
+            if reply.has_error():
+                problems[node] = f"error reply (code {reply.error.code}): {reply.error.reason}"
+                continue
+            records = reply.content.metric_records
+            clean, _ = clean_metrics(records["metrics"] if "metrics" in records else {})
+            agent, value = clean.get("agent"), clean.get("eval_return")
+            if agent is None or value is None or agent in returns:
+                problems[node] = "evaluation reply without a valid (or with an already claimed) agent id and eval_return"
+                continue
+            returns[int(agent)] = float(value)
+            answered.append(node)
+            examples += int(clean.get("num-examples", 0))
+        for node in node_of.values():
+            if node not in problems and not any(node == n for n in answered):
+                problems[node] = f"no reply within {config.phase_timeout_s:g} s"
+        for node, problem in sorted(problems.items()):
+            log(WARNING, "round %d evaluate: node %d left out: %s", server_round, node, problem)
+        mean = float(np.mean(list(returns.values()))) if returns else None
+        log(
+            INFO,
+            "round %d evaluate: %d agents, mean return %s",
+            server_round,
+            len(returns),
+            "n/a" if mean is None else f"{mean:.4g}",
+        )
+        return {"returns": dict(sorted(returns.items())), "mean_return": mean, "num_examples": examples, "problems": problems}
+
     def log_round(self, logger: Any, server_round: int, result: Any, phase1: dict[str, Any], phase2: dict[str, Any]) -> None:
         """
         Record the round with the in-process algorithm's metric names (:func:`fedmath.round_metrics`) and
@@ -285,7 +337,8 @@ class FedPGServer:
         """
         from sb3_fedpg.common import fedmath
 
-        for key, value in fedmath.round_metrics(result, self.config.correction).items():
+        values = fedmath.round_metrics(result, self.config.correction)
+        for key, value in values.items():
             logger.record(key, value)
         logger.record("fed/round", server_round)
         logger.record("fed/agents_phase1", len(phase1["nodes"]))
@@ -301,7 +354,6 @@ class FedPGServer:
             logger.record("rollout/ep_rew_mean", float(np.mean(returns)))
         logger.record("time/round_timesteps", sum(float(r.get("num_timesteps", 0.0)) for r in records))
         # One line per round in the ServerApp's log (what `flwr log <run-id>` shows).
-        values = logger.name_to_value
         log(
             INFO,
             "round %d/%d: %d anchors, %d changes averaged; ep_rew_mean %s, drift %.4g, |g| %.4g",
@@ -309,7 +361,7 @@ class FedPGServer:
             self.config.num_rounds,
             len(phase1["nodes"]),
             len(phase2["nodes"]),
-            f"{values['rollout/ep_rew_mean']:.2f}" if returns else "n/a",
+            f"{np.mean(returns):.2f}" if returns else "n/a",
             values.get("fed/drift", float("nan")),
             values.get("train/policy_gradient_norm", float("nan")),
         )
@@ -365,6 +417,16 @@ class FedPGServer:
                 )
                 params = phase2["params"]
                 skipped_in_a_row = 0
+                if config.eval_every and (server_round % config.eval_every == 0 or server_round == config.num_rounds):
+                    t_eval = time.perf_counter()
+                    evaluation = self.evaluate_phase(nodes, params, server_round)
+                    summary.update(eval_returns={str(k): v for k, v in evaluation["returns"].items()})
+                    summary.update(eval_s=time.perf_counter() - t_eval)
+                    if evaluation["mean_return"] is not None:
+                        outputs.logger.record("eval/mean_return", evaluation["mean_return"])
+                        outputs.logger.record("eval/num_examples", evaluation["num_examples"])
+                        for agent, value in evaluation["returns"].items():
+                            outputs.logger.record(f"eval/agent_{agent}/return", value)
                 self.log_round(outputs.logger, server_round, result, phase1, phase2)
             else:
                 skipped_in_a_row += 1

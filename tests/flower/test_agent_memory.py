@@ -65,3 +65,14 @@ def test_phase_two_without_an_anchor_is_refused():
         answer(_request("local", 3, params, params), InProcessMemory())
     with pytest.raises(ValueError, match="unknown phase"):
         answer(_request("train", 1, params), InProcessMemory())
+
+
+def test_evaluation_reports_the_return_and_leaves_training_untouched():
+    params = NeuralAgent(parse_run_config(TINY), 1, 2).initial_params()
+    plain, evaluated = InProcessMemory(), InProcessMemory()
+    anchor, _ = answer(_request("grad", 1, params, run_id=301), plain)
+    _, metrics = answer(_request("evaluate", 1, params, run_id=302), evaluated)
+    assert np.isfinite(metrics["eval_return"]) and metrics["eval_return"] > 0
+    assert metrics["num-examples"] == metrics["eval_episodes"] == 2 and metrics["agent"] == 1
+    after_evaluation, _ = answer(_request("grad", 1, params, run_id=302), evaluated)
+    np.testing.assert_array_equal(after_evaluation, anchor)  # each message reseeds: evaluating changes no batch
