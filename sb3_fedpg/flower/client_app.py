@@ -125,8 +125,9 @@ def handle(msg: Message, context: Context, phase: str, overrides: Mapping[str, A
         from sb3_fedpg.flower.config import parse_run_config
         from sb3_fedpg.flower.worker import request_worker
 
+        # A worker that is (re)starting gets as long as the server waits for the phase.
         timeout = parse_run_config(request.run_config).phase_timeout_s
-        vector, metrics = request_worker(str(worker), vars(request), timeout=timeout)
+        vector, metrics = request_worker(str(worker), vars(request), timeout=timeout, connect_timeout=timeout)
     else:
         vector, metrics = answer(request, ContextMemory(context))
     if phase == "evaluate":

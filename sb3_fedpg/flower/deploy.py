@@ -307,12 +307,32 @@ class LoopbackDeployment:
         os.kill(pid, signal.SIGKILL)
         return pid
 
-    def start(self) -> LoopbackDeployment:
-        """:return: this deployment, with the SuperLink and all SuperNodes started"""
+    def start(self, worker_timeout: float = 600.0) -> LoopbackDeployment:
+        """
+        :param worker_timeout: seconds to wait until every agent worker listens (their torch imports take a while)
+        :return: this deployment, with the SuperLink, all SuperNodes and their agent workers started and ready
+        """
         self.start_superlink()
         for agent in range(self.n_agents):
             self.start_supernode(agent)
+        if self.workers:
+            self.wait_for_workers(worker_timeout)
         return self
+
+    def wait_for_workers(self, timeout: float) -> None:
+        """
+        Wait until every SuperNode's agent worker listens, so that round 1 does not race their start.
+
+        :param timeout: seconds (``TimeoutError`` after)
+        """
+        from sb3_fedpg.flower.worker import ADDR_FILE
+
+        deadline = time.monotonic() + timeout
+        waiting = [self.worker_dir(f"node{agent}") / ADDR_FILE for agent in range(self.n_agents)]
+        while waiting := [path for path in waiting if not path.exists()]:
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"agent workers not listening after {timeout:g} s: {[str(p.parent) for p in waiting]}")
+            time.sleep(0.1)
 
     def flwr(self, *args: str, check: bool = False, timeout: float = 120.0) -> subprocess.CompletedProcess:
         """
