@@ -34,8 +34,9 @@ def local(msg: Message, context: Context) -> Message:
 def _reply(msg: Message, context: Context, key: str) -> Message:
     params = msg.content.array_records["arrays"]["params"].numpy()
     agent = int(context.node_config.get("partition-id", 0))
-    # A different vector from every agent in every phase, as real replies are: Flower stores objects by content hash,
-    # and identical replies from several nodes would not measure the same path (measured: twice the CPU per round).
+    # A different vector from every agent in every phase, as real replies are. Flower stores objects by content hash;
+    # with identical zero replies from all nodes, the no-op app measured about twice the CPU-seconds per round of the
+    # real app (4 agents, first run of the benchmark), so it would not have been a floor.
     rng = np.random.default_rng([agent, int(msg.metadata.group_id), key == "delta"])
     vector = rng.standard_normal(params.shape[0]).astype(params.dtype)
     content = RecordDict(
