@@ -5,13 +5,14 @@ An agent answers the two phases of a round — :meth:`anchor` (``a_i = ĝ_i(θ̄
 :meth:`local_round` (``θ_{i,H}`` from ``θ̄``, ``a_i`` and ``g``) — through the same
 :class:`~sb3_fedpg.common.fedmath.LocalSolver` the in-process :class:`~sb3_fedpg.FederatedPG`
 uses, as a one-row batch. Its memory between messages (the local critic and the optimiser
-states) goes in and out as bytes (:meth:`begin` / :meth:`dump_state`), so a transport can keep
-it anywhere (Flower keeps it in ``context.state``). Nothing here imports Flower.
+states) goes in and out as named arrays plus a JSON skeleton (:meth:`begin` / :meth:`dump_state`,
+:func:`flatten_state`), so a transport can keep it anywhere (a ClientApp keeps it in ``context.state``
+as an ``ArrayRecord``; the long-lived agent worker simply keeps the agent). Nothing here imports Flower.
 """
 
 from __future__ import annotations
 
-import io
+import json
 from typing import Any
 
 import numpy as np
@@ -33,6 +34,64 @@ def message_seed(config: FlowerRunConfig, agent: int, server_round: int, phase: 
     return int(np.random.SeedSequence([config.seed, agent, server_round, phase]).generate_state(1)[0])
 
 
+#: An agent's memory as a transport stores it: named arrays and the JSON skeleton that puts them back together.
+AgentState = tuple[dict[str, np.ndarray], str]
+
+
+def flatten_state(state: Any) -> AgentState:
+    """
+    A nested state dict (torch ``state_dict`` of modules and optimisers) as flat named arrays plus a JSON skeleton,
+    so it can travel as a Flower ``ArrayRecord`` (bit for bit) instead of a pickled blob.
+
+    :param state: nested dicts/lists/tuples of tensors, arrays and JSON scalars (dict keys str or int)
+    :return: ``(arrays, skeleton)``: the arrays by dotted path, and the structure with each array replaced by its name
+    """
+    arrays: dict[str, np.ndarray] = {}
+
+    def walk(value: Any, path: str) -> Any:
+        if hasattr(value, "detach"):  # a torch tensor (duck-typed: this module stays torch-free)
+            value = value.detach().cpu().numpy()
+        if isinstance(value, np.ndarray):
+            arrays[path] = np.ascontiguousarray(value)
+            return {"array": path}
+        if isinstance(value, dict):  # keys kept with their type (optimiser states are keyed by int)
+            return {"dict": [[k, walk(v, f"{path}.{k}")] for k, v in value.items()]}
+        if isinstance(value, list | tuple):
+            return {type(value).__name__: [walk(v, f"{path}.{i}") for i, v in enumerate(value)]}
+        if value is None or isinstance(value, bool | int | float | str):
+            return {"value": value}
+        raise TypeError(f"cannot flatten {type(value).__name__} at {path!r} of an agent's state")
+
+    skeleton = walk(state, "state")
+    return arrays, json.dumps(skeleton)
+
+
+def unflatten_state(arrays: dict[str, np.ndarray], skeleton: str, to_tensor: Any = None) -> Any:
+    """
+    The inverse of :func:`flatten_state`.
+
+    :param arrays: the named arrays
+    :param skeleton: the JSON skeleton
+    :param to_tensor: converts each array back (e.g. ``torch.from_numpy``); ``None`` keeps NumPy arrays
+    :return: the nested state
+    """
+
+    def build(node: dict[str, Any]) -> Any:
+        ((kind, value),) = node.items()
+        if kind == "array":
+            array = np.array(arrays[value])  # a writable copy
+            return to_tensor(array) if to_tensor is not None else array
+        if kind == "dict":
+            return {k: build(v) for k, v in value}
+        if kind == "list":
+            return [build(v) for v in value]
+        if kind == "tuple":
+            return tuple(build(v) for v in value)
+        return value
+
+    return build(json.loads(skeleton))
+
+
 class TabularAgent:
     """
     Agent ``i`` of a Garnet MDP with the exact softmax policy gradient of its own reward (deterministic).
@@ -52,7 +111,7 @@ class TabularAgent:
         """:return: ``θ̄_0 = 0`` (the uniform policy), float64"""
         return np.zeros(self.n_params)
 
-    def begin(self, state: bytes | None, seed: int) -> None:
+    def begin(self, state: AgentState | None, seed: int) -> None:
         """
         Restore the agent's memory (nothing to restore: the exact oracle is stateless).
 
@@ -60,9 +119,13 @@ class TabularAgent:
         :param seed: this message's seed (unused, the oracle is deterministic)
         """
 
-    def dump_state(self) -> bytes:
-        """:return: the agent's memory to store (empty)"""
-        return b""
+    def dump_state(self) -> AgentState:
+        """:return: the agent's memory to store (nothing)"""
+        return {}, "null"
+
+    def num_examples(self) -> int:
+        """:return: samples behind the last phase's vector (1: one exact gradient oracle call)"""
+        return 1
 
     def _solver(self, learning_rate: float) -> Any:
         from sb3_fedpg.common import fedmath
@@ -102,6 +165,16 @@ class TabularAgent:
     def metrics(self) -> dict[str, float]:
         """:return: metrics of the last phase (none)"""
         return {}
+
+    def evaluate(self, theta_bar: np.ndarray) -> dict[str, float]:
+        """
+        :param theta_bar: ``θ̄``
+        :return: ``eval_return``: the exact objective ``J_i(θ̄)`` of this agent (entropy-regularised with ``tau``)
+        """
+        from sb3_fedpg.tabular import agent_objectives
+
+        objective = agent_objectives(self.mdp, theta_bar[None], self.config.tabular_tau)
+        return {"eval_return": float(np.asarray(objective).ravel()[0])}
 
 
 def make_tabular_mdp(config: FlowerRunConfig, n_agents: int):
@@ -182,18 +255,19 @@ class NeuralAgent:
         """:return: the initial global parameters ``θ̄_0`` (float32)"""
         return self.model.get_global_parameters().cpu().numpy()
 
-    def begin(self, state: bytes | None, seed: int) -> None:
+    def begin(self, state: AgentState | None, seed: int) -> None:
         """
         Restore the agent's memory and reseed every random stream and the environments for this message.
 
-        :param state: the stored memory (``None`` at the first message)
+        :param state: the stored memory (``None``: keep what this object holds, e.g. at the first message or in
+            a long-lived worker)
         :param seed: this message's seed
         """
         import torch as th
 
         model = self.model
-        if state:
-            model.learner.load_local_state_dict(th.load(io.BytesIO(state), weights_only=True))
+        if state is not None:
+            model.learner.load_local_state_dict(unflatten_state(*state, to_tensor=th.from_numpy))
         model.seed_streams(seed)
         # A fresh reset per message: deployment cannot keep episodes running between processes,
         # so simulation does the same and both see the same batches.
@@ -201,13 +275,13 @@ class NeuralAgent:
         model.num_timesteps = 0
         model.learner.stats = type(model.learner.stats)()
 
-    def dump_state(self) -> bytes:
-        """:return: the local critic, its optimiser and the local optimiser state, serialised"""
-        import torch as th
+    def dump_state(self) -> AgentState:
+        """:return: the local critic, its optimiser and the local optimiser state (see :func:`flatten_state`)"""
+        return flatten_state(self.model.learner.local_state_dict())
 
-        buffer = io.BytesIO()
-        th.save(self.model.learner.local_state_dict(), buffer)
-        return buffer.getvalue()
+    def num_examples(self) -> int:
+        """:return: environment steps behind the last phase's vector (Flower's ``num-examples``)"""
+        return int(self.model.num_timesteps)
 
     def _solver(self, learning_rate: float) -> Any:
         model = self.model
@@ -246,6 +320,20 @@ class NeuralAgent:
             th.as_tensor(theta_bar), th.as_tensor(anchor[None]), th.as_tensor(global_grad, dtype=th.float32)
         )
         return local[0].detach().cpu().numpy()
+
+    def evaluate(self, theta_bar: np.ndarray) -> dict[str, float]:
+        """
+        The global policy's deterministic return under this agent's reward, on fresh episodes of its environments.
+
+        :param theta_bar: ``θ̄``
+        :return: ``eval_return`` (mean over ``eval_episodes`` episodes per sub-environment) and ``eval_episodes``
+        """
+        from sb3_fedpg.common.evaluation import evaluate_agents
+
+        self.model.set_global_parameters(theta_bar)
+        episodes = self.config.eval_episodes
+        (mean,) = evaluate_agents(self.model, self.model.env, n_episodes_per_env=episodes)
+        return {"eval_return": float(mean), "eval_episodes": episodes * self.config.n_envs_per_agent}
 
     def metrics(self) -> dict[str, float]:
         """:return: metrics of this message's batches (episode returns under the agent's own reward)"""

@@ -3,9 +3,12 @@ The Flower ClientApp: one Fast-FedPG agent per SuperNode.
 
 Two message types, one per phase of the round: ``train.grad`` (reply with the anchor
 ``a_i = ĝ_i(θ̄)``) and ``train.local`` (reply with ``Δ_i = θ_{i,H} − θ̄``). The agent itself is
-Flower-free (:mod:`sb3_fedpg.flower.agent`); this module only moves vectors between Flower
-messages and the agent, and keeps the agent's memory (its anchor, critic, optimiser states) in
-``context.state`` — in a deployment each message is handled by a fresh process.
+Flower-free (:mod:`sb3_fedpg.flower.phases`); this module only moves vectors between Flower
+messages and the agent. In a deployment flwr 1.42 handles every message in a fresh process, so the
+agent lives in a long-lived worker beside the SuperNode (:mod:`sb3_fedpg.flower.worker`, named by the
+node config ``agent-worker``) and this process never imports torch. Without a worker (the simulation
+engine, or a SuperNode started without one) the agent computes here and its memory (anchor, critic,
+optimiser states) is kept in ``context.state``.
 """
 
 from __future__ import annotations
@@ -17,13 +20,18 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from sb3_fedpg.common.adversarial import faulty_message
-from sb3_fedpg.flower.agent import get_agent, message_seed
-from sb3_fedpg.flower.config import parse_run_config
+from sb3_fedpg.flower.agent import AgentState
+from sb3_fedpg.flower.phases import PhaseRequest, answer
 
 #: Message types of the two phases (``@app.train("grad")`` / ``@app.train("local")``).
 PHASE_GRAD = "train.grad"
 PHASE_LOCAL = "train.local"
+#: Message type of the federated evaluation (``@app.evaluate()``).
+PHASE_EVALUATE = "evaluate"
+#: The one record of a server message: ``params`` (``θ̄``) and, in phase 2, ``global-grad`` (``g``).
+MESSAGE_ARRAYS = "arrays"
+#: Node config key naming the folder of the SuperNode's agent worker.
+WORKER_KEY = "agent-worker"
 #: Keys of the agent's memory in ``context.state``.
 STATE_ARRAYS = "fedpg-agent"
 STATE_META = "fedpg-agent-meta"
@@ -49,80 +57,82 @@ def agent_identity(context: Context) -> tuple[int, int]:
     return agent, n_agents
 
 
-def _reply(msg: Message, key: str, vector: np.ndarray, metrics: dict[str, float]) -> Message:
-    content = RecordDict({key: ArrayRecord({key: Array(np.ascontiguousarray(vector))}), "metrics": MetricRecord(metrics)})
+def _reply(msg: Message, key: str, vector: np.ndarray, metrics: Mapping[str, float | int]) -> Message:
+    content = RecordDict(
+        {key: ArrayRecord({key: Array(np.ascontiguousarray(vector))}), "metrics": MetricRecord(dict(metrics))}
+    )
     return Message(content, reply_to=msg)
 
 
-def _read_vector(msg: Message, key: str) -> np.ndarray:
-    return msg.content[key][key].numpy()  # type: ignore[index]
-
-
-def _load_memory(context: Context) -> bytes | None:
-    if STATE_ARRAYS not in context.state.array_records:
-        return None
-    record = context.state.array_records[STATE_ARRAYS]
-    return record["memory"].numpy().tobytes() if "memory" in record else None
-
-
-def _save_memory(context: Context, memory: bytes, anchor: np.ndarray, server_round: int) -> None:
-    arrays = {"anchor": Array(np.ascontiguousarray(anchor))}
-    if memory:
-        arrays["memory"] = Array(np.frombuffer(memory, dtype=np.uint8).copy())
-    context.state[STATE_ARRAYS] = ArrayRecord(arrays)
-    context.state[STATE_META] = ConfigRecord({"round": server_round})
-
-
-def handle_anchor(msg: Message, context: Context, overrides: Mapping[str, Any] | None = None) -> Message:
+class ContextMemory:
     """
-    Phase 1 on agent ``i``: ``a_i = ĝ_i(θ̄)`` on a fresh batch, kept in ``context.state`` and sent back.
+    The agent's memory in ``context.state`` (where it computes in the ClientApp's own process): the anchor and the
+    round in one ``ArrayRecord``/``ConfigRecord`` pair, the critic and optimiser states as named arrays
+    (:func:`~sb3_fedpg.flower.agent.flatten_state`) with their JSON skeleton.
 
-    :param msg: the server's ``train.grad`` message (``θ̄`` and the round number)
-    :param context: the ClientApp's context (run config, node config, state)
-    :param overrides: run config entries that take precedence over ``context.run_config``
-    :return: the reply with the anchor and metrics
-    """
-    config = parse_run_config({**context.run_config, **(overrides or {})})
-    agent_index, n_agents = agent_identity(context)
-    agent = get_agent(config, context.run_id, agent_index, n_agents)
-    server_round = int(msg.content["config"]["round"])  # type: ignore[index]
-    agent.begin(_load_memory(context), message_seed(config, agent_index, server_round, 1))
-    anchor = agent.anchor(_read_vector(msg, "params"))
-    # Remember the anchor (exact, before any fault injection) for phase 2.
-    _save_memory(context, agent.dump_state(), anchor, server_round)
-    faulty = config.fault_applies(agent_index, "grad", server_round)
-    sent = faulty_message(anchor, config.fault_kind) if faulty else anchor
-    return _reply(msg, "anchor", sent, {"agent": agent_index, **agent.metrics()})
-
-
-def handle_local(msg: Message, context: Context, overrides: Mapping[str, Any] | None = None) -> Message:
-    """
-    Phase 2 on agent ``i``: the local round from ``θ̄`` with the stored anchor and the server's ``g``,
-    reply ``Δ_i = θ_{i,H} − θ̄``.
-
-    :param msg: the server's ``train.local`` message (``θ̄``, ``g``, round, learning rate)
     :param context: the ClientApp's context
-    :param overrides: run config entries that take precedence over ``context.run_config``
-    :return: the reply with the parameter change and metrics
     """
-    config = parse_run_config({**context.run_config, **(overrides or {})})
-    agent_index, n_agents = agent_identity(context)
-    agent = get_agent(config, context.run_id, agent_index, n_agents)
-    server_round = int(msg.content["config"]["round"])  # type: ignore[index]
-    learning_rate = float(msg.content["config"]["learning-rate"])  # type: ignore[index]
-    if STATE_ARRAYS not in context.state.array_records:
-        raise RuntimeError(f"agent {agent_index} has no anchor: it missed phase 1 of round {server_round}")
-    anchor_round = int(context.state.config_records[STATE_META]["round"])
-    if anchor_round != server_round:
-        raise RuntimeError(f"agent {agent_index} holds the anchor of round {anchor_round}, not of round {server_round}")
-    anchor = context.state.array_records[STATE_ARRAYS]["anchor"].numpy()
-    theta_bar = _read_vector(msg, "params")
-    agent.begin(_load_memory(context), message_seed(config, agent_index, server_round, 2))
-    delta = agent.local_round(theta_bar, anchor, _read_vector(msg, "global-grad"), learning_rate) - theta_bar
-    _save_memory(context, agent.dump_state(), anchor, server_round)
-    faulty = config.fault_applies(agent_index, "local", server_round)
-    sent = faulty_message(delta, config.fault_kind) if faulty else delta
-    return _reply(msg, "delta", sent, {"agent": agent_index, **agent.metrics()})
+
+    def __init__(self, context: Context) -> None:
+        self.context = context
+
+    def load(self) -> tuple[AgentState | None, np.ndarray | None, int | None]:
+        state = self.context.state
+        if STATE_ARRAYS not in state.array_records:
+            return None, None, None
+        arrays = {name: array.numpy() for name, array in state.array_records[STATE_ARRAYS].items()}
+        meta = state.config_records[STATE_META]
+        anchor = arrays.pop("anchor")
+        return (arrays, str(meta["skeleton"])), anchor, int(meta["round"])  # type: ignore[arg-type]
+
+    def save(self, agent: Any, anchor: np.ndarray, server_round: int) -> None:
+        arrays, skeleton = agent.dump_state()
+        if "anchor" in arrays:
+            raise ValueError("an agent's state may not name an array 'anchor'")
+        record = {name: Array(np.ascontiguousarray(value)) for name, value in arrays.items()}
+        record["anchor"] = Array(np.ascontiguousarray(anchor))
+        self.context.state[STATE_ARRAYS] = ArrayRecord(record)
+        self.context.state[STATE_META] = ConfigRecord({"round": server_round, "skeleton": skeleton})
+
+
+def handle(msg: Message, context: Context, phase: str, overrides: Mapping[str, Any] | None = None) -> Message:
+    """
+    One phase on agent ``i``: read ``θ̄`` (and ``g``) from the message, get the reply from the agent — its long-lived
+    worker when the node config names one (``agent-worker``), else computed here with the memory in ``context.state``
+    — and send it back.
+
+    :param msg: the server's message (``train.grad``: ``θ̄``; ``train.local``: ``θ̄`` and ``g``; the round is its
+        group id)
+    :param context: the ClientApp's context (run config, node config, state)
+    :param phase: ``grad``, ``local`` or ``evaluate``
+    :param overrides: run config entries that take precedence over ``context.run_config``
+    :return: the reply: ``anchor`` (phase 1) or ``delta`` (phase 2), and ``metrics`` (only those for ``evaluate``)
+    """
+    agent, n_agents = agent_identity(context)
+    arrays = msg.content.array_records[MESSAGE_ARRAYS]
+    request = PhaseRequest(
+        phase=phase,
+        run_id=context.run_id,
+        run_config={**context.run_config, **(overrides or {})},
+        agent=agent,
+        n_agents=n_agents,
+        server_round=int(msg.metadata.group_id),
+        params=arrays["params"].numpy(),
+        global_grad=arrays["global-grad"].numpy() if "global-grad" in arrays else None,
+    )
+    worker = context.node_config.get(WORKER_KEY)
+    if worker:
+        from sb3_fedpg.flower.config import parse_run_config
+        from sb3_fedpg.flower.worker import request_worker
+
+        # A worker that is (re)starting gets as long as the server waits for the phase.
+        timeout = parse_run_config(request.run_config).phase_timeout_s
+        vector, metrics = request_worker(str(worker), vars(request), timeout=timeout, connect_timeout=timeout)
+    else:
+        vector, metrics = answer(request, ContextMemory(context))
+    if phase == "evaluate":
+        return Message(RecordDict({"metrics": MetricRecord(dict(metrics))}), reply_to=msg)
+    return _reply(msg, "anchor" if phase == "grad" else "delta", vector, metrics)
 
 
 def make_client_app(overrides: Mapping[str, Any] | None = None) -> ClientApp:
@@ -131,18 +141,22 @@ def make_client_app(overrides: Mapping[str, Any] | None = None) -> ClientApp:
 
     :param overrides: kebab-case run config entries that take precedence over ``context.run_config``
         (used by :func:`sb3_fedpg.flower.simulation.run_simulation`, whose runs have no run config)
-    :return: the ClientApp answering ``train.grad`` (anchor) and ``train.local`` (local steps)
+    :return: the ClientApp answering ``train.grad`` (anchor), ``train.local`` (local steps) and ``evaluate``
     """
     overrides = dict(overrides or {})
     app = ClientApp()
 
     @app.train("grad")
     def grad(msg: Message, context: Context) -> Message:
-        return handle_anchor(msg, context, overrides)
+        return handle(msg, context, "grad", overrides)
 
     @app.train("local")
     def local(msg: Message, context: Context) -> Message:
-        return handle_local(msg, context, overrides)
+        return handle(msg, context, "local", overrides)
+
+    @app.evaluate()
+    def evaluate(msg: Message, context: Context) -> Message:
+        return handle(msg, context, "evaluate", overrides)
 
     return app
 

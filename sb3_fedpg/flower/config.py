@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from sb3_fedpg import __version__
 from sb3_fedpg.common.adversarial import FAULT_KINDS
 from sb3_fedpg.common.hyperparams import AGGREGATOR_NAMES, FedPGHyperparams
 
@@ -50,6 +51,8 @@ DEFAULT_RUN_CONFIG: dict[str, bool | int | float | str] = {
     # what the agents learn: "neural" (FederatedPG on a heterogeneous Gymnasium family) or
     # "tabular" (exact softmax policy gradients on a Garnet MDP, deterministic)
     "task": "neural",
+    # the sb3-fedpg version the app was packaged for: every process of a run refuses another installed version
+    "sb3-fedpg-version": __version__,
     "num-rounds": 5,
     "seed": 0,
     # participation and faults
@@ -57,6 +60,8 @@ DEFAULT_RUN_CONFIG: dict[str, bool | int | float | str] = {
     "min-agents": 1,
     "wait-for-agents-s": 120.0,
     "phase-timeout-s": 300.0,
+    # seconds between the server's pulls of the replies of a phase
+    "reply-poll-s": 0.05,
     "max-update-norm": 1e6,
     # relative bound: a reply whose norm exceeds this many times the median norm of its phase's replies is
     # rejected (needs >= 3 replies; 0 disables)
@@ -64,10 +69,16 @@ DEFAULT_RUN_CONFIG: dict[str, bool | int | float | str] = {
     # server reduction over agents, by name (see sb3_fedpg.common.aggregators.AGGREGATORS)
     "aggregator": "mean",
     "max-skipped-rounds": 3,
+    # federated evaluation: every this many rounds (0: never) each agent returns the global policy's return under its
+    # own reward over eval-episodes deterministic episodes per sub-environment (tabular: the exact J_i)
+    "eval-every": 0,
+    "eval-episodes": 1,
     # outputs
     "output-dir": "runs/flower",
     "resume": False,
     "log-formats": "csv",
+    # W&B project of the ServerApp's metrics when log-formats names "wandb" (WANDB_MODE=offline works without network)
+    "wandb-project": "sb3-fedpg",
     # FederatedPG hyperparameters (same names as its constructor, kebab-case; defaults from FedPGHyperparams)
     "env-id": "sb3_fedpg/HeteroCartPole-v0",
     "heterogeneity": 1.0,
@@ -87,6 +98,9 @@ DEFAULT_RUN_CONFIG: dict[str, bool | int | float | str] = {
 }
 
 TASKS = ("neural", "tabular")
+#: Faults a Flower agent can be told to show: a corrupted reply (:data:`FAULT_KINDS`) or ``crash``: the process
+#: that computes the agent (its worker, or the ClientApp) kills itself with SIGKILL before replying.
+FLOWER_FAULT_KINDS = (*FAULT_KINDS, "crash")
 FAULT_PHASES = ("grad", "local")
 
 
@@ -96,21 +110,27 @@ class FlowerRunConfig:
     The typed run configuration (see :data:`DEFAULT_RUN_CONFIG` for the kebab-case keys).
 
     :param task: ``"neural"`` or ``"tabular"``
+    :param sb3_fedpg_version: the sb3-fedpg version the app package pins (must be the installed one)
     :param num_rounds: communication rounds ``T``
     :param seed: seed of the initial policy, the agents' environments and the Garnet MDP
     :param num_agents: agents to wait for before round 1 (``0``: ``min_agents``)
     :param min_agents: fewest agents whose replies make a phase valid; with fewer the round is skipped
     :param wait_for_agents_s: how long to wait at start for ``max(num_agents, min_agents)`` agents
     :param phase_timeout_s: how long the server waits for the replies of one phase
+    :param reply_poll_s: seconds between the server's pulls of a phase's replies
     :param max_update_norm: replies (anchors, parameter changes) with a larger norm are rejected
     :param max_update_norm_ratio: replies whose norm exceeds this many times the median norm of the phase's replies
         are rejected (with at least 3 replies; ``None``: no relative bound)
     :param aggregator: the server's reduction over agents for anchors and parameter changes: ``mean`` or a
         Byzantine-robust rule (``median``, ``trimmed_mean``, ``norm_clipped_mean``, ``geometric_median``)
     :param max_skipped_rounds: stop the run after this many consecutive skipped rounds
+    :param eval_every: federated evaluation of the global policy every this many rounds (``0``: never)
+    :param eval_episodes: deterministic evaluation episodes per sub-environment (neural task)
     :param output_dir: where the server writes the model, the checkpoint and the logs
     :param resume: continue from ``output_dir``'s checkpoint if there is one
-    :param log_formats: SB3 logger formats, comma-separated (``csv``, ``tensorboard``, ``stdout``, ``log``)
+    :param log_formats: SB3 logger formats, comma-separated (``csv``, ``tensorboard``, ``stdout``, ``log``, ``json``), and
+        ``wandb`` (the ServerApp's metrics to Weights & Biases)
+    :param wandb_project: the W&B project (with ``wandb`` in ``log_formats``)
     :param env_id: Gymnasium family id (neural task)
     :param heterogeneity: the family's (or Garnet's) heterogeneity knob
     :param n_envs_per_agent: sub-environments per agent (neural task)
@@ -138,25 +158,30 @@ class FlowerRunConfig:
     :param tabular_gamma: Garnet discount factor
     :param tabular_tau: entropy temperature of the tabular objective
     :param fault_agent: partition id of the agent that corrupts its replies (``-1``: none)
-    :param fault_kind: ``none``, ``nan``, ``shape`` or ``huge``
+    :param fault_kind: ``none``, ``nan``, ``shape``, ``huge`` or ``crash`` (see :data:`FLOWER_FAULT_KINDS`)
     :param fault_phase: ``grad`` (the anchor) or ``local`` (the parameter change)
     :param fault_rounds: rounds (1-based) in which the fault happens (empty: every round)
     """
 
     task: str = "neural"
+    sb3_fedpg_version: str = __version__
     num_rounds: int = 5
     seed: int = 0
     num_agents: int = 0
     min_agents: int = 1
     wait_for_agents_s: float = 120.0
     phase_timeout_s: float = 300.0
+    reply_poll_s: float = 0.05
     max_update_norm: float | None = 1e6
     max_update_norm_ratio: float | None = 10.0
     aggregator: str = "mean"
     max_skipped_rounds: int = 3
+    eval_every: int = 0
+    eval_episodes: int = 1
     output_dir: str = "runs/flower"
     resume: bool = False
     log_formats: tuple[str, ...] = ("csv",)
+    wandb_project: str = "sb3-fedpg"
     env_id: str = "sb3_fedpg/HeteroCartPole-v0"
     heterogeneity: float = 1.0
     n_envs_per_agent: int = 8
@@ -248,7 +273,7 @@ def _int_list(value: Any, key: str) -> tuple[int, ...]:
 
 
 #: SB3 logger formats a run config may name (``log-formats``).
-LOG_FORMATS = ("stdout", "log", "json", "csv", "tensorboard")
+LOG_FORMATS = ("stdout", "log", "json", "csv", "tensorboard", "wandb")
 
 
 def parse_run_config(run_config: Mapping[str, Any] | None = None, **overrides: Any) -> FlowerRunConfig:
@@ -324,18 +349,25 @@ def parse_run_config(run_config: Mapping[str, Any] | None = None, **overrides: A
             raise ValueError(f"run config {name.replace('_', '-')!r}: {error}") from error
     if config.aggregator not in AGGREGATOR_NAMES:
         raise ValueError(f"run config 'aggregator' must be one of {AGGREGATOR_NAMES}, got {config.aggregator!r}")
+    if config.sb3_fedpg_version != __version__:
+        raise ValueError(
+            f"the Flower app was packaged for sb3-fedpg {config.sb3_fedpg_version} but this machine runs {__version__}: "
+            f"install sb3-fedpg=={config.sb3_fedpg_version} here (or rebuild the app with this version)"
+        )
     if config.task not in TASKS:
         raise ValueError(f"run config 'task' must be one of {TASKS}, got {config.task!r}")
-    if config.fault_kind not in FAULT_KINDS:
-        raise ValueError(f"run config 'fault-kind' must be one of {FAULT_KINDS}, got {config.fault_kind!r}")
+    if config.fault_kind not in FLOWER_FAULT_KINDS:
+        raise ValueError(f"run config 'fault-kind' must be one of {FLOWER_FAULT_KINDS}, got {config.fault_kind!r}")
     if config.fault_phase not in FAULT_PHASES:
         raise ValueError(f"run config 'fault-phase' must be one of {FAULT_PHASES}, got {config.fault_phase!r}")
-    for name in ("num_rounds", "min_agents", "local_steps", "max_skipped_rounds"):
+    for name in ("num_rounds", "min_agents", "local_steps", "max_skipped_rounds", "eval_episodes"):
         if getattr(config, name) < 1:
             raise ValueError(f"run config {name.replace('_', '-')!r} must be >= 1, got {getattr(config, name)}")
-    for name in ("phase_timeout_s", "wait_for_agents_s", "learning_rate", "server_learning_rate"):
+    for name in ("phase_timeout_s", "reply_poll_s", "wait_for_agents_s", "learning_rate", "server_learning_rate"):
         if not getattr(config, name) > 0:
             raise ValueError(f"run config {name.replace('_', '-')!r} must be > 0, got {getattr(config, name)}")
+    if config.eval_every < 0:
+        raise ValueError(f"run config 'eval-every' must be >= 0 (0: no evaluation), got {config.eval_every}")
     if config.num_agents < 0:
         raise ValueError(f"run config 'num-agents' must be >= 0, got {config.num_agents}")
     if not config.net_arch:

@@ -1,6 +1,12 @@
 """
-A real Flower deployment on 127.0.0.1: one SuperLink, N SuperNodes (one agent each), ``flwr run``,
-and a clean shutdown of every process this launcher started (by PID / process group).
+A real Flower deployment on 127.0.0.1: one SuperLink, N SuperNodes (one agent each), beside each
+SuperNode its long-lived agent worker (:mod:`sb3_fedpg.flower.worker`, supervised: restarted when it
+dies), ``flwr run``, and a clean shutdown of every process this launcher started (by process group).
+
+The SuperNodes run with ``FLWR_SUPEREXEC_TASK_POLL_INTERVAL=0.1`` (their SuperExec looks for new
+messages every 0.1 s instead of 1 s) and the ServerApp pulls replies every ``reply-poll-s``: with the
+agent in its worker, a round costs about what Flower's own message passing costs (see
+``benchmarks/flower_overhead.py``).
 
 Optionally with TLS (a throw-away CA and server certificate made at run time with ``cryptography``)
 and SuperNode authentication (one EC key pair per SuperNode, registered with
@@ -20,6 +26,7 @@ import ipaddress
 import json
 import os
 import pathlib
+import re
 import shlex
 import signal
 import socket
@@ -32,6 +39,9 @@ from typing import Any
 #: The Flower app folder (``[tool.flwr.app]``) that ``flwr run`` packages.
 APP_DIR = pathlib.Path(__file__).resolve().parents[2] / "flower_app"
 CONNECTION = "loopback"
+#: Seconds between the SuperExec's polls for new messages (flwr's default is 1 s; the variable is read by
+#: ``flwr.supercore.superexec.run_superexec``).
+SUPEREXEC_POLL_S = "0.1"
 
 
 def free_port() -> int:
@@ -158,10 +168,18 @@ class LoopbackDeployment:
     :param tls: TLS with a CA made at run time
     :param auth: SuperNode authentication (implies ``tls``); every started node is registered first
     :param app_dir: the Flower app folder given to ``flwr run``
+    :param workers: start a long-lived agent worker beside each SuperNode (the supported, fast configuration);
+        ``False``: every message builds the agent in Flower's per-message ClientApp process (seconds per message)
     """
 
     def __init__(
-        self, workdir: str | os.PathLike, n_agents: int, tls: bool = False, auth: bool = False, app_dir: str | None = None
+        self,
+        workdir: str | os.PathLike,
+        n_agents: int,
+        tls: bool = False,
+        auth: bool = False,
+        app_dir: str | None = None,
+        workers: bool = True,
     ) -> None:
         self.workdir = pathlib.Path(workdir).resolve()
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -169,6 +187,7 @@ class LoopbackDeployment:
         self.auth = auth
         self.tls = tls or auth  # the SuperLink refuses SuperNode auth without TLS
         self.app_dir = pathlib.Path(app_dir) if app_dir else APP_DIR
+        self.workers = workers
         # flwr 1.42 serves the Fleet, Control and Runtime APIs over HTTP on one port.
         self.port = free_port()
         self.env = {
@@ -177,6 +196,7 @@ class LoopbackDeployment:
             "FLWR_TELEMETRY_ENABLED": "0",
             "FLWR_DISABLE_UPDATE_CHECK": "1",
             "PYTHONUNBUFFERED": "1",
+            "FLWR_SUPEREXEC_TASK_POLL_INTERVAL": SUPEREXEC_POLL_S,
         }
         self.processes: dict[str, subprocess.Popen] = {}
         self.tls_files = make_tls_files(self.workdir / "certificates") if self.tls else None
@@ -231,7 +251,7 @@ class LoopbackDeployment:
 
     def start_supernode(self, agent: int, register: bool = True, key_name: str | None = None) -> subprocess.Popen:
         """
-        Start the SuperNode of agent ``agent``.
+        Start the SuperNode of agent ``agent`` (and its agent worker, unless ``workers=False``).
 
         :param agent: its partition id
         :param register: with ``auth``: register its public key first (``False`` shows a refused node)
@@ -239,6 +259,14 @@ class LoopbackDeployment:
         :return: the process
         """
         name = key_name or f"node{agent}"
+        node_config = f"partition-id={agent} num-partitions={self.n_agents}"
+        if self.workers:
+            from sb3_fedpg.flower.client_app import WORKER_KEY
+
+            # The supervisor makes the private folder and a fresh secret; the ClientApps read it there.
+            folder = self.worker_dir(name)
+            self._spawn(f"worker_{name}", [sys.executable, "-m", "sb3_fedpg.flower.worker", "--dir", str(folder)])
+            node_config += f" {WORKER_KEY}={json.dumps(str(folder))}"
         command = [
             "flower-supernode",
             *self._security_args(node=True),
@@ -249,9 +277,8 @@ class LoopbackDeployment:
             "--port",
             str(free_port()),
             "--node-config",
-            f"partition-id={agent} num-partitions={self.n_agents}",
-            "--max-retries",
-            "3",
+            node_config,
+            # No --max-retries: like Flower's default, a SuperNode keeps reconnecting to a SuperLink that restarts.
         ]
         if self.auth:
             private, public = make_node_key(self.workdir / "keys", name)
@@ -260,12 +287,52 @@ class LoopbackDeployment:
             command += ["--auth-supernode-private-key", str(private)]
         return self._spawn(name, command)
 
-    def start(self) -> LoopbackDeployment:
-        """:return: this deployment, with the SuperLink and all SuperNodes started"""
+    def worker_dir(self, name: str) -> pathlib.Path:
+        """
+        :param name: the SuperNode's name (``node<i>``)
+        :return: the private folder of its agent worker
+        """
+        return self.workdir / "workers" / name
+
+    def kill_worker(self, agent: int) -> int:
+        """
+        Kill agent ``agent``'s worker process at once (SIGKILL), as a crash would; its supervisor restarts it.
+
+        :param agent: the agent
+        :return: the killed process id
+        """
+        from sb3_fedpg.flower.worker import PID_FILE
+
+        pid = int((self.worker_dir(f"node{agent}") / PID_FILE).read_text())
+        os.kill(pid, signal.SIGKILL)
+        return pid
+
+    def start(self, worker_timeout: float = 600.0) -> LoopbackDeployment:
+        """
+        :param worker_timeout: seconds to wait until every agent worker listens (their torch imports take a while)
+        :return: this deployment, with the SuperLink, all SuperNodes and their agent workers started and ready
+        """
         self.start_superlink()
         for agent in range(self.n_agents):
             self.start_supernode(agent)
+        if self.workers:
+            self.wait_for_workers(worker_timeout)
         return self
+
+    def wait_for_workers(self, timeout: float) -> None:
+        """
+        Wait until every SuperNode's agent worker listens, so that round 1 does not race their start.
+
+        :param timeout: seconds (``TimeoutError`` after)
+        """
+        from sb3_fedpg.flower.worker import ADDR_FILE
+
+        deadline = time.monotonic() + timeout
+        waiting = [self.worker_dir(f"node{agent}") / ADDR_FILE for agent in range(self.n_agents)]
+        while waiting := [path for path in waiting if not path.exists()]:
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"agent workers not listening after {timeout:g} s: {[str(p.parent) for p in waiting]}")
+            time.sleep(0.1)
 
     def flwr(self, *args: str, check: bool = False, timeout: float = 120.0) -> subprocess.CompletedProcess:
         """
@@ -294,6 +361,24 @@ class LoopbackDeployment:
         if run_config:
             command += ["--run-config", toml_run_config(run_config)]
         return self._spawn("flwr_run", command)
+
+    def wait_for_run_id(self, process: subprocess.Popen, timeout: float = 120.0) -> int | None:
+        """
+        The run id ``flwr run`` prints once the SuperLink accepted the run (``Successfully started run <id>``).
+
+        :param process: the ``flwr run`` process of :meth:`submit`
+        :param timeout: seconds to wait
+        :return: the run id, or ``None`` if ``flwr run`` ended or timed out without one
+        """
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            match = re.search(r"Successfully started run (\d+)", self.log("flwr_run"))
+            if match:
+                return int(match.group(1))
+            if process.poll() is not None:
+                return None
+            time.sleep(0.1)
+        return None
 
     def run(self, run_config: Mapping[str, Any], timeout: float = 600.0) -> int:
         """
@@ -388,6 +473,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--auth", action="store_true", help="SuperNode authentication (implies --tls)")
     parser.add_argument("--run-config", default="", help='kebab-case overrides, e.g. "num-rounds=3 task=\\"tabular\\""')
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds before the run is stopped")
+    parser.add_argument(
+        "--keep-up",
+        action="store_true",
+        help="after the run, keep the SuperLink, SuperNodes and workers up (for flwr ls/log/run) until Ctrl-C",
+    )
+    parser.add_argument("--no-workers", action="store_true", help="no agent workers: every message builds the agent anew")
     args = parser.parse_args(argv)
 
     workdir = pathlib.Path(args.workdir).resolve()
@@ -397,12 +488,26 @@ def main(argv: list[str] | None = None) -> int:
         run_config[key] = _parse_value(value)
     run_config.setdefault("output-dir", str(workdir / "output"))
     run_config.setdefault("num-agents", args.agents)
-    with LoopbackDeployment(workdir, args.agents, tls=args.tls, auth=args.auth) as deployment:
+    with LoopbackDeployment(workdir, args.agents, tls=args.tls, auth=args.auth, workers=not args.no_workers) as deployment:
         deployment.start()
         print(f"SuperLink and {args.agents} SuperNodes on 127.0.0.1 (logs in {workdir}); running...", flush=True)
-        code = deployment.run(run_config, timeout=args.timeout)
+        process = deployment.submit(run_config)
+        run_id = deployment.wait_for_run_id(process)
+        print(f"run id {run_id}: follow it with `FLWR_HOME={deployment.env['FLWR_HOME']} flwr log {run_id}`", flush=True)
+        code = process.wait(timeout=args.timeout)
         print(deployment.log("flwr_run")[-4000:])
-    print(f"flwr run exited with {code}; outputs in {run_config['output-dir']}")
+        print(f"flwr run exited with {code}; outputs in {run_config['output-dir']}")
+        if args.keep_up:
+            print(
+                f"Federation kept up: export FLWR_HOME={deployment.env['FLWR_HOME']}; then `flwr ls`, `flwr log <run-id>`, "
+                f"`flwr run {deployment.app_dir} {CONNECTION}`, `flwr stop <run-id>`. Ctrl-C stops everything.",
+                flush=True,
+            )
+            try:
+                while deployment.processes["superlink"].poll() is None:
+                    time.sleep(1.0)
+            except KeyboardInterrupt:
+                pass
     return code
 
 

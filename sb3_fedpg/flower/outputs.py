@@ -32,9 +32,18 @@ class ServerOutputs:
         self.checkpoint_path = self.dir / "checkpoint.npz"
         self.rounds_path = self.dir / "rounds.jsonl"
         self.template = make_agent_model(config, 0, max(n_agents, 1)) if config.task == "neural" else None
-        from stable_baselines3.common.logger import configure
+        formats = [name for name in config.log_formats if name != "wandb"]
+        if "wandb" in config.log_formats:
+            from sb3_fedpg.common.wandb_logger import configure_wandb_logger
 
-        self.logger = configure(str(self.dir), list(config.log_formats))
+            settings = {k: list(v) if isinstance(v, tuple) else v for k, v in vars(config).items()}
+            self.logger = configure_wandb_logger(
+                folder=self.dir, project=config.wandb_project, format_strings=formats, config=settings
+            )
+        else:
+            from stable_baselines3.common.logger import configure
+
+            self.logger = configure(str(self.dir), formats)
 
     @property
     def model_path(self) -> pathlib.Path:
@@ -89,7 +98,19 @@ class ServerOutputs:
 
 def _fingerprint(config: FlowerRunConfig) -> dict[str, Any]:
     # What must match to resume: the problem and the algorithm, not the run length or the outputs.
-    skip = {"num_rounds", "resume", "output_dir", "log_formats", "wait_for_agents_s", "phase_timeout_s", "num_agents"}
+    skip = {
+        "num_rounds",
+        "resume",
+        "output_dir",
+        "log_formats",
+        "wandb_project",
+        "eval_every",
+        "eval_episodes",
+        "wait_for_agents_s",
+        "phase_timeout_s",
+        "reply_poll_s",
+        "num_agents",
+    }
     return {
         k: list(v) if isinstance(v, tuple) else v
         for k, v in vars(config).items()

@@ -16,11 +16,11 @@ from logging import INFO, WARNING
 from typing import Any
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
+from flwr.app import Array, ArrayRecord, Context, Message, RecordDict
 from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 
-from sb3_fedpg.flower.client_app import PHASE_GRAD, PHASE_LOCAL
+from sb3_fedpg.flower.client_app import MESSAGE_ARRAYS, PHASE_EVALUATE, PHASE_GRAD, PHASE_LOCAL
 from sb3_fedpg.flower.config import FlowerRunConfig, parse_run_config
 from sb3_fedpg.flower.outputs import ServerOutputs
 
@@ -40,6 +40,54 @@ def wait_for_agents(grid: Any, n_wanted: int, timeout: float) -> list[int]:
         if len(nodes) >= n_wanted or time.monotonic() >= deadline:
             return nodes
         time.sleep(0.2)
+
+
+def phase_messages(
+    node_ids: Iterable[int], content: RecordDict, message_type: str, server_round: int, ttl: float
+) -> list[Message]:
+    """
+    One phase's messages, the same content for every node; the round travels as the group id.
+
+    :param node_ids: destination nodes
+    :param content: the content
+    :param message_type: ``train.grad`` or ``train.local``
+    :param server_round: the round
+    :param ttl: the messages' lifetime in seconds
+    :return: the messages
+    """
+    # A message lives as long as the server waits for its reply (not Flower's 12-hour default): a SuperNode
+    # that reconnects later does not work on a phase the server has already closed.
+    return [
+        Message(content=content, dst_node_id=node, message_type=message_type, group_id=str(server_round), ttl=ttl)
+        for node in node_ids
+    ]
+
+
+def push_and_pull(grid: Any, messages: list[Message], timeout: float, poll_s: float) -> list[Message]:
+    """
+    Push the messages and pull their replies every ``poll_s`` seconds until all arrived or ``timeout`` passed.
+
+    ``Grid.send_and_receive`` of flwr 1.42's deployment grid sleeps 3 s between pulls: a phase whose replies arrive
+    after 0.5 s would still take 3 s. The public ``push_messages``/``pull_messages`` with a short poll cost a few
+    cheap requests per second instead.
+
+    :param grid: the ServerApp's grid
+    :param messages: the messages (their ids are set by the push)
+    :param timeout: seconds to wait for the replies
+    :param poll_s: seconds between pulls
+    :return: the replies that arrived in time
+    """
+    pending = {message_id for message_id in grid.push_messages(messages) if message_id}
+    deadline = time.monotonic() + timeout
+    replies: list[Message] = []
+    while pending:
+        arrived = list(grid.pull_messages(pending))
+        replies += arrived
+        pending -= {reply.metadata.reply_to_message_id for reply in arrived}
+        if not pending or time.monotonic() >= deadline:
+            break
+        time.sleep(poll_s)
+    return replies
 
 
 def screen_replies(
@@ -128,19 +176,8 @@ class FedPGServer:
         """
 
         config = self.config
-        messages = [
-            # A message lives as long as the server waits for its reply (not Flower's 12-hour default): a SuperNode
-            # that reconnects later does not work on a phase the server has already closed.
-            Message(
-                content=content,
-                dst_node_id=node,
-                message_type=message_type,
-                group_id=str(server_round),
-                ttl=config.phase_timeout_s,
-            )
-            for node in node_ids
-        ]
-        replies = self.grid.send_and_receive(messages, timeout=config.phase_timeout_s)
+        messages = phase_messages(node_ids, content, message_type, server_round, config.phase_timeout_s)
+        replies = push_and_pull(self.grid, messages, config.phase_timeout_s, config.reply_poll_s)
         # Match replies by reply_to_message_id: an error reply may name the SuperLink as its source.
         node_of = {m.metadata.message_id: m.metadata.dst_node_id for m in messages}
         received: list[tuple[int, Any, Any]] = []
@@ -187,9 +224,7 @@ class FedPGServer:
         """
         from sb3_fedpg.common import fedmath
 
-        content = RecordDict(
-            {"params": ArrayRecord({"params": Array(params)}), "config": ConfigRecord({"round": server_round})}
-        )
+        content = RecordDict({MESSAGE_ARRAYS: ArrayRecord({"params": Array(params)})})
         anchors, metrics, problems = self.exchange(nodes, content, PHASE_GRAD, server_round, "anchor", params.shape[0])
         self.agent_of.update({node: int(m.get("agent", node)) for node, m in metrics.items()})
         accepted = self._in_agent_order(anchors)
@@ -219,13 +254,9 @@ class FedPGServer:
         from sb3_fedpg.common import fedmath
 
         config = self.config
-        content = RecordDict(
-            {
-                "params": ArrayRecord({"params": Array(params)}),
-                "global-grad": ArrayRecord({"global-grad": Array(np.asarray(global_grad, dtype=params.dtype))}),
-                "config": ConfigRecord({"round": server_round, "learning-rate": config.learning_rate}),
-            }
-        )
+        # One record per message (each record and array is one more object to push and pull in a deployment).
+        arrays = {"params": Array(params), "global-grad": Array(np.asarray(global_grad, dtype=params.dtype))}
+        content = RecordDict({MESSAGE_ARRAYS: ArrayRecord(arrays)})
         deltas, metrics, problems = self.exchange(nodes, content, PHASE_LOCAL, server_round, "delta", params.shape[0])
         accepted = self._in_agent_order(deltas)
         out: dict[str, Any] = {
@@ -241,6 +272,58 @@ class FedPGServer:
             out["params"] = np.asarray(new, dtype=params.dtype)
         return out
 
+    def evaluate_phase(self, nodes: list[int], params: np.ndarray, server_round: int) -> dict[str, Any]:
+        """
+        Federated evaluation: every node's return of the global policy under its own reward (``@app.evaluate``).
+
+        :param nodes: the nodes to ask
+        :param params: ``θ̄``
+        :param server_round: the round
+        :return: ``returns`` (agent id → ``eval_return``), ``mean_return`` (over agents; ``None`` without replies),
+            ``num_examples`` (episodes, summed), ``problems`` (node → reason)
+        """
+        from sb3_fedpg.common.validation import clean_metrics
+
+        config = self.config
+        content = RecordDict({MESSAGE_ARRAYS: ArrayRecord({"params": Array(params)})})
+        messages = phase_messages(nodes, content, PHASE_EVALUATE, server_round, config.phase_timeout_s)
+        replies = push_and_pull(self.grid, messages, config.phase_timeout_s, config.reply_poll_s)
+        node_of = {m.metadata.message_id: m.metadata.dst_node_id for m in messages}  # ids are set by the push
+        returns: dict[int, float] = {}
+        problems: dict[int, str] = {}
+        answered: list[int] = []
+        examples = 0
+        for reply in replies:
+            node = node_of.get(reply.metadata.reply_to_message_id)
+            if node is None:
+                continue
+            if reply.has_error():
+                problems[node] = f"error reply (code {reply.error.code}): {reply.error.reason}"
+                continue
+            records = reply.content.metric_records
+            clean, _ = clean_metrics(records["metrics"] if "metrics" in records else {})
+            agent, value = clean.get("agent"), clean.get("eval_return")
+            if agent is None or value is None or agent in returns:
+                problems[node] = "evaluation reply without a valid (or with an already claimed) agent id and eval_return"
+                continue
+            returns[int(agent)] = float(value)
+            answered.append(node)
+            examples += int(clean.get("num-examples", 0))
+        for node in node_of.values():
+            if node not in problems and not any(node == n for n in answered):
+                problems[node] = f"no reply within {config.phase_timeout_s:g} s"
+        for node, problem in sorted(problems.items()):
+            log(WARNING, "round %d evaluate: node %d left out: %s", server_round, node, problem)
+        mean = float(np.mean(list(returns.values()))) if returns else None
+        log(
+            INFO,
+            "round %d evaluate: %d agents, mean return %s",
+            server_round,
+            len(returns),
+            "n/a" if mean is None else f"{mean:.4g}",
+        )
+        return {"returns": dict(sorted(returns.items())), "mean_return": mean, "num_examples": examples, "problems": problems}
+
     def log_round(self, logger: Any, server_round: int, result: Any, phase1: dict[str, Any], phase2: dict[str, Any]) -> None:
         """
         Record the round with the in-process algorithm's metric names (:func:`fedmath.round_metrics`) and
@@ -254,7 +337,8 @@ class FedPGServer:
         """
         from sb3_fedpg.common import fedmath
 
-        for key, value in fedmath.round_metrics(result, self.config.correction).items():
+        values = fedmath.round_metrics(result, self.config.correction)
+        for key, value in values.items():
             logger.record(key, value)
         logger.record("fed/round", server_round)
         logger.record("fed/agents_phase1", len(phase1["nodes"]))
@@ -269,6 +353,18 @@ class FedPGServer:
         if returns:
             logger.record("rollout/ep_rew_mean", float(np.mean(returns)))
         logger.record("time/round_timesteps", sum(float(r.get("num_timesteps", 0.0)) for r in records))
+        # One line per round in the ServerApp's log (what `flwr log <run-id>` shows).
+        log(
+            INFO,
+            "round %d/%d: %d anchors, %d changes averaged; ep_rew_mean %s, drift %.4g, |g| %.4g",
+            server_round,
+            self.config.num_rounds,
+            len(phase1["nodes"]),
+            len(phase2["nodes"]),
+            f"{np.mean(returns):.2f}" if returns else "n/a",
+            values.get("fed/drift", float("nan")),
+            values.get("train/policy_gradient_norm", float("nan")),
+        )
         logger.dump(step=server_round)
 
     def run(self) -> list[np.ndarray]:
@@ -321,6 +417,16 @@ class FedPGServer:
                 )
                 params = phase2["params"]
                 skipped_in_a_row = 0
+                if config.eval_every and (server_round % config.eval_every == 0 or server_round == config.num_rounds):
+                    t_eval = time.perf_counter()
+                    evaluation = self.evaluate_phase(nodes, params, server_round)
+                    summary.update(eval_returns={str(k): v for k, v in evaluation["returns"].items()})
+                    summary.update(eval_s=time.perf_counter() - t_eval)
+                    if evaluation["mean_return"] is not None:
+                        outputs.logger.record("eval/mean_return", evaluation["mean_return"])
+                        outputs.logger.record("eval/num_examples", evaluation["num_examples"])
+                        for agent, value in evaluation["returns"].items():
+                            outputs.logger.record(f"eval/agent_{agent}/return", value)
                 self.log_round(outputs.logger, server_round, result, phase1, phase2)
             else:
                 skipped_in_a_row += 1

@@ -10,6 +10,7 @@ try:
 except ImportError:  # Python 3.10
     import tomli as tomllib
 
+from sb3_fedpg import __version__
 from sb3_fedpg.common.validation import update_problem
 from sb3_fedpg.flower.config import DEFAULT_RUN_CONFIG, parse_run_config
 from sb3_fedpg.flower.deploy import toml_run_config
@@ -19,8 +20,14 @@ APP_PYPROJECT = pathlib.Path(__file__).resolve().parents[2] / "flower_app" / "py
 
 def test_app_pyproject_declares_every_run_config_key():
     # Flower only accepts --run-config overrides of keys the app declares.
-    app = tomllib.loads(APP_PYPROJECT.read_text())["tool"]["flwr"]["app"]
+    pyproject = tomllib.loads(APP_PYPROJECT.read_text())
+    app = pyproject["tool"]["flwr"]["app"]
     assert app["config"] == DEFAULT_RUN_CONFIG
+    # the app package pins the version whose code it runs, and its processes check it
+    assert pyproject["project"]["dependencies"] == [f"sb3-fedpg[flower]=={__version__}"]
+    assert app["config"]["sb3-fedpg-version"] == __version__
+    with pytest.raises(ValueError, match=r"packaged for sb3-fedpg 0\.0\.1 but this machine runs"):
+        parse_run_config({"sb3-fedpg-version": "0.0.1"})
     assert app["components"] == {
         "serverapp": "sb3_fedpg.flower.server_app:app",
         "clientapp": "sb3_fedpg.flower.client_app:app",

@@ -86,13 +86,21 @@ class _FakeMessage:
 class _FakeGrid:
     """Answers every message with the reply its node was given (a list of (vector, metrics) by node)."""
 
-    def __init__(self, answers):
+    def __init__(self, answers, timeout):
         self.answers = answers
+        self.timeout = timeout
+        self.pushed = {}
 
-    def send_and_receive(self, messages, timeout):
-        replies = []
+    def push_messages(self, messages):
         for message in messages:
-            assert message.metadata.ttl == timeout  # a message lives as long as the server waits for its reply
+            assert message.metadata.ttl == self.timeout  # a message lives as long as the server waits for its reply
+            self.pushed[message.metadata.message_id] = message
+        return list(self.pushed)
+
+    def pull_messages(self, message_ids):
+        replies = []
+        for message_id in [m for m in self.pushed if m in message_ids]:  # in push order: first claim wins
+            message = self.pushed.pop(message_id)
             vector, metrics = self.answers[message.metadata.dst_node_id]
             content = RecordDict({"anchor": ArrayRecord({"anchor": Array(vector)}), "metrics": MetricRecord(metrics)})
             replies.append(
@@ -127,7 +135,8 @@ def test_the_server_survives_bad_metrics_and_a_huge_anchor(monkeypatch):
         5: (honest[3] * -4e6, {"agent": 4}),  # a malicious anchor: it would enter g
         6: (honest[3], {"agent": 3}),  # claims agent 3 again
     }
-    server = FedPGServer(_FakeGrid(answers), parse_run_config({"min-agents": 1}))
+    config = parse_run_config({"min-agents": 1})
+    server = FedPGServer(_FakeGrid(answers, config.phase_timeout_s), config)
     phase1 = server.anchor_phase(sorted(answers), np.zeros(P), 1)
     assert phase1["nodes"] == [1, 2, 3, 4]  # in agent order: node ids stand in for the missing agent ids
     assert set(phase1["problems"]) == {5, 6}

@@ -2,16 +2,18 @@
 
 import csv
 import json
+import time
 
 import gymnasium as gym
 import numpy as np
 import pytest
 
 from sb3_fedpg import FederatedPG
+from sb3_fedpg.common.wandb_logger import read_offline_history
 from sb3_fedpg.flower.agent import make_tabular_mdp
 from sb3_fedpg.flower.config import parse_run_config
 from sb3_fedpg.flower.simulation import run_simulation
-from sb3_fedpg.tabular import exact_federated_run
+from sb3_fedpg.tabular import agent_objectives, exact_federated_run
 
 
 def read_rounds(folder):
@@ -19,7 +21,7 @@ def read_rounds(folder):
 
 
 @pytest.mark.parametrize("correction", [True, False])
-def test_simulation_matches_in_process_exact_run(tmp_path, correction):
+def test_simulation_matches_in_process_exact_run(tmp_path, correction, monkeypatch):
     # Exact tabular gradients are deterministic: the Flower run must follow the in-process
     # fedmath.fedpg_round run (same Garnet MDP, same θ̄_t sequence) to 1e-10.
     n_agents, rounds, local_steps = 4, 5, 10
@@ -32,7 +34,10 @@ def test_simulation_matches_in_process_exact_run(tmp_path, correction):
         "min-agents": n_agents,
         "tabular-tau": 0.1,
         "output-dir": str(tmp_path / "out"),
+        "log-formats": "csv,wandb" if correction else "csv",
+        "eval-every": 2 if correction else 0,
     }
+    monkeypatch.setenv("WANDB_MODE", "offline")
     history = run_simulation(n_agents, run_config, num_cpus=2)
     config = parse_run_config(run_config)
     reference = exact_federated_run(
@@ -44,6 +49,20 @@ def test_simulation_matches_in_process_exact_run(tmp_path, correction):
     np.testing.assert_allclose(history, expected, rtol=0, atol=1e-10)
     assert all(r["phase1_agents"] == r["phase2_agents"] == n_agents for r in read_rounds(tmp_path / "out"))
     np.testing.assert_array_equal(np.load(tmp_path / "out" / "params.npy"), history[-1])
+    if correction:
+        # the ServerApp's metrics reached W&B (offline), one row per round
+        rows = read_offline_history(tmp_path / "out")
+        assert [row["fed/round"] for row in rows] == list(range(1, rounds + 1))
+        assert all(np.isfinite(row["fed/drift"]) for row in rows)
+        # federated evaluation (@app.evaluate) in rounds 2, 4 and the last: each agent's exact J_i of the global policy
+        mdp = make_tabular_mdp(config, n_agents)
+        evaluated = {r["round"]: r["eval_returns"] for r in read_rounds(tmp_path / "out") if "eval_returns" in r}
+        assert sorted(evaluated) == [2, 4, 5]
+        for server_round, returns in evaluated.items():
+            expected_j = np.ravel(agent_objectives(mdp, history[server_round][None], 0.1))
+            np.testing.assert_allclose([returns[str(i)] for i in range(n_agents)], expected_j, rtol=0, atol=1e-12)
+            (row,) = [row for row in rows if row["fed/round"] == server_round]
+            np.testing.assert_allclose(row["eval/mean_return"], np.mean(expected_j), rtol=0, atol=1e-12)
 
 
 @pytest.mark.slow
@@ -90,3 +109,39 @@ def test_neural_simulation_trains_with_8_agents_and_rejects_a_malformed_anchor(t
     more = run_simulation(8, {**run_config, "num-rounds": 14, "resume": True, "fault-kind": "none"}, num_cpus=2)
     np.testing.assert_array_equal(more[:13], history)
     assert len(more) == 15
+
+
+@pytest.mark.slow
+def test_simulation_attached_to_a_local_ray_cluster(tmp_path):
+    # A Ray head on 127.0.0.1 started on its own (as on a cluster's head machine); the simulation attaches to it and
+    # reproduces the in-process exact run. Everything Ray started is gone after the cluster is stopped.
+    import os
+    import pathlib
+    import shutil
+    import tempfile
+
+    from sb3_fedpg.flower.simulation import LocalRayCluster
+
+    n_agents, rounds = 3, 3
+    run_config = {"task": "tabular", "num-rounds": rounds, "local-steps": 4, "learning-rate": 1.0, "min-agents": n_agents}
+    run_config["output-dir"] = str(tmp_path / "out")
+    temp = tempfile.mkdtemp(prefix="/tmp/rc")  # short: Ray keeps Unix sockets in it
+    try:
+        with LocalRayCluster(temp, num_cpus=2) as cluster:
+            history = run_simulation(n_agents, run_config, ray_address=cluster.address)
+        assert list(pathlib.Path(temp).glob("session_*/logs/worker-*")), "the ClientApps did not run on our cluster"
+        time.sleep(2)
+        leftovers = []
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                cmdline = open(f"/proc/{pid}/cmdline", "rb").read().decode(errors="replace")
+            except OSError:
+                continue
+            if temp in cmdline:
+                leftovers.append(cmdline.replace("\0", " ")[:120])
+        assert not leftovers
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+    config = parse_run_config(run_config)
+    reference = exact_federated_run(make_tabular_mdp(config, n_agents), 4, rounds, learning_rate=1.0, correction=True)
+    np.testing.assert_allclose(history, reference.params.reshape(rounds + 1, -1), rtol=0, atol=1e-10)

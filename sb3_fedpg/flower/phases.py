@@ -1,0 +1,126 @@
+"""
+The agent's half of one phase, free of Flower and of any transport.
+
+:func:`answer` turns a phase request (``θ̄``, ``g``, the round) into the reply vector and its metrics for agent
+``i``. Where the agent's memory lives between the two phases is the caller's business (:class:`AgentMemory`): the
+long-lived agent worker (:mod:`sb3_fedpg.flower.worker`) keeps it in its own process, a ClientApp that computes
+in-process keeps it in ``context.state`` (:mod:`sb3_fedpg.flower.client_app`). Both call this one function, so a
+deployment and a simulation compute the same thing.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from sb3_fedpg.common.adversarial import faulty_message
+from sb3_fedpg.flower.agent import AgentState, get_agent, message_seed
+from sb3_fedpg.flower.config import parse_run_config
+
+#: The two phases of a round (Flower message types ``train.grad`` and ``train.local``) and the federated evaluation
+#: of the global policy (``evaluate``).
+PHASES = ("grad", "local", "evaluate")
+
+
+@dataclass
+class PhaseRequest:
+    """
+    What the server asks of agent ``i`` in one phase.
+
+    :param phase: ``grad`` (reply ``a_i = ĝ_i(θ̄)``), ``local`` (reply ``Δ_i = θ_{i,H} − θ̄``) or ``evaluate`` (metrics only)
+    :param run_id: the Flower run (agents of different runs never share memory)
+    :param run_config: the run's kebab-case configuration
+    :param agent: the agent's index (``partition-id``)
+    :param n_agents: agents in the federation (``num-partitions``)
+    :param server_round: the round (1-based)
+    :param params: ``θ̄``
+    :param global_grad: ``g`` (phase ``local`` only)
+    """
+
+    phase: str
+    run_id: Any
+    run_config: Mapping[str, Any]
+    agent: int
+    n_agents: int
+    server_round: int
+    params: np.ndarray
+    global_grad: np.ndarray | None = None
+
+
+class AgentMemory(Protocol):
+    """Where an agent's memory lives between messages."""
+
+    def load(self) -> tuple[AgentState | None, np.ndarray | None, int | None]:
+        """:return: the agent's stored state (``None``: the agent object holds it), its anchor and the anchor's round"""
+        ...
+
+    def save(self, agent: Any, anchor: np.ndarray, server_round: int) -> None:
+        """
+        :param agent: the agent (its state is ``agent.dump_state()``)
+        :param anchor: its anchor ``a_i`` of the round
+        :param server_round: the round
+        """
+        ...
+
+
+class InProcessMemory:
+    """The memory of agents that live as long as their process (the agent worker): only the anchor is kept here."""
+
+    def __init__(self) -> None:
+        self.anchor: np.ndarray | None = None
+        self.round: int | None = None
+
+    def load(self) -> tuple[AgentState | None, np.ndarray | None, int | None]:
+        return None, self.anchor, self.round
+
+    def save(self, agent: Any, anchor: np.ndarray, server_round: int) -> None:
+        self.anchor, self.round = anchor, server_round
+
+
+def answer(request: PhaseRequest, memory: AgentMemory) -> tuple[np.ndarray, dict[str, float | int]]:
+    """
+    Agent ``i``'s reply to one phase: the anchor (kept in ``memory`` for phase 2) or the parameter change.
+
+    Every (agent, round, phase) reseeds the agent (:func:`~sb3_fedpg.flower.agent.message_seed`) and starts fresh
+    episodes, so the reply does not depend on which process computes it.
+
+    :param request: the phase request
+    :param memory: where the agent's memory lives
+    :return: the reply vector (after any configured fault injection; empty for ``evaluate``) and its metrics
+        (``agent``, ``num-examples`` and the agent's own)
+    """
+    if request.phase not in PHASES:
+        raise ValueError(f"unknown phase {request.phase!r}; expected one of {PHASES}")
+    config = parse_run_config(request.run_config)
+    agent = get_agent(config, request.run_id, request.agent, request.n_agents)
+    state, anchor, anchor_round = memory.load()
+    server_round = request.server_round
+    if request.phase == "evaluate":  # the agent's memory is left as it is
+        agent.begin(state, message_seed(config, request.agent, server_round, 3))
+        metrics = agent.evaluate(request.params)
+        return np.zeros(0), {"agent": request.agent, "num-examples": int(metrics.get("eval_episodes", 1)), **metrics}
+    if request.phase == "grad":
+        agent.begin(state, message_seed(config, request.agent, server_round, 1))
+        anchor = agent.anchor(request.params)
+        vector = anchor
+    else:
+        if anchor is None:
+            raise RuntimeError(f"agent {request.agent} has no anchor: it missed phase 1 of round {server_round}")
+        if anchor_round != server_round:
+            raise RuntimeError(f"agent {request.agent} holds the anchor of round {anchor_round}, not of round {server_round}")
+        if request.global_grad is None:
+            raise ValueError("a phase-2 request needs the global gradient g")
+        agent.begin(state, message_seed(config, request.agent, server_round, 2))
+        vector = agent.local_round(request.params, anchor, request.global_grad, config.learning_rate) - request.params
+    # Remember the exact anchor (before any fault injection) for phase 2.
+    memory.save(agent, anchor, server_round)
+    if config.fault_applies(request.agent, request.phase, server_round):
+        if config.fault_kind == "crash":  # a killed agent process, at a reproducible point (tests)
+            os.kill(os.getpid(), signal.SIGKILL)
+        vector = faulty_message(vector, config.fault_kind)
+    return vector, {"agent": request.agent, "num-examples": agent.num_examples(), **agent.metrics()}
