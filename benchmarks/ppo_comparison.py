@@ -22,14 +22,14 @@ for each run: env steps and training wall-clock to the first evaluation at the t
 stability, the fraction of later evaluations still at the target.
 
 All runs of a family are interleaved (seed by seed, every method in turn) in one worker process so that machine
-load affects every method alike; each run is cached as JSON under ``benchmarks/cache/ppo_comparison/`` (committed) keyed by a hash of its
-full configuration (the algorithm's constructor defaults included, so a changed library default starts new runs),
-so the sweep resumes where it stopped.
+load affects every method alike; each run is cached as JSON under ``benchmarks/cache/ppo_comparison/`` (committed)
+keyed by a hash of its full configuration (the algorithm's constructor defaults included, so a changed library
+default starts new runs), so the sweep resumes where it stopped, from a fresh clone too.
 
 Run: ``python benchmarks/ppo_comparison.py --plan`` (measure one short run per family and method, print the
 estimated cost), ``--sweep`` (run what is missing; long: use ``nohup nice -n 10 ... &``; progress in
-``benchmarks/cache/ppo_comparison/progress.log``, not committed), then without flags to rebuild ``benchmarks/results/ppo_comparison.{json,md,png}``
-from the cached runs. ``--quick`` runs all three on tiny budgets into ``runs/ppo_comparison_quick/``.
+``benchmarks/cache/ppo_comparison/progress.log``, not committed), then without flags to rebuild
+``benchmarks/results/ppo_comparison.{json,md,png}`` from the cached runs. ``--quick`` runs all three on tiny budgets into ``runs/ppo_comparison_quick/``.
 """
 
 from __future__ import annotations
