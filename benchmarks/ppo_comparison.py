@@ -29,7 +29,8 @@ default starts new runs), so the sweep resumes where it stopped, from a fresh cl
 Run: ``python benchmarks/ppo_comparison.py --plan`` (measure one short run per family and method, print the
 estimated cost), ``--sweep`` (run what is missing; long: use ``nohup nice -n 10 ... &``; progress in
 ``benchmarks/cache/ppo_comparison/progress.log``, not committed), then without flags to rebuild
-``benchmarks/results/ppo_comparison.{json,md,png}`` from the cached runs. ``--quick`` runs all three on tiny budgets into ``runs/ppo_comparison_quick/``.
+``benchmarks/results/ppo_comparison.{json,md,png}`` from the cached runs. ``--quick`` runs all three on tiny budgets
+into ``runs/ppo_comparison_quick/``.
 """
 
 from __future__ import annotations
