@@ -12,6 +12,7 @@ gradient in one backward pass.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -92,18 +93,83 @@ class StackedMLP:
         :param x: inputs ``(n_agents, batch, in_features)``
         :return: outputs ``(n_agents, batch, out_features)``
         """
+        return self.forward_cached(params, x)[0]
+
+    def forward_cached(self, params: th.Tensor, x: th.Tensor) -> tuple[th.Tensor, list[th.Tensor]]:
+        """
+        The forward pass, keeping what :meth:`backward` needs.
+
+        :param params: stacked parameters ``(n_agents, n_params)``
+        :param x: inputs ``(n_agents, batch, in_features)``
+        :return: outputs ``(n_agents, batch, out_features)`` and every op's input
+        """
         n = params.shape[0]
+        inputs = []
         for op in self.ops:
+            inputs.append(x)
             if isinstance(op, _Linear):
                 weight = params[:, op.weight].view(n, op.out_features, op.in_features)
                 bias = params[:, op.bias].view(n, 1, op.out_features)
                 x = th.baddbmm(bias, x, weight.transpose(1, 2))
             else:
                 x = op(x)
-        return x
+        return x, inputs
+
+    def backward(
+        self, params: th.Tensor, inputs: list[th.Tensor], output: th.Tensor, grad_output: th.Tensor
+    ) -> list[th.Tensor]:
+        """
+        The backward pass written out (no autograd graph): PPO's minibatch step is a few hundred small ops,
+        and autograd's bookkeeping (graph nodes, every slice's gradient scattered into a zero tensor) cost
+        about as much as the arithmetic (issue #13).
+
+        :param params: the stacked parameters of the forward pass ``(n_agents, n_params)``
+        :param inputs: every op's input, from :meth:`forward_cached`
+        :param output: the output of the forward pass
+        :param grad_output: gradient of the loss with respect to the output ``(n_agents, batch, out_features)``
+        :return: the gradient with respect to this chain's parameters, in pieces ``(n_agents, k)`` that
+            concatenate (``th.cat(pieces, dim=1)``) to the layout of ``params[:, offset:end]``
+        """
+        n = params.shape[0]
+        pieces: list[th.Tensor] = []
+        grad = grad_output
+        for i in reversed(range(len(self.ops))):
+            op = self.ops[i]
+            if isinstance(op, _Linear):
+                x = inputs[i]
+                pieces.append(grad.sum(1))
+                if op.in_features < op.out_features:  # (xᵀ g)ᵀ: the faster product when the input is narrow
+                    pieces.append(th.bmm(x.transpose(1, 2), grad).transpose(1, 2).reshape(n, -1))
+                else:
+                    pieces.append(th.bmm(grad.transpose(1, 2), x).view(n, -1))
+                if i > 0:  # the first layer's input is the observation: no gradient needed
+                    grad = th.bmm(grad, params[:, op.weight].view(n, op.out_features, op.in_features))
+            else:
+                grad = _activation_backward(op, grad, inputs[i], inputs[i + 1] if i + 1 < len(self.ops) else output)
+        return pieces[::-1]
 
 
 _NUMPY_ACTIVATIONS = {nn.Tanh: np.tanh, nn.ReLU: lambda x: np.maximum(x, 0.0), nn.Identity: lambda x: x}
+
+
+def _activation_backward(op: nn.Module, grad: th.Tensor, x: th.Tensor, y: th.Tensor) -> th.Tensor:
+    """
+    :param op: an element-wise activation
+    :param grad: gradient with respect to its output ``y``
+    :param x: its input
+    :param y: its output
+    :return: gradient with respect to its input (autograd's own kernels for the common ones)
+    """
+    if isinstance(op, nn.Tanh):
+        return th.ops.aten.tanh_backward(grad, y)
+    if isinstance(op, nn.ReLU):
+        return th.ops.aten.threshold_backward(grad, y, 0)
+    if isinstance(op, nn.Identity):
+        return grad
+    with th.enable_grad():  # any other activation: a local autograd call
+        x = x.detach().requires_grad_(True)
+        (grad_x,) = th.autograd.grad(op(x), x, grad)
+    return grad_x
 
 
 def _flatten_modules(*modules: nn.Module) -> list[nn.Module]:
@@ -130,6 +196,34 @@ def check_batchable(policy: ActorCriticPolicy) -> None:
         raise NotImplementedError("gSDE is not supported by FederatedPG.")
     if not isinstance(policy.action_space, spaces.Discrete | spaces.Box):
         raise NotImplementedError(f"FederatedPG supports Discrete and Box action spaces, got {policy.action_space}.")
+
+
+_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+
+
+@dataclass
+class ActorCache:
+    """
+    What :meth:`BatchedActor.backward` needs from :meth:`BatchedActor.evaluate`.
+
+    :param inputs: every op's input in the actor's MLP
+    :param output: the MLP's output (logits or means)
+    :param index: the discrete actions, ``(n, batch, 1)``
+    :param log_probs: normalised logits
+    :param probs: their softmax
+    :param entropy: the categorical entropies
+    :param z: the standardised Gaussian actions ``(a − mean) / σ``
+    :param log_std: ``log σ``, ``(n, 1, action_dim)``
+    """
+
+    inputs: list[th.Tensor]
+    output: th.Tensor
+    index: th.Tensor | None = None
+    log_probs: th.Tensor | None = None
+    probs: th.Tensor | None = None
+    entropy: th.Tensor | None = None
+    z: th.Tensor | None = None
+    log_std: th.Tensor | None = None
 
 
 class BatchedActor:
@@ -166,6 +260,66 @@ class BatchedActor:
             return th.distributions.Categorical(logits=out, validate_args=False)
         std = params[:, self.log_std].exp().unsqueeze(1).expand_as(out)
         return th.distributions.Independent(th.distributions.Normal(out, std, validate_args=False), 1, validate_args=False)
+
+    def evaluate(self, params: th.Tensor, obs: th.Tensor, actions: th.Tensor) -> tuple[th.Tensor, th.Tensor, ActorCache]:
+        """
+        Log-probabilities and entropies of :meth:`distribution`, computed directly and keeping what
+        :meth:`backward` needs (the minibatch hot path: no distribution object, no autograd graph).
+
+        :param params: stacked actor parameters ``(n_agents, n_params)``
+        :param obs: flat observations ``(n_agents, batch, obs_dim)``
+        :param actions: actions ``(n_agents, batch[, action_dim])``
+        :return: ``log π(a|s)`` and the entropy, both ``(n_agents, batch)``, and the cache
+        """
+        out, inputs = self.net.forward_cached(params, obs)
+        cache = ActorCache(inputs, out)
+        if self.log_std is None:  # Categorical(logits=out)
+            cache.log_probs = out - out.logsumexp(-1, keepdim=True)
+            cache.probs = cache.log_probs.exp()
+            cache.index = actions.long().unsqueeze(-1)
+            log_prob = cache.log_probs.gather(-1, cache.index).squeeze(-1)
+            cache.entropy = -(cache.log_probs * cache.probs).sum(-1)
+            return log_prob, cache.entropy, cache
+        # Independent(Normal(out, exp(log_std)), 1): the log_std row is state-independent
+        cache.log_std = params[:, self.log_std].unsqueeze(1)
+        cache.z = (actions - out) / cache.log_std.exp()
+        log_prob = (-0.5 * cache.z.square() - cache.log_std - _HALF_LOG_2PI).sum(-1)
+        entropy = (0.5 + _HALF_LOG_2PI + cache.log_std).sum(-1).expand(-1, out.shape[1])
+        return log_prob, entropy, cache
+
+    def backward(
+        self,
+        params: th.Tensor,
+        cache: ActorCache,
+        grad_log_prob: th.Tensor,
+        grad_entropy: float,
+        out: th.Tensor | None = None,
+    ) -> th.Tensor:
+        """
+        The gradient with respect to the stacked parameters of a loss, given its gradients with respect to
+        :meth:`evaluate`'s outputs.
+
+        :param params: the stacked parameters given to :meth:`evaluate`
+        :param cache: its cache
+        :param grad_log_prob: ``∂L/∂ log π(a|s)``, ``(n_agents, batch)``
+        :param grad_entropy: ``∂L/∂ entropy``, the same for every sample
+        :param out: where to write the gradient (``None``: a new tensor)
+        :return: ``∂L/∂params``, ``(n_agents, n_params)``
+        """
+        g = grad_log_prob.unsqueeze(-1)
+        if self.log_std is None:
+            assert cache.log_probs is not None and cache.probs is not None and cache.index is not None
+            assert cache.entropy is not None
+            # ∂ log p_a/∂logits = onehot(a) − p;  ∂H/∂logits = −p (log p + H)
+            direction = g if grad_entropy == 0 else g + grad_entropy * (cache.log_probs + cache.entropy.unsqueeze(-1))
+            grad_out = (-cache.probs * direction).scatter_add_(-1, cache.index, g)
+            return th.cat(self.net.backward(params, cache.inputs, cache.output, grad_out), dim=1, out=out)
+        assert cache.z is not None and cache.log_std is not None
+        # ∂ log π/∂mean = z/σ;  ∂ log π/∂ log σ = z² − 1;  ∂H/∂ log σ = 1
+        g_z = g * cache.z
+        grad_log_std = (g_z * cache.z - g).sum(1) + grad_entropy * cache.z.shape[1]
+        pieces = self.net.backward(params, cache.inputs, cache.output, g_z / cache.log_std.exp())
+        return th.cat([*pieces, grad_log_std], dim=1, out=out)
 
     @th.no_grad()
     def sample(self, params: th.Tensor, obs: th.Tensor) -> th.Tensor:
@@ -209,8 +363,10 @@ class BatchedActor:
 
         :param vector: flat parameters ``(n_params,)``
         """
+        # vector_to_parameters makes the parameters views of its argument: give it a copy, so that the caller's
+        # vector and the policy never alias (a later in-place change of either would silently change the other)
         with th.no_grad():
-            nn.utils.vector_to_parameters(vector.detach(), self.parameters)
+            nn.utils.vector_to_parameters(vector.detach().clone(), self.parameters)
 
 
 class StackedCritics(nn.Module):
@@ -233,3 +389,27 @@ class StackedCritics(nn.Module):
         :return: values ``(n_agents, batch)``
         """
         return self._net(self.params, obs).squeeze(-1)
+
+    def forward_cached(
+        self, obs: th.Tensor, params: th.Tensor | None = None
+    ) -> tuple[th.Tensor, tuple[th.Tensor, list[th.Tensor], th.Tensor]]:
+        """
+        :param obs: flat observations ``(n_agents, batch, obs_dim)``
+        :param params: the critics' stacked parameters (``None``: :attr:`params`)
+        :return: values ``(n_agents, batch)`` and what :meth:`backward` needs
+        """
+        params = self.params if params is None else params
+        out, inputs = self._net.forward_cached(params, obs)
+        return out.squeeze(-1), (params, inputs, out)
+
+    def backward(
+        self, cache: tuple[th.Tensor, list[th.Tensor], th.Tensor], grad_values: th.Tensor, out: th.Tensor | None = None
+    ) -> th.Tensor:
+        """
+        :param cache: from :meth:`forward_cached`
+        :param grad_values: ``∂L/∂values``, ``(n_agents, batch)``
+        :param out: where to write the gradient (``None``: a new tensor)
+        :return: ``∂L/∂params``, ``(n_agents, n_params)``
+        """
+        params, inputs, output = cache
+        return th.cat(self._net.backward(params, inputs, output, grad_values.unsqueeze(-1)), dim=1, out=out)
