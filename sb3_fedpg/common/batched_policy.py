@@ -63,6 +63,7 @@ class StackedMLP:
             else:
                 self.ops.append(module)
         self.end = pos
+        self._cached_views: tuple[th.Tensor, int, list] | None = None
         # NumPy twins of the activations, for the rollout path (None: that path is unavailable).
         activations = [op for op in self.ops if not isinstance(op, _Linear)]
         numpy_acts = [_NUMPY_ACTIVATIONS.get(type(op)) for op in activations]
@@ -103,17 +104,35 @@ class StackedMLP:
         :param x: inputs ``(n_agents, batch, in_features)``
         :return: outputs ``(n_agents, batch, out_features)`` and every op's input
         """
-        n = params.shape[0]
         inputs = []
-        for op in self.ops:
+        for op, views in zip(self.ops, self._views(params), strict=True):
             inputs.append(x)
-            if isinstance(op, _Linear):
-                weight = params[:, op.weight].view(n, op.out_features, op.in_features)
-                bias = params[:, op.bias].view(n, 1, op.out_features)
+            if views is not None:
+                weight, bias = views
                 x = th.baddbmm(bias, x, weight.transpose(1, 2))
             else:
                 x = op(x)
         return x, inputs
+
+    def _views(self, params: th.Tensor) -> list[tuple[th.Tensor, th.Tensor] | None]:
+        """
+        :param params: stacked parameters ``(n_agents, n_params)``
+        :return: per op, the ``(n, out, in)`` weight and ``(n, 1, out)`` bias views of ``params`` (``None`` for an
+            activation). Without autograd they are kept for the next call with the same tensor: PPO's epochs update
+            one tensor in place (views follow), and re-slicing every layer was a tenth of a minibatch step's ops.
+        """
+        cached = self._cached_views
+        if cached is not None and cached[0] is params and cached[1] == params.data_ptr() and not th.is_grad_enabled():
+            return cached[2]
+        n = params.shape[0]
+        views = [
+            (params[:, op.weight].view(n, op.out_features, op.in_features), params[:, op.bias].view(n, 1, op.out_features))
+            if isinstance(op, _Linear)
+            else None
+            for op in self.ops
+        ]
+        self._cached_views = None if th.is_grad_enabled() else (params, params.data_ptr(), views)
+        return views
 
     def backward(
         self, params: th.Tensor, inputs: list[th.Tensor], output: th.Tensor, grad_output: th.Tensor
@@ -131,6 +150,7 @@ class StackedMLP:
             concatenate (``th.cat(pieces, dim=1)``) to the layout of ``params[:, offset:end]``
         """
         n = params.shape[0]
+        views = self._views(params)
         pieces: list[th.Tensor] = []
         grad = grad_output
         for i in reversed(range(len(self.ops))):
@@ -143,7 +163,7 @@ class StackedMLP:
                 else:
                     pieces.append(th.bmm(grad.transpose(1, 2), x).view(n, -1))
                 if i > 0:  # the first layer's input is the observation: no gradient needed
-                    grad = th.bmm(grad, params[:, op.weight].view(n, op.out_features, op.in_features))
+                    grad = th.bmm(grad, views[i][0])  # type: ignore[index]
             else:
                 grad = _activation_backward(op, grad, inputs[i], inputs[i + 1] if i + 1 < len(self.ops) else output)
         return pieces[::-1]
@@ -274,7 +294,7 @@ class BatchedActor:
         out, inputs = self.net.forward_cached(params, obs)
         cache = ActorCache(inputs, out)
         if self.log_std is None:  # Categorical(logits=out)
-            cache.log_probs = out - out.logsumexp(-1, keepdim=True)
+            cache.log_probs = th.log_softmax(out, dim=-1)  # the normalised logits
             cache.probs = cache.log_probs.exp()
             cache.index = actions.long().unsqueeze(-1)
             log_prob = cache.log_probs.gather(-1, cache.index).squeeze(-1)
