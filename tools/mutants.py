@@ -28,6 +28,7 @@ FAST = ["tests/common/test_fedmath.py", "tests/common/test_estimators.py", "test
 ESTIMATES = ["tests/fedpg/test_gradient_estimates.py"]
 WIRING = ["tests/fedpg/test_fedpg.py::test_in_process_round_wires_the_correction_and_the_anchor_reuse"]
 WIRING += ["tests/fedpg/test_fedpg.py::test_a_round_costs_H_batches_with_anchor_reuse_and_H_plus_1_without"]
+PPO_EPOCHS = ["tests/ppo/test_local_solver.py"]
 
 #: name → (what it breaks, file, original text, mutated text, tests to run)
 MUTANTS: dict[str, tuple[str, str, str, str, list[str]]] = {
@@ -135,6 +136,27 @@ MUTANTS: dict[str, tuple[str, str, str, str, list[str]]] = {
         "return global_params + server_learning_rate * aggregator(local_params - global_params)",
         "return global_params + aggregator(local_params - global_params)",
         FAST,
+    ),
+    "ppo_clip_mask_dropped": (
+        "FederatedPPO's clipped surrogate differentiated as if never clipped",
+        "sb3_fedpg/ppo/local_solver.py",
+        "grad_log_prob = (adv * (unclipped <= clipped))",
+        "grad_log_prob = (adv * (unclipped == unclipped))",
+        PPO_EPOCHS,
+    ),
+    "ppo_tanh_derivative_dropped": (
+        "the hand-written batched backward skips tanh's derivative",
+        "sb3_fedpg/common/batched_policy.py",
+        "return th.ops.aten.tanh_backward(grad, y)",
+        "return grad",
+        PPO_EPOCHS,
+    ),
+    "ppo_log_std_gradient": (
+        "the hand-written Gaussian log-std gradient misses the −1 of z² − 1",
+        "sb3_fedpg/common/batched_policy.py",
+        "(g_z * cache.z - g).sum(1)",
+        "(g_z * cache.z).sum(1)",
+        PPO_EPOCHS,
     ),
 }
 

@@ -15,6 +15,7 @@ agent's own gradient in one backward pass.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -76,6 +77,9 @@ class StackedMLP:
             else:
                 self.ops.append(module)
         self.end = pos
+        self._cached_views: tuple[th.Tensor, int, list] | None = None
+        #: :meth:`backward` is exact: every activation is deterministic and element-wise (no Dropout)
+        self.hand_backward_ready = all(isinstance(op, (_Linear, *_HAND_BACKWARD)) for op in self.ops)
         # NumPy twins of the activations, for the rollout path (None: that path is unavailable).
         activations = [op for op in self.ops if not isinstance(op, _Linear)]
         numpy_acts = [_NUMPY_ACTIVATIONS.get(type(op)) for op in activations]
@@ -108,15 +112,79 @@ class StackedMLP:
         :param x: inputs ``(n_agents, batch, in_features)``
         :return: outputs ``(n_agents, batch, out_features)``
         """
-        n = params.shape[0]
-        for op in self.ops:
-            if isinstance(op, _Linear):
-                weight = params[:, op.weight].view(n, op.out_features, op.in_features)
-                bias = params[:, op.bias].view(n, 1, op.out_features)
+        return self.forward_cached(params, x)[0]
+
+    def forward_cached(self, params: th.Tensor, x: th.Tensor) -> tuple[th.Tensor, list[th.Tensor]]:
+        """
+        The forward pass, keeping what :meth:`backward` needs.
+
+        :param params: stacked parameters ``(n_agents, n_params)``
+        :param x: inputs ``(n_agents, batch, in_features)``
+        :return: outputs ``(n_agents, batch, out_features)`` and every op's input
+        """
+        inputs = []
+        for op, views in zip(self.ops, self._views(params), strict=True):
+            inputs.append(x)
+            if views is not None:
+                weight, bias = views
                 x = th.baddbmm(bias, x, weight.transpose(1, 2))
             else:
                 x = op(x)
-        return x
+        return x, inputs
+
+    def _views(self, params: th.Tensor) -> list[tuple[th.Tensor, th.Tensor] | None]:
+        """
+        :param params: stacked parameters ``(n_agents, n_params)``
+        :return: per op, the ``(n, out, in)`` weight and ``(n, 1, out)`` bias views of ``params`` (``None`` for an
+            activation). Without autograd they are kept for the next call with the same tensor: PPO's epochs update
+            one tensor in place (views follow), and re-slicing every layer was a tenth of a minibatch step's ops.
+        """
+        cached = self._cached_views
+        if cached is not None and cached[0] is params and cached[1] == params.data_ptr() and not th.is_grad_enabled():
+            return cached[2]
+        n = params.shape[0]
+        views = [
+            (params[:, op.weight].view(n, op.out_features, op.in_features), params[:, op.bias].view(n, 1, op.out_features))
+            if isinstance(op, _Linear)
+            else None
+            for op in self.ops
+        ]
+        self._cached_views = None if th.is_grad_enabled() else (params, params.data_ptr(), views)
+        return views
+
+    def backward(
+        self, params: th.Tensor, inputs: list[th.Tensor], output: th.Tensor, grad_output: th.Tensor
+    ) -> list[th.Tensor]:
+        """
+        The backward pass written out (no autograd graph): PPO's minibatch step is a few hundred small ops,
+        and autograd's bookkeeping (graph nodes, every slice's gradient scattered into a zero tensor) cost
+        about as much as the arithmetic (issue #13).
+
+        :param params: the stacked parameters of the forward pass ``(n_agents, n_params)``
+        :param inputs: every op's input, from :meth:`forward_cached`
+        :param output: the output of the forward pass
+        :param grad_output: gradient of the loss with respect to the output ``(n_agents, batch, out_features)``
+        :return: the gradient with respect to this chain's parameters, in pieces ``(n_agents, k)`` that
+            concatenate (``th.cat(pieces, dim=1)``) to the layout of ``params[:, offset:end]``
+        """
+        n = params.shape[0]
+        views = self._views(params)
+        pieces: list[th.Tensor] = []
+        grad = grad_output
+        for i in reversed(range(len(self.ops))):
+            op = self.ops[i]
+            if isinstance(op, _Linear):
+                x = inputs[i]
+                pieces.append(grad.sum(1))
+                if op.in_features < op.out_features:  # (xᵀ g)ᵀ: the faster product when the input is narrow
+                    pieces.append(th.bmm(x.transpose(1, 2), grad).transpose(1, 2).reshape(n, -1))
+                else:
+                    pieces.append(th.bmm(grad.transpose(1, 2), x).view(n, -1))
+                if i > 0:  # the first layer's input is the observation: no gradient needed
+                    grad = th.bmm(grad, views[i][0])  # type: ignore[index]
+            else:
+                grad = _activation_backward(op, grad, inputs[i], inputs[i + 1] if i + 1 < len(self.ops) else output)
+        return pieces[::-1]
 
 
 #: Dropout is the identity in eval mode, the only mode the NumPy (rollout) path runs in.
@@ -126,6 +194,31 @@ _NUMPY_ACTIVATIONS = {
     nn.Identity: lambda x: x,
     nn.Dropout: lambda x: x,
 }
+
+
+#: The activations :meth:`StackedMLP.backward` differentiates exactly (deterministic and element-wise; Dropout's
+#: random mask is not kept, so a policy with Dropout trains through autograd).
+_HAND_BACKWARD = (nn.Tanh, nn.ReLU, nn.Identity, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Sigmoid)
+
+
+def _activation_backward(op: nn.Module, grad: th.Tensor, x: th.Tensor, y: th.Tensor) -> th.Tensor:
+    """
+    :param op: an element-wise activation
+    :param grad: gradient with respect to its output ``y``
+    :param x: its input
+    :param y: its output
+    :return: gradient with respect to its input (autograd's own kernels for the common ones)
+    """
+    if isinstance(op, nn.Tanh):
+        return th.ops.aten.tanh_backward(grad, y)
+    if isinstance(op, nn.ReLU):
+        return th.ops.aten.threshold_backward(grad, y, 0)
+    if isinstance(op, nn.Identity):
+        return grad
+    with th.enable_grad():  # any other activation: a local autograd call
+        x = x.detach().requires_grad_(True)
+        (grad_x,) = th.autograd.grad(op(x), x, grad)
+    return grad_x
 
 
 def _flatten_modules(*modules: nn.Module) -> list[nn.Module]:
@@ -262,6 +355,34 @@ class StackedNetwork:
         return self.mlp.numpy_forward(params, x)
 
 
+_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+
+
+@dataclass
+class ActorCache:
+    """
+    What :meth:`BatchedActor.backward` needs from :meth:`BatchedActor.evaluate`.
+
+    :param inputs: every op's input in the actor's MLP
+    :param output: the MLP's output (logits or means)
+    :param index: the discrete actions, ``(n, batch, 1)``
+    :param log_probs: normalised logits
+    :param probs: their softmax
+    :param entropy: the categorical entropies
+    :param z: the standardised Gaussian actions ``(a − mean) / σ``
+    :param log_std: ``log σ``, ``(n, 1, action_dim)``
+    """
+
+    inputs: list[th.Tensor]
+    output: th.Tensor
+    index: th.Tensor | None = None
+    log_probs: th.Tensor | None = None
+    probs: th.Tensor | None = None
+    entropy: th.Tensor | None = None
+    z: th.Tensor | None = None
+    log_std: th.Tensor | None = None
+
+
 class BatchedActor:
     """
     The policy's actor (``pi_features_extractor`` → ``mlp_extractor.policy_net`` → ``action_net``
@@ -303,6 +424,17 @@ class BatchedActor:
             for d, (start, k) in enumerate(zip(starts, nvec, strict=True)):
                 grid[d, :k] = start + np.arange(k)
             self._pad_index = th.as_tensor(grid)
+        #: :meth:`evaluate`/:meth:`backward` apply: flat observations (identity extractor), an MLP the
+        #: hand-written backward covers, Discrete or Box actions; otherwise the solver differentiates with autograd
+        self.hand_backward_ready = (
+            self.net.extractor.identity
+            and self.net.mlp.hand_backward_ready
+            and self.kind
+            in (
+                "Discrete",
+                "Box",
+            )
+        )
 
     @contextmanager
     def evaluation(self) -> Iterator[None]:
@@ -346,6 +478,71 @@ class BatchedActor:
         else:
             dist = th.distributions.Bernoulli(logits=out, validate_args=False)
         return th.distributions.Independent(dist, 1, validate_args=False)
+
+    def evaluate(self, params: th.Tensor, obs: th.Tensor, actions: th.Tensor) -> tuple[th.Tensor, th.Tensor, ActorCache]:
+        """
+        Log-probabilities and entropies of :meth:`distribution`, computed directly and keeping what
+        :meth:`backward` needs (the minibatch hot path: no distribution object, no autograd graph).
+
+        :param params: stacked actor parameters ``(n_agents, n_params)``
+        :param obs: flat observations ``(n_agents, batch, obs_dim)``
+        :param actions: actions ``(n_agents, batch[, action_dim])``
+        :return: ``log π(a|s)`` and the entropy, both ``(n_agents, batch)``, and the cache
+        """
+        if not self.hand_backward_ready:
+            raise NotImplementedError(
+                "the hand-written backward covers flat observations, MLPs without Dropout and Discrete/Box actions; "
+                "use distribution() and autograd for this policy."
+            )
+        out, inputs = self.net.mlp.forward_cached(params, obs)
+        cache = ActorCache(inputs, out)
+        if self.log_std is None:  # Categorical(logits=out)
+            cache.log_probs = th.log_softmax(out, dim=-1)  # the normalised logits
+            cache.probs = cache.log_probs.exp()
+            cache.index = actions.long().unsqueeze(-1)
+            log_prob = cache.log_probs.gather(-1, cache.index).squeeze(-1)
+            cache.entropy = -(cache.log_probs * cache.probs).sum(-1)
+            return log_prob, cache.entropy, cache
+        # Independent(Normal(out, exp(log_std)), 1): the log_std row is state-independent
+        cache.log_std = params[:, self.log_std].unsqueeze(1)
+        cache.z = (actions - out) / cache.log_std.exp()
+        log_prob = (-0.5 * cache.z.square() - cache.log_std - _HALF_LOG_2PI).sum(-1)
+        entropy = (0.5 + _HALF_LOG_2PI + cache.log_std).sum(-1).expand(-1, out.shape[1])
+        return log_prob, entropy, cache
+
+    def backward(
+        self,
+        params: th.Tensor,
+        cache: ActorCache,
+        grad_log_prob: th.Tensor,
+        grad_entropy: float,
+        out: th.Tensor | None = None,
+    ) -> th.Tensor:
+        """
+        The gradient with respect to the stacked parameters of a loss, given its gradients with respect to
+        :meth:`evaluate`'s outputs.
+
+        :param params: the stacked parameters given to :meth:`evaluate`
+        :param cache: its cache
+        :param grad_log_prob: ``∂L/∂ log π(a|s)``, ``(n_agents, batch)``
+        :param grad_entropy: ``∂L/∂ entropy``, the same for every sample
+        :param out: where to write the gradient (``None``: a new tensor)
+        :return: ``∂L/∂params``, ``(n_agents, n_params)``
+        """
+        g = grad_log_prob.unsqueeze(-1)
+        if self.log_std is None:
+            assert cache.log_probs is not None and cache.probs is not None and cache.index is not None
+            assert cache.entropy is not None
+            # ∂ log p_a/∂logits = onehot(a) − p;  ∂H/∂logits = −p (log p + H)
+            direction = g if grad_entropy == 0 else g + grad_entropy * (cache.log_probs + cache.entropy.unsqueeze(-1))
+            grad_out = (-cache.probs * direction).scatter_add_(-1, cache.index, g)
+            return th.cat(self.net.mlp.backward(params, cache.inputs, cache.output, grad_out), dim=1, out=out)
+        assert cache.z is not None and cache.log_std is not None
+        # ∂ log π/∂mean = z/σ;  ∂ log π/∂ log σ = z² − 1;  ∂H/∂ log σ = 1
+        g_z = g * cache.z
+        grad_log_std = (g_z * cache.z - g).sum(1) + grad_entropy * cache.z.shape[1]
+        pieces = self.net.mlp.backward(params, cache.inputs, cache.output, g_z / cache.log_std.exp())
+        return th.cat([*pieces, grad_log_std], dim=1, out=out)
 
     @th.no_grad()
     def sample(self, params: th.Tensor, obs: th.Tensor) -> th.Tensor:
@@ -401,8 +598,10 @@ class BatchedActor:
 
         :param vector: flat parameters ``(n_params,)``
         """
+        # vector_to_parameters makes the parameters views of its argument: give it a copy, so that the caller's
+        # vector and the policy never alias (a later in-place change of either would silently change the other)
         with th.no_grad():
-            nn.utils.vector_to_parameters(vector.detach(), self.parameters)
+            nn.utils.vector_to_parameters(vector.detach().clone(), self.parameters)
 
 
 class StackedCritics(nn.Module):
@@ -421,10 +620,44 @@ class StackedCritics(nn.Module):
         )
         init = nn.utils.parameters_to_vector(self._net.parameters).detach()
         self.params = nn.Parameter(init.unsqueeze(0).repeat(n_agents, 1))
+        #: :meth:`forward_cached`/:meth:`backward` apply (flat observations, an MLP without Dropout)
+        self.hand_backward_ready = self._net.extractor.identity and self._net.mlp.hand_backward_ready
+
+    def values(self, obs: th.Tensor, params: th.Tensor) -> th.Tensor:
+        """
+        :param obs: flat preprocessed observations ``(n_agents, batch, obs_dim)``
+        :param params: the critics' stacked parameters ``(n_agents, n_params)``
+        :return: values ``(n_agents, batch)`` (differentiable in ``params``)
+        """
+        return self._net(params, obs).squeeze(-1)
 
     def forward(self, obs: th.Tensor) -> th.Tensor:
         """
         :param obs: flat preprocessed observations ``(n_agents, batch, obs_dim)``
         :return: values ``(n_agents, batch)``
         """
-        return self._net(self.params, obs).squeeze(-1)
+        return self.values(obs, self.params)
+
+    def forward_cached(
+        self, obs: th.Tensor, params: th.Tensor | None = None
+    ) -> tuple[th.Tensor, tuple[th.Tensor, list[th.Tensor], th.Tensor]]:
+        """
+        :param obs: flat observations ``(n_agents, batch, obs_dim)``
+        :param params: the critics' stacked parameters (``None``: :attr:`params`)
+        :return: values ``(n_agents, batch)`` and what :meth:`backward` needs
+        """
+        params = self.params if params is None else params
+        out, inputs = self._net.mlp.forward_cached(params, obs)
+        return out.squeeze(-1), (params, inputs, out)
+
+    def backward(
+        self, cache: tuple[th.Tensor, list[th.Tensor], th.Tensor], grad_values: th.Tensor, out: th.Tensor | None = None
+    ) -> th.Tensor:
+        """
+        :param cache: from :meth:`forward_cached`
+        :param grad_values: ``∂L/∂values``, ``(n_agents, batch)``
+        :param out: where to write the gradient (``None``: a new tensor)
+        :return: ``∂L/∂params``, ``(n_agents, n_params)``
+        """
+        params, inputs, output = cache
+        return th.cat(self._net.mlp.backward(params, inputs, output, grad_values.unsqueeze(-1)), dim=1, out=out)

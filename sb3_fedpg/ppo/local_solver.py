@@ -28,9 +28,8 @@ STEP_STATS = ("train/policy_gradient_loss", "train/value_loss", "train/entropy_l
 
 class BatchedAdam(th.nn.Module):
     """
-    Adam on stacked per-agent rows ``(n_agents, n_params)``, with a mask of the agents that step.
-
-    Masked rows keep their parameters *and* their moments (an agent that stopped early is frozen).
+    Adam on stacked per-agent rows ``(n_agents, n_params)``; the agents left out of a step keep their
+    parameters *and* their moments (an agent that stopped early is frozen).
 
     :param n_agents: number of agents
     :param n_params: parameters per agent
@@ -46,43 +45,83 @@ class BatchedAdam(th.nn.Module):
         self.register_buffer("exp_avg_sq", th.zeros(n_agents, n_params))
         self.register_buffer("steps", th.zeros(n_agents))
 
-    @th.no_grad()
-    def descend(self, params: th.Tensor, grad: th.Tensor, learning_rate: float, active: th.Tensor) -> th.Tensor:
+    @classmethod
+    def joined(cls, *optimizers: BatchedAdam) -> BatchedAdam:
         """
-        :param params: ``(n, p)``
+        One optimiser over the side-by-side rows of several (Adam is element-wise: stepping the joined rows
+        is stepping each, in one call instead of one per optimiser). Write back with :meth:`split_into`.
+
+        :param optimizers: optimisers with the same agents, settings and step counts
+        :return: the joined optimiser (its own copies of the moments)
+        """
+        first = optimizers[0]
+        if any(opt.betas != first.betas or opt.eps != first.eps or not th.equal(opt.steps, first.steps) for opt in optimizers):
+            raise ValueError("Only optimisers with the same betas, eps and step counts can be joined.")
+        joined = cls(first.exp_avg.shape[0], sum(opt.exp_avg.shape[1] for opt in optimizers), first.betas, first.eps)
+        joined.exp_avg = th.cat([opt.exp_avg for opt in optimizers], dim=1)
+        joined.exp_avg_sq = th.cat([opt.exp_avg_sq for opt in optimizers], dim=1)
+        joined.steps = first.steps.clone()
+        return joined.to(first.exp_avg.device)
+
+    @th.no_grad()
+    def split_into(self, *optimizers: BatchedAdam) -> None:
+        """
+        :param optimizers: the optimisers given to :meth:`joined`, in the same order: receive their rows back
+        """
+        start = 0
+        for opt in optimizers:
+            width = opt.exp_avg.shape[1]
+            opt.exp_avg.copy_(self.exp_avg[:, start : start + width])
+            opt.exp_avg_sq.copy_(self.exp_avg_sq[:, start : start + width])
+            opt.steps.copy_(self.steps)
+            start += width
+
+    @th.no_grad()
+    def step_(self, params: th.Tensor, grad: th.Tensor, learning_rate: float, agents: list[int] | None = None) -> None:
+        """
+        One Adam step on ``params`` in place: torch's fused Adam kernel (what ``th.optim.Adam(fused=True)``
+        runs), one call for the chosen agents' rows.
+
+        :param params: ``(n, p)``, changed in place
         :param grad: gradient of the loss to minimise, ``(n, p)``
         :param learning_rate: step size
-        :param active: boolean ``(n,)``: the agents that step
-        :return: the new parameters
+        :param agents: the agents that step (``None``: all)
         """
-        beta1, beta2 = self.betas
-        if bool(active.all()):  # the common case: plain batched Adam, fewest ops
+        if agents is None:
             self.steps += 1
-            self.exp_avg.lerp_(grad, 1 - beta1)
-            self.exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-            mask: th.Tensor | float = 1.0
+            agents = list(range(params.shape[0]))
         else:
-            mask = active.to(params.dtype).unsqueeze(1)
-            self.steps += active.to(self.steps.dtype)
-            self.exp_avg.mul_(1 - mask * (1 - beta1)).add_(mask * (1 - beta1) * grad)
-            self.exp_avg_sq.mul_(1 - mask * (1 - beta2)).add_(mask * (1 - beta2) * grad * grad)
-        steps = self.steps.clamp(min=1).unsqueeze(1)
-        # Adam's update with the bias corrections folded into the step size (per agent: steps may differ)
-        step_size = learning_rate / (1 - beta1**steps)
-        denom = (self.exp_avg_sq / (1 - beta2**steps)).sqrt_().add_(self.eps)
-        return params - mask * step_size * self.exp_avg / denom
+            self.steps[agents] += 1
+        tensors = [t.unbind(0) for t in (params, grad, self.exp_avg, self.exp_avg_sq, self.steps)]
+        params_rows, grad_rows, avg_rows, sq_rows, step_rows = ([rows[i] for i in agents] for rows in tensors)
+        beta1, beta2 = self.betas
+        th._fused_adam_(
+            params_rows,
+            grad_rows,
+            avg_rows,
+            sq_rows,
+            [],
+            step_rows,
+            lr=learning_rate,
+            beta1=beta1,
+            beta2=beta2,
+            weight_decay=0.0,
+            eps=self.eps,
+            amsgrad=False,
+            maximize=False,
+        )
 
 
-def clip_rows(grad: th.Tensor, max_norm: float | None) -> th.Tensor:
+def clip_rows_(grad: th.Tensor, max_norm: float | None) -> None:
     """
-    :param grad: per-agent gradients ``(n, p)``
+    Clip each agent's gradient to a norm, as ``th.nn.utils.clip_grad_norm_`` does.
+
+    :param grad: per-agent gradients ``(n, p)``, changed in place
     :param max_norm: clip each row to this norm (``None``: unchanged)
-    :return: the clipped gradients
     """
-    if max_norm is None:
-        return grad
-    norms = th.linalg.vector_norm(grad, dim=1, keepdim=True)
-    return grad * (max_norm / (norms + 1e-6)).clamp(max=1.0)
+    if max_norm is not None:
+        norms = th.linalg.vector_norm(grad, dim=1, keepdim=True)
+        grad.mul_((max_norm / (norms + 1e-6)).clamp_(max=1.0))
 
 
 @dataclass
@@ -149,7 +188,9 @@ class PPOEpochs:
         self.sample = sample
         self.stats = RoundStats()
         self._data: dict[str, th.Tensor] = {}
-        self._step_stats: list[th.Tensor] = []
+        #: the hand-written forward/backward applies (flat observations, MLPs without Dropout, Discrete/Box);
+        #: otherwise each minibatch is differentiated with autograd (CNN/Dict extractors, Dropout, Multi* spaces)
+        self.hand_written = actor.hand_backward_ready and critics.hand_backward_ready
 
     # ------------------------------------------------------------ phase 1
     def anchor(self, global_params: th.Tensor, n_agents: int) -> th.Tensor:
@@ -170,8 +211,11 @@ class PPOEpochs:
             values = self.critics(batch.obs).view(n, k_steps, m)
             last_values = self.critics(batch.last_obs)
             advantages = gae_advantages(batch.rewards, values, batch.dones, last_values, s.gamma, s.gae_lambda)
-            with self.actor.evaluation():  # the behaviour policy: the rollout's (eval mode), as SB3 stores it
-                old_log_prob = self.actor.distribution(stacked, batch.obs).log_prob(batch.actions)
+            if self.hand_written:
+                old_log_prob, _, cache = self.actor.evaluate(stacked, batch.obs, batch.actions)
+            else:
+                with self.actor.evaluation():  # the behaviour policy: the rollout's (eval mode), as SB3 stores it
+                    old_log_prob = self.actor.distribution(stacked, batch.obs).log_prob(batch.actions)
         returns = advantages + values
         self._data = {
             "obs": batch.obs,
@@ -186,6 +230,10 @@ class PPOEpochs:
         adv = self._data["advantages"]
         if s.normalize_advantage:
             adv = (adv - adv.mean(1, keepdim=True)) / (adv.std(1, keepdim=True) + 1e-8)
+        if self.hand_written:
+            n_samples = adv.shape[1]
+            # ∇ of mean(A log π) + ent_coef · mean(H), from the forward pass that gave old_log_prob
+            return self.actor.backward(stacked, cache, adv / n_samples, s.ent_coef / n_samples)
         params = stacked.detach().requires_grad_(True)
         dist = self.actor.distribution(params, batch.obs)
         objective = (dist.log_prob(batch.actions) * adv).mean(1) + s.ent_coef * dist.entropy().mean(1)
@@ -193,6 +241,7 @@ class PPOEpochs:
         return grads
 
     # ------------------------------------------------------------ phase 2
+    @th.no_grad()
     def local_round(self, global_params: th.Tensor, anchor_grads: th.Tensor, global_grad: th.Tensor) -> th.Tensor:
         """
         ``n_epochs`` of clipped-surrogate minibatch updates per agent on its own rollout, from ``θ̄``.
@@ -204,75 +253,157 @@ class PPOEpochs:
         """
         s, data = self.settings, self._data
         n, n_samples = data["advantages"].shape
-        params = global_params.unsqueeze(0).repeat(n, 1)
+        n_actor = anchor_grads.shape[1]
+        # Actor and critic rows side by side: one gradient buffer, one Adam call per step (Adam is element-wise).
+        params = th.cat([global_params.unsqueeze(0).expand(n, -1), self.critics.params], dim=1)
+        grad = th.empty_like(params)
+        actor_params, critic_params = params[:, :n_actor], params[:, n_actor:]
+        actor_grad, critic_grad = grad[:, :n_actor], grad[:, n_actor:]
+        optimizer = BatchedAdam.joined(self.actor_optimizer, self.critic_optimizer)
         correction = (global_grad.unsqueeze(0) - anchor_grads) if s.correction else None
         active = th.ones(n, dtype=th.bool, device=params.device)
+        agents: list[int] | None = None  # all agents step
         rows = th.arange(n, device=params.device).unsqueeze(1)
         batch_size = min(s.batch_size, n_samples)
         n_batches = max(1, n_samples // batch_size)
+        used = n_batches * batch_size
         keys = ("obs", "actions", "advantages", "old_log_prob", "returns", "old_values")
+        step_outputs: list[tuple[th.Tensor, ...]] = []
         for _ in range(s.n_epochs):
             # torch's global generator: saved in checkpoints, so a resumed run draws the same minibatches
-            order = th.argsort(th.rand(n, n_samples), dim=1).to(params.device)
-            shuffled = {key: data[key][rows, order] for key in keys}  # one gather per epoch, then slices
-            for b in range(n_batches):
-                minibatch = {key: value[:, b * batch_size : (b + 1) * batch_size] for key, value in shuffled.items()}
-                params, kl = self._minibatch_step(params, minibatch, correction, active)
+            order = th.argsort(th.rand(n, n_samples), dim=1).to(params.device)[:, :used]
+            # one gather per key and epoch, then views of (n, n_batches, batch_size, ...)
+            shuffled = {key: data[key][rows, order].unflatten(1, (n_batches, batch_size)) for key in keys}
+            adv = shuffled["advantages"]
+            if s.normalize_advantage and batch_size > 1:  # per agent and minibatch, all minibatches at once
+                adv = (adv - adv.mean(2, keepdim=True)) / (adv.std(2, keepdim=True) + 1e-8)
+            shuffled["advantages"] = adv
+            for minibatch in zip(*(shuffled[key].unbind(1) for key in keys), strict=True):
+                kl, outputs = self._minibatch_grad(actor_params, critic_params, actor_grad, critic_grad, *minibatch)
+                if correction is not None:
+                    actor_grad.sub_(correction)  # ascent on ⟨g − a_i, θ⟩ = descent on its negative
+                clip_rows_(actor_grad, s.max_grad_norm)
+                clip_rows_(critic_grad, s.max_grad_norm)
+                optimizer.step_(params, grad, s.learning_rate, agents)
+                step_outputs.append(outputs)
                 if s.target_kl is not None:
-                    active = active & (kl <= 1.5 * s.target_kl)
+                    active &= kl <= 1.5 * s.target_kl
+                    agents = None if bool(active.all()) else th.nonzero(active).flatten().tolist()
             if not bool(active.any()):
                 break
-        self.stats.add("train/early_stopped_agents", float((~active).sum()))
-        if self._step_stats:
-            means = th.stack(self._step_stats).mean(0).tolist()
-            for key, value in zip(STEP_STATS, means, strict=True):
-                self.stats.add(key, value)
-        return params
-
-    def _minibatch_step(
-        self, params: th.Tensor, mb: dict[str, th.Tensor], correction: th.Tensor | None, active: th.Tensor
-    ) -> tuple[th.Tensor, th.Tensor]:
-        s = self.settings
-        adv = mb["advantages"]
-        if s.normalize_advantage and adv.shape[1] > 1:
-            adv = (adv - adv.mean(1, keepdim=True)) / (adv.std(1, keepdim=True) + 1e-8)
-        params = params.detach().requires_grad_(True)
-        critic_params = self.critics.params
-
-        # actor: clipped surrogate, per agent; critic: value regression on the agent's own returns
-        dist = self.actor.distribution(params, mb["obs"])
-        log_ratio = dist.log_prob(mb["actions"]) - mb["old_log_prob"]
-        ratio = th.exp(log_ratio)
-        surrogate = th.min(ratio * adv, th.clamp(ratio, 1 - s.clip_range, 1 + s.clip_range) * adv)
-        entropy = dist.entropy().mean(1)
-        values = self.critics(mb["obs"])
-        if s.clip_range_vf is not None:
-            values = mb["old_values"] + th.clamp(values - mb["old_values"], -s.clip_range_vf, s.clip_range_vf)
-        value_loss = (mb["returns"] - values).pow(2).mean(1)
-        # Actor and critics are separate networks: one backward gives both (per-agent rows of each).
-        loss = (-surrogate.mean(1) - s.ent_coef * entropy).sum() + s.vf_coef * value_loss.sum()
-        grad, critic_grad = th.autograd.grad(loss, (params, critic_params))
-        if correction is not None:
-            grad = grad - correction  # ascent on ⟨g − a_i, θ⟩ = descent on its negative
-        new_params = self.actor_optimizer.descend(params.detach(), clip_rows(grad, s.max_grad_norm), s.learning_rate, active)
-        with th.no_grad():
-            critic_params.copy_(
-                self.critic_optimizer.descend(critic_params, clip_rows(critic_grad, s.max_grad_norm), s.learning_rate, active)
-            )
-            kl = ((ratio - 1) - log_ratio).mean(1)
-            # one small tensor per step, turned into numbers once per round (see local_round)
-            self._step_stats.append(
-                th.stack(
-                    [
-                        -surrogate.mean(),
-                        value_loss.mean(),
-                        -entropy.mean(),
-                        kl.mean(),
-                        ((ratio - 1).abs() > s.clip_range).float().mean(),
-                    ]
-                )
-            )
-        if not bool(th.isfinite(new_params).all()):
-            bad = th.nonzero(~th.isfinite(new_params).all(dim=1)).flatten().tolist()
+        # Checked once per round, not per step: a non-finite value stays non-finite through the later steps
+        # (and an agent stopped early keeps its parameters), and the round is discarded either way.
+        if not bool(th.isfinite(actor_params).all()):
+            bad = th.nonzero(~th.isfinite(actor_params).all(dim=1)).flatten().tolist()
             raise FloatingPointError(f"non-finite local parameters from agent(s) {bad}; the round was discarded.")
-        return new_params, kl
+        self.critics.params.copy_(critic_params)
+        optimizer.split_into(self.actor_optimizer, self.critic_optimizer)
+        self.stats.add("train/early_stopped_agents", float((~active).sum()))
+        self._record_step_stats(step_outputs)
+        return actor_params.clone()
+
+    def _minibatch_grad(
+        self,
+        actor_params: th.Tensor,
+        critic_params: th.Tensor,
+        actor_grad: th.Tensor,
+        critic_grad: th.Tensor,
+        obs: th.Tensor,
+        actions: th.Tensor,
+        adv: th.Tensor,
+        old_log_prob: th.Tensor,
+        returns: th.Tensor,
+        old_values: th.Tensor,
+    ) -> tuple[th.Tensor | None, tuple[th.Tensor, ...]]:
+        """
+        Every agent's gradient of PPO's loss on its minibatch (each agent's gradient is its own row)
+
+            −mean(min(r·A, clip(r)·A)) − ent_coef·mean(H) + vf_coef·mean((R − V)²)
+
+        written out (:meth:`BatchedActor.backward`, :meth:`StackedCritics.backward`): no autograd graph.
+
+        :return: the per-agent approximate KL (``None`` without ``target_kl``) and the step's tensors for the
+            round's statistics
+        """
+        s = self.settings
+        if not self.hand_written:
+            return self._autograd_minibatch_grad(
+                actor_params, critic_params, actor_grad, critic_grad, obs, actions, adv, old_log_prob, returns, old_values
+            )
+        batch = adv.shape[1]
+        # actor: clipped surrogate
+        log_prob, entropy, actor_cache = self.actor.evaluate(actor_params, obs, actions)
+        log_ratio = log_prob - old_log_prob
+        ratio = th.exp(log_ratio)
+        unclipped = ratio * adv
+        clipped = th.clamp(ratio, 1 - s.clip_range, 1 + s.clip_range) * adv
+        # ∂ min/∂r is A where the unclipped term is the smaller (ties: r inside the range, also A), else 0
+        grad_log_prob = (adv * (unclipped <= clipped)).mul_(ratio).mul_(-1.0 / batch)
+        self.actor.backward(actor_params, actor_cache, grad_log_prob, -s.ent_coef / batch, out=actor_grad)
+        # critic: value regression on the agent's own returns
+        values, critic_cache = self.critics.forward_cached(obs, critic_params)
+        if s.clip_range_vf is not None:
+            change = values - old_values
+            values = old_values + th.clamp(change, -s.clip_range_vf, s.clip_range_vf)
+        error = values - returns
+        grad_values = error * (2 * s.vf_coef / batch)
+        if s.clip_range_vf is not None:  # clamp passes the gradient inside [−c, c], bounds included
+            grad_values.mul_(change.abs() <= s.clip_range_vf)
+        self.critics.backward(critic_cache, grad_values, out=critic_grad)
+        kl = None if s.target_kl is None else ((ratio - 1) - log_ratio).mean(1)
+        return kl, (unclipped, clipped, entropy, ratio, log_ratio, error)
+
+    def _autograd_minibatch_grad(
+        self,
+        actor_params: th.Tensor,
+        critic_params: th.Tensor,
+        actor_grad: th.Tensor,
+        critic_grad: th.Tensor,
+        obs: th.Tensor,
+        actions: th.Tensor,
+        adv: th.Tensor,
+        old_log_prob: th.Tensor,
+        returns: th.Tensor,
+        old_values: th.Tensor,
+    ) -> tuple[th.Tensor | None, tuple[th.Tensor, ...]]:
+        """
+        :meth:`_minibatch_grad` through autograd, for the policies the hand-written backward does not cover
+        (features extractors, Dropout, MultiDiscrete/MultiBinary). Same loss, same outputs.
+        """
+        s = self.settings
+        with th.enable_grad():
+            params = actor_params.detach().requires_grad_(True)
+            c_params = critic_params.detach().requires_grad_(True)
+            dist = self.actor.distribution(params, obs)
+            log_ratio = dist.log_prob(actions) - old_log_prob
+            ratio = th.exp(log_ratio)
+            unclipped = ratio * adv
+            clipped = th.clamp(ratio, 1 - s.clip_range, 1 + s.clip_range) * adv
+            entropy = dist.entropy()
+            values = self.critics.values(obs, c_params)
+            if s.clip_range_vf is not None:
+                values = old_values + th.clamp(values - old_values, -s.clip_range_vf, s.clip_range_vf)
+            error = values - returns
+            loss = (-th.min(unclipped, clipped).mean(1) - s.ent_coef * entropy.mean(1)).sum()
+            loss = loss + s.vf_coef * error.square().mean(1).sum()
+            grads = th.autograd.grad(loss, (params, c_params))
+        actor_grad.copy_(grads[0])
+        critic_grad.copy_(grads[1])
+        kl = None if s.target_kl is None else ((ratio - 1) - log_ratio).detach().mean(1)
+        return kl, tuple(t.detach() for t in (unclipped, clipped, entropy, ratio, log_ratio, error))
+
+    def _record_step_stats(self, step_outputs: list[tuple[th.Tensor, ...]]) -> None:
+        # Reduced once per round (not per step): every minibatch has the same size, so the mean over all
+        # samples of all steps is the mean of the per-step means.
+        if not step_outputs:
+            return
+        unclipped, clipped, entropy, ratio, log_ratio, error = (th.stack(x) for x in zip(*step_outputs, strict=True))
+        values = [
+            -th.minimum(unclipped, clipped).mean(),
+            error.square().mean(),
+            -entropy.mean(),
+            ((ratio - 1) - log_ratio).mean(),
+            ((ratio - 1).abs() > self.settings.clip_range).float().mean(),
+        ]
+        for key, value in zip(STEP_STATS, th.stack(values).tolist(), strict=True):
+            self.stats.add(key, value)

@@ -2,6 +2,8 @@ import importlib.util
 import json
 import pathlib
 
+import pytest
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
@@ -21,6 +23,18 @@ def test_throughput_quick(tmp_path):
     assert kinds == {"raw_vector_env", "raw_env", "fedpg", "a2c", "ppo", "mujoco_raw_vector_env", "mujoco_fedpg"}
     assert all(row["steps_per_second"] > 0 for row in saved["rows"])
     assert "FederatedPG / SB3 A2C" in (tmp_path / "throughput.md").read_text()
+
+
+def test_ppo_speed_quick(tmp_path):
+    result = load("ppo_speed").main(["--quick", "--output", str(tmp_path / "ppo_speed")])
+    saved = json.loads((tmp_path / "ppo_speed.json").read_text())
+    assert saved == json.loads(json.dumps(result))
+    for speeds, ratios in [("env_steps_per_s", "ratio_per_repeat"), ("env_steps_per_cpu_s", "cpu_ratio_per_repeat")]:
+        fed, sb3 = saved[speeds]["federated_ppo"], saved[speeds]["sb3_ppo"]
+        assert saved[ratios] == pytest.approx([f / s for f, s in zip(fed, sb3, strict=True)])
+        assert min(fed + sb3) > 0
+    table = (tmp_path / "ppo_speed.md").read_text()
+    assert "per CPU-second" in table and "load average" in table
 
 
 def test_update_readme_refills_blocks(tmp_path):

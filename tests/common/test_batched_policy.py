@@ -54,3 +54,36 @@ def test_stacked_critics_are_independent():
     values[1].sum().backward()
     grads = critics.params.grad
     assert grads[1].abs().sum() > 0 and grads[0].abs().sum() == 0 and grads[2].abs().sum() == 0
+
+
+@pytest.mark.parametrize("action_space", [spaces.Discrete(3), spaces.Box(-1, 1, shape=(2,), dtype=np.float32)])
+@pytest.mark.parametrize("activation_fn", [th.nn.Tanh, th.nn.ReLU, th.nn.ELU])  # ELU: the generic fallback
+def test_hand_written_backward_matches_autograd(action_space, activation_fn):
+    # The PPO hot path's evaluate/backward against autograd through torch's own distributions.
+    obs_space = spaces.Box(-1, 1, shape=(3,), dtype=np.float32)
+    policy = ActorCriticPolicy(
+        obs_space, action_space, ConstantSchedule(1e-3), net_arch=[8, 5], activation_fn=activation_fn
+    ).double()
+    actor, critics = BatchedActor(policy), StackedCritics(policy, n_agents=2)
+    params = actor.get_vector().unsqueeze(0) + 0.3 * th.randn(2, actor.n_params, dtype=th.float64)
+    critics.params.data += 0.3 * th.randn_like(critics.params)
+    obs = th.randn(2, 7, 3, dtype=th.float64)
+    actions = actor.sample(params, obs)
+    grad_log_prob, grad_entropy = th.randn(2, 7, dtype=th.float64), 0.37
+
+    log_prob, entropy, cache = actor.evaluate(params, obs, actions)
+    grad = actor.backward(params, cache, grad_log_prob, grad_entropy)
+    leaf = params.clone().requires_grad_(True)
+    dist = actor.distribution(leaf, obs)
+    th.testing.assert_close(log_prob, dist.log_prob(actions))
+    th.testing.assert_close(entropy, dist.entropy())
+    (expected,) = th.autograd.grad((dist.log_prob(actions) * grad_log_prob).sum() + grad_entropy * dist.entropy().sum(), leaf)
+    th.testing.assert_close(grad, expected, rtol=1e-10, atol=1e-12)
+
+    grad_values = th.randn(2, 7, dtype=th.float64)
+    with th.no_grad():
+        values, critic_cache = critics.forward_cached(obs)
+        critic_grad = critics.backward(critic_cache, grad_values)
+    (expected,) = th.autograd.grad((critics(obs) * grad_values).sum(), critics.params)
+    th.testing.assert_close(values, critics(obs).detach())
+    th.testing.assert_close(critic_grad, expected, rtol=1e-10, atol=1e-12)

@@ -1,9 +1,13 @@
 """FederatedPPO: learns, pins its math to the policy gradient at θ̄, and behaves like an SB3 algorithm."""
 
+import copy
+import dataclasses
+
 import numpy as np
 import pytest
 import torch as th
 from stable_baselines3.common.callbacks import CallbackList
+from stable_baselines3.common.envs import IdentityEnvMultiDiscrete
 
 from sb3_fedpg import FederatedPG, FederatedPPO, make_federated_vec_env
 from sb3_fedpg.common.evaluation import evaluate_agents
@@ -172,3 +176,43 @@ def test_signature_follows_the_one_definition_and_rejects_bad_values(tmp_path):
     small().save(path)
     with pytest.raises(ValueError, match="target_kl must be a finite number > 0"):
         FederatedPPO.load(path, target_kl=-1.0)
+
+
+@pytest.mark.parametrize("env_id", ["sb3_fedpg/HeteroCartPole-v0", "sb3_fedpg/HeteroPendulum-v0"])
+def test_autograd_fallback_equals_hand_written_backward(env_id):
+    # Where both apply (flat observations, MLP without Dropout, Discrete/Box), the autograd path that CNN,
+    # Dropout and MultiDiscrete/MultiBinary policies train through gives the same round.
+    model = small(env_id, n_agents=2, seed=2, n_epochs=3)
+    model._setup_learn(1, None)
+    callback = CallbackList([])
+    callback.init_callback(model)
+    batch = model.collect_batch(model.get_global_parameters().unsqueeze(0).repeat(2, 1), callback, keep_truncations=True)
+    theta = model.get_global_parameters()
+    ppo_settings = dataclasses.replace(
+        settings(model, correction=True), clip_range_vf=0.1, ent_coef=0.01, max_grad_norm=0.5, target_kl=0.01
+    )
+    out = {}
+    for hand_written in (True, False):
+        critics, critic_opt, actor_opt = (
+            copy.deepcopy(x) for x in (model.critics, model.critic_optimizer, model.actor_optimizer)
+        )
+        solver = PPOEpochs(model._actor, critics, critic_opt, actor_opt, ppo_settings, lambda p: copy.deepcopy(batch))
+        assert solver.hand_written
+        solver.hand_written = hand_written
+        anchors = solver.anchor(theta, 2)
+        th.manual_seed(0)
+        local = solver.local_round(theta, anchors, anchors.mean(0))
+        out[hand_written] = (anchors, local, critics.params.detach(), actor_opt.exp_avg, solver.stats.means())
+    for fast, slow in zip(out[True][:4], out[False][:4], strict=True):
+        th.testing.assert_close(fast, slow, rtol=1e-4, atol=1e-5)
+    for key, value in out[True][4].items():
+        assert value == pytest.approx(out[False][4][key], rel=1e-4, abs=1e-6), key
+
+
+def test_multidiscrete_trains_through_the_autograd_fallback():
+    env = make_federated_vec_env([lambda: IdentityEnvMultiDiscrete(4)] * 2, n_envs_per_agent=2, seed=0)
+    model = FederatedPPO("MlpPolicy", env, seed=0, **SMALL)
+    assert not model._actor.hand_backward_ready
+    before = model.get_global_parameters()
+    model.learn(200)
+    assert model.last_round is not None and not th.allclose(before, model.get_global_parameters())
