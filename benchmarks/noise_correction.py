@@ -527,10 +527,12 @@ def main(argv: list[str] | None = None, output: pathlib.Path | None = None) -> d
                         )
                     runs[method].append(json.loads(path.read_text()))
                     run_seconds[name] = run_seconds.get(name, 0.0) + runs[method][-1]["seconds"]
-            if any(len(r) < 2 for r in runs.values()):
-                continue  # fewer than two seeds of some method: no spread to report yet
             if any(len(r) < len(seeds) for r in runs.values()):
                 partial = True
+            # a method with fewer than two seeds has no spread yet: left out of the cell until it has
+            runs = {m: r for m, r in runs.items() if len(r) >= 2}
+            if "fedavg" not in runs or len(runs) < 2:
+                continue
             cell = summarise_cell(runs, lower_is_better=name == "lqr")
             if name != "lqr":
                 # without the heterogeneity benchmark's reference (CartPole: positive returns): J / best seed-mean here
