@@ -19,7 +19,7 @@ def test_noise_correction_quick(tmp_path):
     payload = module.main(["--quick"], output=tmp_path)
     saved = json.loads((tmp_path / "noise_correction.json").read_text())
     cell = saved["summary"]["pointmass"]["10"]
-    assert set(cell["methods"]) == {"fedavg", "paper", "default", "filtered"} == set(module.methods_at(10))
+    assert set(cell["methods"]) == {"fedavg", "paper", "default", "filtered", "auto_filtered"} == set(module.methods_at(10))
     for method, entry in cell["methods"].items():
         assert len(entry["finals"]) == 2
         assert entry["verdict"] in {"yes", "no", "worse", "diverged", "—"}

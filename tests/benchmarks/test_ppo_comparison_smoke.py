@@ -46,7 +46,10 @@ def test_lqr_returns_are_the_exact_costs_of_the_policy_gain(pc):
     family = pc.FAMILIES["lqr"]
     lqr = pc.LQRReturns(family, pc.HETEROGENEITY)
     # the noise benchmark's evaluator (C̄(K) / C̄*) on the same family, as an independent path through the library
-    ratio = pc.nc.lqr_evaluator({**pc.nc.LQR, "n_agents": family["n_agents"]})
+    from sb3_fedpg.envs.lqr import LQR_DEFAULTS
+
+    spread = family.get("input_scale_spread", LQR_DEFAULTS["input_scale_spread"])  # the noise benchmark spreads more
+    ratio = pc.nc.lqr_evaluator({**pc.nc.LQR, "n_agents": family["n_agents"], "input_scale_spread": spread})
     rng = np.random.default_rng(0)
     for scale in (0.0, 0.05):
         weight = th.as_tensor(scale * rng.standard_normal(lqr.problem.B.T.shape), dtype=th.float32)
