@@ -461,6 +461,17 @@ class FederatedAlgorithm(FederatedPersistenceMixin):
         """
         raise NotImplementedError
 
+    def local_solver(self, callback: BaseCallback, learning_rate: float) -> fedmath.LocalSolver:
+        """
+        This round's local solver, as :meth:`train` runs it in-process and a distributed agent
+        (:class:`sb3_fedpg.flower.agent.NeuralAgent`) runs it one phase at a time.
+
+        :param callback: SB3 callback called at every env step
+        :param learning_rate: the local step size of this round
+        :return: the solver (its rollouts come from this algorithm's env)
+        """
+        raise NotImplementedError
+
     @property
     def steps_per_round(self) -> int:
         """Env steps (over all agents) that one round takes."""

@@ -10,6 +10,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 
+from sb3_fedpg.common import fedmath
 from sb3_fedpg.common.aggregators import make_aggregator
 from sb3_fedpg.common.batch import RolloutBatch
 from sb3_fedpg.common.batched_policy import BatchedActor, StackedCritics
@@ -271,7 +272,16 @@ class FederatedPG(FederatedAlgorithm):
         self.policy.set_training_mode(True)
         learning_rate = self.current_learning_rate()
         self.learner.stats = type(self.learner.stats)()
-        solver = self.learner.solver(
+        result = self.run_atomic_round(self.local_solver(callback, learning_rate))
+        self.record_round(result, learning_rate, self.local_steps, self.learner.stats.means())
+
+    def local_solver(self, callback: BaseCallback, learning_rate: float) -> fedmath.LocalSolver:
+        """
+        :param callback: SB3 callback called at every env step
+        :param learning_rate: the local step size ``η`` of this round
+        :return: the corrected gradient steps of this round (fresh batches from this algorithm's env)
+        """
+        return self.learner.solver(
             lambda params, step: self.sample_batch(params, callback),
             learning_rate,
             self.local_steps,
@@ -280,8 +290,6 @@ class FederatedPG(FederatedAlgorithm):
             variance_control=self.variance_control,
             anchor_batches=self.n_anchor_batches,
         )
-        result = self.run_atomic_round(solver)
-        self.record_round(result, learning_rate, self.local_steps, self.learner.stats.means())
 
     def local_state_dict(self) -> dict[str, Any]:
         return self.learner.local_state_dict()

@@ -216,23 +216,27 @@ def make_agent_env(config: FlowerRunConfig, agent: int, n_agents: int, seed: int
 
 def make_agent_model(config: FlowerRunConfig, agent: int, n_agents: int):
     """
-    A one-agent :class:`~sb3_fedpg.FederatedPG` on agent ``i``'s environment.
+    A one-agent :class:`~sb3_fedpg.FederatedPG` (or :class:`~sb3_fedpg.FederatedPPO` with ``algorithm="fedppo"``)
+    on agent ``i``'s environment.
 
     :param config: the run configuration
     :param agent: the agent's index
     :param n_agents: number of agents in the federation
     :return: the model (its policy is built from ``config.seed``, identical on every agent and the server)
     """
-    from sb3_fedpg import FederatedPG
+    from sb3_fedpg import FederatedPG, FederatedPPO
 
+    algorithm = FederatedPPO if config.algorithm == "fedppo" else FederatedPG
     env = make_agent_env(config, agent, n_agents, seed=config.seed + agent)
-    return FederatedPG("MlpPolicy", env, n_agents=1, seed=config.seed, device="cpu", **config.algorithm_kwargs())
+    return algorithm("MlpPolicy", env, n_agents=1, seed=config.seed, device="cpu", **config.algorithm_kwargs())
 
 
 class NeuralAgent:
     """
-    One agent of a heterogeneous Gymnasium family: a one-agent :class:`~sb3_fedpg.FederatedPG` whose
-    learner (local critic, optimiser states) and batch sampler are those of the in-process algorithm.
+    One agent of a heterogeneous Gymnasium family: a one-agent :class:`~sb3_fedpg.FederatedPG` (or
+    :class:`~sb3_fedpg.FederatedPPO`) whose local solver, local memory (critic, optimiser states) and rollouts are
+    those of the in-process algorithm (:meth:`~sb3_fedpg.common.federated_algorithm.FederatedAlgorithm.local_solver`).
+    What phase 2 needs from phase 1 besides the anchor (FederatedPPO's rollout) is part of the agent's memory.
 
     :param config: the run configuration
     :param agent: this agent's index
@@ -250,6 +254,9 @@ class NeuralAgent:
         self.model._setup_learn(total_timesteps=1, callback=None, reset_num_timesteps=True, progress_bar=False)
         self._callback = CallbackList([])
         self._callback.init_callback(self.model)
+        #: what this round's phase 2 needs from its phase 1 besides the anchor (FederatedPPO: the rollout)
+        self._round_memory: dict[str, Any] = {}
+        self._stats: dict[str, float] = {}
 
     def initial_params(self) -> np.ndarray:
         """:return: the initial global parameters ``θ̄_0`` (float32)"""
@@ -267,33 +274,39 @@ class NeuralAgent:
 
         model = self.model
         if state is not None:
-            model.learner.load_local_state_dict(unflatten_state(*state, to_tensor=th.from_numpy))
+            memory = unflatten_state(*state, to_tensor=th.from_numpy)
+            model.load_local_state_dict(memory["local"])
+            self._round_memory = memory["round"]
         model.seed_streams(seed)
         # A fresh reset per message: deployment cannot keep episodes running between processes,
         # so simulation does the same and both see the same batches.
         model.start_fresh_episodes()
         model.num_timesteps = 0
-        model.learner.stats = type(model.learner.stats)()
+        if hasattr(model, "learner"):  # FederatedPG's statistics live in its learner, FederatedPPO's in the solver
+            model.learner.stats = type(model.learner.stats)()
+        self._stats = {}
 
     def dump_state(self) -> AgentState:
-        """:return: the local critic, its optimiser and the local optimiser state (see :func:`flatten_state`)"""
-        return flatten_state(self.model.learner.local_state_dict())
+        """
+        :return: the local critic, its optimiser and the local optimiser state, and what phase 2 needs from phase 1
+            (see :func:`flatten_state`)
+        """
+        return flatten_state({"local": self.model.local_state_dict(), "round": self._round_memory})
 
     def num_examples(self) -> int:
-        """:return: environment steps behind the last phase's vector (Flower's ``num-examples``)"""
-        return int(self.model.num_timesteps)
+        """
+        :return: environment steps behind the last phase's vector (Flower's ``num-examples``; FederatedPPO's local
+            round reuses its phase-1 rollout: that rollout's size)
+        """
+        rollout = self._round_memory.get("advantages")
+        return int(self.model.num_timesteps) or (int(rollout.numel()) if rollout is not None else 0)
 
     def _solver(self, learning_rate: float) -> Any:
-        model = self.model
-        return model.learner.solver(
-            lambda params, step: model.sample_batch(params, self._callback),
-            learning_rate,
-            model.local_steps,
-            correction=model.correction,
-            reuse_anchor=model.reuse_anchor_batch,
-            variance_control=model.variance_control,
-            anchor_batches=model.n_anchor_batches,
-        )
+        return self.model.local_solver(self._callback, learning_rate)
+
+    def _keep_stats(self, solver: Any) -> None:
+        stats = self.model.learner.stats if hasattr(self.model, "learner") else solver.stats
+        self._stats = dict(stats.means())
 
     def anchor(self, theta_bar: np.ndarray) -> np.ndarray:
         """
@@ -302,7 +315,11 @@ class NeuralAgent:
         """
         import torch as th
 
-        return self._solver(self.config.learning_rate).anchor(th.as_tensor(theta_bar), 1)[0].numpy()
+        solver = self._solver(self.config.agent_learning_rate)
+        anchor = solver.anchor(th.as_tensor(theta_bar), 1)[0].numpy()
+        self._round_memory = solver.round_memory() if hasattr(solver, "round_memory") else {}
+        self._keep_stats(solver)
+        return anchor
 
     def local_round(
         self, theta_bar: np.ndarray, anchor: np.ndarray, global_grad: np.ndarray, learning_rate: float
@@ -316,9 +333,13 @@ class NeuralAgent:
         """
         import torch as th
 
-        local = self._solver(learning_rate).local_round(
+        solver = self._solver(learning_rate)
+        if hasattr(solver, "load_round_memory"):
+            solver.load_round_memory(self._round_memory)
+        local = solver.local_round(
             th.as_tensor(theta_bar), th.as_tensor(anchor[None]), th.as_tensor(global_grad, dtype=th.float32)
         )
+        self._keep_stats(solver)
         return local[0].detach().cpu().numpy()
 
     def evaluate(self, theta_bar: np.ndarray) -> dict[str, float]:
@@ -338,7 +359,7 @@ class NeuralAgent:
     def metrics(self) -> dict[str, float]:
         """:return: metrics of this message's batches (episode returns under the agent's own reward)"""
         model = self.model
-        out = {key.split("/")[-1]: value for key, value in model.learner.stats.means().items()}
+        out = {key.split("/")[-1]: value for key, value in self._stats.items()}
         if len(model.ep_info_buffer) > 0:
             out["ep_rew_mean"] = float(np.mean([ep["r"] for ep in model.ep_info_buffer]))
             out["ep_len_mean"] = float(np.mean([ep["l"] for ep in model.ep_info_buffer]))

@@ -14,7 +14,7 @@ from typing import Any
 
 from sb3_fedpg import __version__
 from sb3_fedpg.common.adversarial import FAULT_KINDS
-from sb3_fedpg.common.hyperparams import AGGREGATOR_NAMES, FedPGHyperparams
+from sb3_fedpg.common.hyperparams import AGGREGATOR_NAMES, FedPGHyperparams, FedPPOHyperparams
 
 #: The FederatedPG hyperparameters a Flower run takes (kebab-case in the run config); their defaults
 #: come from :class:`~sb3_fedpg.common.hyperparams.FedPGHyperparams`, the one definition.
@@ -37,6 +37,38 @@ ALGORITHM_KEYS = (
     "critic_learning_rate",
     "local_optimizer",
     "max_grad_norm",
+)
+
+#: The FederatedPPO hyperparameters a Flower run with ``algorithm = "fedppo"`` takes, as ``ppo-<name>`` keys with
+#: FederatedPPO's own defaults (a separate namespace: PPO's Adam step size, rollout length and clipping defaults are
+#: not FederatedPG's, and one key with two meanings would be a trap).
+PPO_KEYS = (
+    "learning_rate",
+    "n_steps",
+    "batch_size",
+    "n_epochs",
+    "gamma",
+    "gae_lambda",
+    "clip_range",
+    "clip_range_vf",
+    "normalize_advantage",
+    "ent_coef",
+    "vf_coef",
+    "max_grad_norm",
+    "target_kl",
+    "correction",
+    "server_learning_rate",
+)
+#: What the agents run: FederatedPG's corrected gradient steps (Fast-FedPG / FedAvg-PG) or FederatedPPO's epochs.
+ALGORITHMS = ("fedpg", "fedppo")
+#: Optional numbers of the run config: 0 (or less) means "off" (TOML has no null).
+_OPTIONAL_NUMBERS = (
+    "max_update_norm",
+    "max_grad_norm",
+    "max_update_norm_ratio",
+    "ppo_clip_range_vf",
+    "ppo_max_grad_norm",
+    "ppo_target_kl",
 )
 
 
@@ -84,6 +116,9 @@ DEFAULT_RUN_CONFIG: dict[str, bool | int | float | str] = {
     "heterogeneity": 1.0,
     **{name.replace("_", "-"): _toml_default(FedPGHyperparams.defaults()[name]) for name in ALGORITHM_KEYS},
     "net-arch": "64,64",
+    # "fedpg" (the keys above) or "fedppo": FederatedPPO with the ppo-* keys below (FederatedPPO's names and defaults)
+    "algorithm": "fedpg",
+    **{f"ppo-{name.replace('_', '-')}": _toml_default(FedPPOHyperparams.defaults()[name]) for name in PPO_KEYS},
     # tabular task (Garnet MDP, see sb3_fedpg.tabular.garnet)
     "tabular-n-states": 10,
     "tabular-n-actions": 4,
@@ -152,6 +187,22 @@ class FlowerRunConfig:
     :param local_optimizer: ``sgd`` or ``adam``
     :param max_grad_norm: clip each agent's corrected direction (``None``: no clipping)
     :param net_arch: hidden layer sizes of the policy
+    :param algorithm: ``fedpg`` (FederatedPG, the keys above) or ``fedppo`` (FederatedPPO, the ``ppo_*`` keys)
+    :param ppo_learning_rate: FederatedPPO's Adam step size of the local actor and critic updates
+    :param ppo_n_steps: FederatedPPO's rollout length per sub-environment and round
+    :param ppo_batch_size: FederatedPPO's minibatch size per agent
+    :param ppo_n_epochs: FederatedPPO's epochs over each agent's rollout per round
+    :param ppo_gamma: FederatedPPO's discount factor
+    :param ppo_gae_lambda: FederatedPPO's GAE λ
+    :param ppo_clip_range: PPO's clipping parameter
+    :param ppo_clip_range_vf: clipping of the local critics' value updates (``None``: off)
+    :param ppo_normalize_advantage: normalise each agent's minibatch advantages
+    :param ppo_ent_coef: FederatedPPO's entropy bonus
+    :param ppo_vf_coef: weight of the value loss
+    :param ppo_max_grad_norm: clip each agent's actor and critic gradients (``None``: off)
+    :param ppo_target_kl: stop an agent's epochs once its KL passes ``1.5 × target_kl`` (``None``: off)
+    :param ppo_correction: add the drift correction ``⟨g − a_i, θ⟩`` to each agent's PPO objective
+    :param ppo_server_learning_rate: FederatedPPO's server step size ``η_g``
     :param tabular_n_states: Garnet ``S``
     :param tabular_n_actions: Garnet ``A``
     :param tabular_branching: Garnet branching factor
@@ -203,6 +254,22 @@ class FlowerRunConfig:
     local_optimizer: str = "sgd"
     max_grad_norm: float | None = None
     net_arch: tuple[int, ...] = (64, 64)
+    algorithm: str = "fedpg"
+    ppo_learning_rate: float = 3e-4
+    ppo_n_steps: int = 256
+    ppo_batch_size: int = 64
+    ppo_n_epochs: int = 10
+    ppo_gamma: float = 0.99
+    ppo_gae_lambda: float = 0.95
+    ppo_clip_range: float = 0.2
+    ppo_clip_range_vf: float | None = None
+    ppo_normalize_advantage: bool = True
+    ppo_ent_coef: float = 0.0
+    ppo_vf_coef: float = 0.5
+    ppo_max_grad_norm: float | None = 0.5
+    ppo_target_kl: float | None = None
+    ppo_correction: bool = False
+    ppo_server_learning_rate: float = 1.0
     tabular_n_states: int = 10
     tabular_n_actions: int = 4
     tabular_branching: int = 3
@@ -213,8 +280,29 @@ class FlowerRunConfig:
     fault_phase: str = "local"
     fault_rounds: tuple[int, ...] = field(default_factory=tuple)
 
+    @property
+    def agent_learning_rate(self) -> float:
+        """The agents' local step size (FederatedPG's ``η`` or FederatedPPO's Adam step size)."""
+        return self.ppo_learning_rate if self.algorithm == "fedppo" else self.learning_rate
+
+    @property
+    def server_step_size(self) -> float:
+        """The server step size ``η_g`` of the chosen algorithm."""
+        return self.ppo_server_learning_rate if self.algorithm == "fedppo" else self.server_learning_rate
+
+    @property
+    def uses_correction(self) -> bool:
+        """Whether the agents apply the drift correction."""
+        return self.ppo_correction if self.algorithm == "fedppo" else self.correction
+
     def algorithm_kwargs(self) -> dict[str, Any]:
-        """:return: keyword arguments of :class:`~sb3_fedpg.FederatedPG` (besides policy, env, n_agents, seed)"""
+        """
+        :return: keyword arguments of :class:`~sb3_fedpg.FederatedPG` or, with ``algorithm="fedppo"``,
+            :class:`~sb3_fedpg.FederatedPPO` (besides policy, env, n_agents, seed)
+        """
+        if self.algorithm == "fedppo":
+            kwargs = {name: getattr(self, f"ppo_{name}") for name in PPO_KEYS}
+            return {**kwargs, "policy_kwargs": {"net_arch": list(self.net_arch)}}
         return dict(
             learning_rate=self.learning_rate,
             local_steps=self.local_steps,
@@ -318,7 +406,7 @@ def parse_run_config(run_config: Mapping[str, Any] | None = None, **overrides: A
     values: dict[str, Any] = {}
     for f in fields(FlowerRunConfig):
         key = f.name.replace("_", "-")
-        if f.name in ("max_update_norm", "max_grad_norm", "max_update_norm_ratio"):
+        if f.name in _OPTIONAL_NUMBERS:
             # 0 (or less) means "no limit": TOML has no null
             number = typed(key, float)
             if number != number or abs(number) == float("inf"):
@@ -342,11 +430,18 @@ def parse_run_config(run_config: Mapping[str, Any] | None = None, **overrides: A
             kind = {"bool": bool, "int": int, "float": float, "str": str}[str(f.type).split(" ")[0]]
             values[f.name] = typed(key, kind)
     config = FlowerRunConfig(**values)
+    if config.algorithm not in ALGORITHMS:
+        raise ValueError(f"run config 'algorithm' must be one of {ALGORITHMS}, got {config.algorithm!r}")
     for name in ALGORITHM_KEYS:  # FederatedPG's own checks, the same as its constructor's
         try:
             FedPGHyperparams.check(**{name: getattr(config, name)})
         except ValueError as error:
             raise ValueError(f"run config {name.replace('_', '-')!r}: {error}") from error
+    for name in PPO_KEYS:  # FederatedPPO's
+        try:
+            FedPPOHyperparams.check(**{name: getattr(config, f"ppo_{name}")})
+        except ValueError as error:
+            raise ValueError(f"run config 'ppo-{name.replace('_', '-')}': {error}") from error
     if config.aggregator not in AGGREGATOR_NAMES:
         raise ValueError(f"run config 'aggregator' must be one of {AGGREGATOR_NAMES}, got {config.aggregator!r}")
     if config.sb3_fedpg_version != __version__:
@@ -356,6 +451,8 @@ def parse_run_config(run_config: Mapping[str, Any] | None = None, **overrides: A
         )
     if config.task not in TASKS:
         raise ValueError(f"run config 'task' must be one of {TASKS}, got {config.task!r}")
+    if config.task == "tabular" and config.algorithm != "fedpg":
+        raise ValueError('the tabular task runs exact gradient steps: use algorithm = "fedpg" with task = "tabular"')
     if config.fault_kind not in FLOWER_FAULT_KINDS:
         raise ValueError(f"run config 'fault-kind' must be one of {FLOWER_FAULT_KINDS}, got {config.fault_kind!r}")
     if config.fault_phase not in FAULT_PHASES:

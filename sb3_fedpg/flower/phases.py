@@ -116,7 +116,7 @@ def answer(request: PhaseRequest, memory: AgentMemory) -> tuple[np.ndarray, dict
         if request.global_grad is None:
             raise ValueError("a phase-2 request needs the global gradient g")
         agent.begin(state, message_seed(config, request.agent, server_round, 2))
-        vector = agent.local_round(request.params, anchor, request.global_grad, config.learning_rate) - request.params
+        vector = agent.local_round(request.params, anchor, request.global_grad, config.agent_learning_rate) - request.params
     # Remember the exact anchor (before any fault injection) for phase 2.
     memory.save(agent, anchor, server_round)
     if config.fault_applies(request.agent, request.phase, server_round):

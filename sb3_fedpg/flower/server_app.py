@@ -268,7 +268,7 @@ class FedPGServer:
         }
         if len(accepted) >= config.min_agents:
             out["local_params"] = params + np.stack([deltas[n] for n in accepted])
-            new = fedmath.server_new_params(params, out["local_params"], config.server_learning_rate, self.aggregator)
+            new = fedmath.server_new_params(params, out["local_params"], config.server_step_size, self.aggregator)
             out["params"] = np.asarray(new, dtype=params.dtype)
         return out
 
@@ -337,13 +337,13 @@ class FedPGServer:
         """
         from sb3_fedpg.common import fedmath
 
-        values = fedmath.round_metrics(result, self.config.correction)
+        values = fedmath.round_metrics(result, self.config.uses_correction)
         for key, value in values.items():
             logger.record(key, value)
         logger.record("fed/round", server_round)
         logger.record("fed/agents_phase1", len(phase1["nodes"]))
         logger.record("fed/agents_phase2", len(phase2["nodes"]))
-        logger.record("train/learning_rate", self.config.learning_rate)
+        logger.record("train/learning_rate", self.config.agent_learning_rate)
         records = list(phase1["metrics"].values()) + list(phase2["metrics"].values())
         returns = []
         for record in records:
@@ -389,7 +389,8 @@ class FedPGServer:
         if config.resume and (saved := outputs.load_checkpoint()) is not None:
             params, history, start_round = saved
             log(INFO, "resuming from %s after round %d", outputs.checkpoint_path, start_round)
-        log(INFO, "Fast-FedPG on Flower: %d agents, %d parameters, %d rounds", len(nodes), params.shape[0], config.num_rounds)
+        name = {"fedpg": "Fast-FedPG" if config.correction else "FedAvg-PG", "fedppo": "FederatedPPO"}[config.algorithm]
+        log(INFO, "%s on Flower: %d agents, %d parameters, %d rounds", name, len(nodes), params.shape[0], config.num_rounds)
         skipped_in_a_row = 0
         for server_round in range(start_round + 1, config.num_rounds + 1):
             t0 = time.perf_counter()

@@ -240,6 +240,22 @@ class PPOEpochs:
         (grads,) = th.autograd.grad(objective.sum(), params)
         return grads
 
+    def round_memory(self) -> dict[str, th.Tensor]:
+        """
+        What phase 2 needs from phase 1: the rollout, its advantages and behaviour log-probabilities. A distributed
+        agent whose two phases may run in different processes stores it between them
+        (:class:`sb3_fedpg.flower.agent.NeuralAgent`).
+
+        :return: the tensors by name (empty before :meth:`anchor`)
+        """
+        return dict(self._data)
+
+    def load_round_memory(self, memory: dict[str, th.Tensor]) -> None:
+        """
+        :param memory: the output of :meth:`round_memory` of this round's phase 1
+        """
+        self._data = dict(memory)
+
     # ------------------------------------------------------------ phase 2
     @th.no_grad()
     def local_round(self, global_params: th.Tensor, anchor_grads: th.Tensor, global_grad: th.Tensor) -> th.Tensor:
@@ -251,6 +267,8 @@ class PPOEpochs:
         :param global_grad: ``g``
         :return: ``θ_{i,final}``
         """
+        if not self._data:
+            raise RuntimeError("local_round before anchor: this round's rollout is missing (run anchor, or load_round_memory)")
         s, data = self.settings, self._data
         n, n_samples = data["advantages"].shape
         n_actor = anchor_grads.shape[1]

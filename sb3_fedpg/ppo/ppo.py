@@ -232,6 +232,17 @@ class FederatedPPO(FederatedAlgorithm):
         callback = self._round_callback(callback)
         self.policy.set_training_mode(True)
         learning_rate = self.current_learning_rate()
+        solver = self.local_solver(callback, learning_rate)
+        result = self.run_atomic_round(solver)
+        self.logger.record("train/clip_range", solver.settings.clip_range)
+        self.record_round(result, learning_rate, self.n_epochs, solver.stats.means())
+
+    def local_solver(self, callback: BaseCallback, learning_rate: float) -> PPOEpochs:
+        """
+        :param callback: SB3 callback called at every env step
+        :param learning_rate: the agents' Adam step size of this round
+        :return: this round's PPO epochs (clip ranges at the current progress; rollouts from this algorithm's env)
+        """
         progress = self._current_progress_remaining
         settings = PPOSettings(
             learning_rate=learning_rate,
@@ -248,7 +259,7 @@ class FederatedPPO(FederatedAlgorithm):
             target_kl=self.target_kl,
             correction=self.correction,
         )
-        solver = PPOEpochs(
+        return PPOEpochs(
             self._actor,
             self.critics,
             self.critic_optimizer,
@@ -256,9 +267,6 @@ class FederatedPPO(FederatedAlgorithm):
             settings,
             lambda params: self.sample_batch(params, callback),
         )
-        result = self.run_atomic_round(solver)
-        self.logger.record("train/clip_range", settings.clip_range)
-        self.record_round(result, learning_rate, self.n_epochs, solver.stats.means())
 
     def learn(
         self: SelfFederatedPPO,

@@ -12,6 +12,16 @@ from sb3_fedpg.flower.config import parse_run_config
 from sb3_fedpg.flower.phases import InProcessMemory, PhaseRequest, answer
 
 TINY = {"n-envs-per-agent": 2, "n-steps": 8, "local-steps": 2, "net-arch": "8", "local-optimizer": "adam"}
+#: FederatedPPO agents: phase 2 runs PPO epochs on the rollout of phase 1, which must travel in the agent's memory
+TINY_PPO = {
+    **TINY,
+    "algorithm": "fedppo",
+    "ppo-n-steps": 8,
+    "ppo-batch-size": 4,
+    "ppo-n-epochs": 2,
+    "ppo-correction": True,
+    "ppo-learning-rate": 1e-2,
+}
 
 
 def test_flatten_round_trip_keeps_types_and_bits():
@@ -31,32 +41,83 @@ def test_flatten_round_trip_keeps_types_and_bits():
         flatten_state({"x": object()})
 
 
-def _request(phase, server_round, params, global_grad=None, run_id=7):
-    if run_id == 101:  # the ClientApp path: a fresh process (and agent object) for every message
+def _request(phase, server_round, params, global_grad=None, run_id=7, run_config=TINY):
+    if run_id in (101, 103):  # the ClientApp path: a fresh process (and agent object) for every message
         for key in [k for k in agent_module._AGENT_CACHE if k[0] == run_id]:
             del agent_module._AGENT_CACHE[key]
-    return PhaseRequest(phase, run_id, TINY, 1, 2, server_round, params, global_grad)
+    return PhaseRequest(phase, run_id, run_config, 1, 2, server_round, params, global_grad)
 
 
-def test_context_state_and_worker_memory_give_the_same_replies():
+@pytest.mark.parametrize("run_config", [TINY, TINY_PPO], ids=["fedpg", "fedppo"])
+def test_context_state_and_worker_memory_give_the_same_replies(run_config):
     # A ClientApp that keeps the agent's memory in context.state (rebuilt from arrays every message) and a worker that
     # keeps the agent object must compute the same bits: that is what makes simulation == deployment.
-    params = NeuralAgent(parse_run_config(TINY), 1, 2).initial_params()
+    ppo = run_config is TINY_PPO
+    params = NeuralAgent(parse_run_config(run_config), 1, 2).initial_params()
     context = Context(run_id=1, node_id=1, node_config={}, state=RecordDict(), run_config={})
     via_context, via_worker = ContextMemory(context), InProcessMemory()
+    fresh, kept = (103, 203) if ppo else (101, 202)
     for server_round in (1, 2):
         replies = []
-        for run_id, memory in ((101, via_context), (202, via_worker)):
-            anchor, metrics = answer(_request("grad", server_round, params, run_id=run_id), memory)
-            delta, _ = answer(_request("local", server_round, params, anchor, run_id=run_id), memory)
-            replies.append((anchor, delta, metrics))
-        (a1, d1, m1), (a2, d2, m2) = replies
+        for run_id, memory in ((fresh, via_context), (kept, via_worker)):
+            anchor, metrics = answer(_request("grad", server_round, params, run_id=run_id, run_config=run_config), memory)
+            request = _request("local", server_round, params, anchor, run_id=run_id, run_config=run_config)
+            delta, local_metrics = answer(request, memory)
+            replies.append((anchor, delta, metrics, local_metrics))
+        (a1, d1, m1, l1), (a2, d2, m2, l2) = replies
         np.testing.assert_array_equal(a1, a2)
         np.testing.assert_array_equal(d1, d2)
+        assert np.abs(d1).max() > 0
         assert m1["num-examples"] == m2["num-examples"] == 16 and m1["agent"] == 1
+        # FederatedPPO's local round steps on the phase-1 rollout (no new env steps): its size is the reply's examples
+        assert l1["num-examples"] == l2["num-examples"] == 16
         params = params + d1
     assert "fedpg-agent" in context.state.array_records  # the critic and Adam moments are arrays there
-    assert len(context.state.array_records["fedpg-agent"]) > 3
+    arrays = context.state.array_records["fedpg-agent"]
+    assert len(arrays) > 3
+    # the rollout travels with the memory only where phase 2 needs it
+    assert any(".round." in name for name in arrays) == ppo
+
+
+def test_fedppo_agent_runs_the_ppo_epochs_of_the_in_process_algorithm():
+    # One FederatedPPO agent on Flower's phases computes what FederatedPPO's own solver computes on that agent's env.
+    from sb3_fedpg.flower.agent import make_agent_model, message_seed
+
+    config = parse_run_config(TINY_PPO)
+    params = NeuralAgent(config, 1, 2).initial_params()
+    memory = InProcessMemory()
+    anchor, _ = answer(_request("grad", 1, params, run_id=401, run_config=TINY_PPO), memory)
+    g = anchor * 0.5
+    delta, _ = answer(_request("local", 1, params, g, run_id=401, run_config=TINY_PPO), memory)
+
+    model = make_agent_model(config, 1, 2)
+    model._setup_learn(total_timesteps=1, callback=None)
+    model.seed_streams(message_seed(config, 1, 1, 1))
+    model.start_fresh_episodes()
+    from stable_baselines3.common.callbacks import CallbackList
+
+    callback = CallbackList([])
+    callback.init_callback(model)
+    solver = model.local_solver(callback, config.ppo_learning_rate)
+    theta = th.as_tensor(params)
+    expected_anchor = solver.anchor(theta, 1)
+    np.testing.assert_array_equal(anchor, expected_anchor[0].numpy())
+    model.seed_streams(message_seed(config, 1, 1, 2))  # phase 2's minibatch order comes from its own message seed
+    local = solver.local_round(theta, expected_anchor, th.as_tensor(g))
+    np.testing.assert_allclose(delta, (local[0] - theta).numpy(), rtol=0, atol=1e-6)
+    with pytest.raises(RuntimeError, match="local_round before anchor"):
+        model.local_solver(callback, 1e-3).local_round(theta, expected_anchor, th.as_tensor(g))
+
+
+def test_fedppo_run_config_keys_are_validated():
+    with pytest.raises(ValueError, match="ppo-batch-size"):
+        parse_run_config({"algorithm": "fedppo", "ppo-batch-size": 0})
+    with pytest.raises(ValueError, match="algorithm"):
+        parse_run_config({"algorithm": "ppo"})
+    with pytest.raises(ValueError, match="tabular"):
+        parse_run_config({"algorithm": "fedppo", "task": "tabular"})
+    config = parse_run_config({"algorithm": "fedppo", "ppo-target-kl": 0.0, "ppo-max-grad-norm": 0.0})
+    assert config.ppo_target_kl is None and config.ppo_max_grad_norm is None and config.agent_learning_rate == 3e-4
 
 
 def test_phase_two_without_an_anchor_is_refused():

@@ -145,3 +145,48 @@ def test_simulation_attached_to_a_local_ray_cluster(tmp_path):
     config = parse_run_config(run_config)
     reference = exact_federated_run(make_tabular_mdp(config, n_agents), 4, rounds, learning_rate=1.0, correction=True)
     np.testing.assert_allclose(history, reference.params.reshape(rounds + 1, -1), rtol=0, atol=1e-10)
+
+
+def test_fedppo_simulation_is_its_agents_phases_averaged(tmp_path):
+    # algorithm="fedppo": every agent runs FederatedPPO's epochs on its own rollout (with the correction); the server
+    # averages. Replayed here with the same phase function outside Flower, the global parameters must agree.
+    from sb3_fedpg import FederatedPPO
+    from sb3_fedpg.flower.agent import NeuralAgent
+    from sb3_fedpg.flower.phases import InProcessMemory, PhaseRequest, answer
+
+    n_agents, rounds = 2, 2
+    run_config = {
+        "algorithm": "fedppo",
+        "num-rounds": rounds,
+        "min-agents": n_agents,
+        "n-envs-per-agent": 2,
+        "net-arch": "8",
+        "ppo-n-steps": 16,
+        "ppo-batch-size": 8,
+        "ppo-n-epochs": 2,
+        "ppo-learning-rate": 1e-2,
+        "ppo-correction": True,
+        "output-dir": str(tmp_path / "out"),
+    }
+    history = run_simulation(n_agents, run_config, num_cpus=2)
+    config = parse_run_config({**run_config, "num-agents": n_agents})
+    params = NeuralAgent(config, 0, n_agents).initial_params().astype(np.float64)
+    memories = [InProcessMemory() for _ in range(n_agents)]
+    expected = [params]
+    for server_round in range(1, rounds + 1):
+        theta = expected[-1].astype(np.float32)
+        anchors = [
+            answer(PhaseRequest("grad", "replay", run_config, i, n_agents, server_round, theta), memories[i])[0]
+            for i in range(n_agents)
+        ]
+        g = np.mean(np.stack(anchors).astype(np.float64), axis=0).astype(np.float32)
+        deltas = [
+            answer(PhaseRequest("local", "replay", run_config, i, n_agents, server_round, theta, g), memories[i])[0]
+            for i in range(n_agents)
+        ]
+        expected.append(expected[-1] + np.mean(np.stack(deltas).astype(np.float64), axis=0))
+    assert history.shape == (rounds + 1, params.size)
+    assert np.abs(history[-1] - history[0]).max() > 1e-3  # the epochs moved the policy
+    np.testing.assert_allclose(history, np.stack(expected), rtol=0, atol=1e-5)
+    model = FederatedPPO.load(tmp_path / "out" / "model.zip")  # the saved global policy is a FederatedPPO model
+    np.testing.assert_allclose(model.get_global_parameters().numpy(), history[-1], rtol=0, atol=1e-6)
