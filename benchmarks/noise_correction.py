@@ -8,11 +8,12 @@ advantages):
 
 - ``fedavg``: FedAvg-PG (``correction=False``);
 - ``paper``: Fast-FedPG as in the paper (``variance_control="none"``, one anchor batch);
-- ``default``: the library's default, the paper's correction with ``anchor_batches="auto"`` = ``H // 5`` batches per
-  anchor (4 at ``H = 20``, 10 at ``H = 50``; at ``H = 5`` it is ``paper``, so it is not run again); the extra env steps
-  count in ``num_timesteps``, so it gets fewer rounds for the same budget;
+- ``default``: the library's default, the paper's correction with ``anchor_batches="auto"`` = ``(H / 10)²`` batches
+  per anchor (4 at ``H = 20``, 25 at ``H = 50``; at ``H = 5`` it is ``paper``, so it is not run again); the extra env
+  steps count in ``num_timesteps``, so it gets fewer rounds for the same budget;
+- ``h_div_5``: the previous default's ``H // 5`` anchor batches, run where it differs from today's (``H = 50``: 10);
 - ``filtered``: the correction Kalman-filtered over rounds (``variance_control="filtered"``, one anchor batch);
-- ``auto_filtered``: both: the filtered correction with ``H // 5`` anchor batches.
+- ``auto_filtered``: both: the filtered correction with ``"auto"`` anchor batches.
 
 Version 1 (``benchmarks/results/noise_correction_v1.{json,md,png}``, committed output of this script's previous
 version at 400k steps everywhere, the family default LQR) also measured the same-batch control variate, SNR damping
@@ -80,19 +81,21 @@ METHODS: dict[str, dict[str, Any]] = {
     "fedavg": {"correction": False},
     "paper": {"correction": True, "variance_control": "none", "anchor_batches": 1},
     "default": {"correction": True, "variance_control": "none", "anchor_batches": "auto"},
+    "h_div_5": {"correction": True, "variance_control": "none", "anchor_batches": "H // 5"},
     "filtered": {"correction": True, "variance_control": "filtered", "anchor_batches": 1},
     "auto_filtered": {"correction": True, "variance_control": "filtered", "anchor_batches": "auto"},
 }
 #: methods run only at some H (the default is the paper's update below H = 10: the same runs)
-ONLY_AT: dict[str, tuple[int, ...]] = {"default": (10, 20, 50), "auto_filtered": (10, 20, 50)}
+ONLY_AT: dict[str, tuple[int, ...]] = {"default": (10, 20, 50), "auto_filtered": (10, 20, 50), "h_div_5": (50,)}
 LABELS = {
     "fedavg": "FedAvg-PG",
     "paper": "Fast-FedPG (paper, 1 anchor batch)",
-    "default": "Fast-FedPG (default: H // 5 anchor batches)",
+    "default": "Fast-FedPG (default: (H/10)² anchor batches)",
+    "h_div_5": "Fast-FedPG, H // 5 anchor batches (previous default)",
     "filtered": "Kalman-filtered correction (1 anchor batch)",
-    "auto_filtered": "Kalman-filtered correction, H // 5 anchor batches",
+    "auto_filtered": "Kalman-filtered correction, (H/10)² anchor batches",
 }
-COLORS = {"fedavg": "C3", "paper": "C0", "default": "C2", "filtered": "C1", "auto_filtered": "C4"}
+COLORS = {"fedavg": "C3", "paper": "C0", "default": "C2", "h_div_5": "C5", "filtered": "C1", "auto_filtered": "C4"}
 
 
 def resolved(method: str, local_steps: int) -> dict[str, Any]:
@@ -100,6 +103,8 @@ def resolved(method: str, local_steps: int) -> dict[str, Any]:
     from sb3_fedpg.common.hyperparams import resolve_anchor_batches
 
     kwargs = dict(METHODS[method])
+    if kwargs.get("anchor_batches") == "H // 5":
+        kwargs["anchor_batches"] = max(1, local_steps // 5)
     kwargs["anchor_batches"] = resolve_anchor_batches(kwargs.get("anchor_batches", "auto"), local_steps, kwargs["correction"])
     return kwargs
 
@@ -130,7 +135,7 @@ FAMILIES: dict[str, dict[str, Any]] = {
 COMMON = het.COMMON
 QUICK_FAMILIES = {"pointmass": {"env_id": "sb3_fedpg/HeteroPointMass-v0", "n_agents": 2, "budget": 4_000}}
 QUICK_COMMON = het.QUICK_COMMON
-QUICK_HS = (10,)
+QUICK_HS = (20,)
 QUICK_CURVE_POINTS = 3
 
 #: sampled LQR (FederatedPG on the Gymnasium env, linear policy, exact evaluation). The agents' input prices are
@@ -151,8 +156,12 @@ LQR_COMMON: dict[str, Any] = {
     "gae_lambda": 0.95,
     "normalize_advantage": False,
     "critic_learning_rate": 1e-2,
-    # Adam 3e-3 with a linear critic reached only C̄/C̄* = 1.08 at H = 1 in the budget; 1e-2 with a 64×64 critic 1.02
-    "learning_rate": 1e-2,
+    # Adam 3e-3 with a linear critic reached only C̄/C̄* = 1.08 at H = 1 in the budget; 1e-2 with a 64×64 critic 1.02.
+    # Decayed linearly to 0 over the budget (SB3's LinearSchedule): with a constant step every method reached the
+    # optimum's neighbourhood within ~200k steps and then random-walked away (FedAvg-PG from ~1.0 back to ~1.1; at
+    # 1.6M steps every method ended worse than at 800k), so the final cost measured the step's noise floor, not the
+    # methods' fixed points. Decay removes the noise floor and leaves each method's bias.
+    "learning_rate": {"linear": [1e-2, 0.0]},
     "local_optimizer": "adam",
     "policy_kwargs": {"net_arch": {"pi": [], "vf": [64, 64]}},
 }
@@ -209,6 +218,7 @@ def run_one(
     from sb3_fedpg import FederatedPG
 
     torch.set_num_threads(1)
+    common = _with_schedules(common)
     start = time.perf_counter()
     lqr = family["env_id"] == LQR["env_id"]
     budget = budget_at(family, local_steps)
@@ -244,6 +254,17 @@ def run_one(
     out["rounds"] = hook.rounds
     out["seconds"] = time.perf_counter() - start
     return out
+
+
+def _with_schedules(common: dict[str, Any]) -> dict[str, Any]:
+    """:return: ``common`` with a JSON-able ``{"linear": [start, end]}`` step size made SB3's (picklable) LinearSchedule"""
+    from stable_baselines3.common.utils import LinearSchedule
+
+    rate = common.get("learning_rate")
+    if isinstance(rate, dict):
+        (start, end) = rate["linear"]
+        return {**common, "learning_rate": LinearSchedule(start, end, 1.0)}
+    return common
 
 
 def lqr_evaluator(family: dict[str, Any]) -> Any:
@@ -405,7 +426,8 @@ def markdown(summary: dict[str, Any], families: dict[str, Any], partial: bool, r
     lines.append(
         f"Budgets (all agents together, anchor batches included): {budgets}; h = {HETEROGENEITY}. A run stops after the "
         "first whole round that reaches the budget, so the env steps actually used (column) can exceed it by up to one "
-        "round. The default's H // 5 anchor batches are counted in its env steps (fewer rounds for the same budget)."
+        "round. The extra anchor batches (default: (H/10)², previous default: H // 5) are counted in the env steps "
+        "(fewer rounds for the same budget)."
     )
     if run_seconds:
         cost = ", ".join(f"{name} {s / 60:.1f} min" for name, s in run_seconds.items())

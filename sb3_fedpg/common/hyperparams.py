@@ -116,10 +116,13 @@ def resolve_anchor_batches(anchor_batches: int | str, local_steps: int, correcti
     """
     The number of batches averaged into each anchor.
 
-    ``"auto"`` (the default) is ``max(1, H // 5)`` with the correction: the anchor's frozen noise pushes each agent
-    coherently for ``H`` steps, so it gets about one batch for every five local steps (one up to ``H = 9``, the
-    paper's update; 4 at ``H = 20``, 10 at ``H = 50``: the choice measured in ``docs/noise_correction.md``). Without
-    the correction (FedAvg-PG) the anchor only serves as the first local step: one batch.
+    ``"auto"`` (the default) is ``k = clip(round((H / 10)²), 1, H)`` with the correction. The anchor's noise (standard
+    deviation ``σ/√k``) is frozen for the round and pushes each agent coherently by about ``η H σ / √k``; ``k ∝ H²``
+    keeps that push at its size for ``H = 10`` with one batch. So: the paper's single batch up to ``H = 12``, 4 at
+    ``H = 20``, 25 at ``H = 50``, capped at ``H`` (the anchor never costs more env steps than the local steps). The
+    choice was measured in ``docs/noise_correction.md`` (``H // 5`` batches, the previous rule, left one point-mass
+    seed in three collapsing at ``H = 50``). Without the correction (FedAvg-PG) the anchor only serves as the first
+    local step: one batch.
 
     :param anchor_batches: ``"auto"`` or a positive integer (used as given)
     :param local_steps: ``H``
@@ -128,7 +131,9 @@ def resolve_anchor_batches(anchor_batches: int | str, local_steps: int, correcti
     """
     if anchor_batches != "auto":
         return int(anchor_batches)
-    return max(1, local_steps // 5) if correction else 1
+    if not correction:
+        return 1
+    return min(local_steps, max(1, (local_steps * local_steps + 50) // 100))
 
 
 def _mapping_or_none(name: str, value: Any) -> None:
@@ -209,7 +214,7 @@ class FedPGHyperparams(Hyperparams):
     correction: bool = _hp(True, _boolean, "Fast-FedPG's drift correction; False gives FedAvg-PG")
     variance_control: str = _hp("none", _one_of(VARIANCE_CONTROLS), f"Noise control of the correction, {VARIANCE_CONTROLS}")
     anchor_batches: int | str = _hp(
-        "auto", _anchor_batches, "Batches averaged into each anchor, or 'auto' (H // 5 with correction; extra env steps count)"
+        "auto", _anchor_batches, "Batches per anchor, or 'auto' ((H/10)² with correction, 1 to H; extra env steps count)"
     )
     reuse_anchor_batch: bool = _hp(True, _boolean, "Use the anchor batch for the first local step")
     normalize_advantage: bool = _hp(True, _boolean, "Normalise each agent's weights to zero mean, unit variance")

@@ -67,7 +67,8 @@ class FederatedPG(FederatedAlgorithm):
         all equal the paper's update with exact gradients (see
         :class:`~sb3_fedpg.fedpg.learner.NoiseAwareSteps`)
     :param anchor_batches: Batches averaged into each anchor ``a_i`` (the extra env steps count in ``num_timesteps``);
-        ``"auto"``: ``max(1, H // 5)`` with the correction (the paper's single batch up to ``H = 9``), 1 without
+        ``"auto"``: ``(H / 10)²`` rounded, between 1 and ``H``, with the correction (the paper's single batch up to
+        ``H = 12``, 4 at ``H = 20``, 25 at ``H = 50``), 1 without
         (:func:`~sb3_fedpg.common.hyperparams.resolve_anchor_batches`)
     :param reuse_anchor_batch: Use the anchor batch for the first local step (saves one batch per round;
         then ``d_{i,0} = g`` exactly with correction)

@@ -179,7 +179,7 @@ class FlowerRunConfig:
     :param baseline: baseline of ``gpomdp``/``reinforce``
     :param correction: Fast-FedPG (``True``) or FedAvg-PG (``False``)
     :param variance_control: noise control of the correction (``none``, ``control_variate``, ``snr_damping``, ``filtered``)
-    :param anchor_batches: batches averaged into each anchor, or ``auto`` (``H // 5`` with correction)
+    :param anchor_batches: batches averaged into each anchor, or ``auto`` (``(H / 10)²``, 1 to ``H``, with correction)
     :param reuse_anchor_batch: reuse the anchor batch for the first local step
     :param normalize_advantage: normalise each agent's weights
     :param ent_coef: entropy bonus

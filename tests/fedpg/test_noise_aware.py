@@ -124,7 +124,7 @@ def test_filtered_correction_follows_the_filter():
 
 @pytest.mark.parametrize(
     "local_steps, correction, expected",
-    [(4, True, 1), (9, True, 1), (10, True, 2), (20, True, 4), (50, True, 10), (50, False, 1)],
+    [(4, True, 1), (12, True, 1), (13, True, 2), (20, True, 4), (50, True, 25), (50, False, 1), (120, True, 120)],
 )
 def test_auto_anchor_batches_grow_with_the_local_steps(local_steps, correction, expected):
     m = model(local_steps=local_steps, correction=correction)
