@@ -298,15 +298,19 @@ class PPOEpochs:
             shuffled["advantages"] = adv
             for minibatch in zip(*(shuffled[key].unbind(1) for key in keys), strict=True):
                 kl, outputs = self._minibatch_grad(actor_params, critic_params, actor_grad, critic_grad, *minibatch)
+                if s.target_kl is not None:
+                    # SB3's early stop: an agent whose minibatch KL (at its current parameters) passes 1.5 × target_kl
+                    # does not take this step and stops its epochs
+                    active &= kl <= 1.5 * s.target_kl
+                    agents = None if bool(active.all()) else th.nonzero(active).flatten().tolist()
+                    if not agents and agents is not None:
+                        break
                 if correction is not None:
                     actor_grad.sub_(correction)  # ascent on ⟨g − a_i, θ⟩ = descent on its negative
                 clip_rows_(actor_grad, s.max_grad_norm)
                 clip_rows_(critic_grad, s.max_grad_norm)
                 optimizer.step_(params, grad, s.learning_rate, agents)
                 step_outputs.append(outputs)
-                if s.target_kl is not None:
-                    active &= kl <= 1.5 * s.target_kl
-                    agents = None if bool(active.all()) else th.nonzero(active).flatten().tolist()
             if not bool(active.any()):
                 break
         # Checked once per round, not per step: a non-finite value stays non-finite through the later steps

@@ -24,6 +24,7 @@ def sb3_style_epochs(policy, data, correction, settings, orders):
     actor_params, critic_params = BatchedActor(policy).parameters, StackedCritics(policy, 1)._net.parameters
     optimizer = th.optim.Adam([*actor_params, *critic_params], lr=settings.learning_rate, eps=1e-8)
     batch = settings.batch_size
+    steps = 0
     for order in orders:
         for start in range(0, len(order) - batch + 1, batch):
             mb = {key: value[order[start : start + batch]] for key, value in data.items()}
@@ -35,6 +36,11 @@ def sb3_style_epochs(policy, data, correction, settings, orders):
             advantages = mb["advantages"]
             advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
             ratio = th.exp(log_prob - mb["old_log_prob"])
+            with th.no_grad():  # SB3's approx_kl_div and early stop (before the step)
+                log_ratio = log_prob - mb["old_log_prob"]
+                approx_kl = th.mean((th.exp(log_ratio) - 1) - log_ratio)
+            if settings.target_kl is not None and approx_kl > 1.5 * settings.target_kl:
+                return _vectors(actor_params, critic_params, steps)
             policy_loss = -th.min(advantages * ratio, advantages * th.clamp(ratio, 0.8, 1.2)).mean()
             values_pred = mb["old_values"] + th.clamp(values.flatten() - mb["old_values"], -0.3, 0.3)
             value_loss = F.mse_loss(mb["returns"], values_pred)
@@ -49,12 +55,17 @@ def sb3_style_epochs(policy, data, correction, settings, orders):
             th.nn.utils.clip_grad_norm_(actor_params, settings.max_grad_norm)
             th.nn.utils.clip_grad_norm_(critic_params, settings.max_grad_norm)
             optimizer.step()
-    return th.nn.utils.parameters_to_vector(actor_params), th.nn.utils.parameters_to_vector(critic_params)
+            steps += 1
+    return _vectors(actor_params, critic_params, steps)
+
+
+def _vectors(actor_params, critic_params, steps):
+    return th.nn.utils.parameters_to_vector(actor_params), th.nn.utils.parameters_to_vector(critic_params), steps
 
 
 @pytest.mark.parametrize("action_space", [spaces.Discrete(3), spaces.Box(-2, 2, shape=(2,), dtype=np.float32)])
-@pytest.mark.parametrize("with_correction", [False, True])
-def test_batched_epochs_equal_sb3_style_per_agent_updates(action_space, with_correction):
+@pytest.mark.parametrize("with_correction, target_kl", [(False, None), (True, None), (True, 0.04)])
+def test_batched_epochs_equal_sb3_style_per_agent_updates(action_space, with_correction, target_kl):
     th.manual_seed(0)
     obs_space = spaces.Box(-1, 1, shape=(4,), dtype=np.float32)
     # float64: both computations agree to ~1e-12, far below any real error
@@ -76,7 +87,7 @@ def test_batched_epochs_equal_sb3_style_per_agent_updates(action_space, with_cor
         ent_coef=0.05,
         vf_coef=0.5,
         max_grad_norm=0.2,  # binds on some steps
-        target_kl=None,
+        target_kl=target_kl,  # 0.04: the agents stop after different numbers of steps
         correction=with_correction,
     )
     obs = th.randn(N_AGENTS, N_SAMPLES, 4, dtype=th.float64)
@@ -104,16 +115,23 @@ def test_batched_epochs_equal_sb3_style_per_agent_updates(action_space, with_cor
     th.manual_seed(1)  # the same minibatches: one permutation per agent and epoch from torch's generator
     orders = [th.argsort(th.rand(N_AGENTS, N_SAMPLES), dim=1) for _ in range(settings.n_epochs)]
 
+    steps = []
     for i in range(N_AGENTS):
         agent = copy.deepcopy(policy)
         BatchedActor(agent).set_vector(theta)
         th.nn.utils.vector_to_parameters(critics_before[i], StackedCritics(agent, 1)._net.parameters)
         agent_data = {key: value[i] for key, value in data.items()}
         correction = (global_grad - anchors[i]) if with_correction else None
-        actor_i, critic_i = sb3_style_epochs(agent, agent_data, correction, settings, [o[i] for o in orders])
+        actor_i, critic_i, steps_i = sb3_style_epochs(agent, agent_data, correction, settings, [o[i] for o in orders])
+        steps.append(steps_i)
+        assert int(actor_opt.steps[i]) == int(critic_opt.steps[i]) == steps_i
         th.testing.assert_close(local[i], actor_i, rtol=0, atol=1e-10)
         th.testing.assert_close(critics.params[i].detach(), critic_i, rtol=0, atol=1e-10)
     assert (local - theta).abs().max() > 1e-3  # the update did move the parameters
     # every agent's Adam moments and step count were written back
-    assert int(actor_opt.steps[0]) == int(critic_opt.steps[0]) == settings.n_epochs * (N_SAMPLES // settings.batch_size)
+    full = settings.n_epochs * (N_SAMPLES // settings.batch_size)
+    if target_kl is None:
+        assert steps == [full] * N_AGENTS
+    else:  # the early stop bound, at different steps for different agents (a test of the per-agent bookkeeping)
+        assert min(steps) < full and len(set(steps)) > 1, steps
     assert actor_opt.exp_avg.abs().sum() > 0 and critic_opt.exp_avg_sq.abs().sum() > 0
