@@ -161,7 +161,8 @@ def _families() -> dict[str, dict[str, Any]]:
             "exact_lqr_gamma": nc.LQR["gamma"],
             # local-only training needs shared single-agent dynamics; the LQR family builds all agents' at once
             "skip": ["local_ppo"],
-            "fedpg": _fedpg_from_common(nc.LQR_COMMON, nc.LQR["n_agents"], 5),
+            # a constant step here (noise_correction decays it over its much longer LQR budget)
+            "fedpg": _fedpg_from_common({**nc.LQR_COMMON, "learning_rate": 1e-2}, nc.LQR["n_agents"], 5),
             "fedppo": {**_LINEAR, "normalize_advantage": False},
             "a2c": _LINEAR,
             "ppo": _LINEAR,
