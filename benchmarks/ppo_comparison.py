@@ -797,6 +797,8 @@ def sweep(
     for i, (name, method, seed) in enumerate(todo):
         family = families[name]
         key = run_key(name, family, method, seed)
+        if (cache / f"{key}.json").exists():  # done meanwhile by another sweep process sharing the cache
+            continue
         failed = cache / "failed" / f"{key}.json"
         if failed.exists() and not retry_failed:
             log(f"skip {i + 1}/{len(todo)} {name} {method} seed {seed}: failed before ({failed}; --retry-failed reruns it)")
