@@ -34,6 +34,13 @@ def test_app_pyproject_declares_every_run_config_key():
     }
 
 
+def test_dataclass_defaults_are_the_default_run_config():
+    # FlowerRunConfig() and the parsed DEFAULT_RUN_CONFIG (from FedPGHyperparams / FedPPOHyperparams) must agree
+    from sb3_fedpg.flower.config import FlowerRunConfig
+
+    assert parse_run_config({}) == FlowerRunConfig()
+
+
 def test_run_config_converts_once_to_fedpg_kwargs():
     config = parse_run_config({"net-arch": "32,16", "max-grad-norm": 0.5, "correction": "false", "local-steps": 3})
     kwargs = config.algorithm_kwargs()
