@@ -108,7 +108,19 @@ def test_tls_and_supernode_auth_refuse_an_unregistered_node(tmp_path):
     assert (tmp_path / "deploy" / "certificates" / "ca.crt").exists()
 
 
-def test_neural_deployment_equals_simulation_bit_for_bit(tmp_path):
+#: FederatedPPO agents (algorithm="fedppo"): phase 2 runs PPO epochs on the rollout of phase 1, kept by the worker
+FEDPPO = {
+    "algorithm": "fedppo",
+    "ppo-n-steps": 8,
+    "ppo-batch-size": 8,
+    "ppo-n-epochs": 2,
+    "ppo-correction": True,
+    "ppo-learning-rate": 1e-2,
+}
+
+
+@pytest.mark.parametrize("algorithm", [{}, FEDPPO], ids=["fedpg", "fedppo"])
+def test_neural_deployment_equals_simulation_bit_for_bit(tmp_path, algorithm):
     # Every (agent, round, phase) reseeds all of the agent's random streams (torch, NumPy, the env, and the
     # NumPy rollout's action sampler), and each message starts from fresh episodes: a deployment, whose
     # ClientApp is a new process per message, must therefore reproduce the simulation exactly.
@@ -127,6 +139,7 @@ def test_neural_deployment_equals_simulation_bit_for_bit(tmp_path):
         "local-steps": 2,
         "net-arch": "16",
         "heterogeneity": 1.0,
+        **algorithm,
     }
     simulated = run_simulation(2, {**run_config, "output-dir": str(tmp_path / "sim")}, num_cpus=2)
     out = tmp_path / "deployed"
