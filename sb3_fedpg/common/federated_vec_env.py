@@ -96,10 +96,15 @@ def check_observations(obs: Any, agent_ids: np.ndarray) -> None:
     """
     Check that real-valued observations stay finite once converted to the policy's float32.
 
-    :param obs: the observations of all sub-environments (first axis: sub-environment)
+    :param obs: the observations of all sub-environments (first axis: sub-environment), or a dict of them (``Dict``
+        observation spaces: every real-valued entry is checked)
     :param agent_ids: the agent of each sub-environment
     :raises ValueError: naming the agents whose observations are NaN/inf (or overflow float32)
     """
+    if isinstance(obs, dict):
+        for value in obs.values():
+            check_observations(value, agent_ids)
+        return
     if not isinstance(obs, np.ndarray) or obs.dtype.kind != "f" or len(obs) != len(agent_ids):
         return
     with np.errstate(over="ignore", invalid="ignore"):

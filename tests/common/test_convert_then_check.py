@@ -31,6 +31,15 @@ def test_check_observations_converts_before_checking():
         check_observations(obs, agents)
 
 
+def test_check_observations_looks_inside_dict_observations():
+    agents = np.array([0, 1, 2])
+    obs = {"image": np.zeros((3, 2, 2), dtype=np.uint8), "vector": np.zeros((3, 4), dtype=np.float32)}
+    check_observations(obs, agents)
+    obs["vector"][1, 3] = np.nan
+    with pytest.raises(ValueError, match=r"non-finite observation .* agent\(s\) \[1\]"):
+        check_observations(obs, agents)
+
+
 def test_a_float64_reward_of_1e300_is_refused_naming_the_agent():
     ok = lambda obs, action, next_obs, reward: reward
     big = lambda obs, action, next_obs, reward: np.full(len(obs), 1e300)
