@@ -61,9 +61,11 @@ def _json_float(value: float) -> float | str:
     return value if np.isfinite(value) else ("inf" if value > 0 else "-inf" if value < 0 else "nan")
 
 
-def _space_to_json(space: Any, what: str) -> dict[str, Any]:
+def _space_to_json(space: Any, what: str, nested: bool = False) -> dict[str, Any]:
     from gymnasium import spaces
 
+    if isinstance(space, spaces.Dict) and not nested:  # one level, as SB3's MultiInputPolicy takes
+        return {"type": "Dict", "spaces": {str(k): _space_to_json(v, f"{what}[{k!r}]", True) for k, v in space.items()}}
     if isinstance(space, spaces.Box):
         return {
             "type": "Box",
@@ -79,12 +81,12 @@ def _space_to_json(space: Any, what: str) -> dict[str, Any]:
     if isinstance(space, spaces.MultiBinary) and isinstance(space.n, int | np.integer):
         return {"type": "MultiBinary", "n": int(space.n)}
     raise ValueError(
-        f"save_weights: the {what} {space} cannot be described as JSON (Box, Discrete, one-dimensional MultiDiscrete "
-        "and MultiBinary only)."
+        f"save_weights: the {what} {space} cannot be described as JSON (Box, Discrete, one-dimensional MultiDiscrete, "
+        "MultiBinary, and a Dict of those only)."
     )
 
 
-def _space_from_json(desc: Any, what: str) -> Any:
+def _space_from_json(desc: Any, what: str, nested: bool = False) -> Any:
     from gymnasium import spaces
 
     def bad(why: str) -> WeightsFileError:
@@ -93,6 +95,14 @@ def _space_from_json(desc: Any, what: str) -> Any:
     if not isinstance(desc, dict):
         raise bad(f"expected an object, got {type(desc).__name__}")
     kind = desc.get("type")
+    if kind == "Dict" and not nested:
+        items = desc.get("spaces")
+        if not (isinstance(items, dict) and 1 <= len(items) <= MAX_LAYERS and all(isinstance(k, str) for k in items)):
+            raise bad(f"'spaces' must be an object of 1 to {MAX_LAYERS} named spaces")
+        subspaces = {key: _space_from_json(sub, f"{what}[{key!r}]", True) for key, sub in items.items()}
+        if sum(int(np.prod(sub.shape)) if sub.shape else 1 for sub in subspaces.values()) > MAX_SPACE_SIZE:
+            raise bad(f"the Dict's spaces are too large together (at most {MAX_SPACE_SIZE} values)")
+        return spaces.Dict(subspaces)
     if kind == "Discrete":
         n, start = desc.get("n"), desc.get("start", 0)
         if not (isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= MAX_SPACE_SIZE):
@@ -132,7 +142,7 @@ def _space_from_json(desc: Any, what: str) -> Any:
             return spaces.Box(low=bounds[0].astype(dtype), high=bounds[1].astype(dtype), shape=tuple(shape), dtype=dtype)
         except (ValueError, TypeError, AssertionError) as error:
             raise bad(str(error)) from error
-    raise bad(f"'type' must be 'Box', 'Discrete', 'MultiDiscrete' or 'MultiBinary', got {kind!r}")
+    raise bad(f"'type' must be 'Box', 'Discrete', 'MultiDiscrete', 'MultiBinary' (or, at the top, 'Dict'), got {kind!r}")
 
 
 def _policy_kwargs_to_json(policy_kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -143,6 +153,11 @@ def _policy_kwargs_to_json(policy_kwargs: dict[str, Any]) -> dict[str, Any]:
                 raise ValueError(f"save_weights: policy_kwargs[{key!r}]={value} is not one of {sorted(_CLASS_KWARGS[key])}.")
             out[key] = value.__name__
             continue
+        if isinstance(value, type):  # e.g. a custom features_extractor_class: code, which a weights file never holds
+            raise ValueError(
+                f"save_weights: policy_kwargs[{key!r}]={value.__name__} is a class, i.e. code, and a weights file holds "
+                "no code. Share this model with save() (an SB3 zip: load it only from sources you trust)."
+            )
         out[key] = value
     try:
         json.dumps(out, allow_nan=False)

@@ -152,6 +152,13 @@ def test_each_agents_row_is_its_own_sb3_network(case):
     assert model.policy.pi_features_extractor is not model.policy.vf_features_extractor
 
 
+def test_a_custom_features_extractor_cannot_go_into_a_weights_file(tmp_path):
+    model = _model(FederatedPG, "cnn-custom-framestack")
+    with pytest.raises(ValueError, match=r"policy_kwargs\['features_extractor_class'\]=TinyCNN is a class"):
+        model.save_weights(tmp_path / "w")
+    assert not (tmp_path / "w.zip").exists()
+
+
 def test_a_custom_features_extractor_is_honoured_and_trained():
     model = _model(FederatedPG, "cnn-custom-framestack")
     assert isinstance(model.policy.pi_features_extractor, TinyCNN)
@@ -211,6 +218,10 @@ def test_save_load_round_trip(tmp_path, algo, case):
     th.testing.assert_close(loaded.get_global_parameters(), model.get_global_parameters())
     th.testing.assert_close(loaded.critics.params, model.critics.params)
     loaded.learn(32)  # and it trains on
+    # the pickle-free weights file: image and Dict spaces travel as JSON
+    shared = algo.load_weights(model.save_weights(tmp_path / "weights"))
+    assert shared.observation_space == model.observation_space
+    np.testing.assert_array_equal(shared.predict(obs, deterministic=True)[0], expected)
     # the policy alone, as SB3 saves it
     model.policy.save(tmp_path / "policy.pth")
     policy_class = FederatedActorCriticCnnPolicy if case == "cnn-nature" else FederatedMultiInputActorCriticPolicy
@@ -247,3 +258,14 @@ def test_small_cnn_refuses_what_it_cannot_convolve():
     with pytest.raises(ValueError, match="at least 7x7"):
         SmallCNN(spaces.Box(0, 255, (1, 5, 5), dtype=np.uint8))
     assert SmallCNN(spaces.Box(0, 255, (1, 42, 42), dtype=np.uint8))(th.zeros(2, 1, 42, 42)).shape == (2, 128)
+
+
+def test_weights_files_describe_one_level_of_dict_only():
+    from sb3_fedpg.common.persistence import WeightsFileError, _space_from_json
+
+    box = {"type": "Box", "shape": [2], "dtype": "float32", "low": [0, 0], "high": [1, 1]}
+    assert set(_space_from_json({"type": "Dict", "spaces": {"a": box}}, "observation_space").spaces) == {"a"}
+    with pytest.raises(WeightsFileError, match=r"'type' must be 'Box'.*got 'Dict'"):
+        _space_from_json({"type": "Dict", "spaces": {"a": {"type": "Dict", "spaces": {"b": box}}}}, "observation_space")
+    with pytest.raises(WeightsFileError, match="'spaces' must be an object of 1 to"):
+        _space_from_json({"type": "Dict", "spaces": {}}, "observation_space")

@@ -163,7 +163,7 @@ def test_an_sb3_save_file_is_not_a_weights_file_and_its_pickles_do_not_run(train
         (_hp(evil=1), r"'hyperparameters' has unknown name\(s\) \['evil'\]"),
         (
             lambda m: {**m, "observation_space": {"type": "Tuple"}},
-            "observation_space: 'type' must be 'Box', 'Discrete', 'MultiDiscrete' or 'MultiBinary'",
+            "observation_space: 'type' must be 'Box', 'Discrete', 'MultiDiscrete', 'MultiBinary'",
         ),
         (
             lambda m: {**m, "observation_space": {**m["observation_space"], "shape": [5]}},
