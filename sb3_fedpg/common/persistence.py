@@ -37,6 +37,8 @@ MAX_METADATA_BYTES = 1 << 20
 MAX_SPACE_SIZE = 1 << 16
 MAX_LAYER_WIDTH = 1 << 12
 MAX_LAYERS = 16
+#: Most entries of a Dict observation space a weights file may describe.
+MAX_DICT_SPACES = 16
 #: ``policy_kwargs`` entries a weights file may set, with their check.
 _BOOL_POLICY_KWARGS = ("ortho_init", "full_std", "use_expln", "squash_output", "share_features_extractor", "normalize_images")
 
@@ -97,8 +99,8 @@ def _space_from_json(desc: Any, what: str, nested: bool = False) -> Any:
     kind = desc.get("type")
     if kind == "Dict" and not nested:
         items = desc.get("spaces")
-        if not (isinstance(items, dict) and 1 <= len(items) <= MAX_LAYERS and all(isinstance(k, str) for k in items)):
-            raise bad(f"'spaces' must be an object of 1 to {MAX_LAYERS} named spaces")
+        if not (isinstance(items, dict) and 1 <= len(items) <= MAX_DICT_SPACES and all(isinstance(k, str) for k in items)):
+            raise bad(f"'spaces' must be an object of 1 to {MAX_DICT_SPACES} named spaces")
         subspaces = {key: _space_from_json(sub, f"{what}[{key!r}]", True) for key, sub in items.items()}
         if sum(int(np.prod(sub.shape)) if sub.shape else 1 for sub in subspaces.values()) > MAX_SPACE_SIZE:
             raise bad(f"the Dict's spaces are too large together (at most {MAX_SPACE_SIZE} values)")
