@@ -71,10 +71,36 @@ def test_acceptance_picks_the_faster_fedppo_variant(pc):
         "fedppo_corr": {**cell, "steps_to_target": 4e4, "wall_to_target": 90.0},
         "ppo": {**cell, "steps_to_target": 4e4, "wall_to_target": 60.0},
     }
-    assert pc.acceptance(cells) == {"best_fedppo": "fedppo_corr", "steps_ok": True, "wall_ok": False}
+    assert pc.acceptance(cells) == {"best_fedppo": "fedppo_corr", "ppo": "ppo", "steps_ok": True, "wall_ok": False}
     cells["fedppo_corr"]["steps_to_target"] = None
-    assert pc.acceptance(cells) == {"best_fedppo": "fedppo", "steps_ok": False, "wall_ok": True}
+    assert pc.acceptance(cells) == {"best_fedppo": "fedppo", "ppo": "ppo", "steps_ok": False, "wall_ok": True}
     assert pc.acceptance({"ppo": cells["ppo"]})["steps_ok"] is None  # pending, not a miss
+
+
+def test_acceptance_measures_against_the_central_ppo_that_gets_there_first(pc):
+    cell = {"complete": 3, "mean": 0.0}
+    cells = {
+        "fedppo": {**cell, "steps_to_target": 5e4, "wall_to_target": 30.0},
+        "ppo": {**cell, "steps_to_target": None, "wall_to_target": None},
+        "ppo_zoo": {**cell, "steps_to_target": 4e4, "wall_to_target": 20.0},
+    }
+    assert pc.acceptance(cells) == {"best_fedppo": "fedppo", "ppo": "ppo_zoo", "steps_ok": False, "wall_ok": False}
+    cells["ppo_zoo"] = {"complete": 0}  # a second central PPO still running: pending, not measured against one
+    assert pc.acceptance(cells)["steps_ok"] is None
+
+
+def test_optional_methods_run_only_where_listed(pc):
+    assert "ppo_zoo" in pc.methods_of(pc.FAMILIES["halfcheetah"])
+    assert all("ppo_zoo" not in pc.methods_of(f) for n, f in pc.FAMILIES.items() if n != "halfcheetah")
+    # the same hyperparameters as the zoo entry with none of the family's PPO overrides
+    from sb3_fedpg.zoo.config import load_config_file, select_entry
+
+    conf = pc.ROOT / "zoo_configs" / "ppo.yml"
+    zoo = select_entry(load_config_file(conf), "sb3_fedpg/HeteroHalfCheetah-v0", str(conf))
+    _, entry = pc.cmp.algo_hyperparams(pc.FAMILIES["halfcheetah"], "ppo_zoo", pc.HETEROGENEITY, pc.METHODS)
+    assert all(entry[k] == v for k, v in zoo.items() if k not in ("n_timesteps", "env_kwargs"))
+    _, shared = pc.cmp.algo_hyperparams(pc.FAMILIES["halfcheetah"], "ppo", pc.HETEROGENEITY, pc.METHODS)
+    assert shared["learning_rate"] != entry["learning_rate"]
 
 
 def test_run_key_follows_the_library_defaults(pc, monkeypatch):
@@ -131,7 +157,8 @@ def test_quick_lqr_plan_sweep_report(pc, tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_quick_every_method(pc, tmp_path):
     payload = pc.main(["--quick"], output=tmp_path)
-    assert {r["method"] for r in payload["runs"] if r["family"] == "cartpole"} == set(pc.METHODS)
+    every = set(pc.METHODS) - set(pc.OPTIONAL_METHODS)
+    assert {r["method"] for r in payload["runs"] if r["family"] == "cartpole"} == every
     local = [r for r in payload["runs"] if r["method"] == "local_ppo"]
     n = pc.QUICK_FAMILIES["cartpole"]["n_agents"]
     assert all(len(r["final_per_agent"]) == n and r["timesteps"][-1] >= pc.QUICK_FAMILIES["cartpole"]["budget"] for r in local)
