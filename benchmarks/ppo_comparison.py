@@ -304,6 +304,25 @@ def evaluator_of(family: dict[str, Any]) -> cmp.Evaluator:
     return LQRReturns(family, HETEROGENEITY) if "exact_lqr_gamma" in family else cmp.stochastic_returns
 
 
+def shared_policy_bound(family: dict[str, Any]) -> float | None:
+    """
+    HalfCheetah: an upper bound on ``J`` for any policy shared by all agents. Their dynamics and observations are the
+    same (no agent id), so every agent's cheetah runs the same speeds; agent ``i`` loses ``|v − v_i|`` per step, and
+    the speed that loses least on average is the median target. Control costs (≥ 0) and the start from rest only
+    lower ``J`` further.
+
+    :return: ``−T · min_v mean_i |v − v_i|`` (``T`` the episode length), ``None`` for the other families
+    """
+    if "HalfCheetah" not in family["env_id"]:
+        return None
+    import gymnasium as gym
+    from sb3_fedpg.envs import HalfCheetahVelocityReward
+
+    targets = HalfCheetahVelocityReward(family["n_agents"], HETEROGENEITY).targets.astype(float)
+    horizon = gym.spec("HalfCheetah-v5").max_episode_steps
+    return -horizon * float(np.abs(np.median(targets) - targets).mean())
+
+
 def reference_returns(family: dict[str, Any], seed: int) -> dict[str, float | None]:
     """
     :return: ``J`` of the uniformly random policy and of the zero action (``None`` for discrete actions: for
@@ -524,6 +543,7 @@ def summarize(
         ref: dict[str, Any] = {
             "random": None if refs[0]["random"] is None else float(np.mean([r["random"] for r in refs])),
             "zero": None if refs[0]["zero"] is None else float(np.mean([r["zero"] for r in refs])),
+            "shared_bound": shared_policy_bound(family),
         }
         if "exact_lqr_gamma" in family:
             ref["optimal"] = -LQRReturns(family, HETEROGENEITY).optimal_cost
@@ -638,6 +658,18 @@ def markdown(
     steps_ok = [n for n, c in summary.items() if c["acceptance"]["steps_ok"]]
     wall_all = [n for n, c in summary.items() if c["acceptance"]["wall_ok"] is not None]
     wall_ok = [n for n in wall_all if summary[n]["acceptance"]["wall_ok"]]
+    for name, cell in summary.items():
+        ref = cell["reference"]
+        if ref.get("shared_bound") is not None and ref.get("zero") is not None:
+            bound, zero, best = ref["shared_bound"], ref["zero"], ref["best"]
+            lines += [
+                "",
+                f"{name}: no policy shared by the agents can get above J = {bound:.1f} (they see the same states, "
+                "so their cheetahs run the same speeds; the speed that is best for all is the median target; control "
+                f"costs and the start from rest lower it further). The best final J, {best:.1f} "
+                f"({LABELS.get(ref['best_method'], ref['best_method'])}), is {(best - zero) / (bound - zero):.0%} "
+                f"of the way from standing still ({zero:.1f}) to that bound.",
+            ]
     lines += [
         "",
         f"Acceptance so far: FederatedPPO (best variant) reaches 90 % of the best J in no more env steps than central "

@@ -163,3 +163,16 @@ def test_quick_every_method(pc, tmp_path):
     n = pc.QUICK_FAMILIES["cartpole"]["n_agents"]
     assert all(len(r["final_per_agent"]) == n and r["timesteps"][-1] >= pc.QUICK_FAMILIES["cartpole"]["budget"] for r in local)
     assert "Runs complete: 20 of 20" in (tmp_path / "ppo_comparison.md").read_text()
+
+
+def test_shared_policy_bound_is_the_best_common_speed(pc):
+    from sb3_fedpg.envs import HalfCheetahVelocityReward
+
+    family = pc.FAMILIES["halfcheetah"]
+    bound = pc.shared_policy_bound(family)
+    targets = HalfCheetahVelocityReward(family["n_agents"], pc.HETEROGENEITY).targets
+    speeds = np.linspace(0.0, 5.0, 5001)
+    per_step = -np.abs(speeds[:, None] - targets[None, :]).mean(1)  # every agent at the same speed, no control cost
+    assert bound == pytest.approx(1000 * per_step.max(), abs=1e-3)
+    assert bound == pytest.approx(-1000.0)  # targets 0.5, 1.5, 2.5, 3.5: the median speed loses 1 per step
+    assert pc.shared_policy_bound(pc.FAMILIES["cartpole"]) is None
