@@ -76,11 +76,14 @@ METHODS: dict[str, MethodSpec] = {
     "local_ppo": MethodSpec("ppo", local=True),
     # central PPO with rl-zoo's tuned HalfCheetah optimisation (the family's shared PPO settings replace it)
     "ppo_zoo": MethodSpec("ppo", {}),  # its `fixed` is filled in below, from zoo_configs/ppo.yml
+    # central PPO without gradient clipping: SB3 clips the actor's and critic's gradients *together*, FederatedPPO
+    # each agent's actor and critic separately; with unnormalised returns the critic's gradient dominates the joint norm
+    "ppo_noclip": MethodSpec("ppo", {"max_grad_norm": 1e9}),
 }
 #: run only on the families that list them under "extra_methods"
-OPTIONAL_METHODS = ("ppo_zoo",)
+OPTIONAL_METHODS = ("ppo_zoo", "ppo_noclip")
 #: the central PPO rows FederatedPPO is measured against (the one that gets to 90 % first)
-CENTRAL_PPO = ("ppo", "ppo_zoo")
+CENTRAL_PPO = ("ppo", "ppo_zoo", "ppo_noclip")
 LABELS = {
     "fedpg": "Fast-FedPG",
     "fedavg": "FedAvg-PG",
@@ -90,6 +93,7 @@ LABELS = {
     "a2c": "SB3 A2C (central, pooled)",
     "local_ppo": "local-only PPO",
     "ppo_zoo": "SB3 PPO, rl-zoo's optimisation (central, pooled)",
+    "ppo_noclip": "SB3 PPO, no gradient clipping (central, pooled)",
 }
 COLORS = {
     "fedpg": "tab:blue",
@@ -100,6 +104,7 @@ COLORS = {
     "a2c": "tab:orange",
     "local_ppo": "tab:gray",
     "ppo_zoo": "tab:olive",
+    "ppo_noclip": "tab:brown",
 }
 
 
@@ -226,7 +231,7 @@ def _families() -> dict[str, dict[str, Any]]:
             "fedppo": {**_fedppo_from_ppo("sb3_fedpg/HeteroHalfCheetah-v0"), **_CHEETAH_OPTIMISATION},
             "a2c": {},
             "ppo": _CHEETAH_OPTIMISATION,
-            "extra_methods": ["ppo_zoo"],
+            "extra_methods": ["ppo_zoo", "ppo_noclip"],
         },
     }
 
@@ -721,7 +726,8 @@ def hyperparams_markdown(families: dict[str, dict[str, Any]]) -> str:
         "Budgets and hyperparameters (the zoo_configs entry of each algorithm for the env, with the benchmark's "
         "overrides; FedAvg-PG and FederatedPPO ± correction differ from their algorithm's row only in `correction`; "
         "local-only PPO uses the PPO row with n_envs / N envs per model; `ppo (ppo_zoo)`: a second central PPO, with "
-        "rl-zoo's tuned optimisation for the env; other arguments at the library defaults):",
+        "rl-zoo's tuned optimisation for the env; `ppo (ppo_noclip)`: the PPO row without gradient clipping; other "
+        "arguments at the library defaults):",
         "",
         "| family | budget (total env steps) | N | evaluations (eval envs per agent, final episodes each) | algorithm "
         "| hyperparameters |",
@@ -914,6 +920,7 @@ def main(argv: list[str] | None = None, output: pathlib.Path | None = None) -> d
     parser.add_argument("--quick", action="store_true", help="tiny budgets, CartPole and LQR, two seeds: plan, sweep, report")
     parser.add_argument("--families", nargs="*", default=None, help="families to plan / run now (default: all)")
     parser.add_argument("--methods", nargs="*", default=None, choices=list(METHODS), help="methods to plan / run now")
+    parser.add_argument("--seeds", nargs="*", type=int, default=None, help="--sweep: only these of the seeds now")
     parser.add_argument("--retry-failed", action="store_true", help="--sweep: rerun the runs that failed before")
     parser.add_argument("--cache", type=pathlib.Path, default=None, help="folder of the cached runs")
     parser.add_argument("--output", type=pathlib.Path, default=None, help="folder for the JSON, PNG and table")
@@ -926,6 +933,8 @@ def main(argv: list[str] | None = None, output: pathlib.Path | None = None) -> d
     unknown = set(args.families or ()) - set(families)
     if unknown:
         parser.error(f"unknown families {sorted(unknown)}; choose from {sorted(families)}")
+    if set(args.seeds or ()) - set(seeds):
+        parser.error(f"--seeds {args.seeds}: choose from the report's seeds {seeds}")
     log = Progress(cache / "progress.log")
     if args.plan or args.quick:
         plan_path = cache / "plan.json"
@@ -934,7 +943,7 @@ def main(argv: list[str] | None = None, output: pathlib.Path | None = None) -> d
             plan.setdefault(name, {}).update(per_method)
         _write_json(plan_path, plan)
     if args.sweep or args.quick:
-        sweep(families, cache, seeds, log, args.families, args.methods, args.retry_failed)
+        sweep(families, cache, args.seeds or seeds, log, args.families, args.methods, args.retry_failed)
     return report(families, cache, seeds, output)
 
 

@@ -54,7 +54,9 @@ class FederatedPPO(FederatedAlgorithm):
     :param normalize_advantage: Normalise the advantages of each agent's minibatch
     :param ent_coef: Entropy bonus coefficient
     :param vf_coef: Weight of the value loss in each agent's critic update
-    :param max_grad_norm: Clip each agent's actor and critic gradients to this norm (``None``: off)
+    :param max_grad_norm: Clip each agent's actor gradient and its critic gradient to this norm, each on its own
+        (``None``: off). SB3's PPO clips the norm of both together, so there a large value loss (unnormalised
+        returns) shrinks the actor's step as well
     :param target_kl: Stop an agent's epochs once its approximate KL passes ``1.5 × target_kl`` (``None``: off)
     :param correction: Add the drift correction ``⟨g − a_i, θ⟩`` to each agent's objective
     :param server_learning_rate: Server step size ``η_g`` applied to the aggregated parameter change
