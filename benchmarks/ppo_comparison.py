@@ -76,8 +76,8 @@ METHODS: dict[str, MethodSpec] = {
     "local_ppo": MethodSpec("ppo", local=True),
     # central PPO with rl-zoo's tuned HalfCheetah optimisation (the family's shared PPO settings replace it)
     "ppo_zoo": MethodSpec("ppo", {}),  # its `fixed` is filled in below, from zoo_configs/ppo.yml
-    # central PPO without gradient clipping: SB3 clips the actor's and critic's gradients *together*, FederatedPPO
-    # each agent's actor and critic separately; with unnormalised returns the critic's gradient dominates the joint norm
+    # central PPO without gradient clipping, a diagnostic: SB3 clips the actor's and critic's gradients *together*,
+    # FederatedPPO each agent's actor and critic separately (the joint clip did not turn out to be why PPO failed)
     "ppo_noclip": MethodSpec("ppo", {"max_grad_norm": 1e9}),
 }
 #: run only on the families that list them under "extra_methods"
