@@ -14,6 +14,7 @@ includes the time the process waited for a core, the CPU time does not.
 
     python benchmarks/ppo_speed.py            # ~5 min on an idle 2-core machine, far longer under load
     python benchmarks/ppo_speed.py --quick    # smoke test
+    python benchmarks/ppo_speed.py --device cuda --output benchmarks/results/ppo_speed_cuda   # on a GPU machine
 """
 
 from __future__ import annotations
@@ -29,15 +30,15 @@ import numpy as np
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 
 
-def build(method: str, n_steps: int, batch_size: int, n_epochs: int, seed: int):
+def build(method: str, n_steps: int, batch_size: int, n_epochs: int, seed: int, device: str = "cpu"):
     from stable_baselines3 import PPO
 
     from sb3_fedpg import FederatedPPO, make_federated_vec_env
 
     env = make_federated_vec_env("sb3_fedpg/HeteroCartPole-v0", n_agents=8, n_envs_per_agent=8, seed=seed)
     if method == "sb3_ppo":
-        return PPO("MlpPolicy", env, n_steps=n_steps, batch_size=batch_size, n_epochs=n_epochs, seed=seed, device="cpu")
-    return FederatedPPO("MlpPolicy", env, n_steps=n_steps, batch_size=batch_size, n_epochs=n_epochs, seed=seed, device="cpu")
+        return PPO("MlpPolicy", env, n_steps=n_steps, batch_size=batch_size, n_epochs=n_epochs, seed=seed, device=device)
+    return FederatedPPO("MlpPolicy", env, n_steps=n_steps, batch_size=batch_size, n_epochs=n_epochs, seed=seed, device=device)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -48,6 +49,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--iterations", type=int, default=2, help="rollout+update iterations per measurement")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--device", default="cpu", help="torch device of both models (cpu, cuda)")
     parser.add_argument("--output", default=str(RESULTS / "ppo_speed"))
     args = parser.parse_args(argv)
     if args.quick:
@@ -57,7 +59,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     th.set_num_threads(1)
     methods = ["federated_ppo", "sb3_ppo"]
-    models = {m: build(m, args.n_steps, args.batch_size, args.n_epochs, seed=0) for m in methods}
+    models = {m: build(m, args.n_steps, args.batch_size, args.n_epochs, seed=0, device=args.device) for m in methods}
     steps = 64 * args.n_steps * args.iterations
     for model in models.values():  # warm-up: first-call costs (lazy imports, allocations) out of the timings
         model.learn(64 * args.n_steps)
@@ -94,6 +96,8 @@ def main(argv: list[str] | None = None) -> dict:
             "iterations_per_measurement": args.iterations,
             "repeats": args.repeats,
             "torch_threads": 1,
+            "device": str(models["federated_ppo"].device),
+            "device_name": th.cuda.get_device_name() if models["federated_ppo"].device.type == "cuda" else None,
         },
         "env_steps_per_s": speeds,
         "env_steps_per_cpu_s": cpu_speeds,
@@ -110,6 +114,8 @@ def main(argv: list[str] | None = None) -> dict:
     def listed(values: list[float]) -> str:
         return ", ".join(f"{r:.1f}" for r in values)
 
+    name = result["config"]["device_name"]
+    on_device = f", both models on {result['config']['device']} ({name})" if name else ""
     lines = [
         f"| method (64 envs, n_steps {args.n_steps}, batch {args.batch_size}, {args.n_epochs} epochs) "
         "| env-steps/s, wall clock | env-steps per CPU-second |",
@@ -120,7 +126,8 @@ def main(argv: list[str] | None = None) -> dict:
         f"| **ratio** (median of the per-pair ratios; lowest) | **{result['ratio_median']:.1f}×** ({min(wall_ratios):.1f}×) "
         f"| **{result['cpu_ratio_median']:.1f}×** ({min(cpu_ratios):.1f}×) |",
         "",
-        f"Medians of {args.repeats} interleaved repeats of {steps:,} env steps per method, one process, one torch thread. "
+        f"Medians of {args.repeats} interleaved repeats of {steps:,} env steps per method, one process, one torch thread"
+        f"{on_device}. "
         f"Per-pair ratios, wall clock: {listed(wall_ratios)}; CPU time: {listed(cpu_ratios)}. "
         f"1-minute load average {load_before:.1f} before and {load_after:.1f} after the run on {os.cpu_count()} cores "
         "(the machine is shared with other jobs: above the core count, absolute speeds are well below an idle "

@@ -55,6 +55,10 @@ class ThreadCountWarning(UserWarning):
     """A checkpoint is resumed with another torch thread count than it was written with (not bit-identical)."""
 
 
+class DeviceChangeWarning(UserWarning):
+    """A checkpoint is resumed on another kind of device than it was written on (not bit-identical)."""
+
+
 class WeightsFileError(ValueError):
     """A weights file that is not a valid pickle-free model file (nothing in it was executed)."""
 
@@ -498,7 +502,8 @@ class FederatedPersistenceMixin(BaseAlgorithm):
         """
         Save everything needed to continue training exactly: the model (global policy, local
         critics and optimiser states, counters, schedule progress, participation sampler), the
-        RNG states of Python, NumPy and torch, and the environment with its internal state.
+        RNG states of Python, NumPy and torch (the CPU's, and the GPU's when the model runs on one), and the
+        environment with its internal state.
 
         Call it between rounds (e.g. from :class:`~sb3_fedpg.common.callbacks.RoundCheckpointCallback`).
         Written atomically like :meth:`save`. An env that cannot be pickled (e.g. MuJoCo) is
@@ -518,6 +523,9 @@ class FederatedPersistenceMixin(BaseAlgorithm):
             # SB3 seeds NumPy's legacy global generator, so that is the state to keep.
             "numpy_rng": np.random.get_state(),  # noqa: NPY002
             "torch_rng": th.get_rng_state(),
+            # On a GPU the rollout draws its actions from the device's generator: keep its state too.
+            "torch_device_type": self.device.type,
+            "torch_cuda_rng": th.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
             "env": env_state,
             # torch's CPU kernels reduce in a thread-count-dependent order: a resume with another count drifts.
             "torch_num_threads": th.get_num_threads(),
@@ -558,10 +566,21 @@ class FederatedPersistenceMixin(BaseAlgorithm):
                 ThreadCountWarning,
                 stacklevel=2,
             )
+        saved_device = state.get("torch_device_type", "cpu")  # absent in checkpoints written before it was recorded
+        if saved_device != model.device.type:
+            warnings.warn(
+                f"{path} was written on {saved_device}, this run uses {model.device.type}: the two draw different random "
+                f"numbers and compute in another order, so training resumed now is not bit-identical to the uninterrupted "
+                f"run. Pass device={saved_device!r} to load_checkpoint to continue exactly.",
+                DeviceChangeWarning,
+                stacklevel=2,
+            )
         restored = env if env is not None else cloudpickle.loads(state["env"])
         # force_reset=False keeps the saved last observation: the episode goes on where it stopped.
         model.set_env(restored, force_reset=env is not None)
         random.setstate(state["python_rng"])
         np.random.set_state(state["numpy_rng"])  # noqa: NPY002
         th.set_rng_state(state["torch_rng"])
+        if state.get("torch_cuda_rng") is not None and model.device.type == "cuda":
+            th.cuda.set_rng_state(state["torch_cuda_rng"], model.device)
         return model

@@ -37,7 +37,7 @@ def check_net_arch(algo):
 def check_activation_fn(algo):
     model = build(algo, activation_fn=nn.ELU)
     assert any(isinstance(op, nn.ELU) for op in model._actor.net.mlp.ops)
-    obs = th.randn(2, 3, 4)
+    obs = th.randn(2, 3, 4, device=model.device)
     theta = model.get_global_parameters()
     logits = model._actor.distribution(theta.expand(2, -1), obs).logits[0]
     th.testing.assert_close(logits, model.policy.get_distribution(obs[0]).distribution.logits)
@@ -52,7 +52,7 @@ def check_ortho_init(algo):
 
 def check_log_std_init(algo):
     model = build(algo, env="Pendulum-v1", log_std_init=-1.3)
-    th.testing.assert_close(model.get_global_parameters()[model._actor.log_std], th.tensor([-1.3]))
+    th.testing.assert_close(model.get_global_parameters()[model._actor.log_std].cpu(), th.tensor([-1.3]))
 
 
 def check_share_features_extractor(algo):
@@ -143,5 +143,5 @@ def test_numpy_rollout_handles_only_known_activations():
     assert not model._numpy_rollout
     before = model.get_global_parameters()
     model.learn(64)
-    assert np.isfinite(model.get_global_parameters().numpy()).all()
+    assert np.isfinite(model.get_global_parameters().cpu().numpy()).all()
     assert not th.allclose(before, model.get_global_parameters())

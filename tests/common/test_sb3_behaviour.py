@@ -179,14 +179,14 @@ def test_threads_hint_is_printed_once_when_verbose(capsys, monkeypatch):
     threads = th.get_num_threads()
     th.set_num_threads(2)
     try:
-        make_model(FederatedPG, {}, "Discrete", verbose=0).learn(1)
+        make_model(FederatedPG, {}, "Discrete", verbose=0, device="cpu").learn(1)
         assert "set_num_threads(1)" not in capsys.readouterr().out
         for _ in range(2):
-            make_model(FederatedPG, {}, "Discrete", verbose=1).learn(1)
+            make_model(FederatedPG, {}, "Discrete", verbose=1, device="cpu").learn(1)
         assert capsys.readouterr().out.count("torch is using 2 CPU threads") == 1
         th.set_num_threads(1)
         monkeypatch.setattr(federated_algorithm, "_threads_hint_shown", False)
-        make_model(FederatedPG, {}, "Discrete", verbose=1).learn(1)
+        make_model(FederatedPG, {}, "Discrete", verbose=1, device="cpu").learn(1)
         assert "set_num_threads(1)" not in capsys.readouterr().out
     finally:
         th.set_num_threads(threads)

@@ -45,7 +45,7 @@ class RecordModes(BaseCallback):
 @pytest.mark.parametrize("algo", [FederatedPG, FederatedPPO])
 @pytest.mark.parametrize("numpy_rollout", [True, False])
 def test_dropout_is_off_in_rollouts_and_predict_and_on_in_updates(algo, numpy_rollout):
-    model = algo(DropoutPolicy, "CartPole-v1", n_agents=2, n_envs_per_agent=2, n_steps=8, seed=0)
+    model = algo(DropoutPolicy, "CartPole-v1", n_agents=2, n_envs_per_agent=2, n_steps=8, seed=0, device="cpu")
     assert model._numpy_rollout  # dropout has a NumPy twin (the identity: rollouts run in eval mode)
     model._numpy_rollout = numpy_rollout  # the torch path: the hook below sees the rollouts' forward passes too
     dropout = model.policy.mlp_extractor.policy_net[-1]
@@ -70,7 +70,7 @@ def test_dropout_is_off_in_rollouts_and_predict_and_on_in_updates(algo, numpy_ro
 
 
 def test_numpy_rollout_refuses_train_mode_dropout():
-    model = FederatedPG(DropoutPolicy, "CartPole-v1", n_envs_per_agent=2, n_steps=8, seed=0)
+    model = FederatedPG(DropoutPolicy, "CartPole-v1", n_envs_per_agent=2, n_steps=8, seed=0, device="cpu")
     theta = model.get_global_parameters().unsqueeze(0).numpy()
     model.policy.set_training_mode(True)
     with pytest.raises(RuntimeError, match="eval mode"):

@@ -66,7 +66,7 @@ def run(name: str) -> dict[str, np.ndarray]:
     kwargs = dict(CONFIGS[name])
     env = kwargs.pop("env")
     th.set_num_threads(1)
-    model = FederatedPG("MlpPolicy", env, **kwargs)
+    model = FederatedPG("MlpPolicy", env, device="cpu", **kwargs)  # the recorded numbers are the CPU's
     steps_per_round = model.n_envs * model.n_steps * (model.local_steps + (0 if model.reuse_anchor_batch else 1))
     model.learn(ROUNDS * steps_per_round)
     critics = th.cat([p.detach().flatten() for p in model.critics.parameters()]).numpy()

@@ -44,7 +44,7 @@ def make_model(action_space, estimator):
     # move away from the initial (near-uniform / zero-mean) policy so the gradient is not tiny
     gen = th.Generator().manual_seed(3)
     theta = model.get_global_parameters()
-    model.set_global_parameters(theta + 0.5 * th.randn(theta.shape, generator=gen))
+    model.set_global_parameters(theta + 0.5 * th.randn(theta.shape, generator=gen).to(theta.device))
     return model
 
 
@@ -52,7 +52,7 @@ def exact_gradient(model, objective):
     """∇_θ J for the global parameters, through SB3's policy (not the batched actor)."""
     policy = model.policy
     params = model._actor.parameters
-    obs = th.tensor([[0.5, -1.0, 1.0]])
+    obs = th.tensor([[0.5, -1.0, 1.0]], device=model.device)
     dist = policy.get_distribution(obs).distribution
     value = objective(dist)
     grads = th.autograd.grad(value, params)
@@ -61,12 +61,12 @@ def exact_gradient(model, objective):
 
 def batch_from(model, actions, rewards):
     n = 2
-    obs = th.tensor([0.5, -1.0, 1.0]).expand(n, N_SAMPLES, 3).contiguous()
+    obs = th.tensor([0.5, -1.0, 1.0], device=model.device).expand(n, N_SAMPLES, 3).contiguous()
     return RolloutBatch(
         obs=obs,
         actions=actions,
-        rewards=th.as_tensor(rewards, dtype=th.float32).view(n, 1, N_SAMPLES),
-        dones=th.ones(n, 1, N_SAMPLES),
+        rewards=th.as_tensor(rewards, dtype=th.float32, device=model.device).view(n, 1, N_SAMPLES),
+        dones=th.ones(n, 1, N_SAMPLES, device=model.device),
         last_obs=obs[:, :1].expand(n, N_SAMPLES, 3).contiguous(),
     )
 
@@ -75,13 +75,13 @@ def batch_from(model, actions, rewards):
 def test_discrete_estimate_is_the_gradient_of_each_agents_objective(estimator):
     model = make_model(spaces.Discrete(4), estimator)
     th.manual_seed(5)
-    dist = model.policy.get_distribution(th.tensor([[0.5, -1.0, 1.0]])).distribution
+    dist = model.policy.get_distribution(th.tensor([[0.5, -1.0, 1.0]], device=model.device)).distribution
     actions = dist.sample((2, N_SAMPLES)).squeeze(-1)  # (2, M) drawn by SB3's own distribution
-    rewards = DISCRETE_REWARDS[np.arange(2)[:, None], actions.numpy()]
+    rewards = DISCRETE_REWARDS[np.arange(2)[:, None], actions.cpu().numpy()]
     theta = model.get_global_parameters().unsqueeze(0).repeat(2, 1)
     estimate = model.learner.gradients(theta, batch_from(model, actions, rewards))
     for i in range(2):
-        r = th.as_tensor(DISCRETE_REWARDS[i], dtype=th.float32)
+        r = th.as_tensor(DISCRETE_REWARDS[i], dtype=th.float32, device=model.device)
         exact = exact_gradient(model, lambda d, r=r: (d.probs[0] * r).sum())
         error = th.linalg.vector_norm(estimate[i] - exact) / th.linalg.vector_norm(exact)
         assert error < 0.1, (i, float(error))
@@ -91,10 +91,10 @@ def test_discrete_estimate_is_the_gradient_of_each_agents_objective(estimator):
 def test_gaussian_estimate_is_the_gradient_of_each_agents_objective(estimator):
     model = make_model(spaces.Box(-3, 3, (1,)), estimator)
     th.manual_seed(6)
-    dist = model.policy.get_distribution(th.tensor([[0.5, -1.0, 1.0]])).distribution
+    dist = model.policy.get_distribution(th.tensor([[0.5, -1.0, 1.0]], device=model.device)).distribution
     actions = dist.sample((2, N_SAMPLES)).squeeze(2)  # (2, M, 1)
-    targets = th.as_tensor(BOX_TARGETS, dtype=th.float32).view(2, 1, 1)
-    rewards = -((actions - targets) ** 2).squeeze(-1).numpy()
+    targets = th.as_tensor(BOX_TARGETS, dtype=th.float32, device=model.device).view(2, 1, 1)
+    rewards = -((actions - targets) ** 2).squeeze(-1).cpu().numpy()
     theta = model.get_global_parameters().unsqueeze(0).repeat(2, 1)
     estimate = model.learner.gradients(theta, batch_from(model, actions, rewards))
     for i in range(2):
@@ -108,18 +108,18 @@ def test_gaussian_estimate_is_the_gradient_of_each_agents_objective(estimator):
 def test_local_critics_learn_their_own_agents_values():
     model = make_model(spaces.Discrete(4), "gae")
     th.manual_seed(7)
-    dist = model.policy.get_distribution(th.tensor([[0.5, -1.0, 1.0]])).distribution
+    dist = model.policy.get_distribution(th.tensor([[0.5, -1.0, 1.0]], device=model.device)).distribution
     actions = dist.sample((2, 4096)).squeeze(-1)
-    rewards = DISCRETE_REWARDS[np.arange(2)[:, None], actions.numpy()]
-    obs = th.tensor([0.5, -1.0, 1.0]).expand(2, 4096, 3).contiguous()
+    rewards = DISCRETE_REWARDS[np.arange(2)[:, None], actions.cpu().numpy()]
+    obs = th.tensor([0.5, -1.0, 1.0], device=model.device).expand(2, 4096, 3).contiguous()
     theta = model.get_global_parameters().unsqueeze(0).repeat(2, 1)
     before = model.critics.params.detach().clone()
     for _ in range(300):
         batch = RolloutBatch(
             obs=obs,
             actions=actions,
-            rewards=th.as_tensor(rewards, dtype=th.float32).view(2, 1, 4096),
-            dones=th.ones(2, 1, 4096),
+            rewards=th.as_tensor(rewards, dtype=th.float32, device=model.device).view(2, 1, 4096),
+            dones=th.ones(2, 1, 4096, device=model.device),
             last_obs=obs[:, :1],
         )
         model.learner.gradients(theta, batch)
@@ -127,7 +127,7 @@ def test_local_critics_learn_their_own_agents_values():
     with th.no_grad():
         values = model.critics(obs[:, :1]).squeeze(-1)
     # Each critic converges to its own agent's expected reward under the policy (critic lr 1e-3, 300 steps).
-    expected = th.as_tensor(rewards.mean(1), dtype=th.float32)
+    expected = th.as_tensor(rewards.mean(1), dtype=th.float32, device=model.device)
     th.testing.assert_close(values, expected, atol=0.05, rtol=0)
 
 
@@ -157,7 +157,8 @@ def train_bandit(local_optimizer, learning_rate, correction):
 
     def objective():
         with th.no_grad():
-            probs = model.policy.get_distribution(th.tensor([[0.5, -1.0, 1.0]])).distribution.probs[0].numpy()
+            obs = th.tensor([[0.5, -1.0, 1.0]], device=model.device)
+            probs = model.policy.get_distribution(obs).distribution.probs[0].cpu().numpy()
         return float(probs @ DISCRETE_REWARDS.mean(0)), probs
 
     start, _ = objective()

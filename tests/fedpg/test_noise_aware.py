@@ -33,8 +33,10 @@ def test_variants_train_and_log_the_noise(tmp_path, variance_control, estimator)
 def test_the_default_is_bit_identical_to_the_papers_solver():
     # variance_control="none" goes through fedmath.run_local_steps exactly as the paper's solver does:
     # the same parameters as an explicit CorrectedGradientSteps round on the same batches.
-    a, b = model(seed=3), model(seed=3)
+    # b is built after a has trained: on a GPU the rollouts draw from torch's global generator, which b's seed resets.
+    a = model(seed=3)
     a.learn(1)
+    b = model(seed=3)
     from stable_baselines3.common.callbacks import CallbackList
 
     from sb3_fedpg.common import fedmath
@@ -94,15 +96,17 @@ def test_bad_values_are_rejected():
 def test_filtered_correction_memory_is_saved_and_resumed_bit_identically(tmp_path):
     # The filter's estimate ĉ_i, its variance and drift are agent memory: save + load + continue must equal one run.
     rounds = 4
-    straight = model(variance_control="filtered", seed=2)
+    # On the CPU the rollouts draw from a NumPy generator the model holds, which save() keeps; on a GPU they draw
+    # from torch's global one, which only save_checkpoint() keeps: the continuation is compared on the CPU.
+    straight = model(variance_control="filtered", seed=2, device="cpu")
     for _ in range(rounds):
         straight.learn(1, reset_num_timesteps=False)
-    first = model(variance_control="filtered", seed=2)
+    first = model(variance_control="filtered", seed=2, device="cpu")
     for _ in range(2):
         first.learn(1, reset_num_timesteps=False)
     assert first.correction_stats.estimate.shape == (3, first.learner.actor.n_params)
     first.save(tmp_path / "m.zip")
-    resumed = FederatedPG.load(tmp_path / "m.zip", env=first.get_env())
+    resumed = FederatedPG.load(tmp_path / "m.zip", env=first.get_env(), device="cpu")
     th.testing.assert_close(resumed.correction_stats.estimate, first.correction_stats.estimate, rtol=0, atol=0)
     resumed._last_obs = first._last_obs  # continue the same episodes (the env is shared)
     for _ in range(rounds - 2):

@@ -113,21 +113,24 @@ def test_the_trained_distribution_is_the_one_predict_uses(algo, case):
 
 
 @pytest.mark.parametrize("case", ["cnn-nature", "multi-input"])
-def test_each_agents_row_is_its_own_sb3_network(case):
+def test_each_agents_row_is_its_own_sb3_network(case, monkeypatch):
     """Different parameters per agent: distribution, gradient and critic of row i equal SB3's networks loaded with row i."""
+    # On a GPU, cuDNN and cuBLAS may compute in TF32 (10-bit mantissa): float32 here, so float32's tolerances hold
+    monkeypatch.setattr(th.backends.cudnn, "allow_tf32", False)
+    monkeypatch.setattr(th.backends.cuda.matmul, "allow_tf32", False)
     model = _model(FederatedPG, case)
     n = model.n_agents
     raw = model.env.reset()
     obs = model._obs_to_tensor(raw)  # (n, M, obs_dim)
     gen = th.Generator().manual_seed(1)
     theta = model.get_global_parameters()
-    stacked = (theta + 0.05 * th.randn(n, theta.numel(), generator=gen)).requires_grad_(True)
+    stacked = (theta + 0.05 * th.randn(n, theta.numel(), generator=gen).to(theta.device)).requires_grad_(True)
     dist = model._actor.distribution(stacked, obs)
     actions = dist.sample()
     (grads,) = th.autograd.grad(dist.log_prob(actions).sum(), stacked)
     critics = model.critics
     with th.no_grad():
-        critics.params.add_(0.05 * th.randn(critics.params.shape, generator=gen))
+        critics.params.add_(0.05 * th.randn(critics.params.shape, generator=gen).to(critics.params.device))
         values = critics(obs)
     m = model.n_envs_per_agent
     for i in range(n):

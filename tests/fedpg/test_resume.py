@@ -43,7 +43,7 @@ SCRIPT = textwrap.dedent(
     else:
         model = FederatedPG.load_checkpoint(mode)
         model.learn(total - model.num_timesteps, reset_num_timesteps=False, callback=[Slow(), ckpt])
-    np.save(out, model.get_global_parameters().numpy())
+    np.save(out, model.get_global_parameters().cpu().numpy())
     """
 )
 
@@ -116,3 +116,35 @@ def test_resume_with_another_torch_thread_count_warns(tmp_path):
             FederatedPG.load_checkpoint(tmp_path / "ckpt.zip")
     finally:
         th.set_num_threads(threads)
+
+
+def test_resume_on_another_device_warns(tmp_path, monkeypatch):
+    # A checkpoint records the device type it was written on; resuming elsewhere draws other random numbers.
+    import warnings
+
+    from sb3_fedpg.common.persistence import DeviceChangeWarning
+
+    model = FederatedPG("MlpPolicy", "CartPole-v1", n_steps=4, local_steps=1, n_envs_per_agent=2, seed=0, device="cpu")
+    model.save_checkpoint(tmp_path / "cpu.zip")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeviceChangeWarning)
+        FederatedPG.load_checkpoint(tmp_path / "cpu.zip", device="cpu")  # same device: silent
+    # As if written on a GPU (this machine may have none): the state the GPU path records, then loaded on the CPU.
+    monkeypatch.setattr(th.cuda, "get_rng_state", lambda device=None: th.zeros(16, dtype=th.uint8))
+    monkeypatch.setattr(model, "device", th.device("cuda"))
+    model.save_checkpoint(tmp_path / "gpu.zip")
+    with pytest.warns(DeviceChangeWarning, match=r"written on cuda, this run uses cpu.*device='cuda'"):
+        resumed = FederatedPG.load_checkpoint(tmp_path / "gpu.zip", device="cpu")
+    resumed.learn(8, reset_num_timesteps=False)  # and it still trains
+
+
+@pytest.mark.skipif(not th.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_checkpoint_keeps_the_gpu_generator(tmp_path):
+    # The GPU rollout samples from the device's generator: resuming must restore it, or the runs part at once.
+    model = FederatedPG("MlpPolicy", "Pendulum-v1", n_steps=4, local_steps=1, n_envs_per_agent=2, seed=0, device="cuda")
+    model.learn(16)
+    model.save_checkpoint(tmp_path / "ckpt.zip")
+    expected = th.cuda.get_rng_state()
+    th.cuda.manual_seed(123)
+    FederatedPG.load_checkpoint(tmp_path / "ckpt.zip", device="cuda")
+    assert th.equal(th.cuda.get_rng_state(), expected)
