@@ -114,13 +114,18 @@ def _fedpg_from_common(common: dict[str, Any], n_agents: int, local_steps: int) 
     return {**out, "n_envs": common["n_envs_per_agent"] * n_agents, "local_steps": local_steps}
 
 
-def _fedppo_from_ppo(env_id: str) -> dict[str, Any]:
-    """``FederatedPPO`` overrides equal to SB3 PPO's zoo entry (without gSDE, which ``FederatedPPO`` lacks)."""
+def _zoo_entry(algo: str, env_id: str) -> dict[str, Any]:
+    """:return: the ``zoo_configs/<algo>.yml`` entry for ``env_id`` (a copy)"""
     from sb3_fedpg.zoo.config import load_config_file, select_entry
 
-    conf = ROOT / "zoo_configs" / "ppo.yml"
-    entry = select_entry(load_config_file(conf), env_id, str(conf))
-    return {k: copy.deepcopy(v) for k, v in entry.items() if k not in ("use_sde", "sde_sample_freq", "env_kwargs")}
+    conf = ROOT / "zoo_configs" / f"{algo}.yml"
+    return copy.deepcopy(select_entry(load_config_file(conf), env_id, str(conf)))
+
+
+def _fedppo_from_ppo(env_id: str) -> dict[str, Any]:
+    """``FederatedPPO`` overrides equal to SB3 PPO's zoo entry (without gSDE, which ``FederatedPPO`` lacks)."""
+    entry = _zoo_entry("ppo", env_id)
+    return {k: v for k, v in entry.items() if k not in ("use_sde", "sde_sample_freq", "env_kwargs")}
 
 
 #: the point mass and the arm: the heterogeneity benchmark's discount and network for every method; FederatedPG
@@ -134,11 +139,8 @@ _LINEAR = {"gamma": nc.LQR_COMMON["gamma"], "policy_kwargs": nc.LQR_COMMON["poli
 
 def _zoo_values(algo: str, env_id: str, keys: Any) -> dict[str, Any]:
     """:return: the values of ``keys`` in the zoo_configs entry of ``algo`` for ``env_id``"""
-    from sb3_fedpg.zoo.config import load_config_file, select_entry
-
-    conf = ROOT / "zoo_configs" / f"{algo}.yml"
-    entry = select_entry(load_config_file(conf), env_id, str(conf))
-    return {k: copy.deepcopy(entry[k]) for k in keys}
+    entry = _zoo_entry(algo, env_id)
+    return {k: entry[k] for k in keys}
 
 
 #: HalfCheetah: the zoo entry's network (rl-zoo's tuned HalfCheetah PPO: [256, 256] ReLU, log std -2) with SB3 PPO's
