@@ -10,14 +10,13 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 
-from sb3_fedpg.common import fedmath
 from sb3_fedpg.common.aggregators import make_aggregator
 from sb3_fedpg.common.batch import RolloutBatch
 from sb3_fedpg.common.batched_policy import BatchedActor, StackedCritics
 from sb3_fedpg.common.estimators import make_estimator
 from sb3_fedpg.common.federated_algorithm import FederatedAlgorithm
 from sb3_fedpg.common.hyperparams import FedPGHyperparams, resolve_anchor_batches
-from sb3_fedpg.fedpg.learner import CorrectionStatistics, PolicyGradientLearner
+from sb3_fedpg.fedpg.learner import CorrectionStatistics, NoiseAwareSteps, PolicyGradientLearner
 from sb3_fedpg.fedpg.local_optim import LOCAL_OPTIMIZERS
 from sb3_fedpg.fedpg.policies import CnnPolicy, MlpPolicy, MultiInputPolicy
 
@@ -272,11 +271,11 @@ class FederatedPG(FederatedAlgorithm):
         callback = self._round_callback(callback)
         self.policy.set_training_mode(True)
         learning_rate = self.current_learning_rate()
-        self.learner.stats = type(self.learner.stats)()
-        result = self.run_atomic_round(self.local_solver(callback, learning_rate))
-        self.record_round(result, learning_rate, self.local_steps, self.learner.stats.means())
+        solver = self.local_solver(callback, learning_rate)
+        result = self.run_atomic_round(solver)
+        self.record_round(result, learning_rate, self.local_steps, solver.stats.means())
 
-    def local_solver(self, callback: BaseCallback, learning_rate: float) -> fedmath.LocalSolver:
+    def local_solver(self, callback: BaseCallback, learning_rate: float) -> NoiseAwareSteps:
         """
         :param callback: SB3 callback called at every env step
         :param learning_rate: the local step size ``η`` of this round

@@ -314,8 +314,10 @@ class PolicyGradientLearner:
         :param variance_control: ``"none"`` (the paper's correction), ``"control_variate"`` or ``"snr_damping"``
             (see :func:`~sb3_fedpg.common.fedmath.variance_controlled_gradient`)
         :param anchor_batches: batches averaged into each anchor (``k``; the extra env steps count like any other)
-        :return: the solver to hand to :func:`~sb3_fedpg.common.fedmath.run_round`
+        :return: the solver to hand to :func:`~sb3_fedpg.common.fedmath.run_round`; its round's statistics
+            (:attr:`NoiseAwareSteps.stats`) start empty
         """
+        self.stats = RoundStats()
         local_update = self.local_optimizer.make_update(learning_rate, self.max_grad_norm)
 
         def update(params: th.Tensor, direction: th.Tensor, i: int) -> th.Tensor:
@@ -437,6 +439,11 @@ class NoiseAwareSteps:
         self.noise_variance: th.Tensor | None = None
         self.damping: th.Tensor | None = None
         self.filtered: th.Tensor | None = None
+
+    @property
+    def stats(self) -> RoundStats:
+        """:return: this round's statistics (the learner's, which :meth:`PolicyGradientLearner.solver` renewed)"""
+        return self.learner.stats
 
     def anchor(self, global_params: th.Tensor, n_agents: int) -> th.Tensor:
         learner = self.learner

@@ -282,8 +282,6 @@ class NeuralAgent:
         # so simulation does the same and both see the same batches.
         model.start_fresh_episodes()
         model.num_timesteps = 0
-        if hasattr(model, "learner"):  # FederatedPG's statistics live in its learner, FederatedPPO's in the solver
-            model.learner.stats = type(model.learner.stats)()
         self._stats = {}
 
     def dump_state(self) -> AgentState:
@@ -305,8 +303,7 @@ class NeuralAgent:
         return self.model.local_solver(self._callback, learning_rate)
 
     def _keep_stats(self, solver: Any) -> None:
-        stats = self.model.learner.stats if hasattr(self.model, "learner") else solver.stats
-        self._stats = dict(stats.means())
+        self._stats = dict(solver.stats.means())  # every local solver starts its round's statistics empty
 
     def anchor(self, theta_bar: np.ndarray) -> np.ndarray:
         """
