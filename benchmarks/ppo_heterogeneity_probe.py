@@ -53,7 +53,7 @@ def bound(heterogeneity: float) -> float:
     from sb3_fedpg.envs import HalfCheetahVelocityReward
 
     targets = HalfCheetahVelocityReward(pc.FAMILIES[FAMILY]["n_agents"], heterogeneity).targets.astype(float)
-    return -gym.spec("HalfCheetah-v5").max_episode_steps * float(np.abs(np.median(targets) - targets).mean())
+    return 0.0 - gym.spec("HalfCheetah-v5").max_episode_steps * float(np.abs(np.median(targets) - targets).mean())
 
 
 def key(method: str, heterogeneity: float, seed: int) -> str:
