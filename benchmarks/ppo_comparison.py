@@ -311,13 +311,15 @@ def evaluator_of(family: dict[str, Any]) -> cmp.Evaluator:
     return LQRReturns(family, HETEROGENEITY) if "exact_lqr_gamma" in family else cmp.stochastic_returns
 
 
-def shared_policy_bound(family: dict[str, Any]) -> float | None:
+def shared_policy_bound(family: dict[str, Any], heterogeneity: float = HETEROGENEITY) -> float | None:
     """
     HalfCheetah: an upper bound on ``J`` for any policy shared by all agents. Their dynamics and observations are the
     same (no agent id), so every agent's cheetah runs the same speeds; agent ``i`` loses ``|v − v_i|`` per step, and
     the speed that loses least on average is the median target. Control costs (≥ 0) and the start from rest only
     lower ``J`` further.
 
+    :param family: the family
+    :param heterogeneity: the heterogeneity knob (``h = 0``: every agent wants the same speed, the bound is 0)
     :return: ``−T · min_v mean_i |v − v_i|`` (``T`` the episode length), ``None`` for the other families
     """
     if "HalfCheetah" not in family["env_id"]:
@@ -325,9 +327,9 @@ def shared_policy_bound(family: dict[str, Any]) -> float | None:
     import gymnasium as gym
     from sb3_fedpg.envs import HalfCheetahVelocityReward
 
-    targets = HalfCheetahVelocityReward(family["n_agents"], HETEROGENEITY).targets.astype(float)
+    targets = HalfCheetahVelocityReward(family["n_agents"], heterogeneity).targets.astype(float)
     horizon = gym.spec("HalfCheetah-v5").max_episode_steps
-    return -horizon * float(np.abs(np.median(targets) - targets).mean())
+    return 0.0 - horizon * float(np.abs(np.median(targets) - targets).mean())  # 0.0 -: no "-0" at h = 0
 
 
 def reference_returns(family: dict[str, Any], seed: int) -> dict[str, float | None]:

@@ -48,12 +48,8 @@ def standing_still(heterogeneity: float) -> float:
 
 
 def bound(heterogeneity: float) -> float:
-    """:return: the best ``J`` of a policy shared by all agents (:func:`ppo_comparison.shared_policy_bound`'s argument)"""
-    import gymnasium as gym
-    from sb3_fedpg.envs import HalfCheetahVelocityReward
-
-    targets = HalfCheetahVelocityReward(pc.FAMILIES[FAMILY]["n_agents"], heterogeneity).targets.astype(float)
-    return 0.0 - gym.spec("HalfCheetah-v5").max_episode_steps * float(np.abs(np.median(targets) - targets).mean())
+    """:return: the best ``J`` of a policy shared by all agents (:func:`ppo_comparison.shared_policy_bound`)"""
+    return pc.shared_policy_bound(pc.FAMILIES[FAMILY], heterogeneity)
 
 
 def key(method: str, heterogeneity: float, seed: int) -> str:
