@@ -113,11 +113,15 @@ def test_the_trained_distribution_is_the_one_predict_uses(algo, case):
 
 
 @pytest.mark.parametrize("case", ["cnn-nature", "multi-input"])
-def test_each_agents_row_is_its_own_sb3_network(case, monkeypatch):
+def test_each_agents_row_is_its_own_sb3_network(case, monkeypatch, request):
     """Different parameters per agent: distribution, gradient and critic of row i equal SB3's networks loaded with row i."""
-    # On a GPU, cuDNN and cuBLAS may compute in TF32 (10-bit mantissa): float32 here, so float32's tolerances hold
-    monkeypatch.setattr(th.backends.cudnn, "allow_tf32", False)
-    monkeypatch.setattr(th.backends.cuda.matmul, "allow_tf32", False)
+    # On a GPU, cuDNN and cuBLAS may compute in TF32 (10-bit mantissa): float32 here, so float32's tolerances hold.
+    # Only touched where CUDA exists: CPU builds of torch cannot restore cuda.matmul's flag (pytest >= 9 teardown).
+    if th.cuda.is_available():
+        monkeypatch.setattr(th.backends.cudnn, "allow_tf32", False)
+        precision = th.get_float32_matmul_precision()
+        th.set_float32_matmul_precision("highest")
+        request.addfinalizer(lambda: th.set_float32_matmul_precision(precision))
     model = _model(FederatedPG, case)
     n = model.n_agents
     raw = model.env.reset()

@@ -5,7 +5,6 @@ Acceptance setting: Garnet S=10, A=4, branching 3, N=8, γ=0.9, full heterogenei
 uniform ρ, θ0 = 0, η = 1, H = 10, 300 rounds, seeds 0–4.
 """
 
-import time
 
 import numpy as np
 import pytest
@@ -121,14 +120,6 @@ def test_result_fields_and_theta0():
     assert result.drift.shape == (5,) and np.all(result.drift > 0)
     with pytest.raises(ValueError, match="theta0 must have"):
         exact_federated_run(mdp, 2, 5, theta0=np.zeros(3))
-
-
-def test_exact_runs_are_fast():
-    mdp = garnet(100, 4, 3, n_agents=16, seed=0)
-    start = time.process_time()  # CPU time: robust to other processes sharing the machine
-    exact_federated_run(mdp, 10, 40)
-    # 1,000 rounds must take well under a minute: 40 rounds well under 2.4 s
-    assert time.process_time() - start < 2.4
 
 
 def test_sampled_run_converges_and_counts_samples():
