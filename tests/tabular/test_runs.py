@@ -5,7 +5,6 @@ Acceptance setting: Garnet S=10, A=4, branching 3, N=8, γ=0.9, full heterogenei
 uniform ρ, θ0 = 0, η = 1, H = 10, 300 rounds, seeds 0–4.
 """
 
-
 import numpy as np
 import pytest
 
