@@ -1,5 +1,5 @@
 """
-Copy the generated result tables into README.md and docs/*.md.
+Copy the generated result tables into README.md and docs/**/*.md.
 
 Each benchmark writes ``benchmarks/results/<name>.md``; the documents hold blocks
 ``<!-- results:<name> -->`` ... ``<!-- /results:<name> -->`` that this script refills,
@@ -26,7 +26,7 @@ def refill(text: str, results: pathlib.Path = RESULTS) -> str:
 
 
 def main() -> None:
-    for document in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+    for document in [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]:
         text = document.read_text()
         if "<!-- results:" in text:
             document.write_text(refill(text))

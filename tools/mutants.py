@@ -4,7 +4,7 @@ Mutation check: break the math on purpose and show which fast test catches it.
 Each mutant replaces one exact piece of source text. The script copies the committed tree (``git
 archive HEAD``) into a temporary folder, applies one mutant at a time there (the working tree is never
 touched), runs the fast tests named for it and records which fail. A mutant no test catches is a
-hole in the tests. Writes ``docs/mutation.md`` (the table) and ``benchmarks/results/mutation.json``.
+hole in the tests. Writes ``docs/benchmarks/mutation.md`` (the table) and ``benchmarks/results/mutation.json``.
 
     python tools/mutants.py            # all mutants (~5 min on 2 cores)
     python tools/mutants.py --only pg_sign
@@ -240,7 +240,7 @@ def main() -> None:
     for row in rows:
         caught = f"`{row['failed'][0]}`" if row["failed"] else ("**not caught**" if not row["caught"] else "(error)")
         lines.append(f"| `{row['mutant']}` | {row['breaks']} | `{row['file']}` | {caught} | {row['seconds']:.0f} |")
-    (ROOT / "docs" / "mutation.md").write_text("\n".join(lines) + "\n")
+    (ROOT / "docs" / "benchmarks" / "mutation.md").write_text("\n".join(lines) + "\n")
     if not all(row["caught"] for row in rows):
         raise SystemExit("some mutants were not caught")
 

@@ -120,7 +120,7 @@ def resolve_anchor_batches(anchor_batches: int | str, local_steps: int, correcti
     deviation ``σ/√k``) is frozen for the round and pushes each agent coherently by about ``η H σ / √k``; ``k ∝ H²``
     keeps that push at its size for ``H = 10`` with one batch. So: the paper's single batch up to ``H = 12``, 4 at
     ``H = 20``, 25 at ``H = 50``, capped at ``H`` (the anchor never costs more env steps than the local steps). The
-    choice was measured in ``docs/noise_correction.md`` (``H // 5`` batches, the previous rule, left one point-mass
+    choice was measured in ``docs/benchmarks/noise_correction.md`` (``H // 5`` batches, the previous rule, left one point-mass
     seed in three collapsing at ``H = 50``). Without the correction (FedAvg-PG) the anchor only serves as the first
     local step: one batch.
 

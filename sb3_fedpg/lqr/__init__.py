@@ -1,7 +1,7 @@
 """
 Exact-gradient federated LQR: shared linear dynamics, per-agent quadratic costs, Riccati ground truth.
 
-See ``docs/lqr.md``. The federated runs (``sb3_fedpg.lqr.runs``, which use the torch-capable
+See ``docs/benchmarks/lqr.md``. The federated runs (``sb3_fedpg.lqr.runs``, which use the torch-capable
 ``fedmath``) are imported on first use, so the problem, the exact formulas and the estimator
 (NumPy and SciPy only) stay torch-free.
 """

@@ -1,7 +1,7 @@
 """
 Federated linear-quadratic regulators: shared linear dynamics, per-agent quadratic costs.
 
-Conventions (see ``docs/lqr.md``):
+Conventions (see ``docs/benchmarks/lqr.md``):
 
 * dynamics ``x_{t+1} = A x_t + B u_t + w_t``, ``w_t ~ N(0, W)``, ``x_0 ~ N(0, Σ0)``;
 * agent ``i`` pays ``c_i(x, u) = xᵀ Q_i x + uᵀ R_i u`` per step;

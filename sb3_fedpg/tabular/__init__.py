@@ -1,7 +1,7 @@
 """
 Exact-gradient tabular mode: federated finite MDPs, exact oracles, ground truth and runs.
 
-See ``docs/tabular.md``.
+See ``docs/benchmarks/tabular.md``.
 """
 
 from sb3_fedpg.tabular.envs import TabularMDPEnv, make_agent_envs

@@ -27,7 +27,7 @@ def test_tabular_report_matches_committed_results():
 def test_committed_documents_are_in_sync_with_results():
     # README and docs show exactly the generated tables (run benchmarks/update_readme.py after a benchmark).
     update = load("update_readme")
-    for document in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+    for document in [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]:
         text = document.read_text()
         assert update.refill(text) == text, f"{document.name} is out of date: run python benchmarks/update_readme.py"
 

@@ -1,7 +1,7 @@
 """
 Federated runs on exact LQR gradients (acceptance) and on sampled GPOMDP gradients.
 
-Acceptance setting (``docs/lqr.md``): ``random_lqr`` defaults (n_x = 4, n_u = 2, N = 8,
+Acceptance setting (``docs/benchmarks/lqr.md``): ``random_lqr`` defaults (n_x = 4, n_u = 2, N = 8,
 heterogeneity 1, γ = 0.9, ρ(A) = 0.8), K0 = 0, η = 0.02, H = 10, 50 rounds, seeds 0–4.
 """
 

@@ -13,7 +13,7 @@ from sb3_fedpg.tabular import exact_federated_run, garnet, global_objective, sam
 from sb3_fedpg.tabular import runs as runs_module
 
 SEEDS = range(5)
-# Seeds on which a strict acceptance threshold is *not* met (measured, see docs/tabular.md):
+# Seeds on which a strict acceptance threshold is *not* met (measured, see docs/benchmarks/tabular.md):
 # seed 3's soft-optimal policy puts probability 0.003 on one action, seed 4's 0.008, which
 # makes the linear rate of softmax PG slow (the curvature along that logit is ~τ·π*); their
 # average-reward MDPs also make FedAvg-PG's τ=0 bias smaller than 0.1 on seeds 2 and 3.
