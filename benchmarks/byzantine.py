@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from sb3_fedpg.common.cli import ArgumentParser
+
 RESULTS = pathlib.Path(__file__).parent / "results"
 ENV_ID = "sb3_fedpg/HeteroCartPole-v0"
 N_AGENTS = 10
@@ -81,7 +83,7 @@ def markdown_table(payload: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None, output: pathlib.Path = RESULTS) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny budget (smoke run)")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--timesteps", type=int, default=1_000_000)

@@ -37,6 +37,8 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
 import comparison  # the benchmarks folder is not a package: import the sibling script
 
+from sb3_fedpg.common.cli import ArgumentParser
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 CACHE = ROOT / "runs" / "collaboration"
@@ -315,7 +317,7 @@ def plot(
 
 
 def main(argv: list[str] | None = None, output: pathlib.Path = RESULTS) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny budgets (smoke run)")
     parser.add_argument("--workers", type=int, default=2, help="parallel worker processes (one torch thread each)")
     parser.add_argument("--cache", type=pathlib.Path, default=None, help="folder of the per-run results (resume)")

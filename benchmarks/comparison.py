@@ -49,6 +49,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from sb3_fedpg.common.cli import ArgumentParser
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 CACHE = ROOT / "runs" / "comparison"
@@ -683,7 +685,7 @@ def plot(runs: list[dict[str, Any]], families: dict[str, dict[str, Any]], hets: 
 
 # ------------------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None, output: pathlib.Path = RESULTS) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny budgets, CartPole and Pendulum only (smoke run)")
     parser.add_argument("--families", nargs="+", default=None, help="families to run now (default: all)")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS, help="methods to run now")

@@ -24,7 +24,6 @@ Writes ``benchmarks/results/flower_overhead.{json,md,png}``::
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import pathlib
@@ -34,6 +33,8 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable
+
+from sb3_fedpg.common.cli import ArgumentParser
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 NOOP_APP = pathlib.Path(__file__).resolve().parent / "flower_noop_app"
@@ -215,7 +216,7 @@ def deployment_and_noop(n_agents: int, rounds: int, repeats: int, seed: int, wor
 
 def main() -> None:
     """Run the measurements and write the results."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--agents", type=int, nargs="+", default=[4, 8])
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds per run (after one start-up round)")
     parser.add_argument("--repeats", type=int, default=2, help="deployment and no-op runs each, alternating")

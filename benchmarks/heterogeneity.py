@@ -35,7 +35,6 @@ Run: ``python benchmarks/heterogeneity.py`` (``--quick`` for a smoke run into ``
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -45,6 +44,8 @@ import time
 from typing import Any
 
 import numpy as np
+
+from sb3_fedpg.common.cli import ArgumentParser
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -430,7 +431,7 @@ def heatmap(name: str, per_h: dict[str, Any], path: pathlib.Path) -> None:
 
 
 def main(argv: list[str] | None = None, output: pathlib.Path | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--families", nargs="*", default=None, help="subset of families to run (default: all)")
     parser.add_argument("--quick", action="store_true", help="tiny budgets, one family, two seeds (smoke run)")
     parser.add_argument("--cache", type=pathlib.Path, default=None)

@@ -49,7 +49,6 @@ Run: ``python benchmarks/noise_correction.py`` (``--quick`` for a smoke run into
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -63,6 +62,8 @@ import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import heterogeneity as het  # the shared config, evaluation and helpers
+
+from sb3_fedpg.common.cli import ArgumentParser
 
 ROOT = het.ROOT
 RESULTS = het.RESULTS
@@ -496,7 +497,7 @@ def figure(curves: dict[str, Any], path: pathlib.Path, references: dict[str, Any
 
 
 def main(argv: list[str] | None = None, output: pathlib.Path | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--families", nargs="*", default=None, help="families to run now (others: cached runs only)")
     parser.add_argument("--hs", nargs="*", type=int, default=None, help="local steps H to run now (default: all)")
     parser.add_argument("--methods", nargs="*", default=None, help="methods to run now (others: cached runs only)")

@@ -26,6 +26,8 @@ import pathlib
 import time
 from typing import Any
 
+from sb3_fedpg.common.cli import ArgumentParser
+
 HERE = pathlib.Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 
@@ -98,7 +100,7 @@ def write_table(result: dict[str, Any], output: pathlib.Path) -> None:
 
 
 def main(argv: list[str] | None = None, output: pathlib.Path = RESULTS) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--budget", type=int, default=100_000, help="env steps per seed (all agents)")
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--evals", type=int, default=10)

@@ -31,6 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from sb3_fedpg.common.cli import ArgumentParser
+
 HERE = pathlib.Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 
@@ -76,7 +78,7 @@ def raw_env_speed(common: Any, steps: int) -> float:
 
 
 def main(argv: list[str] | None = None, output: pathlib.Path = RESULTS) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=4096, help="env steps per measurement")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--extractors", nargs="+", default=["SmallCNN", "NatureCNN"])

@@ -35,7 +35,6 @@ into ``runs/ppo_comparison_quick/``.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import datetime
 import hashlib
@@ -54,6 +53,8 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import comparison as cmp  # the method specs, training with curves, zoo entries
 import heterogeneity as het  # the random-policy reference and the point-mass / arm hyperparameters
 import noise_correction as nc  # the sampled-LQR hyperparameters
+
+from sb3_fedpg.common.cli import ArgumentParser
 
 ROOT = cmp.ROOT
 RESULTS = cmp.RESULTS
@@ -918,7 +919,7 @@ def sweep(
 
 
 def main(argv: list[str] | None = None, output: pathlib.Path | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--plan", action="store_true", help="measure one short run per (family, method), print the cost")
     parser.add_argument("--sweep", action="store_true", help="run the missing runs (cached one by one), then report")
     parser.add_argument("--quick", action="store_true", help="tiny budgets, CartPole and LQR, two seeds: plan, sweep, report")

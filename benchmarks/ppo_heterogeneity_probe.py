@@ -32,6 +32,8 @@ sys.path.insert(0, str(HERE))
 import comparison as cmp  # noqa: E402
 import ppo_comparison as pc  # noqa: E402
 
+from sb3_fedpg.common.cli import ArgumentParser  # noqa: E402
+
 FAMILY = "halfcheetah"
 CACHE = HERE / "cache" / "ppo_heterogeneity_probe"
 OUTPUT = HERE / "results" / "ppo_heterogeneity_probe"
@@ -151,7 +153,7 @@ def report(methods: list[str], seeds: list[int]) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sweep", action="store_true", help="run the missing h = 0 runs first")
     parser.add_argument("--methods", nargs="+", default=["ppo", "fedppo"], choices=sorted(LABELS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])

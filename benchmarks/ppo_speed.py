@@ -1,18 +1,23 @@
 """
-FederatedPPO vs SB3 PPO: env-steps/s on the same 64-env federated CartPole with the same rollout size,
-``n_epochs`` and minibatch size.
+FederatedPPO vs SB3 PPO: env-steps/s on the same 64-env federated CartPole, like with like.
 
-Both train on one federated ``VecEnv`` (HeteroCartPole, N = 8 agents × 8 envs): SB3 PPO pooled over the
-64 envs (``n_steps`` per env, minibatches of ``batch_size`` from the pooled rollout), FederatedPPO with
-the same ``n_steps`` per env and the same ``batch_size`` per agent (each agent's PPO sees minibatches of
-that size from its own rollout; the 8 agents' minibatches run as one batched step). Same rollout
-(``64 × n_steps`` samples per iteration/round), same epochs. One process, one torch thread; the two
-are measured alternately (ABBA...) over several repeats so machine load cannot favour one side; the
-ratio is the median over repeats of the per-pair ratio. Each measurement records wall-clock time and
-the process's CPU time (``time.process_time``): on a machine shared with other jobs the wall clock
-includes the time the process waited for a core, the CPU time does not.
+All three train on one federated ``VecEnv`` (HeteroCartPole, N = 8 agents × 8 envs) with the same rollout
+(``n_steps`` per env, ``64 × n_steps`` samples per iteration/round) and the same ``n_epochs``.
+FederatedPPO gives each agent minibatches of ``batch_size`` from its own rollout; the 8 agents'
+minibatches run as one batched optimiser step. SB3 PPO, pooled over the 64 envs, is measured twice:
 
-    python benchmarks/ppo_speed.py            # ~5 min on an idle 2-core machine, far longer under load
+- **equal optimiser steps** (the headline): SB3's ``batch_size = 8 × batch_size``, so both take the same
+  number of optimiser steps on the same number of samples per step, i.e. nearly the same arithmetic: the
+  ratio measures overhead, not a federated advantage;
+- **equal minibatch size**: SB3's ``batch_size = batch_size``, 8× more optimiser steps than FederatedPPO's
+  batched ones (how a PPO user would port a per-agent config).
+
+One process, one torch thread; the three are measured in rotating order over several repeats so machine
+load cannot favour one side; each ratio is the median over repeats of the per-repeat ratio. Each
+measurement records wall-clock time and the process's CPU time (``time.process_time``): on a machine
+shared with other jobs the wall clock includes the time the process waited for a core, the CPU time does not.
+
+    python benchmarks/ppo_speed.py            # ~8 min on an idle 2-core machine, far longer under load
     python benchmarks/ppo_speed.py --quick    # smoke test
     python benchmarks/ppo_speed.py --device cuda --output benchmarks/results/ppo_speed_cuda   # on a GPU machine
 """
@@ -27,7 +32,18 @@ import time
 
 import numpy as np
 
+from sb3_fedpg.common.cli import ArgumentParser
+
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
+
+
+N_AGENTS = 8
+# method -> SB3 PPO's batch size as a multiple of FederatedPPO's per-agent batch size (None: FederatedPPO itself)
+METHODS = {"federated_ppo": None, "sb3_ppo_equal_steps": N_AGENTS, "sb3_ppo_equal_minibatch": 1}
+LABELS = {
+    "sb3_ppo_equal_steps": "equal optimiser steps",
+    "sb3_ppo_equal_minibatch": "equal minibatch size",
+}
 
 
 def build(method: str, n_steps: int, batch_size: int, n_epochs: int, seed: int, device: str = "cpu"):
@@ -35,14 +51,15 @@ def build(method: str, n_steps: int, batch_size: int, n_epochs: int, seed: int, 
 
     from sb3_fedpg import FederatedPPO, make_federated_vec_env
 
-    env = make_federated_vec_env("sb3_fedpg/HeteroCartPole-v0", n_agents=8, n_envs_per_agent=8, seed=seed)
-    if method == "sb3_ppo":
-        return PPO("MlpPolicy", env, n_steps=n_steps, batch_size=batch_size, n_epochs=n_epochs, seed=seed, device=device)
+    env = make_federated_vec_env("sb3_fedpg/HeteroCartPole-v0", n_agents=N_AGENTS, n_envs_per_agent=8, seed=seed)
+    if METHODS[method] is not None:
+        sb3_batch = batch_size * METHODS[method]
+        return PPO("MlpPolicy", env, n_steps=n_steps, batch_size=sb3_batch, n_epochs=n_epochs, seed=seed, device=device)
     return FederatedPPO("MlpPolicy", env, n_steps=n_steps, batch_size=batch_size, n_epochs=n_epochs, seed=seed, device=device)
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n-steps", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--n-epochs", type=int, default=10)
@@ -58,7 +75,7 @@ def main(argv: list[str] | None = None) -> dict:
     import torch as th
 
     th.set_num_threads(1)
-    methods = ["federated_ppo", "sb3_ppo"]
+    methods = list(METHODS)
     models = {m: build(m, args.n_steps, args.batch_size, args.n_epochs, seed=0, device=args.device) for m in methods}
     steps = 64 * args.n_steps * args.iterations
     for model in models.values():  # warm-up: first-call costs (lazy imports, allocations) out of the timings
@@ -67,7 +84,9 @@ def main(argv: list[str] | None = None) -> dict:
     cpu_speeds: dict[str, list[float]] = {m: [] for m in methods}
     load_before = os.getloadavg()[0]
     for repeat in range(args.repeats):
-        order = methods if repeat % 2 == 0 else methods[::-1]
+        shift = repeat % len(methods)  # rotate, and reverse every other repeat: each method in every position
+        order = methods[shift:] + methods[:shift]
+        order = order if repeat % 2 == 0 else order[::-1]
         for method in order:
             model = models[method]
             start_steps = model.num_timesteps
@@ -83,13 +102,23 @@ def main(argv: list[str] | None = None) -> dict:
             )
     load_after = os.getloadavg()[0]
 
-    def ratios(table: dict[str, list[float]]) -> list[float]:
-        return [f / s for f, s in zip(table["federated_ppo"], table["sb3_ppo"], strict=True)]
+    def ratios(table: dict[str, list[float]], rival: str) -> list[float]:
+        return [f / s for f, s in zip(table["federated_ppo"], table[rival], strict=True)]
 
-    wall_ratios, cpu_ratios = ratios(speeds), ratios(cpu_speeds)
+    rivals = [m for m in methods if METHODS[m] is not None]
+    comparisons = {
+        rival: {
+            "sb3_batch_size": args.batch_size * METHODS[rival],
+            "ratio_per_repeat": ratios(speeds, rival),
+            "ratio_median": float(np.median(ratios(speeds, rival))),
+            "cpu_ratio_per_repeat": ratios(cpu_speeds, rival),
+            "cpu_ratio_median": float(np.median(ratios(cpu_speeds, rival))),
+        }
+        for rival in rivals
+    }
     result = {
         "config": {
-            "env": "sb3_fedpg/HeteroCartPole-v0, 8 agents x 8 envs",
+            "env": f"sb3_fedpg/HeteroCartPole-v0, {N_AGENTS} agents x 8 envs",
             "n_steps": args.n_steps,
             "batch_size": args.batch_size,
             "n_epochs": args.n_epochs,
@@ -101,10 +130,8 @@ def main(argv: list[str] | None = None) -> dict:
         },
         "env_steps_per_s": speeds,
         "env_steps_per_cpu_s": cpu_speeds,
-        "ratio_per_repeat": wall_ratios,
-        "ratio_median": float(np.median(wall_ratios)),
-        "cpu_ratio_per_repeat": cpu_ratios,
-        "cpu_ratio_median": float(np.median(cpu_ratios)),
+        "comparisons": comparisons,
+        "headline": "sb3_ppo_equal_steps",
         "load_average_1min": {"before": load_before, "after": load_after, "cores": os.cpu_count()},
     }
     out = pathlib.Path(args.output)
@@ -117,21 +144,31 @@ def main(argv: list[str] | None = None) -> dict:
     name = result["config"]["device_name"]
     on_device = f", both models on {result['config']['device']} ({name})" if name else ""
     lines = [
-        f"| method (64 envs, n_steps {args.n_steps}, batch {args.batch_size}, {args.n_epochs} epochs) "
-        "| env-steps/s, wall clock | env-steps per CPU-second |",
-        "|---|---:|---:|",
-        f"| FederatedPPO (8 agents, batch {args.batch_size} per agent) | {np.median(speeds['federated_ppo']):,.0f} "
-        f"| {np.median(cpu_speeds['federated_ppo']):,.0f} |",
-        f"| SB3 PPO (pooled) | {np.median(speeds['sb3_ppo']):,.0f} | {np.median(cpu_speeds['sb3_ppo']):,.0f} |",
-        f"| **ratio** (median of the per-pair ratios; lowest) | **{result['ratio_median']:.1f}×** ({min(wall_ratios):.1f}×) "
-        f"| **{result['cpu_ratio_median']:.1f}×** ({min(cpu_ratios):.1f}×) |",
+        f"| method (64 envs, n_steps {args.n_steps}, {args.n_epochs} epochs) | optimiser steps per epoch "
+        "| env-steps/s, wall clock | env-steps per CPU-second | FederatedPPO's speed-up, wall (CPU) |",
+        "|---|---:|---:|---:|---:|",
+        f"| FederatedPPO ({N_AGENTS} agents, batch {args.batch_size} per agent) | {args.n_steps * 8 // args.batch_size} "
+        f"| {np.median(speeds['federated_ppo']):,.0f} | {np.median(cpu_speeds['federated_ppo']):,.0f} | |",
+    ]
+    for rival in rivals:
+        c = comparisons[rival]
+        lines.append(
+            f"| SB3 PPO (pooled), batch {c['sb3_batch_size']}: **{LABELS[rival]}** "
+            f"| {64 * args.n_steps // c['sb3_batch_size']} | {np.median(speeds[rival]):,.0f} "
+            f"| {np.median(cpu_speeds[rival]):,.0f} | **{c['ratio_median']:.1f}×** ({c['cpu_ratio_median']:.1f}×) |"
+        )
+    per_repeat = "; ".join(
+        f"{LABELS[r]}: wall {listed(comparisons[r]['ratio_per_repeat'])}, CPU {listed(comparisons[r]['cpu_ratio_per_repeat'])}"
+        for r in rivals
+    )
+    lines += [
         "",
-        f"Medians of {args.repeats} interleaved repeats of {steps:,} env steps per method, one process, one torch thread"
-        f"{on_device}. "
-        f"Per-pair ratios, wall clock: {listed(wall_ratios)}; CPU time: {listed(cpu_ratios)}. "
-        f"1-minute load average {load_before:.1f} before and {load_after:.1f} after the run on {os.cpu_count()} cores "
-        "(the machine is shared with other jobs: above the core count, absolute speeds are well below an idle "
-        "machine's and vary between repeats; each ratio compares two measurements taken back to back).",
+        f"Medians of {args.repeats} repeats of {steps:,} env steps per method, in rotating order, one process, one torch "
+        f"thread{on_device}. Speed-ups are medians of the per-repeat ratios ({per_repeat}). At equal optimiser steps "
+        "both do nearly the same arithmetic, so that ratio measures overhead; at equal minibatch size SB3 takes "
+        f"{N_AGENTS}× more (smaller) optimiser steps. 1-minute load average {load_before:.1f} before and "
+        f"{load_after:.1f} after the run on {os.cpu_count()} cores (above the core count absolute speeds drop; ratios "
+        "compare measurements taken back to back).",
     ]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -20,11 +20,13 @@ import pstats
 import time
 from typing import Any
 
+from sb3_fedpg.common.cli import ArgumentParser
+
 RESULTS = pathlib.Path(__file__).parent / "results"
 
 
 def main(argv: list[str] | None = None, output: pathlib.Path = RESULTS) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args(argv)
     import torch as th

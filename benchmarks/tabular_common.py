@@ -18,6 +18,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from sb3_fedpg.common.cli import ArgumentParser  # noqa: E402
+
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
@@ -28,7 +30,7 @@ def parser(description: str) -> argparse.ArgumentParser:
     :param description: the benchmark's one-line description
     :return: the parser, to which the benchmark adds its own options
     """
-    p = argparse.ArgumentParser(description=description)
+    p = ArgumentParser(description=description)
     p.add_argument("--quick", action="store_true", help="tiny smoke run (seconds), not the reported sizes")
     p.add_argument("--out-dir", type=Path, default=RESULTS_DIR, help="where <name>.json and <name>.png go")
     return p

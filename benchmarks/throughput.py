@@ -28,6 +28,8 @@ import resource
 import time
 from typing import Any
 
+from sb3_fedpg.common.cli import ArgumentParser
+
 RESULTS = pathlib.Path(__file__).parent / "results"
 ENV_ID = "sb3_fedpg/HeteroCartPole-v0"
 MUJOCO_ID = "sb3_fedpg/HeteroHalfCheetah-v0"
@@ -140,7 +142,7 @@ def run_isolated(*args: Any) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None, output: pathlib.Path = RESULTS) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny budgets (smoke run)")
     args = parser.parse_args(argv)
     if args.quick:  # smoke run: in-process, tiny budgets, tiny PPO rollouts

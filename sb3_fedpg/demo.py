@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from sb3_fedpg.common.cli import ArgumentParser
+
 #: The federated hyperparameters of the heterogeneity benchmark (``benchmarks/heterogeneity.py``):
 #: unnormalised advantages (normalising per agent would rescale each agent's reward), local critics, Adam.
 HYPERPARAMS: dict[str, Any] = {
@@ -40,7 +42,7 @@ HYPERPARAMS: dict[str, Any] = {
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--env", default="sb3_fedpg/HeteroArm-v0", help="heterogeneous family id")
     parser.add_argument("--n-agents", type=int, default=4, help="number of agents N")
     parser.add_argument("--heterogeneity", type=float, default=1.0, help="0 = identical agents, 1 = most different")

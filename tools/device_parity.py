@@ -23,6 +23,7 @@ from stable_baselines3.common.envs import IdentityEnv, IdentityEnvBox
 from stable_baselines3.common.evaluation import evaluate_policy
 
 from sb3_fedpg import FederatedPG, FederatedPPO, make_federated_vec_env
+from sb3_fedpg.common.cli import ArgumentParser
 
 ENVS = {"Discrete": lambda: IdentityEnv(4), "Box": lambda: IdentityEnvBox(eps=0.5)}
 SETTINGS = {
@@ -73,7 +74,7 @@ def report(results: list[dict], output: pathlib.Path) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--devices", nargs="+", default=["cpu", "cuda"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[3, 4, 5, 6])
     parser.add_argument("--cases", nargs="+", default=["FederatedPG:Box", "FederatedPG:Discrete", "FederatedPPO:Box"])

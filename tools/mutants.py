@@ -22,6 +22,8 @@ import tarfile
 import tempfile
 import time
 
+from sb3_fedpg.common.cli import ArgumentParser
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 FAST = ["tests/common/test_fedmath.py", "tests/common/test_estimators.py", "tests/common/test_sampling.py"]
@@ -201,7 +203,7 @@ def run_mutant(tree: pathlib.Path, name: str) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", nargs="*", default=None, help="mutant names")
     args = parser.parse_args()
     names = args.only or list(MUTANTS)

@@ -36,6 +36,8 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from sb3_fedpg.common.cli import ArgumentParser
+
 #: The Flower app folder (``[tool.flwr.app]``) that ``flwr run`` packages.
 APP_DIR = pathlib.Path(__file__).resolve().parents[2] / "flower_app"
 CONNECTION = "loopback"
@@ -466,7 +468,7 @@ def main(argv: list[str] | None = None) -> int:
     :param argv: arguments (default ``sys.argv[1:]``)
     :return: the exit code of ``flwr run``
     """
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--agents", type=int, default=3, help="number of SuperNodes (agents)")
     parser.add_argument("--workdir", default="runs/flower_deploy", help="FLWR_HOME, certificates, keys and logs")
     parser.add_argument("--tls", action="store_true", help="TLS with a CA made at run time")

@@ -22,7 +22,6 @@ critic). ``--once`` runs the worker itself, unsupervised.
 
 from __future__ import annotations
 
-import argparse
 import os
 import pathlib
 import secrets
@@ -33,6 +32,8 @@ import time
 import traceback
 from multiprocessing.connection import Client, Connection, Listener
 from typing import Any
+
+from sb3_fedpg.common.cli import ArgumentParser
 
 KEY_FILE = "worker.key"
 ADDR_FILE = "worker.addr"
@@ -202,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     :param argv: arguments (default ``sys.argv[1:]``)
     :return: exit code
     """
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dir", required=True, help="the worker's private folder (the SuperNode's node config names it)")
     parser.add_argument("--once", action="store_true", help="run the worker itself, without the restarting supervisor")
     args = parser.parse_args(argv)

@@ -19,13 +19,14 @@ import pathlib
 import sys
 from typing import Any
 
+from sb3_fedpg.common.cli import ArgumentParser
 from sb3_fedpg.zoo import ZOO_ALGOS
 from sb3_fedpg.zoo.train import env_name, latest_run_id
 
 
 def build_parser() -> argparse.ArgumentParser:
     """:return: the command-line parser"""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--algo", default="fedpg", choices=ZOO_ALGOS, help="algorithm")
     parser.add_argument("--env", required=True, help="env id the model was trained on")
     parser.add_argument("-f", "--log-folder", default="logs", help="log folder given to the trainer")

@@ -1,5 +1,5 @@
 """
-Train FederatedPG, A2C or PPO from an rl-zoo style YAML config.
+Train FederatedPG, FederatedPPO, A2C or PPO from an rl-zoo style YAML config.
 
 .. code-block:: bash
 
@@ -14,7 +14,7 @@ id with ``/`` replaced by ``-``. ``config.yml`` holds the hyperparameters as use
 overrides and ``-n`` applied), so it alone rebuilds the env for :mod:`sb3_fedpg.zoo.enjoy`.
 
 Every algorithm runs on the same federated ``VecEnv`` (``N`` agents x ``M`` sub-envs, each
-agent with its own reward): FederatedPG trains one policy federatedly; A2C and PPO train one
+agent with its own reward): FederatedPG and FederatedPPO train one policy federatedly; A2C and PPO train one
 policy centrally on the pooled environments (the privacy-violating reference).
 """
 
@@ -32,6 +32,7 @@ from typing import Any
 
 import yaml
 
+from sb3_fedpg.common.cli import ArgumentParser
 from sb3_fedpg.zoo import ZOO_ALGOS, default_config_file
 
 
@@ -56,7 +57,7 @@ def latest_run_id(log_path: str | os.PathLike, name: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """:return: the command-line parser (rl-zoo's argument names)"""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--algo", default="fedpg", choices=ZOO_ALGOS, help="algorithm")
     parser.add_argument("--env", required=True, help="env id (a heterogeneous family such as sb3_fedpg/HeteroCartPole-v0)")
     parser.add_argument("--conf-file", "-conf", default=None, help="YAML hyperparameters (default: zoo_configs/<algo>.yml)")

@@ -29,12 +29,17 @@ def test_ppo_speed_quick(tmp_path):
     result = load("ppo_speed").main(["--quick", "--output", str(tmp_path / "ppo_speed")])
     saved = json.loads((tmp_path / "ppo_speed.json").read_text())
     assert saved == json.loads(json.dumps(result))
-    for speeds, ratios in [("env_steps_per_s", "ratio_per_repeat"), ("env_steps_per_cpu_s", "cpu_ratio_per_repeat")]:
-        fed, sb3 = saved[speeds]["federated_ppo"], saved[speeds]["sb3_ppo"]
-        assert saved[ratios] == pytest.approx([f / s for f, s in zip(fed, sb3, strict=True)])
-        assert min(fed + sb3) > 0
+    assert saved["headline"] == "sb3_ppo_equal_steps"
+    for rival, multiple in [("sb3_ppo_equal_steps", 8), ("sb3_ppo_equal_minibatch", 1)]:
+        comparison = saved["comparisons"][rival]
+        assert comparison["sb3_batch_size"] == 64 * multiple
+        for speeds, ratios in [("env_steps_per_s", "ratio_per_repeat"), ("env_steps_per_cpu_s", "cpu_ratio_per_repeat")]:
+            fed, sb3 = saved[speeds]["federated_ppo"], saved[speeds][rival]
+            assert comparison[ratios] == pytest.approx([f / s for f, s in zip(fed, sb3, strict=True)])
+            assert min(fed + sb3) > 0
     table = (tmp_path / "ppo_speed.md").read_text()
     assert "per CPU-second" in table and "load average" in table
+    assert "equal optimiser steps" in table and "equal minibatch size" in table
 
 
 def test_update_readme_refills_blocks(tmp_path):

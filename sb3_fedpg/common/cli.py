@@ -1,0 +1,73 @@
+"""
+Command-line helpers shared by every entry point (library CLIs, benchmarks, tools).
+
+Docstrings are written for the API reference (Sphinx roles, double backticks, ``.. code-block::``
+directives); :class:`ArgumentParser` turns them into plain text for ``--help`` and adds ``--version``.
+Importing this module is cheap (no torch), so ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from typing import Any
+
+from sb3_fedpg import __version__
+
+_ROLE = re.compile(r":(?:py:)?(?:mod|class|func|meth|attr|data|obj|exc|ref|paramref|term):`~?([^`]+)`")
+_LITERAL = re.compile(r"``([^`]+)``")
+_DIRECTIVE = re.compile(r"^[ \t]*\.\. [\w-]+::.*\n(?:[ \t]*\n)?", flags=re.M)
+_FIELD = re.compile(r"^(\s*):(param|return|returns|raises?|type|rtype)(?: ([^:]+))?:", flags=re.M)
+
+
+def plain_text(text: str | None) -> str:
+    """
+    Turn a reStructuredText docstring into the plain text a terminal user should read.
+
+    :param text: a docstring (``None`` gives ``""``)
+    :return: the text without Sphinx roles, literals' double backticks, directive lines or field markers
+    """
+    if not text:
+        return ""
+    text = _DIRECTIVE.sub("", text)
+    text = _ROLE.sub(lambda m: m.group(1).split(" <")[0], text)
+    text = _LITERAL.sub(r"\1", text)
+    text = _FIELD.sub(lambda m: f"{m.group(1)}{m.group(3) or m.group(2)}:", text)
+    return text.strip("\n")
+
+
+def _prog() -> str | None:
+    """:return: ``python -m <module>`` when the program was started with ``-m`` (argparse would say ``__main__.py``)"""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    name = getattr(spec, "name", None)
+    if not name:
+        return None  # a script: argparse's own choice (its file name) is right
+    return f"python -m {name.removesuffix('.__main__')}"
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """
+    ``argparse.ArgumentParser`` whose description, epilog and argument help are plain text (see :func:`plain_text`)
+    and which answers ``--version`` with the installed sb3-fedpg version.
+
+    :param args: passed to ``argparse.ArgumentParser``
+    :param version: add a ``--version`` flag
+    :param kwargs: passed to ``argparse.ArgumentParser``; ``formatter_class`` defaults to
+        ``RawDescriptionHelpFormatter`` (docstrings keep their line breaks and indented examples)
+    """
+
+    def __init__(self, *args: Any, version: bool = True, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        kwargs.setdefault("prog", _prog())
+        for key in ("description", "epilog"):
+            if kwargs.get(key):
+                kwargs[key] = plain_text(kwargs[key])
+        super().__init__(*args, **kwargs)
+        if version:
+            self.add_argument("--version", action="version", version=f"%(prog)s (sb3-fedpg {__version__})")
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
+        if isinstance(kwargs.get("help"), str):
+            kwargs["help"] = plain_text(kwargs["help"])
+        return super().add_argument(*args, **kwargs)
