@@ -26,12 +26,16 @@ import signal
 import subprocess
 import sys
 import time
-import tomllib
 import uuid
 from dataclasses import dataclass
 
 import pytest
 import yaml
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 RUN = {"bash", "python"}
