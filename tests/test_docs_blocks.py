@@ -13,6 +13,9 @@ Conventions (also in docs/architecture.md, "Documentation"):
   ``<!-- docs-test: ci -->`` marks the README's set-up commands, which ``.ci/run`` itself runs.
 - A block must leave no process behind: every process that inherited the block's marker environment variable and
   is still alive afterwards fails the test (and is killed).
+- A page whose bash blocks run ``pip install`` gets its own virtual environment (with pip) layered over the test
+  environment's packages, so ``pip install -e ".[extra]"`` really runs — resolving against what is installed and
+  installing the scratch copy — without touching the environment running the tests.
 """
 
 from __future__ import annotations
@@ -129,10 +132,32 @@ def survivors(token: str, exclude: set[int]) -> list[tuple[int, str]]:
     return found
 
 
+def overlay_venv(path: pathlib.Path) -> pathlib.Path:
+    """
+    A virtual environment with pip whose ``sys.path`` also holds this interpreter's site-packages (a ``.pth`` line,
+    not a site dir: the outer editable install of sb3-fedpg is not loaded, the scratch copy's ``pip install -e`` is).
+
+    :return: its ``bin`` folder
+    """
+    import site
+    import sysconfig
+
+    subprocess.run([sys.executable, "-m", "venv", str(path)], check=True, capture_output=True)
+    purelib = subprocess.run(
+        [str(path / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    outer = [p for p in dict.fromkeys([sysconfig.get_paths()["purelib"], *site.getsitepackages()]) if os.path.isdir(p)]
+    (pathlib.Path(purelib) / "_outer_environment.pth").write_text("\n".join(outer) + "\n")
+    return path / "bin"
+
+
 class PageRunner:
     """Runs one page's blocks in order in a scratch copy; checks that each leaves no process behind."""
 
-    def __init__(self, workdir: pathlib.Path, slow: bool) -> None:
+    def __init__(self, workdir: pathlib.Path, slow: bool, blocks: list[Block]) -> None:
         self.repo = scratch_copy(workdir / "repo")
         self.home = workdir / "home"
         self.home.mkdir()
@@ -149,6 +174,13 @@ class PageRunner:
             self.token: "1",
         }
         self.env.pop("PYTEST_CURRENT_TEST", None)
+        self.interpreter = sys.executable
+        if any(b.lang == "bash" and "pip install" in b.code for b in blocks):
+            bin_dir = overlay_venv(workdir / "venv")
+            self.env["PATH"] = f"{bin_dir}{os.pathsep}{self.env['PATH']}"
+            self.env["VIRTUAL_ENV"] = str(bin_dir.parent)
+            self.env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
+            self.interpreter = str(bin_dir / "python")
         self.python: subprocess.Popen | None = None
         self.timeout = BLOCK_TIMEOUT_S["slow" if slow else "default"]
 
@@ -181,7 +213,7 @@ class PageRunner:
     def _python(self, block: Block) -> None:
         if self.python is None:
             self.python = subprocess.Popen(
-                [sys.executable, "-u", "-c", DRIVER],
+                [self.interpreter, "-u", "-c", DRIVER],
                 cwd=self.repo,
                 env=self.env,
                 stdin=subprocess.PIPE,
@@ -290,7 +322,7 @@ def _run_page(page: pathlib.Path, tmp_path: pathlib.Path, slow: bool) -> int:
     blocks = [b for b in blocks_of(page) if b.lang in RUN and b.mark != "ci" and (slow or b.mark != "slow")]
     if not blocks:
         return 0
-    runner = PageRunner(tmp_path, slow=slow)
+    runner = PageRunner(tmp_path, slow=slow, blocks=blocks)
     try:
         for block in blocks:
             runner.run(block)
