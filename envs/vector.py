@@ -18,12 +18,15 @@ class FederatedReward(Protocol):
     """
     A batched per-agent reward: one call computes the rewards of all sub-environments.
 
-    :param obs: observations before the step, shape ``(n, *obs_shape)``
-    :param action: actions taken, shape ``(n, *action_shape)``
-    :param next_obs: observations after the step (the terminal observation where an episode ended)
-    :param reward: the shared dynamics' own reward, shape ``(n,)``
-    :param agent_ids: the agent of each sub-environment, shape ``(n,)``
-    :return: rewards, shape ``(n,)``
+    Called as ``reward_fn(obs, action, next_obs, reward, agent_ids)`` with
+
+    - ``obs``: observations before the step, shape ``(n, *obs_shape)``
+    - ``action``: actions taken, shape ``(n, *action_shape)``
+    - ``next_obs``: observations after the step (the terminal observation where an episode ended)
+    - ``reward``: the shared dynamics' own reward, shape ``(n,)``
+    - ``agent_ids``: the agent of each sub-environment, shape ``(n,)``
+
+    it returns the rewards, shape ``(n,)``.
     """
 
     def __call__(

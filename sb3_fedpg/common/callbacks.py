@@ -20,7 +20,7 @@ class RoundCallback(BaseCallback):
     """
     Base class for callbacks with a round-end event.
 
-    :param verbose: Verbosity level: 0 for no output, 1 for info messages
+    Constructed like SB3's ``BaseCallback``: ``verbose`` is the verbosity level (0 for no output, 1 for info messages).
     """
 
     def on_round_end(self) -> bool:

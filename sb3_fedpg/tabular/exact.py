@@ -90,13 +90,13 @@ class PolicyEvaluation(NamedTuple):
     """
     Exact quantities of a batch of softmax policies, leading axis ``B``.
 
-    :param policy: ``π(a|s)``, shape ``(B, S, A)``
-    :param log_policy: ``log π(a|s)``, shape ``(B, S, A)``
-    :param values: (soft) state values ``V``, shape ``(B, S)``
-    :param q_values: ``Q = R + γ P V`` (no entropy bonus at the current step), shape ``(B, S, A)``
-    :param occupancy: unnormalised discounted occupancy ``x = ρᵀ(I − γ P_π)^{-1}``, shape ``(B, S)``
-    :param objective: ``J = ρᵀ V``, shape ``(B,)``
-    :param gradient: ``∂J/∂θ``, shape ``(B, S, A)``
+    :ivar policy: ``π(a|s)``, shape ``(B, S, A)``
+    :ivar log_policy: ``log π(a|s)``, shape ``(B, S, A)``
+    :ivar values: (soft) state values ``V``, shape ``(B, S)``
+    :ivar q_values: ``Q = R + γ P V`` (no entropy bonus at the current step), shape ``(B, S, A)``
+    :ivar occupancy: unnormalised discounted occupancy ``x = ρᵀ(I − γ P_π)^{-1}``, shape ``(B, S)``
+    :ivar objective: ``J = ρᵀ V``, shape ``(B,)``
+    :ivar gradient: ``∂J/∂θ``, shape ``(B, S, A)``
     """
 
     policy: np.ndarray
@@ -112,11 +112,11 @@ class OptimalSolution(NamedTuple):
     """
     Ground truth of a single-reward MDP.
 
-    :param values: optimal (soft) values ``V*``, shape ``(S,)``
-    :param q_values: ``Q* = R + γ P V*``, shape ``(S, A)``
-    :param policy: an optimal policy (greedy for ``τ = 0``, ``softmax(Q*/τ)`` otherwise), shape ``(S, A)``
-    :param objective: ``J* = ρᵀ V*``
-    :param iterations: value-iteration sweeps plus policy-iteration refinements used
+    :ivar values: optimal (soft) values ``V*``, shape ``(S,)``
+    :ivar q_values: ``Q* = R + γ P V*``, shape ``(S, A)``
+    :ivar policy: an optimal policy (greedy for ``τ = 0``, ``softmax(Q*/τ)`` otherwise), shape ``(S, A)``
+    :ivar objective: ``J* = ρᵀ V*``
+    :ivar iterations: value-iteration sweeps plus policy-iteration refinements used
     """
 
     values: np.ndarray

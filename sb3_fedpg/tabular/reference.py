@@ -44,14 +44,14 @@ class ReferenceOptimum(NamedTuple):
     """
     Best value of ``J̄`` found by multi-start centralised exact policy gradient.
 
-    :param objective: the reference ``J̄*`` (best over starts, after refinement)
-    :param policy: the policy attaining it, shape ``(S, A)`` (deterministic for ``τ = 0``
+    :ivar objective: the reference ``J̄*`` (best over starts, after refinement)
+    :ivar policy: the policy attaining it, shape ``(S, A)`` (deterministic for ``τ = 0``
         when the local search won)
-    :param start_objectives: per start, the final value (after refinement), shape ``(n_starts,)``
-    :param ascent_objectives: per start, the value after gradient ascent alone, shape ``(n_starts,)``
-    :param initial_params: the starts, shape ``(n_starts, S, A)``
-    :param n_steps: gradient-ascent steps per start
-    :param learning_rate: gradient-ascent step size
+    :ivar start_objectives: per start, the final value (after refinement), shape ``(n_starts,)``
+    :ivar ascent_objectives: per start, the value after gradient ascent alone, shape ``(n_starts,)``
+    :ivar initial_params: the starts, shape ``(n_starts, S, A)``
+    :ivar n_steps: gradient-ascent steps per start
+    :ivar learning_rate: gradient-ascent step size
     """
 
     objective: float
