@@ -169,6 +169,7 @@ class LQRVectorEnv(gym.vector.VectorEnv):
     """
 
     metadata = {"autoreset_mode": AutoresetMode.SAME_STEP, "render_modes": []}
+    _np_random: np.random.Generator  # set in __init__ (never None, as VectorEnv allows)
 
     def __init__(self, num_envs: int = 1, **family_kwargs: Any) -> None:
         self.env = LQRDynamicsEnv(**family_kwargs)

@@ -10,7 +10,7 @@ and resets finished sub-environments inside the same step.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import gymnasium as gym
 import numpy as np
@@ -40,7 +40,7 @@ class SameStepCartPoleVectorEnv(CartPoleVectorEnv):
         if not np.all(scale > 0):
             raise ValueError(f"length_scale must be positive, got {length_scale}.")
         # The physics reads these as scalars; per-copy arrays broadcast the same way.
-        self.length = 0.5 * scale
+        self.length = 0.5 * scale  # type: ignore[assignment]  # per copy: Gymnasium types it as a scalar
         self.polemass_length = self.masspole * self.length
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
@@ -54,13 +54,14 @@ class SameStepCartPoleVectorEnv(CartPoleVectorEnv):
             info["final_obs"] = obs.copy()
             info["_final_obs"] = done
             n_done = int(done.sum())
-            self.state[:, done] = self.np_random.uniform(low=self.low, high=self.high, size=(4, n_done))
+            state = cast(np.ndarray, self.state)  # set by reset (Gymnasium's annotation: None)
+            state[:, done] = self.np_random.uniform(low=self.low, high=self.high, size=(4, n_done))
             self.steps[done] = 0
-            obs[done] = self.state[:, done].T
+            obs[done] = state[:, done].T
         self.prev_done[:] = False
         return obs, reward, terminated, truncated, info
 
-    def render(self) -> list[np.ndarray] | None:  # type: ignore[override]
+    def render(self) -> list[np.ndarray] | None:  # type: ignore[override]  # one frame per copy
         """
         One ``rgb_array`` frame per copy, each drawn with its own pole length (Gymnasium's renderer reads one
         scalar length, so copies of equal length are drawn together).

@@ -146,6 +146,7 @@ class TrimmedMeanAggregator:
         k = self.n_trimmed(n)
         if k == 0:
             return stacked.mean(0)
+        ordered: th.Tensor | np.ndarray
         if isinstance(stacked, th.Tensor):
             ordered = th.sort(stacked, dim=0).values
         else:

@@ -16,9 +16,10 @@ agent's own gradient in one backward pass.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import torch as th
@@ -60,7 +61,7 @@ class StackedMLP:
                 self.ops.append(
                     _Linear(slice(pos, pos + n_w), slice(pos + n_w, pos + n_w + module.out_features), *module.weight.shape)
                 )
-                self.parameters += [module.weight, bias]
+                self.parameters += [cast(nn.Parameter, module.weight), bias]  # typed Tensor, a Parameter
                 pos += n_w + module.out_features
             elif any(True for _ in module.buffers()):
                 raise NotImplementedError(
@@ -84,7 +85,10 @@ class StackedMLP:
         activations = [op for op in self.ops if not isinstance(op, _Linear)]
         numpy_acts = [_NUMPY_ACTIVATIONS.get(type(op)) for op in activations]
         self.numpy_ready = all(fn is not None for fn in numpy_acts)
-        self._numpy_acts = dict(zip(map(id, activations), numpy_acts, strict=True))
+        # (None entries only where not numpy_ready, which numpy_forward requires)
+        self._numpy_acts = cast(
+            "dict[int, Callable[[np.ndarray], np.ndarray]]", dict(zip(map(id, activations), numpy_acts, strict=True))
+        )
 
     def numpy_forward(self, params: np.ndarray, x: np.ndarray) -> np.ndarray:
         """
@@ -129,7 +133,7 @@ class StackedMLP:
                 weight, bias = views
                 x = th.baddbmm(bias, x, weight.transpose(1, 2))
             else:
-                x = op(x)
+                x = cast(nn.Module, op)(x)  # no views: an activation
         return x, inputs
 
     def _views(self, params: th.Tensor) -> list[tuple[th.Tensor, th.Tensor] | None]:
@@ -181,14 +185,14 @@ class StackedMLP:
                 else:
                     pieces.append(th.bmm(grad.transpose(1, 2), x).view(n, -1))
                 if i > 0:  # the first layer's input is the observation: no gradient needed
-                    grad = th.bmm(grad, views[i][0])  # type: ignore[index]
+                    grad = th.bmm(grad, cast("tuple[th.Tensor, th.Tensor]", views[i])[0])  # a Linear op's views
             else:
                 grad = _activation_backward(op, grad, inputs[i], inputs[i + 1] if i + 1 < len(self.ops) else output)
         return pieces[::-1]
 
 
 #: Dropout is the identity in eval mode, the only mode the NumPy (rollout) path runs in.
-_NUMPY_ACTIVATIONS = {
+_NUMPY_ACTIVATIONS: dict[type[nn.Module], Callable[[np.ndarray], np.ndarray]] = {
     nn.Tanh: np.tanh,
     nn.ReLU: lambda x: np.maximum(x, 0.0),
     nn.Identity: lambda x: x,

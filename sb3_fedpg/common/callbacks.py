@@ -12,8 +12,12 @@ from __future__ import annotations
 import os
 import pathlib
 import re
+from typing import TYPE_CHECKING, cast
 
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
+
+if TYPE_CHECKING:
+    from sb3_fedpg.common.federated_algorithm import FederatedAlgorithm
 
 
 class RoundCallback(BaseCallback):
@@ -83,10 +87,11 @@ class RoundCheckpointCallback(RoundCallback):
         self.keep_last = keep_last
 
     def _on_round_end(self) -> bool:
-        rounds = self.model._n_rounds  # type: ignore[attr-defined]
+        model = cast("FederatedAlgorithm", self.model)  # round events come from federated algorithms only
+        rounds = model._n_rounds
         if rounds % self.save_freq == 0:
             path = self.save_path / f"{self.name_prefix}_{rounds}_rounds.zip"
-            self.model.save_checkpoint(path)  # type: ignore[attr-defined]
+            model.save_checkpoint(path)
             if self.verbose >= 1:
                 print(f"Saving checkpoint to {path}")
             if self.keep_last is not None:

@@ -17,7 +17,8 @@ import sys
 import time
 import warnings
 from collections import deque
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import torch as th
@@ -29,7 +30,7 @@ from stable_baselines3.common.utils import FloatSchedule, check_for_correct_spac
 
 from sb3_fedpg.common import fedmath
 from sb3_fedpg.common.batch import RolloutBatch
-from sb3_fedpg.common.batched_policy import ACTION_SPACES, GSDE_REFUSAL, BatchedActor
+from sb3_fedpg.common.batched_policy import ACTION_SPACES, GSDE_REFUSAL, BatchedActor, StackedCritics
 from sb3_fedpg.common.callbacks import fire_round_end
 from sb3_fedpg.common.federated_vec_env import check_observations, check_rewards, make_federated_vec_env
 from sb3_fedpg.common.observations import VecObs, stack_observations
@@ -117,6 +118,14 @@ class FederatedAlgorithm(FederatedPersistenceMixin):
 
     policy: ActorCriticPolicy
     _actor: BatchedActor
+    # Set by every algorithm's constructor (FederatedPG, FederatedPPO) and _setup_model; declared for the type checker.
+    n_steps: int
+    correction: bool
+    server_learning_rate: float
+    aggregator: fedmath.Aggregator | str  # a name only until _check_hyperparams builds it (load(path, aggregator=...))
+    aggregator_kwargs: dict[str, Any] | None
+    attack: Callable[[Any, str], Any] | None
+    critics: StackedCritics
 
     def __init__(
         self,
@@ -236,12 +245,12 @@ class FederatedAlgorithm(FederatedPersistenceMixin):
         """
         from sb3_fedpg.common.aggregators import make_aggregator
 
-        for name, default in self.hyperparams_class.defaults().items():  # type: ignore[attr-defined]
+        for name, default in self.hyperparams_class.defaults().items():
             if not hasattr(self, name):
                 setattr(self, name, default)
-        self.hyperparams_class.from_object(self)  # type: ignore[attr-defined]
-        if not callable(self.aggregator):  # type: ignore[has-type]
-            self.aggregator = make_aggregator(self.aggregator, **(self.aggregator_kwargs or {}))  # type: ignore[has-type]
+        self.hyperparams_class.from_object(self)
+        if not callable(self.aggregator):
+            self.aggregator = make_aggregator(self.aggregator, **(self.aggregator_kwargs or {}))
 
     def _make_policy(self) -> ActorCriticPolicy:
         """
@@ -251,7 +260,7 @@ class FederatedAlgorithm(FederatedPersistenceMixin):
         """
         kwargs = {"share_features_extractor": False, **self.policy_kwargs}
         policy = self.policy_class(self.observation_space, self.action_space, self.lr_schedule, **kwargs)
-        return policy.to(self.device)  # type: ignore[return-value]
+        return cast(ActorCriticPolicy, policy.to(self.device))  # policy_class: an ActorCriticPolicy (SB3 types BasePolicy)
 
     def _setup_federated_buffers(self) -> None:
         assert self.n_agents is not None, "n_agents is unknown: pass it or a federated env"
@@ -284,9 +293,11 @@ class FederatedAlgorithm(FederatedPersistenceMixin):
         :param observation: a batch of observations ``(batch, *obs_shape)``
         :return: values ``(n_agents, batch)``
         """
-        obs = self._flat_obs(np.asarray(observation).reshape(-1, *self.observation_space.shape))
+        assert self.n_agents is not None  # known once the model is set up
+        obs_shape = cast("tuple[int, ...]", self.observation_space.shape)  # an array observation: not a Dict space
+        obs = self._flat_obs(np.asarray(observation).reshape(-1, *obs_shape))
         with th.no_grad():
-            values = self.critics(obs.unsqueeze(0).expand(self.n_agents, *obs.shape))  # type: ignore[attr-defined]
+            values = self.critics(obs.unsqueeze(0).expand(self.n_agents, *obs.shape))
         return values.cpu().numpy()
 
     def _setup_lr_schedule(self) -> None:
@@ -318,7 +329,7 @@ class FederatedAlgorithm(FederatedPersistenceMixin):
     def start_fresh_episodes(self) -> None:
         """Reset the env (new episodes for every sub-environment) and forget the episode statistics."""
         assert self.env is not None and self.ep_info_buffer is not None and self.ep_success_buffer is not None
-        self._last_obs = self.env.reset()  # type: ignore[assignment]
+        self._last_obs = cast(VecObs, self.env.reset())  # arrays or dicts of arrays (no Tuple spaces)
         self.ep_info_buffer.clear()
         self.ep_success_buffer.clear()
 
@@ -366,6 +377,7 @@ class FederatedAlgorithm(FederatedPersistenceMixin):
 
     def _obs_to_tensor(self, obs: VecObs) -> th.Tensor:
         """:return: the observations of all sub-envs as ``(n_agents, M, obs_dim)``"""
+        assert self.n_agents is not None  # known once the model is set up
         return self._flat_obs(obs).view(self.n_agents, self.n_envs_per_agent, -1)
 
     def collect_batch(
@@ -382,24 +394,29 @@ class FederatedAlgorithm(FederatedPersistenceMixin):
         :raises StopTrainingInRound: when a callback returns ``False``
         """
         assert self.env is not None and self.n_agents is not None
-        n, m, k_steps = self.n_agents, self.n_envs_per_agent, self.n_steps  # type: ignore[attr-defined]
+        n, m, k_steps = self.n_agents, self.n_envs_per_agent, self.n_steps
+        action_shape = self.action_space.shape
+        assert action_shape is not None  # every supported action space (ACTION_SPACES) has one
         if reset:
-            self._last_obs = self.env.reset()  # type: ignore[assignment]
+            self._last_obs = cast(VecObs, self.env.reset())  # arrays or dicts of arrays (no Tuple spaces)
+        assert self._last_obs is not None  # the env was reset (by learn's setup, start_fresh_episodes or above)
         obs_list, act_list, rew_list, done_list = [], [], [], []
         truncated_obs: list[tuple[int, int, np.ndarray]] = []
         params_np = params.detach().cpu().numpy() if self._numpy_rollout else None
         agent_ids = np.repeat(np.arange(n), m)
+        obs_t: np.ndarray | th.Tensor  # NumPy on the CPU fast path, torch otherwise
+        actions: np.ndarray | th.Tensor
         callback.on_rollout_start()
         for k in range(k_steps):
             if params_np is not None:
                 # CPU fast path: the tiny per-step forward pass in NumPy (torch's per-op overhead dominates here).
                 obs_t = np.asarray(self._last_obs, dtype=np.float32).reshape(n, m, -1)
                 actions = self._actor.sample_numpy(params_np, obs_t, self._action_rng)
-                env_actions = actions.reshape(n * m, *self.action_space.shape)
+                env_actions = actions.reshape(n * m, *action_shape)
             else:
-                obs_t = self._obs_to_tensor(self._last_obs)  # type: ignore[arg-type]
+                obs_t = self._obs_to_tensor(self._last_obs)
                 actions = self._actor.sample(params, obs_t)
-                env_actions = actions.reshape(n * m, *self.action_space.shape).cpu().numpy()
+                env_actions = actions.reshape(n * m, *action_shape).cpu().numpy()
             if isinstance(self.action_space, spaces.Box):
                 env_actions = np.clip(env_actions, self.action_space.low, self.action_space.high)
             elif isinstance(self.action_space, spaces.MultiBinary):
@@ -427,7 +444,7 @@ class FederatedAlgorithm(FederatedPersistenceMixin):
             act_list.append(actions)
             rew_list.append(rewards)
             done_list.append(dones)
-            self._last_obs = new_obs  # type: ignore[assignment]
+            self._last_obs = cast(VecObs, new_obs)
         callback.on_rollout_end()
 
         def stack_steps(x: list[np.ndarray]) -> th.Tensor:
@@ -444,7 +461,7 @@ class FederatedAlgorithm(FederatedPersistenceMixin):
             actions=stack_agents(act_list),
             rewards=stack_steps(rew_list),
             dones=stack_steps(done_list),
-            last_obs=self._obs_to_tensor(self._last_obs),  # type: ignore[arg-type]
+            last_obs=self._obs_to_tensor(self._last_obs),
         )
         if truncated_obs:
             steps, envs, terminal = zip(*truncated_obs, strict=True)
@@ -504,17 +521,18 @@ class FederatedAlgorithm(FederatedPersistenceMixin):
         """
         import copy
 
+        assert self.n_agents is not None  # known once the model is set up
         theta_bar = self._actor.get_vector().to(self.device)
         local_state, steps_before = copy.deepcopy(self.local_state_dict()), self.num_timesteps
         try:
             result = fedmath.run_round(
                 theta_bar,
                 solver,
-                self.n_agents,  # type: ignore[arg-type]
-                server_learning_rate=self.server_learning_rate,  # type: ignore[attr-defined]
-                aggregator=self.aggregator,  # type: ignore[attr-defined]
+                self.n_agents,
+                server_learning_rate=self.server_learning_rate,
+                aggregator=cast(fedmath.Aggregator, self.aggregator),  # built from a name by _check_hyperparams
                 participants=self.sample_participants(),
-                attack=self.attack,  # type: ignore[attr-defined]
+                attack=self.attack,
             )
             if not bool(th.isfinite(result.params).all()):
                 raise FloatingPointError(
@@ -543,7 +561,7 @@ class FederatedAlgorithm(FederatedPersistenceMixin):
         self._n_updates += updates
         self.logger.record("train/learning_rate", learning_rate)
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
-        for key, value in {**fedmath.round_metrics(result, self.correction), **stats}.items():  # type: ignore[attr-defined]
+        for key, value in {**fedmath.round_metrics(result, self.correction), **stats}.items():
             self.logger.record(key, value)
         self.logger.record("fed/round", self._n_rounds)
 

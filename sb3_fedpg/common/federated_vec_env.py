@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import gymnasium as gym
 import numpy as np
@@ -154,7 +154,7 @@ class FederatedVecEnv(VecEnv):
         self.agent_ids = np.repeat(np.arange(n_agents), self.n_envs_per_agent)
         self.reward_fn = reward_fn
         self._actions: np.ndarray | None = None
-        self._obs: np.ndarray | None = None
+        self._obs: VecObs | None = None
         self._seed: int | None = None
         self._episode_returns = np.zeros(self.num_envs, dtype=np.float64)
         self._episode_lengths = np.zeros(self.num_envs, dtype=np.int64)
@@ -191,8 +191,10 @@ class FederatedVecEnv(VecEnv):
         if self.reward_fn is None:
             rewards = base_reward  # converted to float32 and then checked by check_rewards
         else:
+            # (dicts of arrays for a Dict observation space: such an env's reward function takes those)
+            obs_before, obs_after = cast(np.ndarray, self._obs), cast(np.ndarray, next_obs)
             with np.errstate(over="ignore", invalid="ignore"):
-                rewards = self.reward_fn(self._obs, actions, next_obs, base_reward.astype(np.float32), self.agent_ids)
+                rewards = self.reward_fn(obs_before, actions, obs_after, base_reward.astype(np.float32), self.agent_ids)
         rewards = check_rewards(rewards, self.num_envs, self.agent_ids)
         check_observations(obs, self.agent_ids)
 
@@ -216,13 +218,14 @@ class FederatedVecEnv(VecEnv):
     def close(self) -> None:
         self.venv.close()
 
-    def seed(self, seed: int | None = None) -> list[int | None]:  # type: ignore[override]
+    def seed(self, seed: int | None = None) -> list[int | None]:
         self._seed = seed
         return [None if seed is None else seed + i for i in range(self.num_envs)]
 
     def get_images(self) -> Sequence[np.ndarray | None]:
         frames = self.venv.render()
-        return list(frames) if frames is not None else [None] * self.num_envs
+        # rgb_array frames (the render modes that give images)
+        return list(cast("tuple[np.ndarray, ...]", frames)) if frames is not None else [None] * self.num_envs
 
     # The sub-environments of a Gymnasium vector env are not individually reachable in
     # general (a native vector env has none), so attribute access goes to the vector env.
@@ -372,7 +375,7 @@ def make_federated_vec_env(
         if n_agents < 1:
             raise ValueError(f"n_agents must be >= 1, got {n_agents}.")
         try:
-            venv = make_shared_dynamics(env, n_agents * n_envs_per_agent, env_kwargs, vectorization_mode)  # type: ignore[arg-type]
+            venv = make_shared_dynamics(env, n_agents * n_envs_per_agent, env_kwargs, vectorization_mode)
         except gym.error.Error as error:  # unknown id, missing dependency, ...: name the argument
             raise ValueError(f"env {env!r}: {error}") from error
     fed_env = FederatedVecEnv(venv, n_agents, reward_fns)
@@ -387,7 +390,7 @@ def _check_builder_arguments(
     import numbers
 
     def count(name: str, value: Any) -> None:
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1 or value > 1 << 20:
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 1 <= int(value) <= 1 << 20:
             raise ValueError(f"{name} must be >= 1 (an integer up to {1 << 20}), got {value!r}.")
 
     if n_agents is not None:
@@ -399,7 +402,7 @@ def _check_builder_arguments(
         raise TypeError(f"env_kwargs must be a dict of keyword arguments or None, got {type(env_kwargs).__name__}.")
     if env_kwargs is not None and not all(isinstance(key, str) for key in env_kwargs):
         raise TypeError(f"env_kwargs keys must be strings, got {sorted(map(repr, env_kwargs))}.")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**32):
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= int(seed) < 2**32):
         raise ValueError(f"seed must be None or an integer in [0, 2**32), got {seed!r}.")
     if not isinstance(vectorization_mode, str) or vectorization_mode not in ("auto", "native", "sync", "async"):
         raise ValueError(f"unknown vectorization_mode {vectorization_mode!r}: use 'auto', 'native', 'sync' or 'async'.")

@@ -50,7 +50,7 @@ class GradientOracle(Protocol):
     directions: row ``i`` is ``ĝ_i`` evaluated at row ``i`` of the parameters.
     """
 
-    def __call__(self, params: Any, step: int) -> Any: ...
+    def __call__(self, params: Any, step: int, /) -> Any: ...
 
 
 #: Applies a (corrected) direction to stacked local parameters, returns the new parameters.
@@ -460,7 +460,7 @@ def anchor_noise_variance(sub_gradients: ArrayT) -> ArrayT:
     if k < 2:
         raise ValueError("the anchor's noise needs at least two independent sub-batches.")
     centred = sub_gradients - sub_gradients.mean(0)
-    return (centred**2).sum(axis=(0, 2)) / (k * (k - 1))
+    return (centred**2).sum((0, 2)) / (k * (k - 1))  # positional: numpy's axis, torch's dim
 
 
 def correction_signal_noise(anchor_grads: ArrayT, global_grad: ArrayT, noise_variance: ArrayT) -> tuple[ArrayT, ArrayT]:

@@ -27,6 +27,7 @@ Temp files of other targets, and files that do not follow the pattern, are never
 
 from __future__ import annotations
 
+import io
 import os
 import pathlib
 import re
@@ -35,7 +36,7 @@ import socket
 import stat
 import time
 from collections.abc import Callable
-from typing import IO, Any
+from typing import Any
 
 #: Temp files untouched for longer than this (seconds) are taken as left by a killed writer.
 STALE_AFTER = 600.0
@@ -143,7 +144,7 @@ def _fsync_dir(folder: pathlib.Path) -> None:
 
 def atomic_write(
     path: str | os.PathLike,
-    write_fn: Callable[[IO[bytes]], Any],
+    write_fn: Callable[[io.BufferedWriter], Any],
     mode: int | None = None,
     stale_after: float = STALE_AFTER,
 ) -> pathlib.Path:

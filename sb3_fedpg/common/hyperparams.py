@@ -14,8 +14,8 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Callable, Mapping
-from dataclasses import MISSING, dataclass, field, fields
-from typing import Any
+from dataclasses import MISSING, Field, dataclass, field, fields
+from typing import TYPE_CHECKING, Any, ClassVar
 
 #: Gradient estimators (``estimator=``), baselines of ``gpomdp``/``reinforce`` (``baseline=``),
 #: local update rules (``local_optimizer=``) and named server aggregators (``aggregator=``).
@@ -143,6 +143,9 @@ def _mapping_or_none(name: str, value: Any) -> None:
 
 class Hyperparams:
     """Base of the hyperparameter dataclasses: validation on construction, names, defaults, docs, partial checks."""
+
+    if TYPE_CHECKING:  # every subclass is a dataclass (what ``dataclasses.fields`` needs)
+        __dataclass_fields__: ClassVar[dict[str, Field[Any]]]
 
     def __post_init__(self) -> None:
         for f in fields(self):

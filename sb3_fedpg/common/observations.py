@@ -11,7 +11,7 @@ every part and concatenates the parts of a ``Dict`` space in the space's key ord
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch as th
@@ -35,12 +35,16 @@ class ObservationLayout:
         self.observation_space = observation_space
         self.normalize_images = normalize_images
         self.is_dict = isinstance(observation_space, spaces.Dict)
-        parts = observation_space.spaces if self.is_dict else {None: observation_space}  # type: ignore[attr-defined]
+        if isinstance(observation_space, spaces.Dict):
+            parts: dict[str | None, spaces.Space] = {key: space for key, space in observation_space.spaces.items()}
+        else:
+            parts = {None: observation_space}
         # The preprocessed shape of every part, read off SB3's own preprocessing of one sample.
         self.shapes: dict[str | None, tuple[int, ...]] = {}
         for key, space in parts.items():
             sample = th.as_tensor(np.asarray(space.sample())[None])
-            self.shapes[key] = tuple(preprocess_obs(sample, space, normalize_images).shape[1:])
+            # a part is not a Dict space (no nesting), so its preprocessing is a tensor
+            self.shapes[key] = tuple(cast(th.Tensor, preprocess_obs(sample, space, normalize_images)).shape[1:])
         self.sizes = [int(np.prod(shape)) for shape in self.shapes.values()]
         self.obs_dim = sum(self.sizes)
 
@@ -59,11 +63,15 @@ class ObservationLayout:
         if self.is_dict:
             if not isinstance(obs, dict):
                 raise TypeError(f"expected a dict of observations for {self.observation_space}, got {type(obs).__name__}.")
-            tensors = {key: th.as_tensor(np.asarray(obs[key]), device=device) for key in self.shapes}
-            parts = preprocess_obs(tensors, self.observation_space, self.normalize_images)  # type: ignore[arg-type]
-            return th.cat([parts[key].reshape(len(parts[key]), -1).float() for key in self.shapes], dim=1)  # type: ignore[index]
-        flat = preprocess_obs(th.as_tensor(np.asarray(obs), device=device), self.observation_space, self.normalize_images)
-        return flat.reshape(len(flat), -1).float()  # type: ignore[union-attr]
+            keys = cast("list[str]", list(self.shapes))  # a Dict space's keys
+            tensors = {key: th.as_tensor(np.asarray(obs[key]), device=device) for key in keys}
+            parts = cast("dict[str, th.Tensor]", preprocess_obs(tensors, self.observation_space, self.normalize_images))
+            return th.cat([parts[key].reshape(len(parts[key]), -1).float() for key in keys], dim=1)
+        flat = cast(
+            th.Tensor,
+            preprocess_obs(th.as_tensor(np.asarray(obs), device=device), self.observation_space, self.normalize_images),
+        )
+        return flat.reshape(len(flat), -1).float()
 
     def unflatten(self, flat: th.Tensor) -> th.Tensor | dict[str, th.Tensor]:
         """
@@ -73,7 +81,7 @@ class ObservationLayout:
         lead = flat.shape[:-1]
         pieces = th.split(flat, self.sizes, dim=-1)
         shaped = {key: piece.reshape(*lead, *shape) for (key, shape), piece in zip(self.shapes.items(), pieces, strict=True)}
-        return shaped if self.is_dict else shaped[None]  # type: ignore[return-value]
+        return cast("dict[str, th.Tensor]", shaped) if self.is_dict else shaped[None]
 
 
 def stack_observations(observations: list[Any]) -> VecObs:

@@ -16,8 +16,8 @@ import pickle
 import random
 import warnings
 import zipfile
-from collections.abc import Iterable
-from typing import Any, TypeVar
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
 
 import numpy as np
 import torch as th
@@ -25,6 +25,10 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.type_aliases import GymEnv
 
 from sb3_fedpg.common.files import atomic_write
+
+if TYPE_CHECKING:
+    from sb3_fedpg.common.federated_algorithm import FederatedAlgorithm
+    from sb3_fedpg.common.hyperparams import Hyperparams
 
 SelfPersistent = TypeVar("SelfPersistent", bound="FederatedPersistenceMixin")
 
@@ -48,7 +52,7 @@ _ACTIVATIONS = {
     for cls in (th.nn.Tanh, th.nn.ReLU, th.nn.ELU, th.nn.LeakyReLU, th.nn.GELU, th.nn.SiLU, th.nn.Sigmoid, th.nn.Identity)
 }
 _OPTIMIZERS = {cls.__name__: cls for cls in (th.optim.Adam, th.optim.AdamW, th.optim.RMSprop, th.optim.SGD)}
-_CLASS_KWARGS = {"activation_fn": _ACTIVATIONS, "optimizer_class": _OPTIMIZERS}
+_CLASS_KWARGS: dict[str, Mapping[str, type]] = {"activation_fn": _ACTIVATIONS, "optimizer_class": _OPTIMIZERS}
 
 
 class ThreadCountWarning(UserWarning):
@@ -118,8 +122,11 @@ def _space_from_json(desc: Any, what: str, nested: bool = False) -> Any:
         return spaces.Discrete(n, start=start)
     if kind == "MultiDiscrete":
         nvec = desc.get("nvec")
-        ok = isinstance(nvec, list) and 1 <= len(nvec) <= MAX_SPACE_SIZE
-        if not (ok and all(isinstance(k, int) and not isinstance(k, bool) and 1 <= k <= MAX_SPACE_SIZE for k in nvec)):
+        if not (
+            isinstance(nvec, list)
+            and 1 <= len(nvec) <= MAX_SPACE_SIZE
+            and all(isinstance(k, int) and not isinstance(k, bool) and 1 <= k <= MAX_SPACE_SIZE for k in nvec)
+        ):
             raise bad(f"'nvec' must be a list of 1 to {MAX_SPACE_SIZE} integers in [1, {MAX_SPACE_SIZE}], got {nvec!r}")
         return spaces.MultiDiscrete(nvec)
     if kind == "MultiBinary":
@@ -139,9 +146,11 @@ def _space_from_json(desc: Any, what: str, nested: bool = False) -> Any:
         bounds = []
         for key in ("low", "high"):
             values = desc.get(key)
-            ok = isinstance(values, list) and len(values) == size
-            ok = ok and all((isinstance(v, int | float) and not isinstance(v, bool)) or v in ("inf", "-inf") for v in values)
-            if not ok:
+            if not (
+                isinstance(values, list)
+                and len(values) == size
+                and all((isinstance(v, int | float) and not isinstance(v, bool)) or v in ("inf", "-inf") for v in values)
+            ):
                 raise bad(f"'{key}' must be a list of {size} numbers (or 'inf'/'-inf')")
             bounds.append(np.array([float(v) for v in values], dtype=np.float64).reshape(shape))
         try:
@@ -220,6 +229,11 @@ def _policy_kwargs_from_json(value: Any) -> dict[str, Any]:
 class FederatedPersistenceMixin(BaseAlgorithm):
     """Atomic ``save``, checked ``load`` and resumable checkpoints for federated algorithms."""
 
+    # Declared for the type checker; each algorithm sets them (the class attribute, the two in its constructor).
+    hyperparams_class: ClassVar[type[Hyperparams]]
+    n_agents: int | None
+    n_envs_per_agent: int
+
     def save(
         self,
         path: str | pathlib.Path | io.BufferedIOBase,
@@ -244,7 +258,7 @@ class FederatedPersistenceMixin(BaseAlgorithm):
         atomic_write(final, lambda file: super(FederatedPersistenceMixin, self).save(file, exclude, include))
 
     @classmethod
-    def load(  # type: ignore[override]
+    def load(
         cls: type[SelfPersistent],
         path: str | pathlib.Path | io.BufferedIOBase,
         env: GymEnv | None = None,
@@ -278,7 +292,7 @@ class FederatedPersistenceMixin(BaseAlgorithm):
             raise ValueError(f"{problem}: {type(error).__name__}: {error}. The file was not modified.") from error
         if model.env is not None:
             # The env given (or saved) must split into the model's agents: each has its own critic and optimiser state.
-            model._check_env_split(model.env, for_training=False)  # type: ignore[attr-defined]
+            cast("FederatedAlgorithm", model)._check_env_split(model.env, for_training=False)  # every federated model is one
         return model
 
     @classmethod
@@ -362,8 +376,8 @@ class FederatedPersistenceMixin(BaseAlgorithm):
             "policy": aliases[self.policy_class],
             "observation_space": _space_to_json(self.observation_space, "observation space"),
             "action_space": _space_to_json(self.action_space, "action space"),
-            "n_agents": self.n_agents,  # type: ignore[attr-defined]
-            "n_envs_per_agent": self.n_envs_per_agent,  # type: ignore[attr-defined]
+            "n_agents": self.n_agents,
+            "n_envs_per_agent": self.n_envs_per_agent,
             "hyperparameters": values,
             "policy_kwargs": _policy_kwargs_to_json(self.policy_kwargs),
             "num_timesteps": int(self.num_timesteps),
@@ -452,7 +466,7 @@ class FederatedPersistenceMixin(BaseAlgorithm):
             raise TypeError(f"load_weights() got unknown keyword argument(s) {unknown}; known: {sorted(names)}")
         settings = {**hyperparams, **kwargs, "n_agents": n_agents}
         try:
-            cls.hyperparams_class(**settings)  # type: ignore[attr-defined]
+            cls.hyperparams_class(**settings)
         except ValueError as error:
             source = "load_weights() keyword" if any(name in str(error) for name in kwargs) else "metadata.json"
             raise ValueError(f"{path}: {source}: {error}") from error
@@ -468,7 +482,7 @@ class FederatedPersistenceMixin(BaseAlgorithm):
             raise WeightsFileError(
                 f"{where}: metadata.json 'n_agents' is {n_agents}, tensors.pt has {critics.shape[0]} critics."
             )
-        model = cls(  # type: ignore[call-arg]
+        model = cls(  # type: ignore[call-arg]  # the algorithm's constructor (BaseAlgorithm's lacks n_agents...)
             metadata["policy"], env=None, device=device, policy_kwargs=policy_kwargs, _init_setup_model=False, **settings
         )
         expected = model._get_torch_save_params()[0]
@@ -478,7 +492,7 @@ class FederatedPersistenceMixin(BaseAlgorithm):
         model.observation_space, model.action_space = observation_space, action_space
         n_envs_per_agent = metadata.get("n_envs_per_agent")
         if isinstance(n_envs_per_agent, int) and not isinstance(n_envs_per_agent, bool) and n_envs_per_agent >= 1:
-            model.n_envs_per_agent = n_envs_per_agent  # type: ignore[attr-defined]
+            model.n_envs_per_agent = n_envs_per_agent
         try:
             model._setup_model()
         except (TypeError, ValueError, AssertionError, RuntimeError, NotImplementedError) as error:

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch as th
 from stable_baselines3.common.policies import ActorCriticCnnPolicy, ActorCriticPolicy, MultiInputActorCriticPolicy
+from stable_baselines3.common.type_aliases import PyTorchObs
 
 #: Why the policy has no value function, and where the trained values are.
 NO_GLOBAL_CRITIC = (
@@ -33,7 +34,7 @@ class FederatedPolicyBase(ActorCriticPolicy):
     def _get_constructor_parameters(self) -> dict[str, Any]:
         return {**super()._get_constructor_parameters(), "share_features_extractor": self.share_features_extractor}
 
-    def predict_values(self, obs: th.Tensor) -> th.Tensor:  # type: ignore[override]
+    def predict_values(self, obs: PyTorchObs) -> th.Tensor:
         """
         :param obs: observations
         :raises NotImplementedError: always (the value head is untrained; see :data:`NO_GLOBAL_CRITIC`)

@@ -47,7 +47,7 @@ def _as_scalar(value: Any) -> float | int | None:
     if isinstance(value, bool | np.bool_):
         return int(value)
     if isinstance(value, numbers.Number) and not isinstance(value, complex):
-        return value.item() if isinstance(value, np.generic) else value  # type: ignore[return-value]
+        return value.item() if isinstance(value, np.generic) else value  # type: ignore[return-value]  # a real number
     if isinstance(value, np.ndarray) and value.size == 1:
         return value.item()
     if isinstance(value, th.Tensor) and value.numel() == 1:
@@ -139,10 +139,10 @@ def configure_wandb_logger(
     :return: the logger
     """
     model = model_or_folder if isinstance(model_or_folder, BaseAlgorithm) else None
-    if model is None and model_or_folder is not None:
+    if not isinstance(model_or_folder, BaseAlgorithm) and model_or_folder is not None:  # (model is None)
         if folder is not None:
             raise ValueError("give the log folder once: as model_or_folder or as folder, not both.")
-        folder = model_or_folder  # type: ignore[assignment]
+        folder = model_or_folder
     if folder is None and model is not None:
         folder = model.tensorboard_log
     logger = configure(None if folder is None else os.fspath(folder), list(format_strings))

@@ -62,6 +62,15 @@ class CorrectionStatistics(th.nn.Module):
     :param decay: weight of the past per round (running averages and drift)
     """
 
+    # buffers (registered in __init__)
+    signal: th.Tensor
+    noise: th.Tensor
+    weight: th.Tensor
+    estimate: th.Tensor
+    estimate_variance: th.Tensor
+    drift: th.Tensor
+    drift_weight: th.Tensor
+
     def __init__(self, n_agents: int, decay: float = 0.9) -> None:
         super().__init__()
         self.decay = decay
@@ -458,6 +467,7 @@ class NoiseAwareSteps:
         if len(sub_gradients) == 1:
             anchors = sub_gradients[0]
             # one batch: its two halves are the independent sub-batches (one extra batched backward)
+            assert first is not None  # anchor_batches >= 1
             half_batch, half_weights = split_in_halves(*first)
             half_grads = learner.policy_gradient(stacked.repeat_interleave(2, dim=0), half_batch, half_weights)
             self.noise_variance = fedmath.anchor_noise_variance(half_grads.view(n_agents, 2, -1).transpose(0, 1))

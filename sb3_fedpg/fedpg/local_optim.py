@@ -56,6 +56,11 @@ class LocalAdam(LocalOptimizer):
     :param eps: Adam's epsilon
     """
 
+    # buffers (registered in __init__)
+    exp_avg: th.Tensor
+    exp_avg_sq: th.Tensor
+    step_count: th.Tensor
+
     def __init__(self, n_agents: int, n_params: int, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
         super().__init__(n_agents, n_params)
         self.betas = betas

@@ -14,7 +14,7 @@ optimiser states) is kept in ``context.state``.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
@@ -83,7 +83,7 @@ class ContextMemory:
         arrays = {name: array.numpy() for name, array in state.array_records[STATE_ARRAYS].items()}
         meta = state.config_records[STATE_META]
         anchor = arrays.pop("anchor")
-        return (arrays, str(meta["skeleton"])), anchor, int(meta["round"])  # type: ignore[arg-type]
+        return (arrays, str(meta["skeleton"])), anchor, int(cast(int, meta["round"]))  # saved as an int by save()
 
     def save(self, agent: Any, anchor: np.ndarray, server_round: int) -> None:
         arrays, skeleton = agent.dump_state()

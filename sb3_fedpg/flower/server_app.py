@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Mapping
 from logging import INFO, WARNING
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, Context, Message, RecordDict
@@ -121,7 +121,7 @@ def screen_replies(
     accepted: dict[int, np.ndarray] = {}
     metrics: dict[int, dict[str, Any]] = {}
     problems: dict[int, str] = {}
-    claimed: dict[int, int] = {}
+    claimed: dict[float, int] = {}  # agent id (an int, typed as a metric value) -> node
     for node, vector, record in received:
         problem = update_problem(vector, n_params, max_norm)
         if problem is not None:
@@ -190,7 +190,7 @@ class FedPGServer:
                 problems[node] = f"error reply (code {reply.error.code}): {reply.error.reason}"
                 continue
             try:
-                vector = reply.content[key][key].numpy()  # type: ignore[index]
+                vector = cast(ArrayRecord, reply.content[key])[key].numpy()  # another record type: AttributeError
                 records = reply.content.metric_records
                 record = records["metrics"] if "metrics" in records else {}
             except (KeyError, TypeError, ValueError, AttributeError) as error:

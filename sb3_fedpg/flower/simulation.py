@@ -50,7 +50,7 @@ def run_simulation(
     checkpoint = pathlib.Path(config.output_dir) / "checkpoint.npz"
     if checkpoint.exists() and not config.resume:
         checkpoint.unlink()
-    backend_config = {
+    backend_config: dict[str, dict[str, Any]] = {
         "client_resources": {"num_cpus": client_num_cpus, "num_gpus": 0.0},
         # Loopback only; no dashboard.
         "init_args": {
@@ -74,7 +74,7 @@ def run_simulation(
         server_app=make_server_app(overrides),
         client_app=make_client_app(overrides),
         num_supernodes=n_agents,
-        backend_config=backend_config,  # type: ignore[arg-type]
+        backend_config=backend_config,
         verbose_logging=verbose,
     )
     if not checkpoint.exists():

@@ -105,7 +105,7 @@ def _value_matrices(
             return value, np.ones(len(K), dtype=bool)
     except np.linalg.LinAlgError:
         pass
-    stable = problem.spectral_radius(K) < 1.0
+    stable = np.asarray(problem.spectral_radius(K)) < 1.0  # K is a stack: an array already
     value = np.full(closed.shape, np.nan)
     if stable.any():
         value[stable] = solve_lyapunov(closed[stable], rhs[stable], problem.gamma, transpose=True)

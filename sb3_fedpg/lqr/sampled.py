@@ -73,6 +73,7 @@ class LQRGPOMDPEstimator:
         self.baseline = baseline
         self.rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
         self._x0_factor = _psd_sqrt(problem.initial_covariance)
+        assert problem.noise_covariance is not None  # FederatedLQR.__post_init__ stores zeros for None
         self._noise_factor = _psd_sqrt(problem.noise_covariance) if np.any(problem.noise_covariance != 0) else None
         self._discounts = problem.gamma ** np.arange(horizon)
         self.n_samples = 0  # environment steps simulated so far, all agents together
@@ -87,7 +88,7 @@ class LQRGPOMDPEstimator:
         p = self.problem
         shape = np.shape(params)
         K = np.asarray(params, dtype=np.float64).reshape(p.n_agents, p.n_inputs, p.n_states)
-        radius = p.spectral_radius(K)
+        radius = np.asarray(p.spectral_radius(K))  # K is a stack: an array already
         if np.any(radius >= 1):
             bad = np.flatnonzero(radius >= 1).tolist()
             raise UnstableGainError(

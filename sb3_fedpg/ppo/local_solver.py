@@ -37,6 +37,11 @@ class BatchedAdam(th.nn.Module):
     :param eps: Adam's epsilon
     """
 
+    # buffers (registered in __init__)
+    exp_avg: th.Tensor
+    exp_avg_sq: th.Tensor
+    steps: th.Tensor
+
     def __init__(self, n_agents: int, n_params: int, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
         super().__init__()
         self.betas = betas
@@ -301,6 +306,7 @@ class PPOEpochs:
                 if s.target_kl is not None:
                     # SB3's early stop: an agent whose minibatch KL (at its current parameters) passes 1.5 × target_kl
                     # does not take this step and stops its epochs
+                    assert kl is not None  # computed whenever target_kl is set
                     active &= kl <= 1.5 * s.target_kl
                     agents = None if bool(active.all()) else th.nonzero(active).flatten().tolist()
                     if not agents and agents is not None:

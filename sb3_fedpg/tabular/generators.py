@@ -183,12 +183,12 @@ def gridworld(
     else:
         if len(goals) != n_agents:
             raise ValueError(f"goals must give one cell per agent ({n_agents}), got {len(goals)}")
-        own_goals = []
+        goal_cells = []
         for r, c in goals:
             if not (0 <= r < height and 0 <= c < width) or is_wall[r, c]:
                 raise ValueError(f"goal {(r, c)} is not a free cell of the grid")
-            own_goals.append(index[r * width + c])
-        own_goals = np.array(own_goals)
+            goal_cells.append(index[r * width + c])
+        own_goals = np.array(goal_cells)
         common_goal = own_goals[0]
     rewards = (1.0 - heterogeneity) * transitions[None, :, :, common_goal] + heterogeneity * np.moveaxis(
         transitions[:, :, own_goals], -1, 0

@@ -127,7 +127,7 @@ def federated_run(
     if local_steps < 1 or n_rounds < 0:
         raise ValueError(f"need local_steps >= 1 and n_rounds >= 0, got {local_steps} and {n_rounds}")
     params = _initial_params(mdp, theta0)
-    history = np.empty((n_rounds + 1, mdp.n_params))
+    history: np.ndarray = np.empty((n_rounds + 1, mdp.n_params))
     history[0] = params
     drift = np.empty(n_rounds)
     correction_norm = np.empty(n_rounds)

@@ -57,7 +57,9 @@ _ACTIVATIONS["leaky_relu"] = th.nn.LeakyReLU
 def _optimizers() -> dict[str, type[th.optim.Optimizer]]:
     from stable_baselines3.common.sb2_compat.rmsprop_tf_like import RMSpropTFLike
 
-    table = {cls.__name__.lower(): cls for cls in (th.optim.Adam, th.optim.AdamW, th.optim.RMSprop, th.optim.SGD)}
+    table: dict[str, type[th.optim.Optimizer]] = {
+        cls.__name__.lower(): cls for cls in (th.optim.Adam, th.optim.AdamW, th.optim.RMSprop, th.optim.SGD)
+    }
     table["rmsproptflike"] = RMSpropTFLike
     return table
 
@@ -302,7 +304,7 @@ def _hint_text(hint: Any) -> str:
     return str(hint).replace("typing.", "").replace("collections.abc.", "")
 
 
-def _constructor_hints(algo_class: type) -> tuple[dict[str, inspect.Parameter], dict[str, Any]]:
+def _constructor_hints(algo_class: type[Any]) -> tuple[dict[str, inspect.Parameter], dict[str, Any]]:
     init = algo_class.__init__
     params = dict(inspect.signature(init).parameters)
     hints = {}
@@ -332,7 +334,7 @@ def _resolve_schedule(key: str, value: Any, hint: Any, where: str) -> Any:
     return value
 
 
-def _resolve_policy_kwargs(policy_kwargs: Any, policy_class: type, where: str) -> dict[str, Any]:
+def _resolve_policy_kwargs(policy_kwargs: Any, policy_class: type[Any], where: str) -> dict[str, Any]:
     if policy_kwargs is None:
         return {}
     if not isinstance(policy_kwargs, dict):

@@ -153,14 +153,14 @@ def main(argv: list[str] | None = None) -> None:
     saved, original = sys.argv, ExperimentManager.read_hyperparameters
     sys.argv = [saved[0] if saved else "rl_zoo3_entry", *argv]
     if _algo(argv) == "fedpg":
-        ExperimentManager.read_hyperparameters = read_hyperparameters  # type: ignore[method-assign]
+        ExperimentManager.read_hyperparameters = read_hyperparameters  # type: ignore[method-assign]  # patched for fedpg
     try:
         train()
     except ZooConfigError as error:
         sys.exit(f"error: {error}")
     finally:
         sys.argv = saved
-        ExperimentManager.read_hyperparameters = original  # type: ignore[method-assign]
+        ExperimentManager.read_hyperparameters = original  # type: ignore[method-assign]  # and restored
 
 
 if __name__ == "__main__":

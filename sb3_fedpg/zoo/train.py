@@ -28,12 +28,17 @@ import shlex
 import sys
 import time
 from collections import OrderedDict
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import yaml
 
 from sb3_fedpg.common.cli import ArgumentParser
 from sb3_fedpg.zoo import ZOO_ALGOS, default_config_file
+
+if TYPE_CHECKING:
+    from stable_baselines3.common.base_class import BaseAlgorithm
+
+    from sb3_fedpg.common.persistence import FederatedPersistenceMixin
 
 
 def env_name(env_id: str) -> str:
@@ -136,6 +141,7 @@ def train(argv: list[str] | None = None) -> pathlib.Path:
     if args.save_freq_rounds < 0:
         parser.error(f"--save-freq-rounds must be >= 0, got {args.save_freq_rounds}")
 
+    model: BaseAlgorithm
     if args.resume:
         if not os.path.isfile(args.resume):
             parser.error(f"--resume: no such checkpoint file {args.resume!r}")
@@ -144,9 +150,11 @@ def train(argv: list[str] | None = None) -> pathlib.Path:
         if problem:
             parser.error(f"--resume: {problem}")
         # The checkpoint holds the env (with its state), the RNG states and the model.
-        model = algo_class.load_checkpoint(args.resume, device=args.device)
+        # --resume is for --algo fedpg (checked above): a FederatedPG
+        model = cast("type[FederatedPersistenceMixin]", algo_class).load_checkpoint(args.resume, device=args.device)
         model.verbose = args.verbose
         env = model.get_env()
+        assert env is not None  # load_checkpoint restores the saved env (or refuses)
         problem = resumed_env_problem(model, args.env, hyperparams)
         if problem:
             env.close()
@@ -167,7 +175,7 @@ def train(argv: list[str] | None = None) -> pathlib.Path:
         model = algo_class(env=env, seed=args.seed, verbose=args.verbose, device=args.device, **hyperparams.model_kwargs)
 
     # Which run this model belongs to, saved with it (plain JSON in the zip): --resume checks it.
-    model.zoo_run = zoo_run_record(args.env, hyperparams)
+    model.zoo_run = zoo_run_record(args.env, hyperparams)  # type: ignore[attr-defined]  # an extra attribute, saved too
 
     name = env_name(args.env)
     log_path = pathlib.Path(args.log_folder) / args.algo
