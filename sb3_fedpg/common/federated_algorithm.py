@@ -120,7 +120,7 @@ class FederatedAlgorithm(FederatedPersistenceMixin):
     _actor: BatchedActor
     # Set by every algorithm's constructor (FederatedPG, FederatedPPO) and _setup_model; declared for the type checker.
     n_steps: int
-    correction: bool
+    correction: bool | str
     server_learning_rate: float
     aggregator: fedmath.Aggregator | str  # a name only until _check_hyperparams builds it (load(path, aggregator=...))
     aggregator_kwargs: dict[str, Any] | None
@@ -561,7 +561,7 @@ class FederatedAlgorithm(FederatedPersistenceMixin):
         self._n_updates += updates
         self.logger.record("train/learning_rate", learning_rate)
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
-        for key, value in {**fedmath.round_metrics(result, self.correction), **stats}.items():
+        for key, value in {**fedmath.round_metrics(result, bool(self.correction)), **stats}.items():
             self.logger.record(key, value)
         self.logger.record("fed/round", self._n_rounds)
 

@@ -76,6 +76,30 @@ def _boolean(name: str, value: Any) -> None:
         raise ValueError(f"{name} must be True or False, got {value!r}{hint}.")
 
 
+#: FederatedPPO's corrections: ``"surrogate"`` (a per-sample advantage shift inside the clipped surrogate) and
+#: ``"linear"`` (the SCAFFOLD-style term ``⟨g − a_i, θ⟩``, outside it); ``True`` means ``"linear"``.
+PPO_CORRECTIONS = ("linear", "surrogate")
+
+
+def ppo_correction_mode(value: bool | str) -> str | None:
+    """
+    :param value: FederatedPPO's ``correction`` argument
+    :return: ``None`` (no correction), ``"linear"`` or ``"surrogate"``
+    """
+    if value is False or value == "none":
+        return None
+    if value is True:
+        return "linear"
+    if value in PPO_CORRECTIONS:
+        return str(value)
+    raise ValueError(f"correction must be False, True (= 'linear'), 'linear' or 'surrogate', got {value!r}.")
+
+
+def _ppo_correction(name: str, value: Any) -> None:
+    if not isinstance(value, bool) and value not in ("none", *PPO_CORRECTIONS):
+        raise ValueError(f"{name} must be False, True (= 'linear'), 'linear' or 'surrogate', got {value!r}.")
+
+
 def _one_of(choices: tuple[str, ...]) -> Callable[[str, Any], None]:
     def check(name: str, value: Any) -> None:
         if not isinstance(value, str) or value not in choices:
@@ -265,7 +289,11 @@ class FedPPOHyperparams(Hyperparams):
         0.5, _optional_positive_float, "Clip each agent's actor and critic gradients (None: off)"
     )
     target_kl: float | None = _hp(None, _optional_positive_float, "Stop an agent's epochs once its KL passes 1.5 × this")
-    correction: bool = _hp(False, _boolean, "Add the drift correction ⟨g − a_i, θ⟩ to each agent's objective (SCAFFOLD-style)")
+    correction: bool | str = _hp(
+        False,
+        _ppo_correction,
+        "Drift correction: False, 'surrogate' (inside the clipped surrogate) or 'linear' (= True, ⟨g − a_i, θ⟩ outside it)",
+    )
     server_learning_rate: float = _hp(1.0, positive_float, "Server step size η_g on the aggregated parameter change")
     aggregator: Any = _hp("mean", _aggregator, f"Server reduction over agents: one of {AGGREGATOR_NAMES} or a callable")  # noqa: RUF009
     aggregator_kwargs: dict[str, Any] | None = _hp(None, _mapping_or_none, "Parameters of a named aggregator")  # noqa: RUF009

