@@ -9,7 +9,8 @@ per agent's model). Methods (``METHODS``) and per-family hyperparameters (``FAMI
 ``zoo_configs/<algo>.yml`` with the overrides listed there by :func:`comparison.algo_hyperparams`:
 
 - ``fedpg``: ``FederatedPG`` with the library's default correction; ``fedavg``: the same with ``correction=False``;
-- ``fedppo`` / ``fedppo_corr``: ``FederatedPPO`` without / with the correction ⟨g − a_i, θ⟩;
+- ``fedppo`` / ``fedppo_corr``: ``FederatedPPO`` without / with the linear correction ⟨g − a_i, θ⟩;
+- ``fedppo_surr``: ``FederatedPPO`` with the surrogate correction (the advantage shift inside the clipped surrogate);
 - ``ppo`` / ``a2c``: SB3 PPO / A2C trained centrally on the pooled federation (the privacy-violating reference);
 - ``local_ppo``: ``N`` SB3 PPO models, agent ``i``'s trained alone on agent ``i``'s env (``budget / N`` steps each).
 
@@ -72,6 +73,7 @@ METHODS: dict[str, MethodSpec] = {
     "fedavg": MethodSpec("fedpg", {"correction": False}),
     "fedppo": MethodSpec("fedppo", {"correction": False}),
     "fedppo_corr": MethodSpec("fedppo", {"correction": True}),
+    "fedppo_surr": MethodSpec("fedppo", {"correction": "surrogate"}),
     "ppo": MethodSpec("ppo"),
     "a2c": MethodSpec("a2c"),
     "local_ppo": MethodSpec("ppo", local=True),
@@ -90,6 +92,7 @@ LABELS = {
     "fedavg": "FedAvg-PG",
     "fedppo": "FederatedPPO",
     "fedppo_corr": "FederatedPPO + correction",
+    "fedppo_surr": "FederatedPPO + surrogate correction",
     "ppo": "SB3 PPO (central, pooled)",
     "a2c": "SB3 A2C (central, pooled)",
     "local_ppo": "local-only PPO",
@@ -101,6 +104,7 @@ COLORS = {
     "fedavg": "tab:red",
     "fedppo": "tab:purple",
     "fedppo_corr": "tab:cyan",
+    "fedppo_surr": "tab:pink",
     "ppo": "tab:green",
     "a2c": "tab:orange",
     "local_ppo": "tab:gray",
@@ -265,7 +269,8 @@ def _quick_families() -> dict[str, dict[str, Any]]:
             "fedppo": {**FAMILIES["lqr"]["fedppo"], "n_envs": 4, **small_fedppo},
             "a2c": {**FAMILIES["lqr"]["a2c"], "n_envs": 4},
             "ppo": {**FAMILIES["lqr"]["ppo"], "n_envs": 4, **small_ppo},
-            "skip": ["local_ppo", "fedavg", "fedppo", "a2c"],  # the exact evaluation, the correction, the reference
+            # the exact evaluation, the correction, the reference
+            "skip": ["local_ppo", "fedavg", "fedppo", "fedppo_surr", "a2c"],
         },
     }
 
@@ -604,7 +609,7 @@ def acceptance(cells: dict[str, Any]) -> dict[str, Any]:
         c = cells[m]
         return (c["steps_to_target"] or inf, -c["mean"])
 
-    variants = [m for m in ("fedppo", "fedppo_corr") if cells.get(m, {}).get("complete")]
+    variants = [m for m in ("fedppo", "fedppo_corr", "fedppo_surr") if cells.get(m, {}).get("complete")]
     central = [m for m in CENTRAL_PPO if m in cells]
     if not variants or not central or not all(cells[m]["complete"] for m in central):
         return {"best_fedppo": None, "ppo": None, "steps_ok": None, "wall_ok": None}
