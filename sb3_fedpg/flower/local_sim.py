@@ -1,6 +1,7 @@
 """
-Run a command against Flower's **local** simulation SuperLink, then account for it: wait for the runs it submitted,
-stop the SuperLink it started (with everything that SuperLink spawned), and exit non-zero unless every run completed.
+Run ``flwr run`` against Flower's local simulation SuperLink as one command that ends with its run: wait for the
+runs it submitted, stop the SuperLink it started (with everything that SuperLink spawned), and exit non-zero unless
+every run completed.
 
 Why (flwr 1.42): ``flwr run <app> <connection>`` with a connection whose ``address = ":local:"`` starts a detached
 ``flower-superlink --simulation`` (in its own session; it starts a SuperExec in another session, which starts one
@@ -8,13 +9,15 @@ Why (flwr 1.42): ``flwr run <app> <connection>`` with a connection whose ``addre
 command that stops it. And ``flwr run --stream`` exits 0 whatever happened to the run (a ServerApp that raised, a
 failed dependency installation): the outcome is only in the log stream and in ``flwr ls``.
 
+The command gets a SuperLink of its own: unless ``FLWR_LOCAL_SUPERLINK_HTTP_API_PORT`` is set, it runs with that
+variable (and ``FLWR_LOCAL_CONTROL_API_PORT``) set to free ports, so flwr starts a fresh local SuperLink there instead
+of reusing whatever answers on the machine-wide default port (39091: another user's, another ``FLWR_HOME``'s, another
+virtual environment's). With the variable set, a SuperLink already up on that port is used and left running.
+
 Command line (see ``docs/flower.md``)::
 
     python -m sb3_fedpg.flower.local_sim flwr run flower_app local-sim --stream --run-config "num-rounds=1"
-    python -m sb3_fedpg.flower.local_sim --stop      # stop a local SuperLink left running (e.g. by a plain flwr run)
-
-The local SuperLink is the one flwr manages on ``127.0.0.1:$FLWR_LOCAL_SUPERLINK_HTTP_API_PORT`` (39091 by default).
-A SuperLink that was already up before the command started is left running (it is not this command's to stop).
+    python -m sb3_fedpg.flower.local_sim --stop      # stop the local SuperLink a plain flwr run left on its port
 """
 
 from __future__ import annotations
@@ -23,24 +26,39 @@ import argparse
 import datetime
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from sb3_fedpg.common.cli import ArgumentParser
+
 PREFIX = "local_sim:"
+#: The environment variables flwr 1.42 reads for its managed local SuperLink's ports (``flwr.cli.constant``).
+PORT_VARIABLE = "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT"
+CONTROL_PORT_VARIABLE = "FLWR_LOCAL_CONTROL_API_PORT"
 
 
 def _say(message: str) -> None:
     print(f"{PREFIX} {message}", file=sys.stderr, flush=True)
 
 
-def local_superlink_port() -> int:
-    """:return: the port of flwr's managed local SuperLink (its Runtime/Control HTTP API), as flwr computes it"""
-    from flwr.cli.constant import LOCAL_SUPERLINK_HTTP_API_PORT
+def local_superlink_port(environ: dict[str, str] | None = None) -> int:
+    """
+    :param environ: the environment flwr runs in (default ``os.environ``)
+    :return: the port of flwr's managed local SuperLink (its Runtime, Control and Fleet HTTP API) in that environment
+    """
+    from flwr.cli.constant import LOCAL_SUPERLINK_HTTP_API_PORT  # flwr's default, or the variable when flwr was imported
 
-    return int(LOCAL_SUPERLINK_HTTP_API_PORT)
+    return int((os.environ if environ is None else environ).get(PORT_VARIABLE, LOCAL_SUPERLINK_HTTP_API_PORT))
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def superlink_is_up(port: int) -> bool:
@@ -242,7 +260,8 @@ def wait_for_runs(port: int, since: datetime.datetime, poll_s: float = 0.5) -> l
         for run in unfinished:
             if run.run_id not in announced:
                 announced.add(run.run_id)
-                _say(f"waiting for run {run.run_id} ({run.status}); follow it with `flwr log {run.run_id}`")
+                follow = f"{PORT_VARIABLE}={port} flwr log {run.run_id}"
+                _say(f"waiting for run {run.run_id} ({run.status}); follow it with `{follow}`")
         time.sleep(poll_s)
 
 
@@ -256,7 +275,11 @@ def run_command(command: list[str], stop_timeout: float = 20.0) -> int:
     :return: the exit code: the command's if it failed, 1 if a run it submitted did not complete, 130 if interrupted,
         else 0
     """
-    port = local_superlink_port()
+    environ = dict(os.environ)
+    if PORT_VARIABLE not in environ:  # a SuperLink of its own (see the module's docstring)
+        environ[PORT_VARIABLE] = str(_free_port())
+        environ[CONTROL_PORT_VARIABLE] = str(_free_port())
+    port = local_superlink_port(environ)
     was_up = superlink_is_up(port)
     before = local_superlink_pids(port)
     since = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(seconds=1)
@@ -266,7 +289,7 @@ def run_command(command: list[str], stop_timeout: float = 20.0) -> int:
     process = None
     try:
         try:
-            process = subprocess.Popen(command)
+            process = subprocess.Popen(command, env=environ)
         except OSError as error:
             _say(f"cannot run {command[0]!r}: {error}")
             code = 127
@@ -334,12 +357,8 @@ def main(argv: list[str] | None = None) -> int:
     :param argv: arguments (default ``sys.argv[1:]``)
     :return: the exit code
     """
-    parser = argparse.ArgumentParser(
-        prog="python -m sb3_fedpg.flower.local_sim",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--stop", action="store_true", help="only stop the local SuperLink (no command)")
+    parser = ArgumentParser(description=__doc__)
+    parser.add_argument("--stop", action="store_true", help="only stop the local SuperLink on its port (no command)")
     parser.add_argument(
         "--stop-timeout", type=float, default=20.0, help="seconds the SuperLink gets after SIGTERM before SIGKILL"
     )

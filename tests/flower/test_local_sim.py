@@ -4,9 +4,9 @@ run verbatim in a scratch folder, trains one round, exits 0 and leaves no proces
 whose run fails (Flower's runtime dependency installation, the failure this command used to hit) exits non-zero and
 leaves no process behind either.
 
-Each run gets its own local SuperLink port (``FLWR_LOCAL_SUPERLINK_HTTP_API_PORT``; flwr's default, 39091, is one per
-machine) and a marker in its environment that every process it starts inherits, so that the check for survivors sees
-this test's processes only.
+The block runs as a user's shell would: the wrapper gives the SuperLink free ports of its own (flwr's default, 39091,
+is one per machine), and a marker in the block's environment, which every process it starts inherits, lets the check
+for survivors see this test's processes only.
 """
 
 import json
@@ -69,17 +69,15 @@ def listening(port: int) -> bool:
 
 def run_block(workdir: pathlib.Path, timeout: float = 480.0) -> tuple[subprocess.CompletedProcess, dict[int, str], int]:
     """
-    Run the documented block with bash in ``workdir`` (which holds a ``flower_app``).
+    Run the documented block with ``bash -euo pipefail`` (as the docs-block test does) in ``workdir`` (which holds a
+    ``flower_app``).
 
     :return: the completed process, the processes of it still alive afterwards (then killed), the SuperLink's port
     """
     block = documented_block()
     marker = f"SB3_FEDPG_TEST_MARKER={uuid.uuid4().hex}"
-    port = free_port()
     env = {
         **os.environ,
-        "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(port),
-        "FLWR_LOCAL_CONTROL_API_PORT": str(free_port()),
         "FLWR_TELEMETRY_ENABLED": "0",
         "FLWR_DISABLE_UPDATE_CHECK": "1",
         "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0",
@@ -87,10 +85,11 @@ def run_block(workdir: pathlib.Path, timeout: float = 480.0) -> tuple[subprocess
         "PATH": f"{pathlib.Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         marker.split("=")[0]: marker.split("=")[1],
     }
-    env.pop("FLWR_HOME", None)  # the block chooses it
+    for name in ("FLWR_HOME", "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT", "FLWR_LOCAL_CONTROL_API_PORT"):
+        env.pop(name, None)  # the block chooses FLWR_HOME, the wrapper the ports
     try:
         options = {"cwd": workdir, "env": env, "capture_output": True, "text": True, "start_new_session": True}
-        result = subprocess.run(["bash", "-c", block], timeout=timeout, **options)
+        result = subprocess.run(["bash", "-euo", "pipefail", "-c", block], timeout=timeout, **options)
     finally:
         deadline = time.monotonic() + 3.0  # a process that is exiting right now gets a moment
         left = survivors(marker)
@@ -102,7 +101,9 @@ def run_block(workdir: pathlib.Path, timeout: float = 480.0) -> tuple[subprocess
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-    return result, left, port
+    found = re.search(r"local SuperLink this command started on 127\.0\.0\.1:(\d+)", result.stderr)
+    assert found is not None, f"the wrapper did not stop a SuperLink it started:\n{result.stderr[-6000:]}"
+    return result, left, int(found.group(1))
 
 
 @pytest.fixture
@@ -134,7 +135,7 @@ def test_documented_local_sim_trains_one_round_exits_0_and_leaves_no_process(wor
     assert (out / "model.zip").stat().st_size > 0
     assert "round 1/1: 2 anchors, 2 changes averaged" in output  # the ServerApp's log, streamed by flwr run
     assert "finished:completed" in result.stderr
-    assert "stopped the local SuperLink" in result.stderr
+    assert port != 39091  # a SuperLink of its own, not flwr's machine-wide default
     # the app installs nothing at run time: it declares no dependencies
     assert "No additional application dependencies needed installation" in output
 
@@ -159,7 +160,7 @@ def test_documented_local_sim_reports_a_failed_run_and_leaves_no_process(workdir
     assert not (workdir / "runs" / "flower_local_sim" / "model.zip").exists()
 
 
-def test_local_sim_wrapper_passes_on_a_failing_command_and_stop_finds_nothing(tmp_path):
+def test_local_sim_wrapper_passes_on_a_failing_command_and_stop_finds_nothing():
     env = {**os.environ, "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(free_port()), "FLWR_TELEMETRY_ENABLED": "0"}
     command = [sys.executable, "-m", "sb3_fedpg.flower.local_sim"]
     failing = subprocess.run([*command, "bash", "-c", "exit 3"], env=env, capture_output=True, text=True, timeout=120)
