@@ -14,7 +14,13 @@ from typing import Any
 
 from sb3_fedpg import __version__
 from sb3_fedpg.common.adversarial import FAULT_KINDS
-from sb3_fedpg.common.hyperparams import AGGREGATOR_NAMES, FedPGHyperparams, FedPPOHyperparams
+from sb3_fedpg.common.hyperparams import (
+    AGGREGATOR_NAMES,
+    PPO_CORRECTIONS,
+    FedPGHyperparams,
+    FedPPOHyperparams,
+    ppo_correction_mode,
+)
 
 #: The FederatedPG hyperparameters a Flower run takes (kebab-case in the run config); their defaults
 #: come from :class:`~sb3_fedpg.common.hyperparams.FedPGHyperparams`, the one definition.
@@ -201,7 +207,8 @@ class FlowerRunConfig:
     :param ppo_vf_coef: weight of the value loss
     :param ppo_max_grad_norm: clip each agent's actor and critic gradients (``None``: off)
     :param ppo_target_kl: stop an agent's epochs once its KL passes ``1.5 × target_kl`` (``None``: off)
-    :param ppo_correction: add the drift correction ``⟨g − a_i, θ⟩`` to each agent's PPO objective
+    :param ppo_correction: FederatedPPO's drift correction: ``false``, ``"surrogate"`` (inside the clipped
+        surrogate) or ``"linear"`` (``true``: ``⟨g − a_i, θ⟩`` added to each step's gradient)
     :param ppo_server_learning_rate: FederatedPPO's server step size ``η_g``
     :param tabular_n_states: Garnet ``S``
     :param tabular_n_actions: Garnet ``A``
@@ -268,7 +275,7 @@ class FlowerRunConfig:
     ppo_vf_coef: float = 0.5
     ppo_max_grad_norm: float | None = 0.5
     ppo_target_kl: float | None = None
-    ppo_correction: bool = False
+    ppo_correction: bool | str = False
     ppo_server_learning_rate: float = 1.0
     tabular_n_states: int = 10
     tabular_n_actions: int = 4
@@ -293,7 +300,7 @@ class FlowerRunConfig:
     @property
     def uses_correction(self) -> bool:
         """Whether the agents apply the drift correction."""
-        return self.ppo_correction if self.algorithm == "fedppo" else self.correction
+        return ppo_correction_mode(self.ppo_correction) is not None if self.algorithm == "fedppo" else self.correction
 
     def algorithm_kwargs(self) -> dict[str, Any]:
         """
@@ -424,6 +431,13 @@ def parse_run_config(run_config: Mapping[str, Any] | None = None, **overrides: A
                 raise ValueError(f"run config {key!r}: unknown format(s) {unknown_formats}; use some of {LOG_FORMATS}")
         elif f.name == "anchor_batches":
             values[f.name] = "auto" if merged[key] == "auto" else typed(key, int)
+        elif f.name == "ppo_correction":  # FederatedPPO's correction: a form's name, or a boolean (true = "linear")
+            try:
+                values[f.name] = merged[key] if merged[key] in ("none", *PPO_CORRECTIONS) else typed(key, bool)
+            except ValueError:
+                raise ValueError(
+                    f'run config {key!r} must be false, true (= linear), "linear" or "surrogate", got {merged[key]!r}'
+                ) from None
         elif f.name in ("net_arch", "fault_rounds"):
             values[f.name] = _int_list(merged[key], key)
         else:

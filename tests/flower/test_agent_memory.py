@@ -79,16 +79,18 @@ def test_context_state_and_worker_memory_give_the_same_replies(run_config):
     assert any(".round." in name for name in arrays) == ppo
 
 
-def test_fedppo_agent_runs_the_ppo_epochs_of_the_in_process_algorithm():
+@pytest.mark.parametrize("correction", [True, "surrogate"])
+def test_fedppo_agent_runs_the_ppo_epochs_of_the_in_process_algorithm(correction):
     # One FederatedPPO agent on Flower's phases computes what FederatedPPO's own solver computes on that agent's env.
     from sb3_fedpg.flower.agent import make_agent_model, message_seed
 
-    config = parse_run_config(TINY_PPO)
+    run_config = {**TINY_PPO, "ppo-correction": correction}
+    config = parse_run_config(run_config)
     params = NeuralAgent(config, 1, 2).initial_params()
     memory = InProcessMemory()
-    anchor, _ = answer(_request("grad", 1, params, run_id=401, run_config=TINY_PPO), memory)
+    anchor, _ = answer(_request("grad", 1, params, run_id=401, run_config=run_config), memory)
     g = anchor * 0.5
-    delta, _ = answer(_request("local", 1, params, g, run_id=401, run_config=TINY_PPO), memory)
+    delta, _ = answer(_request("local", 1, params, g, run_id=401, run_config=run_config), memory)
 
     model = make_agent_model(config, 1, 2)
     model._setup_learn(total_timesteps=1, callback=None)
@@ -99,6 +101,7 @@ def test_fedppo_agent_runs_the_ppo_epochs_of_the_in_process_algorithm():
     callback = CallbackList([])
     callback.init_callback(model)
     solver = model.local_solver(callback, config.ppo_learning_rate)
+    assert solver.settings.correction == ("linear" if correction is True else correction)
     theta = th.as_tensor(params)
     expected_anchor = solver.anchor(theta, 1)
     np.testing.assert_array_equal(anchor, expected_anchor[0].numpy())
