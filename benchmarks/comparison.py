@@ -376,6 +376,8 @@ def train_curve(
     from sb3_fedpg.zoo.config import validate_hyperparams
 
     algo, entry = algo_hyperparams(family, method, heterogeneity, methods)
+    # a central baseline whose critic reads the agent one-hot (sb3_fedpg.common.agent_aware); not a zoo key
+    agent_aware = bool(entry.pop("agent_aware_critic", False))
     algo_class = algorithm_class(algo)
     hp = validate_hyperparams(entry, algo_class, f"{algo} [{family['env_id']}]")
     n_agents, env_id, env_kwargs = family["n_agents"], family["env_id"], hp.env_kwargs
@@ -407,6 +409,12 @@ def train_curve(
             )
             budget //= n_agents
     model_kwargs = dict(hp.model_kwargs)
+    if agent_aware:
+        from sb3_fedpg.common.agent_aware import AgentAwareCriticPolicy, AgentIdVecEnv
+
+        env, eval_env = AgentIdVecEnv(env), AgentIdVecEnv(eval_env)
+        model_kwargs["policy"] = AgentAwareCriticPolicy
+        model_kwargs["policy_kwargs"] = {**(model_kwargs.get("policy_kwargs") or {}), "n_agent_ids": n_agents}
     model = algo_class(env=env, seed=seed if agent is None else 1000 * seed + agent, **model_kwargs)
     callback = _make_curve_callback(lambda m: evaluator(m, eval_env, 1), max(1, budget // family["n_evals"]), budget)
     start = time.perf_counter()

@@ -11,6 +11,7 @@ per agent's model). Methods (``METHODS``) and per-family hyperparameters (``FAMI
 - ``fedpg``: ``FederatedPG`` with the library's default correction; ``fedavg``: the same with ``correction=False``;
 - ``fedppo`` / ``fedppo_corr``: ``FederatedPPO`` without / with the linear correction ⟨g − a_i, θ⟩;
 - ``fedppo_surr``: ``FederatedPPO`` with the surrogate correction (the advantage shift inside the clipped surrogate);
+- ``ppo_agent``: central SB3 PPO whose critic reads the agent one-hot (``sb3_fedpg.common.agent_aware``);
 - ``ppo`` / ``a2c``: SB3 PPO / A2C trained centrally on the pooled federation (the privacy-violating reference);
 - ``local_ppo``: ``N`` SB3 PPO models, agent ``i``'s trained alone on agent ``i``'s env (``budget / N`` steps each).
 
@@ -75,6 +76,8 @@ METHODS: dict[str, MethodSpec] = {
     "fedppo_corr": MethodSpec("fedppo", {"correction": True}),
     "fedppo_surr": MethodSpec("fedppo", {"correction": "surrogate"}),
     "ppo": MethodSpec("ppo"),
+    # central PPO whose critic reads the agent one-hot (the actor does not): the fair central baseline
+    "ppo_agent": MethodSpec("ppo", {"agent_aware_critic": True}),
     "a2c": MethodSpec("a2c"),
     "local_ppo": MethodSpec("ppo", local=True),
     # central PPO with rl-zoo's tuned HalfCheetah optimisation (the family's shared PPO settings replace it)
@@ -86,7 +89,7 @@ METHODS: dict[str, MethodSpec] = {
 #: run only on the families that list them under "extra_methods"
 OPTIONAL_METHODS = ("ppo_zoo", "ppo_noclip")
 #: the central PPO rows FederatedPPO is measured against (the one that gets to 90 % first)
-CENTRAL_PPO = ("ppo", "ppo_zoo", "ppo_noclip")
+CENTRAL_PPO = ("ppo", "ppo_agent", "ppo_zoo", "ppo_noclip")
 LABELS = {
     "fedpg": "Fast-FedPG",
     "fedavg": "FedAvg-PG",
@@ -94,6 +97,7 @@ LABELS = {
     "fedppo_corr": "FederatedPPO + correction",
     "fedppo_surr": "FederatedPPO + surrogate correction",
     "ppo": "SB3 PPO (central, pooled)",
+    "ppo_agent": "SB3 PPO, agent-aware critic (central)",
     "a2c": "SB3 A2C (central, pooled)",
     "local_ppo": "local-only PPO",
     "ppo_zoo": "SB3 PPO, rl-zoo's optimisation (central, pooled)",
@@ -106,6 +110,7 @@ COLORS = {
     "fedppo_corr": "tab:cyan",
     "fedppo_surr": "tab:pink",
     "ppo": "tab:green",
+    "ppo_agent": "darkgreen",
     "a2c": "tab:orange",
     "local_ppo": "tab:gray",
     "ppo_zoo": "tab:olive",
@@ -270,7 +275,7 @@ def _quick_families() -> dict[str, dict[str, Any]]:
             "a2c": {**FAMILIES["lqr"]["a2c"], "n_envs": 4},
             "ppo": {**FAMILIES["lqr"]["ppo"], "n_envs": 4, **small_ppo},
             # the exact evaluation, the correction, the reference
-            "skip": ["local_ppo", "fedavg", "fedppo", "fedppo_surr", "a2c"],
+            "skip": ["local_ppo", "fedavg", "fedppo", "fedppo_surr", "ppo_agent", "a2c"],
         },
     }
 
@@ -309,7 +314,9 @@ class LQRReturns:
         return -np.asarray(agent_costs(self.problem, gain), dtype=float)
 
     def __call__(self, model: Any, eval_env: Any, n_episodes: int) -> np.ndarray:
-        return self.returns(-model.policy.action_net.weight.detach().cpu().numpy().astype(np.float64))
+        weight = model.policy.action_net.weight.detach().cpu().numpy().astype(np.float64)
+        # an agent-aware baseline's observations end with the agent one-hot, which its actor never reads
+        return self.returns(-weight[:, : self.problem.A.shape[0]])
 
 
 def evaluator_of(family: dict[str, Any]) -> cmp.Evaluator:
