@@ -142,4 +142,7 @@ def main(output: pathlib.Path = RESULTS) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
+    from sb3_fedpg.common.cli import ArgumentParser
+
+    ArgumentParser(description=__doc__).parse_args()  # --help, --version; no options
     main()

@@ -96,4 +96,7 @@ def main(results: pathlib.Path = RESULTS) -> None:
 
 
 if __name__ == "__main__":
+    from sb3_fedpg.common.cli import ArgumentParser
+
+    ArgumentParser(description=__doc__).parse_args()  # --help, --version; no options
     main()

@@ -11,15 +11,29 @@ from __future__ import annotations
 
 import pathlib
 import re
+import sys
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 
 
 def refill(text: str, results: pathlib.Path = RESULTS) -> str:
+    """
+    :param text: a document
+    :param results: the folder of the generated ``<name>.md`` tables
+    :return: the document with every results block refilled
+    :raises FileNotFoundError: a block names a table that does not exist (the message says which)
+    """
+
     def block(match: re.Match) -> str:
         name = match.group(1)
-        table = (results / f"{name}.md").read_text().strip()
+        table_file = results / f"{name}.md"
+        if not table_file.is_file():
+            raise FileNotFoundError(
+                f"the block <!-- results:{name} --> needs {table_file}, which does not exist: "
+                f"run the benchmark or tool that writes it first"
+            )
+        table = table_file.read_text().strip()
         return f"<!-- results:{name} -->\n{table}\n<!-- /results:{name} -->"
 
     return re.sub(r"<!-- results:([\w-]+) -->.*?<!-- /results:\1 -->", block, text, flags=re.S)
@@ -29,8 +43,14 @@ def main() -> None:
     for document in [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]:
         text = document.read_text()
         if "<!-- results:" in text:
-            document.write_text(refill(text))
+            try:
+                document.write_text(refill(text))
+            except FileNotFoundError as error:
+                sys.exit(f"update_readme: {document.relative_to(ROOT)}: {error}")
 
 
 if __name__ == "__main__":
+    from sb3_fedpg.common.cli import ArgumentParser
+
+    ArgumentParser(description=__doc__).parse_args()  # --help, --version; no options
     main()
