@@ -47,3 +47,14 @@ def test_update_readme_refills_blocks(tmp_path):
     text = "before\n<!-- results:demo -->\nold\n<!-- /results:demo -->\nafter"
     out = load("update_readme").refill(text, tmp_path)
     assert out == "before\n<!-- results:demo -->\n| a | b |\n<!-- /results:demo -->\nafter"
+
+
+def test_update_readme_refuses_a_missing_table_but_waits_for_the_setup_times(tmp_path):
+    update = load("update_readme")
+    with pytest.raises(FileNotFoundError, match="results:nothing"):
+        update.refill("<!-- results:nothing -->\n<!-- /results:nothing -->", tmp_path)
+    # the README's set-up times come from timing the test suite itself: empty until tools/time_setup.py ran
+    empty = "<!-- results:setup_times -->\n<!-- /results:setup_times -->"
+    assert update.refill(empty, tmp_path) == empty
+    (tmp_path / "setup_times.md").write_text("| command | install | run |\n")
+    assert "| command | install | run |" in update.refill(empty, tmp_path)
