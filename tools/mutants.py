@@ -183,7 +183,7 @@ MUTANTS: dict[str, tuple[str, str, str, str, list[str]]] = {
         ["tests/flower/test_agent_memory.py"],
     ),
     "svrpgm_weight_flipped": (
-        "FedSVRPG-M's importance weight inverted (1/w: p(τ|θ_{i,k}) / p(τ|θ̄_{r−1}))",
+        "FedSVRPG-M's importance weight inverted (1/w = p(τ; θ_{i,k}) / p(τ; θ̄_{r−1}))",
         "sb3_fedpg/common/fedmath.py",
         "log_ratio = log_prob_target - log_prob_behaviour",
         "log_ratio = log_prob_behaviour - log_prob_target",
