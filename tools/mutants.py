@@ -31,6 +31,7 @@ ESTIMATES = ["tests/fedpg/test_gradient_estimates.py"]
 WIRING = ["tests/fedpg/test_fedpg.py::test_in_process_round_wires_the_correction_and_the_anchor_reuse"]
 WIRING += ["tests/fedpg/test_fedpg.py::test_a_round_costs_H_batches_with_anchor_reuse_and_H_plus_1_without"]
 PPO_EPOCHS = ["tests/ppo/test_local_solver.py"]
+SVRPGM = ["tests/tabular/test_svrpgm.py", "tests/svrpgm/test_svrpgm.py", "tests/common/test_momentum_math.py"]
 
 #: name → (what it breaks, file, original text, mutated text, tests to run)
 MUTANTS: dict[str, tuple[str, str, str, str, list[str]]] = {
@@ -180,6 +181,48 @@ MUTANTS: dict[str, tuple[str, str, str, str, list[str]]] = {
         'return flatten_state({"local": self.model.local_state_dict(), "round": self._round_memory})',
         'return flatten_state({"local": self.model.local_state_dict(), "round": {}})',
         ["tests/flower/test_agent_memory.py"],
+    ),
+    "svrpgm_weight_flipped": (
+        "FedSVRPG-M's importance weight inverted (1/w = p(τ; θ_{i,k}) / p(τ; θ̄_{r−1}))",
+        "sb3_fedpg/common/fedmath.py",
+        "log_ratio = log_prob_target - log_prob_behaviour",
+        "log_ratio = log_prob_behaviour - log_prob_target",
+        SVRPGM,
+    ),
+    "svrpgm_weight_one_numpy": (
+        "FedSVRPG-M's importance weight dropped (w = 1) in the tabular runs",
+        "sb3_fedpg/common/fedmath.py",
+        "weights = np.exp(log_ratio.sum(axis=time_axis))",
+        "weights = np.exp(0 * log_ratio.sum(axis=time_axis))",
+        SVRPGM,
+    ),
+    "svrpgm_weight_one_torch": (
+        "FedSVRPG-M's importance weight dropped (w = 1) in the neural algorithm",
+        "sb3_fedpg/common/fedmath.py",
+        "tensor = th.exp(log_ratio.sum(dim=time_axis))",
+        "tensor = th.exp(0 * log_ratio.sum(dim=time_axis))",
+        SVRPGM,
+    ),
+    "svrpgm_no_momentum": (
+        "FedSVRPG-M's momentum dropped (u_{i,k} = ĝ_i(θ_{i,k}): FedAvg-PG)",
+        "sb3_fedpg/common/fedmath.py",
+        "return local_grads + (1 - momentum_coef) * (momentum - weighted_grads_at_previous)",
+        "return local_grads",
+        SVRPGM,
+    ),
+    "svrpgm_reference_current": (
+        "FedSVRPG-M's correction evaluated at θ̄_r instead of θ̄_{r−1} (neural solver)",
+        "sb3_fedpg/svrpgm/local_solver.py",
+        "global_params if first else self.memory.previous_params",
+        "global_params",
+        SVRPGM,
+    ),
+    "svrpgm_server_momentum_scale": (
+        "FedSVRPG-M's server momentum not divided by η (u_{r+1} = mean Δ / H)",
+        "sb3_fedpg/common/fedmath.py",
+        "return aggregator(changes) / (learning_rate * local_steps)",
+        "return aggregator(changes) / local_steps",
+        SVRPGM,
     ),
 }
 

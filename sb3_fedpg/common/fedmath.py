@@ -618,6 +618,185 @@ def variance_controlled_gradient(
     raise ValueError(f"unknown variance_control {variance_control!r}: choose one of {VARIANCE_CONTROLS}.")
 
 
+# ---------------------------------------------------------------- FedSVRPG-M (Wang et al., ICML 2024)
+# The momentum-based local solver of "Momentum for the Win" (arXiv 2405.19499, Algorithm 1): the agents track the
+# global gradient with a STORM-style momentum whose correction is importance weighted; the server derives the next
+# momentum from the parameter changes it already receives. See sb3_fedpg.svrpgm and docs/algorithms.md.
+
+
+def importance_weights(
+    log_prob_target: ArrayT,
+    log_prob_behaviour: ArrayT,
+    time_axis: int,
+    valid: ArrayT | None = None,
+    max_weight: float | None = None,
+) -> ArrayT:
+    """
+    Trajectory importance weights ``w(τ) = p(τ | θ_target) / p(τ | θ_behaviour)``, i.e.
+    ``Π_h π_target(a_h|s_h) / π_behaviour(a_h|s_h)``, of trajectories sampled under ``θ_behaviour`` (the transition
+    probabilities cancel: they do not depend on ``θ``). FedSVRPG-M's weight ``w(τ | θ̄_{r−1}, θ_{i,k})`` has
+    ``θ_target = θ̄_{r−1}`` (the previous global parameters) and ``θ_behaviour = θ_{i,k}`` (the agent's current
+    parameters, which sampled ``τ``). ``E_{τ∼θ_b}[w(τ) f(τ)] = E_{τ∼θ_t}[f(τ)]`` for any ``f``: unbiased, unless
+    ``max_weight`` truncates it.
+
+    :param log_prob_target: ``log π_target(a_h|s_h)`` of every step
+    :param log_prob_behaviour: ``log π_behaviour(a_h|s_h)`` of the same steps (same shape)
+    :param time_axis: the axis of the steps ``h`` (summed over)
+    :param valid: 1 for the steps that belong to the trajectory, 0 after its end (``None``: all)
+    :param max_weight: truncate the weights from above (the authors' experiments clip at 1.2 to 1.8; ``None``: the
+        paper's untruncated weight)
+    :return: the weights, the input's shape without ``time_axis``
+    """
+    log_ratio = log_prob_target - log_prob_behaviour
+    if valid is not None:
+        log_ratio = log_ratio * valid
+    if isinstance(log_prob_target, np.ndarray):
+        weights = np.exp(log_ratio.sum(axis=time_axis))
+        return weights if max_weight is None else np.minimum(weights, max_weight)
+    tensor = th.exp(log_ratio.sum(dim=time_axis))
+    return tensor if max_weight is None else tensor.clamp(max=max_weight)
+
+
+def momentum_direction(
+    local_grads: ArrayT, weighted_grads_at_previous: ArrayT, momentum: ArrayT, momentum_coef: float
+) -> ArrayT:
+    """
+    FedSVRPG-M's local direction (the paper's Eq. (4)), on one fresh batch ``B`` sampled at ``θ_{i,k}``:
+
+    ``u_{i,k} = β ĝ_i(θ_{i,k}; B) + (1 − β) (u_r + ĝ_i(θ_{i,k}; B) − ŵ ĝ_i(θ̄_{r−1}; B))``
+
+    where ``ŵ ĝ_i(θ̄_{r−1}; B)`` is the batch's importance-weighted gradient at the previous global parameters
+    (``(1/M) Σ_m w(τ_m | θ̄_{r−1}, θ_{i,k}) ĝ_i(θ̄_{r−1}; τ_m)``) and ``u_r`` the server's momentum. In expectation the
+    bracket is ``u_r + ∇J_i(θ_{i,k}) − ∇J_i(θ̄_{r−1})``: ``u_r`` (≈ the global gradient near ``θ̄_{r−1}``) moved to
+    ``θ_{i,k}`` along agent ``i``'s own gradient difference. ``β = 1`` is FedAvg-PG's local step.
+
+    :param local_grads: ``ĝ_i(θ_{i,k}; B)``, ``(n, p)``
+    :param weighted_grads_at_previous: ``ŵ ĝ_i(θ̄_{r−1}; B)``, ``(n, p)``
+    :param momentum: ``u_r``, ``(p,)``
+    :param momentum_coef: ``β ∈ (0, 1]``
+    :return: ``u_{i,k}``, ``(n, p)``
+    """
+    return local_grads + (1 - momentum_coef) * (momentum - weighted_grads_at_previous)
+
+
+def server_momentum(
+    global_params: ArrayT,
+    received_local_params: ArrayT,
+    learning_rate: float,
+    local_steps: int,
+    aggregator: Aggregator = mean_aggregate,
+    participants: Any = None,
+) -> ArrayT:
+    """
+    FedSVRPG-M's server momentum ``u_{r+1} = (1 / (η H)) agg_i (θ_{i,H} − θ̄_r)`` (the paper's server step, with
+    ``K = H`` local steps): with plain local steps ``θ_{i,k+1} = θ_{i,k} + η u_{i,k}`` it is the average of every
+    agent's ``H`` local directions, i.e. the agents' momenta averaged over agents and steps. The server computes it
+    from the parameter changes it receives anyway (:func:`server_new_params` moves ``θ̄`` by ``η_g`` times the same
+    average, i.e. the paper's ``θ̄_{r+1} = θ̄_r + λ u_{r+1}`` with ``λ = η_g η H``).
+
+    :param global_params: ``θ̄_r``, ``(p,)``
+    :param received_local_params: ``θ_{i,H}`` as received, ``(n, p)``
+    :param learning_rate: the round's local step size ``η``
+    :param local_steps: ``H``
+    :param aggregator: reduction over agents (the one the parameters are aggregated with)
+    :param participants: boolean mask of the round's participants (``None``: all rows)
+    :return: ``u_{r+1}``, ``(p,)``
+    """
+    changes = _taking_part(received_local_params, participants) - global_params
+    return aggregator(changes) / (learning_rate * local_steps)
+
+
+class MomentumOracle(Protocol):
+    """
+    FedSVRPG-M's per-step gradients: one fresh batch ``B`` per agent, sampled at the agents' current parameters.
+
+    Called with ``(params (n, p), step)``, returns ``(ĝ_i(θ_{i,k}; B), ŵ ĝ_i(θ̄_{r−1}; B))``, both ``(n, p)``: the
+    gradient at the current parameters and the importance-weighted gradient at the previous global parameters on the
+    same batch (:func:`momentum_direction`). ``step = -1``: the first round's anchor batch at ``θ̄_0`` (only the first
+    gradient is used).
+    """
+
+    def __call__(self, params: Any, step: int, /) -> tuple[Any, Any]: ...
+
+
+def run_momentum_steps(
+    global_params: ArrayT,
+    oracle: MomentumOracle,
+    local_steps: int,
+    local_update: LocalUpdate,
+    momentum_coef: float,
+    momentum: ArrayT,
+    n_agents: int,
+    first_grads: ArrayT | None = None,
+) -> ArrayT:
+    """
+    FedSVRPG-M's local round: from ``θ_{i,0} = θ̄_r``, ``H`` steps ``θ_{i,k+1} = θ_{i,k} + η u_{i,k}`` along
+    :func:`momentum_direction`, each on a fresh batch.
+
+    :param global_params: ``θ̄_r``, ``(p,)``
+    :param oracle: the agents' gradients (:class:`MomentumOracle`)
+    :param local_steps: ``H``
+    :param local_update: how a direction moves the parameters (e.g. :func:`gradient_step`)
+    :param momentum_coef: ``β``
+    :param momentum: the server's ``u_r``
+    :param n_agents: agents (rows) stepping
+    :param first_grads: the first round's anchors ``ĝ_i(θ̄_0)``, reused at ``k = 0`` (where ``θ_{i,0} = θ̄_0 = θ̄_{−1}``:
+        the importance weight is 1 and both gradients are the anchor), or ``None`` (a fresh batch)
+    :return: ``θ_{i,H}``, ``(n, p)``
+    """
+    params = broadcast_to_agents(global_params, n_agents)
+    for step in range(local_steps):
+        local, at_previous = (first_grads, first_grads) if step == 0 and first_grads is not None else oracle(params, step)
+        params = local_update(params, momentum_direction(local, at_previous, momentum, momentum_coef), step)
+    return params
+
+
+@dataclass
+class MomentumSteps:
+    """
+    FedSVRPG-M's local solver for any :class:`MomentumOracle` (exact or sampled tabular gradients; the neural one is
+    :class:`sb3_fedpg.svrpgm.local_solver.MomentumPolicyGradientSteps`).
+
+    What an agent needs from the server besides ``θ̄_r`` — the momentum ``u_r`` and the previous global parameters
+    ``θ̄_{r−1}`` (inside the oracle) — is given when the solver is made, as a server sends it with ``θ̄_r``; after the
+    round the server's next momentum is :func:`server_momentum`. Only the first round exchanges anchors: with no
+    momentum yet (``momentum=None``), :meth:`anchor` computes ``a_i = ĝ_i(θ̄_0)`` and the server's average ``g`` is
+    ``u_0`` (with ``θ̄_{−1} = θ̄_0``; the anchor batch is reused at ``k = 0``, so every round costs ``H`` batches).
+    In every later round :meth:`anchor` returns zeros and costs nothing.
+
+    :param oracle: the agents' gradients
+    :param local_steps: ``H``
+    :param local_update: how a direction moves the parameters
+    :param momentum_coef: ``β``
+    :param momentum: ``u_r`` (``None`` in the first round: ``u_0`` is the anchors' average)
+    """
+
+    oracle: MomentumOracle
+    local_steps: int
+    local_update: LocalUpdate
+    momentum_coef: float
+    momentum: Any = None
+
+    def anchor(self, global_params: Any, n_agents: int) -> Any:
+        stacked = broadcast_to_agents(global_params, n_agents)
+        if self.momentum is not None:
+            return stacked * 0
+        return self.oracle(stacked, -1)[0]
+
+    def local_round(self, global_params: Any, anchor_grads: Any, global_grad: Any) -> Any:
+        first = self.momentum is None
+        return run_momentum_steps(
+            global_params,
+            self.oracle,
+            self.local_steps,
+            self.local_update,
+            self.momentum_coef,
+            global_grad if first else self.momentum,
+            anchor_grads.shape[0],
+            first_grads=anchor_grads if first else None,
+        )
+
+
 def round_message_bytes(n_params: int, n_agents: int, correction: bool = True, itemsize: int = 4) -> tuple[int, int]:
     """
     Bytes sent per round (up, down), counting parameter payloads only.

@@ -5,8 +5,9 @@ The federated algorithms' hyperparameters: one definition, one validation.
 its default, its documentation and its check. Every entry point validates through it: the
 constructor, ``FederatedPG.load(path, **kwargs)`` (checked again when the model is set up),
 the zoo config parser and the Flower run config (whose kebab-case keys are derived from these
-fields). Only the standard library is imported, so torch-free processes (a Flower ClientApp
-launcher, the zoo's config check) can use it.
+fields). :class:`FedPPOHyperparams` and :class:`FedSVRPGMHyperparams` do the same for
+:class:`~sb3_fedpg.FederatedPPO` and :class:`~sb3_fedpg.FederatedSVRPGM`. Only the standard library is imported,
+so torch-free processes (a Flower ClientApp launcher, the zoo's config check) can use it.
 """
 
 from __future__ import annotations
@@ -295,6 +296,55 @@ class FedPPOHyperparams(Hyperparams):
         "Drift correction: False, 'surrogate' (inside the clipped surrogate) or 'linear' (= True, ⟨g − a_i, θ⟩ outside it)",
     )
     server_learning_rate: float = _hp(1.0, positive_float, "Server step size η_g on the aggregated parameter change")
+    aggregator: Any = _hp("mean", _aggregator, f"Server reduction over agents: one of {AGGREGATOR_NAMES} or a callable")  # noqa: RUF009
+    aggregator_kwargs: dict[str, Any] | None = _hp(None, _mapping_or_none, "Parameters of a named aggregator")  # noqa: RUF009
+    participation: float = _hp(1.0, _interval(0.0, 1.0, low_open=True), "Fraction of agents sampled each round, in (0, 1]")
+    n_envs_per_agent: int = _hp(8, positive_int, "Sub-environments per agent M when env is an env id")
+
+
+def _momentum_coef(name: str, value: Any) -> None:
+    if not _is_real(value) or not math.isfinite(value) or not 0 < value <= 1:
+        raise ValueError(
+            f"{name} must be in (0, 1], got {value!r} (β = 1 is FedAvg-PG; β = 0 would never forget the first "
+            "momentum and is refused)."
+        )
+
+
+def _max_importance_weight(name: str, value: Any) -> None:
+    if value is not None and (not _is_real(value) or not math.isfinite(value) or value < 1):
+        raise ValueError(
+            f"{name} must be None (untruncated, the paper's weights) or a number >= 1 (a truncation below 1 would cut "
+            f"even the weights of unchanged policies), got {value!r}."
+        )
+
+
+@dataclass
+class FedSVRPGMHyperparams(Hyperparams):
+    """
+    Hyperparameters of :class:`~sb3_fedpg.FederatedSVRPGM` (FedSVRPG-M, Wang et al., ICML 2024; each field's
+    ``metadata["doc"]`` documents it). Building an instance validates every field. The defaults ``β = 0.5``,
+    ``η = 0.05``, ``H = 10``, ``η_g = 1`` (the paper's global step ``λ = η H``) and the importance weights truncated at
+    1.8 are those of the authors' experiment script; the estimator (GPOMDP with a mean baseline, normalised weights) is
+    the closest of this library's to theirs (a baseline and centred advantages on whole trajectories).
+    """
+
+    n_agents: int | None = _hp(None, _optional_positive_int, "Number of agents N; None takes it from a federated env (else 1)")
+    learning_rate: Any = _hp(0.05, _learning_rate, "Local step size η (float or schedule of the remaining progress)")  # noqa: RUF009
+    local_steps: int = _hp(10, positive_int, "Local steps H per communication round (the paper's K)")
+    n_steps: int = _hp(64, positive_int, "Steps per trajectory segment of one gradient batch (the truncation K of gpomdp)")
+    momentum_coef: float = _hp(0.5, _momentum_coef, "Momentum parameter β in (0, 1] of the local direction (1: FedAvg-PG)")
+    max_importance_weight: float | None = _hp(
+        1.8, _max_importance_weight, "Truncation (>= 1) of the importance weights; None: untruncated, the paper's"
+    )
+    server_learning_rate: float = _hp(1.0, positive_float, "Server step size η_g (the paper's global step λ = η_g η H)")
+    gamma: float = _hp(0.99, _interval(0.0, 1.0, low_open=True), "Discount factor, in (0, 1]")
+    gae_lambda: float = _hp(0.95, _interval(0.0, 1.0, low_open=False), "GAE λ, in [0, 1] (estimator='gae')")
+    estimator: str = _hp("gpomdp", _one_of(ESTIMATORS), f"Local gradient estimator, one of {ESTIMATORS}")
+    baseline: str = _hp("mean", _one_of(BASELINES), f"Baseline of gpomdp/reinforce, one of {BASELINES}")
+    normalize_advantage: bool = _hp(True, _boolean, "Normalise each agent's weights to zero mean, unit variance")
+    ent_coef: float = _hp(0.0, _non_negative, "Entropy bonus coefficient, >= 0")
+    critic_learning_rate: float = _hp(1e-3, positive_float, "Adam step size of the local critics (estimator='gae')")
+    max_grad_norm: float | None = _hp(None, _optional_positive_float, "Clip each agent's direction u to this norm (None: off)")
     aggregator: Any = _hp("mean", _aggregator, f"Server reduction over agents: one of {AGGREGATOR_NAMES} or a callable")  # noqa: RUF009
     aggregator_kwargs: dict[str, Any] | None = _hp(None, _mapping_or_none, "Parameters of a named aggregator")  # noqa: RUF009
     participation: float = _hp(1.0, _interval(0.0, 1.0, low_open=True), "Fraction of agents sampled each round, in (0, 1]")

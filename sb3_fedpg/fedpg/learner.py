@@ -266,6 +266,52 @@ class PolicyGradientLearner:
         self.stats.add("train/entropy", float(entropy.detach().mean()))
         return grads
 
+    def importance_weighted_gradient(
+        self,
+        params: th.Tensor,
+        batch: RolloutBatch,
+        weights: EstimatorWeights,
+        behaviour_log_prob: th.Tensor,
+        max_weight: float | None = None,
+    ) -> th.Tensor:
+        """
+        The gradient estimate at ``params`` of a batch collected under other (behaviour) parameters, importance
+        weighted so that its expectation is the estimator's at ``params`` (FedSVRPG-M's ``ŵ ĝ_i(θ̄_{r−1}; B)``):
+
+        - trajectory estimators (``gpomdp``/``reinforce``: every sub-environment's segment is a trajectory from ρ,
+          ending at its first ``done``): each trajectory's terms are weighted by
+          ``w(τ) = Π_h π_params(a_h|s_h) / π_behaviour(a_h|s_h)`` over its steps
+          (:func:`~sb3_fedpg.common.fedmath.importance_weights`, the paper's ``w(τ | θ̄_{r−1}, θ_{i,k})``);
+        - ``gae`` (samples from running episodes, not trajectories from ρ): each sample by its own ratio
+          ``π_params(a|s) / π_behaviour(a|s)`` (:meth:`policy_gradient`; the state-distribution shift is ignored, as
+          in PPO).
+
+        Both are truncated at ``max_weight`` when given. The batch's weights (rewards-to-go, advantages) are not
+        recomputed at ``params``, nor the entropy bonus importance weighted.
+
+        :param params: stacked parameters to evaluate at ``(n, n_params)``
+        :param batch: the batch
+        :param weights: its weights (:meth:`batch_weights`)
+        :param behaviour_log_prob: ``log π`` of the batch's actions under the parameters that collected it
+            (:meth:`log_prob`)
+        :param max_weight: truncation of the weights (``None``: untruncated)
+        :return: gradients ``(n, n_params)``
+        """
+        if weights.time_reduce != "sum":
+            max_ratio = float("inf") if max_weight is None else max_weight
+            return self.policy_gradient(params, batch, weights, behaviour_log_prob=behaviour_log_prob, max_ratio=max_ratio)
+        shape = weights.weights.shape  # (n, K, M)
+        trajectory_weights = fedmath.importance_weights(
+            self.log_prob(params, batch).view(shape),
+            behaviour_log_prob.view(shape),
+            time_axis=1,
+            valid=weights.valid,
+            max_weight=max_weight,
+        )
+        self.stats.add("train/importance_weight", float(trajectory_weights.mean()))
+        weighted = EstimatorWeights(weights.weights * trajectory_weights.unsqueeze(1), weights.valid, weights.time_reduce)
+        return self.policy_gradient(params, batch, weighted)
+
     def log_prob(self, params: th.Tensor, batch: RolloutBatch) -> th.Tensor:
         """
         :param params: stacked actor parameters ``(n, n_params)``

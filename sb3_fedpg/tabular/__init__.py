@@ -26,10 +26,16 @@ from sb3_fedpg.tabular.runs import (
     TabularRunResult,
     exact_federated_run,
     exact_gradient_oracle,
+    exact_svrpgm_oracle,
+    exact_svrpgm_run,
     federated_run,
+    run_rounds,
     sampled_federated_run,
+    sampled_svrpgm_oracle,
+    sampled_svrpgm_run,
+    svrpgm_run,
 )
-from sb3_fedpg.tabular.sampled import GPOMDPEstimator
+from sb3_fedpg.tabular.sampled import GPOMDPEstimator, Trajectories
 
 __all__ = [
     "FederatedTabularMDP",
@@ -39,12 +45,15 @@ __all__ = [
     "ReferenceOptimum",
     "TabularMDPEnv",
     "TabularRunResult",
+    "Trajectories",
     "agent_gradients",
     "agent_objectives",
     "agents_at_shared_params",
     "evaluate_policies",
     "exact_federated_run",
     "exact_gradient_oracle",
+    "exact_svrpgm_oracle",
+    "exact_svrpgm_run",
     "federated_run",
     "garnet",
     "global_gradient",
@@ -54,8 +63,12 @@ __all__ = [
     "make_agent_envs",
     "optimal_objective",
     "reference_optimum",
+    "run_rounds",
     "sampled_federated_run",
+    "sampled_svrpgm_oracle",
+    "sampled_svrpgm_run",
     "softmax_policy",
+    "svrpgm_run",
     "truncated_policy_gradient",
     "value_iteration",
 ]

@@ -7,7 +7,7 @@ the only Python loop is over the ``K`` time steps.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 
@@ -15,6 +15,20 @@ from sb3_fedpg.tabular.exact import log_softmax_policy
 from sb3_fedpg.tabular.mdp import FederatedTabularMDP
 
 Baseline = Literal["none", "leave_one_out"]
+
+
+class Trajectories(NamedTuple):
+    """
+    ``M`` trajectories of ``K`` steps for each of ``N`` agents (time-major).
+
+    :ivar states: visited states ``s_h``, ``(K, N, M)``
+    :ivar actions: actions ``a_h``, ``(K, N, M)``
+    :ivar rewards: the agents' own rewards ``R_i(s_h, a_h)`` (not the soft rewards), ``(K, N, M)``
+    """
+
+    states: np.ndarray
+    actions: np.ndarray
+    rewards: np.ndarray
 
 
 class GPOMDPEstimator:
@@ -74,6 +88,10 @@ class GPOMDPEstimator:
         self._discounts = mdp.gamma ** np.arange(horizon)
         self.n_samples = 0  # environment steps simulated so far, all agents together
 
+    def _theta(self, theta: np.ndarray) -> np.ndarray:
+        mdp = self.mdp
+        return np.asarray(theta, dtype=np.float64).reshape(mdp.n_agents, mdp.n_states, mdp.n_actions)
+
     def __call__(self, theta: np.ndarray) -> np.ndarray:
         """
         One fresh batch per agent.
@@ -81,9 +99,17 @@ class GPOMDPEstimator:
         :param theta: per-agent logits ``(N, S, A)`` or ``(N, S·A)``
         :return: gradient estimates of the same shape
         """
+        return self.gradient(theta, self.sample(theta)).reshape(np.shape(theta))
+
+    def sample(self, theta: np.ndarray) -> Trajectories:
+        """
+        ``M`` fresh trajectories per agent of ``K`` steps from ``ρ`` under ``π_θ`` (counted in :attr:`n_samples`).
+
+        :param theta: per-agent logits ``(N, S, A)`` or ``(N, S·A)``
+        :return: the trajectories
+        """
         mdp = self.mdp
-        shape = np.shape(theta)
-        theta = np.asarray(theta, dtype=np.float64).reshape(mdp.n_agents, mdp.n_states, mdp.n_actions)
+        theta = self._theta(theta)
         n, m, k, n_actions = mdp.n_agents, self.n_trajectories, self.horizon, mdp.n_actions
         agent = np.arange(n)[:, None]
         last_state = mdp.n_states - 1
@@ -91,27 +117,63 @@ class GPOMDPEstimator:
         states = np.minimum((self._cum_rho < self.rng.random((n, m, 1))).sum(-1), last_state)
         visited = np.empty((k, n, m), dtype=np.int64)
         actions = np.empty((k, n, m), dtype=np.int64)
-        probs = np.empty((k, n, m, n_actions))
         rewards = np.empty((k, n, m))
         for h in range(k):
-            log_p = log_softmax_policy(theta[agent, states])
-            p = np.exp(log_p)
+            p = np.exp(log_softmax_policy(theta[agent, states]))
             a = np.minimum((np.cumsum(p, -1) < self.rng.random((n, m, 1))).sum(-1), n_actions - 1)
-            r = mdp.rewards[agent, states, a]
-            if self.tau > 0:
-                r = r - self.tau * np.take_along_axis(log_p, a[..., None], -1)[..., 0]
-            visited[h], actions[h], probs[h], rewards[h] = states, a, p, r
+            visited[h], actions[h], rewards[h] = states, a, mdp.rewards[agent, states, a]
             cum = self._cum_transitions[states, a] if mdp.shared_transitions else self._cum_transitions[agent, states, a]
             states = np.minimum((cum < self.rng.random((n, m, 1))).sum(-1), last_state)
         self.n_samples += n * m * k
+        return Trajectories(visited, actions, rewards)
+
+    def log_likelihood(self, theta: np.ndarray, trajectories: Trajectories) -> np.ndarray:
+        """
+        :param theta: per-agent logits ``(N, S, A)`` or ``(N, S·A)``
+        :param trajectories: trajectories (sampled under any parameters)
+        :return: ``log π_θ(a_h|s_h)`` of every step, ``(K, N, M)`` (the trajectory's log-likelihood up to the
+            transition terms, which do not depend on ``θ``)
+        """
+        theta = self._theta(theta)
+        log_p = log_softmax_policy(theta[np.arange(self.mdp.n_agents)[:, None], trajectories.states])
+        return np.take_along_axis(log_p, trajectories.actions[..., None], -1)[..., 0]
+
+    def gradient(self, theta: np.ndarray, trajectories: Trajectories, weights: np.ndarray | None = None) -> np.ndarray:
+        """
+        The GPOMDP estimate at ``θ`` from given trajectories, optionally with a weight per trajectory.
+
+        With the trajectories sampled under ``θ`` and no weights this is the estimator of :meth:`__call__`. With
+        trajectories sampled under other parameters ``θ'`` and ``weights`` the importance weights
+        ``w(τ_m | θ, θ') = p(τ_m|θ) / p(τ_m|θ')`` (:func:`~sb3_fedpg.common.fedmath.importance_weights` of
+        :meth:`log_likelihood`), it is ``(1/M) Σ_m w_m ĝ(θ; τ_m)``, whose expectation is again the estimator's at ``θ``
+        (the leave-one-out baseline of ``τ_m`` is independent of ``τ_m``, so the weighted estimate stays unbiased). The
+        soft rewards (``τ > 0``) and the scores are those of ``θ``.
+
+        :param theta: per-agent logits ``(N, S, A)`` or ``(N, S·A)``
+        :param trajectories: the trajectories
+        :param weights: one weight per trajectory, ``(N, M)`` (``None``: 1)
+        :return: gradient estimates ``(N, S·A)``
+        """
+        mdp = self.mdp
+        theta = self._theta(theta)
+        n, m, n_actions = mdp.n_agents, self.n_trajectories, mdp.n_actions
+        agent = np.arange(n)[:, None]
+        visited, actions = trajectories.states, trajectories.actions
+        log_p = log_softmax_policy(theta[agent, visited])
+        probs = np.exp(log_p)
+        rewards = trajectories.rewards
+        if self.tau > 0:
+            rewards = rewards - self.tau * np.take_along_axis(log_p, actions[..., None], -1)[..., 0]
         discounted = rewards * self._discounts[:, None, None]
         to_go = np.cumsum(discounted[::-1], 0)[::-1]  # Σ_{k'≥h} γ^{k'} r_{k'}
         if self.baseline == "leave_one_out" and m > 1:
             to_go = to_go - (to_go.sum(-1, keepdims=True) - to_go) / (m - 1)
+        if weights is not None:
+            to_go = to_go * weights[None]
         # ∇_θ log π(a|s) = e_{s,a} − e_s ⊗ π(·|s): scatter w·(onehot(a) − π) into row s
         score = -probs
         np.put_along_axis(score, actions[..., None], np.take_along_axis(score, actions[..., None], -1) + 1.0, -1)
         contrib = to_go[..., None] * score
         rows = (agent * mdp.n_states + visited)[..., None] * n_actions + np.arange(n_actions)
         grad = np.bincount(rows.ravel(), weights=contrib.ravel(), minlength=n * mdp.n_params) / m
-        return grad.reshape(shape)
+        return grad.reshape(n, mdp.n_params)

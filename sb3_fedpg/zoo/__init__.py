@@ -14,8 +14,8 @@ import pathlib
 
 from stable_baselines3.common.base_class import BaseAlgorithm
 
-#: Algorithms of the zoo runner: FederatedPG, FederatedPPO and the centrally trained SB3 references.
-ZOO_ALGOS = ("fedpg", "fedppo", "a2c", "ppo")
+#: Algorithms of the zoo runner: FederatedPG, FederatedPPO, FederatedSVRPGM and the centrally trained SB3 references.
+ZOO_ALGOS = ("fedpg", "fedppo", "fedsvrpgm", "a2c", "ppo")
 
 #: ``zoo_configs/`` at the repository top level (present in a source checkout / editable install).
 CONFIG_DIR = pathlib.Path(__file__).resolve().parents[2] / "zoo_configs"
@@ -23,7 +23,7 @@ CONFIG_DIR = pathlib.Path(__file__).resolve().parents[2] / "zoo_configs"
 
 def get_algo_class(name: str) -> type[BaseAlgorithm]:
     """
-    :param name: ``"fedpg"``, ``"fedppo"``, ``"a2c"`` or ``"ppo"``
+    :param name: ``"fedpg"``, ``"fedppo"``, ``"fedsvrpgm"``, ``"a2c"`` or ``"ppo"``
     :return: the algorithm class
     """
     if name == "fedpg":
@@ -34,6 +34,10 @@ def get_algo_class(name: str) -> type[BaseAlgorithm]:
         from sb3_fedpg.ppo import FederatedPPO
 
         return FederatedPPO
+    if name == "fedsvrpgm":
+        from sb3_fedpg.svrpgm import FederatedSVRPGM
+
+        return FederatedSVRPGM
     if name in ("a2c", "ppo"):
         import stable_baselines3
 

@@ -8,7 +8,14 @@ from pathlib import Path
 import pytest
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
-NAMES = ["tabular_bias", "tabular_heterogeneity", "tabular_speedup", "tabular_communication", "tabular_truncation"]
+NAMES = [
+    "tabular_bias",
+    "tabular_heterogeneity",
+    "tabular_speedup",
+    "tabular_communication",
+    "tabular_truncation",
+    "tabular_svrpgm",
+]
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -185,3 +185,14 @@ def test_command_line_tools_default_to_one_torch_thread():
 
     assert train_module.build_parser().parse_args(["--algo", "fedpg", "--env", "CartPole-v1"]).num_threads == 1
     assert enjoy.build_parser().parse_args(["--algo", "fedpg", "--env", "CartPole-v1"]).num_threads == 1
+
+
+def test_fedsvrpgm_zoo_run(tmp_path):
+    from sb3_fedpg import FederatedSVRPGM
+
+    params = ["-params", "n_agents:2", "n_envs:4", "n_steps:16", "local_steps:2"]
+    run = run_train(tmp_path, algo="fedsvrpgm", extra=params, n=128)
+    model = FederatedSVRPGM.load(run / "sb3_fedpg-HeteroCartPole-v0.zip")
+    assert model.n_agents == 2 and model.local_steps == 2 and model.num_timesteps >= 128 and model.momentum is not None
+    with pytest.raises(ZooConfigError, match="momentum_coef"):
+        run_train(tmp_path, algo="fedsvrpgm", extra=["-params", "momentum_coef:0"], n=128)
