@@ -46,6 +46,7 @@ def main(argv: list[str] | None = None) -> dict:
     :return: the results written to JSON
     """
     p = common.parser(__doc__.strip().splitlines()[0])
+    p.add_argument("--report", action="store_true", help="only write the tables (.md) from the JSON in --out-dir")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--agents", type=int, nargs="+", default=[1, 2, 4, 8, 16])
     p.add_argument("--rounds", type=int, default=300)
@@ -59,6 +60,12 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--gamma", type=float, default=0.8)
     p.add_argument("--tau", type=float, default=0.1)
     args = p.parse_args(argv)
+    if args.report:
+        import json
+
+        data = json.loads((Path(args.out_dir) / f"{NAME}.json").read_text())
+        (Path(args.out_dir) / f"{NAME}.md").write_text(markdown(data))
+        return data
     if args.quick:
         args.seeds, args.agents, args.rounds, args.local_steps, args.horizon = 1, [1, 2, 4], 10, 2, 10
         args.bias_learning_rates, args.bias_rounds, args.momentum = [0.1, 0.3], 20, [0.5]
@@ -187,8 +194,65 @@ def main(argv: list[str] | None = None) -> dict:
     axes[2].set_ylabel("gap, mean of last 20% rounds")
     axes[2].set_title(f"speed-up in N, {args.seeds} seeds, β={beta} (theory: slope −1)", fontsize=9)
     axes[2].legend(fontsize=7)
-    common.save(NAME, data, fig, args.out_dir)
+    json_path, _ = common.save(NAME, data, fig, args.out_dir)
+    import json
+
+    (Path(args.out_dir) / f"{NAME}.md").write_text(markdown(json.loads(json_path.read_text())))
     return data
+
+
+LABELS = {"fast_fedpg": "Fast-FedPG", "fedavg_pg": "FedAvg-PG"}
+
+
+def _label(key: str) -> str:
+    return LABELS.get(key, key.replace("fedsvrpg_m_beta", "FedSVRPG-M, β = "))
+
+
+def _gap(value: float) -> str:
+    return "< 1e-15" if abs(value) < 1e-15 else f"{value:.2g}"
+
+
+def markdown(data: dict) -> str:
+    """
+    :param data: the benchmark's JSON payload
+    :return: its tables (the docs' ``<!-- results:tabular_svrpgm -->`` block): the exact-gradient gap vs the local
+        step, the gap at equal samples, the fitted slopes vs N
+    """
+    bias = data["bias"]
+    rates = bias["learning_rates"]
+    lines = [
+        "Exact gradients, N = 8 heterogeneous agents, H = "
+        f"{data['settings']['local_steps']}, started at the soft optimum; gap after {data['settings']['bias_rounds']:,} "
+        "rounds:",
+        "",
+        "| local step η | " + " | ".join(f"{r:g}" for r in rates) + " |",
+        "|---|" + "---:|" * len(rates),
+    ]
+    lines += [
+        f"| {_label(k)} | " + " | ".join(_gap(v) for v in values) + " |" for k, values in bias.items() if k != "learning_rates"
+    ]
+    equal = data["equal_samples"]
+    methods = [k for k, v in equal.items() if isinstance(v, dict)]
+    steps = equal[methods[0]]["env_steps"]
+    lines += [
+        "",
+        f"Sampled gradients at equal samples (N = {equal['n_agents']}, {steps:,} env steps per method, "
+        f"{len(equal[methods[0]]['error_per_seed'])} seeds; {data['error_metric']}):",
+        "",
+        "| method | mean gap | per seed |",
+        "|---|---:|---|",
+    ]
+    lines += [
+        f"| {_label(m)} | {equal[m]['mean_error']:.2g} | " + ", ".join(f"{e:.2g}" for e in equal[m]["error_per_seed"]) + " |"
+        for m in methods
+    ]
+    lines += ["", "Fitted log-log slope of the gap against N (theory: −1):", "", "| agents | method | raw gap | noise part |"]
+    lines += ["|---|---|---:|---:|"]
+    for kind, entry in data["speedup"].items():
+        for m, value in entry.items():
+            if isinstance(value, dict):
+                lines.append(f"| {kind} | {_label(m)} | {value['slope']:.2f} | {value['noise_slope']:.2f} |")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
