@@ -31,6 +31,7 @@ ESTIMATES = ["tests/fedpg/test_gradient_estimates.py"]
 WIRING = ["tests/fedpg/test_fedpg.py::test_in_process_round_wires_the_correction_and_the_anchor_reuse"]
 WIRING += ["tests/fedpg/test_fedpg.py::test_a_round_costs_H_batches_with_anchor_reuse_and_H_plus_1_without"]
 PPO_EPOCHS = ["tests/ppo/test_local_solver.py"]
+SURROGATE = ["tests/ppo/test_surrogate_correction.py"]
 SVRPGM = ["tests/tabular/test_svrpgm.py", "tests/svrpgm/test_svrpgm.py", "tests/common/test_momentum_math.py"]
 
 #: name → (what it breaks, file, original text, mutated text, tests to run)
@@ -181,6 +182,27 @@ MUTANTS: dict[str, tuple[str, str, str, str, list[str]]] = {
         'return flatten_state({"local": self.model.local_state_dict(), "round": self._round_memory})',
         'return flatten_state({"local": self.model.local_state_dict(), "round": {}})',
         ["tests/flower/test_agent_memory.py"],
+    ),
+    "surrogate_shift_sign": (
+        "FederatedPPO's surrogate correction subtracts its advantage shift instead of adding it",
+        "sb3_fedpg/ppo/local_solver.py",
+        'adv = adv + data["shift"][rows, order]',
+        'adv = adv - data["shift"][rows, order]',
+        SURROGATE,
+    ),
+    "surrogate_shift_dropped": (
+        "FederatedPPO's surrogate correction computed but never added to the advantages",
+        "sb3_fedpg/ppo/local_solver.py",
+        'adv = adv + data["shift"][rows, order]',
+        'adv = adv + 0 * data["shift"][rows, order]',
+        SURROGATE,
+    ),
+    "surrogate_no_fisher_solve": (
+        "FederatedPPO's surrogate shift from g − a_i itself instead of the Fisher solve's x_i",
+        "sb3_fedpg/ppo/local_solver.py",
+        "        shift = jvp(x)\n",
+        "        shift = jvp(correction)\n",
+        SURROGATE,
     ),
     "svrpgm_weight_flipped": (
         "FedSVRPG-M's importance weight inverted (1/w = p(τ; θ_{i,k}) / p(τ; θ̄_{r−1}))",
