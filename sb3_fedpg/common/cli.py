@@ -15,10 +15,15 @@ from typing import Any
 
 from sb3_fedpg import __version__
 
-_ROLE = re.compile(r":(?:py:)?(?:mod|class|func|meth|attr|data|obj|exc|ref|paramref|term):`~?([^`]+)`")
+_ROLE = re.compile(r":(?:py:)?(?:mod|class|func|meth|attr|data|obj|exc|ref|paramref|term):`(~?)([^`]+)`")
 _LITERAL = re.compile(r"``([^`]+)``")
 _DIRECTIVE = re.compile(r"^[ \t]*\.\. [\w-]+::.*\n(?:[ \t]*\n)?", flags=re.M)
 _FIELD = re.compile(r"^(\s*):(param|return|returns|raises?|type|rtype)(?: ([^:]+))?:", flags=re.M)
+
+
+def _role_text(match: re.Match[str]) -> str:
+    target = match.group(2).split(" <")[0]
+    return target.rsplit(".", 1)[-1] if match.group(1) else target  # Sphinx's ``~``: the last component only
 
 
 def plain_text(text: str | None) -> str:
@@ -31,7 +36,7 @@ def plain_text(text: str | None) -> str:
     if not text:
         return ""
     text = _DIRECTIVE.sub("", text)
-    text = _ROLE.sub(lambda m: m.group(1).split(" <")[0], text)
+    text = _ROLE.sub(_role_text, text)
     text = _LITERAL.sub(r"\1", text)
     text = _FIELD.sub(lambda m: f"{m.group(1)}{m.group(3) or m.group(2)}:", text)
     return text.strip("\n")
