@@ -14,8 +14,9 @@ Conventions (also in docs/architecture.md, "Documentation"):
 - A block must leave no process behind: every process that inherited the block's marker environment variable and
   is still alive afterwards fails the test (and is killed).
 - A page whose bash blocks run ``pip install`` gets its own virtual environment (with pip) layered over the test
-  environment's packages, so ``pip install -e ".[extra]"`` really runs — resolving against what is installed and
-  installing the scratch copy — without touching the environment running the tests.
+  environment's packages, with the scratch copy installed as the page's reader would have it, so
+  ``pip install -e ".[extra]"`` really runs — resolving against what is installed — without touching the
+  environment running the tests.
 """
 
 from __future__ import annotations
@@ -177,6 +178,13 @@ class PageRunner:
         self.interpreter = sys.executable
         if any(b.lang == "bash" and "pip install" in b.code for b in blocks):
             bin_dir = overlay_venv(workdir / "venv")
+            # the page's reader has installed the package already (getting started): blocks before its own install run
+            subprocess.run(
+                [str(bin_dir / "python"), "-m", "pip", "install", "-q", "--no-deps", "-e", str(self.repo)],
+                check=True,
+                capture_output=True,
+                env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
+            )
             self.env["PATH"] = f"{bin_dir}{os.pathsep}{self.env['PATH']}"
             self.env["VIRTUAL_ENV"] = str(bin_dir.parent)
             self.env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
