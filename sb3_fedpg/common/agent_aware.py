@@ -41,7 +41,12 @@ class AgentIdVecEnv(VecEnvWrapper):
         space = venv.observation_space
         if not isinstance(space, spaces.Box) or len(space.shape) != 1:
             raise ValueError(f"AgentIdVecEnv needs flat Box observations, got {space}: flatten them first.")
-        n_agents = int(venv.get_attr("n_agents")[0]) if not hasattr(venv, "n_agents") else int(venv.n_agents)
+        n_agents = getattr(venv, "n_agents", None)
+        if not isinstance(n_agents, int) or n_agents < 1:
+            raise ValueError(
+                f"AgentIdVecEnv needs a federated VecEnv that knows its agents (n_agents), got {type(venv).__name__}: "
+                "build it with sb3_fedpg.make_federated_vec_env."
+            )
         if venv.num_envs % n_agents:
             raise ValueError(f"{venv.num_envs} sub-environments cannot be split evenly over {n_agents} agents.")
         self.n_agents = n_agents

@@ -64,5 +64,9 @@ def test_ppo_learns_saves_and_loads_with_it(tmp_path):
 def test_refusals():
     with pytest.raises(ValueError, match="separate actor and critic"):
         PPO(AgentAwareCriticPolicy, _env(), policy_kwargs={"n_agent_ids": 3, "share_features_extractor": True})
+    from stable_baselines3.common.env_util import make_vec_env
+
+    with pytest.raises(ValueError, match=r"needs a federated VecEnv .*make_federated_vec_env"):
+        AgentIdVecEnv(make_vec_env("Pendulum-v1", n_envs=2))
     with pytest.raises(ValueError, match="flat Box observations"):
         AgentIdVecEnv(make_federated_vec_env("sb3_fedpg/HeteroPixelGrid-v0", n_agents=2, n_envs_per_agent=1))
