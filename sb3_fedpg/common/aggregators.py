@@ -212,9 +212,9 @@ class GeometricMedianAggregator:
     """
     Geometric median by Weiszfeld's iterations; tolerates ``⌊(n − 1)/2⌋`` attackers.
 
-    Starts at the coordinate-wise median and stops when an iteration moves the estimate by at
-    most ``tol`` times the data's scale (the larger of the estimate's norm and the median
-    distance to it; ``tol`` is raised to ``8 ×`` the dtype's machine epsilon for float32), or after
+    Starts at the coordinate-wise median (at the mean if that is a data point, where Weiszfeld's weights would
+    hold it) and stops when an iteration moves the estimate by at most ``tol`` times the data's scale (the
+    median distance to it, or the initial one if larger; ``tol`` is raised to ``8 ×`` the dtype's machine epsilon for float32), or after
     ``max_iterations`` (then a ``RuntimeWarning`` says so). After each call
     :attr:`last_iterations` holds the iterations used and :attr:`last_converged` whether the
     tolerance was reached. With ``n ≤ 2`` the result is the mean (every point of the segment is a
@@ -270,6 +270,10 @@ class GeometricMedianAggregator:
             # Several only on a segment of minimisers: their mean is one too, and order-independent.
             return stacked[vertices].mean(0)
         self.last_converged = False
+        if bool((row_norms(stacked - estimate) <= floor).any()):
+            # The coordinate median is a data point, and not an optimal one: Weiszfeld's weights would hold the
+            # estimate there (each step a tiny fraction of the spread), so start from the mean instead.
+            estimate = stacked.mean(0)
         for iteration in range(1, self.max_iterations + 1):
             distances = row_norms(stacked - estimate)
             weights = 1.0 / (distances.clamp(min=floor) if is_torch else np.maximum(distances, floor))
@@ -277,7 +281,8 @@ class GeometricMedianAggregator:
             step = _norm(new - estimate)
             estimate = new
             self.last_iterations = iteration
-            if step <= tol * max(_norm(new), _scalar_median(distances)):
+            # relative to the data's spread only: a test against the estimate's norm is not translation-equivariant
+            if step <= tol * max(_scalar_median(distances), spread, floor):
                 self.last_converged = True
                 break
         if not self.last_converged:

@@ -170,6 +170,12 @@ class FederatedAlgorithm(FederatedPersistenceMixin):
         self.n_envs_per_agent = n_envs_per_agent
         self.participation = float(participation)
         self._n_rounds = 0
+        #: ``normalize_advantage="shared"``: the last round's advantage scale, pooled over its participants from their
+        #: moments (:func:`fedmath.shared_advantage_scale`; logged as ``train/advantage_scale``), and every agent's own
+        #: scale relative to it (:func:`fedmath.advantage_ratios`; used by a solver without anchor batches in the next
+        #: round: FedSVRPG-M). ``None`` until a round has completed.
+        self.advantage_scale: float | None = None
+        self.advantage_ratio: list[float] | None = None
         # Own generators, so sampling participants or actions does not shift any other random stream.
         self._participation_rng = np.random.default_rng(seed)
         self._action_rng = np.random.default_rng(None if seed is None else seed + 1)  # the NumPy rollout path's actions
@@ -546,7 +552,31 @@ class FederatedAlgorithm(FederatedPersistenceMixin):
         self._actor.set_vector(result.params)
         self._last_round = result
         self._n_rounds += 1
+        if result.advantage_scale is not None:  # set by the server from this round's anchors
+            self.advantage_scale = result.advantage_scale
+        else:  # a solver without anchor batches (FedSVRPG-M after its first round): the round's batches, for the next
+            self._share_advantage_scale(getattr(getattr(solver, "stats", None), "advantage_moments", None), result.participants)
         return result
+
+    def _share_advantage_scale(self, moments: th.Tensor | None, participants: th.Tensor | None) -> None:
+        """
+        The server's merge of the round's advantage moments into the next round's shared scale (the participants'
+        only, like their anchors); kept when none arrived.
+
+        :param moments: the agents' advantage moments of the round ``(N, 3)`` (``None``: not normalised ``"shared"``)
+        :param participants: the round's participants (``None``: all)
+        """
+        if moments is None:
+            return
+        mask = None if participants is None else participants.detach().cpu()
+        scale = fedmath.shared_advantage_scale(moments, mask)
+        if scale is not None:
+            self.advantage_scale = scale
+            self.advantage_ratio = [float(r) for r in fedmath.advantage_ratios(moments, scale)]
+
+    def advantage_ratio_tensor(self) -> th.Tensor | None:
+        """:return: :attr:`advantage_ratio` as a tensor on the model's device (``None`` if unknown)"""
+        return None if self.advantage_ratio is None else th.tensor(self.advantage_ratio, device=self.device)
 
     def record_round(self, result: fedmath.RoundResult, learning_rate: float, updates: int, stats: dict[str, float]) -> None:
         """

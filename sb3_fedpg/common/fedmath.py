@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
 import numpy as np
 import torch as th
@@ -208,6 +208,7 @@ class RoundResult:
     :param local_params: the agents' final local parameters ``θ_{i,H}``
     :param params_before: the global parameters ``θ̄_t`` the round started from
     :param participants: boolean mask of the agents that were averaged (``None``: all)
+    :param advantage_scale: the round's shared advantage scale ``σ`` (``None``: not normalised ``"shared"``)
     """
 
     params: Any
@@ -216,6 +217,7 @@ class RoundResult:
     local_params: Any
     params_before: Any
     participants: Any = None
+    advantage_scale: float | None = None
 
     def _rows(self, stacked: Any) -> Any:
         return stacked if self.participants is None else stacked[self.participants]
@@ -251,7 +253,8 @@ class LocalSolver(Protocol):
 
         :param global_params: ``θ̄``, shape ``(p,)``
         :param n_agents: number of agents (rows) to compute
-        :return: anchors ``(n_agents, p)``
+        :return: anchors ``(n_agents, p)``, or their :class:`ScaledAnchors` parts when the server sets the advantage
+            scale (the solver then also has ``use_advantage_scale(σ)``, called before :meth:`local_round`)
         """
         ...
 
@@ -370,7 +373,7 @@ def run_round(
         with ``phase`` ``"anchor"`` or ``"delta"`` (see :class:`~sb3_fedpg.common.adversarial.ByzantineAttack`)
     :return: the round's :class:`RoundResult`
     """
-    anchors = solver.anchor(global_params, n_agents)
+    anchors, advantage_scale = solver_anchors(solver, global_params, n_agents, participants)
     sent_anchors = anchors if attack is None else attack(anchors, "anchor")
     global_grad = server_global_gradient(sent_anchors, aggregator, participants)
     local = solver.local_round(global_params, anchors, global_grad)
@@ -384,6 +387,7 @@ def run_round(
         local_params=local,
         params_before=global_params,
         participants=participants,
+        advantage_scale=advantage_scale,
     )
 
 
@@ -433,7 +437,7 @@ def round_metrics(result: RoundResult, correction: bool = True, itemsize: int = 
     bytes_up, bytes_down = round_message_bytes(n_params, result.n_participants, correction, itemsize)
     global_grad = result.global_grad
     grad_norm = th.linalg.vector_norm(global_grad) if isinstance(global_grad, th.Tensor) else np.linalg.norm(global_grad)
-    return {
+    metrics = {
         "fed/participants": result.n_participants,
         "train/policy_gradient_norm": float(grad_norm),
         "fed/drift": result.drift,
@@ -441,6 +445,9 @@ def round_metrics(result: RoundResult, correction: bool = True, itemsize: int = 
         "fed/bytes_up": bytes_up,
         "fed/bytes_down": bytes_down,
     }
+    if result.advantage_scale is not None:
+        metrics["train/advantage_scale"] = float(result.advantage_scale)
+    return metrics
 
 
 # VARIANCE_CONTROLS (imported above from the torch-free hyperparameters): the variance controls of the correction
@@ -616,6 +623,173 @@ def variance_controlled_gradient(
         assert filtered_correction is not None, "the filtered correction needs ĉ_i"
         return local_grads - (global_grad - anchor_grads) + filtered_correction
     raise ValueError(f"unknown variance_control {variance_control!r}: choose one of {VARIANCE_CONTROLS}.")
+
+
+# ---------------------------------------------------------------- advantage statistics shared across agents
+# Normalising each agent's advantages by its own standard deviation σ_i makes the federation climb Σ_i ∇J_i / σ_i,
+# whose stationary point is not that of the average return whenever the agents' reward scales differ. One scale
+# shared by all agents (a positive constant common to every agent's gradient) keeps the average return's
+# stationary points. The agents send the moments of their advantages (count, mean, M2: no samples) and the server
+# merges them exactly, like the anchors; the next round divides by the pooled standard deviation.
+
+def advantage_moments(values: ArrayT, valid: ArrayT | None = None) -> ArrayT:
+    """
+    Each agent's sufficient statistics of its centred advantages: the count, the sum of squared deviations from its
+    own mean (``M2``) and the number of groups centred (1). All three add up over batches and agents.
+
+    :param values: advantages (or the estimator's weights), ``(n, ...)``
+    :param valid: 1 where a value belongs to the estimate (same shape; ``None``: all)
+    :return: ``(n, 3)``: count, M2, groups per agent
+    """
+    flat = values.reshape(values.shape[0], -1)
+    mask = flat * 0 + 1 if valid is None else valid.reshape(flat.shape) * 1.0
+    count = mask.sum(1)
+    mean = (flat * mask).sum(1) / (count + (count == 0))
+    m2 = (((flat - mean[:, None]) * mask) ** 2).sum(1)
+    groups = (count > 0) * 1.0
+    if isinstance(flat, np.ndarray):
+        return np.stack([count, m2, groups], axis=1)
+    return th.stack([count, m2, groups], dim=1)
+
+
+def shared_advantage_scale(moments: ArrayT, participants: Any = None) -> float | None:
+    """
+    The server's shared scale: the pooled within-agent standard deviation of the participants' advantages,
+    ``√(Σ_i M2_i / (Σ_i n_i − groups))`` — each agent centres its own advantages (a baseline of its own), so the
+    spread between the agents' means is not part of the scale. One agent: its own standard deviation, as SB3's.
+
+    :param moments: the agents' :func:`advantage_moments` (summed over batches), ``(n, 3)``
+    :param participants: boolean mask of the agents whose moments count (``None``: all)
+    :return: the scale; ``None`` when no group had two samples or every advantage equalled its group's mean
+    """
+    count, m2, groups = (float(x) for x in _taking_part(moments, participants).sum(0))
+    if count - groups < 1 or not m2 > 0 or not np.isfinite(m2):
+        return None
+    return float(np.sqrt(m2 / (count - groups)))
+
+
+def advantage_ratios(moments: ArrayT, scale: float) -> ArrayT:
+    """
+    Each agent's own advantage scale relative to the shared one, ``ρ_i = σ_i / σ``. A batch normalised by its own
+    standard deviation and multiplied by ``ρ_i`` has agent ``i``'s scale in units of ``σ``: every agent's gradient
+    keeps its reward's scale (the average return's gradient up to the common ``1/σ``), while each batch or minibatch
+    keeps SB3's own-scale step control.
+
+    :param moments: the agents' :func:`advantage_moments` of the anchor's batches, ``(n, 3)``
+    :param scale: ``σ`` (:func:`shared_advantage_scale`)
+    :return: ``ρ``, ``(n,)``
+    """
+    count, m2, groups = moments[:, 0], moments[:, 1], moments[:, 2]
+    dof = count - groups
+    own = (m2 / (dof + (dof < 1))) ** 0.5
+    return own / (scale + 1e-8)
+
+
+@dataclass
+class ScaledAnchors:
+    """
+    Anchors whose advantage scale the server sets (``normalize_advantage="shared"``): ``a_i = p_i / σ + e_i``, with
+    ``p_i`` the policy-gradient part computed from centred, unscaled advantages, ``e_i`` the entropy bonus's gradient
+    and ``σ`` the standard deviation of this round's advantages pooled over the participants
+    (:func:`shared_advantage_scale` of ``moments``). The agents send ``p_i`` (and ``e_i`` when there is an entropy
+    bonus) with their moments; the server forms ``σ``, the anchors and ``g``, and sends ``σ`` back with ``g``.
+
+    :param policy: ``p_i``, ``(n, p)``
+    :param entropy: ``e_i``, ``(n, p)`` (``None``: no entropy bonus)
+    :param moments: every agent's :func:`advantage_moments` of the anchor's batches, ``(n, 3)``
+    """
+
+    policy: Any
+    entropy: Any
+    moments: Any
+
+    def assemble(self, scale: float) -> Any:
+        """
+        :param scale: ``σ``
+        :return: the anchors ``p_i / σ + e_i``
+        """
+        anchors = self.policy / (scale + 1e-8)
+        return anchors if self.entropy is None else anchors + self.entropy
+
+    def vector(self) -> Any:
+        """:return: what an agent sends: ``p_i`` followed by ``e_i`` when there is an entropy bonus, ``(n, p or 2p)``"""
+        if self.entropy is None:
+            return self.policy
+        if isinstance(self.policy, np.ndarray):
+            return np.concatenate([self.policy, self.entropy], axis=1)
+        return th.cat([self.policy, self.entropy], dim=1)
+
+    @classmethod
+    def from_vector(cls, vector: Any, n_params: int, moments: Any) -> ScaledAnchors:
+        """
+        :param vector: the output of :meth:`vector`, ``(n, p)`` or ``(n, 2p)``
+        :param n_params: ``p``
+        :param moments: the agents' moments ``(n, 3)``
+        :return: the anchors' parts
+        """
+        entropy = vector[:, n_params:] if vector.shape[1] == 2 * n_params else None
+        return cls(vector[:, :n_params], entropy, moments)
+
+
+def assemble_anchors(parts: ScaledAnchors, participants: Any = None) -> tuple[Any, float]:
+    """
+    Server half, phase 1, shared normalisation: the round's scale from the participants' moments, and every agent's
+    anchor with it.
+
+    :param parts: the agents' anchor parts
+    :param participants: boolean mask of this round's participants (``None``: all)
+    :return: the anchors ``(n, p)`` and the scale ``σ`` (1 when fewer than two samples arrived or all advantages
+        were equal: the centred advantages are then 0 anyway)
+    """
+    scale = shared_advantage_scale(parts.moments, participants)
+    scale = 1.0 if scale is None else scale
+    return parts.assemble(scale), scale
+
+
+def solver_anchors(solver: LocalSolver, global_params: Any, n_agents: int, participants: Any = None) -> tuple[Any, float | None]:
+    """
+    Phase 1 of a round with every agent in this process: the solver's anchors, assembled by the server's scale
+    (:func:`assemble_anchors`, then handed to the solver) when it sends them in parts.
+
+    :param solver: the agents' local solver
+    :param global_params: ``θ̄``
+    :param n_agents: ``N``
+    :param participants: boolean mask of this round's participants (``None``: all)
+    :return: the anchors ``(n, p)`` and the round's advantage scale (``None``: the solver sent whole anchors)
+    """
+    anchors = solver.anchor(global_params, n_agents)
+    if not isinstance(anchors, ScaledAnchors):
+        return anchors, None
+    assembled, scale = assemble_anchors(anchors, participants)
+    cast(Any, solver).use_advantage_scale(scale)
+    return assembled, scale
+
+
+def normalized_advantages(
+    values: th.Tensor, dims: tuple[int, ...], scale: float | None = None, valid: th.Tensor | None = None
+) -> th.Tensor:
+    """
+    Advantages centred over ``dims`` (a baseline per agent or minibatch: no change of the gradient's expectation)
+    and divided by ``scale`` (shared by all agents), or by their own standard deviation over ``dims`` when
+    ``scale`` is ``None``.
+
+    :param values: advantages
+    :param dims: the axes of one agent's (or one minibatch's) samples
+    :param scale: the shared scale (``None``: their own)
+    :param valid: 1 where a value belongs to the estimate (others give 0; ``None``: all)
+    :return: the normalised advantages
+    """
+    if valid is None:
+        mean = values.mean(dims, keepdim=True)
+        if scale is None:
+            return (values - mean) / (values.std(dims, keepdim=True) + 1e-8)
+        return (values - mean) / (scale + 1e-8)
+    count = valid.sum(dim=dims, keepdim=True).clamp(min=2)
+    mean = (values * valid).sum(dim=dims, keepdim=True) / count
+    if scale is None:
+        std = (((values - mean) * valid).pow(2).sum(dim=dims, keepdim=True) / (count - 1)).sqrt()
+        return (values - mean) / (std + 1e-8) * valid
+    return (values - mean) / (scale + 1e-8) * valid
 
 
 # ---------------------------------------------------------------- FedSVRPG-M (Wang et al., ICML 2024)

@@ -101,6 +101,38 @@ def _ppo_correction(name: str, value: Any) -> None:
         raise ValueError(f"{name} must be False, True (= 'linear'), 'linear' or 'surrogate', got {value!r}.")
 
 
+#: the normalisation modes of ``normalize_advantage``: one scale pooled over the agents (``"shared"``, what ``True``
+#: means), each agent's own (``"per_agent"``: changes the objective, kept for comparison)
+ADVANTAGE_NORMALIZATIONS = ("shared", "per_agent")
+
+
+def advantage_normalization(value: bool | str) -> str | None:
+    """
+    :param value: an algorithm's ``normalize_advantage`` argument
+    :return: ``None`` (off), ``"shared"`` (``True``) or ``"per_agent"``
+    :raises ValueError: for any other value
+    """
+    if value is False:
+        return None
+    if value is True:
+        return "shared"
+    if isinstance(value, str) and value in ADVANTAGE_NORMALIZATIONS:
+        return value
+    raise ValueError(
+        f"normalize_advantage must be True (= 'shared'), False, 'shared' or 'per_agent', got {value!r}. 'shared' "
+        "divides every agent's advantages by one standard deviation pooled over the agents (keeps the average-return "
+        "objective); 'per_agent' by each agent's own (changes the objective when the agents' reward scales differ)."
+    )
+
+
+def _advantage_normalization(name: str, value: Any) -> None:
+    if not isinstance(value, bool) and value not in ADVANTAGE_NORMALIZATIONS:
+        raise ValueError(
+            f"{name} must be True (= 'shared'), False, 'shared' or 'per_agent', got {value!r} ('shared': one standard "
+            "deviation pooled over the agents, which keeps the average-return objective; 'per_agent': each agent's own)."
+        )
+
+
 def _one_of(choices: tuple[str, ...]) -> Callable[[str, Any], None]:
     def check(name: str, value: Any) -> None:
         if not isinstance(value, str) or value not in choices:
@@ -245,7 +277,9 @@ class FedPGHyperparams(Hyperparams):
         "auto", _anchor_batches, "Batches per anchor, or 'auto' ((H/10)² with correction, 1 to H; extra env steps count)"
     )
     reuse_anchor_batch: bool = _hp(True, _boolean, "Use the anchor batch for the first local step")
-    normalize_advantage: bool = _hp(True, _boolean, "Normalise each agent's weights to zero mean, unit variance")
+    normalize_advantage: bool | str = _hp(
+        "shared", _advantage_normalization, "Centre each agent's weights, divide by a std pooled over agents ('shared')"
+    )
     ent_coef: float = _hp(0.0, _non_negative, "Entropy bonus coefficient, >= 0")
     critic_learning_rate: float = _hp(1e-3, positive_float, "Adam step size of the local critics (estimator='gae')")
     local_optimizer: str = _hp("sgd", _one_of(LOCAL_OPTIMIZER_NAMES), f"Local update rule, one of {LOCAL_OPTIMIZER_NAMES}")
@@ -283,7 +317,9 @@ class FedPPOHyperparams(Hyperparams):
     gae_lambda: float = _hp(0.95, _interval(0.0, 1.0, low_open=False), "GAE λ, in [0, 1]")
     clip_range: Any = _hp(0.2, _clip_range, "PPO's clipping parameter (float or schedule)")  # noqa: RUF009
     clip_range_vf: Any = _hp(None, _optional_clip, "Clipping of the local critics' value updates (None: off)")  # noqa: RUF009
-    normalize_advantage: bool = _hp(True, _boolean, "Normalise the advantages of each agent's minibatch")
+    normalize_advantage: bool | str = _hp(
+        "shared", _advantage_normalization, "Centre each minibatch's advantages, divide by a std pooled over agents"
+    )
     ent_coef: float = _hp(0.0, _non_negative, "Entropy bonus coefficient, >= 0")
     vf_coef: float = _hp(0.5, positive_float, "Weight of the value loss in each agent's critic update")
     max_grad_norm: float | None = _hp(
@@ -341,7 +377,9 @@ class FedSVRPGMHyperparams(Hyperparams):
     gae_lambda: float = _hp(0.95, _interval(0.0, 1.0, low_open=False), "GAE λ, in [0, 1] (estimator='gae')")
     estimator: str = _hp("gpomdp", _one_of(ESTIMATORS), f"Local gradient estimator, one of {ESTIMATORS}")
     baseline: str = _hp("mean", _one_of(BASELINES), f"Baseline of gpomdp/reinforce, one of {BASELINES}")
-    normalize_advantage: bool = _hp(True, _boolean, "Normalise each agent's weights to zero mean, unit variance")
+    normalize_advantage: bool | str = _hp(
+        "shared", _advantage_normalization, "Centre each agent's weights, divide by a std pooled over agents ('shared')"
+    )
     ent_coef: float = _hp(0.0, _non_negative, "Entropy bonus coefficient, >= 0")
     critic_learning_rate: float = _hp(1e-3, positive_float, "Adam step size of the local critics (estimator='gae')")
     max_grad_norm: float | None = _hp(None, _optional_positive_float, "Clip each agent's direction u to this norm (None: off)")

@@ -71,7 +71,11 @@ class FederatedPG(FederatedAlgorithm):
         (:func:`~sb3_fedpg.common.hyperparams.resolve_anchor_batches`)
     :param reuse_anchor_batch: Use the anchor batch for the first local step (saves one batch per round;
         then ``d_{i,0} = g`` exactly with correction)
-    :param normalize_advantage: Normalise the weights of each agent's batch to zero mean and unit variance
+    :param normalize_advantage: Centre the weights of each agent's batch and divide them by one standard deviation
+        shared by all agents (``"shared"``, or ``True``: pooled over the agents' batches of the previous round from
+        the moments they send, so every agent's gradient keeps its reward's scale and the federation climbs the
+        average return; each agent's own in the first round), by each agent's own (``"per_agent"``: the federation
+        then climbs ``Σ_i ∇J_i / σ_i``, another objective when the reward scales differ) or not at all (``False``)
     :param ent_coef: Entropy bonus coefficient in each agent's local objective
     :param critic_learning_rate: Adam step size of the local critics (``estimator="gae"``)
     :param local_optimizer: ``"sgd"`` (plain gradient ascent, what the paper analyses) or ``"adam"`` applied to the
@@ -126,7 +130,7 @@ class FederatedPG(FederatedAlgorithm):
         variance_control: str = "none",
         anchor_batches: int | str = "auto",
         reuse_anchor_batch: bool = True,
-        normalize_advantage: bool = True,
+        normalize_advantage: bool | str = "shared",
         ent_coef: float = 0.0,
         critic_learning_rate: float = 1e-3,
         local_optimizer: str = "sgd",
@@ -282,6 +286,7 @@ class FederatedPG(FederatedAlgorithm):
         :param learning_rate: the local step size ``η`` of this round
         :return: the corrected gradient steps of this round (fresh batches from this algorithm's env)
         """
+        self.learner.advantage_ratio = self.advantage_ratio_tensor()
         return self.learner.solver(
             lambda params, step: self.sample_batch(params, callback),
             learning_rate,

@@ -20,6 +20,7 @@ from sb3_fedpg.common import fedmath
 from sb3_fedpg.common.batch import RolloutBatch
 from sb3_fedpg.common.batched_policy import BatchedActor, StackedCritics
 from sb3_fedpg.common.estimators import Estimator, EstimatorWeights
+from sb3_fedpg.common.hyperparams import advantage_normalization
 from sb3_fedpg.fedpg.local_optim import LocalOptimizer
 
 #: ``sample(stacked_params, step) -> batch``: fresh on-policy data for every agent under its own parameters.
@@ -134,6 +135,17 @@ class RoundStats:
     def __init__(self) -> None:
         self._sums: dict[str, float] = {}
         self._counts: dict[str, int] = {}
+        #: every agent's advantage moments (count, M2, groups) summed over the round's batches, ``(n, 3)``; what the
+        #: agents send for the shared normalisation scale (:func:`~sb3_fedpg.common.fedmath.shared_advantage_scale`)
+        self.advantage_moments: th.Tensor | None = None
+
+    def add_moments(self, moments: th.Tensor) -> None:
+        """
+        :param moments: one batch's per-agent :func:`~sb3_fedpg.common.fedmath.advantage_moments`, ``(n, 3)``
+        """
+        moments = moments.detach().double().cpu()
+        previous = self.advantage_moments
+        self.advantage_moments = moments if previous is None else previous + moments
 
     def add(self, key: str, value: float) -> None:
         """
@@ -157,7 +169,10 @@ class PolicyGradientLearner:
     :param critic_optimizer: Adam over the critics (its moments are per parameter, so per agent)
     :param local_optimizer: the local update rule and its per-agent state
     :param estimator: the gradient estimator
-    :param normalize_advantage: normalise each agent's weights to zero mean and unit variance
+    :param normalize_advantage: ``True`` or ``"shared"``: centre each agent's weights and bring them to one scale
+        shared by the agents (the anchor's batches are sent centred, the server divides them by the pooled standard
+        deviation; a later batch is divided by its own and multiplied by :attr:`advantage_ratio`); ``"per_agent"``:
+        divide each batch by its own standard deviation; ``False``: leave them
     :param ent_coef: entropy bonus coefficient
     :param max_grad_norm: clip each agent's direction to this norm (``None``: no clipping)
     :param correction_stats: each agent's running signal/noise of its correction (new ones if ``None``)
@@ -170,7 +185,7 @@ class PolicyGradientLearner:
         critic_optimizer: th.optim.Optimizer,
         local_optimizer: LocalOptimizer,
         estimator: Estimator,
-        normalize_advantage: bool = True,
+        normalize_advantage: bool | str = True,
         ent_coef: float = 0.0,
         max_grad_norm: float | None = None,
         correction_stats: CorrectionStatistics | None = None,
@@ -180,7 +195,10 @@ class PolicyGradientLearner:
         self.critic_optimizer = critic_optimizer
         self.local_optimizer = local_optimizer
         self.estimator = estimator
-        self.normalize_advantage = normalize_advantage
+        self.normalization = advantage_normalization(normalize_advantage)
+        #: ``normalize_advantage="shared"``: every agent's own advantage scale relative to the shared one, ``(n,)``
+        #: (:func:`~sb3_fedpg.common.fedmath.advantage_ratios`; set each round; ``None``: 1, each batch its own scale)
+        self.advantage_ratio: th.Tensor | None = None
         self.ent_coef = ent_coef
         self.max_grad_norm = max_grad_norm
         self.correction_stats = (
@@ -205,18 +223,31 @@ class PolicyGradientLearner:
         self.stats.add("train/batch_return", float(batch.rewards.sum(1).mean()))
         return grads
 
-    def batch_weights(self, batch: RolloutBatch) -> EstimatorWeights:
+    def batch_weights(self, batch: RolloutBatch, centre_only: bool = False) -> EstimatorWeights:
         """
         The estimator's per-sample weights of a batch (normalised if asked); with a critic estimator, also one
-        step of every agent's critic on that batch.
+        step of every agent's critic on that batch. With ``normalize_advantage="shared"`` the batch's moments are
+        added to the round's statistics (:attr:`RoundStats.advantage_moments`).
 
         :param batch: the agents' batch
+        :param centre_only: with ``"shared"``, centre the weights but leave their scale (the anchor's batches: the
+            server sets the scale, :class:`~sb3_fedpg.common.fedmath.ScaledAnchors`)
         :return: the weights (``valid`` marks the samples that belong to the estimate)
         """
         weights = self._critic_weights(batch) if self.estimator.uses_critic else self.estimator.weights(batch)
-        if self.normalize_advantage:
-            return EstimatorWeights(self._normalized(weights), weights.valid, weights.time_reduce)
-        return weights
+        if self.normalization is None:
+            return weights
+        if self.normalization == "per_agent":
+            normalized = fedmath.normalized_advantages(weights.weights, (1, 2), None, weights.valid)
+            return EstimatorWeights(normalized, weights.valid, weights.time_reduce)
+        self.stats.add_moments(fedmath.advantage_moments(weights.weights, weights.valid))
+        if centre_only:
+            normalized = fedmath.normalized_advantages(weights.weights, (1, 2), 1.0, weights.valid)
+        else:
+            normalized = fedmath.normalized_advantages(weights.weights, (1, 2), None, weights.valid)
+            if self.advantage_ratio is not None:  # in the shared scale's units
+                normalized = normalized * self.advantage_ratio.view(-1, 1, 1)
+        return EstimatorWeights(normalized, weights.valid, weights.time_reduce)
 
     def policy_gradient(
         self,
@@ -225,6 +256,7 @@ class PolicyGradientLearner:
         weights: EstimatorWeights,
         behaviour_log_prob: th.Tensor | None = None,
         max_ratio: float = 2.0,
+        ent_coef: float | None = None,
     ) -> th.Tensor:
         """
         ``∇ Σ w · log π(a|s)`` (reduced as the estimator says) at ``params`` for every agent; with
@@ -237,9 +269,11 @@ class PolicyGradientLearner:
         :param weights: its weights (:meth:`batch_weights`)
         :param behaviour_log_prob: ``log π`` of the batch's actions under the parameters that collected it
         :param max_ratio: truncation of the importance ratios
+        :param ent_coef: the entropy bonus's coefficient (``None``: the learner's)
         :return: gradients ``(n, n_params)``
         :raises FloatingPointError: naming the agents whose gradient is not finite
         """
+        ent_coef = self.ent_coef if ent_coef is None else ent_coef
         n, k_steps, m = batch.n_agents, batch.n_steps, batch.n_envs
         params = params.detach().requires_grad_(True)
         dist = self.actor.distribution(params, batch.obs)
@@ -254,7 +288,7 @@ class PolicyGradientLearner:
         else:
             surrogate = (log_prob * w).mean(dim=(1, 2))
         entropy = dist.entropy().mean(1)
-        objective = surrogate + self.ent_coef * entropy
+        objective = surrogate + ent_coef * entropy
         (grads,) = th.autograd.grad(objective.sum(), params)
         finite = th.isfinite(grads).all(dim=1)
         if not bool(finite.all()):
@@ -337,15 +371,6 @@ class PolicyGradientLearner:
         self.check_local_state("critic update")
         self.stats.add("train/value_loss", float(value_loss.detach().mean()))
         return weights
-
-    @staticmethod
-    def _normalized(weights: EstimatorWeights) -> th.Tensor:
-        # Per agent, over the samples that belong to the estimate only.
-        w, valid = weights.weights, weights.valid
-        count = valid.sum(dim=(1, 2), keepdim=True).clamp(min=2)
-        mean = (w * valid).sum(dim=(1, 2), keepdim=True) / count
-        std = (((w - mean) * valid).pow(2).sum(dim=(1, 2), keepdim=True) / (count - 1)).sqrt()
-        return (w - mean) / (std + 1e-8) * valid
 
     # ------------------------------------------------------------------ one round
     def solver(
@@ -492,6 +517,10 @@ class NoiseAwareSteps:
         self.variance_control = variance_control if correction else "none"
         self.anchor_batches = anchor_batches
         self.noise_variance: th.Tensor | None = None
+        #: the anchor's independent sub-batch parts (policy, entropy) for its noise, once the scale is known
+        self._halves: list[tuple[th.Tensor, th.Tensor | None]] = []
+        #: the agents' advantage moments of the anchor's batches (``normalize_advantage="shared"``)
+        self.anchor_moments: th.Tensor | None = None
         self.damping: th.Tensor | None = None
         self.filtered: th.Tensor | None = None
 
@@ -500,28 +529,71 @@ class NoiseAwareSteps:
         """:return: this round's statistics (the learner's, which :meth:`PolicyGradientLearner.solver` renewed)"""
         return self.learner.stats
 
-    def anchor(self, global_params: th.Tensor, n_agents: int) -> th.Tensor:
+    def anchor(self, global_params: th.Tensor, n_agents: int) -> th.Tensor | fedmath.ScaledAnchors:
         learner = self.learner
+        shared = learner.normalization == "shared"  # the server sets the scale: the anchor goes out in parts
         stacked = fedmath.broadcast_to_agents(global_params, n_agents)
-        first, sub_gradients = None, []
+
+        def parts(params: th.Tensor, batch: RolloutBatch, weights: EstimatorWeights) -> tuple[th.Tensor, th.Tensor | None]:
+            if not shared:
+                return learner.policy_gradient(params, batch, weights), None
+            policy = learner.policy_gradient(params, batch, weights, ent_coef=0.0)
+            if not learner.ent_coef:
+                return policy, None
+            no_advantage = EstimatorWeights(th.zeros_like(weights.weights), weights.valid, weights.time_reduce)
+            return policy, learner.policy_gradient(params, batch, no_advantage)
+
+        first, sub_parts = None, []
         for _ in range(self.anchor_batches):
             batch = self.sample(stacked.detach(), -1)
-            weights = learner.batch_weights(batch)
-            sub_gradients.append(learner.policy_gradient(stacked, batch, weights))
+            weights = learner.batch_weights(batch, centre_only=shared)
+            sub_parts.append(parts(stacked, batch, weights))
             learner.stats.add("train/batch_return", float(batch.rewards.sum(1).mean()))
             first = first or (batch, weights)
-        if len(sub_gradients) == 1:
-            anchors = sub_gradients[0]
+        if len(sub_parts) == 1:
             # one batch: its two halves are the independent sub-batches (one extra batched backward)
             assert first is not None  # anchor_batches >= 1
             half_batch, half_weights = split_in_halves(*first)
-            half_grads = learner.policy_gradient(stacked.repeat_interleave(2, dim=0), half_batch, half_weights)
-            self.noise_variance = fedmath.anchor_noise_variance(half_grads.view(n_agents, 2, -1).transpose(0, 1))
+            half = parts(stacked.repeat_interleave(2, dim=0), half_batch, half_weights)
+            self._halves = [tuple(None if x is None else x.view(n_agents, 2, -1)[:, j] for x in half) for j in (0, 1)]
         else:
-            anchors = th.stack(sub_gradients).mean(0)
-            self.noise_variance = fedmath.anchor_noise_variance(th.stack(sub_gradients))
-        learner.stats.add("fed/anchor_noise", float(self.noise_variance.sqrt().mean()))
-        return anchors
+            self._halves = sub_parts
+        policy = th.stack([p for p, _ in sub_parts]).mean(0)
+        entropy = None if sub_parts[0][1] is None else th.stack([e for _, e in sub_parts]).mean(0)
+        if shared:
+            assert learner.stats.advantage_moments is not None  # recorded by batch_weights
+            self.anchor_moments = learner.stats.advantage_moments.clone()
+            return fedmath.ScaledAnchors(policy, entropy, self.anchor_moments)
+        self.use_advantage_scale(1.0)
+        return policy
+
+    def round_memory(self) -> dict[str, th.Tensor]:
+        """:return: what phase 2 needs from phase 1 in another process: the anchor's advantage moments (if shared)"""
+        return {} if self.anchor_moments is None else {"advantage_moments": self.anchor_moments}
+
+    def load_round_memory(self, memory: dict[str, th.Tensor]) -> None:
+        """
+        :param memory: the output of :meth:`round_memory` of this round's phase 1
+        """
+        self.anchor_moments = memory.get("advantage_moments")
+
+    def use_advantage_scale(self, scale: float) -> None:
+        """
+        The scale the server set for this round (``normalize_advantage="shared"``): the local steps' batches are
+        brought to its units (:attr:`PolicyGradientLearner.advantage_ratio`), and the anchor's noise is measured in
+        them.
+
+        :param scale: ``σ`` (1 when the anchor was not sent in parts)
+        """
+        learner = self.learner
+        if learner.normalization == "shared" and self.anchor_moments is not None:
+            device = learner.critics.params.device
+            learner.advantage_ratio = fedmath.advantage_ratios(self.anchor_moments, scale).float().to(device)
+        halves = self._halves
+        if halves:  # the sub-batches' anchors, as the server assembles the anchor itself
+            subs = [p / (scale + 1e-8) + (0 if e is None else e) if learner.normalization == "shared" else p for p, e in halves]
+            self.noise_variance = fedmath.anchor_noise_variance(th.stack(subs))
+            learner.stats.add("fed/anchor_noise", float(self.noise_variance.sqrt().mean()))
 
     def local_round(self, global_params: th.Tensor, anchor_grads: th.Tensor, global_grad: th.Tensor) -> th.Tensor:
         learner, mode = self.learner, self.variance_control

@@ -312,30 +312,50 @@ class NeuralAgent:
         """
         import torch as th
 
+        from sb3_fedpg.common import fedmath
+
         solver = self._solver(self.config.agent_learning_rate)
-        anchor = solver.anchor(th.as_tensor(theta_bar), 1)[0].numpy()
+        anchor = solver.anchor(th.as_tensor(theta_bar), 1)
         self._round_memory = solver.round_memory() if hasattr(solver, "round_memory") else {}
         self._keep_stats(solver)
-        return anchor
+        if isinstance(anchor, fedmath.ScaledAnchors):  # the server sets the advantage scale: parts and moments
+            count, m2, groups = (float(x) for x in anchor.moments[0])
+            self._stats.update({"adv-count": count, "adv-m2": m2, "adv-groups": groups})
+            return anchor.vector()[0].detach().cpu().numpy()
+        return anchor[0].detach().cpu().numpy()
 
     def local_round(
-        self, theta_bar: np.ndarray, anchor: np.ndarray, global_grad: np.ndarray, learning_rate: float
+        self,
+        theta_bar: np.ndarray,
+        anchor: np.ndarray,
+        global_grad: np.ndarray,
+        learning_rate: float,
+        advantage_scale: float | None = None,
     ) -> np.ndarray:
         """
         :param theta_bar: ``θ̄``
-        :param anchor: this agent's anchor ``a_i`` of the round
+        :param anchor: what this agent sent in phase 1: its anchor ``a_i``, or its parts when the server sets the
+            advantage scale
         :param global_grad: ``g``
         :param learning_rate: ``η``
+        :param advantage_scale: the round's shared advantage scale (with anchors sent in parts)
         :return: ``θ_{i,H}``
         """
         import torch as th
 
+        from sb3_fedpg.common import fedmath
+
         solver = self._solver(learning_rate)
         if hasattr(solver, "load_round_memory"):
             solver.load_round_memory(self._round_memory)
-        local = solver.local_round(
-            th.as_tensor(theta_bar), th.as_tensor(anchor[None]), th.as_tensor(global_grad, dtype=th.float32)
-        )
+        anchor_grads = th.as_tensor(anchor[None])
+        if self.config.shared_normalization:
+            if advantage_scale is None:
+                raise ValueError("a phase-2 request of a run with shared advantage normalisation needs the scale")
+            parts = fedmath.ScaledAnchors.from_vector(anchor_grads, self.n_params, None)
+            anchor_grads = parts.assemble(advantage_scale)
+            solver.use_advantage_scale(advantage_scale)
+        local = solver.local_round(th.as_tensor(theta_bar), anchor_grads, th.as_tensor(global_grad, dtype=th.float32))
         self._keep_stats(solver)
         return local[0].detach().cpu().numpy()
 

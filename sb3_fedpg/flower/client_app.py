@@ -28,7 +28,8 @@ PHASE_GRAD = "train.grad"
 PHASE_LOCAL = "train.local"
 #: Message type of the federated evaluation (``@app.evaluate()``).
 PHASE_EVALUATE = "evaluate"
-#: The one record of a server message: ``params`` (``θ̄``) and, in phase 2, ``global-grad`` (``g``).
+#: The one record of a server message: ``params`` (``θ̄``) and, in phase 2, ``global-grad`` (``g``) and, with
+#: shared advantage normalisation, ``advantage-scale`` (``σ``, one number).
 MESSAGE_ARRAYS = "arrays"
 #: Node config key naming the folder of the SuperNode's agent worker.
 WORKER_KEY = "agent-worker"
@@ -119,6 +120,7 @@ def handle(msg: Message, context: Context, phase: str, overrides: Mapping[str, A
         server_round=int(msg.metadata.group_id),
         params=arrays["params"].numpy(),
         global_grad=arrays["global-grad"].numpy() if "global-grad" in arrays else None,
+        advantage_scale=float(arrays["advantage-scale"].numpy()[0]) if "advantage-scale" in arrays else None,
     )
     worker = context.node_config.get(WORKER_KEY)
     if worker:

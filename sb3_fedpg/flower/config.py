@@ -16,9 +16,11 @@ from sb3_fedpg import __version__
 from sb3_fedpg.common.adversarial import FAULT_KINDS
 from sb3_fedpg.common.hyperparams import (
     AGGREGATOR_NAMES,
+    ADVANTAGE_NORMALIZATIONS,
     PPO_CORRECTIONS,
     FedPGHyperparams,
     FedPPOHyperparams,
+    advantage_normalization,
     ppo_correction_mode,
 )
 
@@ -187,7 +189,8 @@ class FlowerRunConfig:
     :param variance_control: noise control of the correction (``none``, ``control_variate``, ``snr_damping``, ``filtered``)
     :param anchor_batches: batches averaged into each anchor, or ``auto`` (``(H / 10)²``, 1 to ``H``, with correction)
     :param reuse_anchor_batch: reuse the anchor batch for the first local step
-    :param normalize_advantage: normalise each agent's weights
+    :param normalize_advantage: ``"shared"`` (one scale pooled over the agents from the moments they send with
+        their anchors: keeps the average-return objective), ``"per_agent"`` (each batch its own) or ``false``
     :param ent_coef: entropy bonus
     :param critic_learning_rate: Adam step size of each agent's local critic
     :param local_optimizer: ``sgd`` or ``adam``
@@ -202,7 +205,7 @@ class FlowerRunConfig:
     :param ppo_gae_lambda: FederatedPPO's GAE λ
     :param ppo_clip_range: PPO's clipping parameter
     :param ppo_clip_range_vf: clipping of the local critics' value updates (``None``: off)
-    :param ppo_normalize_advantage: normalise each agent's minibatch advantages
+    :param ppo_normalize_advantage: FederatedPPO's advantage normalisation (``"shared"``, ``"per_agent"``, ``false``)
     :param ppo_ent_coef: FederatedPPO's entropy bonus
     :param ppo_vf_coef: weight of the value loss
     :param ppo_max_grad_norm: clip each agent's actor and critic gradients (``None``: off)
@@ -255,7 +258,7 @@ class FlowerRunConfig:
     variance_control: str = "none"
     anchor_batches: int | str = "auto"
     reuse_anchor_batch: bool = True
-    normalize_advantage: bool = True
+    normalize_advantage: bool | str = "shared"
     ent_coef: float = 0.0
     critic_learning_rate: float = 1e-3
     local_optimizer: str = "sgd"
@@ -270,7 +273,7 @@ class FlowerRunConfig:
     ppo_gae_lambda: float = 0.95
     ppo_clip_range: float = 0.2
     ppo_clip_range_vf: float | None = None
-    ppo_normalize_advantage: bool = True
+    ppo_normalize_advantage: bool | str = "shared"
     ppo_ent_coef: float = 0.0
     ppo_vf_coef: float = 0.5
     ppo_max_grad_norm: float | None = 0.5
@@ -301,6 +304,21 @@ class FlowerRunConfig:
     def uses_correction(self) -> bool:
         """Whether the agents apply the drift correction."""
         return ppo_correction_mode(self.ppo_correction) is not None if self.algorithm == "fedppo" else self.correction
+
+    @property
+    def shared_normalization(self) -> bool:
+        """Whether the agents send their anchors in parts for the server's shared advantage scale."""
+        value = self.ppo_normalize_advantage if self.algorithm == "fedppo" else self.normalize_advantage
+        return self.task == "neural" and advantage_normalization(value) == "shared"
+
+    def anchor_length(self, n_params: int) -> int:
+        """
+        :param n_params: the policy's parameters ``p``
+        :return: the length of an anchor reply: ``2p`` when it carries the policy and entropy parts separately
+            (shared normalisation with an entropy bonus, :class:`~sb3_fedpg.common.fedmath.ScaledAnchors`), else ``p``
+        """
+        ent_coef = self.ppo_ent_coef if self.algorithm == "fedppo" else self.ent_coef
+        return 2 * n_params if self.shared_normalization and ent_coef else n_params
 
     def algorithm_kwargs(self) -> dict[str, Any]:
         """
@@ -437,6 +455,13 @@ def parse_run_config(run_config: Mapping[str, Any] | None = None, **overrides: A
             except ValueError:
                 raise ValueError(
                     f'run config {key!r} must be false, true (= linear), "linear" or "surrogate", got {merged[key]!r}'
+                ) from None
+        elif f.name in ("normalize_advantage", "ppo_normalize_advantage"):  # a mode's name, or false (true = shared)
+            try:
+                values[f.name] = merged[key] if merged[key] in ADVANTAGE_NORMALIZATIONS else typed(key, bool)
+            except ValueError:
+                raise ValueError(
+                    f'run config {key!r} must be "shared", "per_agent", true (= shared) or false, got {merged[key]!r}'
                 ) from None
         elif f.name in ("net_arch", "fault_rounds"):
             values[f.name] = _int_list(merged[key], key)

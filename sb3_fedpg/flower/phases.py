@@ -40,6 +40,7 @@ class PhaseRequest:
     :param server_round: the round (1-based)
     :param params: ``θ̄``
     :param global_grad: ``g`` (phase ``local`` only)
+    :param advantage_scale: the round's shared advantage scale (phase ``local`` of a run that normalises ``shared``)
     """
 
     phase: str
@@ -50,6 +51,7 @@ class PhaseRequest:
     server_round: int
     params: np.ndarray
     global_grad: np.ndarray | None = None
+    advantage_scale: float | None = None
 
 
 class AgentMemory(Protocol):
@@ -116,7 +118,12 @@ def answer(request: PhaseRequest, memory: AgentMemory) -> tuple[np.ndarray, dict
         if request.global_grad is None:
             raise ValueError("a phase-2 request needs the global gradient g")
         agent.begin(state, message_seed(config, request.agent, server_round, 2))
-        vector = agent.local_round(request.params, anchor, request.global_grad, config.agent_learning_rate) - request.params
+        learning_rate = config.agent_learning_rate
+        if request.advantage_scale is not None:
+            local = agent.local_round(request.params, anchor, request.global_grad, learning_rate, request.advantage_scale)
+        else:
+            local = agent.local_round(request.params, anchor, request.global_grad, learning_rate)
+        vector = local - request.params
     # Remember the exact anchor (before any fault injection) for phase 2.
     memory.save(agent, anchor, server_round)
     if config.fault_applies(request.agent, request.phase, server_round):

@@ -25,6 +25,33 @@ from sb3_fedpg.flower.config import FlowerRunConfig, parse_run_config
 from sb3_fedpg.flower.outputs import ServerOutputs
 
 
+#: The metrics of an anchor reply that carry the agent's advantage moments (shared normalisation).
+MOMENT_KEYS = ("adv-count", "adv-m2", "adv-groups")
+
+
+def server_anchors(
+    config: FlowerRunConfig, n_params: int, vectors: list[np.ndarray], metrics: list[Mapping[str, Any]]
+) -> tuple[np.ndarray, float | None]:
+    """
+    The anchors of the accepted phase-1 replies: as sent, or — with shared advantage normalisation — assembled from
+    their parts with the scale pooled from the agents' moments (:func:`fedmath.assemble_anchors`, as in-process).
+
+    :param config: the run configuration
+    :param n_params: ``p``
+    :param vectors: the accepted replies' vectors, in agent order
+    :param metrics: their metrics (with :data:`MOMENT_KEYS` under shared normalisation)
+    :return: the anchors ``(n, p)`` and the round's advantage scale (``None``: not shared)
+    """
+    from sb3_fedpg.common import fedmath
+
+    stacked = np.stack(vectors)
+    if not config.shared_normalization:
+        return stacked, None
+    moments = np.array([[float(m[key]) for key in MOMENT_KEYS] for m in metrics])
+    anchors, scale = fedmath.assemble_anchors(fedmath.ScaledAnchors.from_vector(stacked, n_params, moments))
+    return anchors.astype(stacked.dtype), scale
+
+
 def wait_for_agents(grid: Any, n_wanted: int, timeout: float) -> list[int]:
     """
     Wait until ``n_wanted`` SuperNodes are connected (``get_node_ids()`` is empty right after start).
@@ -225,22 +252,38 @@ class FedPGServer:
         from sb3_fedpg.common import fedmath
 
         content = RecordDict({MESSAGE_ARRAYS: ArrayRecord({"params": Array(params)})})
-        anchors, metrics, problems = self.exchange(nodes, content, PHASE_GRAD, server_round, "anchor", params.shape[0])
+        length = self.config.anchor_length(params.shape[0])
+        anchors, metrics, problems = self.exchange(nodes, content, PHASE_GRAD, server_round, "anchor", length)
         self.agent_of.update({node: int(m.get("agent", node)) for node, m in metrics.items()})
+        moments: dict[int, list[float]] = {}
+        if self.config.shared_normalization:  # each anchor comes in parts, with its agent's advantage moments
+            for node in list(anchors):
+                row = [metrics[node].get(key) for key in MOMENT_KEYS]
+                if not all(isinstance(x, int | float) and np.isfinite(x) and x >= 0 for x in row):
+                    problems[node] = f"anchor reply without valid advantage moments {MOMENT_KEYS} (got {row})"
+                    log(WARNING, "round %d %s: node %d left out: %s", server_round, PHASE_GRAD, node, problems[node])
+                    del anchors[node]
+                    continue
+                moments[node] = [float(x) for x in row]
         accepted = self._in_agent_order(anchors)
         out: dict[str, Any] = {
             "nodes": accepted,
             "anchors": None,
             "global_grad": None,
+            "advantage_scale": None,
             "metrics": metrics,
             "problems": problems,
         }
         if len(accepted) >= self.config.min_agents:
-            out["anchors"] = np.stack([anchors[n] for n in accepted])
+            out["anchors"], out["advantage_scale"] = server_anchors(
+                self.config, params.shape[0], [anchors[n] for n in accepted], [metrics[n] for n in accepted]
+            )
             out["global_grad"] = fedmath.server_global_gradient(out["anchors"], self.aggregator)
         return out
 
-    def local_phase(self, nodes: list[int], params: np.ndarray, global_grad: Any, server_round: int) -> dict[str, Any]:
+    def local_phase(
+        self, nodes: list[int], params: np.ndarray, global_grad: Any, server_round: int, advantage_scale: float | None = None
+    ) -> dict[str, Any]:
         """
         Phase 2: the local rounds of the agents whose anchor is part of ``g``; the new ``θ̄``.
 
@@ -248,6 +291,7 @@ class FedPGServer:
         :param params: ``θ̄``
         :param global_grad: ``g``
         :param server_round: the round
+        :param advantage_scale: the round's shared advantage scale (sent along when not ``None``)
         :return: ``nodes`` (accepted, in agent order), ``local_params`` (stacked ``θ̄ + Δ_i``), ``params`` (the new
             ``θ̄``; ``None`` when fewer than ``min-agents`` were accepted), ``metrics``, ``problems``
         """
@@ -256,6 +300,8 @@ class FedPGServer:
         config = self.config
         # One record per message (each record and array is one more object to push and pull in a deployment).
         arrays = {"params": Array(params), "global-grad": Array(np.asarray(global_grad, dtype=params.dtype))}
+        if advantage_scale is not None:
+            arrays["advantage-scale"] = Array(np.array([advantage_scale], dtype=np.float64))
         content = RecordDict({MESSAGE_ARRAYS: ArrayRecord(arrays)})
         deltas, metrics, problems = self.exchange(nodes, content, PHASE_LOCAL, server_round, "delta", params.shape[0])
         accepted = self._in_agent_order(deltas)
@@ -400,7 +446,9 @@ class FedPGServer:
             t1 = time.perf_counter()
             phase2: dict[str, Any] = {"nodes": [], "params": None, "metrics": {}, "problems": {}}
             if phase1["global_grad"] is not None:
-                phase2 = self.local_phase(phase1["nodes"], params, phase1["global_grad"], server_round)
+                phase2 = self.local_phase(
+                    phase1["nodes"], params, phase1["global_grad"], server_round, phase1["advantage_scale"]
+                )
             t2 = time.perf_counter()
             summary.update(
                 phase1_agents=len(phase1["nodes"]),
@@ -415,6 +463,7 @@ class FedPGServer:
                     global_grad=phase1["global_grad"],
                     local_params=phase2["local_params"],
                     params_before=params,
+                    advantage_scale=phase1["advantage_scale"],
                 )
                 params = phase2["params"]
                 skipped_in_a_row = 0

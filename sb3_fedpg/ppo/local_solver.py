@@ -28,6 +28,7 @@ from typing import Any
 
 import torch as th
 
+from sb3_fedpg.common import fedmath
 from sb3_fedpg.common.batch import RolloutBatch
 from sb3_fedpg.common.batched_policy import BatchedActor, StackedCritics
 from sb3_fedpg.common.estimators import gae_advantages
@@ -179,7 +180,10 @@ class PPOSettings:
     :param batch_size: minibatch size per agent
     :param gamma: discount factor
     :param gae_lambda: GAE λ
-    :param normalize_advantage: normalise each agent's minibatch advantages
+    :param normalize_advantage: ``"shared"`` (one scale for all agents: the anchor's advantages go out centred and
+        the server divides them by the pooled standard deviation; the minibatches are normalised as SB3's and
+        multiplied by ``advantage_ratio``), ``"per_agent"`` (each minibatch by its own standard deviation, as SB3's
+        PPO) or ``None`` (off)
     :param ent_coef: entropy bonus
     :param vf_coef: value loss weight
     :param max_grad_norm: per-agent gradient clipping (``None``: off)
@@ -193,6 +197,9 @@ class PPOSettings:
         rollout; else an evenly strided subset, as TRPO can subsample its Fisher products — cheaper, but with more
         parameters than samples the subset's Fisher misses directions the whole rollout's has, and the fit suffers;
         the shift itself is always evaluated on every sample)
+    :param advantage_ratio: ``normalize_advantage="shared"``: every agent's advantage scale relative to the one
+        the server set this round (:func:`~sb3_fedpg.common.fedmath.advantage_ratios`, ``(N,)``); each minibatch,
+        divided by its own standard deviation as in SB3, is multiplied by it (``None``: 1)
     """
 
     learning_rate: float
@@ -202,7 +209,7 @@ class PPOSettings:
     batch_size: int
     gamma: float
     gae_lambda: float
-    normalize_advantage: bool
+    normalize_advantage: str | None
     ent_coef: float
     vf_coef: float
     max_grad_norm: float | None
@@ -211,6 +218,7 @@ class PPOSettings:
     correction_damping: float = 0.1
     correction_cg_steps: int = 10
     correction_fisher_samples: int | None = None
+    advantage_ratio: th.Tensor | None = None
 
 
 class PPOEpochs:
@@ -247,14 +255,15 @@ class PPOEpochs:
         self.hand_written = actor.hand_backward_ready and critics.hand_backward_ready
 
     # ------------------------------------------------------------ phase 1
-    def anchor(self, global_params: th.Tensor, n_agents: int) -> th.Tensor:
+    def anchor(self, global_params: th.Tensor, n_agents: int) -> th.Tensor | fedmath.ScaledAnchors:
         """
         Collect every agent's rollout under ``θ̄``, compute its advantages with its own critic, and return
         ``a_i``: the gradient of its PPO objective at ``θ̄`` (ratio 1: the policy gradient plus the entropy term).
 
         :param global_params: ``θ̄``
         :param n_agents: ``N``
-        :return: anchors ``(N, p)``
+        :return: anchors ``(N, p)``; with ``normalize_advantage="shared"`` their parts (policy gradient of the
+            centred advantages, entropy gradient, advantage moments) for the server to scale
         """
         s = self.settings
         stacked = global_params.unsqueeze(0).repeat(n_agents, 1)
@@ -282,17 +291,44 @@ class PPOEpochs:
         self.stats.add("train/batch_return", float(batch.rewards.sum(1).mean()))
         # ratio = 1 at θ̄: the clipped surrogate's gradient is mean(A ∇log π); same normalisation as the epochs
         adv = self._data["advantages"]
-        if s.normalize_advantage:
-            adv = (adv - adv.mean(1, keepdim=True)) / (adv.std(1, keepdim=True) + 1e-8)
+        shared = s.normalize_advantage == "shared"  # the server sets the scale: the anchor goes out in parts
+        if shared:
+            self.stats.add_moments(fedmath.advantage_moments(adv))
+        if s.normalize_advantage is not None:
+            adv = fedmath.normalized_advantages(adv, (1,), 1.0 if shared else None)  # shared: centred only
+        n_samples = adv.shape[1]
         if self.hand_written:
-            n_samples = adv.shape[1]
             # ∇ of mean(A log π) + ent_coef · mean(H), from the forward pass that gave old_log_prob
-            return self.actor.backward(stacked, cache, adv / n_samples, s.ent_coef / n_samples)
+            if not shared:
+                return self.actor.backward(stacked, cache, adv / n_samples, s.ent_coef / n_samples)
+            policy = self.actor.backward(stacked, cache, adv / n_samples, 0.0)
+            entropy = self.actor.backward(stacked, cache, th.zeros_like(adv), s.ent_coef / n_samples) if s.ent_coef else None
+        else:
+            policy, entropy = self._autograd_anchor(stacked, batch, adv, s.ent_coef if not shared else 0.0), None
+            if shared and s.ent_coef:
+                entropy = self._autograd_anchor(stacked, batch, th.zeros_like(adv), s.ent_coef)
+            if not shared:
+                return policy
+        assert self.stats.advantage_moments is not None
+        self._data["advantage_moments"] = self.stats.advantage_moments.clone()
+        return fedmath.ScaledAnchors(policy, entropy, self._data["advantage_moments"])
+
+    def _autograd_anchor(self, stacked: th.Tensor, batch: RolloutBatch, adv: th.Tensor, ent_coef: float) -> th.Tensor:
         params = stacked.detach().requires_grad_(True)
         dist = self.actor.distribution(params, batch.obs)
-        objective = (dist.log_prob(batch.actions) * adv).mean(1) + s.ent_coef * dist.entropy().mean(1)
+        objective = (dist.log_prob(batch.actions) * adv).mean(1) + ent_coef * dist.entropy().mean(1)
         (grads,) = th.autograd.grad(objective.sum(), params)
         return grads
+
+    def use_advantage_scale(self, scale: float) -> None:
+        """
+        :param scale: the round's advantage scale set by the server (``normalize_advantage="shared"``): the local
+            epochs bring their minibatches to its units (``PPOSettings.advantage_ratio``)
+        """
+        moments = self._data.get("advantage_moments")
+        if self.settings.normalize_advantage == "shared" and moments is not None:
+            device = self.critics.params.device
+            self.settings.advantage_ratio = fedmath.advantage_ratios(moments, scale).float().to(device)
 
     def round_memory(self) -> dict[str, th.Tensor]:
         """
@@ -349,8 +385,10 @@ class PPOEpochs:
             # one gather per key and epoch, then views of (n, n_batches, batch_size, ...)
             shuffled = {key: data[key][rows, order].unflatten(1, (n_batches, batch_size)) for key in keys}
             adv = shuffled["advantages"]
-            if s.normalize_advantage and batch_size > 1:  # per agent and minibatch, all minibatches at once
-                adv = (adv - adv.mean(2, keepdim=True)) / (adv.std(2, keepdim=True) + 1e-8)
+            if s.normalize_advantage is not None and batch_size > 1:  # per agent and minibatch, all at once
+                adv = fedmath.normalized_advantages(adv, (2,))
+                if s.normalize_advantage == "shared" and s.advantage_ratio is not None:
+                    adv = adv * s.advantage_ratio.view(-1, 1, 1)
             if "shift" in data:  # in the units of the anchors' advantages, after their normalisation
                 adv = adv + data["shift"][rows, order].unflatten(1, (n_batches, batch_size))
             shuffled["advantages"] = adv

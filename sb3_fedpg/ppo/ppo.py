@@ -15,7 +15,7 @@ from sb3_fedpg.common.aggregators import make_aggregator
 from sb3_fedpg.common.batch import RolloutBatch
 from sb3_fedpg.common.batched_policy import BatchedActor, StackedCritics
 from sb3_fedpg.common.federated_algorithm import FederatedAlgorithm
-from sb3_fedpg.common.hyperparams import FedPPOHyperparams, ppo_correction_mode
+from sb3_fedpg.common.hyperparams import FedPPOHyperparams, advantage_normalization, ppo_correction_mode
 from sb3_fedpg.ppo.local_solver import BatchedAdam, PPOEpochs, PPOSettings
 from sb3_fedpg.ppo.policies import CnnPolicy, MlpPolicy, MultiInputPolicy
 
@@ -52,7 +52,12 @@ class FederatedPPO(FederatedAlgorithm):
     :param gae_lambda: GAE λ
     :param clip_range: PPO's clipping parameter (float or schedule)
     :param clip_range_vf: Clipping of the local critics' value updates (``None``: off)
-    :param normalize_advantage: Normalise the advantages of each agent's minibatch
+    :param normalize_advantage: Centre the advantages of each agent's minibatch and divide them by one standard
+        deviation shared by all agents (``"shared"``, or ``True``: that of the previous round's rollouts pooled over the
+        agents, from the moments they send, so each agent's gradient keeps its reward's scale and the anchors ``a_i``
+        average to the average return's gradient; each minibatch's own in the first round), by each minibatch's own as
+        SB3's PPO does (``"per_agent"``: the federation then climbs ``Σ_i ∇J_i / σ_i``, another objective when the
+        reward scales differ) or not at all (``False``)
     :param ent_coef: Entropy bonus coefficient
     :param vf_coef: Weight of the value loss in each agent's critic update
     :param max_grad_norm: Clip each agent's actor gradient and its critic gradient to this norm, each on its own
@@ -103,7 +108,7 @@ class FederatedPPO(FederatedAlgorithm):
         gae_lambda: float = 0.95,
         clip_range: float | Schedule = 0.2,
         clip_range_vf: float | Schedule | None = None,
-        normalize_advantage: bool = True,
+        normalize_advantage: bool | str = "shared",
         ent_coef: float = 0.0,
         vf_coef: float = 0.5,
         max_grad_norm: float | None = 0.5,
@@ -257,7 +262,7 @@ class FederatedPPO(FederatedAlgorithm):
             batch_size=self.batch_size,
             gamma=self.gamma,
             gae_lambda=self.gae_lambda,
-            normalize_advantage=self.normalize_advantage,
+            normalize_advantage=advantage_normalization(self.normalize_advantage),
             ent_coef=self.ent_coef,
             vf_coef=self.vf_coef,
             max_grad_norm=self.max_grad_norm,

@@ -75,7 +75,11 @@ class FederatedSVRPGM(FederatedAlgorithm):
     :param estimator: Local gradient estimator: ``"gpomdp"`` (trajectories from ρ, trajectory importance weights),
         ``"reinforce"`` or ``"gae"`` (a local critic, per-sample importance ratios)
     :param baseline: Baseline for ``gpomdp``/``reinforce``: ``"none"`` or ``"mean"`` (batch mean per step)
-    :param normalize_advantage: Normalise the weights of each agent's batch to zero mean and unit variance
+    :param normalize_advantage: Centre the weights of each agent's batch and divide them by one standard deviation
+        shared by all agents (``"shared"``, or ``True``: pooled over the agents' batches of the previous round from
+        the moments they send, so every agent's gradient keeps its reward's scale and the federation climbs the
+        average return; each agent's own in the first round), by each agent's own (``"per_agent"``: the federation
+        then climbs ``Σ_i ∇J_i / σ_i``, another objective when the reward scales differ) or not at all (``False``)
     :param ent_coef: Entropy bonus coefficient in each agent's local objective (not importance weighted)
     :param critic_learning_rate: Adam step size of the local critics (``estimator="gae"``)
     :param max_grad_norm: Clip each agent's local direction ``u_{i,k}`` to this norm (heuristic; ``None`` disables)
@@ -124,7 +128,7 @@ class FederatedSVRPGM(FederatedAlgorithm):
         gae_lambda: float = 0.95,
         estimator: str = "gpomdp",
         baseline: str = "mean",
-        normalize_advantage: bool = True,
+        normalize_advantage: bool | str = "shared",
         ent_coef: float = 0.0,
         critic_learning_rate: float = 1e-3,
         max_grad_norm: float | None = None,
@@ -283,6 +287,7 @@ class FederatedSVRPGM(FederatedAlgorithm):
         :return: the momentum steps of this round (fresh batches from this algorithm's env; the server's ``u_r`` and
             ``θ̄_{r−1}`` from :attr:`server_memory`)
         """
+        self.learner.advantage_ratio = self.advantage_ratio_tensor()
         return MomentumPolicyGradientSteps(
             self.learner,
             lambda params, step: self.sample_batch(params, callback),

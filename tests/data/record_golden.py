@@ -23,6 +23,7 @@ CONFIGS: dict[str, dict] = {
         n_steps=16,
         learning_rate=0.1,
         env_kwargs={"heterogeneity": 1.0},
+        normalize_advantage="per_agent",  # recorded before the shared scale became the default
         seed=0,
     ),
     # the paper-faithful estimator on a continuous family, fresh anchor batch, Adam, clipping
@@ -54,6 +55,7 @@ CONFIGS: dict[str, dict] = {
         aggregator="median",
         ent_coef=0.01,
         env_kwargs={"heterogeneity": 0.5},
+        normalize_advantage="per_agent",  # recorded before the shared scale became the default
         seed=7,
     ),
 }

@@ -34,9 +34,10 @@ def test_the_default_is_bit_identical_to_the_papers_solver():
     # variance_control="none" goes through fedmath.run_local_steps exactly as the paper's solver does:
     # the same parameters as an explicit CorrectedGradientSteps round on the same batches.
     # b is built after a has trained: on a GPU the rollouts draw from torch's global generator, which b's seed resets.
-    a = model(seed=3)
+    # (per-agent normalisation: learner.gradients normalises a batch on its own, the shared scale is the server's)
+    a = model(seed=3, normalize_advantage="per_agent")
     a.learn(1)
-    b = model(seed=3)
+    b = model(seed=3, normalize_advantage="per_agent")
     from stable_baselines3.common.callbacks import CallbackList
 
     from sb3_fedpg.common import fedmath

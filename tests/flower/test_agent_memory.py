@@ -5,11 +5,13 @@ import pytest
 import torch as th
 from flwr.app import Context, RecordDict
 
+from sb3_fedpg.common import fedmath
 from sb3_fedpg.flower import agent as agent_module
 from sb3_fedpg.flower.agent import NeuralAgent, flatten_state, unflatten_state
 from sb3_fedpg.flower.client_app import ContextMemory
 from sb3_fedpg.flower.config import parse_run_config
 from sb3_fedpg.flower.phases import InProcessMemory, PhaseRequest, answer
+from sb3_fedpg.flower.server_app import server_anchors
 
 TINY = {"n-envs-per-agent": 2, "n-steps": 8, "local-steps": 2, "net-arch": "8", "local-optimizer": "adam"}
 #: FederatedPPO agents: phase 2 runs PPO epochs on the rollout of phase 1, which must travel in the agent's memory
@@ -41,11 +43,17 @@ def test_flatten_round_trip_keeps_types_and_bits():
         flatten_state({"x": object()})
 
 
-def _request(phase, server_round, params, global_grad=None, run_id=7, run_config=TINY):
+def _request(phase, server_round, params, global_grad=None, run_id=7, run_config=TINY, scale=None):
     if run_id in (101, 103):  # the ClientApp path: a fresh process (and agent object) for every message
         for key in [k for k in agent_module._AGENT_CACHE if k[0] == run_id]:
             del agent_module._AGENT_CACHE[key]
-    return PhaseRequest(phase, run_id, run_config, 1, 2, server_round, params, global_grad)
+    return PhaseRequest(phase, run_id, run_config, 1, 2, server_round, params, global_grad, scale)
+
+
+def _server(run_config, params, reply, metrics):
+    # what the server makes of one agent's anchor reply: its anchor (assembled with the shared advantage scale)
+    (anchor,), scale = server_anchors(parse_run_config(run_config), params.size, [reply], [metrics])
+    return anchor, scale
 
 
 @pytest.mark.parametrize("run_config", [TINY, TINY_PPO], ids=["fedpg", "fedppo"])
@@ -60,8 +68,9 @@ def test_context_state_and_worker_memory_give_the_same_replies(run_config):
     for server_round in (1, 2):
         replies = []
         for run_id, memory in ((fresh, via_context), (kept, via_worker)):
-            anchor, metrics = answer(_request("grad", server_round, params, run_id=run_id, run_config=run_config), memory)
-            request = _request("local", server_round, params, anchor, run_id=run_id, run_config=run_config)
+            reply, metrics = answer(_request("grad", server_round, params, run_id=run_id, run_config=run_config), memory)
+            anchor, scale = _server(run_config, params, reply, metrics)
+            request = _request("local", server_round, params, anchor, run_id=run_id, run_config=run_config, scale=scale)
             delta, local_metrics = answer(request, memory)
             replies.append((anchor, delta, metrics, local_metrics))
         (a1, d1, m1, l1), (a2, d2, m2, l2) = replies
@@ -75,8 +84,10 @@ def test_context_state_and_worker_memory_give_the_same_replies(run_config):
     assert "fedpg-agent" in context.state.array_records  # the critic and Adam moments are arrays there
     arrays = context.state.array_records["fedpg-agent"]
     assert len(arrays) > 3
-    # the rollout travels with the memory only where phase 2 needs it
-    assert any(".round." in name for name in arrays) == ppo
+    # the rollout travels with the memory only where phase 2 needs it; the anchor's advantage moments always (the
+    # local steps bring their batches to the server's scale with them)
+    assert any(".round.obs" in name for name in arrays) == ppo
+    assert any(".round.advantage_moments" in name for name in arrays)
 
 
 @pytest.mark.parametrize("correction", [True, "surrogate"])
@@ -88,9 +99,10 @@ def test_fedppo_agent_runs_the_ppo_epochs_of_the_in_process_algorithm(correction
     config = parse_run_config(run_config)
     params = NeuralAgent(config, 1, 2).initial_params()
     memory = InProcessMemory()
-    anchor, _ = answer(_request("grad", 1, params, run_id=401, run_config=run_config), memory)
+    reply, metrics = answer(_request("grad", 1, params, run_id=401, run_config=run_config), memory)
+    anchor, scale = _server(run_config, params, reply, metrics)
     g = anchor * 0.5
-    delta, _ = answer(_request("local", 1, params, g, run_id=401, run_config=run_config), memory)
+    delta, _ = answer(_request("local", 1, params, g, run_id=401, run_config=run_config, scale=scale), memory)
 
     model = make_agent_model(config, 1, 2)
     model._setup_learn(total_timesteps=1, callback=None)
@@ -103,7 +115,8 @@ def test_fedppo_agent_runs_the_ppo_epochs_of_the_in_process_algorithm(correction
     solver = model.local_solver(callback, config.ppo_learning_rate)
     assert solver.settings.correction == ("linear" if correction is True else correction)
     theta = th.as_tensor(params)
-    expected_anchor = solver.anchor(theta, 1)
+    expected_anchor, expected_scale = fedmath.solver_anchors(solver, theta, 1)
+    assert scale == expected_scale
     np.testing.assert_array_equal(anchor, expected_anchor[0].numpy())
     model.seed_streams(message_seed(config, 1, 1, 2))  # phase 2's minibatch order comes from its own message seed
     local = solver.local_round(theta, expected_anchor, th.as_tensor(g))

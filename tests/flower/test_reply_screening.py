@@ -135,7 +135,8 @@ def test_the_server_survives_bad_metrics_and_a_huge_anchor(monkeypatch):
         5: (honest[3] * -4e6, {"agent": 4}),  # a malicious anchor: it would enter g
         6: (honest[3], {"agent": 3}),  # claims agent 3 again
     }
-    config = parse_run_config({"min-agents": 1})
+    # (per-agent normalisation: these replies carry no advantage moments, see the test below)
+    config = parse_run_config({"min-agents": 1, "normalize-advantage": "per_agent"})
     server = FedPGServer(_FakeGrid(answers, config.phase_timeout_s), config)
     phase1 = server.anchor_phase(sorted(answers), np.zeros(P), 1)
     assert phase1["nodes"] == [1, 2, 3, 4]  # in agent order: node ids stand in for the missing agent ids
@@ -185,3 +186,25 @@ def test_run_config_of_the_bounds():
 def test_run_config_types_are_strict(key, value, message):
     with pytest.raises(ValueError, match=message):
         parse_run_config({key: value})
+
+
+def test_shared_normalisation_needs_every_anchor_s_advantage_moments(monkeypatch):
+    # Under shared normalisation an anchor is worth nothing without its agent's moments (the server scales it by the
+    # pooled standard deviation): a reply without them, or with a negative count, is left out and the reason logged.
+    monkeypatch.setattr(server_app, "Message", _FakeMessage)
+    honest = _honest(3)
+    moments = {"adv-count": 16.0, "adv-m2": 4.0, "adv-groups": 1.0}
+    answers = {
+        1: (honest[0], {"agent": 0, **moments}),
+        2: (honest[1], {"agent": 1}),
+        3: (honest[2], {"agent": 2, **moments, "adv-count": -3.0}),
+    }
+    config = parse_run_config({"min-agents": 1})
+    assert config.shared_normalization
+    server = FedPGServer(_FakeGrid(answers, config.phase_timeout_s), config)
+    phase1 = server.anchor_phase(sorted(answers), np.zeros(P), 1)
+    assert phase1["nodes"] == [1]
+    assert "advantage moments" in phase1["problems"][2] and "advantage moments" in phase1["problems"][3]
+    # one agent: the scale is its own standard deviation, √(M2 / (count − 1))
+    assert phase1["advantage_scale"] == pytest.approx((4.0 / 15.0) ** 0.5)
+    np.testing.assert_allclose(phase1["global_grad"], honest[0] / (4.0 / 15.0) ** 0.5, rtol=1e-6)

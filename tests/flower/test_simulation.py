@@ -12,6 +12,7 @@ from sb3_fedpg import FederatedPG
 from sb3_fedpg.common.wandb_logger import read_offline_history
 from sb3_fedpg.flower.agent import make_tabular_mdp
 from sb3_fedpg.flower.config import parse_run_config
+from sb3_fedpg.flower.server_app import server_anchors
 from sb3_fedpg.flower.simulation import run_simulation
 from sb3_fedpg.tabular import agent_objectives, exact_federated_run
 
@@ -175,13 +176,14 @@ def test_fedppo_simulation_is_its_agents_phases_averaged(tmp_path):
     expected = [params]
     for server_round in range(1, rounds + 1):
         theta = expected[-1].astype(np.float32)
-        anchors = [
-            answer(PhaseRequest("grad", "replay", run_config, i, n_agents, server_round, theta), memories[i])[0]
+        replies = [
+            answer(PhaseRequest("grad", "replay", run_config, i, n_agents, server_round, theta), memories[i])
             for i in range(n_agents)
         ]
-        g = np.mean(np.stack(anchors).astype(np.float64), axis=0).astype(np.float32)
+        anchors, scale = server_anchors(config, theta.size, [r[0] for r in replies], [r[1] for r in replies])
+        g = np.mean(anchors.astype(np.float64), axis=0).astype(np.float32)
         deltas = [
-            answer(PhaseRequest("local", "replay", run_config, i, n_agents, server_round, theta, g), memories[i])[0]
+            answer(PhaseRequest("local", "replay", run_config, i, n_agents, server_round, theta, g, scale), memories[i])[0]
             for i in range(n_agents)
         ]
         expected.append(expected[-1] + np.mean(np.stack(deltas).astype(np.float64), axis=0))

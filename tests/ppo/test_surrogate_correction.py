@@ -5,6 +5,7 @@ import pytest
 import torch as th
 
 from sb3_fedpg import FederatedPPO
+from sb3_fedpg.common import fedmath
 from sb3_fedpg.common.hyperparams import ppo_correction_mode
 from sb3_fedpg.ppo.local_solver import BatchedAdam, conjugate_gradient
 
@@ -49,7 +50,7 @@ def _round(correction, net_arch, n_epochs=1, batch_size=None, learning_rate=1e-3
     if exact_solve:  # no damping, conjugate gradient to convergence
         solver.settings.correction_damping, solver.settings.correction_cg_steps = 1e-8, 200
     theta = model.get_global_parameters()
-    anchors = solver.anchor(theta, model.n_agents)
+    anchors, _ = fedmath.solver_anchors(solver, theta, model.n_agents)
     global_grad = anchors.mean(0)
     grads = []
     original = BatchedAdam.step_
@@ -121,7 +122,7 @@ def test_shift_through_autograd_equals_the_hand_written_products(env_id):
     model._setup_learn(1_000)
     solver = model.local_solver(model._round_callback(None), 3e-4)
     theta = model.get_global_parameters()
-    anchors = solver.anchor(theta, model.n_agents)
+    anchors, _ = fedmath.solver_anchors(solver, theta, model.n_agents)
     correction = anchors.mean(0, keepdim=True) - anchors
     assert solver.hand_written
     hand = solver.surrogate_shift(theta, correction)

@@ -45,7 +45,10 @@ def test_same_seed_same_training_and_another_seed_another():
 def test_momentum_one_is_fedavg_pg():
     # β = 1 drops the momentum and its importance-weighted correction: FedAvg-PG, batch for batch (one batch per local
     # step, the first round's anchor batch being its first local step's, as FederatedPG reuses its anchor's).
+    # Per-agent normalisation: with the shared one FederatedPG's scale is set by each round's anchors, FedSVRPG-M's
+    # (no anchors after its first round) by the previous round's batches.
     kwargs = dict(n_agents=2, seed=3, estimator="gpomdp", baseline="mean", learning_rate=0.05, **SMALL)
+    kwargs["normalize_advantage"] = "per_agent"
     svrpgm = FederatedSVRPGM("MlpPolicy", FAMILY, momentum_coef=1.0, **kwargs).learn(600)
     fedavg = FederatedPG("MlpPolicy", FAMILY, correction=False, **kwargs).learn(600)
     assert svrpgm.num_timesteps == fedavg.num_timesteps
