@@ -11,6 +11,9 @@ per agent's model). Methods (``METHODS``) and per-family hyperparameters (``FAMI
 - ``fedpg``: ``FederatedPG`` with the library's default correction; ``fedavg``: the same with ``correction=False``;
 - ``fedppo`` / ``fedppo_corr``: ``FederatedPPO`` without / with the linear correction ⟨g − a_i, θ⟩;
 - ``fedppo_surr``: ``FederatedPPO`` with the surrogate correction (the advantage shift inside the clipped surrogate);
+  ``fedppo_snr``: the same with ``variance_control="snr_damping"`` (each agent's correction shrunk by its measured
+  signal-to-noise ratio); ``fedppo_pa`` (Pendulum, CartPole, HalfCheetah): no correction and per-agent advantage
+  normalisation, the library's default before the shared scale;
 - ``ppo_agent``: central SB3 PPO whose critic reads the agent one-hot (``sb3_fedpg.common.agent_aware``);
 - ``ppo`` / ``a2c``: SB3 PPO / A2C trained centrally on the pooled federation (the privacy-violating reference);
 - ``local_ppo``: ``N`` SB3 PPO models, agent ``i``'s trained alone on agent ``i``'s env (``budget / N`` steps each).
@@ -75,6 +78,9 @@ METHODS: dict[str, MethodSpec] = {
     "fedppo": MethodSpec("fedppo", {"correction": False}),
     "fedppo_corr": MethodSpec("fedppo", {"correction": True}),
     "fedppo_surr": MethodSpec("fedppo", {"correction": "surrogate"}),
+    "fedppo_snr": MethodSpec("fedppo", {"correction": "surrogate", "variance_control": "snr_damping"}),
+    # the default before advantage normalisation was shared across agents (each agent by its own scale)
+    "fedppo_pa": MethodSpec("fedppo", {"correction": False, "normalize_advantage": "per_agent"}),
     "ppo": MethodSpec("ppo"),
     # central PPO whose critic reads the agent one-hot (the actor does not): the fair central baseline
     "ppo_agent": MethodSpec("ppo", {"agent_aware_critic": True}),
@@ -87,7 +93,7 @@ METHODS: dict[str, MethodSpec] = {
     "ppo_noclip": MethodSpec("ppo", {"max_grad_norm": 1e9}),
 }
 #: run only on the families that list them under "extra_methods"
-OPTIONAL_METHODS = ("ppo_zoo", "ppo_noclip")
+OPTIONAL_METHODS = ("ppo_zoo", "ppo_noclip", "fedppo_pa")
 #: the central PPO rows FederatedPPO is measured against (the one that gets to 90 % first)
 CENTRAL_PPO = ("ppo", "ppo_agent", "ppo_zoo", "ppo_noclip")
 LABELS = {
@@ -96,6 +102,8 @@ LABELS = {
     "fedppo": "FederatedPPO",
     "fedppo_corr": "FederatedPPO + correction",
     "fedppo_surr": "FederatedPPO + surrogate correction",
+    "fedppo_snr": "FederatedPPO + surrogate correction, SNR-damped",
+    "fedppo_pa": "FederatedPPO, per-agent advantage scale",
     "ppo": "SB3 PPO (central, pooled)",
     "ppo_agent": "SB3 PPO, agent-aware critic (central)",
     "a2c": "SB3 A2C (central, pooled)",
@@ -109,6 +117,8 @@ COLORS = {
     "fedppo": "tab:purple",
     "fedppo_corr": "tab:cyan",
     "fedppo_surr": "tab:pink",
+    "fedppo_snr": "deeppink",
+    "fedppo_pa": "indigo",
     "ppo": "tab:green",
     "ppo_agent": "darkgreen",
     "a2c": "tab:orange",
@@ -199,6 +209,7 @@ def _families() -> dict[str, dict[str, Any]]:
             "fedppo": {},
             "a2c": {},
             "ppo": {},
+            "extra_methods": ["fedppo_pa"],
         },
         "pointmass": _shaped_family("sb3_fedpg/HeteroPointMass-v0"),
         "arm": _shaped_family("sb3_fedpg/HeteroArm-v0"),
@@ -229,6 +240,7 @@ def _families() -> dict[str, dict[str, Any]]:
             "fedppo": {},
             "a2c": {},
             "ppo": {},
+            "extra_methods": ["fedppo_pa"],
         },
         "halfcheetah": {
             "env_id": "sb3_fedpg/HeteroHalfCheetah-v0",
@@ -243,7 +255,7 @@ def _families() -> dict[str, dict[str, Any]]:
             "fedppo": {**_fedppo_from_ppo("sb3_fedpg/HeteroHalfCheetah-v0"), **_CHEETAH_OPTIMISATION},
             "a2c": {},
             "ppo": _CHEETAH_OPTIMISATION,
-            "extra_methods": ["ppo_zoo", "ppo_noclip"],
+            "extra_methods": ["ppo_zoo", "ppo_noclip", "fedppo_pa"],
         },
     }
 
@@ -261,6 +273,7 @@ def _quick_families() -> dict[str, dict[str, Any]]:
             **FAMILIES["cartpole"],
             **common,
             "budget": 2048,
+            "extra_methods": [],
             "fedpg": {"n_envs": 4, "n_steps": 16, "local_steps": 2},
             "fedppo": {"n_envs": 4, **small_fedppo},
             "a2c": {"n_envs": 4},
@@ -275,7 +288,7 @@ def _quick_families() -> dict[str, dict[str, Any]]:
             "a2c": {**FAMILIES["lqr"]["a2c"], "n_envs": 4},
             "ppo": {**FAMILIES["lqr"]["ppo"], "n_envs": 4, **small_ppo},
             # the exact evaluation, the correction, the reference
-            "skip": ["local_ppo", "fedavg", "fedppo", "fedppo_surr", "ppo_agent", "a2c"],
+            "skip": ["local_ppo", "fedavg", "fedppo", "fedppo_surr", "fedppo_snr", "ppo_agent", "a2c"],
         },
     }
 
@@ -616,7 +629,7 @@ def acceptance(cells: dict[str, Any]) -> dict[str, Any]:
         c = cells[m]
         return (c["steps_to_target"] or inf, -c["mean"])
 
-    variants = [m for m in ("fedppo", "fedppo_corr", "fedppo_surr") if cells.get(m, {}).get("complete")]
+    variants = [m for m in ("fedppo", "fedppo_corr", "fedppo_surr", "fedppo_snr") if cells.get(m, {}).get("complete")]
     central = [m for m in CENTRAL_PPO if m in cells]
     if not variants or not central or not all(cells[m]["complete"] for m in central):
         return {"best_fedppo": None, "ppo": None, "steps_ok": None, "wall_ok": None}

@@ -32,6 +32,7 @@ WIRING = ["tests/fedpg/test_fedpg.py::test_in_process_round_wires_the_correction
 WIRING += ["tests/fedpg/test_fedpg.py::test_a_round_costs_H_batches_with_anchor_reuse_and_H_plus_1_without"]
 PPO_EPOCHS = ["tests/ppo/test_local_solver.py"]
 SURROGATE = ["tests/ppo/test_surrogate_correction.py"]
+OBJECTIVE = ["tests/common/test_average_return_objective.py"]
 SVRPGM = ["tests/tabular/test_svrpgm.py", "tests/svrpgm/test_svrpgm.py", "tests/common/test_momentum_math.py"]
 
 #: name → (what it breaks, file, original text, mutated text, tests to run)
@@ -39,8 +40,8 @@ MUTANTS: dict[str, tuple[str, str, str, str, list[str]]] = {
     "pg_sign": (
         "the policy gradient's sign (descent instead of ascent)",
         "sb3_fedpg/fedpg/learner.py",
-        "objective = surrogate + self.ent_coef * entropy",
-        "objective = -surrogate + self.ent_coef * entropy",
+        "objective = surrogate + ent_coef * entropy",
+        "objective = -surrogate + ent_coef * entropy",
         ESTIMATES + FAST,
     ),
     "sample_discrete_numpy": (
@@ -202,6 +203,34 @@ MUTANTS: dict[str, tuple[str, str, str, str, list[str]]] = {
         "sb3_fedpg/ppo/local_solver.py",
         "        shift = jvp(x)\n",
         "        shift = jvp(correction)\n",
+        SURROGATE,
+    ),
+    "shared_scale_ignored": (
+        "shared normalisation: the server's scale never divides the anchors' policy parts",
+        "sb3_fedpg/common/fedmath.py",
+        "        anchors = self.policy / (scale + 1e-8)\n",
+        "        anchors = self.policy\n",
+        OBJECTIVE,
+    ),
+    "shared_ratio_one": (
+        "shared normalisation: local batches lose their agent's scale (ρ_i = 1: per-agent normalisation)",
+        "sb3_fedpg/common/fedmath.py",
+        "    return own / (scale + 1e-8)\n",
+        "    return own * 0 + 1\n",
+        OBJECTIVE,
+    ),
+    "shared_anchor_own_scale": (
+        "shared normalisation: FederatedPG's anchor batches divided by their own standard deviation before sending",
+        "sb3_fedpg/fedpg/learner.py",
+        "normalized = fedmath.normalized_advantages(weights.weights, (1, 2), 1.0, weights.valid)",
+        "normalized = fedmath.normalized_advantages(weights.weights, (1, 2), None, weights.valid)",
+        OBJECTIVE,
+    ),
+    "ppo_snr_damping_ignored": (
+        "FederatedPPO's snr_damping measures β but applies the undamped correction",
+        "sb3_fedpg/ppo/local_solver.py",
+        "difference = difference * self.snr_damping(anchor_grads, global_grad).unsqueeze(1)",
+        "difference = difference * self.snr_damping(anchor_grads, global_grad).unsqueeze(1) ** 0",
         SURROGATE,
     ),
     "svrpgm_weight_flipped": (

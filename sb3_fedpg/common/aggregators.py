@@ -214,8 +214,8 @@ class GeometricMedianAggregator:
 
     Starts at the coordinate-wise median (at the mean if that is a data point, where Weiszfeld's weights would
     hold it) and stops when an iteration moves the estimate by at most ``tol`` times the data's scale (the
-    median distance to it, or the initial one if larger; ``tol`` is raised to ``8 ×`` the dtype's machine epsilon for float32), or after
-    ``max_iterations`` (then a ``RuntimeWarning`` says so). After each call
+    median distance to it, or the initial one if larger; ``tol`` is raised to ``8 ×`` the dtype's machine epsilon
+    for float32), or after ``max_iterations`` (then a ``RuntimeWarning`` says so). After each call
     :attr:`last_iterations` holds the iterations used and :attr:`last_converged` whether the
     tolerance was reached. With ``n ≤ 2`` the result is the mean (every point of the segment is a
     geometric median). The weights are ``1 / max(d_i, eps · s)`` with ``s`` the initial median

@@ -555,7 +555,9 @@ class FederatedAlgorithm(FederatedPersistenceMixin):
         if result.advantage_scale is not None:  # set by the server from this round's anchors
             self.advantage_scale = result.advantage_scale
         else:  # a solver without anchor batches (FedSVRPG-M after its first round): the round's batches, for the next
-            self._share_advantage_scale(getattr(getattr(solver, "stats", None), "advantage_moments", None), result.participants)
+            self._share_advantage_scale(
+                getattr(getattr(solver, "stats", None), "advantage_moments", None), result.participants
+            )
         return result
 
     def _share_advantage_scale(self, moments: th.Tensor | None, participants: th.Tensor | None) -> None:

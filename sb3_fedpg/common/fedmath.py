@@ -470,7 +470,13 @@ def anchor_noise_variance(sub_gradients: ArrayT) -> ArrayT:
     return (centred**2).sum((0, 2)) / (k * (k - 1))  # positional: numpy's axis, torch's dim
 
 
-def correction_signal_noise(anchor_grads: ArrayT, global_grad: ArrayT, noise_variance: ArrayT) -> tuple[ArrayT, ArrayT]:
+def correction_signal_noise(
+    anchor_grads: ArrayT,
+    global_grad: ArrayT,
+    noise_variance: ArrayT,
+    n_agents: int | None = None,
+    noise_sum: float | None = None,
+) -> tuple[ArrayT, ArrayT]:
     """
     Each agent's correction ``g − a_i`` split into heterogeneity (signal) and sampling noise.
 
@@ -482,11 +488,15 @@ def correction_signal_noise(anchor_grads: ArrayT, global_grad: ArrayT, noise_var
     :param anchor_grads: ``a_i``, ``(n, p)`` (the agents whose mean is ``g``)
     :param global_grad: ``g``, ``(p,)``
     :param noise_variance: ``v_i``, ``(n,)`` (:func:`anchor_noise_variance`)
+    :param n_agents: ``N`` when the rows are only some of the agents (a Flower agent computes its own row; ``None``:
+        the rows are all)
+    :param noise_sum: ``Σ_j v_j`` over all ``N`` agents, with ``n_agents``
     :return: ``(signal, noise)``, each ``(n,)``
     """
-    n = anchor_grads.shape[0]
+    n = anchor_grads.shape[0] if n_agents is None else n_agents
+    total = noise_variance.sum() if noise_sum is None else noise_sum
     raw = row_norms(global_grad - anchor_grads) ** 2
-    noise = (1 - 2 / n) * noise_variance + noise_variance.sum() / n**2
+    noise = (1 - 2 / n) * noise_variance + total / n**2
     return raw - noise, noise
 
 
@@ -632,6 +642,7 @@ def variance_controlled_gradient(
 # stationary points. The agents send the moments of their advantages (count, mean, M2: no samples) and the server
 # merges them exactly, like the anchors; the next round divides by the pooled standard deviation.
 
+
 def advantage_moments(values: ArrayT, valid: ArrayT | None = None) -> ArrayT:
     """
     Each agent's sufficient statistics of its centred advantages: the count, the sum of squared deviations from its
@@ -746,7 +757,9 @@ def assemble_anchors(parts: ScaledAnchors, participants: Any = None) -> tuple[An
     return parts.assemble(scale), scale
 
 
-def solver_anchors(solver: LocalSolver, global_params: Any, n_agents: int, participants: Any = None) -> tuple[Any, float | None]:
+def solver_anchors(
+    solver: LocalSolver, global_params: Any, n_agents: int, participants: Any = None
+) -> tuple[Any, float | None]:
     """
     Phase 1 of a round with every agent in this process: the solver's anchors, assembled by the server's scale
     (:func:`assemble_anchors`, then handed to the solver) when it sends them in parts.

@@ -96,6 +96,11 @@ def ppo_correction_mode(value: bool | str) -> str | None:
     raise ValueError(f"correction must be False, True (= 'linear'), 'linear' or 'surrogate', got {value!r}.")
 
 
+#: FederatedPPO's noise controls of its correction: none, or ``"snr_damping"`` (each agent's ``g − a_i`` scaled by
+#: ``β_i = SNR_i / (1 + SNR_i)``, its signal-to-noise ratio measured from two half-rollouts and averaged over rounds)
+PPO_VARIANCE_CONTROLS = ("none", "snr_damping")
+
+
 def _ppo_correction(name: str, value: Any) -> None:
     if not isinstance(value, bool) and value not in ("none", *PPO_CORRECTIONS):
         raise ValueError(f"{name} must be False, True (= 'linear'), 'linear' or 'surrogate', got {value!r}.")
@@ -330,6 +335,9 @@ class FedPPOHyperparams(Hyperparams):
         False,
         _ppo_correction,
         "Drift correction: False, 'surrogate' (inside the clipped surrogate) or 'linear' (= True, ⟨g − a_i, θ⟩ outside it)",
+    )
+    variance_control: str = _hp(
+        "none", _one_of(PPO_VARIANCE_CONTROLS), f"Noise control of the correction, {PPO_VARIANCE_CONTROLS}"
     )
     server_learning_rate: float = _hp(1.0, positive_float, "Server step size η_g on the aggregated parameter change")
     aggregator: Any = _hp("mean", _aggregator, f"Server reduction over agents: one of {AGGREGATOR_NAMES} or a callable")  # noqa: RUF009

@@ -486,7 +486,8 @@ class FederatedPersistenceMixin(BaseAlgorithm):
             metadata["policy"], env=None, device=device, policy_kwargs=policy_kwargs, _init_setup_model=False, **settings
         )
         expected = model._get_torch_save_params()[0]
-        if not isinstance(tensors, dict) or sorted(tensors) != sorted(expected):
+        optional = set(getattr(model, "_optional_torch_params", ()))  # written by later versions only: may be missing
+        if not isinstance(tensors, dict) or not set(expected) - optional <= set(tensors) <= set(expected):
             got = sorted(tensors) if isinstance(tensors, dict) else type(tensors).__name__
             raise WeightsFileError(f"{where}: tensors.pt must hold {sorted(expected)}, got {got}.")
         model.observation_space, model.action_space = observation_space, action_space
@@ -500,6 +501,8 @@ class FederatedPersistenceMixin(BaseAlgorithm):
                 f"{where}: metadata.json's spaces and policy_kwargs do not build a policy ({type(error).__name__}: {error})"
             ) from error
         for name in expected:
+            if name not in tensors:
+                continue
             try:
                 getattr(model, name).load_state_dict(tensors[name])
             except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as error:

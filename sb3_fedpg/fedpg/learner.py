@@ -555,11 +555,19 @@ class NoiseAwareSteps:
             assert first is not None  # anchor_batches >= 1
             half_batch, half_weights = split_in_halves(*first)
             half = parts(stacked.repeat_interleave(2, dim=0), half_batch, half_weights)
-            self._halves = [tuple(None if x is None else x.view(n_agents, 2, -1)[:, j] for x in half) for j in (0, 1)]
+            policy_half, entropy_half = half
+            self._halves = [
+                (
+                    policy_half.view(n_agents, 2, -1)[:, j],
+                    None if entropy_half is None else entropy_half.view(n_agents, 2, -1)[:, j],
+                )
+                for j in (0, 1)
+            ]
         else:
             self._halves = sub_parts
         policy = th.stack([p for p, _ in sub_parts]).mean(0)
-        entropy = None if sub_parts[0][1] is None else th.stack([e for _, e in sub_parts]).mean(0)
+        entropies = [e for _, e in sub_parts if e is not None]
+        entropy = th.stack(entropies).mean(0) if entropies else None
         if shared:
             assert learner.stats.advantage_moments is not None  # recorded by batch_weights
             self.anchor_moments = learner.stats.advantage_moments.clone()
@@ -591,7 +599,9 @@ class NoiseAwareSteps:
             learner.advantage_ratio = fedmath.advantage_ratios(self.anchor_moments, scale).float().to(device)
         halves = self._halves
         if halves:  # the sub-batches' anchors, as the server assembles the anchor itself
-            subs = [p / (scale + 1e-8) + (0 if e is None else e) if learner.normalization == "shared" else p for p, e in halves]
+            subs = [
+                p / (scale + 1e-8) + (0 if e is None else e) if learner.normalization == "shared" else p for p, e in halves
+            ]
             self.noise_variance = fedmath.anchor_noise_variance(th.stack(subs))
             learner.stats.add("fed/anchor_noise", float(self.noise_variance.sqrt().mean()))
 

@@ -150,13 +150,21 @@ class TabularAgent:
         return np.asarray(self._solver(self.config.learning_rate).anchor(theta_bar, 1))[0]
 
     def local_round(
-        self, theta_bar: np.ndarray, anchor: np.ndarray, global_grad: np.ndarray, learning_rate: float
+        self,
+        theta_bar: np.ndarray,
+        anchor: np.ndarray,
+        global_grad: np.ndarray,
+        learning_rate: float,
+        advantage_scale: float | None = None,
+        federation_noise: tuple[int, float] | None = None,
     ) -> np.ndarray:
         """
         :param theta_bar: ``θ̄``
         :param anchor: this agent's anchor ``a_i`` of the round
         :param global_grad: ``g``
         :param learning_rate: ``η``
+        :param advantage_scale: unused (exact gradients have no advantages to normalise)
+        :param federation_noise: unused (exact gradients have no noise)
         :return: ``θ_{i,H}``
         """
         local = self._solver(learning_rate).local_round(theta_bar, anchor[None], global_grad)
@@ -318,6 +326,9 @@ class NeuralAgent:
         anchor = solver.anchor(th.as_tensor(theta_bar), 1)
         self._round_memory = solver.round_memory() if hasattr(solver, "round_memory") else {}
         self._keep_stats(solver)
+        noise = solver.anchor_noise() if hasattr(solver, "anchor_noise") else None
+        if noise is not None:  # FederatedPPO's snr_damping: the server sums the agents' anchor noise for phase 2
+            self._stats["anchor-noise"] = float(noise[0])
         if isinstance(anchor, fedmath.ScaledAnchors):  # the server sets the advantage scale: parts and moments
             count, m2, groups = (float(x) for x in anchor.moments[0])
             self._stats.update({"adv-count": count, "adv-m2": m2, "adv-groups": groups})
@@ -331,6 +342,7 @@ class NeuralAgent:
         global_grad: np.ndarray,
         learning_rate: float,
         advantage_scale: float | None = None,
+        federation_noise: tuple[int, float] | None = None,
     ) -> np.ndarray:
         """
         :param theta_bar: ``θ̄``
@@ -339,6 +351,8 @@ class NeuralAgent:
         :param global_grad: ``g``
         :param learning_rate: ``η``
         :param advantage_scale: the round's shared advantage scale (with anchors sent in parts)
+        :param federation_noise: the number of anchors in ``g`` and the sum of their noise (FederatedPPO's
+            ``snr_damping``)
         :return: ``θ_{i,H}``
         """
         import torch as th
@@ -355,6 +369,8 @@ class NeuralAgent:
             parts = fedmath.ScaledAnchors.from_vector(anchor_grads, self.n_params, None)
             anchor_grads = parts.assemble(advantage_scale)
             solver.use_advantage_scale(advantage_scale)
+        if federation_noise is not None and hasattr(solver, "federation_noise"):
+            solver.federation_noise = federation_noise
         local = solver.local_round(th.as_tensor(theta_bar), anchor_grads, th.as_tensor(global_grad, dtype=th.float32))
         self._keep_stats(solver)
         return local[0].detach().cpu().numpy()

@@ -29,13 +29,21 @@ PHASE_LOCAL = "train.local"
 #: Message type of the federated evaluation (``@app.evaluate()``).
 PHASE_EVALUATE = "evaluate"
 #: The one record of a server message: ``params`` (``θ̄``) and, in phase 2, ``global-grad`` (``g``) and, with
-#: shared advantage normalisation, ``advantage-scale`` (``σ``, one number).
+#: shared advantage normalisation, ``advantage-scale`` (``σ``, one number) and, with FederatedPPO's ``snr_damping``,
+#: ``anchor-noise`` (the number of anchors in ``g`` and the sum of their noise).
 MESSAGE_ARRAYS = "arrays"
 #: Node config key naming the folder of the SuperNode's agent worker.
 WORKER_KEY = "agent-worker"
 #: Keys of the agent's memory in ``context.state``.
 STATE_ARRAYS = "fedpg-agent"
 STATE_META = "fedpg-agent-meta"
+
+
+def _federation_noise(arrays: Any) -> tuple[int, float] | None:
+    if "anchor-noise" not in arrays:
+        return None
+    count, total = arrays["anchor-noise"].numpy()
+    return int(count), float(total)
 
 
 def agent_identity(context: Context) -> tuple[int, int]:
@@ -121,6 +129,7 @@ def handle(msg: Message, context: Context, phase: str, overrides: Mapping[str, A
         params=arrays["params"].numpy(),
         global_grad=arrays["global-grad"].numpy() if "global-grad" in arrays else None,
         advantage_scale=float(arrays["advantage-scale"].numpy()[0]) if "advantage-scale" in arrays else None,
+        federation_noise=_federation_noise(arrays),
     )
     worker = context.node_config.get(WORKER_KEY)
     if worker:

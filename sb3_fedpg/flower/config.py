@@ -15,8 +15,8 @@ from typing import Any
 from sb3_fedpg import __version__
 from sb3_fedpg.common.adversarial import FAULT_KINDS
 from sb3_fedpg.common.hyperparams import (
-    AGGREGATOR_NAMES,
     ADVANTAGE_NORMALIZATIONS,
+    AGGREGATOR_NAMES,
     PPO_CORRECTIONS,
     FedPGHyperparams,
     FedPPOHyperparams,
@@ -65,6 +65,7 @@ PPO_KEYS = (
     "max_grad_norm",
     "target_kl",
     "correction",
+    "variance_control",
     "server_learning_rate",
 )
 #: What the agents run: FederatedPG's corrected gradient steps (Fast-FedPG / FedAvg-PG) or FederatedPPO's epochs.
@@ -212,6 +213,7 @@ class FlowerRunConfig:
     :param ppo_target_kl: stop an agent's epochs once its KL passes ``1.5 × target_kl`` (``None``: off)
     :param ppo_correction: FederatedPPO's drift correction: ``false``, ``"surrogate"`` (inside the clipped
         surrogate) or ``"linear"`` (``true``: ``⟨g − a_i, θ⟩`` added to each step's gradient)
+    :param ppo_variance_control: noise control of FederatedPPO's correction (``none`` or ``snr_damping``)
     :param ppo_server_learning_rate: FederatedPPO's server step size ``η_g``
     :param tabular_n_states: Garnet ``S``
     :param tabular_n_actions: Garnet ``A``
@@ -279,6 +281,7 @@ class FlowerRunConfig:
     ppo_max_grad_norm: float | None = 0.5
     ppo_target_kl: float | None = None
     ppo_correction: bool | str = False
+    ppo_variance_control: str = "none"
     ppo_server_learning_rate: float = 1.0
     tabular_n_states: int = 10
     tabular_n_actions: int = 4

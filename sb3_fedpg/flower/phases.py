@@ -41,6 +41,8 @@ class PhaseRequest:
     :param params: ``θ̄``
     :param global_grad: ``g`` (phase ``local`` only)
     :param advantage_scale: the round's shared advantage scale (phase ``local`` of a run that normalises ``shared``)
+    :param federation_noise: the number of anchors in ``g`` and the sum of their noise (phase ``local`` of a
+        FederatedPPO run with ``snr_damping``)
     """
 
     phase: str
@@ -52,6 +54,7 @@ class PhaseRequest:
     params: np.ndarray
     global_grad: np.ndarray | None = None
     advantage_scale: float | None = None
+    federation_noise: tuple[int, float] | None = None
 
 
 class AgentMemory(Protocol):
@@ -118,11 +121,14 @@ def answer(request: PhaseRequest, memory: AgentMemory) -> tuple[np.ndarray, dict
         if request.global_grad is None:
             raise ValueError("a phase-2 request needs the global gradient g")
         agent.begin(state, message_seed(config, request.agent, server_round, 2))
-        learning_rate = config.agent_learning_rate
-        if request.advantage_scale is not None:
-            local = agent.local_round(request.params, anchor, request.global_grad, learning_rate, request.advantage_scale)
-        else:
-            local = agent.local_round(request.params, anchor, request.global_grad, learning_rate)
+        local = agent.local_round(
+            request.params,
+            anchor,
+            request.global_grad,
+            config.agent_learning_rate,
+            request.advantage_scale,
+            request.federation_noise,
+        )
         vector = local - request.params
     # Remember the exact anchor (before any fault injection) for phase 2.
     memory.save(agent, anchor, server_round)

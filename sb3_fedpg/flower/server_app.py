@@ -24,7 +24,6 @@ from sb3_fedpg.flower.client_app import MESSAGE_ARRAYS, PHASE_EVALUATE, PHASE_GR
 from sb3_fedpg.flower.config import FlowerRunConfig, parse_run_config
 from sb3_fedpg.flower.outputs import ServerOutputs
 
-
 #: The metrics of an anchor reply that carry the agent's advantage moments (shared normalisation).
 MOMENT_KEYS = ("adv-count", "adv-m2", "adv-groups")
 
@@ -255,7 +254,6 @@ class FedPGServer:
         length = self.config.anchor_length(params.shape[0])
         anchors, metrics, problems = self.exchange(nodes, content, PHASE_GRAD, server_round, "anchor", length)
         self.agent_of.update({node: int(m.get("agent", node)) for node, m in metrics.items()})
-        moments: dict[int, list[float]] = {}
         if self.config.shared_normalization:  # each anchor comes in parts, with its agent's advantage moments
             for node in list(anchors):
                 row = [metrics[node].get(key) for key in MOMENT_KEYS]
@@ -263,14 +261,13 @@ class FedPGServer:
                     problems[node] = f"anchor reply without valid advantage moments {MOMENT_KEYS} (got {row})"
                     log(WARNING, "round %d %s: node %d left out: %s", server_round, PHASE_GRAD, node, problems[node])
                     del anchors[node]
-                    continue
-                moments[node] = [float(x) for x in row]
         accepted = self._in_agent_order(anchors)
         out: dict[str, Any] = {
             "nodes": accepted,
             "anchors": None,
             "global_grad": None,
             "advantage_scale": None,
+            "federation_noise": None,
             "metrics": metrics,
             "problems": problems,
         }
@@ -278,11 +275,21 @@ class FedPGServer:
             out["anchors"], out["advantage_scale"] = server_anchors(
                 self.config, params.shape[0], [anchors[n] for n in accepted], [metrics[n] for n in accepted]
             )
+            noises = [metrics[n].get("anchor-noise") for n in accepted]
+            if all(isinstance(v, int | float) and np.isfinite(v) and v >= 0 for v in noises):  # FederatedPPO's snr_damping
+                scale = out["advantage_scale"] or 1.0
+                out["federation_noise"] = (len(accepted), sum(float(cast(float, v)) for v in noises) / scale**2)
             out["global_grad"] = fedmath.server_global_gradient(out["anchors"], self.aggregator)
         return out
 
     def local_phase(
-        self, nodes: list[int], params: np.ndarray, global_grad: Any, server_round: int, advantage_scale: float | None = None
+        self,
+        nodes: list[int],
+        params: np.ndarray,
+        global_grad: Any,
+        server_round: int,
+        advantage_scale: float | None = None,
+        federation_noise: tuple[int, float] | None = None,
     ) -> dict[str, Any]:
         """
         Phase 2: the local rounds of the agents whose anchor is part of ``g``; the new ``θ̄``.
@@ -292,6 +299,8 @@ class FedPGServer:
         :param global_grad: ``g``
         :param server_round: the round
         :param advantage_scale: the round's shared advantage scale (sent along when not ``None``)
+        :param federation_noise: the number of anchors in ``g`` and the sum of their noise (sent along when not
+            ``None``)
         :return: ``nodes`` (accepted, in agent order), ``local_params`` (stacked ``θ̄ + Δ_i``), ``params`` (the new
             ``θ̄``; ``None`` when fewer than ``min-agents`` were accepted), ``metrics``, ``problems``
         """
@@ -302,6 +311,8 @@ class FedPGServer:
         arrays = {"params": Array(params), "global-grad": Array(np.asarray(global_grad, dtype=params.dtype))}
         if advantage_scale is not None:
             arrays["advantage-scale"] = Array(np.array([advantage_scale], dtype=np.float64))
+        if federation_noise is not None:
+            arrays["anchor-noise"] = Array(np.array(federation_noise, dtype=np.float64))
         content = RecordDict({MESSAGE_ARRAYS: ArrayRecord(arrays)})
         deltas, metrics, problems = self.exchange(nodes, content, PHASE_LOCAL, server_round, "delta", params.shape[0])
         accepted = self._in_agent_order(deltas)
@@ -447,7 +458,12 @@ class FedPGServer:
             phase2: dict[str, Any] = {"nodes": [], "params": None, "metrics": {}, "problems": {}}
             if phase1["global_grad"] is not None:
                 phase2 = self.local_phase(
-                    phase1["nodes"], params, phase1["global_grad"], server_round, phase1["advantage_scale"]
+                    phase1["nodes"],
+                    params,
+                    phase1["global_grad"],
+                    server_round,
+                    phase1["advantage_scale"],
+                    phase1["federation_noise"],
                 )
             t2 = time.perf_counter()
             summary.update(

@@ -32,7 +32,7 @@ from sb3_fedpg.common import fedmath
 from sb3_fedpg.common.batch import RolloutBatch
 from sb3_fedpg.common.batched_policy import BatchedActor, StackedCritics
 from sb3_fedpg.common.estimators import gae_advantages
-from sb3_fedpg.fedpg.learner import RoundStats, bootstrap_truncations
+from sb3_fedpg.fedpg.learner import CorrectionStatistics, RoundStats, bootstrap_truncations
 
 #: The per-minibatch statistics, averaged over the round.
 STEP_STATS = ("train/policy_gradient_loss", "train/value_loss", "train/entropy_loss", "train/approx_kl", "train/clip_fraction")
@@ -197,6 +197,9 @@ class PPOSettings:
         rollout; else an evenly strided subset, as TRPO can subsample its Fisher products — cheaper, but with more
         parameters than samples the subset's Fisher misses directions the whole rollout's has, and the fit suffers;
         the shift itself is always evaluated on every sample)
+    :param variance_control: ``"none"`` or ``"snr_damping"``: each agent's ``g − a_i`` scaled by
+        ``β_i = SNR_i / (1 + SNR_i)`` (:func:`~sb3_fedpg.common.fedmath.snr_damping`), its signal-to-noise ratio
+        measured on two half-rollouts and averaged over rounds
     :param advantage_ratio: ``normalize_advantage="shared"``: every agent's advantage scale relative to the one
         the server set this round (:func:`~sb3_fedpg.common.fedmath.advantage_ratios`, ``(N,)``); each minibatch,
         divided by its own standard deviation as in SB3, is multiplied by it (``None``: 1)
@@ -219,6 +222,7 @@ class PPOSettings:
     correction_cg_steps: int = 10
     correction_fisher_samples: int | None = None
     advantage_ratio: th.Tensor | None = None
+    variance_control: str = "none"
 
 
 class PPOEpochs:
@@ -231,6 +235,8 @@ class PPOEpochs:
     :param actor_optimizer: the agents' local Adam on the actor rows
     :param settings: this round's settings
     :param sample: ``sample(stacked_params) -> batch``: every agent's rollout under the given parameters
+    :param correction_stats: each agent's running signal and noise of its correction (``variance_control``; new
+        ones if ``None``)
     """
 
     def __init__(
@@ -241,6 +247,7 @@ class PPOEpochs:
         actor_optimizer: BatchedAdam,
         settings: PPOSettings,
         sample: Any,
+        correction_stats: CorrectionStatistics | None = None,
     ) -> None:
         self.actor = actor
         self.critics = critics
@@ -248,7 +255,15 @@ class PPOEpochs:
         self.actor_optimizer = actor_optimizer
         self.settings = settings
         self.sample = sample
+        self.correction_stats = (
+            correction_stats if correction_stats is not None else CorrectionStatistics(critics.params.shape[0])
+        )
         self.stats = RoundStats()
+        #: the anchors' advantage units: 1, or the server's scale once known (``normalize_advantage="shared"``)
+        self._anchor_scale = 1.0
+        #: the federation's size and ``Σ_j v_j`` (the agents' anchor noise, in the anchors' units) when this solver
+        #: computes only some agents (a Flower agent: the server sends them); ``None``: its own rows are all
+        self.federation_noise: tuple[int, float] | None = None
         self._data: dict[str, th.Tensor] = {}
         #: the hand-written forward/backward applies (flat observations, MLPs without Dropout, Discrete/Box);
         #: otherwise each minibatch is differentiated with autograd (CNN/Dict extractors, Dropout, Multi* spaces)
@@ -297,6 +312,17 @@ class PPOEpochs:
         if s.normalize_advantage is not None:
             adv = fedmath.normalized_advantages(adv, (1,), 1.0 if shared else None)  # shared: centred only
         n_samples = adv.shape[1]
+        if s.correction is not None and s.variance_control == "snr_damping":
+            # the anchor's noise: its policy part on two disjoint halves of the rollout (by sub-environment, else by
+            # time), in the units the anchor's policy part goes out in
+            halves = []
+            for mask in _half_masks(k_steps, m, adv.device):
+                weights = adv * mask / mask.sum()
+                if self.hand_written:
+                    halves.append(self.actor.backward(stacked, cache, weights, 0.0))
+                else:
+                    halves.append(self._autograd_anchor(stacked, batch, weights * n_samples, 0.0))
+            self._data["anchor_halves"] = th.stack(halves)
         if self.hand_written:
             # ∇ of mean(A log π) + ent_coef · mean(H), from the forward pass that gave old_log_prob
             if not shared:
@@ -325,6 +351,7 @@ class PPOEpochs:
         :param scale: the round's advantage scale set by the server (``normalize_advantage="shared"``): the local
             epochs bring their minibatches to its units (``PPOSettings.advantage_ratio``)
         """
+        self._anchor_scale = scale
         moments = self._data.get("advantage_moments")
         if self.settings.normalize_advantage == "shared" and moments is not None:
             device = self.critics.params.device
@@ -368,10 +395,13 @@ class PPOEpochs:
         actor_params, critic_params = params[:, :n_actor], params[:, n_actor:]
         actor_grad, critic_grad = grad[:, :n_actor], grad[:, n_actor:]
         optimizer = BatchedAdam.joined(self.actor_optimizer, self.critic_optimizer)
-        correction = (global_grad.unsqueeze(0) - anchor_grads) if s.correction == "linear" else None
+        difference = global_grad.unsqueeze(0) - anchor_grads
+        if s.correction is not None and s.variance_control == "snr_damping":
+            difference = difference * self.snr_damping(anchor_grads, global_grad).unsqueeze(1)
+        correction = difference if s.correction == "linear" else None
         keys = ("obs", "actions", "advantages", "old_log_prob", "returns", "old_values")
         if s.correction == "surrogate":
-            data = {**data, "shift": self.surrogate_shift(global_params, global_grad.unsqueeze(0) - anchor_grads)}
+            data = {**data, "shift": self.surrogate_shift(global_params, difference)}
         active = th.ones(n, dtype=th.bool, device=params.device)
         agents: list[int] | None = None  # all agents step
         rows = th.arange(n, device=params.device).unsqueeze(1)
@@ -420,6 +450,38 @@ class PPOEpochs:
         self.stats.add("train/early_stopped_agents", float((~active).sum()))
         self._record_step_stats(step_outputs)
         return actor_params.clone()
+
+    @th.no_grad()
+    def snr_damping(self, anchor_grads: th.Tensor, global_grad: th.Tensor) -> th.Tensor:
+        """
+        Each agent's ``β_i = SNR_i / (1 + SNR_i)`` for this round (``variance_control="snr_damping"``), the same rule
+        as FederatedPG's (:func:`~sb3_fedpg.common.fedmath.correction_signal_noise`, averaged over rounds by
+        :class:`~sb3_fedpg.fedpg.learner.CorrectionStatistics`).
+
+        :param anchor_grads: ``a_i``, ``(n, p)``
+        :param global_grad: ``g``
+        :return: ``β``, ``(n,)``
+        """
+        halves = self._data.get("anchor_halves")
+        if halves is None:
+            raise RuntimeError("snr_damping needs the anchor's two half-rollout gradients: run anchor first")
+        noise_variance = fedmath.anchor_noise_variance(halves / (self._anchor_scale + 1e-8))
+        if self.federation_noise is None:
+            signal, noise = fedmath.correction_signal_noise(anchor_grads, global_grad, noise_variance)
+        else:
+            n_agents, noise_sum = self.federation_noise
+            signal, noise = fedmath.correction_signal_noise(anchor_grads, global_grad, noise_variance, n_agents, noise_sum)
+        snr = self.correction_stats.update(signal, noise)
+        beta = fedmath.snr_damping(snr)
+        self.stats.add("fed/anchor_noise", float(noise_variance.sqrt().mean()))
+        self.stats.add("fed/correction_snr", float(snr.median()))
+        self.stats.add("fed/correction_beta", float(beta.mean()))
+        return beta.to(anchor_grads.dtype)
+
+    def anchor_noise(self) -> th.Tensor | None:
+        """:return: every agent's anchor noise ``v_i`` in the anchors' units (``None`` without ``snr_damping``)"""
+        halves = self._data.get("anchor_halves")
+        return None if halves is None else fedmath.anchor_noise_variance(halves / (self._anchor_scale + 1e-8))
 
     @th.no_grad()
     def surrogate_shift(self, global_params: th.Tensor, correction: th.Tensor) -> th.Tensor:
@@ -600,3 +662,23 @@ class PPOEpochs:
         ]
         for key, value in zip(STEP_STATS, th.stack(values).tolist(), strict=True):
             self.stats.add(key, value)
+
+
+def _half_masks(k_steps: int, n_envs: int, device: th.device) -> tuple[th.Tensor, th.Tensor]:
+    """
+    Two disjoint halves of a rollout flattened step-major (``k · M + m``): by sub-environment when ``M`` is even
+    (independent trajectories), else by time step (the odd last step in neither).
+
+    :param k_steps: steps per sub-environment ``K``
+    :param n_envs: sub-environments ``M``
+    :param device: the tensors' device
+    :return: two 0/1 masks of length ``K · M``
+    """
+    steps = th.arange(k_steps, device=device).unsqueeze(1).expand(k_steps, n_envs)
+    envs = th.arange(n_envs, device=device).unsqueeze(0).expand(k_steps, n_envs)
+    if n_envs % 2 == 0:
+        first, second = envs < n_envs // 2, envs >= n_envs // 2
+    else:
+        half = k_steps // 2
+        first, second = steps < half, (steps >= half) & (steps < 2 * half)
+    return first.reshape(-1).float(), second.reshape(-1).float()

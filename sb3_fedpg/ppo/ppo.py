@@ -16,6 +16,7 @@ from sb3_fedpg.common.batch import RolloutBatch
 from sb3_fedpg.common.batched_policy import BatchedActor, StackedCritics
 from sb3_fedpg.common.federated_algorithm import FederatedAlgorithm
 from sb3_fedpg.common.hyperparams import FedPPOHyperparams, advantage_normalization, ppo_correction_mode
+from sb3_fedpg.fedpg.learner import CorrectionStatistics
 from sb3_fedpg.ppo.local_solver import BatchedAdam, PPOEpochs, PPOSettings
 from sb3_fedpg.ppo.policies import CnnPolicy, MlpPolicy, MultiInputPolicy
 
@@ -67,6 +68,10 @@ class FederatedPPO(FederatedAlgorithm):
     :param correction: The drift correction: ``False`` (none), ``"surrogate"`` (a per-sample advantage shift inside
         PPO's clipped surrogate whose gradient at ``θ̄`` turns ``a_i`` into ``g``; clipped with the ratio) or
         ``"linear"`` (``True``: the term ``⟨g − a_i, θ⟩`` added to every step's gradient, outside the clip)
+    :param variance_control: Noise control of the correction: ``"none"``, or ``"snr_damping"`` (each agent's
+        ``g − a_i`` scaled by ``β_i = SNR_i / (1 + SNR_i)``: the anchor's noise is measured on two half-rollouts, one
+        extra backward pass each, and the signal-to-noise ratio averaged over rounds; logged as
+        ``fed/correction_snr`` and ``fed/correction_beta``)
     :param server_learning_rate: Server step size ``η_g`` applied to the aggregated parameter change
     :param aggregator: Server reduction over agents (``"mean"`` or a Byzantine-robust rule, or a callable)
     :param aggregator_kwargs: Parameters of a named aggregator
@@ -114,6 +119,7 @@ class FederatedPPO(FederatedAlgorithm):
         max_grad_norm: float | None = 0.5,
         target_kl: float | None = None,
         correction: bool | str = False,
+        variance_control: str = "none",
         server_learning_rate: float = 1.0,
         aggregator: str | Callable[[Any], Any] = "mean",
         aggregator_kwargs: dict[str, Any] | None = None,
@@ -164,6 +170,7 @@ class FederatedPPO(FederatedAlgorithm):
         self.max_grad_norm = max_grad_norm
         self.target_kl = target_kl
         self.correction = correction
+        self.variance_control = variance_control
         self.server_learning_rate = server_learning_rate
         self.aggregator = aggregate
         self.aggregator_kwargs = aggregator_kwargs
@@ -182,6 +189,7 @@ class FederatedPPO(FederatedAlgorithm):
         self.critics = StackedCritics(self.policy, self.n_agents).to(self.device)
         self.critic_optimizer = BatchedAdam(self.n_agents, self.critics.params.shape[1]).to(self.device)
         self.actor_optimizer = BatchedAdam(self.n_agents, self._actor.n_params).to(self.device)
+        self.correction_stats = CorrectionStatistics(self.n_agents).to(self.device)
         self.clip_range_schedule = FloatSchedule(self.clip_range)
         self.clip_range_vf_schedule = None if self.clip_range_vf is None else FloatSchedule(self.clip_range_vf)
         self._setup_federated_buffers()
@@ -195,10 +203,26 @@ class FederatedPPO(FederatedAlgorithm):
             "critics",
             "critic_optimizer",
             "actor_optimizer",
+            "correction_stats",
         ]
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
-        return ["policy", "critics", "critic_optimizer", "actor_optimizer"], []
+        return ["policy", "critics", "critic_optimizer", "actor_optimizer", "correction_stats"], []
+
+    #: saved tensors a file written before they existed may lack (they start fresh)
+    _optional_torch_params = ("correction_stats",)
+
+    def set_parameters(
+        self, load_path_or_dict: str | dict[str, Any], exact_match: bool = True, device: th.device | str = "auto"
+    ) -> None:
+        # A model saved before the correction's SNR statistics existed: they start fresh, as in a new model.
+        if (
+            isinstance(load_path_or_dict, dict)
+            and "correction_stats" not in load_path_or_dict
+            and hasattr(self, "correction_stats")
+        ):
+            load_path_or_dict = {**load_path_or_dict, "correction_stats": self.correction_stats.state_dict()}
+        super().set_parameters(load_path_or_dict, exact_match=exact_match, device=device)
 
     def local_state_dict(self) -> dict[str, Any]:
         """:return: every agent's local memory (critics, their optimiser, the actors' Adam moments)"""
@@ -206,6 +230,7 @@ class FederatedPPO(FederatedAlgorithm):
             "critics": self.critics.state_dict(),
             "critic_optimizer": self.critic_optimizer.state_dict(),
             "actor_optimizer": self.actor_optimizer.state_dict(),
+            "correction_stats": self.correction_stats.state_dict(),
         }
 
     def load_local_state_dict(self, state: dict[str, Any]) -> None:
@@ -215,6 +240,8 @@ class FederatedPPO(FederatedAlgorithm):
         self.critics.load_state_dict(state["critics"])
         self.critic_optimizer.load_state_dict(state["critic_optimizer"])
         self.actor_optimizer.load_state_dict(state["actor_optimizer"])
+        if "correction_stats" in state:
+            self.correction_stats.load_state_dict(state["correction_stats"])
 
     @property
     def steps_per_round(self) -> int:
@@ -268,6 +295,7 @@ class FederatedPPO(FederatedAlgorithm):
             max_grad_norm=self.max_grad_norm,
             target_kl=self.target_kl,
             correction=ppo_correction_mode(self.correction),
+            variance_control=self.variance_control,
         )
         return PPOEpochs(
             self._actor,
@@ -276,6 +304,7 @@ class FederatedPPO(FederatedAlgorithm):
             self.actor_optimizer,
             settings,
             lambda params: self.sample_batch(params, callback),
+            self.correction_stats,
         )
 
     def learn(

@@ -90,12 +90,13 @@ def test_context_state_and_worker_memory_give_the_same_replies(run_config):
     assert any(".round.advantage_moments" in name for name in arrays)
 
 
-@pytest.mark.parametrize("correction", [True, "surrogate"])
+@pytest.mark.parametrize("correction", [True, "surrogate", "surrogate+snr_damping"])
 def test_fedppo_agent_runs_the_ppo_epochs_of_the_in_process_algorithm(correction):
     # One FederatedPPO agent on Flower's phases computes what FederatedPPO's own solver computes on that agent's env.
     from sb3_fedpg.flower.agent import make_agent_model, message_seed
 
-    run_config = {**TINY_PPO, "ppo-correction": correction}
+    correction, _, variance_control = str(correction).partition("+") if correction is not True else (True, "", "")
+    run_config = {**TINY_PPO, "ppo-correction": correction, "ppo-variance-control": variance_control or "none"}
     config = parse_run_config(run_config)
     params = NeuralAgent(config, 1, 2).initial_params()
     memory = InProcessMemory()
@@ -114,6 +115,7 @@ def test_fedppo_agent_runs_the_ppo_epochs_of_the_in_process_algorithm(correction
     callback.init_callback(model)
     solver = model.local_solver(callback, config.ppo_learning_rate)
     assert solver.settings.correction == ("linear" if correction is True else correction)
+    assert solver.settings.variance_control == (variance_control or "none")
     theta = th.as_tensor(params)
     expected_anchor, expected_scale = fedmath.solver_anchors(solver, theta, 1)
     assert scale == expected_scale

@@ -129,3 +129,70 @@ def test_shift_through_autograd_equals_the_hand_written_products(env_id):
     solver.hand_written = False
     autograd = solver.surrogate_shift(theta, correction)
     assert float((hand - autograd).norm() / autograd.norm()) < 5e-2  # central differences vs exact JVPs, through CG
+
+
+# ---------------------------------------------------------------- snr_damping: the correction shrunk by its SNR
+def _solver(variance_control, heterogeneity=1.0, seed=0, n_steps=64):
+    model = FederatedPPO(
+        "MlpPolicy",
+        "sb3_fedpg/HeteroPointMass-v0",
+        n_agents=4,
+        n_envs_per_agent=4,
+        n_steps=n_steps,
+        n_epochs=1,
+        correction="surrogate",
+        variance_control=variance_control,
+        env_kwargs={"heterogeneity": heterogeneity},
+        seed=seed,
+        device="cpu",
+    )
+    model._setup_learn(10_000)
+    return model, model.local_solver(model._round_callback(None), 1e-3)
+
+
+@pytest.mark.parametrize("beta", [0.0, 1.0])
+def test_snr_damping_scales_the_correction_by_beta(monkeypatch, beta):
+    # β = 0: the round is the uncorrected one; β = 1: the undamped surrogate correction (same rollout, same draws)
+    results = {}
+    for variance_control in ("snr_damping", "none"):
+        model, solver = _solver(variance_control)
+        if variance_control == "snr_damping":
+            monkeypatch.setattr(type(solver), "snr_damping", lambda self, a, g: th.full((a.shape[0],), beta))
+        if beta == 0.0 and variance_control == "none":
+            solver.settings.correction = None
+        theta = model.get_global_parameters()
+        anchors, _ = fedmath.solver_anchors(solver, theta, model.n_agents)
+        th.manual_seed(1)
+        results[variance_control] = solver.local_round(theta, anchors, anchors.mean(0))
+    th.testing.assert_close(results["snr_damping"], results["none"], rtol=1e-5, atol=1e-6)
+
+
+SEED = 0
+
+
+def test_snr_is_high_where_agents_disagree_and_low_where_they_do_not():
+    # Identical agents: g − a_i is pure sampling noise, β → small; agents with other goals: signal, β larger.
+    betas = {}
+    for heterogeneity in (0.0, 1.0):
+        model, solver = _solver("snr_damping", heterogeneity, seed=SEED, n_steps=512)
+        theta = model.get_global_parameters()
+        for _ in range(8):  # the SNR is a running average over rounds
+            anchors, _ = fedmath.solver_anchors(solver, theta, model.n_agents)
+            beta = solver.snr_damping(anchors, anchors.mean(0))
+        betas[heterogeneity] = float(beta.mean())
+    assert betas[0.0] < 0.2 and betas[1.0] > 2.5 * betas[0.0], betas
+
+
+def test_snr_statistics_are_saved_and_rolled_back(tmp_path):
+    model, _ = _solver("snr_damping")
+    model.learn(model.steps_per_round * 2)
+    assert float(model.correction_stats.weight) > 0
+    model.save(tmp_path / "m.zip")
+    loaded = FederatedPPO.load(tmp_path / "m.zip")
+    th.testing.assert_close(loaded.correction_stats.signal, model.correction_stats.signal)
+    # a model saved before the statistics existed loads with fresh ones
+    params = model.get_parameters()
+    del params["correction_stats"]
+    fresh, _ = _solver("snr_damping")
+    fresh.set_parameters(params)
+    assert float(fresh.correction_stats.weight) == 0
