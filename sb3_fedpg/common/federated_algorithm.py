@@ -296,12 +296,25 @@ class FederatedAlgorithm(FederatedPersistenceMixin):
         Every agent's own value estimate ``V_i(obs)``, from its local critic (trained on its own reward). The mean
         over agents estimates the value of the average objective; the policy has no global critic of its own.
 
-        :param observation: a batch of observations ``(batch, *obs_shape)``
+        :param observation: a batch of observations ``(batch, *obs_shape)``; for a ``Dict`` space a dict of such
+            batches, one per key
         :return: values ``(n_agents, batch)``
+        :raises ValueError: when a ``Dict`` space gets no dict, or a dict without all of its keys
         """
         assert self.n_agents is not None  # known once the model is set up
-        obs_shape = cast("tuple[int, ...]", self.observation_space.shape)  # an array observation: not a Dict space
-        obs = self._flat_obs(np.asarray(observation).reshape(-1, *obs_shape))
+        if isinstance(self.observation_space, spaces.Dict):
+            keys = list(self.observation_space.spaces)
+            if not isinstance(observation, dict) or set(observation) != set(keys):
+                got = sorted(observation) if isinstance(observation, dict) else type(observation).__name__
+                raise ValueError(f"the observation space is a Dict with keys {keys}: pass a dict of batches, got {got}")
+            batches = {
+                key: np.asarray(observation[key]).reshape(-1, *cast("tuple[int, ...]", self.observation_space[key].shape))
+                for key in keys
+            }
+            obs = self._flat_obs(batches)
+        else:
+            obs_shape = cast("tuple[int, ...]", self.observation_space.shape)
+            obs = self._flat_obs(np.asarray(observation).reshape(-1, *obs_shape))
         with th.no_grad():
             values = self.critics(obs.unsqueeze(0).expand(self.n_agents, *obs.shape))
         return values.cpu().numpy()
@@ -425,8 +438,6 @@ class FederatedAlgorithm(FederatedPersistenceMixin):
                 env_actions = actions.reshape(n * m, *action_shape).cpu().numpy()
             if isinstance(self.action_space, spaces.Box):
                 env_actions = np.clip(env_actions, self.action_space.low, self.action_space.high)
-            elif isinstance(self.action_space, spaces.MultiBinary):
-                env_actions = env_actions.astype(self.action_space.dtype)  # sampled as floats, like SB3's Bernoulli
             elif isinstance(self.action_space, spaces.MultiBinary):
                 env_actions = env_actions.astype(self.action_space.dtype)  # sampled as floats, like SB3's Bernoulli
             new_obs, rewards, dones, infos = self.env.step(env_actions)

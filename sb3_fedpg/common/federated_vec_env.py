@@ -48,12 +48,12 @@ class PerAgentRewards:
         self.reward_fns = list(reward_fns)
 
     def __call__(
-        self, obs: np.ndarray, action: np.ndarray, next_obs: np.ndarray, reward: np.ndarray, agent_ids: np.ndarray
+        self, obs: VecObs, action: np.ndarray, next_obs: VecObs, reward: np.ndarray, agent_ids: np.ndarray
     ) -> np.ndarray:
         out = np.empty(len(agent_ids), dtype=np.float64)  # converted (and checked) by check_rewards
         for i, fn in enumerate(self.reward_fns):
             idx = agent_ids == i
-            value = np.asarray(fn(obs[idx], action[idx], next_obs[idx], reward[idx]))
+            value = np.asarray(fn(select_observations(obs, idx), action[idx], select_observations(next_obs, idx), reward[idx]))
             if value.shape != (int(idx.sum()),):
                 raise ValueError(
                     f"reward function of agent {i} returned shape {value.shape}, expected ({int(idx.sum())},): "
