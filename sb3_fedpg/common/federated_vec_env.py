@@ -29,7 +29,7 @@ from sb3_fedpg.envs.vector import FederatedReward, vectorize_same_step
 
 #: A reward for one agent, vectorised over that agent's sub-environments:
 #: ``fn(obs, action, next_obs, reward) -> rewards``.
-AgentRewardFn = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+AgentRewardFn = Callable[[VecObs, np.ndarray, VecObs, np.ndarray], np.ndarray]
 
 
 class PerAgentRewards:
