@@ -382,6 +382,26 @@ class LoopbackDeployment:
             time.sleep(0.1)
         return None
 
+    def run_status(self, run_id: int) -> tuple[str, str] | None:
+        """
+        The run's status as the SuperLink reports it (``flwr ls --run-id``): ``flwr run`` exits 0 even when the
+        ServerApp failed, so its exit code alone does not say whether the run completed.
+
+        :param run_id: the run
+        :return: the status (``finished:completed``, ``finished:failed``, ``running``, ...) and its details;
+            ``None`` when the SuperLink does not answer or does not know the run
+        """
+        result = self.flwr("ls", CONNECTION, "--run-id", str(run_id), "--format", "json")
+        try:
+            payload = json.loads(result.stdout)
+        except json.JSONDecodeError:
+            return None
+        runs = payload.get("runs", []) if isinstance(payload, dict) else []
+        for run in runs:
+            if str(run.get("run-id")) == str(run_id):
+                return str(run.get("status", "")), str(run.get("status-details", "") or "")
+        return None
+
     def run(self, run_config: Mapping[str, Any], timeout: float = 600.0) -> int:
         """
         Submit a run and wait for it to end.
@@ -466,7 +486,7 @@ def main(argv: list[str] | None = None) -> int:
     Command line: start a loopback deployment, run the app to completion, stop everything.
 
     :param argv: arguments (default ``sys.argv[1:]``)
-    :return: the exit code of ``flwr run``
+    :return: the exit code of ``flwr run``, or 1 when it was 0 but the run did not complete (a failed ServerApp)
     """
     parser = ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--agents", type=int, default=3, help="number of SuperNodes (agents)")
@@ -498,6 +518,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"run id {run_id}: follow it with `FLWR_HOME={deployment.env['FLWR_HOME']} flwr log {run_id}`", flush=True)
         code = process.wait(timeout=args.timeout)
         print(deployment.log("flwr_run")[-4000:])
+        status = deployment.run_status(run_id) if run_id is not None else None
+        if status is None or status[0] != "finished:completed":
+            said = (
+                "no run was started"
+                if run_id is None
+                else f"run {run_id} "
+                + (f"ended as {status[0]}" + (f": {status[1]}" if status[1] else "") if status else "has no status")
+            )
+            print(f"the run did not complete ({said}); see {workdir / 'flwr_run.log'}", flush=True)
+            code = code or 1
         print(f"flwr run exited with {code}; outputs in {run_config['output-dir']}")
         if args.keep_up:
             print(

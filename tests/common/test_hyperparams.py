@@ -84,3 +84,16 @@ def test_a_learning_rate_schedule_that_turns_negative_stops_before_the_round():
     with pytest.raises(ValueError, match=r"learning_rate schedule gave -0\.01"):
         model.learn(200)
     assert model.num_timesteps < 200
+
+
+def test_new_modes_are_validated():
+    from sb3_fedpg import FederatedPPO
+
+    with pytest.raises(ValueError, match=r"normalize_advantage must be True \(= 'shared'\), False, 'shared' or 'per_agent'"):
+        FederatedPG("MlpPolicy", "CartPole-v1", normalize_advantage="per-agent")
+    with pytest.raises(ValueError, match=r"unknown variance_control 'snr': choose one of \('none', 'snr_damping'\)"):
+        FederatedPPO("MlpPolicy", "CartPole-v1", variance_control="snr")
+    with pytest.raises(ValueError, match='\'ppo-normalize-advantage\' must be "shared", "per_agent"'):
+        parse_run_config({"ppo-normalize-advantage": "sometimes"})
+    assert parse_run_config({"normalize-advantage": True}).normalize_advantage is True
+    assert parse_run_config({"normalize-advantage": "per_agent"}).shared_normalization is False

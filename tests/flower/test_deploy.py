@@ -152,3 +152,18 @@ def test_neural_deployment_equals_simulation_bit_for_bit(tmp_path, algorithm):
     assert deployed.shape == simulated.shape == (3, simulated.shape[1])
     assert not np.array_equal(simulated[2], simulated[0])  # it trained
     np.testing.assert_array_equal(deployed, simulated)
+
+
+def test_the_command_line_exit_code_says_whether_the_run_completed(tmp_path, capsys):
+    # `flwr run` exits 0 even when the ServerApp fails; the command asks the SuperLink for the run's status.
+    from sb3_fedpg.flower.deploy import main
+
+    common = ["--agents", "2", "--timeout", "300"]
+    good = main([*common, "--workdir", str(tmp_path / "good"), "--run-config", 'task="tabular" num-rounds=1'])
+    assert good == 0, capsys.readouterr().out
+    # a run the ServerApp refuses: min-agents above the federation, one skipped round allowed
+    bad_config = 'task="tabular" num-rounds=2 min-agents=3 max-skipped-rounds=1 wait-for-agents-s=2 phase-timeout-s=5'
+    bad = main([*common, "--workdir", str(tmp_path / "bad"), "--run-config", bad_config])
+    out = capsys.readouterr().out
+    assert bad == 1, out
+    assert "the run did not complete" in out and "finished:failed" in out
