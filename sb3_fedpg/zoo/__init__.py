@@ -14,8 +14,10 @@ import pathlib
 
 from stable_baselines3.common.base_class import BaseAlgorithm
 
+#: The library's federated algorithms, by their zoo names.
+FEDERATED_ALGOS = ("fedpg", "fedppo", "fedsvrpgm")
 #: Algorithms of the zoo runner: FederatedPG, FederatedPPO, FederatedSVRPGM and the centrally trained SB3 references.
-ZOO_ALGOS = ("fedpg", "fedppo", "fedsvrpgm", "a2c", "ppo")
+ZOO_ALGOS = (*FEDERATED_ALGOS, "a2c", "ppo")
 
 #: ``zoo_configs/`` at the repository top level (present in a source checkout / editable install).
 CONFIG_DIR = pathlib.Path(__file__).resolve().parents[2] / "zoo_configs"
@@ -53,4 +55,4 @@ def default_config_file(algo: str) -> pathlib.Path:
     return CONFIG_DIR / f"{algo}.yml"
 
 
-__all__ = ["CONFIG_DIR", "ZOO_ALGOS", "default_config_file", "get_algo_class"]
+__all__ = ["CONFIG_DIR", "FEDERATED_ALGOS", "ZOO_ALGOS", "default_config_file", "get_algo_class"]

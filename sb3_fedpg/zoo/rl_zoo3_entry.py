@@ -1,5 +1,5 @@
 """
-Run FederatedPG with rl_zoo3's own trainer.
+Run the library's federated algorithms with rl_zoo3's own trainer.
 
 .. code-block:: bash
 
@@ -7,12 +7,13 @@ Run FederatedPG with rl_zoo3's own trainer.
 
 rl_zoo3's command line only accepts the algorithms of its ``ALGOS`` dict, and its
 ``--gym-packages`` option is imported too late to add one. Its ``train()`` reads ``ALGOS``
-when it is called, though, so registering ``fedpg`` first and then calling it is enough;
-everything else (``-f``, ``-params``, ``--track``, ``--eval-freq``, ``-optimize`` needs a
-sampler too) is rl_zoo3's. Without ``--conf-file``, ``--algo fedpg`` reads
-``zoo_configs/fedpg.yml`` of this checkout (rl_zoo3 has no ``hyperparams/fedpg.yml``).
+when it is called, though, so registering ``fedpg``, ``fedppo`` and ``fedsvrpgm`` first and then
+calling it is enough; everything else (``-f``, ``-params``, ``--track``, ``--eval-freq``) is
+rl_zoo3's (``-optimize`` needs a sampler per algorithm, which rl_zoo3 has only for its own). Without
+``--conf-file``, ``--algo fedpg`` reads ``zoo_configs/fedpg.yml`` of this checkout (rl_zoo3 has no
+``hyperparams/fedpg.yml``), and likewise for the others.
 
-**Nothing in a config file is evaluated or imported** for ``--algo fedpg``: rl_zoo3's own reader is
+**Nothing in a config file is evaluated or imported** for a federated algorithm: rl_zoo3's own reader is
 replaced by :func:`read_hyperparameters`, which reads the file with the zoo's safe YAML loader (no
 Python tags, alias bombs refused, see :mod:`sb3_fedpg.zoo.config`) and hands rl_zoo3 a
 ``policy_kwargs`` that is already a mapping, its ``activation_fn`` / ``optimizer_class`` names
@@ -39,7 +40,7 @@ import sys
 from pprint import pprint
 from typing import Any
 
-from sb3_fedpg.zoo import default_config_file
+from sb3_fedpg.zoo import FEDERATED_ALGOS, default_config_file
 
 #: rl_zoo3 ``eval``s these keys when their value is a string.
 EVALUATED_KEYS = ("policy_kwargs", "normalize", "monitor_kwargs", "replay_buffer_class", "replay_buffer_kwargs")
@@ -48,12 +49,13 @@ IMPORTED_KEYS = ("env_wrapper", "vec_env_wrapper", "callback")
 
 
 def register() -> None:
-    """Add ``fedpg`` (:class:`~sb3_fedpg.FederatedPG`) to ``rl_zoo3.ALGOS``."""
+    """Add every federated algorithm of the library (:data:`~sb3_fedpg.zoo.FEDERATED_ALGOS`) to ``rl_zoo3.ALGOS``."""
     import rl_zoo3
 
-    from sb3_fedpg import FederatedPG
+    from sb3_fedpg.zoo import FEDERATED_ALGOS, get_algo_class
 
-    rl_zoo3.ALGOS["fedpg"] = FederatedPG
+    for name in FEDERATED_ALGOS:
+        rl_zoo3.ALGOS[name] = get_algo_class(name)
 
 
 def _algo(argv: list[str]) -> str | None:
@@ -61,16 +63,19 @@ def _algo(argv: list[str]) -> str | None:
     return algo or next((arg.split("=", 1)[1] for arg in argv if arg.startswith("--algo=")), None)
 
 
-def safe_hyperparams(entry: dict[str, Any], where: str) -> dict[str, Any]:
+def safe_hyperparams(entry: dict[str, Any], where: str, algo: str = "fedpg") -> dict[str, Any]:
     """
     Refuse what rl_zoo3 would evaluate or import; resolve ``policy_kwargs`` class names ourselves.
 
     :param entry: one entry of a config file (overrides applied)
     :param where: file and entry, for error messages
+    :param algo: the federated algorithm the entry is for (its policy aliases)
     :return: a copy of ``entry`` that rl_zoo3 can use without evaluating anything
     """
-    from sb3_fedpg import FederatedPG
+    from sb3_fedpg.zoo import get_algo_class
     from sb3_fedpg.zoo.config import ZooConfigError, _resolve_policy_kwargs
+
+    algo_class = get_algo_class(algo)
 
     hyperparams = dict(entry)
     for key in EVALUATED_KEYS:
@@ -83,23 +88,23 @@ def safe_hyperparams(entry: dict[str, Any], where: str) -> dict[str, Any]:
         if key in hyperparams:
             raise ZooConfigError(
                 f"{where}: {key!r} names classes that rl_zoo3 would import and call; it is not accepted in "
-                "fedpg config files (use sb3_fedpg.zoo.train, or wrap the env in your own script)."
+                f"{algo} config files (use sb3_fedpg.zoo.train, or wrap the env in your own script)."
             )
     policy = hyperparams.get("policy", "MlpPolicy")
-    if not isinstance(policy, str) or policy not in FederatedPG.policy_aliases:
+    if not isinstance(policy, str) or policy not in algo_class.policy_aliases:
         raise ZooConfigError(
-            f"{where}: bad value {policy!r} for 'policy': FederatedPG has {sorted(FederatedPG.policy_aliases)} "
+            f"{where}: bad value {policy!r} for 'policy': {algo_class.__name__} has {sorted(algo_class.policy_aliases)} "
             "(a dotted class path would be imported by rl_zoo3)."
         )
     if "policy_kwargs" in hyperparams:
-        policy_class = FederatedPG.policy_aliases[policy]
+        policy_class = algo_class.policy_aliases[policy]
         hyperparams["policy_kwargs"] = _resolve_policy_kwargs(hyperparams["policy_kwargs"], policy_class, where)
     return hyperparams
 
 
 def read_hyperparameters(self: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     """
-    Replaces ``rl_zoo3.exp_manager.ExperimentManager.read_hyperparameters`` for ``--algo fedpg``: the same
+    Replaces ``rl_zoo3.exp_manager.ExperimentManager.read_hyperparameters`` for a federated ``--algo``: the same
     result (entry of the env id or ``default``, Optuna trial, ``-params``, ``--env-kwargs``), read safely.
 
     :param self: the ``ExperimentManager``
@@ -109,7 +114,7 @@ def read_hyperparameters(self: Any) -> tuple[dict[str, Any], dict[str, Any]]:
 
     config = str(self.config)
     if not config.endswith((".yml", ".yaml")):
-        raise ZooConfigError(f"{config}: --algo fedpg reads YAML config files only (a Python config is code).")
+        raise ZooConfigError(f"{config}: --algo {self.algo} reads YAML config files only (a Python config is code).")
     print(f"Loading hyperparameters from: {config}")
     env_id = self.env_name.gym_id
     hyperparams = select_entry(load_config_file(config), env_id, config)
@@ -126,20 +131,20 @@ def read_hyperparameters(self: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     saved_hyperparams = {key: hyperparams[key] for key in sorted(hyperparams)}
     print("Default hyperparameters for environment (ones being tuned will be overridden):")
     pprint(saved_hyperparams)
-    return safe_hyperparams(hyperparams, f"{config} [{env_id}]"), saved_hyperparams
+    return safe_hyperparams(hyperparams, f"{config} [{env_id}]", self.algo), saved_hyperparams
 
 
 def _with_default_config(argv: list[str]) -> list[str]:
     algo = _algo(argv)
     has_conf = any(arg in ("--conf-file", "-conf") or arg.startswith("--conf-file=") for arg in argv)
-    if algo == "fedpg" and not has_conf:
-        return [*argv, "--conf-file", str(default_config_file("fedpg"))]
+    if algo in FEDERATED_ALGOS and not has_conf:
+        return [*argv, "--conf-file", str(default_config_file(algo))]
     return argv
 
 
 def main(argv: list[str] | None = None) -> None:
     """
-    Register ``fedpg`` and run ``rl_zoo3.train.train()`` with ``argv``.
+    Register the federated algorithms and run ``rl_zoo3.train.train()`` with ``argv``.
 
     :param argv: rl_zoo3 train arguments (``None``: ``sys.argv[1:]``)
     """
@@ -152,8 +157,8 @@ def main(argv: list[str] | None = None) -> None:
     argv = _with_default_config(list(sys.argv[1:] if argv is None else argv))
     saved, original = sys.argv, ExperimentManager.read_hyperparameters
     sys.argv = [saved[0] if saved else "rl_zoo3_entry", *argv]
-    if _algo(argv) == "fedpg":
-        ExperimentManager.read_hyperparameters = read_hyperparameters  # type: ignore[method-assign]  # patched for fedpg
+    if _algo(argv) in FEDERATED_ALGOS:
+        ExperimentManager.read_hyperparameters = read_hyperparameters  # type: ignore[method-assign]  # patched for them
     try:
         train()
     except ZooConfigError as error:

@@ -14,11 +14,39 @@ from sb3_fedpg.zoo.config import ZooConfigError
 from sb3_fedpg.zoo.rl_zoo3_entry import _with_default_config, read_hyperparameters, safe_hyperparams
 
 
-def test_default_config_for_fedpg_only():
+def test_default_config_for_the_federated_algorithms_only():
     assert _with_default_config(["--algo", "fedpg"])[-2] == "--conf-file"
     assert _with_default_config(["--algo=fedpg"])[-1].endswith("zoo_configs/fedpg.yml")
+    assert _with_default_config(["--algo", "fedppo"])[-1].endswith("zoo_configs/fedppo.yml")
+    assert _with_default_config(["--algo", "fedsvrpgm"])[-1].endswith("zoo_configs/fedsvrpgm.yml")
     assert _with_default_config(["--algo", "fedpg", "--conf-file", "x.yml"]) == ["--algo", "fedpg", "--conf-file", "x.yml"]
     assert _with_default_config(["--algo", "ppo"]) == ["--algo", "ppo"]
+
+
+TINY = {
+    "fedppo": "  n_steps: 32\n  batch_size: 32\n  n_epochs: 2\n",
+    "fedsvrpgm": "  n_steps: 16\n  local_steps: 2\n",
+}
+
+
+@pytest.mark.parametrize("algo", list(TINY))
+def test_rl_zoo3_registers_every_federated_algorithm(tmp_path, algo):
+    from sb3_fedpg.zoo import get_algo_class
+
+    conf = tmp_path / f"{algo}.yml"
+    conf.write_text(
+        "CartPole-v1:\n  n_timesteps: !!float 5e2\n  policy: MlpPolicy\n  n_agents: 2\n  n_envs: 4\n"
+        + TINY[algo]
+        + "  policy_kwargs:\n    net_arch: [16]\n    activation_fn: relu\n"
+    )
+    command = [sys.executable, "-m", "sb3_fedpg.zoo.rl_zoo3_entry", "--algo", algo, "--env", "CartPole-v1"]
+    command += ["--conf-file", str(conf), "-f", str(tmp_path / "logs"), "--seed", "0", "--num-threads", "1"]
+    command += ["--eval-freq", "-1"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=180, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    model = get_algo_class(algo).load(tmp_path / "logs" / algo / "CartPole-v1_1" / "CartPole-v1.zip")
+    assert model.n_agents == 2 and model.num_timesteps >= 500
+    assert model.policy.activation_fn is th.nn.ReLU
 
 
 def test_rl_zoo3_trains_fedpg(tmp_path):
@@ -81,6 +109,7 @@ def test_rl_zoo3_path_evaluates_nothing(tmp_path):
 def _manager(config, env_id="CartPole-v1", custom=None):
     # What read_hyperparameters uses of rl_zoo3's ExperimentManager.
     return types.SimpleNamespace(
+        algo="fedpg",
         config=str(config),
         env_name=types.SimpleNamespace(gym_id=env_id),
         storage=None,
