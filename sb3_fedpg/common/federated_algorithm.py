@@ -25,7 +25,7 @@ import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.policies import ActorCriticPolicy
-from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
+from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback
 from stable_baselines3.common.utils import FloatSchedule, check_for_correct_spaces, safe_mean
 
 from sb3_fedpg.common import fedmath
@@ -98,54 +98,67 @@ class FederatedAlgorithm(FederatedPersistenceMixin):
     """
     Base class of the federated policy-gradient algorithms.
 
+    An algorithm's constructor keeps its explicit, documented signature (as SB3's do) and hands all of its arguments
+    to this one, which validates the hyperparameters (:attr:`hyperparams_class`) before any env is built, builds the
+    env of an env id, sets every hyperparameter as an attribute and builds a named aggregator: the validation and
+    construction every federated algorithm shares, written once.
+
     :param policy: The policy model to use (``MlpPolicy``, ``CnnPolicy``, ``MultiInputPolicy``)
     :param env: The environment to learn from (a federated ``VecEnv``, any ``VecEnv``, or an env id)
-    :param n_agents: Number of agents ``N``; ``None`` takes it from a federated env (else 1)
-    :param learning_rate: Local step size (float or schedule of the remaining progress)
-    :param participation: Fraction of agents sampled (without replacement) to take part in each round
-    :param n_envs_per_agent: Sub-environments per agent (``M``) when ``env`` is an env id
-    :param env_kwargs: Keyword arguments for the env when ``env`` is an env id
-    :param stats_window_size: Window size for the rollout logging, specifying the number of episodes to average
-    :param tensorboard_log: the log location for tensorboard (if None, no logging)
-    :param policy_kwargs: additional arguments to be passed to the policy on creation
-    :param verbose: Verbosity level: 0 for no output, 1 for info messages, 2 for debug messages
-    :param seed: Seed for the pseudo random generators
-    :param device: Device (cpu, cuda, ...) on which the code should be run
+    :param settings: the algorithm constructor's arguments by name (its ``locals()``): its hyperparameters (the fields
+        of :attr:`hyperparams_class`, among them ``n_agents``, ``learning_rate``, ``participation``,
+        ``n_envs_per_agent``, ``aggregator``, ``aggregator_kwargs``) and ``env_kwargs``, ``stats_window_size``,
+        ``tensorboard_log``, ``policy_kwargs``, ``verbose``, ``seed``, ``device``, ``use_sde``, ``sde_sample_freq``
+        (gSDE is not supported: ``True`` raises a ``ValueError`` that names the alternatives) and ``attack``
     :param supported_action_spaces: The action spaces supported by the algorithm
-    :param use_sde: gSDE is not supported: ``True`` raises a ``ValueError`` that names the alternatives
-    :param sde_sample_freq: only ``-1`` (gSDE is not supported)
     """
 
     policy: ActorCriticPolicy
     _actor: BatchedActor
-    # Set by every algorithm's constructor (FederatedPG, FederatedPPO) and _setup_model; declared for the type checker.
+    # Set from the constructor's hyperparameters (every algorithm has them) and _setup_model; declared for the type checker.
     n_steps: int
     correction: bool | str
     server_learning_rate: float
     aggregator: fedmath.Aggregator | str  # a name only until _check_hyperparams builds it (load(path, aggregator=...))
     aggregator_kwargs: dict[str, Any] | None
     attack: Callable[[Any, str], Any] | None
+    gamma: float
+    gae_lambda: float
+    ent_coef: float
+    max_grad_norm: float | None
+    normalize_advantage: bool | str
     critics: StackedCritics
+    #: the constructor arguments that are not hyperparameters (not validated by the hyperparameter class)
+    COMMON_SETTINGS = (
+        "env_kwargs",
+        "stats_window_size",
+        "tensorboard_log",
+        "policy_kwargs",
+        "verbose",
+        "seed",
+        "device",
+        "use_sde",
+        "sde_sample_freq",
+        "attack",
+    )
 
     def __init__(
         self,
         policy: str | type[ActorCriticPolicy],
         env: GymEnv | str | None,
-        n_agents: int | None,
-        learning_rate: float | Schedule,
-        participation: float = 1.0,
-        n_envs_per_agent: int = 8,
-        env_kwargs: dict[str, Any] | None = None,
-        stats_window_size: int = 100,
-        tensorboard_log: str | None = None,
-        policy_kwargs: dict[str, Any] | None = None,
-        verbose: int = 0,
-        seed: int | None = None,
-        device: th.device | str = "auto",
+        settings: dict[str, Any],
         supported_action_spaces: tuple[type[spaces.Space], ...] = ACTION_SPACES,
-        use_sde: bool = False,
-        sde_sample_freq: int = -1,
     ):
+        from sb3_fedpg.common.aggregators import make_aggregator
+
+        hyperparams = {name: settings[name] for name in self.hyperparams_class.names()}
+        # Validate everything before any env is built (checked again in _setup_model, so load(**kwargs) is too).
+        self.hyperparams_class(**hyperparams)
+        aggregate = make_aggregator(hyperparams["aggregator"], **(hyperparams["aggregator_kwargs"] or {}))
+        n_agents, n_envs_per_agent = hyperparams["n_agents"], hyperparams["n_envs_per_agent"]
+        env_kwargs, seed = settings["env_kwargs"], settings["seed"]
+        use_sde, sde_sample_freq = settings["use_sde"], settings["sde_sample_freq"]
+        policy_kwargs = settings["policy_kwargs"]
         if use_sde or sde_sample_freq != -1:
             raise ValueError(f"use_sde={use_sde!r}, sde_sample_freq={sde_sample_freq!r}: {GSDE_REFUSAL}")
         check_policy_kwargs(policy_kwargs, type(self).__name__)
@@ -156,19 +169,21 @@ class FederatedAlgorithm(FederatedPersistenceMixin):
         super().__init__(
             policy,
             env,
-            learning_rate=learning_rate,
+            learning_rate=hyperparams["learning_rate"],
             policy_kwargs=policy_kwargs,
-            stats_window_size=stats_window_size,
-            tensorboard_log=tensorboard_log,
-            verbose=verbose,
-            device=device,
+            stats_window_size=settings["stats_window_size"],
+            tensorboard_log=settings["tensorboard_log"],
+            verbose=settings["verbose"],
+            device=settings["device"],
             support_multi_env=True,
             seed=seed,
             supported_action_spaces=supported_action_spaces,
         )
-        self.n_agents = n_agents
-        self.n_envs_per_agent = n_envs_per_agent
-        self.participation = float(participation)
+        for name, value in hyperparams.items():
+            setattr(self, name, value)
+        self.participation = float(hyperparams["participation"])
+        self.aggregator = aggregate
+        self.attack = settings["attack"]
         self._n_rounds = 0
         #: ``normalize_advantage="shared"``: the last round's advantage scale, pooled over its participants from their
         #: moments (:func:`fedmath.shared_advantage_scale`; logged as ``train/advantage_scale``), and every agent's own

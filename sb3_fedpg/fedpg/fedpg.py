@@ -10,7 +10,6 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 
-from sb3_fedpg.common.aggregators import make_aggregator
 from sb3_fedpg.common.batch import RolloutBatch
 from sb3_fedpg.common.batched_policy import BatchedActor, StackedCritics
 from sb3_fedpg.common.estimators import make_estimator
@@ -111,6 +110,15 @@ class FederatedPG(FederatedAlgorithm):
     }
     #: the hyperparameters' one definition and validation (also used by the zoo and Flower configs)
     hyperparams_class: ClassVar[type[FedPGHyperparams]] = FedPGHyperparams
+    # hyperparameters (set from the constructor's arguments by FederatedAlgorithm.__init__)
+    local_steps: int
+    estimator: str
+    baseline: str
+    variance_control: str
+    anchor_batches: int | str
+    reuse_anchor_batch: bool
+    critic_learning_rate: float
+    local_optimizer: str
     policy: ActorCriticPolicy
 
     def __init__(
@@ -151,46 +159,7 @@ class FederatedPG(FederatedAlgorithm):
         device: th.device | str = "auto",
         _init_setup_model: bool = True,
     ):
-        # Validate everything before any env is built or stepped (the same checks run again in
-        # _setup_model, so load(..., **kwargs) cannot bypass them).
-        self.hyperparams_class(**{name: value for name, value in locals().items() if name in FedPGHyperparams.names()})
-        aggregate = make_aggregator(aggregator, **(aggregator_kwargs or {}))
-        super().__init__(
-            policy,
-            env,
-            n_agents=n_agents,
-            learning_rate=learning_rate,
-            participation=participation,
-            n_envs_per_agent=n_envs_per_agent,
-            env_kwargs=env_kwargs,
-            stats_window_size=stats_window_size,
-            tensorboard_log=tensorboard_log,
-            policy_kwargs=policy_kwargs,
-            verbose=verbose,
-            seed=seed,
-            device=device,
-            use_sde=use_sde,
-            sde_sample_freq=sde_sample_freq,
-        )
-        self.local_steps = local_steps
-        self.n_steps = n_steps
-        self.server_learning_rate = server_learning_rate
-        self.gamma = gamma
-        self.gae_lambda = gae_lambda
-        self.estimator = estimator
-        self.baseline = baseline
-        self.correction = correction
-        self.variance_control = variance_control
-        self.anchor_batches = anchor_batches
-        self.reuse_anchor_batch = reuse_anchor_batch
-        self.normalize_advantage = normalize_advantage
-        self.ent_coef = ent_coef
-        self.critic_learning_rate = critic_learning_rate
-        self.local_optimizer = local_optimizer
-        self.max_grad_norm = max_grad_norm
-        self.aggregator = aggregate
-        self.aggregator_kwargs = aggregator_kwargs
-        self.attack = attack
+        super().__init__(policy, env, locals())  # validates, builds the env of an id, sets every hyperparameter
         if _init_setup_model:
             self._setup_model()
 

@@ -11,7 +11,6 @@ from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 from stable_baselines3.common.utils import FloatSchedule
 
-from sb3_fedpg.common.aggregators import make_aggregator
 from sb3_fedpg.common.batch import RolloutBatch
 from sb3_fedpg.common.batched_policy import BatchedActor, StackedCritics
 from sb3_fedpg.common.federated_algorithm import FederatedAlgorithm
@@ -98,6 +97,14 @@ class FederatedPPO(FederatedAlgorithm):
     }
     #: the hyperparameters' one definition and validation
     hyperparams_class: ClassVar[type[FedPPOHyperparams]] = FedPPOHyperparams
+    # hyperparameters (set from the constructor's arguments by FederatedAlgorithm.__init__)
+    batch_size: int
+    n_epochs: int
+    clip_range: float | Schedule
+    clip_range_vf: float | Schedule | None
+    vf_coef: float
+    target_kl: float | None
+    variance_control: str
     policy: ActorCriticPolicy
 
     def __init__(
@@ -137,44 +144,7 @@ class FederatedPPO(FederatedAlgorithm):
         device: th.device | str = "auto",
         _init_setup_model: bool = True,
     ):
-        # Validate everything before any env is built (checked again in _setup_model, so load(**kwargs) is too).
-        self.hyperparams_class(**{name: value for name, value in locals().items() if name in FedPPOHyperparams.names()})
-        aggregate = make_aggregator(aggregator, **(aggregator_kwargs or {}))
-        super().__init__(
-            policy,
-            env,
-            n_agents=n_agents,
-            learning_rate=learning_rate,
-            participation=participation,
-            n_envs_per_agent=n_envs_per_agent,
-            env_kwargs=env_kwargs,
-            stats_window_size=stats_window_size,
-            tensorboard_log=tensorboard_log,
-            policy_kwargs=policy_kwargs,
-            verbose=verbose,
-            seed=seed,
-            device=device,
-            use_sde=use_sde,
-            sde_sample_freq=sde_sample_freq,
-        )
-        self.n_steps = n_steps
-        self.batch_size = batch_size
-        self.n_epochs = n_epochs
-        self.gamma = gamma
-        self.gae_lambda = gae_lambda
-        self.clip_range = clip_range
-        self.clip_range_vf = clip_range_vf
-        self.normalize_advantage = normalize_advantage
-        self.ent_coef = ent_coef
-        self.vf_coef = vf_coef
-        self.max_grad_norm = max_grad_norm
-        self.target_kl = target_kl
-        self.correction = correction
-        self.variance_control = variance_control
-        self.server_learning_rate = server_learning_rate
-        self.aggregator = aggregate
-        self.aggregator_kwargs = aggregator_kwargs
-        self.attack = attack
+        super().__init__(policy, env, locals())  # validates, builds the env of an id, sets every hyperparameter
         if _init_setup_model:
             self._setup_model()
 

@@ -11,7 +11,6 @@ from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 
 from sb3_fedpg.common import fedmath
-from sb3_fedpg.common.aggregators import make_aggregator
 from sb3_fedpg.common.batch import RolloutBatch
 from sb3_fedpg.common.batched_policy import BatchedActor, StackedCritics
 from sb3_fedpg.common.estimators import make_estimator
@@ -109,6 +108,13 @@ class FederatedSVRPGM(FederatedAlgorithm):
     }
     #: the hyperparameters' one definition and validation (also used by the zoo config)
     hyperparams_class: ClassVar[type[FedSVRPGMHyperparams]] = FedSVRPGMHyperparams
+    # hyperparameters (set from the constructor's arguments by FederatedAlgorithm.__init__)
+    local_steps: int
+    momentum_coef: float
+    max_importance_weight: float | None
+    estimator: str
+    baseline: str
+    critic_learning_rate: float
     policy: ActorCriticPolicy
     #: FedSVRPG-M exchanges no anchors after the first round (no Fast-FedPG correction)
     correction = False
@@ -148,42 +154,7 @@ class FederatedSVRPGM(FederatedAlgorithm):
         device: th.device | str = "auto",
         _init_setup_model: bool = True,
     ):
-        # Validate everything before any env is built (checked again in _setup_model, so load(**kwargs) is too).
-        self.hyperparams_class(**{name: value for name, value in locals().items() if name in FedSVRPGMHyperparams.names()})
-        aggregate = make_aggregator(aggregator, **(aggregator_kwargs or {}))
-        super().__init__(
-            policy,
-            env,
-            n_agents=n_agents,
-            learning_rate=learning_rate,
-            participation=participation,
-            n_envs_per_agent=n_envs_per_agent,
-            env_kwargs=env_kwargs,
-            stats_window_size=stats_window_size,
-            tensorboard_log=tensorboard_log,
-            policy_kwargs=policy_kwargs,
-            verbose=verbose,
-            seed=seed,
-            device=device,
-            use_sde=use_sde,
-            sde_sample_freq=sde_sample_freq,
-        )
-        self.local_steps = local_steps
-        self.n_steps = n_steps
-        self.momentum_coef = momentum_coef
-        self.max_importance_weight = max_importance_weight
-        self.server_learning_rate = server_learning_rate
-        self.gamma = gamma
-        self.gae_lambda = gae_lambda
-        self.estimator = estimator
-        self.baseline = baseline
-        self.normalize_advantage = normalize_advantage
-        self.ent_coef = ent_coef
-        self.critic_learning_rate = critic_learning_rate
-        self.max_grad_norm = max_grad_norm
-        self.aggregator = aggregate
-        self.aggregator_kwargs = aggregator_kwargs
-        self.attack = attack
+        super().__init__(policy, env, locals())  # validates, builds the env of an id, sets every hyperparameter
         if _init_setup_model:
             self._setup_model()
 
