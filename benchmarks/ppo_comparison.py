@@ -403,14 +403,18 @@ def _constructor_defaults(algo_class: type) -> dict[str, Any]:
 
 
 def run_config(family: dict[str, Any], method: str) -> dict[str, Any]:
-    """:return: everything that defines a run: the zoo entry with overrides, the constructor's defaults, the evaluation"""
+    """
+    :return: everything that defines a run, resolved: the constructor's defaults overridden by the zoo entry with the
+        family's and the method's overrides (so a changed default starts new runs exactly where a run uses it, and
+        a method that spells out a default is the same run as one that relies on it), whether it trains local-only
+        models, and the family and its evaluation
+    """
     algo, entry = cmp.algo_hyperparams(family, method, HETEROGENEITY, METHODS)
     return {
         "algo": algo,
-        "entry": entry,
-        "defaults": _constructor_defaults(cmp.algorithm_class(algo)),
+        "hyperparams": {**_constructor_defaults(cmp.algorithm_class(algo)), **entry},
+        "local": METHODS[method].local,
         "family": {k: v for k, v in family.items() if k not in (*cmp.ALGOS, "pilot_fraction", "extra_methods")},
-        "method": METHODS[method]._asdict(),
         "version": VERSION,
     }
 

@@ -113,6 +113,16 @@ def test_run_key_follows_the_library_defaults(pc, monkeypatch):
     real = pc._constructor_defaults
     monkeypatch.setattr(pc, "_constructor_defaults", lambda cls: {**real(cls), "anchor_batches": 7})
     assert pc.run_key("cartpole", family, "fedpg", 0) != key
+    # ... but not a default the method overrides: FedAvg-PG's correction=False is the same run whatever the default
+    monkeypatch.setattr(pc, "_constructor_defaults", real)
+    fedavg = pc.run_key("cartpole", family, "fedavg", 0)
+    monkeypatch.setattr(pc, "_constructor_defaults", lambda cls: {**real(cls), "correction": "other"})
+    assert pc.run_key("cartpole", family, "fedavg", 0).split("_")[-1] == fedavg.split("_")[-1]
+    # a method that spells out a default is the run that relies on it
+    monkeypatch.setattr(pc, "_constructor_defaults", real)
+    explicit = pc.MethodSpec("fedpg", {"correction": False, "variance_control": "none"})  # "none" is the default
+    monkeypatch.setitem(pc.METHODS, "fedavg_explicit", explicit)
+    assert pc.run_key("cartpole", family, "fedavg_explicit", 0).split("_")[-1] == fedavg.split("_")[-1]
 
 
 def test_quick_lqr_plan_sweep_report(pc, tmp_path, monkeypatch):
