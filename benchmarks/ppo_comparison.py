@@ -75,12 +75,13 @@ MethodSpec = cmp.MethodSpec
 METHODS: dict[str, MethodSpec] = {
     "fedpg": MethodSpec("fedpg"),
     "fedavg": MethodSpec("fedpg", {"correction": False}),
-    "fedppo": MethodSpec("fedppo", {"correction": False}),
-    "fedppo_corr": MethodSpec("fedppo", {"correction": True}),
-    "fedppo_surr": MethodSpec("fedppo", {"correction": "surrogate"}),
+    # each FederatedPPO row spells out its correction and noise control: a changed default does not change the row
+    "fedppo": MethodSpec("fedppo", {"correction": False, "variance_control": "none"}),
+    "fedppo_corr": MethodSpec("fedppo", {"correction": True, "variance_control": "none"}),
+    "fedppo_surr": MethodSpec("fedppo", {"correction": "surrogate", "variance_control": "none"}),
     "fedppo_snr": MethodSpec("fedppo", {"correction": "surrogate", "variance_control": "snr_damping"}),
     # the default before advantage normalisation was shared across agents (each agent by its own scale)
-    "fedppo_pa": MethodSpec("fedppo", {"correction": False, "normalize_advantage": "per_agent"}),
+    "fedppo_pa": MethodSpec("fedppo", {"correction": False, "variance_control": "none", "normalize_advantage": "per_agent"}),
     "ppo": MethodSpec("ppo"),
     # central PPO whose critic reads the agent one-hot (the actor does not): the fair central baseline
     "ppo_agent": MethodSpec("ppo", {"agent_aware_critic": True}),

@@ -31,8 +31,8 @@ from sb3_fedpg.common.cli import ArgumentParser
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 EPOCHS = (1, 5, 10, 20)
 CORRECTIONS = {
-    "none": {"correction": False},
-    "surrogate": {"correction": "surrogate"},
+    "none": {"correction": False, "variance_control": "none"},
+    "surrogate": {"correction": "surrogate", "variance_control": "none"},
     "snr": {"correction": "surrogate", "variance_control": "snr_damping"},
 }
 LABELS = {"none": "no correction", "surrogate": "surrogate correction", "snr": "surrogate correction, SNR-damped"}
