@@ -2,7 +2,8 @@
 The comparison at real budgets (issue 13, item 2): Fast-FedPG, FedAvg-PG, FederatedPPO with and without the drift
 correction, central SB3 PPO and A2C on the pooled envs, and local-only PPO.
 
-Families (heterogeneity ``h = 1``; cheap ones first): the CartPole family (500k total env steps), the heterogeneous
+Families (heterogeneity ``h = 1``; cheap ones first): the CartPole family (500k total env steps), the CartPole family
+whose agents' poles differ in length (transition heterogeneity, 500k), the heterogeneous
 point mass and two-link arm (400k), sampled LQR (400k), the Pendulum family (1M) and the HalfCheetah family (1M,
 MuJoCo). Every method gets the same budget of **total** env steps (all agents together; local-only: ``budget / N``
 per agent's model). Methods (``METHODS``) and per-family hyperparameters (``FAMILIES``) are built from
@@ -211,6 +212,21 @@ def _families() -> dict[str, dict[str, Any]]:
             "a2c": {},
             "ppo": {},
             "extra_methods": ["fedppo_pa"],
+        },
+        # transition heterogeneity: each agent's pole has its own length, the reward is shared
+        "cartpole_length": {
+            "env_id": "sb3_fedpg/HeteroCartPoleLength-v0",
+            "budget": 500_000,
+            "n_agents": 8,
+            "n_evals": 20,
+            "eval_envs_per_agent": 2,
+            "final_episodes_per_env": 4,
+            # no single-agent dynamics to train an agent alone on (comparison.train_curve)
+            "skip": ["local_ppo"],
+            "fedpg": cmp.FAMILIES["cartpole"]["fedpg"],
+            "fedppo": {},
+            "a2c": {},
+            "ppo": {},
         },
         "pointmass": _shaped_family("sb3_fedpg/HeteroPointMass-v0"),
         "arm": _shaped_family("sb3_fedpg/HeteroArm-v0"),
