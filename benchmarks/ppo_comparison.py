@@ -696,7 +696,7 @@ def default_acceptance(cells: dict[str, Any]) -> dict[str, bool | None]:
     """The library's default FederatedPPO against the agent-aware central PPO (the issue's headline rival)."""
     inf = float("inf")
     fed, central = cells.get(default_fedppo_row()), cells.get("ppo_agent")
-    if not fed or not central or not fed["complete"] or not central["complete"]:
+    if not fed or not central or fed["complete"] < fed["of"] or central["complete"] < central["of"]:
         return {"steps_ok": None, "wall_ok": None}
     steps, wall = fed["steps_to_target"], fed["wall_to_target"]
     return {
