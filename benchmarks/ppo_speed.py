@@ -39,7 +39,10 @@ RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 
 N_AGENTS = 8
 # method -> SB3 PPO's batch size as a multiple of FederatedPPO's per-agent batch size (None: FederatedPPO itself)
-METHODS = {"federated_ppo": None, "sb3_ppo_equal_steps": N_AGENTS, "sb3_ppo_equal_minibatch": 1}
+METHODS = {"federated_ppo": None, "federated_ppo_default": None, "sb3_ppo_equal_steps": N_AGENTS, "sb3_ppo_equal_minibatch": 1}
+#: FederatedPPO's two rows: the update machinery without a correction (what the SB3 rows are compared with) and the
+#: library's default, whose SNR-damped surrogate correction adds a Fisher solve and two half-rollout backward passes
+FEDPPO_KWARGS = {"federated_ppo": {"correction": False, "variance_control": "none"}, "federated_ppo_default": {}}
 LABELS = {
     "sb3_ppo_equal_steps": "equal optimiser steps",
     "sb3_ppo_equal_minibatch": "equal minibatch size",
@@ -55,7 +58,16 @@ def build(method: str, n_steps: int, batch_size: int, n_epochs: int, seed: int, 
     if METHODS[method] is not None:
         sb3_batch = batch_size * METHODS[method]
         return PPO("MlpPolicy", env, n_steps=n_steps, batch_size=sb3_batch, n_epochs=n_epochs, seed=seed, device=device)
-    return FederatedPPO("MlpPolicy", env, n_steps=n_steps, batch_size=batch_size, n_epochs=n_epochs, seed=seed, device=device)
+    return FederatedPPO(
+        "MlpPolicy",
+        env,
+        n_steps=n_steps,
+        batch_size=batch_size,
+        n_epochs=n_epochs,
+        seed=seed,
+        device=device,
+        **FEDPPO_KWARGS[method],
+    )
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -131,6 +143,12 @@ def main(argv: list[str] | None = None) -> dict:
         "env_steps_per_s": speeds,
         "env_steps_per_cpu_s": cpu_speeds,
         "comparisons": comparisons,
+        "correction_cost": {
+            "ratio_per_repeat": [d / u for d, u in zip(speeds["federated_ppo_default"], speeds["federated_ppo"], strict=True)],
+            "cpu_ratio_per_repeat": [
+                d / u for d, u in zip(cpu_speeds["federated_ppo_default"], cpu_speeds["federated_ppo"], strict=True)
+            ],
+        },
         "headline": "sb3_ppo_equal_steps",
         "load_average_1min": {"before": load_before, "after": load_after, "cores": os.cpu_count()},
     }
@@ -147,8 +165,13 @@ def main(argv: list[str] | None = None) -> dict:
         f"| method (64 envs, n_steps {args.n_steps}, {args.n_epochs} epochs) | optimiser steps per epoch "
         "| env-steps/s, wall clock | env-steps per CPU-second | FederatedPPO's speed-up, wall (CPU) |",
         "|---|---:|---:|---:|---:|",
-        f"| FederatedPPO ({N_AGENTS} agents, batch {args.batch_size} per agent) | {args.n_steps * 8 // args.batch_size} "
+        f"| FederatedPPO ({N_AGENTS} agents, batch {args.batch_size} per agent), no correction "
+        f"| {args.n_steps * 8 // args.batch_size} "
         f"| {np.median(speeds['federated_ppo']):,.0f} | {np.median(cpu_speeds['federated_ppo']):,.0f} | |",
+        f"| FederatedPPO, default (SNR-damped surrogate correction) | {args.n_steps * 8 // args.batch_size} "
+        f"| {np.median(speeds['federated_ppo_default']):,.0f} | {np.median(cpu_speeds['federated_ppo_default']):,.0f} "
+        f"| {np.median(result['correction_cost']['ratio_per_repeat']):.2f}× of no correction "
+        f"({np.median(result['correction_cost']['cpu_ratio_per_repeat']):.2f}×) |",
     ]
     for rival in rivals:
         c = comparisons[rival]
@@ -164,7 +187,8 @@ def main(argv: list[str] | None = None) -> dict:
     lines += [
         "",
         f"Medians of {args.repeats} repeats of {steps:,} env steps per method, in rotating order, one process, one torch "
-        f"thread{on_device}. Speed-ups are medians of the per-repeat ratios ({per_repeat}). At equal optimiser steps "
+        f"thread{on_device}. Speed-ups (of FederatedPPO without correction, the update machinery) are medians of the "
+        f"per-repeat ratios ({per_repeat}). At equal optimiser steps "
         "both do nearly the same arithmetic, so that ratio measures overhead; at equal minibatch size SB3 takes "
         f"{N_AGENTS}× more (smaller) optimiser steps. 1-minute load average {load_before:.1f} before and "
         f"{load_after:.1f} after the run on {os.cpu_count()} cores (above the core count absolute speeds drop; ratios "

@@ -332,12 +332,12 @@ class FedPPOHyperparams(Hyperparams):
     )
     target_kl: float | None = _hp(None, _optional_positive_float, "Stop an agent's epochs once its KL passes 1.5 × this")
     correction: bool | str = _hp(
-        False,
+        "surrogate",
         _ppo_correction,
         "Drift correction: False, 'surrogate' (inside the clipped surrogate) or 'linear' (= True, ⟨g − a_i, θ⟩ outside it)",
     )
     variance_control: str = _hp(
-        "none", _one_of(PPO_VARIANCE_CONTROLS), f"Noise control of the correction, {PPO_VARIANCE_CONTROLS}"
+        "snr_damping", _one_of(PPO_VARIANCE_CONTROLS), f"Noise control of the correction, {PPO_VARIANCE_CONTROLS}"
     )
     server_learning_rate: float = _hp(1.0, positive_float, "Server step size η_g on the aggregated parameter change")
     aggregator: Any = _hp("mean", _aggregator, f"Server reduction over agents: one of {AGGREGATOR_NAMES} or a callable")  # noqa: RUF009

@@ -280,8 +280,8 @@ class FlowerRunConfig:
     ppo_vf_coef: float = 0.5
     ppo_max_grad_norm: float | None = 0.5
     ppo_target_kl: float | None = None
-    ppo_correction: bool | str = False
-    ppo_variance_control: str = "none"
+    ppo_correction: bool | str = "surrogate"
+    ppo_variance_control: str = "snr_damping"
     ppo_server_learning_rate: float = 1.0
     tabular_n_states: int = 10
     tabular_n_actions: int = 4

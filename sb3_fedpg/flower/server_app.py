@@ -51,6 +51,22 @@ def server_anchors(
     return anchors.astype(stacked.dtype), scale
 
 
+def federation_noise(metrics: list[Mapping[str, Any]], advantage_scale: float | None) -> tuple[int, float] | None:
+    """
+    What an agent's SNR estimate needs from the others (FederatedPPO's ``snr_damping``): the number of anchors in
+    ``g`` and the sum of their noise, in the anchors' units.
+
+    :param metrics: the accepted anchor replies' metrics (``anchor-noise``: the agent's ``v_i`` before the scale)
+    :param advantage_scale: the round's shared advantage scale (``None``: the anchors were sent whole)
+    :return: ``(N, Σ_i v_i / σ²)``; ``None`` when a reply has no valid noise (no ``snr_damping``)
+    """
+    noises = [m.get("anchor-noise") for m in metrics]
+    if not noises or not all(isinstance(v, int | float) and np.isfinite(v) and v >= 0 for v in noises):
+        return None
+    scale = advantage_scale or 1.0
+    return len(noises), sum(float(cast(float, v)) for v in noises) / scale**2
+
+
 def wait_for_agents(grid: Any, n_wanted: int, timeout: float) -> list[int]:
     """
     Wait until ``n_wanted`` SuperNodes are connected (``get_node_ids()`` is empty right after start).
@@ -275,10 +291,7 @@ class FedPGServer:
             out["anchors"], out["advantage_scale"] = server_anchors(
                 self.config, params.shape[0], [anchors[n] for n in accepted], [metrics[n] for n in accepted]
             )
-            noises = [metrics[n].get("anchor-noise") for n in accepted]
-            if all(isinstance(v, int | float) and np.isfinite(v) and v >= 0 for v in noises):  # FederatedPPO's snr_damping
-                scale = out["advantage_scale"] or 1.0
-                out["federation_noise"] = (len(accepted), sum(float(cast(float, v)) for v in noises) / scale**2)
+            out["federation_noise"] = federation_noise([metrics[n] for n in accepted], out["advantage_scale"])
             out["global_grad"] = fedmath.server_global_gradient(out["anchors"], self.aggregator)
         return out
 

@@ -37,7 +37,11 @@ def test_ppo_speed_quick(tmp_path):
             fed, sb3 = saved[speeds]["federated_ppo"], saved[speeds][rival]
             assert comparison[ratios] == pytest.approx([f / s for f, s in zip(fed, sb3, strict=True)])
             assert min(fed + sb3) > 0
+    speeds = saved["env_steps_per_s"]
+    cost = [d / u for d, u in zip(speeds["federated_ppo_default"], speeds["federated_ppo"], strict=True)]
+    assert saved["correction_cost"]["ratio_per_repeat"] == pytest.approx(cost)
     table = (tmp_path / "ppo_speed.md").read_text()
+    assert "default (SNR-damped surrogate correction)" in table and "of no correction" in table
     assert "per CPU-second" in table and "load average" in table
     assert "equal optimiser steps" in table and "equal minibatch size" in table
 

@@ -73,14 +73,22 @@ def test_the_ground_truth_moves_with_the_weight():
     assert weighted[0] > 0.6 and weighted[1] < 0.15
 
 
-# Each algorithm as the average-return objective asks: FederatedPG with its correction (the default), FederatedPPO with
-# its surrogate correction (without one, each agent's own Adam removes its gradient's scale: see
-# docs/algorithms.md), FedSVRPG-M with one local step (with more, its constant-step drift bias adds to the picture).
+# Each algorithm with its default correction and normalisation: FederatedPG's correction, FederatedPPO's SNR-damped
+# surrogate correction (without one, each agent's own Adam removes its gradient's scale: see docs/algorithms.md);
+# FedSVRPG-M with one local step (with more, its constant-step drift bias adds to the picture).
 ALGORITHMS = {
     "FederatedPG": (FederatedPG, {"learning_rate": 0.1}),
-    "FederatedPPO-surrogate": (FederatedPPO, {"correction": "surrogate"}),
+    "FederatedPPO": (FederatedPPO, {}),
+    "FederatedPPO-undamped": (FederatedPPO, {"variance_control": "none"}),
     "FedSVRPG-M": (FederatedSVRPGM, {"learning_rate": 0.1, "local_steps": 1}),
 }
+
+
+def test_federated_ppo_without_a_correction_misses_the_weighted_optimum():
+    # Its agents' own Adam moments remove each agent's gradient scale: a tenfold reward changes nothing.
+    expected = shared_scale_optimum(REWARDS * np.array([[10.0], [1.0]]), TAU)
+    uncorrected = learned_policy(FederatedPPO, 10.0, "shared", correction=False)
+    assert np.abs(uncorrected - expected).max() > 0.2, (uncorrected, expected)
 
 
 @pytest.mark.parametrize("name", list(ALGORITHMS))

@@ -12,7 +12,7 @@ from sb3_fedpg import FederatedPG
 from sb3_fedpg.common.wandb_logger import read_offline_history
 from sb3_fedpg.flower.agent import make_tabular_mdp
 from sb3_fedpg.flower.config import parse_run_config
-from sb3_fedpg.flower.server_app import server_anchors
+from sb3_fedpg.flower.server_app import federation_noise, server_anchors
 from sb3_fedpg.flower.simulation import run_simulation
 from sb3_fedpg.tabular import agent_objectives, exact_federated_run
 
@@ -181,9 +181,12 @@ def test_fedppo_simulation_is_its_agents_phases_averaged(tmp_path):
             for i in range(n_agents)
         ]
         anchors, scale = server_anchors(config, theta.size, [r[0] for r in replies], [r[1] for r in replies])
+        noise = federation_noise([r[1] for r in replies], scale)
         g = np.mean(anchors.astype(np.float64), axis=0).astype(np.float32)
         deltas = [
-            answer(PhaseRequest("local", "replay", run_config, i, n_agents, server_round, theta, g, scale), memories[i])[0]
+            answer(
+                PhaseRequest("local", "replay", run_config, i, n_agents, server_round, theta, g, scale, noise), memories[i]
+            )[0]
             for i in range(n_agents)
         ]
         expected.append(expected[-1] + np.mean(np.stack(deltas).astype(np.float64), axis=0))

@@ -41,6 +41,7 @@ def _round(correction, net_arch, n_epochs=1, batch_size=None, learning_rate=1e-3
         n_epochs=n_epochs,
         max_grad_norm=None,
         correction=correction,
+        variance_control="none",  # the correction itself, undamped (snr_damping scales it: tested below)
         policy_kwargs={"net_arch": net_arch},
         seed=seed,
         device="cpu",
