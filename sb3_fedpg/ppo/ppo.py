@@ -64,13 +64,14 @@ class FederatedPPO(FederatedAlgorithm):
         (``None``: off). SB3's PPO clips the norm of both together, so there a large value loss (unnormalised
         returns) shrinks the actor's step as well
     :param target_kl: Stop an agent's epochs once its approximate KL passes ``1.5 × target_kl`` (``None``: off)
-    :param correction: The drift correction: ``False`` (none), ``"surrogate"`` (a per-sample advantage shift inside
-        PPO's clipped surrogate whose gradient at ``θ̄`` turns ``a_i`` into ``g``; clipped with the ratio) or
-        ``"linear"`` (``True``: the term ``⟨g − a_i, θ⟩`` added to every step's gradient, outside the clip)
-    :param variance_control: Noise control of the correction: ``"none"``, or ``"snr_damping"`` (each agent's
+    :param correction: The drift correction: ``"surrogate"`` (the default: a per-sample advantage shift inside
+        PPO's clipped surrogate whose gradient at ``θ̄`` turns ``a_i`` into ``g``; clipped with the ratio), ``False``
+        (none: the federation then does not optimise the average return, each agent's Adam removing its gradient's
+        scale) or ``"linear"`` (``True``: the term ``⟨g − a_i, θ⟩`` added to every step's gradient, outside the clip)
+    :param variance_control: Noise control of the correction: ``"snr_damping"`` (the default: each agent's
         ``g − a_i`` scaled by ``β_i = SNR_i / (1 + SNR_i)``: the anchor's noise is measured on two half-rollouts, one
         extra backward pass each, and the signal-to-noise ratio averaged over rounds; logged as
-        ``fed/correction_snr`` and ``fed/correction_beta``)
+        ``fed/correction_snr`` and ``fed/correction_beta``) or ``"none"``
     :param server_learning_rate: Server step size ``η_g`` applied to the aggregated parameter change
     :param aggregator: Server reduction over agents (``"mean"`` or a Byzantine-robust rule, or a callable)
     :param aggregator_kwargs: Parameters of a named aggregator
