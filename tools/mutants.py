@@ -222,8 +222,8 @@ MUTANTS: dict[str, tuple[str, str, str, str, list[str]]] = {
     "shared_anchor_own_scale": (
         "shared normalisation: FederatedPG's anchor batches divided by their own standard deviation before sending",
         "sb3_fedpg/fedpg/learner.py",
-        "normalized = fedmath.normalized_advantages(weights.weights, (1, 2), 1.0, weights.valid)",
-        "normalized = fedmath.normalized_advantages(weights.weights, (1, 2), None, weights.valid)",
+        "normalized = fedmath.normalized_advantages(weights.weights, (1, 2), weights.valid, centre_only and shared)",
+        "normalized = fedmath.normalized_advantages(weights.weights, (1, 2), weights.valid, False)",
         OBJECTIVE,
     ),
     "ppo_snr_damping_ignored": (

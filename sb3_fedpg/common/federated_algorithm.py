@@ -128,19 +128,6 @@ class FederatedAlgorithm(FederatedPersistenceMixin):
     max_grad_norm: float | None
     normalize_advantage: bool | str
     critics: StackedCritics
-    #: the constructor arguments that are not hyperparameters (not validated by the hyperparameter class)
-    COMMON_SETTINGS = (
-        "env_kwargs",
-        "stats_window_size",
-        "tensorboard_log",
-        "policy_kwargs",
-        "verbose",
-        "seed",
-        "device",
-        "use_sde",
-        "sde_sample_freq",
-        "attack",
-    )
 
     def __init__(
         self,
@@ -596,7 +583,7 @@ class FederatedAlgorithm(FederatedPersistenceMixin):
         """
         if moments is None:
             return
-        mask = None if participants is None else participants.detach().cpu()
+        mask = None if participants is None else participants.detach().to(moments.device)
         scale = fedmath.shared_advantage_scale(moments, mask)
         if scale is not None:
             self.advantage_scale = scale

@@ -639,8 +639,8 @@ def variance_controlled_gradient(
 # Normalising each agent's advantages by its own standard deviation σ_i makes the federation climb Σ_i ∇J_i / σ_i,
 # whose stationary point is not that of the average return whenever the agents' reward scales differ. One scale
 # shared by all agents (a positive constant common to every agent's gradient) keeps the average return's
-# stationary points. The agents send the moments of their advantages (count, mean, M2: no samples) and the server
-# merges them exactly, like the anchors; the next round divides by the pooled standard deviation.
+# stationary points. With their anchor's parts the agents send the moments of their centred advantages (count, M2,
+# groups: no samples); the server pools them into this round's scale σ and assembles the anchors with it.
 
 
 def advantage_moments(values: ArrayT, valid: ArrayT | None = None) -> ArrayT:
@@ -779,30 +779,28 @@ def solver_anchors(
 
 
 def normalized_advantages(
-    values: th.Tensor, dims: tuple[int, ...], scale: float | None = None, valid: th.Tensor | None = None
+    values: th.Tensor, dims: tuple[int, ...], valid: th.Tensor | None = None, centre_only: bool = False
 ) -> th.Tensor:
     """
     Advantages centred over ``dims`` (a baseline per agent or minibatch: no change of the gradient's expectation)
-    and divided by ``scale`` (shared by all agents), or by their own standard deviation over ``dims`` when
-    ``scale`` is ``None``.
+    and divided by their own standard deviation over ``dims``, unless ``centre_only`` (the server sets their scale:
+    :class:`ScaledAnchors`).
 
     :param values: advantages
     :param dims: the axes of one agent's (or one minibatch's) samples
-    :param scale: the shared scale (``None``: their own)
     :param valid: 1 where a value belongs to the estimate (others give 0; ``None``: all)
+    :param centre_only: centre, do not scale
     :return: the normalised advantages
     """
     if valid is None:
-        mean = values.mean(dims, keepdim=True)
-        if scale is None:
-            return (values - mean) / (values.std(dims, keepdim=True) + 1e-8)
-        return (values - mean) / (scale + 1e-8)
+        centred = values - values.mean(dims, keepdim=True)
+        return centred if centre_only else centred / (values.std(dims, keepdim=True) + 1e-8)
     count = valid.sum(dim=dims, keepdim=True).clamp(min=2)
-    mean = (values * valid).sum(dim=dims, keepdim=True) / count
-    if scale is None:
-        std = (((values - mean) * valid).pow(2).sum(dim=dims, keepdim=True) / (count - 1)).sqrt()
-        return (values - mean) / (std + 1e-8) * valid
-    return (values - mean) / (scale + 1e-8) * valid
+    centred = (values - (values * valid).sum(dim=dims, keepdim=True) / count) * valid
+    if centre_only:
+        return centred
+    std = (centred.pow(2).sum(dim=dims, keepdim=True) / (count - 1)).sqrt()
+    return centred / (std + 1e-8)
 
 
 # ---------------------------------------------------------------- FedSVRPG-M (Wang et al., ICML 2024)

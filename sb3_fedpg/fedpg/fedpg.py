@@ -255,7 +255,6 @@ class FederatedPG(FederatedAlgorithm):
         :param learning_rate: the local step size ``η`` of this round
         :return: the corrected gradient steps of this round (fresh batches from this algorithm's env)
         """
-        self.learner.advantage_ratio = self.advantage_ratio_tensor()
         return self.learner.solver(
             lambda params, step: self.sample_batch(params, callback),
             learning_rate,

@@ -143,7 +143,7 @@ class RoundStats:
         """
         :param moments: one batch's per-agent :func:`~sb3_fedpg.common.fedmath.advantage_moments`, ``(n, 3)``
         """
-        moments = moments.detach().double().cpu()
+        moments = moments.detach().double()  # on the agents' device: no host copy per batch
         previous = self.advantage_moments
         self.advantage_moments = moments if previous is None else previous + moments
 
@@ -237,16 +237,12 @@ class PolicyGradientLearner:
         weights = self._critic_weights(batch) if self.estimator.uses_critic else self.estimator.weights(batch)
         if self.normalization is None:
             return weights
-        if self.normalization == "per_agent":
-            normalized = fedmath.normalized_advantages(weights.weights, (1, 2), None, weights.valid)
-            return EstimatorWeights(normalized, weights.valid, weights.time_reduce)
-        self.stats.add_moments(fedmath.advantage_moments(weights.weights, weights.valid))
-        if centre_only:
-            normalized = fedmath.normalized_advantages(weights.weights, (1, 2), 1.0, weights.valid)
-        else:
-            normalized = fedmath.normalized_advantages(weights.weights, (1, 2), None, weights.valid)
-            if self.advantage_ratio is not None:  # in the shared scale's units
-                normalized = normalized * self.advantage_ratio.view(-1, 1, 1)
+        shared = self.normalization == "shared"
+        if shared:
+            self.stats.add_moments(fedmath.advantage_moments(weights.weights, weights.valid))
+        normalized = fedmath.normalized_advantages(weights.weights, (1, 2), weights.valid, centre_only and shared)
+        if shared and not centre_only and self.advantage_ratio is not None:  # in the shared scale's units
+            normalized = normalized * self.advantage_ratio.view(-1, 1, 1)
         return EstimatorWeights(normalized, weights.valid, weights.time_reduce)
 
     def policy_gradient(

@@ -310,7 +310,7 @@ class PPOEpochs:
         if shared:
             self.stats.add_moments(fedmath.advantage_moments(adv))
         if s.normalize_advantage is not None:
-            adv = fedmath.normalized_advantages(adv, (1,), 1.0 if shared else None)  # shared: centred only
+            adv = fedmath.normalized_advantages(adv, (1,), centre_only=shared)
         n_samples = adv.shape[1]
         if s.correction is not None and s.variance_control == "snr_damping":
             # the anchor's noise: its policy part on two disjoint halves of the rollout (by sub-environment, else by
