@@ -33,6 +33,7 @@ WIRING += ["tests/fedpg/test_fedpg.py::test_a_round_costs_H_batches_with_anchor_
 PPO_EPOCHS = ["tests/ppo/test_local_solver.py"]
 SURROGATE = ["tests/ppo/test_surrogate_correction.py"]
 OBJECTIVE = ["tests/common/test_average_return_objective.py"]
+METRICS = ["tests/common/test_fed_metrics.py"]
 SVRPGM = ["tests/tabular/test_svrpgm.py", "tests/svrpgm/test_svrpgm.py", "tests/common/test_momentum_math.py"]
 
 #: name → (what it breaks, file, original text, mutated text, tests to run)
@@ -232,6 +233,20 @@ MUTANTS: dict[str, tuple[str, str, str, str, list[str]]] = {
         "difference = difference * self.snr_damping(anchor_grads, global_grad).unsqueeze(1)",
         "difference = difference * self.snr_damping(anchor_grads, global_grad).unsqueeze(1) ** 0",
         SURROGATE,
+    ),
+    "metric_snr_without_correction_inf": (
+        "a correction with neither signal nor noise (one agent) read as all signal (SNR inf, β = 1)",
+        "sb3_fedpg/common/fedmath.py",
+        "noiseless = th.where(clipped > 0, th.full_like(noise, float(\"inf\")), th.zeros_like(noise))",
+        "noiseless = th.full_like(noise, float(\"inf\"))",
+        METRICS,
+    ),
+    "metric_return_pooled": (
+        "rollout/ep_rew_mean pooled over episodes instead of J̄ (agents weighted by how often their episodes end)",
+        "sb3_fedpg/common/federated_algorithm.py",
+        'self.logger.record("rollout/ep_rew_mean", float(np.mean(agent_means)))',
+        'self.logger.record("rollout/ep_rew_mean", safe_mean([ep["r"] for ep in self.ep_info_buffer]))',
+        METRICS,
     ),
     "svrpgm_weight_flipped": (
         "FedSVRPG-M's importance weight inverted (1/w = p(τ; θ_{i,k}) / p(τ; θ̄_{r−1}))",

@@ -675,8 +675,11 @@ class FederatedAlgorithm(FederatedPersistenceMixin):
         fps = int((self.num_timesteps - self._num_timesteps_at_start) / time_elapsed)
         if iteration > 0:
             self.logger.record("time/iterations", iteration, exclude="tensorboard")
+        agent_means = [safe_mean(list(buffer)) for buffer in self._agent_ep_buffers if len(buffer) > 0]
         if len(self.ep_info_buffer) > 0:
-            self.logger.record("rollout/ep_rew_mean", safe_mean([ep["r"] for ep in self.ep_info_buffer]))
+            # J̄: the mean over agents of each agent's recent return, as the Flower server logs it. SB3's mean over
+            # the last episodes of all agents pooled would weight each agent by how often its episodes end.
+            self.logger.record("rollout/ep_rew_mean", float(np.mean(agent_means)))
             self.logger.record("rollout/ep_len_mean", safe_mean([ep["l"] for ep in self.ep_info_buffer]))
         if len(self.ep_success_buffer) > 0:
             self.logger.record("rollout/success_rate", safe_mean(self.ep_success_buffer))

@@ -441,10 +441,11 @@ def round_metrics(result: RoundResult, correction: bool = True, itemsize: int = 
         "fed/participants": result.n_participants,
         "train/policy_gradient_norm": float(grad_norm),
         "fed/drift": result.drift,
-        "fed/correction_norm": result.correction_norm,
         "fed/bytes_up": bytes_up,
         "fed/bytes_down": bytes_down,
     }
+    if correction:  # without it the anchors stay with the agents: a real server could not know ‖g − a_i‖
+        metrics["fed/correction_norm"] = result.correction_norm
     if result.advantage_scale is not None:
         metrics["train/advantage_scale"] = float(result.advantage_scale)
     return metrics
@@ -518,14 +519,16 @@ def snr_from(signal: ArrayT, noise: ArrayT) -> ArrayT:
     """
     :param signal: signal estimates (clipped at 0 here)
     :param noise: noise variances
-    :return: ``max(signal, 0) / noise``, ``inf`` where the noise is 0 (exact gradients: all signal)
+    :return: ``max(signal, 0) / noise``; where the noise is 0, ``inf`` if there is signal (exact gradients: all
+        signal) and 0 if there is none either (no correction at all: one agent, or identical agents' exact gradients)
     """
     if isinstance(signal, np.ndarray):
         clipped = signal.clip(min=0)
         with np.errstate(divide="ignore", invalid="ignore"):
-            return np.where(noise > 0, clipped / np.where(noise > 0, noise, 1.0), np.inf)
+            return np.where(noise > 0, clipped / np.where(noise > 0, noise, 1.0), np.where(clipped > 0, np.inf, 0.0))
     clipped = signal.clamp(min=0)
-    return th.where(noise > 0, clipped / th.where(noise > 0, noise, th.ones_like(noise)), th.full_like(noise, float("inf")))
+    noiseless = th.where(clipped > 0, th.full_like(noise, float("inf")), th.zeros_like(noise))
+    return th.where(noise > 0, clipped / th.where(noise > 0, noise, th.ones_like(noise)), noiseless)
 
 
 def snr_damping(snr: ArrayT) -> ArrayT:

@@ -546,8 +546,9 @@ class NoiseAwareSteps:
             sub_parts.append(parts(stacked, batch, weights))
             learner.stats.add("train/batch_return", float(batch.rewards.sum(1).mean()))
             first = first or (batch, weights)
-        if len(sub_parts) == 1:
-            # one batch: its two halves are the independent sub-batches (one extra batched backward)
+        if len(sub_parts) == 1 and self.correction:
+            # one batch: its two halves are the independent sub-batches (one extra batched backward); without the
+            # correction nothing uses the anchor's noise, so it is not measured (and its metrics are not logged)
             assert first is not None  # anchor_batches >= 1
             half_batch, half_weights = split_in_halves(*first)
             half = parts(stacked.repeat_interleave(2, dim=0), half_batch, half_weights)
@@ -560,7 +561,7 @@ class NoiseAwareSteps:
                 for j in (0, 1)
             ]
         else:
-            self._halves = sub_parts
+            self._halves = sub_parts if self.correction else []
         policy = th.stack([p for p, _ in sub_parts]).mean(0)
         entropies = [e for _, e in sub_parts if e is not None]
         entropy = th.stack(entropies).mean(0) if entropies else None
@@ -603,7 +604,7 @@ class NoiseAwareSteps:
 
     def local_round(self, global_params: th.Tensor, anchor_grads: th.Tensor, global_grad: th.Tensor) -> th.Tensor:
         learner, mode = self.learner, self.variance_control
-        if self.noise_variance is not None:
+        if self.correction and self.noise_variance is not None:
             signal, noise = fedmath.correction_signal_noise(anchor_grads, global_grad, self.noise_variance)
             snr = learner.correction_stats.update(signal, noise)
             self.damping = fedmath.snr_damping(snr)
