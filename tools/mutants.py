@@ -237,8 +237,8 @@ MUTANTS: dict[str, tuple[str, str, str, str, list[str]]] = {
     "metric_snr_without_correction_inf": (
         "a correction with neither signal nor noise (one agent) read as all signal (SNR inf, β = 1)",
         "sb3_fedpg/common/fedmath.py",
-        "noiseless = th.where(clipped > 0, th.full_like(noise, float(\"inf\")), th.zeros_like(noise))",
-        "noiseless = th.full_like(noise, float(\"inf\"))",
+        'noiseless = th.where(clipped > 0, th.full_like(noise, float("inf")), th.zeros_like(noise))',
+        'noiseless = th.full_like(noise, float("inf"))',
         METRICS,
     ),
     "metric_return_pooled": (

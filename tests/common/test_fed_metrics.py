@@ -7,6 +7,7 @@ computed right but logged wrong fails here too.
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import gymnasium as gym
@@ -109,7 +110,7 @@ def test_without_correction_no_correction_metric_is_logged(algo):
 def test_momentum_norm_is_the_servers_momentum():
     # round r uses u_r, which round r − 1 logged as train/policy_gradient_norm (‖u_{r+1}‖ of that round)
     _, rows = run("fedsvrpgm", rounds=4, n_agents=2)
-    for before, after in zip(rows, rows[1:], strict=False):
+    for before, after in itertools.pairwise(rows):
         assert after["fed/momentum_norm"] == pytest.approx(before["train/policy_gradient_norm"], rel=1e-6)
     assert not {"fed/correction_norm", "fed/correction_snr"} & set(rows[1])
 
