@@ -9,9 +9,12 @@ on every ``RoundCallback`` it was given (also inside a ``CallbackList``) after e
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import re
+import warnings
+import zipfile
 from typing import TYPE_CHECKING, cast
 
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
@@ -65,11 +68,16 @@ class RoundCheckpointCallback(RoundCallback):
     ``model.learn(total - model.num_timesteps, reset_num_timesteps=False)``: the result is
     bit-identical to an uninterrupted run with the same seed (for picklable envs).
 
+    **Checkpoints belong to their run.** Each file records the model's ``run_id`` (kept by ``load`` and
+    ``load_checkpoint``, so a resumed run is the same run). A folder (and prefix) that already holds another run's
+    checkpoints is refused when training starts — two runs there would overwrite each other's rounds, prune each
+    other's files, and ``latest_checkpoint`` would resume the wrong one. ``keep_last`` prunes this run's files only.
+
     :param save_freq: save every this many rounds
     :param save_path: folder for the checkpoints
     :param name_prefix: files are ``<save_path>/<name_prefix>_<round>_rounds.zip`` (a prefix with ``/`` writes
         into a sub-folder, and ``keep_last`` counts the files there)
-    :param keep_last: keep only this many most recent checkpoints (``None``: keep all)
+    :param keep_last: keep only this many most recent checkpoints of this run (``None``: keep all)
     :param verbose: Verbosity level: 0 for no output, 1 for info messages
     """
 
@@ -86,18 +94,60 @@ class RoundCheckpointCallback(RoundCallback):
         self.name_prefix = name_prefix
         self.keep_last = keep_last
 
+    def _check_folder(self) -> None:
+        run_id = cast("FederatedAlgorithm", self.model).run_id
+        foreign = [p for p in list_checkpoints(self.save_path, self.name_prefix) if checkpoint_run_id(p) != run_id]
+        if foreign:
+            shown = ", ".join(p.name for p in foreign[:3]) + (" ..." if len(foreign) > 3 else "")
+            raise ValueError(
+                f"{self.save_path} already holds checkpoints of another run with the prefix {self.name_prefix!r} "
+                f"({shown}): this run would overwrite and prune them. Resume that run with load_checkpoint("
+                f"latest_checkpoint(...)), or give this one its own save_path or name_prefix (or delete those files)."
+            )
+
+    def _init_callback(self) -> None:
+        self._check_folder()
+
     def _on_round_end(self) -> bool:
         model = cast("FederatedAlgorithm", self.model)  # round events come from federated algorithms only
         rounds = model._n_rounds
         if rounds % self.save_freq == 0:
+            self._check_folder()  # another run may have started writing here meanwhile
             path = self.save_path / f"{self.name_prefix}_{rounds}_rounds.zip"
             model.save_checkpoint(path)
             if self.verbose >= 1:
                 print(f"Saving checkpoint to {path}")
             if self.keep_last is not None:
-                for old in list_checkpoints(self.save_path, self.name_prefix)[: -self.keep_last]:
+                for old in list_checkpoints(self.save_path, self.name_prefix, model.run_id)[: -self.keep_last]:
                     old.unlink(missing_ok=True)
         return True
+
+
+def checkpoint_run_id(path: str | pathlib.Path) -> str | None:
+    """
+    :param path: a model or checkpoint file written by ``save``/``save_checkpoint``
+    :return: the ``run_id`` of the model that wrote it (``None``: unreadable, or written before run ids existed)
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            data = json.loads(archive.read("data"))
+    except (OSError, zipfile.BadZipFile, KeyError, ValueError):
+        return None
+    run_id = data.get("run_id") if isinstance(data, dict) else None
+    return run_id if isinstance(run_id, str) else None
+
+
+def is_readable_checkpoint(path: str | pathlib.Path) -> bool:
+    """
+    :param path: a checkpoint file
+    :return: whether it is a complete zip whose members all pass their CRC check (a file truncated by a full disk
+        or a copy cut short is not)
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.testzip() is None
+    except (OSError, zipfile.BadZipFile, EOFError, ValueError):
+        return False
 
 
 def _split_prefix(folder: str | pathlib.Path, name_prefix: str) -> tuple[pathlib.Path, str]:
@@ -109,23 +159,36 @@ def _split_prefix(folder: str | pathlib.Path, name_prefix: str) -> tuple[pathlib
     return pathlib.Path(folder) / name_prefix[:cut], name_prefix[cut + 1 :]
 
 
-def list_checkpoints(folder: str | pathlib.Path, name_prefix: str = "fedpg") -> list[pathlib.Path]:
+def list_checkpoints(folder: str | pathlib.Path, name_prefix: str = "fedpg", run_id: str | None = None) -> list[pathlib.Path]:
     """
     :param folder: a checkpoint folder
     :param name_prefix: the callback's prefix (it may contain a sub-folder, ``"run1/fedpg"``)
+    :param run_id: only the files of this run (``model.run_id``; ``None``: every run's)
     :return: the round checkpoints ``<folder>/<name_prefix>_<round>_rounds.zip``, oldest first
     """
     folder, base = _split_prefix(folder, name_prefix)
     pattern = re.compile(rf"{re.escape(base)}_(\d+)_rounds\.zip$")
     found = [(int(m.group(1)), p) for p in folder.glob("*.zip") if (m := pattern.match(p.name))]
-    return [p for _, p in sorted(found)]
+    paths = [p for _, p in sorted(found)]
+    return paths if run_id is None else [p for p in paths if checkpoint_run_id(p) == run_id]
 
 
-def latest_checkpoint(folder: str | pathlib.Path, name_prefix: str = "fedpg") -> pathlib.Path | None:
+def latest_checkpoint(
+    folder: str | pathlib.Path, name_prefix: str = "fedpg", run_id: str | None = None
+) -> pathlib.Path | None:
     """
+    The checkpoint to resume from: the most recent *readable* one. A newer file that is truncated or corrupt (a
+    full disk, a copy cut short) is skipped with a warning.
+
     :param folder: a checkpoint folder
     :param name_prefix: the callback's prefix
-    :return: the most recent round checkpoint, or ``None``
+    :param run_id: only the files of this run (``None``: any run's; :class:`RoundCheckpointCallback` keeps one run
+        per folder and prefix)
+    :return: the most recent readable round checkpoint, or ``None``
     """
-    found = list_checkpoints(folder, name_prefix)
-    return found[-1] if found else None
+    found = list_checkpoints(folder, name_prefix, run_id)
+    for path in reversed(found):
+        if is_readable_checkpoint(path):
+            return path
+        warnings.warn(f"skipping the unreadable (truncated or corrupt) checkpoint {path}.", stacklevel=2)
+    return None

@@ -12,12 +12,15 @@ implement :meth:`~FederatedAlgorithm.train` — one round — on top of
 
 from __future__ import annotations
 
+import contextlib
 import math
+import secrets
 import sys
+import threading
 import time
 import warnings
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar, cast
 
 import numpy as np
@@ -26,7 +29,7 @@ from gymnasium import spaces
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback
-from stable_baselines3.common.utils import FloatSchedule, check_for_correct_spaces, safe_mean
+from stable_baselines3.common.utils import FloatSchedule, check_for_correct_spaces, is_vectorized_observation, safe_mean
 
 from sb3_fedpg.common import fedmath
 from sb3_fedpg.common.batch import RolloutBatch
@@ -81,6 +84,33 @@ THREADS_HINT = (
     "library leaves this process-wide setting to you)."
 )
 _threads_hint_shown = False
+
+#: ids of the models whose learn() is running (one learn per model at a time, whatever the thread).
+_models_learning: set[int] = set()
+_models_learning_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def _learning(model: Any) -> Iterator[None]:
+    """
+    Hold ``model`` for one ``learn()``: a second concurrent ``learn()`` (another thread, or a callback calling
+    ``learn``) is refused with a clear error instead of interleaving two rounds on the same agents' state.
+
+    :param model: the model
+    """
+    with _models_learning_lock:
+        if id(model) in _models_learning:
+            raise RuntimeError(
+                f"learn() is already running on this {type(model).__name__} (in another thread, or called from its own "
+                "callback): a federated model trains one learn() at a time, since a round updates every agent's state. "
+                "Train a separate model per thread (e.g. load a copy of the saved model), or wait for the first learn()."
+            )
+        _models_learning.add(id(model))
+    try:
+        yield
+    finally:
+        with _models_learning_lock:
+            _models_learning.discard(id(model))
 
 
 def _hint_torch_threads(device: th.device, verbose: int) -> None:
@@ -172,6 +202,9 @@ class FederatedAlgorithm(FederatedPersistenceMixin):
         self.aggregator = aggregate
         self.attack = settings["attack"]
         self._n_rounds = 0
+        #: This model's run: saved with it and kept by load/load_checkpoint, so that checkpoint files say which run
+        #: wrote them (:class:`~sb3_fedpg.common.callbacks.RoundCheckpointCallback` writes and prunes only its own).
+        self.run_id = secrets.token_hex(8)
         #: ``normalize_advantage="shared"``: the last round's advantage scale, pooled over its participants from their
         #: moments (:func:`fedmath.shared_advantage_scale`; logged as ``train/advantage_scale``), and every agent's own
         #: scale relative to it (:func:`fedmath.advantage_ratios`; used by a solver without anchor batches in the next
@@ -298,10 +331,11 @@ class FederatedAlgorithm(FederatedPersistenceMixin):
         Every agent's own value estimate ``V_i(obs)``, from its local critic (trained on its own reward). The mean
         over agents estimates the value of the average objective; the policy has no global critic of its own.
 
-        :param observation: a batch of observations ``(batch, *obs_shape)``; for a ``Dict`` space a dict of such
-            batches, one per key
-        :return: values ``(n_agents, batch)``
-        :raises ValueError: when a ``Dict`` space gets no dict, or a dict without all of its keys
+        :param observation: a batch of observations ``(batch, *obs_shape)`` or one observation ``obs_shape`` (as
+            SB3's ``predict`` takes them); for a ``Dict`` space a dict of such batches, one per key
+        :return: values ``(n_agents, batch)`` (``batch = 1`` for one observation, 0 for an empty batch)
+        :raises ValueError: when a ``Dict`` space gets no dict, or a dict without all of its keys, or an observation
+            has neither the space's shape nor ``(batch, *shape)``
         """
         assert self.n_agents is not None  # known once the model is set up
         if isinstance(self.observation_space, spaces.Dict):
@@ -309,6 +343,8 @@ class FederatedAlgorithm(FederatedPersistenceMixin):
             if not isinstance(observation, dict) or set(observation) != set(keys):
                 got = sorted(observation) if isinstance(observation, dict) else type(observation).__name__
                 raise ValueError(f"the observation space is a Dict with keys {keys}: pass a dict of batches, got {got}")
+            if len(next(iter(observation.values()))) > 0:  # SB3's check names the key and the shapes it expects
+                is_vectorized_observation({k: np.asarray(v) for k, v in observation.items()}, self.observation_space)
             batches = {
                 key: np.asarray(observation[key]).reshape(-1, *cast("tuple[int, ...]", self.observation_space[key].shape))
                 for key in keys
@@ -316,7 +352,11 @@ class FederatedAlgorithm(FederatedPersistenceMixin):
             obs = self._flat_obs(batches)
         else:
             obs_shape = cast("tuple[int, ...]", self.observation_space.shape)
-            obs = self._flat_obs(np.asarray(observation).reshape(-1, *obs_shape))
+            array = np.asarray(observation)
+            if array.size == 0 and array.ndim == len(obs_shape) + 1:
+                return np.zeros((self.n_agents, 0), dtype=np.float32)
+            is_vectorized_observation(array, self.observation_space)  # SB3's clear error for any other shape
+            obs = self._flat_obs(array.reshape(-1, *obs_shape))
         with th.no_grad():
             values = self.critics(obs.unsqueeze(0).expand(self.n_agents, *obs.shape))
         return values.cpu().numpy()
@@ -543,6 +583,7 @@ class FederatedAlgorithm(FederatedPersistenceMixin):
         assert self.n_agents is not None  # known once the model is set up
         theta_bar = self._actor.get_vector().to(self.device)
         local_state, steps_before = copy.deepcopy(self.local_state_dict()), self.num_timesteps
+        self._round_in_flight = True  # save_checkpoint refuses until the round is complete or rolled back
         try:
             result = fedmath.run_round(
                 theta_bar,
@@ -562,6 +603,8 @@ class FederatedAlgorithm(FederatedPersistenceMixin):
             self.load_local_state_dict(local_state)
             self.num_timesteps = steps_before
             raise
+        finally:
+            self._round_in_flight = False
         self._actor.set_vector(result.params)
         self._last_round = result
         self._n_rounds += 1
@@ -592,6 +635,10 @@ class FederatedAlgorithm(FederatedPersistenceMixin):
     def advantage_ratio_tensor(self) -> th.Tensor | None:
         """:return: :attr:`advantage_ratio` as a tensor on the model's device (``None`` if unknown)"""
         return None if self.advantage_ratio is None else th.tensor(self.advantage_ratio, device=self.device)
+
+    def _excluded_save_params(self) -> list[str]:
+        # a save from a step callback happens mid-round: the flag must not travel into the file
+        return [*super()._excluded_save_params(), "_round_in_flight"]
 
     def record_round(self, result: fedmath.RoundResult, learning_rate: float, updates: int, stats: dict[str, float]) -> None:
         """
@@ -639,29 +686,35 @@ class FederatedAlgorithm(FederatedPersistenceMixin):
         :param progress_bar: show a progress bar (tqdm/rich)
         :return: the trained model
         """
-        self._check_env_split(self.env)
-        _hint_torch_threads(self.device, self.verbose)
-        total_timesteps, callback = self._setup_learn(
-            total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar
-        )
-        # Callbacks (the progress bar's total) see the steps learn will really run: whole rounds.
-        rounds_needed = max(0, math.ceil((total_timesteps - self.num_timesteps) / self.steps_per_round))
-        real_total = self.num_timesteps + rounds_needed * self.steps_per_round
-        callback.on_training_start({**locals(), "total_timesteps": real_total}, globals())
-        assert self.env is not None
-        rounds = 0
-        while self.num_timesteps < total_timesteps:
-            try:
-                self.train(callback)
-            except StopTrainingInRound:
-                break
-            rounds += 1
-            self._update_current_progress_remaining(self.num_timesteps, total_timesteps)
-            if log_interval is not None and rounds % log_interval == 0:
-                self.dump_logs(rounds)
-            if not fire_round_end(callback):
-                break
-        callback.on_training_end()
+        if self.env is None:
+            raise ValueError(
+                f"this {type(self).__name__} has no environment to learn on (loaded without env=?): pass env= to "
+                "load(), or call model.set_env(env) before learn()."
+            )
+        with _learning(self):
+            self._check_env_split(self.env)
+            _hint_torch_threads(self.device, self.verbose)
+            total_timesteps, callback = self._setup_learn(
+                total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar
+            )
+            # Callbacks (the progress bar's total) see the steps learn will really run: whole rounds.
+            rounds_needed = max(0, math.ceil((total_timesteps - self.num_timesteps) / self.steps_per_round))
+            real_total = self.num_timesteps + rounds_needed * self.steps_per_round
+            callback.on_training_start({**locals(), "total_timesteps": real_total}, globals())
+            assert self.env is not None
+            rounds = 0
+            while self.num_timesteps < total_timesteps:
+                try:
+                    self.train(callback)
+                except StopTrainingInRound:
+                    break
+                rounds += 1
+                self._update_current_progress_remaining(self.num_timesteps, total_timesteps)
+                if log_interval is not None and rounds % log_interval == 0:
+                    self.dump_logs(rounds)
+                if not fire_round_end(callback):
+                    break
+            callback.on_training_end()
         return self
 
     def dump_logs(self, iteration: int = 0) -> None:

@@ -92,15 +92,52 @@ def broadcast_to_agents(params: ArrayT, n_agents: int) -> ArrayT:
     return np.repeat(params[None], n_agents, axis=0)
 
 
+def checked_aggregate(aggregator: Aggregator, stacked: ArrayT, what: str = "vectors") -> ArrayT:
+    """
+    Apply an aggregator and hold it to its contract, so that a faulty custom aggregator is named as the culprit
+    instead of surfacing later as the agents' non-finite values or a type error deep in the round.
+
+    :param aggregator: the reduction over agents
+    :param stacked: the agents' vectors ``(n, p)``
+    :param what: what is aggregated (for the message)
+    :return: the aggregate ``(p,)``, of the same array type, dtype and device as ``stacked``
+    :raises TypeError: if the aggregator returns another array type or shape
+    :raises FloatingPointError: if it turns finite inputs into non-finite values
+    """
+    out = aggregator(stacked)
+    name = getattr(aggregator, "__name__", type(aggregator).__name__)
+    expected = "torch.Tensor" if isinstance(stacked, th.Tensor) else "numpy.ndarray"
+    if not isinstance(out, type(stacked)):
+        raise TypeError(
+            f"the aggregator {name!r} returned a {type(out).__module__}.{type(out).__name__} for the agents' {what}; "
+            f"an aggregator must return the same array type it is given (here a {expected} of shape "
+            f"{tuple(stacked.shape[1:])})."
+        )
+    if tuple(out.shape) != tuple(stacked.shape[1:]):
+        raise TypeError(
+            f"the aggregator {name!r} returned shape {tuple(out.shape)} for the agents' {what} of shape "
+            f"{tuple(stacked.shape)}; it must reduce over the agents (axis 0) to shape {tuple(stacked.shape[1:])}."
+        )
+    finite_out = bool(th.isfinite(out).all()) if isinstance(out, th.Tensor) else bool(np.isfinite(out).all())
+    if not finite_out:
+        finite_in = bool(th.isfinite(stacked).all()) if isinstance(stacked, th.Tensor) else bool(np.isfinite(stacked).all())
+        if finite_in:
+            raise FloatingPointError(
+                f"the aggregator {name!r} returned non-finite values (NaN/inf) from the agents' finite {what}: the "
+                "aggregator is at fault, not the agents; fix it (or use a built-in one)."
+            )
+    return out
+
+
 def average_anchor_gradients(anchor_grads: ArrayT, aggregator: Aggregator = mean_aggregate) -> ArrayT:
     """
     Phase 1 on the server: ``g = (1/N) Σ_i a_i`` over the agents that answered.
 
     :param anchor_grads: anchors ``a_i = ĝ_i(θ̄)``, shape ``(n, p)``
-    :param aggregator: reduction over agents (mean by default)
+    :param aggregator: reduction over agents (mean by default; held to its contract by :func:`checked_aggregate`)
     :return: the global gradient estimate ``g``, shape ``(p,)``
     """
-    return aggregator(anchor_grads)
+    return checked_aggregate(aggregator, anchor_grads, "anchors")
 
 
 def corrected_direction(local_grads: ArrayT, anchor_grads: ArrayT, global_grad: ArrayT, correction: bool = True) -> ArrayT:
@@ -194,7 +231,8 @@ def aggregate_parameter_changes(
     :param aggregator: reduction over agents (mean by default)
     :return: the new global parameters, shape ``(p,)``
     """
-    return global_params + server_learning_rate * aggregator(local_params - global_params)
+    change = checked_aggregate(aggregator, local_params - global_params, "parameter changes")
+    return global_params + server_learning_rate * change
 
 
 @dataclass
@@ -891,7 +929,7 @@ def server_momentum(
     :return: ``u_{r+1}``, ``(p,)``
     """
     changes = _taking_part(received_local_params, participants) - global_params
-    return aggregator(changes) / (learning_rate * local_steps)
+    return checked_aggregate(aggregator, changes, "parameter changes") / (learning_rate * local_steps)
 
 
 class MomentumOracle(Protocol):

@@ -27,6 +27,7 @@ Temp files of other targets, and files that do not follow the pattern, are never
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import pathlib
@@ -46,6 +47,27 @@ def _host() -> str:
     return re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:32] or "host"
 
 
+#: The longest file name most file systems allow (bytes).
+NAME_MAX = 255
+#: Room a temp name needs beside the target's name: ``.`` + ``.<host ≤ 32>-<pid ≤ 10>.<8 hex>.tmp`` (and the suffix).
+_TEMP_OVERHEAD = 1 + 1 + 32 + 1 + 10 + 1 + 8 + 4
+
+
+def _temp_stem(name: str) -> str:
+    """
+    :param name: the target's file name
+    :return: the name as it appears in its temp files: itself, or — when a temp name would pass :data:`NAME_MAX`
+        (a legal 244-byte target name) — its start and ``~`` and a hash of the whole name
+    """
+    suffix = pathlib.Path(name).suffix
+    budget = NAME_MAX - _TEMP_OVERHEAD - len(suffix.encode())
+    encoded = name.encode()
+    if len(encoded) <= budget:
+        return name
+    digest = hashlib.sha1(encoded).hexdigest()[:8]
+    return encoded[: budget - 9].decode(errors="ignore") + "~" + digest
+
+
 def temp_name(target: str | os.PathLike) -> str:
     """
     :param target: the file being written
@@ -53,12 +75,12 @@ def temp_name(target: str | os.PathLike) -> str:
     """
     name = pathlib.Path(target).name
     suffix = pathlib.Path(name).suffix
-    return f".{name}.{_host()}-{os.getpid()}.{secrets.token_hex(4)}.tmp{suffix}"
+    return f".{_temp_stem(name)}.{_host()}-{os.getpid()}.{secrets.token_hex(4)}.tmp{suffix}"
 
 
 def _temp_pattern(target: pathlib.Path) -> re.Pattern[str]:
-    name = target.name
-    suffix = pathlib.Path(name).suffix
+    name = _temp_stem(target.name)
+    suffix = pathlib.Path(target.name).suffix
     # new names: <host>-<pid>.<random>; mkstemp names: <random> (8 of [a-z0-9_]), with or without the suffix
     writer = r"(?:(?P<host>[A-Za-z0-9]+)-(?P<pid>\d+)\.[0-9a-f]+|(?P<legacy>[A-Za-z0-9_]+))"
     return re.compile(rf"^\.{re.escape(name)}\.{writer}\.tmp(?:{re.escape(suffix)})?$")
@@ -165,9 +187,12 @@ def atomic_write(
     :param stale_after: age in seconds beyond which another writer's temp file of ``path`` counts as abandoned
     :return: ``path``
     """
-    target = pathlib.Path(path)
+    # Through a symbolic link: the file it points to gets the new content and the link stays a link.
+    target = pathlib.Path(os.path.realpath(path)) if os.path.islink(path) else pathlib.Path(path)
     folder = target.parent
     if not folder.is_dir():
+        if folder.exists():
+            raise NotADirectoryError(f"cannot write {target}: {folder} is not a folder.")
         raise FileNotFoundError(f"cannot write {target}: the folder {folder} does not exist.")
     remove_stale_temp_files(target, stale_after)
     if mode is None:
@@ -193,6 +218,27 @@ def atomic_write(
         raise
     _fsync_dir(folder)
     return target
+
+
+def make_folder(folder: str | os.PathLike) -> pathlib.Path:
+    """
+    ``mkdir -p`` with a clear error when a part of the path is a file.
+
+    :param folder: the folder to create (with its parents) if missing
+    :return: the folder
+    :raises NotADirectoryError: naming the file that stands where a folder is needed
+    """
+    folder = pathlib.Path(folder)
+    for part in (folder, *folder.parents):
+        if part.exists():
+            if not part.is_dir():
+                raise NotADirectoryError(
+                    f"cannot create the folder {folder}: {part} is a file, not a folder. Choose another path, or "
+                    "move that file."
+                )
+            break
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 def atomic_write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8", mode: int | None = None) -> pathlib.Path:

@@ -24,7 +24,7 @@ import torch as th
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.type_aliases import GymEnv
 
-from sb3_fedpg.common.files import atomic_write
+from sb3_fedpg.common.files import atomic_write, make_folder
 
 if TYPE_CHECKING:
     from sb3_fedpg.common.federated_algorithm import FederatedAlgorithm
@@ -254,7 +254,7 @@ class FederatedPersistenceMixin(BaseAlgorithm):
         final = pathlib.Path(path)
         if final.suffix == "":
             final = final.with_suffix(".zip")
-        final.parent.mkdir(parents=True, exist_ok=True)
+        make_folder(final.parent)
         atomic_write(final, lambda file: super(FederatedPersistenceMixin, self).save(file, exclude, include))
 
     @classmethod
@@ -397,7 +397,7 @@ class FederatedPersistenceMixin(BaseAlgorithm):
         final = pathlib.Path(path)
         if final.suffix == "":
             final = final.with_suffix(".zip")
-        final.parent.mkdir(parents=True, exist_ok=True)
+        make_folder(final.parent)
         atomic_write(final, write)
         return final
 
@@ -530,6 +530,13 @@ class FederatedPersistenceMixin(BaseAlgorithm):
         """
         import cloudpickle
 
+        if getattr(self, "_round_in_flight", False):
+            raise RuntimeError(
+                f"save_checkpoint({str(path)!r}) was called in the middle of a round (at {self.num_timesteps} env steps): "
+                "the agents' local state is half-way through the round, so a resume from it would not continue the run "
+                "exactly. Checkpoint at a round boundary: RoundCheckpointCallback, a RoundCallback's _on_round_end, or "
+                "between learn() calls."
+            )
         try:
             env_state: bytes | None = cloudpickle.dumps(self.env)
         except Exception as error:  # any pickling failure means "not resumable bit for bit"

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from sb3_fedpg.common.files import atomic_write
+from sb3_fedpg.common.files import atomic_write, make_folder
 from sb3_fedpg.flower.agent import make_agent_model
 from sb3_fedpg.flower.config import FlowerRunConfig
 
@@ -28,7 +28,7 @@ class ServerOutputs:
     def __init__(self, config: FlowerRunConfig, n_agents: int) -> None:
         self.config = config
         self.dir = pathlib.Path(config.output_dir)
-        self.dir.mkdir(parents=True, exist_ok=True)
+        make_folder(self.dir)
         self.checkpoint_path = self.dir / "checkpoint.npz"
         self.rounds_path = self.dir / "rounds.jsonl"
         self.template = make_agent_model(config, 0, max(n_agents, 1)) if config.task == "neural" else None

@@ -87,6 +87,29 @@ class InProcessMemory:
         self.anchor, self.round = anchor, server_round
 
 
+def check_request_values(request: PhaseRequest) -> None:
+    """
+    Refuse a request whose numbers are not finite, before the agent computes anything or touches its memory: an
+    agent handed a NaN ``θ̄`` would otherwise train on it and reply NaN.
+
+    :param request: the phase request
+    :raises ValueError: naming the non-finite field
+    """
+    fields = {"global parameters θ̄": request.params, "global gradient g": request.global_grad}
+    fields["advantage scale"] = request.advantage_scale
+    fields["federation noise"] = request.federation_noise
+    for name, value in fields.items():
+        if value is None:
+            continue
+        values = np.asarray(value, dtype=np.float64)
+        if not np.isfinite(values).all():
+            raise ValueError(
+                f"agent {request.agent}: the server sent a non-finite {name} (NaN/inf) in round {request.server_round} "
+                f"({request.phase}); the agent computed nothing and kept its state. Check the server: its checkpoint "
+                "(resume from an earlier one) or a custom aggregator."
+            )
+
+
 def answer(request: PhaseRequest, memory: AgentMemory) -> tuple[np.ndarray, dict[str, float | int]]:
     """
     Agent ``i``'s reply to one phase: the anchor (kept in ``memory`` for phase 2) or the parameter change.
@@ -101,6 +124,7 @@ def answer(request: PhaseRequest, memory: AgentMemory) -> tuple[np.ndarray, dict
     """
     if request.phase not in PHASES:
         raise ValueError(f"unknown phase {request.phase!r}; expected one of {PHASES}")
+    check_request_values(request)
     config = parse_run_config(request.run_config)
     agent = get_agent(config, request.run_id, request.agent, request.n_agents)
     state, anchor, anchor_round = memory.load()

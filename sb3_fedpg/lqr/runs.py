@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from sb3_fedpg.common.fedmath import fedpg_round, gradient_step
+from sb3_fedpg.common.hyperparams import positive_float
 from sb3_fedpg.lqr.exact import (
     UnstableGainError,
     agent_gradients,
@@ -120,8 +121,8 @@ def federated_run(
     """
     if local_steps < 1 or n_rounds < 0:
         raise ValueError(f"need local_steps >= 1 and n_rounds >= 0, got {local_steps} and {n_rounds}")
-    if not learning_rate > 0:
-        raise ValueError(f"learning_rate must be positive, got {learning_rate}")
+    positive_float("learning_rate", learning_rate)
+    positive_float("server_learning_rate", server_learning_rate)
     shape = (problem.n_inputs, problem.n_states)
     params = _initial_params(problem, K0)
     history = np.empty((n_rounds + 1, problem.n_params))

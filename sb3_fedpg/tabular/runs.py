@@ -27,6 +27,7 @@ from sb3_fedpg.common.fedmath import (
     run_round,
     server_momentum,
 )
+from sb3_fedpg.common.hyperparams import positive_float
 from sb3_fedpg.tabular.exact import (
     agent_gradients,
     global_objective,
@@ -137,6 +138,8 @@ def federated_run(
     """
     if local_steps < 1 or n_rounds < 0:
         raise ValueError(f"need local_steps >= 1 and n_rounds >= 0, got {local_steps} and {n_rounds}")
+    positive_float("learning_rate", learning_rate)
+    positive_float("server_learning_rate", server_learning_rate)
     update = gradient_step(learning_rate)
 
     def one_round(params: np.ndarray) -> RoundResult:
@@ -409,6 +412,8 @@ def svrpgm_run(
         raise ValueError(f"need local_steps >= 1 and n_rounds >= 0, got {local_steps} and {n_rounds}")
     if not 0 < momentum_coef <= 1:
         raise ValueError(f"momentum_coef must be in (0, 1], got {momentum_coef!r}")
+    positive_float("learning_rate", learning_rate)
+    positive_float("server_learning_rate", server_learning_rate)
     update = gradient_step(learning_rate)
     memory: dict[str, np.ndarray | None] = {"momentum": None, "previous": None}
 

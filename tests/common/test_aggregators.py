@@ -278,3 +278,43 @@ def test_bounded_by_the_honest_points_below_breakdown(n, data, name):
     else:  # centred clipping: centre in the honest box, radius a few honest spreads
         box = np.linalg.norm(honest.max(0) - honest.min(0))
         assert np.linalg.norm(out - centre) <= box + 2 * (box + radius) + slack
+
+
+def nan_aggregator(stacked):
+    return stacked.mean(0) * float("nan")
+
+
+def numpy_aggregator(stacked):
+    return stacked.mean(0).numpy()
+
+
+def wrong_axis_aggregator(stacked):
+    return stacked.mean(1)
+
+
+@pytest.mark.parametrize(
+    "aggregator, error, message",
+    [
+        (nan_aggregator, FloatingPointError, "aggregator 'nan_aggregator' returned non-finite values .* not the agents"),
+        (numpy_aggregator, TypeError, "returned a numpy.ndarray .* same array type it is given .*torch.Tensor"),
+        (wrong_axis_aggregator, TypeError, "must reduce over the agents"),
+    ],
+)
+def test_a_faulty_custom_aggregator_is_named_and_changes_nothing(aggregator, error, message):
+    from sb3_fedpg import FederatedPG
+
+    model = FederatedPG("MlpPolicy", "sb3_fedpg/HeteroCartPole-v0", n_agents=3, n_envs_per_agent=2, n_steps=8, seed=0)
+    model.aggregator = aggregator
+    before = model.get_global_parameters().clone()
+    with pytest.raises(error, match=message):
+        model.learn(200)
+    assert th.equal(model.get_global_parameters(), before) and model.num_timesteps == 0
+
+
+def test_numpy_inputs_need_numpy_outputs():
+    stacked = np.ones((3, 4))
+    with pytest.raises(TypeError, match=r"numpy\.ndarray of shape"):
+        fedmath.checked_aggregate(lambda x: th.as_tensor(x).mean(0), stacked)
+    # non-finite inputs are the agents' problem: passed through for the caller's own check to name them
+    stacked[0, 0] = np.nan
+    assert np.isnan(fedmath.checked_aggregate(lambda x: x.mean(0), stacked)[0])

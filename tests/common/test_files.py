@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from sb3_fedpg.common.files import _host, atomic_write, atomic_write_text, stale_temp_files, temp_name
+from sb3_fedpg.common.files import _host, atomic_write, atomic_write_text, make_folder, stale_temp_files, temp_name
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -137,3 +137,33 @@ def test_writer_gets_a_binary_file(tmp_path):
 
     atomic_write(tmp_path / "p.npy", lambda f: np.save(f, np.arange(3)))  # as sb3_fedpg.flower.outputs uses it
     np.testing.assert_array_equal(np.load(tmp_path / "p.npy"), np.arange(3))
+
+
+def test_write_through_a_symbolic_link_keeps_the_link(tmp_path):
+    real = tmp_path / "real.txt"
+    real.write_text("old")
+    link = tmp_path / "link.txt"
+    link.symlink_to(real)
+    atomic_write_text(link, "new")
+    assert link.is_symlink() and real.read_text() == "new" and link.read_text() == "new"
+
+
+def test_a_legal_long_name_is_written_and_its_stale_temp_files_found(tmp_path):
+    target = tmp_path / ("a" * 240 + ".zip")  # 244 bytes: legal, but a temp name with its full name would not be
+    atomic_write_text(target, "x")
+    assert target.read_text() == "x"
+    tmp = tmp_path / temp_name(target)
+    assert len(tmp.name.encode()) <= 255
+    tmp.write_text("left by a killed writer")
+    os.utime(tmp, (0, 0))
+    assert stale_temp_files(target) == [tmp]
+    assert stale_temp_files(tmp_path / ("a" * 239 + "b.zip")) == []  # another long target's files are not its own
+
+
+def test_a_file_where_a_folder_is_needed_is_named(tmp_path):
+    (tmp_path / "notes.txt").write_text("keep me")
+    with pytest.raises(NotADirectoryError, match=r"notes.txt is a file, not a folder"):
+        make_folder(tmp_path / "notes.txt" / "sub")
+    with pytest.raises(NotADirectoryError, match=r"notes.txt is not a folder"):
+        atomic_write_text(tmp_path / "notes.txt" / "model.zip", "x")
+    assert (tmp_path / "notes.txt").read_text() == "keep me"

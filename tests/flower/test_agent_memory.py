@@ -155,3 +155,25 @@ def test_evaluation_reports_the_return_and_leaves_training_untouched():
     assert metrics["num-examples"] == metrics["eval_episodes"] == 2 and metrics["agent"] == 1
     after_evaluation, _ = answer(_request("grad", 1, params, run_id=302), evaluated)
     np.testing.assert_array_equal(after_evaluation, anchor)  # each message reseeds: evaluating changes no batch
+
+
+@pytest.mark.parametrize("run_config", [TINY, TINY_PPO, {"task": "tabular"}], ids=["fedpg", "fedppo", "tabular"])
+@pytest.mark.parametrize("field", ["params", "global_grad", "advantage_scale"])
+def test_a_non_finite_server_message_is_refused_before_anything_changes(run_config, field):
+    from sb3_fedpg.flower.agent import get_agent
+
+    config = parse_run_config(run_config)
+    params = get_agent(config, 501, 1, 2).initial_params()
+    memory = InProcessMemory()
+    answer(_request("grad", 1, params, run_id=501, run_config=run_config), memory)
+    saved = memory.load()
+    bad = {"params": params, "global_grad": np.zeros_like(params), "advantage_scale": 1.0}
+    bad[field] = np.full_like(params, np.nan) if field != "advantage_scale" else float("inf")
+    request = _request(
+        "local", 1, bad["params"], bad["global_grad"], run_id=501, run_config=run_config, scale=bad["advantage_scale"]
+    )
+    with pytest.raises(ValueError, match=r"server sent a non-finite .* computed nothing"):
+        answer(request, memory)
+    after = memory.load()
+    np.testing.assert_array_equal(after[1], saved[1])
+    assert after[2] == saved[2]

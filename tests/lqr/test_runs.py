@@ -113,3 +113,13 @@ def test_sampled_fast_fedpg_improves_and_more_agents_average_noise():
     assert run.final_gap < 0.2 * run.gaps[0]
     assert run.n_samples == 30 * 5 * 8 * 20 * 30
     assert np.all(np.isfinite(run.gaps))
+
+
+@pytest.mark.parametrize("name", ["learning_rate", "server_learning_rate"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), 0.0, -1.0])
+def test_step_sizes_must_be_finite_and_positive(name, value):
+    from sb3_fedpg.lqr import random_lqr
+
+    kwargs = {"learning_rate": ETA, name: value}
+    with pytest.raises(ValueError, match=f"{name} must be a finite number > 0"):
+        exact_federated_run(random_lqr(seed=0, heterogeneity=0.5), 2, 3, **kwargs)

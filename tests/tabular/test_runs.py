@@ -128,3 +128,14 @@ def test_sampled_run_converges_and_counts_samples():
     assert result.n_samples == 40 * 5 * 4 * 20 * 20  # H batches per round with the anchor reused
     fresh = sampled_federated_run(mdp, 5, 2, 0.5, horizon=20, n_trajectories=20, reuse_anchor=False, seed=0)
     assert fresh.n_samples == 2 * 6 * 4 * 20 * 20
+
+
+@pytest.mark.parametrize("name", ["learning_rate", "server_learning_rate"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), 0.0, -1.0])
+@pytest.mark.parametrize("runner", ["fedpg", "svrpgm"])
+def test_step_sizes_must_be_finite_and_positive(name, value, runner):
+    from sb3_fedpg.tabular.runs import exact_svrpgm_run
+
+    run = exact_federated_run if runner == "fedpg" else exact_svrpgm_run
+    with pytest.raises(ValueError, match=f"{name} must be a finite number > 0"):
+        run(_mdp(0), local_steps=2, n_rounds=3, **{name: value})
