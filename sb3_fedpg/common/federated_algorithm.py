@@ -230,6 +230,9 @@ class FederatedAlgorithm(FederatedPersistenceMixin):
                 "use a number of envs that is a multiple of n_agents."
             )
         self.n_envs_per_agent = self.n_envs // self.n_agents
+        from sb3_fedpg.common.vec_normalize import check_normalization
+
+        check_normalization(self.env, self.n_agents)
 
     def _check_env_split(self, env: Any, for_training: bool = True) -> None:
         """
@@ -243,6 +246,10 @@ class FederatedAlgorithm(FederatedPersistenceMixin):
         n = self.n_agents
         if env is None or n is None:
             return
+        if for_training:
+            from sb3_fedpg.common.vec_normalize import check_normalization
+
+            check_normalization(env, n)
         env_agents = getattr(env, "n_agents", None)
         model_split = f"{n} agents x {self.n_envs_per_agent} envs each"
         if env_agents is not None and int(env_agents) != n:
@@ -608,6 +615,7 @@ class FederatedAlgorithm(FederatedPersistenceMixin):
         self._actor.set_vector(result.params)
         self._last_round = result
         self._n_rounds += 1
+        self._merge_observation_statistics(result.participants)
         if result.advantage_scale is not None:  # set by the server from this round's anchors
             self.advantage_scale = result.advantage_scale
         else:  # a solver without anchor batches (FedSVRPG-M after its first round): the round's batches, for the next
@@ -615,6 +623,21 @@ class FederatedAlgorithm(FederatedPersistenceMixin):
                 getattr(getattr(solver, "stats", None), "advantage_moments", None), result.participants
             )
         return result
+
+    def _merge_observation_statistics(self, participants: th.Tensor | None) -> None:
+        """
+        The round boundary of federated observation normalisation: when the env is (or wraps) a
+        :class:`~sb3_fedpg.common.vec_normalize.FederatedVecNormalize`, the server merges the global statistics with
+        the participants' deltas and every agent continues from them (a failed round merges nothing: its observations
+        stay in the deltas, merged at the next completed round).
+
+        :param participants: the round's participants (``None``: all)
+        """
+        from sb3_fedpg.common.vec_normalize import FederatedVecNormalize, find_vec_normalize
+
+        wrapper = find_vec_normalize(self.env)
+        if isinstance(wrapper, FederatedVecNormalize):
+            wrapper.merge(None if participants is None else participants.detach().cpu().numpy())
 
     def _share_advantage_scale(self, moments: th.Tensor | None, participants: th.Tensor | None) -> None:
         """

@@ -844,6 +844,52 @@ def normalized_advantages(
     return centred / (std + 1e-8)
 
 
+# ---------------------------------------------------------------- observation statistics merged across agents
+# Federated observation normalisation (sb3_fedpg.common.vec_normalize): every agent keeps running statistics of its
+# observations (SB3's RunningMeanStd: count, mean, variance) and, apart, those of the observations it saw since the
+# last merge (a delta). At a round boundary the server merges the global statistics with the participants' deltas;
+# the result is what one RunningMeanStd fed every agent's observations would hold. Chan et al.'s parallel update:
+# for two sets with (n_a, μ_a, M2_a) and (n_b, μ_b, M2_b), with δ = μ_b − μ_a and n = n_a + n_b,
+# μ = μ_a + δ n_b / n and M2 = M2_a + M2_b + δ² n_a n_b / n (M2: the sum of squared deviations, n · variance).
+
+#: Sufficient statistics of a set of observations: ``(count, mean, M2)``, ``M2`` the sum of squared deviations from
+#: the mean (``count · var``); ``mean`` and ``M2`` have the observation's shape (float64).
+RunningMoments = tuple[float, np.ndarray, np.ndarray]
+
+
+def merge_running_moments(parts: list[RunningMoments] | tuple[RunningMoments, ...]) -> RunningMoments:
+    """
+    The statistics of the union of disjoint sets of observations from each set's ``(count, mean, M2)`` (Chan, Golub
+    and LeVeque's parallel variance, the update of SB3's ``RunningMeanStd.update_from_moments``), exact up to
+    rounding and independent of how the data were split. Parts with a count of 0 are skipped.
+
+    :param parts: the sets' statistics (at least one; all means and M2 of one shape)
+    :return: the merged ``(count, mean, M2)`` (count 0, mean 0 and M2 0 when every part is empty)
+    """
+    if len(parts) == 0:
+        raise ValueError("merge_running_moments needs at least one part")
+    shape = np.shape(parts[0][1])
+    count, mean, m2 = 0.0, np.zeros(shape, np.float64), np.zeros(shape, np.float64)
+    for n_b, mean_b, m2_b in parts:
+        n_b = float(n_b)
+        mean_b, m2_b = np.asarray(mean_b, np.float64), np.asarray(m2_b, np.float64)
+        if mean_b.shape != shape or m2_b.shape != shape:
+            raise ValueError(f"statistics of shapes {mean_b.shape}/{m2_b.shape} cannot be merged with shape {shape}")
+        if not np.isfinite(n_b) or n_b < 0:
+            raise ValueError(f"a count must be a finite number >= 0, got {n_b!r}")
+        if n_b == 0:
+            continue
+        if count == 0:  # the first non-empty part, as it is
+            count, mean, m2 = n_b, mean_b.copy(), m2_b.copy()
+            continue
+        total = count + n_b
+        delta = mean_b - mean
+        mean = mean + delta * n_b / total
+        m2 = m2 + m2_b + np.square(delta) * count * n_b / total
+        count = total
+    return count, mean, m2
+
+
 # ---------------------------------------------------------------- FedSVRPG-M (Wang et al., ICML 2024)
 # The momentum-based local solver of "Momentum for the Win" (arXiv 2405.19499, Algorithm 1): the agents track the
 # global gradient with a STORM-style momentum whose correction is importance weighted; the server derives the next

@@ -111,13 +111,22 @@ class TabularAgent:
         """:return: ``θ̄_0 = 0`` (the uniform policy), float64"""
         return np.zeros(self.n_params)
 
-    def begin(self, state: AgentState | None, seed: int) -> None:
+    def begin(
+        self, state: AgentState | None, seed: int, obs_stats: Any = None, training: bool = True, server_round: int = 0
+    ) -> None:
         """
         Restore the agent's memory (nothing to restore: the exact oracle is stateless).
 
         :param state: the stored memory
         :param seed: this message's seed (unused, the oracle is deterministic)
+        :param obs_stats: unused (no observations)
+        :param training: unused
+        :param server_round: unused
         """
+
+    def reply_arrays(self) -> dict[str, np.ndarray]:
+        """:return: arrays sent with the reply besides its vector (none)"""
+        return {}
 
     def dump_state(self) -> AgentState:
         """:return: the agent's memory to store (nothing)"""
@@ -236,6 +245,10 @@ def make_agent_model(config: FlowerRunConfig, agent: int, n_agents: int):
 
     algorithm = FederatedPPO if config.algorithm == "fedppo" else FederatedPG
     env = make_agent_env(config, agent, n_agents, seed=config.seed + agent)
+    if config.normalize_obs:
+        from sb3_fedpg.common.vec_normalize import FederatedVecNormalize
+
+        env = FederatedVecNormalize(env, clip_obs=config.clip_obs)
     return algorithm("MlpPolicy", env, n_agents=1, seed=config.seed, device="cpu", **config.algorithm_kwargs())
 
 
@@ -265,26 +278,55 @@ class NeuralAgent:
         #: what this round's phase 2 needs from its phase 1 besides the anchor (FederatedPPO: the rollout)
         self._round_memory: dict[str, Any] = {}
         self._stats: dict[str, float] = {}
+        #: federated observation normalisation: the round whose phase-2 reply last carried this agent's delta (-1: none
+        #: unconfirmed); the delta is cleared once the server says it merged that round's reply
+        self._obs_sent_round = -1
+        self._reply_arrays: dict[str, np.ndarray] = {}
+        self.agent = agent
+        self._server_round = 0
+
+    @property
+    def normalizer(self) -> Any:
+        """The agent's :class:`~sb3_fedpg.common.vec_normalize.FederatedVecNormalize` (``None`` without ``normalize-obs``)"""
+        from sb3_fedpg.common.vec_normalize import FederatedVecNormalize
+
+        env = self.model.env
+        return env if isinstance(env, FederatedVecNormalize) else None
 
     def initial_params(self) -> np.ndarray:
         """:return: the initial global parameters ``θ̄_0`` (float32)"""
         return self.model.get_global_parameters().cpu().numpy()
 
-    def begin(self, state: AgentState | None, seed: int) -> None:
+    def begin(
+        self, state: AgentState | None, seed: int, obs_stats: Any = None, training: bool = True, server_round: int = 0
+    ) -> None:
         """
         Restore the agent's memory and reseed every random stream and the environments for this message.
 
         :param state: the stored memory (``None``: keep what this object holds, e.g. at the first message or in
             a long-lived worker)
         :param seed: this message's seed
+        :param obs_stats: the server's observation statistics of this message (``normalize-obs``): the merged global
+            statistics and the last round each agent's delta was merged in (see :meth:`receive_obs_statistics`)
+        :param training: ``False`` for an evaluation (the statistics are used, not updated)
+        :param server_round: the message's round
         """
         import torch as th
 
         model = self.model
+        self._reply_arrays = {}
+        self._server_round = server_round
         if state is not None:
             memory = unflatten_state(*state, to_tensor=th.from_numpy)
             model.load_local_state_dict(memory["local"])
             self._round_memory = memory["round"]
+            if "obs-norm" in memory and self.normalizer is not None:
+                self.normalizer.load_statistics_state(memory["obs-norm"])
+                self._obs_sent_round = int(memory["obs-sent-round"])
+        if self.normalizer is not None:
+            self.normalizer.training = training
+            if obs_stats is not None:
+                self.receive_obs_statistics(obs_stats, training)
         model.seed_streams(seed)
         # A fresh reset per message: deployment cannot keep episodes running between processes,
         # so simulation does the same and both see the same batches.
@@ -297,7 +339,39 @@ class NeuralAgent:
         :return: the local critic, its optimiser and the local optimiser state, and what phase 2 needs from phase 1
             (see :func:`flatten_state`)
         """
-        return flatten_state({"local": self.model.local_state_dict(), "round": self._round_memory})
+        memory: dict[str, Any] = {"local": self.model.local_state_dict(), "round": self._round_memory}
+        if self.normalizer is not None:
+            memory["obs-norm"] = self.normalizer.statistics_state()
+            memory["obs-sent-round"] = self._obs_sent_round
+        return flatten_state(memory)
+
+    def receive_obs_statistics(self, arrays: Any, training: bool = True) -> None:
+        """
+        Take the server's merged observation statistics (``obs-count``, ``obs-mean``, ``obs-m2``) and
+        ``obs-merged-round`` (per agent, the last round whose delta the server merged). The agent's delta is cleared
+        when the server merged the reply that carried it; otherwise it is kept and sent again, so every observation is
+        merged exactly once. In an evaluation only the global statistics are taken.
+
+        :param arrays: the message's named arrays
+        :param training: ``False``: an evaluation message
+        :raises ValueError: when the statistics are malformed (the server never sends such)
+        """
+        from sb3_fedpg.common.vec_normalize import moments_from_arrays
+
+        normalizer = self.normalizer
+        moments, problem = moments_from_arrays(arrays, normalizer.global_moments(), "obs")
+        if moments is None:
+            raise ValueError(f"the server's observation statistics are malformed: {problem}")
+        if not training:  # evaluation normalises with the global statistics; the deltas stay as they are
+            normalizer.set_global_moments(moments, agents=False)
+            return
+        rounds = arrays["obs-merged-round"]
+        merged_rounds = np.asarray(rounds.numpy() if hasattr(rounds, "numpy") else rounds).reshape(-1)
+        sent = self._obs_sent_round
+        merged = sent >= 0 and self.agent < len(merged_rounds) and int(merged_rounds[self.agent]) >= sent
+        normalizer.set_global_moments(moments, np.array([merged]))
+        if merged:
+            self._obs_sent_round = -1
 
     def num_examples(self) -> int:
         """
@@ -373,7 +447,16 @@ class NeuralAgent:
             solver.federation_noise = federation_noise
         local = solver.local_round(th.as_tensor(theta_bar), anchor_grads, th.as_tensor(global_grad, dtype=th.float32))
         self._keep_stats(solver)
+        if self.normalizer is not None:  # everything seen since the last merge, sent with the phase-2 reply
+            from sb3_fedpg.common.vec_normalize import moments_to_arrays
+
+            self._reply_arrays = moments_to_arrays(self.normalizer.delta_moments(0), "obs-delta")
+            self._obs_sent_round = self._server_round
         return local[0].detach().cpu().numpy()
+
+    def reply_arrays(self) -> dict[str, np.ndarray]:
+        """:return: arrays sent with the reply besides its vector: the observation delta after a local round"""
+        return self._reply_arrays
 
     def evaluate(self, theta_bar: np.ndarray) -> dict[str, float]:
         """

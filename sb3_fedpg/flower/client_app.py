@@ -21,7 +21,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricR
 from flwr.clientapp import ClientApp
 
 from sb3_fedpg.flower.agent import AgentState
-from sb3_fedpg.flower.phases import PhaseRequest, answer
+from sb3_fedpg.flower.phases import REPLY_ARRAYS, PhaseRequest, answer
 
 #: Message types of the two phases (``@app.train("grad")`` / ``@app.train("local")``).
 PHASE_GRAD = "train.grad"
@@ -30,7 +30,8 @@ PHASE_LOCAL = "train.local"
 PHASE_EVALUATE = "evaluate"
 #: The one record of a server message: ``params`` (``θ̄``) and, in phase 2, ``global-grad`` (``g``) and, with
 #: shared advantage normalisation, ``advantage-scale`` (``σ``, one number) and, with FederatedPPO's ``snr_damping``,
-#: ``anchor-noise`` (the number of anchors in ``g`` and the sum of their noise).
+#: ``anchor-noise`` (the number of anchors in ``g`` and the sum of their noise), and with ``normalize-obs`` the merged
+#: observation statistics (``obs-count``, ``obs-mean``, ``obs-m2``, ``obs-merged-round``).
 MESSAGE_ARRAYS = "arrays"
 #: Node config key naming the folder of the SuperNode's agent worker.
 WORKER_KEY = "agent-worker"
@@ -66,9 +67,12 @@ def agent_identity(context: Context) -> tuple[int, int]:
     return agent, n_agents
 
 
-def _reply(msg: Message, key: str, vector: np.ndarray, metrics: Mapping[str, float | int]) -> Message:
+def _reply(msg: Message, key: str, vector: np.ndarray, metrics: Mapping[str, Any]) -> Message:
+    metrics = dict(metrics)
+    # Arrays sent along (an agent's observation delta) go next to the vector, in the same record.
+    arrays = {name: Array(np.ascontiguousarray(value)) for name, value in metrics.pop(REPLY_ARRAYS, {}).items()}
     content = RecordDict(
-        {key: ArrayRecord({key: Array(np.ascontiguousarray(vector))}), "metrics": MetricRecord(dict(metrics))}
+        {key: ArrayRecord({key: Array(np.ascontiguousarray(vector)), **arrays}), "metrics": MetricRecord(metrics)}
     )
     return Message(content, reply_to=msg)
 
@@ -130,6 +134,7 @@ def handle(msg: Message, context: Context, phase: str, overrides: Mapping[str, A
         global_grad=arrays["global-grad"].numpy() if "global-grad" in arrays else None,
         advantage_scale=float(arrays["advantage-scale"].numpy()[0]) if "advantage-scale" in arrays else None,
         federation_noise=_federation_noise(arrays),
+        obs_stats={name: arrays[name].numpy() for name in arrays if name.startswith("obs-")} or None,
     )
     worker = context.node_config.get(WORKER_KEY)
     if worker:
@@ -142,6 +147,7 @@ def handle(msg: Message, context: Context, phase: str, overrides: Mapping[str, A
     else:
         vector, metrics = answer(request, ContextMemory(context))
     if phase == "evaluate":
+        metrics.pop(REPLY_ARRAYS, None)
         return Message(RecordDict({"metrics": MetricRecord(dict(metrics))}), reply_to=msg)
     return _reply(msg, "anchor" if phase == "grad" else "delta", vector, metrics)
 

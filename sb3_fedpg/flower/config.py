@@ -125,6 +125,10 @@ DEFAULT_RUN_CONFIG: dict[str, bool | int | float | str] = {
     "heterogeneity": 1.0,
     **{name.replace("_", "-"): _toml_default(FedPGHyperparams.defaults()[name]) for name in ALGORITHM_KEYS},
     "net-arch": "64,64",
+    # federated observation normalisation (sb3_fedpg.common.vec_normalize.FederatedVecNormalize): each agent keeps its
+    # own statistics and sends what it saw since the last merge with its phase-2 reply; the server merges them exactly
+    "normalize-obs": False,
+    "clip-obs": 10.0,
     # "fedpg" (the keys above) or "fedppo": FederatedPPO with the ppo-* keys below (FederatedPPO's names and defaults)
     "algorithm": "fedpg",
     **{f"ppo-{name.replace('_', '-')}": _toml_default(FedPPOHyperparams.defaults()[name]) for name in PPO_KEYS},
@@ -197,6 +201,9 @@ class FlowerRunConfig:
     :param local_optimizer: ``sgd`` or ``adam``
     :param max_grad_norm: clip each agent's corrected direction (``None``: no clipping)
     :param net_arch: hidden layer sizes of the policy
+    :param normalize_obs: federated observation normalisation (neural task): every agent normalises with its own
+        running statistics; the server merges the agents' new statistics exactly every round and sends them back
+    :param clip_obs: max absolute value of a normalised observation (with ``normalize_obs``)
     :param algorithm: ``fedpg`` (FederatedPG, the keys above) or ``fedppo`` (FederatedPPO, the ``ppo_*`` keys)
     :param ppo_learning_rate: FederatedPPO's Adam step size of the local actor and critic updates
     :param ppo_n_steps: FederatedPPO's rollout length per sub-environment and round
@@ -266,6 +273,8 @@ class FlowerRunConfig:
     local_optimizer: str = "sgd"
     max_grad_norm: float | None = None
     net_arch: tuple[int, ...] = (64, 64)
+    normalize_obs: bool = False
+    clip_obs: float = 10.0
     algorithm: str = "fedpg"
     ppo_learning_rate: float = 3e-4
     ppo_n_steps: int = 256
@@ -509,6 +518,15 @@ def parse_run_config(run_config: Mapping[str, Any] | None = None, **overrides: A
         raise ValueError(f"run config 'eval-every' must be >= 0 (0: no evaluation), got {config.eval_every}")
     if config.num_agents < 0:
         raise ValueError(f"run config 'num-agents' must be >= 0, got {config.num_agents}")
+    if config.normalize_obs and config.task != "neural":
+        raise ValueError("run config 'normalize-obs' is for the neural task (the tabular task has no observations)")
+    if config.normalize_obs and config.resume:
+        raise ValueError(
+            "run config 'normalize-obs' cannot be combined with 'resume': the server's checkpoint does not hold the "
+            "merged observation statistics, so a resumed run would normalise differently"
+        )
+    if not config.clip_obs > 0:
+        raise ValueError(f"run config 'clip-obs' must be > 0, got {config.clip_obs}")
     if not config.net_arch:
         raise ValueError("run config 'net-arch' must list at least one layer size, e.g. \"64,64\"")
     return config

@@ -56,17 +56,37 @@ class ServerOutputs:
             return self.template.get_global_parameters().cpu().numpy()
         return np.zeros(self.config.tabular_n_states * self.config.tabular_n_actions)
 
-    def save(self, params: np.ndarray, history: list[np.ndarray], server_round: int) -> None:
+    @property
+    def vec_normalize_path(self) -> pathlib.Path:
+        """Where the merged observation statistics are saved (``normalize-obs``; ``FederatedVecNormalize.load`` reads it)."""
+        return self.dir / "vecnormalize.pkl"
+
+    def initial_obs_moments(self) -> dict[str, Any]:
+        """:return: the agents' initial observation statistics (``normalize-obs``), from the template's env"""
+        assert self.template is not None, "normalize-obs is for the neural task"
+        return self.template.env.global_moments()
+
+    def save(
+        self, params: np.ndarray, history: list[np.ndarray], server_round: int, obs_moments: dict[str, Any] | None = None
+    ) -> None:
         """
-        Save the global policy and the resumable checkpoint (both atomically).
+        Save the global policy and the resumable checkpoint (both atomically), and with ``normalize-obs`` the merged
+        observation statistics (``vecnormalize.pkl``: load it with ``FederatedVecNormalize.load(path, env)``).
 
         :param params: ``θ̄`` after ``server_round`` rounds
         :param history: ``θ̄_0 … θ̄_t``
         :param server_round: rounds completed (skipped rounds included)
+        :param obs_moments: the merged observation statistics (``None``: no observation normalisation)
         """
         if self.template is not None:
             self.template.set_global_parameters(params)
             self.template.save(self.model_path)
+            if obs_moments is not None:
+                import pickle
+
+                wrapper = self.template.env
+                wrapper.set_global_moments(obs_moments)
+                atomic_write(self.vec_normalize_path, lambda f: pickle.dump(wrapper, f))
         else:
             atomic_write(self.model_path, lambda f: np.save(f, params))
         fingerprint = json.dumps(_fingerprint(self.config), sort_keys=True)

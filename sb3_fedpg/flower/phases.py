@@ -43,6 +43,8 @@ class PhaseRequest:
     :param advantage_scale: the round's shared advantage scale (phase ``local`` of a run that normalises ``shared``)
     :param federation_noise: the number of anchors in ``g`` and the sum of their noise (phase ``local`` of a
         FederatedPPO run with ``snr_damping``)
+    :param obs_stats: with ``normalize-obs``, the server's merged observation statistics and each agent's last merged
+        round (``obs-count``, ``obs-mean``, ``obs-m2``, ``obs-merged-round``), by name
     """
 
     phase: str
@@ -55,6 +57,12 @@ class PhaseRequest:
     global_grad: np.ndarray | None = None
     advantage_scale: float | None = None
     federation_noise: tuple[int, float] | None = None
+    obs_stats: dict[str, np.ndarray] | None = None
+
+
+#: The metrics entry in which :func:`answer` hands back the arrays that travel with the reply besides its vector (an
+#: agent's observation delta, ``obs-delta-count``/``-mean``/``-m2``); the transport moves them into the reply's arrays.
+REPLY_ARRAYS = "reply-arrays"
 
 
 class AgentMemory(Protocol):
@@ -98,6 +106,8 @@ def check_request_values(request: PhaseRequest) -> None:
     fields = {"global parameters θ̄": request.params, "global gradient g": request.global_grad}
     fields["advantage scale"] = request.advantage_scale
     fields["federation noise"] = request.federation_noise
+    for key, array in (request.obs_stats or {}).items():
+        fields[f"observation statistics {key!r}"] = array
     for name, value in fields.items():
         if value is None:
             continue
@@ -110,7 +120,7 @@ def check_request_values(request: PhaseRequest) -> None:
             )
 
 
-def answer(request: PhaseRequest, memory: AgentMemory) -> tuple[np.ndarray, dict[str, float | int]]:
+def answer(request: PhaseRequest, memory: AgentMemory) -> tuple[np.ndarray, dict[str, Any]]:
     """
     Agent ``i``'s reply to one phase: the anchor (kept in ``memory`` for phase 2) or the parameter change.
 
@@ -120,7 +130,7 @@ def answer(request: PhaseRequest, memory: AgentMemory) -> tuple[np.ndarray, dict
     :param request: the phase request
     :param memory: where the agent's memory lives
     :return: the reply vector (after any configured fault injection; empty for ``evaluate``) and its metrics
-        (``agent``, ``num-examples`` and the agent's own)
+        (``agent``, ``num-examples`` and the agent's own; arrays to send along under :data:`REPLY_ARRAYS`)
     """
     if request.phase not in PHASES:
         raise ValueError(f"unknown phase {request.phase!r}; expected one of {PHASES}")
@@ -130,11 +140,11 @@ def answer(request: PhaseRequest, memory: AgentMemory) -> tuple[np.ndarray, dict
     state, anchor, anchor_round = memory.load()
     server_round = request.server_round
     if request.phase == "evaluate":  # the agent's memory is left as it is
-        agent.begin(state, message_seed(config, request.agent, server_round, 3))
-        metrics = agent.evaluate(request.params)
-        return np.zeros(0), {"agent": request.agent, "num-examples": int(metrics.get("eval_episodes", 1)), **metrics}
+        agent.begin(state, message_seed(config, request.agent, server_round, 3), request.obs_stats, False, server_round)
+        evaluation = agent.evaluate(request.params)
+        return np.zeros(0), {"agent": request.agent, "num-examples": int(evaluation.get("eval_episodes", 1)), **evaluation}
     if request.phase == "grad":
-        agent.begin(state, message_seed(config, request.agent, server_round, 1))
+        agent.begin(state, message_seed(config, request.agent, server_round, 1), request.obs_stats, True, server_round)
         anchor = agent.anchor(request.params)
         vector = anchor
     else:
@@ -144,7 +154,7 @@ def answer(request: PhaseRequest, memory: AgentMemory) -> tuple[np.ndarray, dict
             raise RuntimeError(f"agent {request.agent} holds the anchor of round {anchor_round}, not of round {server_round}")
         if request.global_grad is None:
             raise ValueError("a phase-2 request needs the global gradient g")
-        agent.begin(state, message_seed(config, request.agent, server_round, 2))
+        agent.begin(state, message_seed(config, request.agent, server_round, 2), request.obs_stats, True, server_round)
         local = agent.local_round(
             request.params,
             anchor,
@@ -160,4 +170,7 @@ def answer(request: PhaseRequest, memory: AgentMemory) -> tuple[np.ndarray, dict
         if config.fault_kind == "crash":  # a killed agent process, at a reproducible point (tests)
             os.kill(os.getpid(), signal.SIGKILL)
         vector = faulty_message(vector, config.fault_kind)
-    return vector, {"agent": request.agent, "num-examples": agent.num_examples(), **agent.metrics()}
+    metrics: dict[str, Any] = {"agent": request.agent, "num-examples": agent.num_examples(), **agent.metrics()}
+    if agent.reply_arrays():
+        metrics[REPLY_ARRAYS] = agent.reply_arrays()
+    return vector, metrics

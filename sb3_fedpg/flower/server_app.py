@@ -201,6 +201,73 @@ class FedPGServer:
         self.config = config
         self.aggregator = make_aggregator(config.aggregator)  # the same rules as FederatedPG(aggregator=...)
         self.agent_of: dict[int, int] = {}
+        #: the arrays of the last phase's accepted replies besides their vector (an agent's observation delta)
+        self.reply_arrays: dict[int, dict[str, np.ndarray]] = {}
+        #: ``normalize-obs``: the merged observation statistics ``(count, mean, M2)`` by key, and per agent the last
+        #: round whose delta was merged (-1: none); set by :meth:`start_obs_statistics`
+        self.obs_moments: dict[str, Any] | None = None
+        self.obs_merged_round = np.zeros(0)
+
+    def start_obs_statistics(self, moments: dict[str, Any], n_agents: int) -> None:
+        """
+        Federated observation normalisation: start from the agents' initial statistics (SB3's ``RunningMeanStd``
+        prior, the same on every agent).
+
+        :param moments: ``(count, mean, M2)`` by key (``""`` for a ``Box`` space)
+        :param n_agents: agents in the federation
+        """
+        self.obs_moments = dict(moments)
+        self.obs_merged_round = np.full(max(n_agents, 1), -1.0)
+
+    def obs_arrays(self) -> dict[str, Array]:
+        """:return: what every message carries with ``normalize-obs``: the merged statistics, each agent's last merged round"""
+        from sb3_fedpg.common.vec_normalize import moments_to_arrays
+
+        if self.obs_moments is None:
+            return {}
+        arrays = moments_to_arrays(self.obs_moments, "obs")
+        arrays["obs-merged-round"] = self.obs_merged_round.copy()
+        return {name: Array(np.ascontiguousarray(value)) for name, value in arrays.items()}
+
+    def merge_obs_deltas(self, nodes: list[int], metrics: Mapping[int, Mapping[str, Any]], server_round: int) -> list[int]:
+        """
+        The server's half of federated observation normalisation: merge the accepted phase-2 replies' observation
+        deltas into the global statistics (:func:`fedmath.merge_running_moments`, as in-process) and record, per
+        agent, that its delta of this round is merged (the agent clears it when the next message says so). A reply
+        without valid statistics is left out of the merge and logged; that agent keeps its delta and sends it again.
+
+        :param nodes: the accepted replies' nodes, in agent order
+        :param metrics: their metrics (``agent``: the agent's id)
+        :param server_round: the round
+        :return: the agents whose deltas were merged
+        """
+        from sb3_fedpg.common import fedmath
+        from sb3_fedpg.common.vec_normalize import moments_from_arrays
+
+        if self.obs_moments is None:
+            return []
+        deltas, merged = [], []
+        for node in nodes:
+            agent = metrics.get(node, {}).get("agent")
+            moments, problem = moments_from_arrays(self.reply_arrays.get(node, {}), self.obs_moments, "obs-delta")
+            if moments is None or agent is None:
+                problem = problem or "no agent id"
+                log(
+                    WARNING, "round %d: node %d: observation statistics left out of the merge: %s", server_round, node, problem
+                )
+                continue
+            deltas.append(moments)
+            merged.append(int(agent))
+        self.obs_moments = {
+            key: fedmath.merge_running_moments([value] + [delta[key] for delta in deltas])
+            for key, value in self.obs_moments.items()
+        }
+        if merged and max(merged) >= len(self.obs_merged_round):
+            grown = np.full(max(merged) + 1, -1.0)
+            grown[: len(self.obs_merged_round)] = self.obs_merged_round
+            self.obs_merged_round = grown
+        self.obs_merged_round[merged] = server_round
+        return merged
 
     def exchange(
         self, node_ids: Iterable[int], content: RecordDict, message_type: str, server_round: int, key: str, n_params: int
@@ -224,6 +291,7 @@ class FedPGServer:
         node_of = {m.metadata.message_id: m.metadata.dst_node_id for m in messages}
         received: list[tuple[int, Any, Any]] = []
         problems: dict[int, str] = {}
+        arrays_of: dict[int, dict[str, np.ndarray]] = {}
         for reply in replies:
             node = node_of.get(reply.metadata.reply_to_message_id)
             if node is None or node in problems or any(node == seen for seen, _, _ in received):
@@ -239,10 +307,13 @@ class FedPGServer:
                 problems[node] = f"malformed reply ({type(error).__name__}: {error})"
                 continue
             received.append((node, vector, record))
+            extra = cast(ArrayRecord, reply.content[key])
+            arrays_of[node] = {name: extra[name].numpy() for name in extra if name != key}
         accepted, metrics, screened = screen_replies(
             received, key, n_params, config.max_update_norm, config.max_update_norm_ratio, server_round, message_type
         )
         problems.update(screened)
+        self.reply_arrays = {node: arrays_of.get(node, {}) for node in accepted}
         for node in node_of.values():
             if node not in accepted and node not in problems:
                 problems[node] = f"no reply within {config.phase_timeout_s:g} s"
@@ -266,7 +337,7 @@ class FedPGServer:
         """
         from sb3_fedpg.common import fedmath
 
-        content = RecordDict({MESSAGE_ARRAYS: ArrayRecord({"params": Array(params)})})
+        content = RecordDict({MESSAGE_ARRAYS: ArrayRecord({"params": Array(params), **self.obs_arrays()})})
         length = self.config.anchor_length(params.shape[0])
         anchors, metrics, problems = self.exchange(nodes, content, PHASE_GRAD, server_round, "anchor", length)
         self.agent_of.update({node: int(m.get("agent", node)) for node, m in metrics.items()})
@@ -326,9 +397,11 @@ class FedPGServer:
             arrays["advantage-scale"] = Array(np.array([advantage_scale], dtype=np.float64))
         if federation_noise is not None:
             arrays["anchor-noise"] = Array(np.array(federation_noise, dtype=np.float64))
-        content = RecordDict({MESSAGE_ARRAYS: ArrayRecord(arrays)})
+        content = RecordDict({MESSAGE_ARRAYS: ArrayRecord({**arrays, **self.obs_arrays()})})
         deltas, metrics, problems = self.exchange(nodes, content, PHASE_LOCAL, server_round, "delta", params.shape[0])
         accepted = self._in_agent_order(deltas)
+        # Observations were seen whether or not the round completes: every accepted reply's delta is merged.
+        self.merge_obs_deltas(accepted, metrics, server_round)
         out: dict[str, Any] = {
             "nodes": accepted,
             "local_params": None,
@@ -355,7 +428,7 @@ class FedPGServer:
         from sb3_fedpg.common.validation import clean_metrics
 
         config = self.config
-        content = RecordDict({MESSAGE_ARRAYS: ArrayRecord({"params": Array(params)})})
+        content = RecordDict({MESSAGE_ARRAYS: ArrayRecord({"params": Array(params), **self.obs_arrays()})})
         messages = phase_messages(nodes, content, PHASE_EVALUATE, server_round, config.phase_timeout_s)
         replies = push_and_pull(self.grid, messages, config.phase_timeout_s, config.reply_poll_s)
         node_of = {m.metadata.message_id: m.metadata.dst_node_id for m in messages}  # ids are set by the push
@@ -453,6 +526,8 @@ class FedPGServer:
         if len(nodes) < config.min_agents:
             raise RuntimeError(f"only {len(nodes)} agent(s) connected within {config.wait_for_agents_s:g} s, need {n_wanted}")
         outputs = ServerOutputs(config, max(config.num_agents, len(nodes)))
+        if config.normalize_obs:
+            self.start_obs_statistics(outputs.initial_obs_moments(), max(config.num_agents, len(nodes)))
         params = outputs.initial_params()
         history = [params]
         start_round = 0
@@ -520,7 +595,7 @@ class FedPGServer:
                 )
             history.append(params)
             summary.update(phase1_s=t1 - t0, phase2_s=t2 - t1, round_s=time.perf_counter() - t0)
-            outputs.save(params, history, server_round)
+            outputs.save(params, history, server_round, self.obs_moments)
             outputs.record_round(summary)
             if skipped_in_a_row >= config.max_skipped_rounds:
                 log(WARNING, "stopping: %d rounds in a row were skipped", skipped_in_a_row)

@@ -39,7 +39,16 @@ import yaml
 from stable_baselines3.common.utils import LinearSchedule
 
 #: Keys the runner consumes itself (never passed to the algorithm's constructor).
-RUNNER_KEYS = ("n_timesteps", "n_agents", "n_envs", "n_envs_per_agent", "policy", "policy_kwargs", "env_kwargs")
+RUNNER_KEYS = (
+    "n_timesteps",
+    "n_agents",
+    "n_envs",
+    "n_envs_per_agent",
+    "policy",
+    "policy_kwargs",
+    "env_kwargs",
+    "normalize",
+)
 
 #: Constructor arguments the runner sets (from the command line or the env it builds).
 _RUNNER_SET = {"self", "policy", "env", "tensorboard_log", "verbose", "seed", "device", "_init_setup_model", "env_kwargs"}
@@ -259,6 +268,8 @@ class ZooHyperparams:
     :param env_kwargs: keyword arguments of the env (family parameters such as ``heterogeneity``)
     :param model_kwargs: keyword arguments of the algorithm's constructor (``policy`` included, schedules
         and classes resolved)
+    :param normalize: keyword arguments of the observation normaliser (``FederatedVecNormalize`` for a federated
+        algorithm, SB3's ``VecNormalize`` for A2C/PPO); ``None``: no normalisation
     """
 
     n_timesteps: int
@@ -266,6 +277,45 @@ class ZooHyperparams:
     n_envs_per_agent: int
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     model_kwargs: dict[str, Any] = field(default_factory=dict)
+    normalize: dict[str, Any] | None = None
+
+
+def normalizer_class(algo_class: type) -> type:
+    """
+    :param algo_class: the algorithm
+    :return: the wrapper ``normalize`` builds: ``FederatedVecNormalize`` for a federated algorithm (per-agent
+        statistics merged every round), SB3's ``VecNormalize`` for the centralised references (pooled statistics)
+    """
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    from sb3_fedpg.common.federated_algorithm import FederatedAlgorithm
+    from sb3_fedpg.common.vec_normalize import FederatedVecNormalize
+
+    return FederatedVecNormalize if issubclass(algo_class, FederatedAlgorithm) else VecNormalize
+
+
+def _resolve_normalize(value: Any, algo_class: type, where: str) -> dict[str, Any] | None:
+    if value is None or value is False:
+        return None
+    if value is True:
+        value = {}
+    if not isinstance(value, dict):
+        raise ZooConfigError(
+            f"{where}: 'normalize' must be true, false or a mapping of the normaliser's arguments "
+            f"(e.g. {{norm_obs: true, clip_obs: 10.0}}), got {value!r}; strings are never evaluated."
+        )
+    wrapper = normalizer_class(algo_class)
+    accepted = [name for name in inspect.signature(wrapper).parameters if name not in ("self", "venv", "n_agents")]
+    for key in value:
+        if key not in accepted:
+            known = _suggest(str(key), accepted)
+            raise ZooConfigError(f"{where}: unknown key 'normalize.{key}' for {wrapper.__name__}{known}")
+    kwargs = dict(value) if wrapper.__name__ == "FederatedVecNormalize" else {"norm_reward": False, **value}
+    if wrapper.__name__ == "FederatedVecNormalize" and kwargs.get("norm_reward"):
+        from sb3_fedpg.common.vec_normalize import NORM_REWARD_REFUSAL
+
+        raise ZooConfigError(f"{where}: bad value for 'normalize.norm_reward': {NORM_REWARD_REFUSAL}")
+    return kwargs
 
 
 def _is_int(value: Any) -> bool:
@@ -457,4 +507,5 @@ def validate_hyperparams(entry: dict[str, Any], algo_class: type, where: str = "
                     hyperparams_class.check(**{key: value})
                 except ValueError as error:
                     raise ZooConfigError(f"{where}: bad value {value!r} for {key!r}: {error}") from error
-    return ZooHyperparams(int(n_timesteps), n_agents, n_envs_per_agent, dict(env_kwargs), model_kwargs)
+    normalize = _resolve_normalize(entry.get("normalize"), algo_class, where)
+    return ZooHyperparams(int(n_timesteps), n_agents, n_envs_per_agent, dict(env_kwargs), model_kwargs, normalize)

@@ -21,7 +21,7 @@ from typing import Any
 
 from sb3_fedpg.common.cli import ArgumentParser
 from sb3_fedpg.zoo import ZOO_ALGOS
-from sb3_fedpg.zoo.train import env_name, latest_run_id
+from sb3_fedpg.zoo.train import VEC_NORMALIZE_FILE, env_name, latest_run_id
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -93,6 +93,12 @@ def enjoy(argv: list[str] | None = None) -> dict[str, Any]:
         env_kwargs=hyperparams.env_kwargs,
         seed=args.seed,
     )
+    stats_file = run / name / VEC_NORMALIZE_FILE
+    if stats_file.is_file():  # trained with `normalize`: the saved statistics, fixed (rl-zoo does the same)
+        from stable_baselines3.common.vec_env import VecNormalize
+
+        env = VecNormalize.load(os.fspath(stats_file), env)
+        env.training = False
     model = algo_class.load(run / f"{name}.zip", device=args.device)
     per_agent = evaluate_agents(model, env, n_episodes_per_env=1, deterministic=not args.stochastic)
     env.close()

@@ -41,6 +41,10 @@ if TYPE_CHECKING:
     from sb3_fedpg.common.persistence import FederatedPersistenceMixin
 
 
+#: The observation normaliser's statistics in ``<run>/<env name>/`` (``normalize`` in the config), as in rl-zoo.
+VEC_NORMALIZE_FILE = "vecnormalize.pkl"
+
+
 def env_name(env_id: str) -> str:
     """
     :param env_id: a Gymnasium id
@@ -120,6 +124,7 @@ def train(argv: list[str] | None = None) -> pathlib.Path:
     from stable_baselines3.common.logger import configure
 
     from sb3_fedpg import make_federated_vec_env
+    from sb3_fedpg.common.vec_normalize import find_vec_normalize
     from sb3_fedpg.zoo import get_algo_class
     from sb3_fedpg.zoo.config import apply_overrides, load_config_file, parse_overrides, select_entry, validate_hyperparams
 
@@ -172,6 +177,10 @@ def train(argv: list[str] | None = None) -> pathlib.Path:
             )
         except TypeError as error:  # the env's constructor refused a keyword: a config error, said as one
             raise ZooConfigError(f"{args.env}: bad 'env_kwargs' {hyperparams.env_kwargs!r}: {error}") from error
+        if hyperparams.normalize is not None:
+            from sb3_fedpg.zoo.config import normalizer_class
+
+            env = normalizer_class(algo_class)(env, **hyperparams.normalize)
         model = algo_class(env=env, seed=args.seed, verbose=args.verbose, device=args.device, **hyperparams.model_kwargs)
 
     # Which run this model belongs to, saved with it (plain JSON in the zip): --resume checks it.
@@ -218,6 +227,9 @@ def train(argv: list[str] | None = None) -> pathlib.Path:
         pass
     finally:
         model.save(save_path / f"{name}.zip")
+        vec_normalize = find_vec_normalize(env)
+        if vec_normalize is not None:  # rl-zoo's file: enjoy loads it (training=False) around its evaluation env
+            vec_normalize.save(os.fspath(params_path / VEC_NORMALIZE_FILE))
         env.close()
         logger.close()
     if args.verbose >= 1:

@@ -196,3 +196,44 @@ def test_fedsvrpgm_zoo_run(tmp_path):
     assert model.n_agents == 2 and model.local_steps == 2 and model.num_timesteps >= 128 and model.momentum is not None
     with pytest.raises(ZooConfigError, match="momentum_coef"):
         run_train(tmp_path, algo="fedsvrpgm", extra=["-params", "momentum_coef:0"], n=128)
+
+
+@pytest.mark.parametrize("algo", ["fedpg", "ppo"])
+def test_normalize_saves_the_statistics_and_enjoy_loads_them(tmp_path, algo):
+    # `normalize` (true or a mapping, never a string) wraps the env: FederatedVecNormalize for a federated algorithm
+    # (per-agent statistics merged every round), SB3's VecNormalize for the central references; the statistics are
+    # saved as <run>/<env name>/vecnormalize.pkl and enjoy evaluates with them, fixed.
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    from sb3_fedpg.common.vec_normalize import FederatedVecNormalize
+
+    extra = [
+        "-params",
+        *TINY,
+        "normalize:{clip_obs: 5.0}",
+        *(["n_steps:64", "batch_size:64", "n_epochs:1"] if algo == "ppo" else []),
+    ]
+    run = run_train(tmp_path, algo, extra=extra, n=300)
+    name = "sb3_fedpg-HeteroCartPole-v0"
+    stats = VecNormalize.load(str(run / name / "vecnormalize.pkl"), make_env_for_stats())
+    assert isinstance(stats, FederatedVecNormalize) == (algo == "fedpg")
+    assert stats.clip_obs == 5.0 and not stats.norm_reward and stats.obs_rms.count > 300
+    result = enjoy(["--algo", algo, "--env", FAMILY, "-f", str(tmp_path / "logs"), "--n-episodes", "1"])
+    assert len(result["per_agent"]) == 2
+
+
+def make_env_for_stats():
+    from sb3_fedpg import make_federated_vec_env
+
+    return make_federated_vec_env(FAMILY, n_agents=2, n_envs_per_agent=1)
+
+
+def test_normalize_is_checked(tmp_path):
+    for value, message in (
+        ("normalize:{norm_reward: true}", "does not normalise rewards"),
+        ("normalize:{clip: 5}", "unknown key 'normalize.clip' for FederatedVecNormalize"),
+        ("normalize:dict(norm_obs=True)", "'normalize' must be true, false or a mapping"),
+    ):
+        with pytest.raises(ZooConfigError, match=message):
+            run_train(tmp_path, extra=["-params", *TINY, value])
+    assert not (tmp_path / "logs").exists()
