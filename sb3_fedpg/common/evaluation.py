@@ -24,7 +24,8 @@ def evaluate_agents(
     is the mean of the returned vector.
 
     :param model: anything with an SB3 ``predict`` (e.g. a ``FederatedPG``)
-    :param env: the federated env to evaluate on (it is reset)
+    :param env: the federated env to evaluate on (it is reset); a plain ``VecEnv`` is split into the model's agents
+        in blocks, as the model splits its training env (identical agents: one reward)
     :param n_episodes_per_env: complete episodes recorded per sub-environment
     :param deterministic: use the deterministic action
     :param max_steps: safety limit on vectorised steps
@@ -32,8 +33,14 @@ def evaluate_agents(
     """
     if n_episodes_per_env < 1:
         raise ValueError(f"n_episodes_per_env must be >= 1, got {n_episodes_per_env}.")
-    obs = env.reset()
     n_envs = env.num_envs
+    n_agents = getattr(env, "n_agents", None) or getattr(model, "n_agents", None) or 1
+    if n_envs % n_agents != 0:
+        raise ValueError(
+            f"the env's {n_envs} sub-environments cannot be split between the model's {n_agents} agents: evaluate on a "
+            f"federated env (make_federated_vec_env(..., n_agents={n_agents})) or a VecEnv of a multiple of {n_agents} envs."
+        )
+    obs = env.reset()
     returns = np.zeros(n_envs)
     totals = np.zeros(n_envs)
     finished = np.zeros(n_envs, dtype=np.int64)
@@ -51,4 +58,4 @@ def evaluate_agents(
     else:
         raise RuntimeError(f"evaluation did not finish {n_episodes_per_env} episode(s) per env in {max_steps} steps.")
     per_env = totals / n_episodes_per_env
-    return per_env.reshape(env.n_agents, env.n_envs_per_agent).mean(axis=1)
+    return per_env.reshape(n_agents, n_envs // n_agents).mean(axis=1)

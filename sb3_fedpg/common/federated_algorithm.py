@@ -35,7 +35,13 @@ from sb3_fedpg.common import fedmath
 from sb3_fedpg.common.batch import RolloutBatch
 from sb3_fedpg.common.batched_policy import ACTION_SPACES, GSDE_REFUSAL, BatchedActor, StackedCritics
 from sb3_fedpg.common.callbacks import fire_round_end
-from sb3_fedpg.common.federated_vec_env import check_observations, check_rewards, make_federated_vec_env
+from sb3_fedpg.common.federated_vec_env import (
+    ObservationBoundsWarning,
+    check_observations,
+    check_rewards,
+    make_federated_vec_env,
+    observations_far_out_of_bounds,
+)
 from sb3_fedpg.common.observations import VecObs, stack_observations
 from sb3_fedpg.common.persistence import FederatedPersistenceMixin
 from sb3_fedpg.common.policies import NO_GLOBAL_CRITIC, FederatedPolicyBase
@@ -84,6 +90,37 @@ THREADS_HINT = (
     "library leaves this process-wide setting to you)."
 )
 _threads_hint_shown = False
+
+
+class HomogeneousFamilyWarning(UserWarning):
+    """A plain VecEnv of a heterogeneous family split between agents: every agent gets the same reward."""
+
+
+def _warn_if_family_copies(env: Any, n_agents: int) -> None:
+    """
+    Warn when a plain ``VecEnv`` of a heterogeneous family (e.g. ``make_vec_env("sb3_fedpg/HeteroCartPole-v0")``) is
+    split between agents: each copy is the family's agent 0, so the federation would have one reward, not ``N``.
+
+    :param env: the plain VecEnv
+    :param n_agents: the agents it is split between
+    """
+    from sb3_fedpg.envs.families import get_family
+
+    try:
+        ids = {getattr(spec, "id", None) for spec in env.get_attr("spec")}
+    except Exception:  # a VecEnv that cannot answer: nothing to say
+        return
+    families = sorted(i for i in ids if isinstance(i, str) and get_family(i) is not None)
+    if families:
+        warnings.warn(
+            f"the env is a plain VecEnv of the heterogeneous family {families[0]}: every copy is the family's agent 0, so "
+            f"the {n_agents} agents would share one reward (a homogeneous federation). For {n_agents} agents with their "
+            f"own rewards pass the id itself (FederatedPG('MlpPolicy', {families[0]!r}, n_agents={n_agents})) or "
+            f"make_federated_vec_env({families[0]!r}, n_agents={n_agents}).",
+            HomogeneousFamilyWarning,
+            stacklevel=4,
+        )
+
 
 #: ids of the models whose learn() is running (one learn per model at a time, whatever the thread).
 _models_learning: set[int] = set()
@@ -233,6 +270,8 @@ class FederatedAlgorithm(FederatedPersistenceMixin):
         from sb3_fedpg.common.vec_normalize import check_normalization
 
         check_normalization(self.env, self.n_agents)
+        if env_agents is None and self.n_agents > 1:
+            _warn_if_family_copies(self.env, self.n_agents)
 
     def _check_env_split(self, env: Any, for_training: bool = True) -> None:
         """
@@ -493,6 +532,8 @@ class FederatedAlgorithm(FederatedPersistenceMixin):
             # Convert-then-check whatever env (or wrapper) produced them, naming the agents at fault.
             check_rewards(rewards, n * m, agent_ids)
             check_observations(new_obs, agent_ids)
+            if k in (0, k_steps - 1) and not self._warned_obs_bounds:  # twice a rollout: next to free
+                self._warn_obs_bounds(new_obs)
             self.num_timesteps += self.env.num_envs
             callback.update_locals(locals())
             if not callback.on_step():
@@ -661,7 +702,22 @@ class FederatedAlgorithm(FederatedPersistenceMixin):
 
     def _excluded_save_params(self) -> list[str]:
         # a save from a step callback happens mid-round: the flag must not travel into the file
-        return [*super()._excluded_save_params(), "_round_in_flight"]
+        return [*super()._excluded_save_params(), "_round_in_flight", "_warned_obs_bounds"]
+
+    #: set once the model warned about observations far outside their Box (one warning per model)
+    _warned_obs_bounds: bool = False
+
+    def _warn_obs_bounds(self, obs: Any) -> None:
+        problem = observations_far_out_of_bounds(obs, self.observation_space)
+        if problem is not None:
+            self._warned_obs_bounds = True
+            warnings.warn(
+                f"observations far outside the declared observation space: {problem}. The policy is built for the "
+                "declared range: fix the env's observation_space, or normalise the observations "
+                "(FederatedVecNormalize) if they are meant to be unbounded.",
+                ObservationBoundsWarning,
+                stacklevel=2,
+            )
 
     def record_round(self, result: fedmath.RoundResult, learning_rate: float, updates: int, stats: dict[str, float]) -> None:
         """

@@ -117,6 +117,40 @@ def check_observations(obs: Any, agent_ids: np.ndarray) -> None:
         )
 
 
+class ObservationBoundsWarning(UserWarning):
+    """Observations far outside the declared ``Box``: the space (or a missing normalisation) is probably wrong."""
+
+
+#: How far outside a ``Box`` an observation may stray, in units of the box's width (at least 1), before a warning.
+OUT_OF_BOUNDS_FACTOR = 10.0
+
+
+def observations_far_out_of_bounds(obs: Any, space: gym.Space) -> str | None:
+    """
+    :param obs: observations of all sub-environments ``(n, *shape)``
+    :param space: the declared observation space (only a ``Box`` with some finite bounds is checked)
+    :return: a description of the worst violation, if any observation lies more than :data:`OUT_OF_BOUNDS_FACTOR`
+        widths outside the box (e.g. pixels in 0..255 declared as ``Box(0, 1)``), else ``None``
+    """
+    if not isinstance(space, gym.spaces.Box) or not isinstance(obs, np.ndarray) or obs.dtype.kind not in "fiu":
+        return None
+    low, high = space.low.astype(np.float64), space.high.astype(np.float64)
+    finite = np.isfinite(low) & np.isfinite(high)
+    if not finite.any():
+        return None
+    width = np.where(finite, np.maximum(high - low, 1.0), np.inf)
+    margin = OUT_OF_BOUNDS_FACTOR * width
+    values = obs.reshape(-1, *space.shape).astype(np.float64, copy=False)
+    outside = np.maximum(np.where(finite, low - values, 0.0), np.where(finite, values - high, 0.0))
+    worst = np.unravel_index(np.argmax(outside - margin), outside.shape)
+    if outside[worst] <= margin[worst[1:]]:
+        return None
+    return (
+        f"observation entry {tuple(int(i) for i in worst[1:])} = {values[worst]:.4g} while the declared space allows "
+        f"[{low[worst[1:]]:.4g}, {high[worst[1:]]:.4g}]"
+    )
+
+
 class FederatedVecEnv(VecEnv):
     """
     SB3 ``VecEnv`` over a Gymnasium vector env of ``n_agents * n_envs_per_agent`` copies

@@ -146,3 +146,89 @@ def test_native_mode_without_native_env():
 def test_builder_argument_checks_name_the_field(env, kwargs, error, message):
     with pytest.raises(error, match=message):
         make_federated_vec_env(env, **kwargs)
+
+
+class OldGymStep(gym.Env):
+    """The old Gym API: step returns (obs, reward, done, info)."""
+
+    observation_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+    action_space = gym.spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        return np.zeros(2, np.float32), {}
+
+    def step(self, action):
+        return np.zeros(2, np.float32), 1.0, False, {}
+
+
+class OldGymReset(OldGymStep):
+    """The old Gym API: reset returns the observation alone."""
+
+    def reset(self, *, seed=None, options=None):
+        return np.zeros(2, np.float32)
+
+
+@pytest.mark.parametrize("env_cls, method", [(OldGymStep, r"step\(\) returned a 4-tuple"), (OldGymReset, r"reset\(\)")])
+@pytest.mark.parametrize("per_agent", [False, True])
+def test_an_old_gym_env_is_named_with_the_fix(env_cls, method, per_agent):
+    from sb3_fedpg import FederatedPG
+
+    with pytest.raises(
+        TypeError, match=rf"OldGym\w+\.{method}.*old Gym.*GymV21CompatibilityV0|OldGym\w+\.{method}.*Gymnasium"
+    ):
+        env = make_federated_vec_env(
+            [env_cls, env_cls] if per_agent else env_cls, n_agents=None if per_agent else 2, n_envs_per_agent=2
+        )
+        FederatedPG("MlpPolicy", env, n_steps=8).learn(64)
+
+
+class Pixels(gym.Env):
+    """Declares Box(0, 1) but returns 0..255 values (a forgotten division)."""
+
+    observation_space = gym.spaces.Box(0.0, 1.0, (3,), np.float32)
+    action_space = gym.spaces.Discrete(2)
+
+    def __init__(self, scale=255.0):
+        self.scale = scale
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return np.full(3, 0.5 * self.scale, np.float32), {}
+
+    def step(self, action):
+        return np.full(3, 0.5 * self.scale, np.float32), 1.0, False, False, {}
+
+
+@pytest.mark.parametrize("algo", ["fedpg", "fedppo"])
+def test_observations_far_outside_the_box_warn_once(algo):
+    import warnings
+
+    from sb3_fedpg import FederatedPG, FederatedPPO
+    from sb3_fedpg.common.federated_vec_env import ObservationBoundsWarning
+
+    cls = FederatedPG if algo == "fedpg" else FederatedPPO
+    extra = {"batch_size": 8} if algo == "fedppo" else {}
+    model = cls("MlpPolicy", make_federated_vec_env(Pixels, n_agents=2, n_envs_per_agent=2), n_steps=8, **extra)
+    with pytest.warns(ObservationBoundsWarning, match=r"127.5 while the declared space allows \[0, 1\]") as record:
+        model.learn(4 * model.steps_per_round)
+    assert len([w for w in record if w.category is ObservationBoundsWarning]) == 1
+    inside = cls("MlpPolicy", make_federated_vec_env(lambda: Pixels(1.0), n_agents=2, n_envs_per_agent=2), n_steps=8, **extra)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ObservationBoundsWarning)
+        inside.learn(2 * inside.steps_per_round)
+
+
+def test_a_plain_vec_env_of_a_family_split_between_agents_warns():
+    import warnings
+
+    from stable_baselines3.common.env_util import make_vec_env
+
+    from sb3_fedpg import FederatedPG
+    from sb3_fedpg.common.federated_algorithm import HomogeneousFamilyWarning
+
+    with pytest.warns(HomogeneousFamilyWarning, match=r"share one reward.*n_agents=4"):
+        FederatedPG("MlpPolicy", make_vec_env("sb3_fedpg/HeteroCartPole-v0", n_envs=8), n_agents=4, n_steps=8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", HomogeneousFamilyWarning)
+        FederatedPG("MlpPolicy", make_vec_env("CartPole-v1", n_envs=8), n_agents=4, n_steps=8)  # identical agents: meant
+        FederatedPG("MlpPolicy", make_vec_env("sb3_fedpg/HeteroCartPole-v0", n_envs=8), n_agents=1, n_steps=8)
