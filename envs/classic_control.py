@@ -149,16 +149,19 @@ class SharedReward:
         return reward
 
 
-def make_pole_length_cartpole(agent: int, n_agents: int, heterogeneity: float = 1.0) -> gym.Env:
+def make_pole_length_cartpole(
+    agent: int, n_agents: int, heterogeneity: float = 1.0, render_mode: str | None = None
+) -> gym.Env:
     """
     Agent ``agent``'s CartPole-v1 (same wrappers and time limit) with its own pole length.
 
     :param agent: the agent's index
     :param n_agents: number of agents
     :param heterogeneity: the transition knob
+    :param render_mode: Gymnasium's render mode (the pole is drawn at the agent's length)
     :return: the env
     """
-    env = gym.make("CartPole-v1")
+    env = gym.make("CartPole-v1", render_mode=render_mode)
     cartpole: Any = env.unwrapped
     # CartPoleEnv reads these attributes at every step; it has no constructor argument for them.
     cartpole.length = 0.5 * float(pole_length_scales(n_agents, heterogeneity)[agent])

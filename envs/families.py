@@ -37,7 +37,8 @@ class FamilySpec:
         ``make_vector_env(n_agents, n_envs_per_agent, vectorization_mode, **family_kwargs) -> VectorEnv``
         with SAME_STEP auto-reset and agent-major sub-environments
     :param make_agent_dynamics: the single-agent counterpart of ``make_vector_env``:
-        ``make_agent_dynamics(agent, n_agents, **family_kwargs) -> gym.Env``
+        ``make_agent_dynamics(agent, n_agents, **family_kwargs) -> gym.Env`` (called with ``render_mode=...`` as well
+        when a render mode is asked for, which only happens if ``base_id``'s dynamics can render)
     """
 
     env_id: str
@@ -135,13 +136,67 @@ def get_family(env_id: str) -> FamilySpec | None:
     return _FAMILIES.get(env_id)
 
 
-def make_agent_env(family_id: str, agent: int = 0, n_agents: int | None = None, **kwargs: Any) -> gym.Env:
+def render_modes(env_id: str) -> list[str] | None:
+    """
+    The render modes of an env id's dynamics (for a family: its ``base_id``), read from the registered class's
+    ``metadata`` without making an env.
+
+    :param env_id: a Gymnasium id (a family's or any other)
+    :return: the render modes, or ``None`` when the entry point does not say (a factory function)
+    """
+    family = _FAMILIES.get(env_id)
+    spec = gym.spec(family.base_id if family is not None else env_id)
+    creator: Any = spec.entry_point
+    if isinstance(creator, str):
+        from gymnasium.envs.registration import load_env_creator
+
+        creator = load_env_creator(creator)
+    metadata = getattr(creator, "metadata", None)
+    if not isinstance(metadata, dict):  # a factory function, or a wrapper class's metadata property
+        return None
+    return list(metadata.get("render_modes", []))
+
+
+def check_render_mode(env_id: str, render_mode: str) -> None:
+    """
+    :param env_id: a Gymnasium id (a family's or any other)
+    :param render_mode: the render mode wanted (``"human"`` is also fine when the dynamics draw ``"rgb_array"``
+        frames: Gymnasium then shows those in a window)
+    :raise ValueError: the env's dynamics cannot render in that mode (the message names the env and what to do)
+    """
+    modes = render_modes(env_id)
+    if modes is None or render_mode in modes or (render_mode == "human" and "rgb_array" in modes):
+        return
+    family = _FAMILIES.get(env_id)
+    dynamics = f"its dynamics {family.base_id}" if family is not None else "it"
+    renderable = sorted(
+        fid for fid, spec in _FAMILIES.items() if {"rgb_array", "human"} & set(_registered_render_modes(spec.base_id))
+    )
+    raise ValueError(
+        f"{env_id} cannot render in render_mode={render_mode!r}: {dynamics} draw no frames "
+        f"(render modes {modes}). Evaluate it without rendering (the per-agent returns need none), or use a family "
+        f"whose dynamics render: {', '.join(renderable)}."
+    )
+
+
+def _registered_render_modes(env_id: str) -> list[str]:
+    try:
+        return render_modes(env_id) or []
+    except Exception:  # an optional dependency (Box2D, MuJoCo) missing: it does not render here
+        return []
+
+
+def make_agent_env(
+    family_id: str, agent: int = 0, n_agents: int | None = None, render_mode: str | None = None, **kwargs: Any
+) -> gym.Env:
     """
     Entry point of a family's Gymnasium id: agent ``agent`` of ``n_agents``.
 
     :param family_id: the family's id
     :param agent: which agent's reward
     :param n_agents: number of agents in the federation (sets the agents' parameters)
+    :param render_mode: Gymnasium's render mode of the dynamics (``None``: no rendering); a family whose dynamics
+        cannot render refuses any (see :func:`check_render_mode`)
     :param kwargs: family parameters
     :return: the agent's env
     """
@@ -150,6 +205,11 @@ def make_agent_env(family_id: str, agent: int = 0, n_agents: int | None = None, 
     if not 0 <= agent < n_agents:
         raise ValueError(f"agent must be in [0, {n_agents}), got {agent}.")
     reward_fn, base_id, base_kwargs = spec.build(n_agents, **kwargs)
+    render_kwargs: dict[str, Any] = {}
+    if render_mode is not None:
+        check_render_mode(family_id, render_mode)
+        render_kwargs["render_mode"] = render_mode
     if spec.make_agent_dynamics is not None:
-        return AgentRewardWrapper(spec.make_agent_dynamics(agent, n_agents, **spec.params(**kwargs)), reward_fn, agent)
-    return AgentRewardWrapper(gym.make(base_id, **base_kwargs), reward_fn, agent)
+        dynamics = spec.make_agent_dynamics(agent, n_agents, **render_kwargs, **spec.params(**kwargs))
+        return AgentRewardWrapper(dynamics, reward_fn, agent)
+    return AgentRewardWrapper(gym.make(base_id, **render_kwargs, **base_kwargs), reward_fn, agent)

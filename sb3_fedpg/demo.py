@@ -102,16 +102,31 @@ def train_and_track(args: argparse.Namespace, method: str, seed: int) -> dict[st
     return {"curve": curve, "per_agent": per_agent.tolist(), "wall_seconds": time.perf_counter() - start}
 
 
+def demo_title(env_id: str, n_agents: int, heterogeneity: float, seeds: int) -> str:
+    """
+    :param env_id: the family id
+    :param n_agents: agents
+    :param heterogeneity: the family's heterogeneity
+    :param seeds: seeds per method
+    :return: the title of the demo's figure (``zoo.plot --title`` takes the same text)
+    """
+    return (
+        f"{n_agents} agents, {env_id.split('/')[-1]}, heterogeneity {heterogeneity:g}\n"
+        f"H = local steps between communications; mean and range over {seeds} seeds"
+    )
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     import matplotlib
-    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import torch as th
     from rich.console import Console
     from rich.table import Table
+
+    from sb3_fedpg.common.plotting import Series, aggregate_curves, draw_panel
 
     th.set_num_threads(args.num_threads)
     console = Console()
@@ -148,22 +163,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "FedAvg-PG": (f"without correction (FedAvg-PG), H = {h}", "tab:red", "-"),
         "centralised PG (H = 1)": ("centralised (gradients pooled every step, H = 1)", "k", "--"),
     }
-    for method, runs in results.items():
+    series = []
+    for method, runs in results.items():  # mean and range (min to max) over seeds, as zoo.plot --band minmax
         label, color, style = styles[method]
-        x = np.array(runs[0]["curve"]["timesteps"])
-        ys = np.array([r["curve"]["global_return"][: len(x)] for r in runs])
-        ax.plot(x, ys.mean(0), color=color, linestyle=style, label=label)
-        ax.fill_between(x, ys.min(0), ys.max(0), color=color, alpha=0.15)
-    ax.set_xlabel("environment steps, all agents together")
-    ax.set_ylabel("J̄ = mean of the agents' returns")
-    ax.set_title(
-        f"{args.n_agents} agents, {args.env.split('/')[-1]}, heterogeneity {args.heterogeneity:g}\n"
-        f"H = local steps between communications; mean and range over {args.seeds} seeds",
-        fontsize=10,
-    )
-    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v / 1000:.0f}k"))
-    ax.legend(loc="best", fontsize=9)
-    ax.grid(alpha=0.3)
+        curves = [(r["curve"]["timesteps"], r["curve"]["global_return"]) for r in runs]
+        series.append(Series(label, aggregate_curves(curves, band="minmax"), color, style))
+    draw_panel(ax, series, title=demo_title(args.env, args.n_agents, args.heterogeneity, args.seeds))
     fig.tight_layout()
     png = output / "learning_curve.png"
     fig.savefig(png, dpi=120)

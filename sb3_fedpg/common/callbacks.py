@@ -15,12 +15,14 @@ import pathlib
 import re
 import warnings
 import zipfile
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
+import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 
 if TYPE_CHECKING:
     from sb3_fedpg.common.federated_algorithm import FederatedAlgorithm
+    from sb3_fedpg.common.federated_vec_env import FederatedVecEnv
 
 
 class RoundCallback(BaseCallback):
@@ -192,3 +194,134 @@ def latest_checkpoint(
             return path
         warnings.warn(f"skipping the unreadable (truncated or corrupt) checkpoint {path}.", stacklevel=2)
     return None
+
+
+class FederatedEvalCallback(RoundCallback):
+    """
+    Evaluate the policy on every agent's task, under each agent's own reward, every ``eval_freq`` env steps: the
+    ``EvalCallback`` of a federation, writing an SB3-style ``evaluations.npz``.
+
+    A federated algorithm is evaluated at the end of the first round that reaches each multiple of ``eval_freq``
+    (only a round's end is a consistent state: no agent is mid-way through its local steps); an SB3 algorithm
+    (A2C, PPO) at the env step that reaches it, as SB3's ``EvalCallback`` does. With ``eval_at_start``, the
+    untrained policy is evaluated too, and the last policy always is (when training ends between two multiples).
+
+    ``evaluations.npz`` holds ``timesteps`` ``(n_evals,)``; ``results_per_agent`` ``(n_evals, n_agents, n_episodes)``,
+    every agent's episodic returns; ``results`` ``(n_evals, n_episodes)``, their mean over agents (SB3's key, which
+    rl-zoo's plots read); ``ep_lengths_per_agent`` and ``ep_lengths`` alike. An agent's return at an evaluation is
+    the mean over its episodes, and ``J̄``, the mean of those over agents, is what :func:`evaluate_agents`'s caller
+    computes (same operations, same numbers: see :func:`sb3_fedpg.common.plotting.read_evaluations`).
+
+    :param eval_env: the federated env to evaluate on (its ``n_envs_per_agent`` sub-environments give each agent's
+        episodes); reset before each evaluation, seeded once by its builder
+    :param eval_freq: evaluate every this many env steps (all agents together)
+    :param log_path: folder for ``evaluations.npz`` (``None``: not written)
+    :param n_episodes_per_env: complete episodes per sub-environment of ``eval_env``
+    :param deterministic: use the deterministic action
+    :param eval_at_start: also evaluate before the first step
+    :param verbose: Verbosity level: 0 for no output, 1 for info messages
+    """
+
+    def __init__(
+        self,
+        eval_env: FederatedVecEnv,
+        eval_freq: int,
+        log_path: str | os.PathLike | None = None,
+        n_episodes_per_env: int = 1,
+        deterministic: bool = True,
+        eval_at_start: bool = True,
+        verbose: int = 1,
+    ) -> None:
+        super().__init__(verbose)
+        if eval_freq < 1:
+            raise ValueError(f"eval_freq must be >= 1 env step, got {eval_freq}.")
+        if n_episodes_per_env < 1:
+            raise ValueError(f"n_episodes_per_env must be >= 1, got {n_episodes_per_env}.")
+        self.eval_env = eval_env
+        self.eval_freq = eval_freq
+        self.log_path = None if log_path is None else pathlib.Path(log_path)
+        self.n_episodes_per_env = n_episodes_per_env
+        self.deterministic = deterministic
+        self.eval_at_start = eval_at_start
+        self.evaluations_timesteps: list[int] = []
+        self.evaluations_returns: list[np.ndarray] = []
+        self.evaluations_lengths: list[np.ndarray] = []
+        self._next_eval = eval_freq
+
+    def _on_training_start(self) -> None:
+        self._next_eval = (self.num_timesteps // self.eval_freq + 1) * self.eval_freq
+        if self.eval_at_start:
+            self.evaluate()
+
+    def _is_federated(self) -> bool:
+        from sb3_fedpg.common.federated_algorithm import FederatedAlgorithm
+
+        return isinstance(self.model, FederatedAlgorithm)
+
+    def _evaluate_if_due(self) -> bool:
+        if self.num_timesteps >= self._next_eval:
+            self._next_eval = (self.num_timesteps // self.eval_freq + 1) * self.eval_freq
+            self.evaluate()
+        return True
+
+    def _on_step(self) -> bool:
+        # Mid-round for a federated algorithm (the agents' local parameters are in use): wait for the round's end.
+        return True if self._is_federated() else self._evaluate_if_due()
+
+    def _on_round_end(self) -> bool:
+        return self._evaluate_if_due()
+
+    def _on_training_end(self) -> None:
+        if not self.evaluations_timesteps or self.evaluations_timesteps[-1] != self.num_timesteps:
+            self.evaluate()
+
+    def evaluate(self) -> np.ndarray:
+        """
+        Evaluate now, record ``eval/`` scalars and write ``evaluations.npz``.
+
+        :return: each agent's mean return, shape ``(n_agents,)``
+        """
+        from sb3_fedpg.common.evaluation import agent_means, evaluate_agent_episodes
+
+        episodes = evaluate_agent_episodes(self.model, self.eval_env, self.n_episodes_per_env, self.deterministic)
+        per_agent = agent_means(episodes.returns, self.n_episodes_per_env)
+        self.evaluations_timesteps.append(self.num_timesteps)
+        self.evaluations_returns.append(episodes.returns)
+        self.evaluations_lengths.append(episodes.lengths)
+        if self.log_path is not None:
+            self.save(self.log_path / "evaluations.npz")
+        mean_return = float(per_agent.mean())
+        self.logger.record("eval/mean_reward", mean_return)
+        self.logger.record("eval/mean_ep_length", float(episodes.lengths.mean()))
+        for i, value in enumerate(per_agent):
+            self.logger.record(f"eval/agent_{i}/mean_reward", float(value))
+        if self.verbose >= 1:
+            print(
+                f"Eval num_timesteps={self.num_timesteps}, mean over agents of their returns: {mean_return:.2f} "
+                f"(agents: {', '.join(f'{v:.1f}' for v in per_agent)})"
+            )
+        return per_agent
+
+    def arrays(self) -> dict[str, Any]:
+        """:return: the content of ``evaluations.npz`` so far"""
+        returns = np.array(self.evaluations_returns)
+        lengths = np.array(self.evaluations_lengths)
+        return {
+            "timesteps": np.array(self.evaluations_timesteps, dtype=np.int64),
+            "results": returns.mean(axis=1),
+            "ep_lengths": lengths.mean(axis=1),
+            "results_per_agent": returns,
+            "ep_lengths_per_agent": lengths,
+            "n_episodes_per_env": np.int64(self.n_episodes_per_env),
+        }
+
+    def save(self, path: str | os.PathLike) -> None:
+        """
+        Write ``evaluations.npz`` (atomically: a crash never leaves a half-written file).
+
+        :param path: the file
+        """
+        from sb3_fedpg.common.files import atomic_write
+
+        arrays = self.arrays()
+        atomic_write(path, lambda file: np.savez(file, **arrays))

@@ -12,6 +12,8 @@ The run folder follows rl-zoo: ``<log folder>/<algo>/<env name>_<run id>/`` hold
 ``--track``) and ``<env name>/{config.yml, args.yml, command.txt}``; ``<env name>`` is the env
 id with ``/`` replaced by ``-``. ``config.yml`` holds the hyperparameters as used (file entry,
 overrides and ``-n`` applied), so it alone rebuilds the env for :mod:`sb3_fedpg.zoo.enjoy`.
+``--eval-freq`` adds ``evaluations.npz`` (every agent's evaluation returns under its own reward,
+:class:`~sb3_fedpg.common.callbacks.FederatedEvalCallback`), which :mod:`sb3_fedpg.zoo.plot` draws.
 
 Every algorithm runs on the same federated ``VecEnv`` (``N`` agents x ``M`` sub-envs, each
 agent with its own reward): FederatedPG and FederatedPPO train one policy federatedly; A2C and PPO train one
@@ -96,6 +98,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--verbose", type=int, default=1, help="0: quiet, 1: SB3 logs on stdout")
     parser.add_argument("-P", "--progress", action="store_true", help="show a progress bar")
     parser.add_argument(
+        "--eval-freq",
+        type=int,
+        default=-1,
+        help="evaluate every agent's return under its own reward every this many env steps (all agents together; "
+        "federated algorithms at the end of the round that reaches it), writing <run>/evaluations.npz (< 0: none)",
+    )
+    parser.add_argument("--eval-episodes", type=int, default=5, help="episodes per agent at each evaluation")
+    parser.add_argument(
+        "--eval-seed",
+        type=int,
+        default=10_000,
+        help="seed of the evaluation env (default 10000 for every run, as the demo: every run is evaluated from the "
+        "same initial states)",
+    )
+    parser.add_argument(
         "--save-freq-rounds",
         type=int,
         default=0,
@@ -121,6 +138,7 @@ def train(argv: list[str] | None = None) -> pathlib.Path:
 
     import numpy as np
     import torch as th
+    from stable_baselines3.common.callbacks import BaseCallback, CallbackList
     from stable_baselines3.common.logger import configure
 
     from sb3_fedpg import make_federated_vec_env
@@ -145,6 +163,8 @@ def train(argv: list[str] | None = None) -> pathlib.Path:
         parser.error("--resume and --save-freq-rounds are for --algo fedpg")
     if args.save_freq_rounds < 0:
         parser.error(f"--save-freq-rounds must be >= 0, got {args.save_freq_rounds}")
+    if args.eval_freq > 0 and args.eval_episodes < 1:
+        parser.error(f"--eval-episodes must be >= 1, got {args.eval_episodes}")
 
     model: BaseAlgorithm
     if args.resume:
@@ -213,10 +233,26 @@ def train(argv: list[str] | None = None) -> pathlib.Path:
     learn_kwargs: dict[str, Any] = {"progress_bar": args.progress}
     if args.log_interval > 0:
         learn_kwargs["log_interval"] = args.log_interval
+    callbacks: list[BaseCallback] = []
     if args.save_freq_rounds > 0:
         from sb3_fedpg.common.callbacks import RoundCheckpointCallback
 
-        learn_kwargs["callback"] = RoundCheckpointCallback(args.save_freq_rounds, os.fspath(save_path / "checkpoints"))
+        callbacks.append(RoundCheckpointCallback(args.save_freq_rounds, os.fspath(save_path / "checkpoints")))
+    eval_env = None
+    if args.eval_freq > 0:
+        from sb3_fedpg.common.callbacks import FederatedEvalCallback
+
+        # Each agent's episodes: one on each of --eval-episodes sub-environments per agent, all in lock-step.
+        eval_env = make_federated_vec_env(
+            args.env,
+            n_agents=getattr(env, "n_agents", hyperparams.n_agents),
+            n_envs_per_agent=args.eval_episodes,
+            env_kwargs=hyperparams.env_kwargs,
+            seed=args.eval_seed,
+        )
+        callbacks.append(FederatedEvalCallback(eval_env, args.eval_freq, log_path=save_path, verbose=args.verbose))
+    if callbacks:
+        learn_kwargs["callback"] = callbacks[0] if len(callbacks) == 1 else CallbackList(callbacks)
     budget = hyperparams.n_timesteps
     if args.resume:
         # Same total budget as the interrupted run: continue the counters and the schedules.
@@ -231,6 +267,8 @@ def train(argv: list[str] | None = None) -> pathlib.Path:
         if vec_normalize is not None:  # rl-zoo's file: enjoy loads it (training=False) around its evaluation env
             vec_normalize.save(os.fspath(params_path / VEC_NORMALIZE_FILE))
         env.close()
+        if eval_env is not None:
+            eval_env.close()
         logger.close()
     if args.verbose >= 1:
         print(f"Saved the model and logs to {save_path}")
