@@ -76,3 +76,56 @@ class ArgumentParser(argparse.ArgumentParser):
         if isinstance(kwargs.get("help"), str):
             kwargs["help"] = plain_text(kwargs["help"])
         return super().add_argument(*args, **kwargs)
+
+
+class Terminated(KeyboardInterrupt):
+    """
+    SIGTERM arrived (``kill``, ``docker stop``, systemd, a batch scheduler's preemption): handled like Ctrl-C by every
+    ``except KeyboardInterrupt``, so the same code saves the run.
+
+    :param signum: the signal
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"terminated by signal {signum}")
+        self.signum = signum
+
+
+def interrupted_exit_code(error: BaseException) -> int:
+    """
+    :param error: the ``KeyboardInterrupt`` (or :class:`Terminated`) that ended a command
+    :return: the shell's exit code for it: ``128 + SIGTERM`` (143) or ``128 + SIGINT`` (130)
+    """
+    import signal
+
+    return 128 + (error.signum if isinstance(error, Terminated) else int(signal.SIGINT))
+
+
+class sigterm_as_interrupt:
+    """
+    Turn SIGTERM into :class:`Terminated` (a ``KeyboardInterrupt``) while the ``with`` block runs, in the main thread
+    (elsewhere signals cannot be handled and it does nothing). A second SIGTERM while the first is being handled
+    (saving the run) is ignored, so the save completes.
+    """
+
+    def __enter__(self) -> sigterm_as_interrupt:
+        import signal
+        import threading
+
+        self._previous: Any = None
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    @staticmethod
+    def _handle(signum: int, frame: object) -> None:
+        import signal
+
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise Terminated(signum)
+
+    def __exit__(self, *exc: object) -> None:
+        import signal
+
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)

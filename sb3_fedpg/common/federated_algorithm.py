@@ -233,6 +233,13 @@ class FederatedAlgorithm(FederatedPersistenceMixin):
             seed=seed,
             supported_action_spaces=supported_action_spaces,
         )
+        asked = str(settings["device"])
+        if asked.startswith("cuda") and self.device.type != "cuda":  # SB3 falls back to the CPU without a word
+            warnings.warn(
+                f"device={asked!r} but no CUDA GPU is available (torch.cuda.is_available() is False): training runs on "
+                "the CPU. Pass device='cpu' (or 'auto') to say so.",
+                stacklevel=3,
+            )
         for name, value in hyperparams.items():
             setattr(self, name, value)
         self.participation = float(hyperparams["participation"])

@@ -36,7 +36,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from sb3_fedpg.common.cli import ArgumentParser
+from sb3_fedpg.common.cli import ArgumentParser, interrupted_exit_code, sigterm_as_interrupt
 
 #: The Flower app folder (``[tool.flwr.app]``) that ``flwr run`` packages.
 APP_DIR = pathlib.Path(__file__).resolve().parents[2] / "flower_app"
@@ -510,36 +510,59 @@ def main(argv: list[str] | None = None) -> int:
         run_config[key] = _parse_value(value)
     run_config.setdefault("output-dir", str(workdir / "output"))
     run_config.setdefault("num-agents", args.agents)
-    with LoopbackDeployment(workdir, args.agents, tls=args.tls, auth=args.auth, workers=not args.no_workers) as deployment:
-        deployment.start()
-        print(f"SuperLink and {args.agents} SuperNodes on 127.0.0.1 (logs in {workdir}); running...", flush=True)
-        process = deployment.submit(run_config)
-        run_id = deployment.wait_for_run_id(process)
-        print(f"run id {run_id}: follow it with `FLWR_HOME={deployment.env['FLWR_HOME']} flwr log {run_id}`", flush=True)
-        code = process.wait(timeout=args.timeout)
-        print(deployment.log("flwr_run")[-4000:])
-        status = deployment.run_status(run_id) if run_id is not None else None
-        if status is None or status[0] != "finished:completed":
-            said = (
-                "no run was started"
-                if run_id is None
-                else f"run {run_id} "
-                + (f"ended as {status[0]}" + (f": {status[1]}" if status[1] else "") if status else "has no status")
-            )
-            print(f"the run did not complete ({said}); see {workdir / 'flwr_run.log'}", flush=True)
-            code = code or 1
-        print(f"flwr run exited with {code}; outputs in {run_config['output-dir']}")
-        if args.keep_up:
-            print(
-                f"Federation kept up: export FLWR_HOME={deployment.env['FLWR_HOME']}; then `flwr ls`, `flwr log <run-id>`, "
-                f"`flwr run {deployment.app_dir} {CONNECTION}`, `flwr stop <run-id>`. Ctrl-C stops everything.",
-                flush=True,
-            )
-            try:
-                while deployment.processes["superlink"].poll() is None:
-                    time.sleep(1.0)
-            except KeyboardInterrupt:
-                pass
+    # SIGTERM (kill, docker stop, a scheduler) ends like Ctrl-C: the SuperLink, SuperNodes and workers are stopped.
+    try:
+        with (
+            sigterm_as_interrupt(),
+            LoopbackDeployment(workdir, args.agents, tls=args.tls, auth=args.auth, workers=not args.no_workers) as deployment,
+        ):
+            return _run(deployment, args, workdir, run_config)
+    except KeyboardInterrupt as error:
+        print(
+            f"interrupted ({error or 'Ctrl-C'}): the federation was stopped. The server writes checkpoint.npz after every "
+            f"round in {run_config['output-dir']}: run again with resume=true to continue from the last complete round.",
+            flush=True,
+        )
+        return interrupted_exit_code(error)
+
+
+def _run(deployment: LoopbackDeployment, args: argparse.Namespace, workdir: pathlib.Path, run_config: dict[str, Any]) -> int:
+    """
+    :param deployment: the started-to-be deployment
+    :param args: the command-line arguments
+    :param workdir: the deployment's folder
+    :param run_config: the run's configuration
+    :return: the exit code (see :func:`main`)
+    """
+    deployment.start()
+    print(f"SuperLink and {args.agents} SuperNodes on 127.0.0.1 (logs in {workdir}); running...", flush=True)
+    process = deployment.submit(run_config)
+    run_id = deployment.wait_for_run_id(process)
+    print(f"run id {run_id}: follow it with `FLWR_HOME={deployment.env['FLWR_HOME']} flwr log {run_id}`", flush=True)
+    code = process.wait(timeout=args.timeout)
+    print(deployment.log("flwr_run")[-4000:])
+    status = deployment.run_status(run_id) if run_id is not None else None
+    if status is None or status[0] != "finished:completed":
+        said = (
+            "no run was started"
+            if run_id is None
+            else f"run {run_id} "
+            + (f"ended as {status[0]}" + (f": {status[1]}" if status[1] else "") if status else "has no status")
+        )
+        print(f"the run did not complete ({said}); see {workdir / 'flwr_run.log'}", flush=True)
+        code = code or 1
+    print(f"flwr run exited with {code}; outputs in {run_config['output-dir']}")
+    if args.keep_up:
+        print(
+            f"Federation kept up: export FLWR_HOME={deployment.env['FLWR_HOME']}; then `flwr ls`, `flwr log <run-id>`, "
+            f"`flwr run {deployment.app_dir} {CONNECTION}`, `flwr stop <run-id>`. Ctrl-C stops everything.",
+            flush=True,
+        )
+        try:
+            while deployment.processes["superlink"].poll() is None:
+                time.sleep(1.0)
+        except KeyboardInterrupt:
+            pass
     return code
 
 

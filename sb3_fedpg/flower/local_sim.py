@@ -33,7 +33,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sb3_fedpg.common.cli import ArgumentParser
+from sb3_fedpg.common.cli import ArgumentParser, sigterm_as_interrupt
 
 PREFIX = "local_sim:"
 #: The environment variables flwr 1.42 reads for its managed local SuperLink's ports (``flwr.cli.constant``).
@@ -232,14 +232,6 @@ def _signal(pid: int, sig: signal.Signals) -> None:
 # --- the wrapper ----------------------------------------------------------------------------------------------------
 
 
-class _Terminated(Exception):
-    """SIGTERM arrived: end like Ctrl-C."""
-
-
-def _raise_terminated(signum: int, frame: object) -> None:
-    raise _Terminated
-
-
 def wait_for_runs(port: int, since: datetime.datetime, poll_s: float = 0.5) -> list[RunState]:
     """
     :param port: the local SuperLink's port
@@ -283,10 +275,10 @@ def run_command(command: list[str], stop_timeout: float = 20.0) -> int:
     was_up = superlink_is_up(port)
     before = local_superlink_pids(port)
     since = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(seconds=1)
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
     interrupted = False
     runs: list[RunState] = []
     process = None
+    sigterm = sigterm_as_interrupt().__enter__()
     try:
         try:
             process = subprocess.Popen(command, env=environ)
@@ -297,7 +289,7 @@ def run_command(command: list[str], stop_timeout: float = 20.0) -> int:
             code = process.wait()
             if superlink_is_up(port):
                 runs = wait_for_runs(port, since)
-    except (KeyboardInterrupt, _Terminated):
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (sigterm_as_interrupt)
         interrupted = True
         code = 130
         if process is not None and process.poll() is None:
@@ -308,7 +300,7 @@ def run_command(command: list[str], stop_timeout: float = 20.0) -> int:
                 process.kill()
                 process.wait()
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        sigterm.__exit__()
         started = local_superlink_pids(port) - before
         if started:
             keyboard = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not leave half a teardown

@@ -152,6 +152,7 @@ def main(argv: list[str] | None = None) -> None:
     from rl_zoo3.exp_manager import ExperimentManager
     from rl_zoo3.train import train
 
+    from sb3_fedpg.common.cli import sigterm_as_interrupt
     from sb3_fedpg.zoo.config import ZooConfigError
 
     argv = _with_default_config(list(sys.argv[1:] if argv is None else argv))
@@ -160,7 +161,9 @@ def main(argv: list[str] | None = None) -> None:
     if _algo(argv) in FEDERATED_ALGOS:
         ExperimentManager.read_hyperparameters = read_hyperparameters  # type: ignore[method-assign]  # patched for them
     try:
-        train()
+        # rl_zoo3 saves the model on KeyboardInterrupt: SIGTERM (a scheduler's preemption) gets the same treatment
+        with sigterm_as_interrupt():
+            train()
     except ZooConfigError as error:
         sys.exit(f"error: {error}")
     finally:

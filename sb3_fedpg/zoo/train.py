@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import yaml
 
-from sb3_fedpg.common.cli import ArgumentParser
+from sb3_fedpg.common.cli import ArgumentParser, interrupted_exit_code, sigterm_as_interrupt
 from sb3_fedpg.zoo import ZOO_ALGOS, default_config_file
 
 if TYPE_CHECKING:
@@ -146,6 +146,7 @@ def train(argv: list[str] | None = None) -> pathlib.Path:
     from sb3_fedpg.zoo import get_algo_class
     from sb3_fedpg.zoo.config import apply_overrides, load_config_file, parse_overrides, select_entry, validate_hyperparams
 
+    check_arguments(parser, args)
     if args.num_threads > 0:
         th.set_num_threads(args.num_threads)
     if args.seed < 0:
@@ -185,6 +186,8 @@ def train(argv: list[str] | None = None) -> pathlib.Path:
             env.close()
             parser.error(f"--resume: {args.resume}: {problem}")
     else:
+        import gymnasium
+
         from sb3_fedpg.zoo.config import ZooConfigError
 
         try:
@@ -197,20 +200,26 @@ def train(argv: list[str] | None = None) -> pathlib.Path:
             )
         except TypeError as error:  # the env's constructor refused a keyword: a config error, said as one
             raise ZooConfigError(f"{args.env}: bad 'env_kwargs' {hyperparams.env_kwargs!r}: {error}") from error
-        if hyperparams.normalize is not None:
-            from sb3_fedpg.zoo.config import normalizer_class
+        except (ValueError, gymnasium.error.Error) as error:  # an unknown id, a family parameter out of range
+            raise ZooConfigError(f"--env {args.env}: {error}") from error
+        try:
+            if hyperparams.normalize is not None:
+                from sb3_fedpg.zoo.config import normalizer_class
 
-            env = normalizer_class(algo_class)(env, **hyperparams.normalize)
-        model = algo_class(env=env, seed=args.seed, verbose=args.verbose, device=args.device, **hyperparams.model_kwargs)
+                env = normalizer_class(algo_class)(env, **hyperparams.normalize)
+            model = algo_class(env=env, seed=args.seed, verbose=args.verbose, device=args.device, **hyperparams.model_kwargs)
+        except (ValueError, TypeError) as error:  # the algorithm refused this config for this env: said in one line
+            env.close()
+            raise ZooConfigError(f"{args.conf_file} [{args.env}]: {error}") from error
 
     # Which run this model belongs to, saved with it (plain JSON in the zip): --resume checks it.
     model.zoo_run = zoo_run_record(args.env, hyperparams)  # type: ignore[attr-defined]  # an extra attribute, saved too
 
     name = env_name(args.env)
     log_path = pathlib.Path(args.log_folder) / args.algo
-    save_path = log_path / f"{name}_{latest_run_id(log_path, name) + 1}"
+    save_path = claim_run_folder(log_path, name)
     params_path = save_path / name
-    params_path.mkdir(parents=True, exist_ok=False)
+    params_path.mkdir()
     _save_run_files(params_path, entry, args, argv)
     formats = (["stdout"] if args.verbose >= 1 else []) + ["csv", "tensorboard"]
     if args.track:
@@ -257,10 +266,18 @@ def train(argv: list[str] | None = None) -> pathlib.Path:
     if args.resume:
         # Same total budget as the interrupted run: continue the counters and the schedules.
         budget, learn_kwargs["reset_num_timesteps"] = max(budget - model.num_timesteps, 0), False
+    interrupted: KeyboardInterrupt | None = None
     try:
-        model.learn(budget, **learn_kwargs)
-    except KeyboardInterrupt:  # as rl-zoo: an interrupted run still saves its model
-        pass
+        # SIGTERM (kill, docker stop, a scheduler's preemption) ends like Ctrl-C: at a round boundary (an unfinished
+        # round is rolled back), with the model saved — and a resumable checkpoint with --save-freq-rounds.
+        with sigterm_as_interrupt():
+            model.learn(budget, **learn_kwargs)
+    except KeyboardInterrupt as error:  # as rl-zoo: an interrupted run still saves its model
+        interrupted = error
+        if args.save_freq_rounds > 0:
+            checkpoint = save_path / "checkpoints" / f"fedpg_{model._n_rounds}_rounds.zip"  # type: ignore[attr-defined]
+            if not checkpoint.exists():
+                model.save_checkpoint(checkpoint)  # type: ignore[attr-defined]  # fedpg only (checked above)
     finally:
         model.save(save_path / f"{name}.zip")
         vec_normalize = find_vec_normalize(env)
@@ -270,9 +287,81 @@ def train(argv: list[str] | None = None) -> pathlib.Path:
         if eval_env is not None:
             eval_env.close()
         logger.close()
+    if interrupted is not None:
+        steps = f"{model.num_timesteps} of {hyperparams.n_timesteps} env steps"
+        raise RunInterrupted(
+            save_path,
+            interrupted,
+            f"interrupted ({interrupted or 'Ctrl-C'}) after {steps}: saved the "
+            f"model and logs to {save_path}"
+            + (" and a checkpoint to resume from (--resume)" if args.save_freq_rounds > 0 else ""),
+        )
     if args.verbose >= 1:
         print(f"Saved the model and logs to {save_path}")
     return save_path
+
+
+class RunInterrupted(Exception):
+    """
+    :func:`train` was interrupted (Ctrl-C or SIGTERM) and saved what it had; :func:`main` exits with 130 or 143.
+
+    :param run: the run folder, with the saved model
+    :param interrupt: the interruption
+    :param message: what was saved, for the user
+    """
+
+    def __init__(self, run: pathlib.Path, interrupt: KeyboardInterrupt, message: str) -> None:
+        super().__init__(message)
+        self.run = run
+        self.exit_code = interrupted_exit_code(interrupt)
+
+
+def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """
+    The command-line values that need more than a type: each refused with a one-line ``error:``, before anything is
+    built or written.
+
+    :param parser: the parser (for its ``error``)
+    :param args: the parsed arguments
+    """
+    import torch as th
+
+    if args.num_threads == 0:
+        parser.error("--num-threads must be >= 1 (or < 0 for torch's default), got 0")
+    if args.seed >= 2**32:
+        parser.error(f"--seed must be < 2**32 (or < 0 to draw one), got {args.seed}")
+    if str(args.device).startswith("cuda") and not th.cuda.is_available():
+        parser.error(
+            f"--device {args.device}: no CUDA GPU is available here (torch.cuda.is_available() is False); "
+            "use --device cpu (or auto)"
+        )
+    for part in (pathlib.Path(args.log_folder), *pathlib.Path(args.log_folder).parents):
+        if part.exists():
+            if not part.is_dir():
+                parser.error(f"-f/--log-folder {args.log_folder}: {part} is a file, not a folder")
+            break
+
+
+def claim_run_folder(log_path: pathlib.Path, name: str, attempts: int = 1000) -> pathlib.Path:
+    """
+    Create the next ``<log_path>/<name>_<id>`` folder, atomically: two runs started at once with the same ``-f``
+    get different ids (rl-zoo's "latest id + 1", made safe against the race).
+
+    :param log_path: ``<log folder>/<algo>``
+    :param name: the env name
+    :param attempts: ids to try past the latest one
+    :return: the new, empty run folder
+    """
+    log_path.mkdir(parents=True, exist_ok=True)
+    first = latest_run_id(log_path, name) + 1
+    for run_id in range(first, first + attempts):
+        folder = log_path / f"{name}_{run_id}"
+        try:
+            folder.mkdir()
+        except FileExistsError:  # another run took it meanwhile
+            continue
+        return folder
+    raise RuntimeError(f"no free run folder {name}_<id> in {log_path} after {attempts} tries")
 
 
 def zoo_run_record(env_id: str, hyperparams: Any) -> dict[str, Any]:
@@ -407,6 +496,9 @@ def main() -> None:
         train()
     except ZooConfigError as error:
         sys.exit(f"error: {error}")
+    except RunInterrupted as interrupted:
+        print(interrupted, file=sys.stderr)
+        sys.exit(interrupted.exit_code)
 
 
 if __name__ == "__main__":

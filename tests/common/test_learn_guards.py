@@ -66,3 +66,13 @@ def test_learn_without_an_environment_says_how_to_give_one(tmp_path, cls):
     loaded = cls.load(tmp_path / "model.zip")
     with pytest.raises(ValueError, match=r"no environment to learn on.*set_env"):
         loaded.learn(100)
+
+
+def test_cuda_without_a_gpu_warns_instead_of_training_on_the_cpu_silently():
+    import torch as th
+
+    if th.cuda.is_available():
+        pytest.skip("a GPU is available here")
+    with pytest.warns(UserWarning, match=r"no CUDA GPU is available .* runs on the CPU"):
+        model = FederatedPG("MlpPolicy", "sb3_fedpg/HeteroCartPole-v0", n_agents=2, n_steps=8, device="cuda")
+    assert model.device.type == "cpu"
