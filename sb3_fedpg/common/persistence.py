@@ -1,22 +1,32 @@
 """
-Saving and loading federated models: atomic files, clear errors, exact resume.
+Saving and loading federated models: atomic files, clear errors, exact resume, and weights-only files to share.
 
 :class:`FederatedPersistenceMixin` gives a federated SB3 algorithm ``save`` (atomic: temp file
 + rename), ``load`` (a corrupt, truncated or foreign file raises ``ValueError`` and is left as it
 is) and ``save_checkpoint``/``load_checkpoint`` (everything needed to continue bit for bit).
+
+Two file formats, told apart by their content (never by their name):
+
+- ``save(path)`` (``format="sb3"``, the default): Stable-Baselines3's zip. Loading it unpickles (cloudpickle, and
+  ``torch.load``) and so runs code stored in the file: for files you trust. Checkpoints are always this format (they
+  hold the environment and the random states).
+- ``save(path, format="safetensors")``: a weights-only zip of ``metadata.json`` and ``tensors.safetensors``
+  (:mod:`sb3_fedpg.common.safe_format`). Loading it parses JSON and safetensors only. ``load`` always reads such a
+  file safely; ``load(path, weights_only=True)`` also refuses any file that holds pickles.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import pathlib
 import pickle
 import random
 import warnings
 import zipfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
 
 import numpy as np
@@ -25,6 +35,27 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.type_aliases import GymEnv
 
 from sb3_fedpg.common.files import atomic_write, make_folder
+from sb3_fedpg.common.safe_format import (
+    MAX_METADATA_BYTES,
+    PICKLED_FILE_HINT,
+    WEIGHTS_FORMAT,
+    UnsafeToSaveError,
+    WeightsFileError,
+    aggregator_to_json,
+    file_kind,
+    flatten_tensors,
+    generator_from_json,
+    generator_to_json,
+    policy_kwargs_from_json,
+    policy_kwargs_to_json,
+    read_bundle,
+    refuse,
+    schedule_from_json,
+    schedule_to_json,
+    space_from_json,
+    space_to_json,
+    write_bundle,
+)
 
 if TYPE_CHECKING:
     from sb3_fedpg.common.federated_algorithm import FederatedAlgorithm
@@ -32,27 +63,24 @@ if TYPE_CHECKING:
 
 SelfPersistent = TypeVar("SelfPersistent", bound="FederatedPersistenceMixin")
 
-#: The pickle-free model format of :meth:`FederatedPersistenceMixin.save_weights`.
-WEIGHTS_FORMAT = "sb3_fedpg.weights/1"
-#: Largest ``metadata.json`` accepted (a JSON bomb is refused before it is parsed).
-MAX_METADATA_BYTES = 1 << 20
-#: Largest space (values of a Box, ``n`` of a Discrete) and network a weights file may describe: the model is built
-#: before the tensors are loaded into it, so a file must not be able to make it allocate without bound.
-MAX_SPACE_SIZE = 1 << 16
-MAX_LAYER_WIDTH = 1 << 12
-MAX_LAYERS = 16
-#: Most entries of a Dict observation space a weights file may describe.
-MAX_DICT_SPACES = 16
-#: ``policy_kwargs`` entries a weights file may set, with their check.
-_BOOL_POLICY_KWARGS = ("ortho_init", "full_std", "use_expln", "squash_output", "share_features_extractor", "normalize_images")
+#: The two formats of :meth:`FederatedPersistenceMixin.save`.
+SAVE_FORMATS = ("sb3", "safetensors")
+#: Settings besides the hyperparameters that a weights file keeps (and ``load`` of one may change).
+_WEIGHTS_SETTINGS = ("seed", "verbose", "stats_window_size")
 
-#: Classes a weights file may name in ``policy_kwargs`` (by name, from these tables only).
-_ACTIVATIONS = {
-    cls.__name__: cls
-    for cls in (th.nn.Tanh, th.nn.ReLU, th.nn.ELU, th.nn.LeakyReLU, th.nn.GELU, th.nn.SiLU, th.nn.Sigmoid, th.nn.Identity)
-}
-_OPTIMIZERS = {cls.__name__: cls for cls in (th.optim.Adam, th.optim.AdamW, th.optim.RMSprop, th.optim.SGD)}
-_CLASS_KWARGS: dict[str, Mapping[str, type]] = {"activation_fn": _ACTIVATIONS, "optimizer_class": _OPTIMIZERS}
+# Kept importable from here (their home was this module).
+__all__ = [
+    "MAX_METADATA_BYTES",
+    "SAVE_FORMATS",
+    "WEIGHTS_FORMAT",
+    "DeviceChangeWarning",
+    "FederatedPersistenceMixin",
+    "ThreadCountWarning",
+    "UnsafeToSaveError",
+    "WeightsFileError",
+]
+_space_from_json = space_from_json
+_policy_kwargs_from_json = policy_kwargs_from_json
 
 
 class ThreadCountWarning(UserWarning):
@@ -63,171 +91,8 @@ class DeviceChangeWarning(UserWarning):
     """A checkpoint is resumed on another kind of device than it was written on (not bit-identical)."""
 
 
-class WeightsFileError(ValueError):
-    """A weights file that is not a valid pickle-free model file (nothing in it was executed)."""
-
-
-def _json_float(value: float) -> float | str:
-    return value if np.isfinite(value) else ("inf" if value > 0 else "-inf" if value < 0 else "nan")
-
-
-def _space_to_json(space: Any, what: str, nested: bool = False) -> dict[str, Any]:
-    from gymnasium import spaces
-
-    if isinstance(space, spaces.Dict) and not nested:  # one level, as SB3's MultiInputPolicy takes
-        return {"type": "Dict", "spaces": {str(k): _space_to_json(v, f"{what}[{k!r}]", True) for k, v in space.items()}}
-    if isinstance(space, spaces.Box):
-        return {
-            "type": "Box",
-            "shape": list(space.shape),
-            "dtype": str(space.dtype),
-            "low": [_json_float(float(v)) for v in np.ravel(space.low)],
-            "high": [_json_float(float(v)) for v in np.ravel(space.high)],
-        }
-    if isinstance(space, spaces.Discrete):
-        return {"type": "Discrete", "n": int(space.n), "start": int(space.start)}
-    if isinstance(space, spaces.MultiDiscrete) and space.nvec.ndim == 1 and not np.any(space.start):
-        return {"type": "MultiDiscrete", "nvec": [int(k) for k in space.nvec]}
-    if isinstance(space, spaces.MultiBinary) and isinstance(space.n, int | np.integer):
-        return {"type": "MultiBinary", "n": int(space.n)}
-    raise ValueError(
-        f"save_weights: the {what} {space} cannot be described as JSON (Box, Discrete, one-dimensional MultiDiscrete, "
-        "MultiBinary, and a Dict of those only)."
-    )
-
-
-def _space_from_json(desc: Any, what: str, nested: bool = False) -> Any:
-    from gymnasium import spaces
-
-    def bad(why: str) -> WeightsFileError:
-        return WeightsFileError(f"metadata.json: {what}: {why}")
-
-    if not isinstance(desc, dict):
-        raise bad(f"expected an object, got {type(desc).__name__}")
-    kind = desc.get("type")
-    if kind == "Dict" and not nested:
-        items = desc.get("spaces")
-        if not (isinstance(items, dict) and 1 <= len(items) <= MAX_DICT_SPACES and all(isinstance(k, str) for k in items)):
-            raise bad(f"'spaces' must be an object of 1 to {MAX_DICT_SPACES} named spaces")
-        subspaces = {key: _space_from_json(sub, f"{what}[{key!r}]", True) for key, sub in items.items()}
-        if sum(int(np.prod(sub.shape)) if sub.shape else 1 for sub in subspaces.values()) > MAX_SPACE_SIZE:
-            raise bad(f"the Dict's spaces are too large together (at most {MAX_SPACE_SIZE} values)")
-        return spaces.Dict(subspaces)
-    if kind == "Discrete":
-        n, start = desc.get("n"), desc.get("start", 0)
-        if not (isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= MAX_SPACE_SIZE):
-            raise bad(f"'n' must be an integer in [1, {MAX_SPACE_SIZE}], got {n!r}")
-        if not (isinstance(start, int) and not isinstance(start, bool) and abs(start) <= 2**31):
-            raise bad(f"'start' must be an integer, got {start!r}")
-        return spaces.Discrete(n, start=start)
-    if kind == "MultiDiscrete":
-        nvec = desc.get("nvec")
-        if not (
-            isinstance(nvec, list)
-            and 1 <= len(nvec) <= MAX_SPACE_SIZE
-            and all(isinstance(k, int) and not isinstance(k, bool) and 1 <= k <= MAX_SPACE_SIZE for k in nvec)
-        ):
-            raise bad(f"'nvec' must be a list of 1 to {MAX_SPACE_SIZE} integers in [1, {MAX_SPACE_SIZE}], got {nvec!r}")
-        return spaces.MultiDiscrete(nvec)
-    if kind == "MultiBinary":
-        n = desc.get("n")
-        if not (isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= MAX_SPACE_SIZE):
-            raise bad(f"'n' must be an integer in [1, {MAX_SPACE_SIZE}], got {n!r}")
-        return spaces.MultiBinary(n)
-    if kind == "Box":
-        shape, dtype = desc.get("shape"), desc.get("dtype")
-        if not (isinstance(shape, list) and all(isinstance(d, int) and not isinstance(d, bool) and 0 < d for d in shape)):
-            raise bad(f"'shape' must be a list of positive integers, got {shape!r}")
-        size = int(np.prod(shape)) if shape else 1
-        if size > MAX_SPACE_SIZE:
-            raise bad(f"'shape' {shape} is too large (at most {MAX_SPACE_SIZE} values)")
-        if dtype not in ("float32", "float64", "float16", "int64", "int32", "uint8"):
-            raise bad(f"'dtype' must be a numeric dtype name, got {dtype!r}")
-        bounds = []
-        for key in ("low", "high"):
-            values = desc.get(key)
-            if not (
-                isinstance(values, list)
-                and len(values) == size
-                and all((isinstance(v, int | float) and not isinstance(v, bool)) or v in ("inf", "-inf") for v in values)
-            ):
-                raise bad(f"'{key}' must be a list of {size} numbers (or 'inf'/'-inf')")
-            bounds.append(np.array([float(v) for v in values], dtype=np.float64).reshape(shape))
-        try:
-            return spaces.Box(low=bounds[0].astype(dtype), high=bounds[1].astype(dtype), shape=tuple(shape), dtype=dtype)
-        except (ValueError, TypeError, AssertionError) as error:
-            raise bad(str(error)) from error
-    raise bad(f"'type' must be 'Box', 'Discrete', 'MultiDiscrete', 'MultiBinary' (or, at the top, 'Dict'), got {kind!r}")
-
-
-def _policy_kwargs_to_json(policy_kwargs: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in policy_kwargs.items():
-        if key in _CLASS_KWARGS and isinstance(value, type):
-            if _CLASS_KWARGS[key].get(value.__name__) is not value:
-                raise ValueError(f"save_weights: policy_kwargs[{key!r}]={value} is not one of {sorted(_CLASS_KWARGS[key])}.")
-            out[key] = value.__name__
-            continue
-        if isinstance(value, type):  # e.g. a custom features_extractor_class: code, which a weights file never holds
-            raise ValueError(
-                f"save_weights: policy_kwargs[{key!r}]={value.__name__} is a class, i.e. code, and a weights file holds "
-                "no code. Share this model with save() (an SB3 zip: load it only from sources you trust)."
-            )
-        out[key] = value
-    try:
-        json.dumps(out, allow_nan=False)
-    except (TypeError, ValueError) as error:
-        raise ValueError(f"save_weights: policy_kwargs must be plain JSON values (and class names): {error}") from error
-    return out
-
-
-def _layer_list(value: Any) -> bool:
-    return (
-        isinstance(value, list)
-        and len(value) <= MAX_LAYERS
-        and all(isinstance(w, int) and not isinstance(w, bool) and 1 <= w <= MAX_LAYER_WIDTH for w in value)
-    )
-
-
-def _policy_kwargs_from_json(value: Any) -> dict[str, Any]:
-    def bad(key: str, what: str) -> WeightsFileError:
-        return WeightsFileError(f"metadata.json: policy_kwargs[{key!r}] must be {what}, got {value.get(key)!r}")
-
-    if not isinstance(value, dict):
-        raise WeightsFileError(f"metadata.json: policy_kwargs must be an object, got {type(value).__name__}")
-    for key, item in value.items():
-        if key == "net_arch":
-            ok = _layer_list(item) or (
-                isinstance(item, dict) and set(item) <= {"pi", "vf"} and all(_layer_list(v) for v in item.values())
-            )
-            if not ok:
-                raise bad(key, f"a list of at most {MAX_LAYERS} layer sizes in [1, {MAX_LAYER_WIDTH}] (or {{pi, vf}} lists)")
-        elif key in _BOOL_POLICY_KWARGS:
-            if not isinstance(item, bool):
-                raise bad(key, "true or false")
-        elif key == "log_std_init":
-            if isinstance(item, bool) or not isinstance(item, int | float) or not np.isfinite(item):
-                raise bad(key, "a finite number")
-        elif key == "optimizer_kwargs":
-            if item is not None and not (
-                isinstance(item, dict) and all(isinstance(v, int | float | bool | None) for v in item.values())
-            ):
-                raise bad(key, "an object of numbers")
-        elif key not in _CLASS_KWARGS:
-            raise WeightsFileError(f"metadata.json: policy_kwargs has an unknown entry {key!r}")
-    out = dict(value)
-    for key, table in _CLASS_KWARGS.items():
-        if key in out:
-            if not isinstance(out[key], str) or out[key] not in table:
-                raise WeightsFileError(
-                    f"metadata.json: policy_kwargs[{key!r}] must be one of {sorted(table)}, got {out[key]!r}"
-                )
-            out[key] = table[out[key]]
-    return out
-
-
 class FederatedPersistenceMixin(BaseAlgorithm):
-    """Atomic ``save``, checked ``load`` and resumable checkpoints for federated algorithms."""
+    """Atomic ``save``, checked ``load``, weights-only files and resumable checkpoints for federated algorithms."""
 
     # Declared for the type checker; each algorithm sets them (the class attribute, the two in its constructor).
     hyperparams_class: ClassVar[type[Hyperparams]]
@@ -239,15 +104,31 @@ class FederatedPersistenceMixin(BaseAlgorithm):
         path: str | pathlib.Path | io.BufferedIOBase,
         exclude: Iterable[str] | None = None,
         include: Iterable[str] | None = None,
+        format: str = "sb3",
     ) -> None:
         """
         Save the model to a zip file, atomically: a crash mid-write never leaves a corrupt file
         at ``path`` (the previous file, if any, stays intact until the new one is complete).
 
         :param path: file path (``.zip`` is appended when it has no suffix) or a writable buffer
-        :param exclude: names of attributes to exclude in addition to the default ones
-        :param include: names of attributes that might be excluded but should be included anyway
+        :param exclude: names of attributes to exclude in addition to the default ones (``format="sb3"`` only)
+        :param include: names of attributes that might be excluded but should be included anyway (``format="sb3"``
+            only)
+        :param format: ``"sb3"``: Stable-Baselines3's zip, whose loading unpickles (for files you trust);
+            ``"safetensors"``: a weights-only file (``metadata.json`` + ``tensors.safetensors``) that loads without
+            running anything from it — the format to share a model in. Its policy, local critics, every optimiser
+            state, the server's memory, schedules, counters and the model's own random generators are kept, so
+            training goes on as from the original
+        :raises UnsafeToSaveError: (``format="safetensors"``, a ``ValueError``) for an attribute a weights-only file
+            cannot describe (a lambda schedule, a custom class or aggregator, an attack), naming it; nothing is written
         """
+        if format not in SAVE_FORMATS:
+            raise ValueError(f"unknown format {format!r}: choose one of {SAVE_FORMATS}.")
+        if format == "safetensors":
+            if exclude is not None or include is not None:
+                raise ValueError("exclude/include apply to format='sb3' only: a weights-only file keeps a fixed content.")
+            self._save_weights_only(path)
+            return
         if isinstance(path, io.BufferedIOBase):
             super().save(path, exclude, include)
             return
@@ -266,21 +147,42 @@ class FederatedPersistenceMixin(BaseAlgorithm):
         custom_objects: dict[str, Any] | None = None,
         print_system_info: bool = False,
         force_reset: bool = True,
+        weights_only: bool = False,
         **kwargs: Any,
     ) -> SelfPersistent:
         """
         Load a model saved with :meth:`save`; a corrupt or truncated file raises ``ValueError``
         (and is left as it is).
 
+        The format is read from the file's content: a weights-only file (``save(..., format="safetensors")``) is
+        always read without unpickling anything; an SB3 zip (``format="sb3"``, and every checkpoint) is unpickled,
+        which runs code stored in it — unless ``weights_only=True``, which refuses it.
+
         :param path: path to the file (or a file-like object)
         :param env: the new environment to run the loaded model on (can be ``None`` for prediction only)
         :param device: device on which the code should run
-        :param custom_objects: objects to replace when loading (see SB3's ``load``)
-        :param print_system_info: print the system info of the saved model and the current one
+        :param custom_objects: objects to replace when loading (see SB3's ``load``; a weights-only file holds no
+            pickled objects, so they are not used for one)
+        :param print_system_info: print the system info of the saved model and the current one (SB3 zips)
         :param force_reset: reset the env before training
-        :param kwargs: extra arguments to change the model when loading
+        :param weights_only: refuse any file that holds pickles (``WeightsFileError``): the setting for files from
+            elsewhere. With ``False`` (SB3's behaviour) an SB3 zip is unpickled: only for files you trust
+        :param kwargs: extra arguments to change the model when loading (validated like the constructor's)
         :return: the loaded model
+        :raises WeightsFileError: (a ``ValueError``) for a file that is not a valid weights-only file, or holds pickles
+            while ``weights_only=True``; nothing in it was run and it is not modified
         """
+        kind = file_kind(path)
+        if kind == "weights":
+            return cls._load_weights_only(path, env, device, force_reset, kwargs)
+        if weights_only:
+            where = f"{path} was not loaded (weights_only=True)"
+            if kind == "pickled":
+                raise WeightsFileError(f"{where}: {PICKLED_FILE_HINT}")
+            raise WeightsFileError(
+                f"{where}: it is not a weights-only model file (not a zip archive with {'metadata.json'!r}; write one "
+                "with save(..., format='safetensors')). The file was not modified."
+            )
         problem = f"{path} is not a readable {cls.__name__} checkpoint (corrupt, truncated or from another algorithm)"
         if isinstance(path, str | pathlib.Path) and os.path.isfile(path) and not zipfile.is_zipfile(path):
             raise ValueError(f"{problem}: not a zip archive. The file was not modified.")
@@ -294,6 +196,24 @@ class FederatedPersistenceMixin(BaseAlgorithm):
             # The env given (or saved) must split into the model's agents: each has its own critic and optimiser state.
             cast("FederatedAlgorithm", model)._check_env_split(model.env, for_training=False)  # every federated model is one
         return model
+
+    def set_parameters(
+        self,
+        load_path_or_dict: str | dict[str, Any],
+        exact_match: bool = True,
+        device: th.device | str = "auto",
+    ) -> None:
+        """
+        Load the tensors of a file (or a dict of state dicts) into this model: SB3's ``set_parameters``, which reads
+        an SB3 zip's tensors with ``torch.load(weights_only=True)``; a weights-only file's are read from safetensors.
+
+        :param load_path_or_dict: a model file, or a dict of state dicts by attribute name
+        :param exact_match: every saved object must be given (and no other)
+        :param device: device the tensors are loaded on
+        """
+        if isinstance(load_path_or_dict, str | pathlib.Path) and file_kind(load_path_or_dict) == "weights":
+            _, load_path_or_dict = read_bundle(load_path_or_dict, f"{load_path_or_dict} is not a valid weights file")
+        super().set_parameters(load_path_or_dict, exact_match=exact_match, device=device)
 
     @classmethod
     def _check_load_kwargs(cls, path: str | pathlib.Path, kwargs: dict[str, Any]) -> None:
@@ -325,81 +245,15 @@ class FederatedPersistenceMixin(BaseAlgorithm):
                 f"optimiser state each). Load it as it is, or train a new model for {kwargs['n_agents']!r} agents."
             )
 
-    # ------------------------------------------------------------------ pickle-free model files
+    # ------------------------------------------------------------------ weights-only model files
     def save_weights(self, path: str | pathlib.Path) -> pathlib.Path:
         """
-        Save the model without any pickle, to share it: a zip of ``metadata.json`` (hyperparameters that are plain
-        JSON values, the spaces described as JSON, agents, counters) and ``tensors.pt`` (plain tensors: the policy,
-        the critics and every optimiser state). :meth:`load_weights` reads it with ``torch.load(weights_only=True)``
-        and ``json.loads``: loading it runs no code from the file. Written atomically.
-
-        A learning-rate schedule is saved as its current value; a custom (callable) aggregator and an attack
-        are not saved (a warning says so).
+        ``save(path, format="safetensors")``, returning the path written (kept from the first weights format).
 
         :param path: the file (``.zip`` is appended when it has no suffix)
         :return: the path written
         """
-        hyperparams = getattr(self, "hyperparams_class", None)
-        values: dict[str, Any] = {}
-        left_out: list[str] = []
-        for name in hyperparams.names() if hyperparams is not None else ():
-            value = getattr(self, name)
-            if name == "learning_rate" and callable(value):
-                value = float(self.lr_schedule(self._current_progress_remaining))
-                left_out.append("learning_rate (a schedule: saved as its current value)")
-            elif name == "aggregator" and callable(value):
-                from sb3_fedpg.common.aggregators import AGGREGATORS
-
-                names = [key for key, cls in AGGREGATORS.items() if type(value) is cls]
-                if not names:
-                    left_out.append("aggregator (a custom callable)")
-                    continue
-                value = names[0]
-            try:
-                json.dumps(value, allow_nan=False)
-            except (TypeError, ValueError):
-                left_out.append(name)
-                continue
-            values[name] = value
-        if getattr(self, "attack", None) is not None:
-            left_out.append("attack")
-        if left_out:
-            warnings.warn(f"save_weights: not saved as such: {', '.join(left_out)}.", stacklevel=2)
-        aliases = {cls: alias for alias, cls in self.policy_aliases.items()}
-        if self.policy_class not in aliases:
-            raise ValueError(
-                f"save_weights supports the named policies {sorted(self.policy_aliases)}, not {self.policy_class}."
-            )
-        metadata = {
-            "format": WEIGHTS_FORMAT,
-            "algorithm": type(self).__name__,
-            "policy": aliases[self.policy_class],
-            "observation_space": _space_to_json(self.observation_space, "observation space"),
-            "action_space": _space_to_json(self.action_space, "action space"),
-            "n_agents": self.n_agents,
-            "n_envs_per_agent": self.n_envs_per_agent,
-            "hyperparameters": values,
-            "policy_kwargs": _policy_kwargs_to_json(self.policy_kwargs),
-            "num_timesteps": int(self.num_timesteps),
-            "n_rounds": int(getattr(self, "_n_rounds", 0)),
-            "torch_num_threads": th.get_num_threads(),
-        }
-        tensors = {name: getattr(self, name).state_dict() for name in self._get_torch_save_params()[0]}
-        buffer = io.BytesIO()
-        th.save(tensors, buffer)
-        text = json.dumps(metadata, allow_nan=False, indent=1).encode()
-
-        def write(file: Any) -> None:
-            with zipfile.ZipFile(file, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-                archive.writestr("metadata.json", text)
-                archive.writestr("tensors.pt", buffer.getvalue())
-
-        final = pathlib.Path(path)
-        if final.suffix == "":
-            final = final.with_suffix(".zip")
-        make_folder(final.parent)
-        atomic_write(final, write)
-        return final
+        return cast(pathlib.Path, self._save_weights_only(path))
 
     @classmethod
     def load_weights(
@@ -410,34 +264,119 @@ class FederatedPersistenceMixin(BaseAlgorithm):
         **kwargs: Any,
     ) -> SelfPersistent:
         """
-        Load a file written by :meth:`save_weights`, executing nothing from it: ``metadata.json`` is parsed as JSON
-        (every hyperparameter validated as by the constructor), ``tensors.pt`` is read with
-        ``torch.load(weights_only=True)`` (tensors and plain containers only). The way to load models from others.
+        ``load(path, env, device, weights_only=True, **kwargs)``: a weights-only file, never anything pickled.
 
         :param path: the weights file
         :param env: the env to continue on (same spaces and agents; ``None`` for prediction only)
         :param device: device on which the code should run
         :param kwargs: hyperparameters to change (validated; ``n_agents`` and ``policy_kwargs`` cannot change)
         :return: the model, with its policy, critics and optimiser states
-        :raises WeightsFileError: (a ``ValueError``) for a file that is not a valid weights file; it is not modified
+        """
+        return cls.load(path, env=env, device=device, weights_only=True, **kwargs)
+
+    def _weights_metadata(self) -> dict[str, Any]:
+        """:return: everything but the tensors, as JSON (refusing, naming it, what JSON cannot describe)"""
+        hyperparams = getattr(self, "hyperparams_class", None)
+        values: dict[str, Any] = {}
+        schedules: dict[str, Any] = {}
+        for name in hyperparams.names() if hyperparams is not None else ():
+            value = getattr(self, name)
+            if name == "aggregator_kwargs":
+                continue  # written with the aggregator, from the aggregator itself
+            if name == "aggregator":
+                values["aggregator"], values["aggregator_kwargs"] = aggregator_to_json(value)
+                continue
+            if callable(value):
+                schedules[name] = schedule_to_json(value, name)
+                continue
+            if isinstance(value, np.generic):
+                value = value.item()
+            try:
+                json.dumps(value, allow_nan=False)
+            except (TypeError, ValueError) as error:
+                raise refuse(name, f"is {value!r}, not a plain JSON value") from error
+            values[name] = value
+        attack = getattr(self, "attack", None)
+        if attack is not None:
+            raise refuse(
+                "attack",
+                f"is {attack!r} (a simulated adversary: code and a random stream)",
+                "Set model.attack = None before saving.",
+            )
+        aliases = {policy_class: alias for alias, policy_class in self.policy_aliases.items()}
+        if self.policy_class not in aliases:
+            raise refuse(
+                f"the policy class {self.policy_class.__name__}", "is code", f"Use one of {sorted(self.policy_aliases)}."
+            )
+        seed = getattr(self, "seed", None)
+        ratio = getattr(self, "advantage_ratio", None)
+        state = {
+            "current_progress_remaining": float(self._current_progress_remaining),
+            "n_updates": int(getattr(self, "_n_updates", 0)),
+            "episode_num": int(getattr(self, "_episode_num", 0)),
+            "advantage_scale": getattr(self, "advantage_scale", None),
+            "advantage_ratio": None if ratio is None else [float(r) for r in ratio],
+            "participation_rng": generator_to_json(self._participation_rng),  # type: ignore[attr-defined]
+            "action_rng": generator_to_json(self._action_rng),  # type: ignore[attr-defined]
+        }
+        return {
+            "format": WEIGHTS_FORMAT,
+            "algorithm": type(self).__name__,
+            "policy": aliases[self.policy_class],
+            "observation_space": space_to_json(self.observation_space, "observation space"),
+            "action_space": space_to_json(self.action_space, "action space"),
+            "n_agents": self.n_agents,
+            "n_envs_per_agent": self.n_envs_per_agent,
+            "hyperparameters": values,
+            "schedules": schedules,
+            "policy_kwargs": policy_kwargs_to_json(self.policy_kwargs),
+            "settings": {
+                "seed": None if seed is None else int(seed),
+                "verbose": int(self.verbose),
+                "stats_window_size": int(self._stats_window_size),
+            },
+            "num_timesteps": int(self.num_timesteps),
+            "n_rounds": int(getattr(self, "_n_rounds", 0)),
+            "run_id": getattr(self, "run_id", None),
+            "state": state,
+            "torch_num_threads": th.get_num_threads(),
+        }
+
+    def _save_weights_only(self, path: str | pathlib.Path | io.BufferedIOBase) -> pathlib.Path | None:
+        """
+        Write the weights-only file (atomically to a path).
+
+        :param path: a path (``.zip`` is appended when it has no suffix) or a writable buffer
+        :return: the path written (``None`` for a buffer)
+        """
+        metadata = self._weights_metadata()
+        states = {name: getattr(self, name).state_dict() for name in self._get_torch_save_params()[0]}
+        tensors, metadata["tensors"] = flatten_tensors(states)
+        if isinstance(path, io.BufferedIOBase):
+            write_bundle(path, metadata, tensors)
+            return None
+        final = pathlib.Path(path)
+        if final.suffix == "":
+            final = final.with_suffix(".zip")
+        make_folder(final.parent)
+        atomic_write(final, lambda file: write_bundle(file, metadata, tensors))
+        return final
+
+    @classmethod
+    def _load_weights_only(
+        cls: type[SelfPersistent],
+        path: str | pathlib.Path | io.BufferedIOBase,
+        env: GymEnv | None,
+        device: th.device | str,
+        force_reset: bool,
+        kwargs: dict[str, Any],
+    ) -> SelfPersistent:
+        """
+        Build a model from a weights-only file: ``metadata.json`` is parsed as JSON (every hyperparameter validated as
+        by the constructor), ``tensors.safetensors`` by safetensors; nothing from the file is executed.
         """
         where = f"{path} is not a valid {cls.__name__} weights file"
-        if not os.path.isfile(path) or not zipfile.is_zipfile(path):
-            raise WeightsFileError(f"{where}: not a zip archive (write one with save_weights()). The file was not modified.")
-        try:
-            with zipfile.ZipFile(path) as archive:
-                info = archive.getinfo("metadata.json")
-                if info.file_size > MAX_METADATA_BYTES:
-                    raise WeightsFileError(f"{where}: metadata.json is {info.file_size} bytes (at most {MAX_METADATA_BYTES}).")
-                metadata = json.loads(archive.read("metadata.json"))
-                tensor_bytes = archive.read("tensors.pt")
-        except WeightsFileError:
-            raise
-        except (KeyError, zipfile.BadZipFile, EOFError, OSError, ValueError, RuntimeError) as error:
-            raise WeightsFileError(f"{where}: {type(error).__name__}: {error}. The file was not modified.") from error
-        if not isinstance(metadata, dict) or metadata.get("format") != WEIGHTS_FORMAT:
-            got = metadata.get("format") if isinstance(metadata, dict) else type(metadata).__name__
-            raise WeightsFileError(f"{where}: metadata.json 'format' must be {WEIGHTS_FORMAT!r}, got {got!r}.")
+        metadata, tensors = read_bundle(path, where)
         if metadata.get("algorithm") != cls.__name__:
             raise WeightsFileError(f"{where}: metadata.json 'algorithm' says it holds a {metadata.get('algorithm')!r} model.")
         if not isinstance(metadata.get("policy"), str) or metadata["policy"] not in cls.policy_aliases:
@@ -446,14 +385,12 @@ class FederatedPersistenceMixin(BaseAlgorithm):
         if not (isinstance(n_agents, int) and not isinstance(n_agents, bool) and 1 <= n_agents <= 1 << 20):
             raise WeightsFileError(f"{where}: metadata.json 'n_agents' must be a positive integer, got {n_agents!r}.")
         if "n_agents" in kwargs and kwargs["n_agents"] != n_agents:
-            raise ValueError(
-                f"n_agents={kwargs['n_agents']!r} cannot be set by load_weights(): {path} holds {n_agents} agents."
-            )
-        observation_space = _space_from_json(metadata.get("observation_space"), "observation_space")
-        action_space = _space_from_json(metadata.get("action_space"), "action_space")
-        policy_kwargs = _policy_kwargs_from_json(metadata.get("policy_kwargs", {}))
+            raise ValueError(f"n_agents={kwargs['n_agents']!r} cannot be set by load(): {path} holds {n_agents} agents.")
+        observation_space = space_from_json(metadata.get("observation_space"), "observation_space")
+        action_space = space_from_json(metadata.get("action_space"), "action_space")
+        policy_kwargs = policy_kwargs_from_json(metadata.get("policy_kwargs", {}))
         if "policy_kwargs" in kwargs and kwargs.pop("policy_kwargs") != policy_kwargs:
-            raise ValueError("policy_kwargs cannot be changed by load_weights(): the tensors have the saved network's shape.")
+            raise ValueError("policy_kwargs cannot be changed by load(): the tensors have the saved network's shape.")
         hyperparams = metadata.get("hyperparameters")
         if not isinstance(hyperparams, dict):
             raise WeightsFileError(f"{where}: metadata.json 'hyperparameters' must be an object.")
@@ -461,35 +398,51 @@ class FederatedPersistenceMixin(BaseAlgorithm):
         unknown = sorted(set(hyperparams) - names)
         if unknown:
             raise WeightsFileError(f"{where}: metadata.json 'hyperparameters' has unknown name(s) {unknown}.")
-        unknown = sorted(set(kwargs) - names)
+        schedules = metadata.get("schedules", {})
+        if not (isinstance(schedules, dict) and set(schedules) <= names):
+            raise WeightsFileError(f"{where}: metadata.json 'schedules' must be an object of hyperparameter names.")
+        hyperparams = {**hyperparams, **{name: schedule_from_json(desc, name) for name, desc in schedules.items()}}
+        unknown = sorted(set(kwargs) - names - {"verbose", "tensorboard_log"})
         if unknown:
-            raise TypeError(f"load_weights() got unknown keyword argument(s) {unknown}; known: {sorted(names)}")
+            raise TypeError(f"load() got unknown keyword argument(s) {unknown}; known: {sorted(names)}")
+        extra = {name: kwargs.pop(name) for name in ("verbose", "tensorboard_log") if name in kwargs}
         settings = {**hyperparams, **kwargs, "n_agents": n_agents}
         try:
             cls.hyperparams_class(**settings)
         except ValueError as error:
-            source = "load_weights() keyword" if any(name in str(error) for name in kwargs) else "metadata.json"
+            source = "load() keyword" if any(name in str(error) for name in kwargs) else "metadata.json"
             raise ValueError(f"{path}: {source}: {error}") from error
-        try:
-            tensors = th.load(io.BytesIO(tensor_bytes), map_location="cpu", weights_only=True)
-        except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, TypeError, AttributeError) as error:
-            raise WeightsFileError(
-                f"{where}: tensors.pt holds something other than plain tensors, or is corrupt "
-                f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}); nothing in it was run."
-            ) from error
-        critics = tensors.get("critics", {}).get("params") if isinstance(tensors, dict) else None
+        saved = metadata.get("settings", {})
+        if not isinstance(saved, dict):
+            raise WeightsFileError(f"{where}: metadata.json 'settings' must be an object.")
+        for key, value in saved.items():
+            if key not in _WEIGHTS_SETTINGS or not (
+                (isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**32)
+                or (key == "seed" and value is None)
+            ):
+                raise WeightsFileError(
+                    f"{where}: metadata.json 'settings' may hold {_WEIGHTS_SETTINGS} (integers), got {key!r}: {value!r}."
+                )
+        extra = {**{key: value for key, value in saved.items() if key != "stats_window_size"}, **extra}
+        critics = tensors.get("critics", {}).get("params") if isinstance(tensors.get("critics"), dict) else None
         if th.is_tensor(critics) and critics.dim() >= 1 and critics.shape[0] != n_agents:
             raise WeightsFileError(
-                f"{where}: metadata.json 'n_agents' is {n_agents}, tensors.pt has {critics.shape[0]} critics."
+                f"{where}: metadata.json 'n_agents' is {n_agents}, the tensors hold {critics.shape[0]} critics."
             )
         model = cls(  # type: ignore[call-arg]  # the algorithm's constructor (BaseAlgorithm's lacks n_agents...)
-            metadata["policy"], env=None, device=device, policy_kwargs=policy_kwargs, _init_setup_model=False, **settings
+            metadata["policy"],
+            env=None,
+            device=device,
+            policy_kwargs=policy_kwargs,
+            stats_window_size=saved.get("stats_window_size", 100),
+            _init_setup_model=False,
+            **extra,
+            **settings,
         )
         expected = model._get_torch_save_params()[0]
         optional = set(getattr(model, "_optional_torch_params", ()))  # written by later versions only: may be missing
-        if not isinstance(tensors, dict) or not set(expected) - optional <= set(tensors) <= set(expected):
-            got = sorted(tensors) if isinstance(tensors, dict) else type(tensors).__name__
-            raise WeightsFileError(f"{where}: tensors.pt must hold {sorted(expected)}, got {got}.")
+        if not set(expected) - optional <= set(tensors) <= set(expected):
+            raise WeightsFileError(f"{where}: the tensors must hold {sorted(expected)}, got {sorted(tensors)}.")
         model.observation_space, model.action_space = observation_space, action_space
         n_envs_per_agent = metadata.get("n_envs_per_agent")
         if isinstance(n_envs_per_agent, int) and not isinstance(n_envs_per_agent, bool) and n_envs_per_agent >= 1:
@@ -505,15 +458,62 @@ class FederatedPersistenceMixin(BaseAlgorithm):
                 continue
             try:
                 getattr(model, name).load_state_dict(tensors[name])
-            except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as error:
-                raise WeightsFileError(f"{where}: tensors.pt[{name!r}] does not fit the model described: {error}") from error
-        for key, attr in (("num_timesteps", "num_timesteps"), ("n_rounds", "_n_rounds")):
-            value = metadata.get(key)
-            if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-                setattr(model, attr, value)
+            except (RuntimeError, ValueError, KeyError, TypeError, IndexError, AttributeError) as error:
+                raise WeightsFileError(f"{where}: the tensors of {name!r} do not fit the model described: {error}") from error
+        model._restore_weights_state(metadata, where)
         if env is not None:
-            model.set_env(env)
+            model.set_env(env, force_reset=force_reset)
         return model
+
+    def _restore_weights_state(self, metadata: dict[str, Any], where: str) -> None:
+        """Set the counters, schedule progress, advantage scale and generators a weights file keeps (checked)."""
+
+        def bad(key: str, what: str, value: Any) -> WeightsFileError:
+            return WeightsFileError(f"{where}: metadata.json {key!r} must be {what}, got {value!r:.80}.")
+
+        def count(value: Any) -> bool:
+            return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+        for key, attr in (("num_timesteps", "num_timesteps"), ("n_rounds", "_n_rounds")):
+            value = metadata.get(key, 0)
+            if not count(value):
+                raise bad(key, "an integer >= 0", value)
+            setattr(self, attr, value)
+        run_id = metadata.get("run_id")
+        if run_id is not None:  # which run wrote the file (absent in files written before run ids existed)
+            if not (isinstance(run_id, str) and len(run_id) <= 64 and run_id.isalnum()):
+                raise bad("run_id", "a short alphanumeric string", run_id)
+            self.run_id = run_id
+        state = metadata.get("state")
+        if state is None:  # a file of the first format: counters only
+            return
+        if not isinstance(state, dict):
+            raise bad("state", "an object", state)
+        progress = state.get("current_progress_remaining", 1.0)
+        # 1 - steps / total: below 0 once the last round overshoots the budget, as in SB3
+        if isinstance(progress, bool) or not isinstance(progress, int | float) or not -1e9 < progress <= 1:
+            raise bad("state.current_progress_remaining", "a number <= 1", progress)
+        self._current_progress_remaining = float(progress)
+        for key, attr in (("n_updates", "_n_updates"), ("episode_num", "_episode_num")):
+            value = state.get(key, 0)
+            if not count(value):
+                raise bad(f"state.{key}", "an integer >= 0", value)
+            setattr(self, attr, value)
+        scale = state.get("advantage_scale")
+        if scale is not None and (isinstance(scale, bool) or not isinstance(scale, int | float) or not math.isfinite(scale)):
+            raise bad("state.advantage_scale", "null or a finite number", scale)
+        ratio = state.get("advantage_ratio")
+        if ratio is not None and not (
+            isinstance(ratio, list)
+            and len(ratio) == self.n_agents
+            and all(isinstance(r, int | float) and not isinstance(r, bool) and math.isfinite(r) for r in ratio)
+        ):
+            raise bad("state.advantage_ratio", f"null or a list of {self.n_agents} finite numbers", ratio)
+        self.advantage_scale = None if scale is None else float(scale)
+        self.advantage_ratio = None if ratio is None else [float(r) for r in ratio]
+        for key in ("participation_rng", "action_rng"):
+            if key in state:
+                setattr(self, f"_{key}", generator_from_json(state[key], f"state.{key}"))
 
     def save_checkpoint(self, path: str | pathlib.Path) -> None:
         """

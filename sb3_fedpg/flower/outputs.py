@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import zipfile
 from typing import Any
 
 import numpy as np
@@ -17,9 +18,11 @@ from sb3_fedpg.flower.config import FlowerRunConfig
 
 class ServerOutputs:
     """
-    What the server writes to ``output_dir``: the global policy as a ``FederatedPG`` zip (neural task)
-    or a ``.npy`` (tabular task), a resumable checkpoint after every round, ``rounds.jsonl`` and
-    the SB3 logger's files.
+    What the server writes to ``output_dir``: the global policy as a weights-only ``FederatedPG`` /
+    ``FederatedPPO`` file (neural task; ``save(..., format="safetensors")``, read with
+    ``load(path, weights_only=True)``) or a ``.npy`` (tabular task), a resumable checkpoint after every round
+    (``checkpoint.npz``: plain arrays, read without pickles), ``rounds.jsonl`` and the SB3 logger's files. Nothing
+    the server writes needs unpickling to be read: these files travel between parties.
 
     :param config: the run configuration
     :param n_agents: agents in the federation (sets the neural template's environment)
@@ -80,7 +83,8 @@ class ServerOutputs:
         """
         if self.template is not None:
             self.template.set_global_parameters(params)
-            self.template.save(self.model_path)
+            # Weights-only: a file other parties open, so opening it must not run anything (docs/robustness.md).
+            self.template.save(self.model_path, format="safetensors")
             if obs_moments is not None:
                 import pickle
 
@@ -99,12 +103,12 @@ class ServerOutputs:
         """:return: ``(θ̄, history, rounds done)`` from a compatible checkpoint, else ``None``"""
         if not self.checkpoint_path.exists():
             return None
-        with np.load(self.checkpoint_path) as data:
-            if json.loads(str(data["config"])) != _fingerprint(self.config):
-                raise ValueError(
-                    f"{self.checkpoint_path} was written by a run with other settings; use another output-dir or resume=false"
-                )
-            return data["params"], list(data["history"]), int(data["round"])
+        data = load_arrays(self.checkpoint_path, ("params", "history", "round", "config"))
+        if json.loads(str(data["config"])) != _fingerprint(self.config):
+            raise ValueError(
+                f"{self.checkpoint_path} was written by a run with other settings; use another output-dir or resume=false"
+            )
+        return data["params"], list(data["history"]), int(data["round"])
 
     def record_round(self, summary: dict[str, Any]) -> None:
         """
@@ -114,6 +118,37 @@ class ServerOutputs:
         """
         with open(self.rounds_path, "a") as file:
             file.write(json.dumps(summary) + "\n")
+
+
+def load_arrays(path: str | pathlib.Path, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """
+    Read a ``.npz`` the server wrote, refusing pickles (``np.load(allow_pickle=False)``), with a clear error for a file
+    that is not one, lacks an entry, or holds an object (pickled) array.
+
+    :param path: the ``.npz``
+    :param names: the arrays it must hold
+    :return: those arrays by name
+    :raises ValueError: naming the file and what is wrong; nothing in it was unpickled, and it is not modified
+    """
+    if not zipfile.is_zipfile(path):  # np.load would take it for a pickle (and refuse it): say what it is
+        raise ValueError(f"{path} is not a readable checkpoint (not an .npz archive); it was not modified.")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            missing = sorted(set(names) - set(data.files))
+            if missing:
+                raise ValueError(f"{path} is not a checkpoint of this server: it lacks {missing}; it was not modified.")
+            return {name: data[name] for name in names}
+    except (OSError, EOFError, zipfile.BadZipFile) as error:
+        raise ValueError(
+            f"{path} is not a readable checkpoint ({type(error).__name__}: {error}); it was not modified."
+        ) from error
+    except ValueError as error:
+        if "allow_pickle" not in str(error):
+            raise
+        raise ValueError(
+            f"{path} holds a pickled object array, which is never unpickled (a checkpoint this server wrote holds plain "
+            "arrays only); it was not modified."
+        ) from error
 
 
 def _fingerprint(config: FlowerRunConfig) -> dict[str, Any]:

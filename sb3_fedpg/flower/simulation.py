@@ -43,6 +43,7 @@ def run_simulation(
     from flwr.simulation import run_simulation as flwr_run_simulation
 
     from sb3_fedpg.flower.client_app import make_client_app
+    from sb3_fedpg.flower.outputs import load_arrays
     from sb3_fedpg.flower.server_app import make_server_app
 
     overrides = {"num-agents": n_agents, **dict(run_config or {})}
@@ -79,8 +80,7 @@ def run_simulation(
     )
     if not checkpoint.exists():
         raise RuntimeError(f"the simulation ended without a checkpoint in {config.output_dir} (see the log above)")
-    with np.load(checkpoint) as data:
-        return data["history"]
+    return load_arrays(checkpoint, ("history",))["history"]
 
 
 class LocalRayCluster:

@@ -83,7 +83,7 @@ def test_load_kwargs(saved, kwargs):
 
 metadata_fields = st.sampled_from(
     ["format", "algorithm", "policy", "observation_space", "action_space", "n_agents", "n_envs_per_agent",
-     "hyperparameters", "policy_kwargs", "num_timesteps"]
+     "hyperparameters", "policy_kwargs", "num_timesteps", "n_rounds", "schedules", "settings", "state", "tensors"]
 )  # fmt: skip
 json_junk = st.recursive(
     st.one_of(st.none(), st.booleans(), st.integers(-(10**6), 10**6), st.floats(allow_nan=False), st.text(max_size=6)),
@@ -98,7 +98,7 @@ def test_load_weights_metadata(saved, tmp_path_factory, field, value, hyperparam
     source = saved / "weights.zip"
     with zipfile.ZipFile(source) as archive:
         metadata = json.loads(archive.read("metadata.json"))
-        tensors = archive.read("tensors.pt")
+        tensors = archive.read("tensors.safetensors")
     if hyperparameter is not None:
         metadata["hyperparameters"][hyperparameter] = value
         field = hyperparameter
@@ -107,7 +107,7 @@ def test_load_weights_metadata(saved, tmp_path_factory, field, value, hyperparam
     path = tmp_path_factory.mktemp("w") / "weights.zip"
     with zipfile.ZipFile(path, "w") as archive:
         archive.writestr("metadata.json", json.dumps(metadata))
-        archive.writestr("tensors.pt", tensors)
+        archive.writestr("tensors.safetensors", tensors)
     before = path.read_bytes()
     try:
         FederatedPG.load_weights(path)

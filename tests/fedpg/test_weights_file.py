@@ -1,4 +1,4 @@
-"""save_weights / load_weights: a model file that loads without unpickling anything (the way to share models)."""
+"""save_weights / load_weights (= save(format="safetensors") / load(weights_only=True)): files that load without unpickling."""
 
 import base64
 import io
@@ -64,7 +64,7 @@ def _rewrite(path, out, metadata=None, tensors=None):
     if metadata is not None:
         files["metadata.json"] = json.dumps(metadata(json.loads(files["metadata.json"]))).encode()
     if tensors is not None:
-        files["tensors.pt"] = tensors
+        files["tensors.pt"] = tensors  # the first format's member (a file of the second format ignores it)
     with zipfile.ZipFile(out, "w") as archive:
         for name, content in files.items():
             archive.writestr(name, content)
@@ -75,7 +75,7 @@ def test_round_trip_restores_everything_and_trains_on(trained):
     model, path = trained
     assert path.suffix == ".zip"
     with zipfile.ZipFile(path) as archive:
-        assert sorted(archive.namelist()) == ["metadata.json", "tensors.pt"]
+        assert sorted(archive.namelist()) == ["metadata.json", "tensors.safetensors"]
         metadata = json.loads(archive.read("metadata.json"))
     assert metadata["hyperparameters"]["aggregator"] == "trimmed_mean"
     assert metadata["policy_kwargs"] == {"net_arch": [16, 16], "activation_fn": "ReLU"}
@@ -96,12 +96,29 @@ def test_round_trip_restores_everything_and_trains_on(trained):
     assert for_prediction.env is None and for_prediction.predict(obs)[0].shape == (4,)
 
 
+def _legacy(metadata):
+    # The first weights format (sb3_fedpg 0.1.0): the same JSON, tensors in a torch.save file.
+    return {k: v for k, v in metadata.items() if k not in ("schedules", "settings", "state", "tensors")} | {
+        "format": "sb3_fedpg.weights/1"
+    }
+
+
+def test_files_of_the_first_format_still_load(trained, tmp_path):
+    model, path = trained
+    buffer = io.BytesIO()
+    th.save({name: getattr(model, name).state_dict() for name in model._get_torch_save_params()[0]}, buffer)
+    legacy = _rewrite(path, tmp_path / "legacy.zip", metadata=_legacy, tensors=buffer.getvalue())
+    loaded = FederatedPG.load(legacy, weights_only=True)
+    assert th.equal(loaded.get_global_parameters(), model.get_global_parameters())
+    assert th.equal(loaded.critics.params, model.critics.params)
+
+
 def test_a_pickle_payload_in_the_tensors_never_runs(trained, tmp_path):
     _, path = trained
     marker = tmp_path / "code_ran"
     buffer = io.BytesIO()
     th.save({"policy": {"weight": _Payload(str(marker))}}, buffer)
-    evil = _rewrite(path, tmp_path / "evil.zip", tensors=buffer.getvalue())
+    evil = _rewrite(path, tmp_path / "evil.zip", metadata=_legacy, tensors=buffer.getvalue())
     before = evil.read_bytes()
     with pytest.raises(WeightsFileError, match=r"tensors\.pt holds something other than plain tensors.*nothing in it was run"):
         FederatedPG.load_weights(evil)
@@ -140,7 +157,7 @@ def test_an_sb3_save_file_is_not_a_weights_file_and_its_pickles_do_not_run(train
     with zipfile.ZipFile(tmp_path / "model.zip") as archive, zipfile.ZipFile(tmp_path / "evil.zip", "w") as out:
         for name in archive.namelist():
             out.writestr(name, json.dumps(data) if name == "data" else archive.read(name))
-    with pytest.raises(WeightsFileError, match=r"KeyError.*metadata\.json"):
+    with pytest.raises(WeightsFileError, match="this file contains pickled objects; load it with weights_only=False only if"):
         FederatedPG.load_weights(tmp_path / "evil.zip")
     assert not marker.exists()
 
@@ -148,10 +165,10 @@ def test_an_sb3_save_file_is_not_a_weights_file_and_its_pickles_do_not_run(train
 @pytest.mark.parametrize(
     "edit, message",
     [
-        (lambda m: {**m, "format": "pickle"}, "'format' must be 'sb3_fedpg.weights/1'"),
+        (lambda m: {**m, "format": "pickle"}, "'format' must be 'sb3_fedpg.weights/2'"),
         (lambda m: {**m, "algorithm": "A2C"}, "holds a 'A2C' model"),
         (lambda m: {**m, "n_agents": "3"}, "'n_agents' must be a positive integer"),
-        (lambda m: {**m, "n_agents": 2}, "'n_agents' is 2, tensors.pt has 3 critics"),
+        (lambda m: {**m, "n_agents": 2}, "'n_agents' is 2, the tensors hold 3 critics"),
         (
             lambda m: {**m, "hyperparameters": {**m["hyperparameters"], "gamma": 7}},
             r"metadata\.json: gamma must be in \(0, 1\]",
@@ -193,13 +210,13 @@ def test_not_a_weights_file_and_bad_arguments(trained, tmp_path):
     garbage = tmp_path / "garbage.zip"
     garbage.write_bytes(b"not a zip")
     for bad in (truncated, garbage, tmp_path / "missing.zip"):
-        with pytest.raises(WeightsFileError, match="not a valid FederatedPG weights file"):
+        with pytest.raises(WeightsFileError, match="it is not a weights-only model file"):
             FederatedPG.load_weights(bad)
     with pytest.raises(ValueError, match="learning_rate must be a finite number > 0"):
         FederatedPG.load_weights(path, learning_rate=-1.0)
     with pytest.raises(TypeError, match=r"unknown keyword argument\(s\) \['lerning_rate'\]"):
         FederatedPG.load_weights(path, lerning_rate=0.1)
-    with pytest.raises(ValueError, match="n_agents=2 cannot be set by load_weights"):
+    with pytest.raises(ValueError, match=r"n_agents=2 cannot be set by load\(\)"):
         FederatedPG.load_weights(path, n_agents=2)
     with pytest.raises(ValueError, match="2 agents x 3 envs each, but the model has 3 agents"):
         FederatedPG.load_weights(path, env=_env(n_agents=2, m=3))

@@ -99,7 +99,7 @@ def test_neural_simulation_trains_with_8_agents_and_rejects_a_malformed_anchor(t
         assert key in progress[0]
 
     # the saved global policy is a normal FederatedPG model
-    model = FederatedPG.load(out / "model.zip")
+    model = FederatedPG.load(out / "model.zip", weights_only=True)  # a weights-only file: nothing to unpickle
     np.testing.assert_array_equal(model.get_global_parameters().numpy(), history[-1])
     env = gym.make("CartPole-v1")
     obs, _ = env.reset(seed=0)
@@ -193,5 +193,5 @@ def test_fedppo_simulation_is_its_agents_phases_averaged(tmp_path):
     assert history.shape == (rounds + 1, params.size)
     assert np.abs(history[-1] - history[0]).max() > 1e-3  # the epochs moved the policy
     np.testing.assert_allclose(history, np.stack(expected), rtol=0, atol=1e-5)
-    model = FederatedPPO.load(tmp_path / "out" / "model.zip")  # the saved global policy is a FederatedPPO model
+    model = FederatedPPO.load(tmp_path / "out" / "model.zip", weights_only=True)  # the global policy, weights-only
     np.testing.assert_allclose(model.get_global_parameters().numpy(), history[-1], rtol=0, atol=1e-6)
