@@ -7,7 +7,7 @@ Gymnasium's vectoriser with SB3's same-step auto-reset. They live here, below
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import gymnasium as gym
 import numpy as np
@@ -47,7 +47,7 @@ class GymnasiumApiCheck(gym.Wrapper):
         spec = getattr(self.env, "spec", None)
         return spec.id if spec is not None else type(self.env.unwrapped).__name__
 
-    def reset(self, **kwargs):  # type: ignore[override]
+    def reset(self, **kwargs: Any) -> Any:
         result = self.env.reset(**kwargs)
         if not (isinstance(result, tuple) and len(result) == 2 and isinstance(result[1], dict)):
             raise TypeError(
@@ -55,10 +55,10 @@ class GymnasiumApiCheck(gym.Wrapper):
                 "returns (obs, info). This looks like an old Gym env: port it to Gymnasium, or wrap it with shimmy's "
                 "GymV21CompatibilityV0 (pip install shimmy)."
             )
-        self.reset = self.env.reset  # type: ignore[method-assign]
+        self.reset = self.env.reset  # type: ignore[method-assign,assignment]
         return result
 
-    def step(self, action):  # type: ignore[override]
+    def step(self, action: Any) -> Any:
         result = self.env.step(action)
         if not (isinstance(result, tuple) and len(result) == 5):
             raise TypeError(

@@ -249,6 +249,8 @@ class FederatedAlgorithm(FederatedPersistenceMixin):
         #: This model's run: saved with it and kept by load/load_checkpoint, so that checkpoint files say which run
         #: wrote them (:class:`~sb3_fedpg.common.callbacks.RoundCheckpointCallback` writes and prunes only its own).
         self.run_id = secrets.token_hex(8)
+        #: Which algorithm wrote a saved file (plain JSON in it): ``load`` of another algorithm's file says so.
+        self.algorithm_name = type(self).__name__
         #: ``normalize_advantage="shared"``: the last round's advantage scale, pooled over its participants from their
         #: moments (:func:`fedmath.shared_advantage_scale`; logged as ``train/advantage_scale``), and every agent's own
         #: scale relative to it (:func:`fedmath.advantage_ratios`; used by a solver without anchor batches in the next
@@ -397,7 +399,8 @@ class FederatedAlgorithm(FederatedPersistenceMixin):
                 got = sorted(observation) if isinstance(observation, dict) else type(observation).__name__
                 raise ValueError(f"the observation space is a Dict with keys {keys}: pass a dict of batches, got {got}")
             if len(next(iter(observation.values()))) > 0:  # SB3's check names the key and the shapes it expects
-                is_vectorized_observation({k: np.asarray(v) for k, v in observation.items()}, self.observation_space)
+                arrays = {k: np.asarray(v) for k, v in observation.items()}
+                is_vectorized_observation(cast(Any, arrays), self.observation_space)
             batches = {
                 key: np.asarray(observation[key]).reshape(-1, *cast("tuple[int, ...]", self.observation_space[key].shape))
                 for key in keys

@@ -91,6 +91,10 @@ class DeviceChangeWarning(UserWarning):
     """A checkpoint is resumed on another kind of device than it was written on (not bit-identical)."""
 
 
+class NonFiniteParametersError(FloatingPointError):
+    """Tensors given to ``set_parameters`` (or in a file) hold NaN or inf; nothing was changed."""
+
+
 class FederatedPersistenceMixin(BaseAlgorithm):
     """Atomic ``save``, checked ``load``, weights-only files and resumable checkpoints for federated algorithms."""
 
@@ -174,7 +178,7 @@ class FederatedPersistenceMixin(BaseAlgorithm):
         """
         kind = file_kind(path)
         if kind == "weights":
-            return cls._load_weights_only(path, env, device, force_reset, kwargs)
+            return cls._finite_or_refused(cls._load_weights_only(path, env, device, force_reset, kwargs), path)
         if weights_only:
             where = f"{path} was not loaded (weights_only=True)"
             if kind == "pickled":
@@ -186,16 +190,99 @@ class FederatedPersistenceMixin(BaseAlgorithm):
         problem = f"{path} is not a readable {cls.__name__} checkpoint (corrupt, truncated or from another algorithm)"
         if isinstance(path, str | pathlib.Path) and os.path.isfile(path) and not zipfile.is_zipfile(path):
             raise ValueError(f"{problem}: not a zip archive. The file was not modified.")
+        if isinstance(path, str | pathlib.Path):
+            cls._check_file_algorithm(path)
         if kwargs and isinstance(path, str | pathlib.Path):
             cls._check_load_kwargs(path, kwargs)
         try:
             model = super().load(path, env, device, custom_objects, print_system_info, force_reset, **kwargs)
+        except NonFiniteParametersError as error:
+            raise ValueError(
+                f"{path} holds non-finite values (NaN/inf) in {str(error).split(' in ', 1)[-1].split(';')[0]}: the run "
+                "that wrote it diverged, or the file is corrupt. Load an earlier checkpoint. The file was not modified."
+            ) from error
         except (zipfile.BadZipFile, EOFError, pickle.UnpicklingError, KeyError, RuntimeError, AssertionError) as error:
+            missing = cls._missing_members(path) if isinstance(path, str | pathlib.Path) else []
+            if missing:  # SB3's fallback reports another key ('policy.optimizer') whichever member is missing
+                raise ValueError(
+                    f"{problem}: it lacks {', '.join(missing)} (a {cls.__name__} file holds one member per saved object). "
+                    "The file was not modified."
+                ) from error
             raise ValueError(f"{problem}: {type(error).__name__}: {error}. The file was not modified.") from error
         if model.env is not None:
             # The env given (or saved) must split into the model's agents: each has its own critic and optimiser state.
             cast("FederatedAlgorithm", model)._check_env_split(model.env, for_training=False)  # every federated model is one
+        return cls._finite_or_refused(model, path)
+
+    def nonfinite_tensors(self) -> list[str]:
+        """
+        :return: the saved tensors (``<object>.<entry>``: policy, critics, optimiser states, ...) holding NaN or inf
+        """
+        found = []
+        for name in self._get_torch_save_params()[0]:
+            state = getattr(self, name).state_dict()
+            stack = list(state.items())
+            while stack:
+                key, value = stack.pop()
+                if isinstance(value, dict):
+                    stack.extend((f"{key}.{k}", v) for k, v in value.items())
+                elif isinstance(value, th.Tensor) and value.is_floating_point() and not bool(th.isfinite(value).all()):
+                    found.append(f"{name}.{key}")
+        return sorted(found)
+
+    @classmethod
+    def _finite_or_refused(cls, model: SelfPersistent, path: Any) -> SelfPersistent:
+        bad = model.nonfinite_tensors()
+        if bad:
+            shown = ", ".join(bad[:4]) + (f" and {len(bad) - 4} more" if len(bad) > 4 else "")
+            raise ValueError(
+                f"{path} holds non-finite values (NaN/inf) in {shown}: the run that wrote it diverged, or the file is "
+                "corrupt. Load an earlier checkpoint. The file was not modified."
+            )
         return model
+
+    @classmethod
+    def _missing_members(cls, path: str | pathlib.Path) -> list[str]:
+        """:return: the ``<object>.pth`` members an SB3 zip of this algorithm must hold but ``path`` lacks"""
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = set(archive.namelist())
+        except (OSError, zipfile.BadZipFile):
+            return []
+        if "data" not in names:  # not an SB3 model zip at all (a truncated file can open as an embedded torch archive)
+            return []
+        # the list is the same for every instance of the class (no self needed)
+        expected = cls._get_torch_save_params(cast(Any, None))[0]
+        optional = set(getattr(cls, "_optional_torch_params", ()))
+        return [f"{name}.pth" for name in expected if name not in optional and f"{name}.pth" not in names]
+
+    @classmethod
+    def _check_file_algorithm(cls, path: str | pathlib.Path) -> None:
+        """
+        Refuse a file written by another algorithm, from its JSON part (nothing is unpickled): its ``algorithm_name``,
+        or for older files the hyperparameters it holds.
+        """
+        import json
+
+        from sb3_fedpg.zoo import FEDERATED_ALGOS, get_algo_class
+
+        try:
+            with zipfile.ZipFile(path) as archive:
+                data = json.loads(archive.read("data"))
+        except (zipfile.BadZipFile, KeyError, OSError, ValueError):
+            return  # the load itself reports an unreadable file
+        if not isinstance(data, dict):
+            return
+        written_by = data.get("algorithm_name")
+        if not isinstance(written_by, str):  # older files: the algorithm whose hyperparameters are all there
+            candidates = [get_algo_class(name) for name in FEDERATED_ALGOS]
+            matching = [c.__name__ for c in candidates if set(cast(Any, c).hyperparams_class.names()) <= set(data)]
+            written_by = matching[0] if len(matching) == 1 else None
+        if written_by is not None and written_by != cls.__name__:
+            raise ValueError(
+                f"{path} holds a {written_by} model, not a {cls.__name__}: load it with {written_by}.load(...). The file "
+                "was not modified."
+            )
 
     def set_parameters(
         self,
@@ -211,9 +298,20 @@ class FederatedPersistenceMixin(BaseAlgorithm):
         :param exact_match: every saved object must be given (and no other)
         :param device: device the tensors are loaded on
         """
+        import copy
+
         if isinstance(load_path_or_dict, str | pathlib.Path) and file_kind(load_path_or_dict) == "weights":
             _, load_path_or_dict = read_bundle(load_path_or_dict, f"{load_path_or_dict} is not a valid weights file")
+        before = {name: copy.deepcopy(getattr(self, name).state_dict()) for name in self._get_torch_save_params()[0]}
         super().set_parameters(load_path_or_dict, exact_match=exact_match, device=device)
+        bad = self.nonfinite_tensors()
+        if bad:  # put everything back: a NaN policy would only fail later, in torch's distribution check
+            for name, state in before.items():
+                getattr(self, name).load_state_dict(state)
+            source = load_path_or_dict if isinstance(load_path_or_dict, str | pathlib.Path) else "the state dicts given"
+            raise NonFiniteParametersError(
+                f"set_parameters: {source} holds non-finite values (NaN/inf) in {', '.join(bad[:4])}; nothing was changed."
+            )
 
     @classmethod
     def _check_load_kwargs(cls, path: str | pathlib.Path, kwargs: dict[str, Any]) -> None:

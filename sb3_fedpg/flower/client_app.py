@@ -55,13 +55,17 @@ def agent_identity(context: Context) -> tuple[int, int]:
     :param context: the ClientApp's context
     :return: ``(agent index, number of agents)``
     """
+    hint = 'start the SuperNode with --node-config "partition-id=<i> num-partitions=<N>" (integers, 0 <= i < N)'
     try:
-        agent = int(context.node_config["partition-id"])
-        n_agents = int(context.node_config["num-partitions"])
+        raw_agent, raw_n = context.node_config["partition-id"], context.node_config["num-partitions"]
     except KeyError as error:
-        raise ValueError(
-            'the SuperNode has no agent identity: start it with --node-config "partition-id=<i> num-partitions=<N>"'
-        ) from error
+        raise ValueError(f"the SuperNode has no agent identity: {hint}") from error
+    try:
+        agent, n_agents = int(raw_agent), int(raw_n)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"partition-id={raw_agent!r}, num-partitions={raw_n!r} are not integers: {hint}") from error
+    if isinstance(raw_agent, float | bool) or isinstance(raw_n, float | bool) or n_agents < 1:
+        raise ValueError(f"partition-id={raw_agent!r}, num-partitions={raw_n!r}: {hint}")
     if not 0 <= agent < n_agents:
         raise ValueError(f"partition-id={agent} is outside [0, num-partitions={n_agents})")
     return agent, n_agents

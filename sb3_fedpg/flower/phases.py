@@ -103,7 +103,7 @@ def check_request_values(request: PhaseRequest) -> None:
     :param request: the phase request
     :raises ValueError: naming the non-finite field
     """
-    fields = {"global parameters θ̄": request.params, "global gradient g": request.global_grad}
+    fields: dict[str, Any] = {"global parameters θ̄": request.params, "global gradient g": request.global_grad}
     fields["advantage scale"] = request.advantage_scale
     fields["federation noise"] = request.federation_noise
     for key, array in (request.obs_stats or {}).items():

@@ -177,7 +177,10 @@ def train(argv: list[str] | None = None) -> pathlib.Path:
             parser.error(f"--resume: {problem}")
         # The checkpoint holds the env (with its state), the RNG states and the model.
         # --resume is for --algo fedpg (checked above): a FederatedPG
-        model = cast("type[FederatedPersistenceMixin]", algo_class).load_checkpoint(args.resume, device=args.device)
+        try:
+            model = cast("type[FederatedPersistenceMixin]", algo_class).load_checkpoint(args.resume, device=args.device)
+        except ValueError as error:  # truncated, corrupt, NaN, another algorithm's: said in one line
+            parser.error(f"--resume: {error}")
         model.verbose = args.verbose
         env = model.get_env()
         assert env is not None  # load_checkpoint restores the saved env (or refuses)

@@ -102,3 +102,23 @@ def test_aggregator_names_match_the_shared_aggregators():
     assert parse_run_config({"aggregator": "median"}).aggregator == "median"
     with pytest.raises(ValueError, match="run config 'aggregator' must be one of"):
         parse_run_config({"aggregator": "krum"})
+
+
+@pytest.mark.parametrize(
+    "node_config, message",
+    [
+        ({}, "has no agent identity"),
+        ({"partition-id": 5, "num-partitions": 3}, r"partition-id=5 is outside \[0, num-partitions=3\)"),
+        ({"partition-id": "x", "num-partitions": 3}, "are not integers"),
+        ({"partition-id": 1.5, "num-partitions": 3}, "partition-id=1.5"),
+        ({"partition-id": 0, "num-partitions": 0}, "num-partitions=0"),
+    ],
+)
+def test_a_supernode_without_a_valid_agent_identity_is_told_how_to_start(node_config, message):
+    import types
+
+    from sb3_fedpg.flower.client_app import agent_identity
+
+    with pytest.raises(ValueError, match=message):
+        agent_identity(types.SimpleNamespace(node_config=node_config))
+    assert agent_identity(types.SimpleNamespace(node_config={"partition-id": 2, "num-partitions": 3})) == (2, 3)

@@ -120,3 +120,20 @@ def test_sigterm_as_interrupt_turns_sigterm_into_a_keyboard_interrupt():
         "    raise SystemExit(interrupted_exit_code(e))\n"
     )
     assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 143
+
+
+def test_resume_from_a_truncated_checkpoint_is_a_one_line_error(tmp_path):
+    from sb3_fedpg import FederatedPG
+
+    model = FederatedPG("MlpPolicy", "sb3_fedpg/HeteroCartPole-v0", n_agents=2, n_steps=8, seed=0)
+    model.save_checkpoint(tmp_path / "ckpt.zip")
+    data = (tmp_path / "ckpt.zip").read_bytes()
+    (tmp_path / "ckpt.zip").write_bytes(data[: len(data) // 2])
+    result = subprocess.run(
+        [*CMD, "-n", "64", "-f", str(tmp_path / "logs"), "--resume", str(tmp_path / "ckpt.zip")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert "--resume:" in result.stderr and "is not a readable FederatedPG checkpoint" in result.stderr
