@@ -43,6 +43,9 @@ class GymnasiumApiCheck(gym.Wrapper):
     :param env: the env
     """
 
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+
     def _name(self) -> str:
         spec = getattr(self.env, "spec", None)
         return spec.id if spec is not None else type(self.env.unwrapped).__name__

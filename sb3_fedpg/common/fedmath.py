@@ -462,16 +462,20 @@ def fedpg_round(
     return run_round(global_params, solver, n_agents, server_learning_rate, aggregator, participants, attack)
 
 
-def round_metrics(result: RoundResult, correction: bool = True, itemsize: int = 4) -> dict[str, float]:
+def round_metrics(result: RoundResult, correction: bool = True, itemsize: int | None = None) -> dict[str, float]:
     """
     The round's ``fed/`` metrics, the same in-process and on the Flower server.
 
     :param result: the round
     :param correction: whether the anchors and ``g`` were exchanged (Fast-FedPG) or not (FedAvg-PG)
-    :param itemsize: bytes per transmitted number
+    :param itemsize: bytes per transmitted number (``None``: those of the parameters' dtype — 4 for the neural
+        policies' float32, 8 for the tabular task's float64)
     :return: logger key → value
     """
     n_params = int(result.params_before.shape[0])
+    if itemsize is None:
+        before = result.params_before
+        itemsize = before.element_size() if isinstance(before, th.Tensor) else np.asarray(before).dtype.itemsize
     bytes_up, bytes_down = round_message_bytes(n_params, result.n_participants, correction, itemsize)
     global_grad = result.global_grad
     grad_norm = th.linalg.vector_norm(global_grad) if isinstance(global_grad, th.Tensor) else np.linalg.norm(global_grad)

@@ -108,6 +108,11 @@ class ServerOutputs:
             raise ValueError(
                 f"{self.checkpoint_path} was written by a run with other settings; use another output-dir or resume=false"
             )
+        if not (np.isfinite(data["params"]).all() and np.isfinite(data["history"]).all()):
+            raise ValueError(
+                f"{self.checkpoint_path} holds a non-finite global policy (NaN/inf): the run that wrote it diverged or the "
+                "file is corrupt. Resume from a copy of an earlier output-dir, or start over with resume=false."
+            )
         return data["params"], list(data["history"]), int(data["round"])
 
     def record_round(self, summary: dict[str, Any]) -> None:

@@ -54,3 +54,15 @@ def test_a_checkpoint_with_a_pickled_array_is_refused(tmp_path):
     with pytest.raises(ValueError, match="is not a readable checkpoint"):
         outputs.load_checkpoint()
     assert not marker.exists() and before
+
+
+def test_a_checkpoint_with_a_nan_global_policy_is_refused_on_resume(tmp_path):
+    config = parse_run_config({"task": "tabular", "output-dir": str(tmp_path / "out"), "resume": True})
+    outputs = ServerOutputs(config, n_agents=2)
+    params = outputs.initial_params()
+    outputs.save(params, [params], 1)
+    assert outputs.load_checkpoint() is not None
+    bad = np.full_like(params, np.nan)
+    outputs.save(bad, [params, bad], 2)
+    with pytest.raises(ValueError, match="holds a non-finite global policy"):
+        outputs.load_checkpoint()
