@@ -118,13 +118,17 @@ def create_pruner(name: str, n_startup_trials: int, n_evaluations: int) -> optun
     """
     :param name: ``median`` or ``none``
     :param n_startup_trials: completed trials before the median pruner prunes
-    :param n_evaluations: evaluations per trial (the first third is never pruned, as in rl-zoo)
+    :param n_evaluations: evaluations per trial (the first third, rounded down, is never pruned)
     :return: the pruner
     """
     import optuna
 
     if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=n_startup_trials, n_warmup_steps=n_evaluations // 3)
+        # rl-zoo passes n_warmup_steps=n_evaluations // 3 with evaluations numbered from 1: the pruner only skips
+        # steps below the warm-up, so a trial of 5 evaluations could be pruned at its first. One more keeps the
+        # first third (rounded down) of the evaluations safe, as rl-zoo's setting intends.
+        warmup = n_evaluations // 3 + 1 if n_evaluations >= 3 else 0
+        return optuna.pruners.MedianPruner(n_startup_trials=n_startup_trials, n_warmup_steps=warmup)
     if name == "none":
         return optuna.pruners.NopPruner()
     raise ValueError(f"unknown pruner {name!r}: median or none")
@@ -186,6 +190,7 @@ class TrialEvalCallback(RoundCallback):
         if self.verbose >= 1:
             print(f"trial {self.trial.number}: J = {self.last_mean_reward:.3f} at {self.num_timesteps} steps")
         if not math.isfinite(self.last_mean_reward):
+            self.trial.set_user_attr("diverged", f"J = {self.last_mean_reward} at {self.num_timesteps} steps")
             self.is_pruned = True
             return False
         for step in range(self.eval_idx + 1, due + 1):
@@ -265,7 +270,7 @@ class Objective:
 
         from sb3_fedpg import make_federated_vec_env
         from sb3_fedpg.zoo import get_algo_class
-        from sb3_fedpg.zoo.config import validate_hyperparams
+        from sb3_fedpg.zoo.config import ZooConfigError, validate_hyperparams
 
         algo_class = get_algo_class(self.algo)
         entry = self.entry(trial)
@@ -285,12 +290,16 @@ class Objective:
 
         env = federation(hyperparams.n_envs_per_agent, seed)
         eval_env = federation(self.eval_episodes, seed + 10**6)
-        callback: TrialEvalCallback | None = None
         try:
-            model = algo_class(env=env, seed=seed, verbose=0, device=self.device, **hyperparams.model_kwargs)
+            try:
+                model = algo_class(env=env, seed=seed, verbose=0, device=self.device, **hyperparams.model_kwargs)
+            except ValueError as error:  # the algorithm's own cross-checks: a sampler bug as well, not a divergence
+                raise ZooConfigError(f"{self.where}, trial {trial.number}: {algo_class.__name__} refused: {error}") from error
             callback = TrialEvalCallback(eval_env, trial, self.n_evaluations, self.budget, verbose=self.verbose)
             model.learn(self.budget, callback=callback)
         except DIVERGED as error:
+            if isinstance(error, ZooConfigError):
+                raise
             # Random hyperparameters can diverge (NaN): prune them, as rl-zoo does, with the reason on record.
             trial.set_user_attr("diverged", f"{type(error).__name__}: {error}"[:500])
             print(f"trial {trial.number} diverged ({type(error).__name__}: {error}); pruned", file=sys.stderr)
@@ -369,6 +378,9 @@ def best_entry(algo: str, base_entry: dict[str, Any], params: dict[str, Any], n_
 
     entry = apply_sampled(base_entry, sampled_hyperparams(algo, params))
     entry["n_timesteps"] = int(n_timesteps)
+    # the family's parameters last, as in the config files (the sampled keys come after the base entry's)
+    if "env_kwargs" in entry:
+        entry["env_kwargs"] = entry.pop("env_kwargs")
     return entry
 
 

@@ -1,5 +1,6 @@
 import csv
 import os
+import pickle
 import subprocess
 import sys
 
@@ -80,6 +81,7 @@ def test_diverged_and_invalid_trials_do_not_stop_the_study(tmp_path, monkeypatch
     study = optuna.create_study(direction="maximize")
     study.optimize(_objective(tmp_path=tmp_path), n_trials=1)
     assert study.trials[-1].state == optuna.trial.TrialState.PRUNED
+    assert study.trials[-1].user_attrs["diverged"].startswith("J = nan")
 
     # a training that raises FloatingPointError (a non-finite gradient): pruned, with the reason on record
     def diverge(self, *args, **kwargs):
@@ -94,12 +96,19 @@ def test_diverged_and_invalid_trials_do_not_stop_the_study(tmp_path, monkeypatch
     monkeypatch.setitem(SAMPLERS, "fedpg", lambda trial: {"local_steps": trial.suggest_int("bad_local_steps", 0, 0)})
     study.optimize(_objective(tmp_path=tmp_path), n_trials=2, catch=(ZooConfigError,))
     assert trial_counts(study)["failed"] == 2
+    # and so are values the config accepts but the algorithm's constructor refuses (a failed trial, not a divergence)
+    monkeypatch.setitem(SAMPLERS, "fedpg", lambda trial: {"policy_kwargs": {"optimizer_class": "adam"}})
+    study.optimize(_objective(tmp_path=tmp_path), n_trials=1, catch=(ZooConfigError,))
+    assert trial_counts(study) == {"complete": 0, "pruned": 2, "failed": 3, "running": 0, "waiting": 0}
 
 
 @pytest.mark.parametrize("algo", ZOO_ALGOS)
 def test_every_sampled_set_validates(algo):
     algo_class = get_algo_class(algo)
     base = select_entry(load_config_file(default_config_file(algo)), ENV)
+    # no closures: the samplers and the objective pickle (for process-based parallel studies)
+    assert pickle.loads(pickle.dumps(SAMPLERS[algo])) is SAMPLERS[algo]
+    assert pickle.loads(pickle.dumps(Objective(algo, ENV, base, 256, 1, 1, seed=0))).base_entry == base
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0), direction="maximize")
     seen = set()
     for i in range(60):
@@ -171,3 +180,38 @@ def test_rl_zoo3_optimize_runs_our_samplers(tmp_path):
     config = parse_yaml((tmp_path / "train" / "fedppo" / "CartPole-v1_1" / "CartPole-v1" / "config.yml").read_text())
     assert config["n_epochs"] == sampled_hyperparams("fedppo", study.trials[0].params)["n_epochs"]
     assert "server_learning_rate" in config
+
+
+@pytest.mark.parametrize("algo", ["a2c", "fedppo"])
+def test_every_evaluation_point_is_reported(tmp_path, algo):
+    # A2C is evaluated at the env step passing each point, the federated algorithms after the round passing it
+    conf = tmp_path / f"{algo}.yml"
+    conf.write_text(TINY)
+    base = select_entry(load_config_file(conf), ENV)
+    objective = Objective(algo, ENV, base, budget=1024, n_evaluations=3, eval_episodes=1, seed=0, device="cpu")
+    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.NopPruner())
+    study.optimize(objective, n_trials=1)
+    trial = study.trials[0]
+    assert trial.state == optuna.trial.TrialState.COMPLETE
+    assert list(trial.intermediate_values) == [1, 2, 3] and trial.value == trial.intermediate_values[3]
+    assert len(trial.user_attrs["per_agent"]) == 2 and trial.user_attrs["seed"] == 0
+
+
+@pytest.mark.parametrize(("n_evaluations", "first_prunable"), [(1, 1), (2, 1), (3, 2), (5, 2), (6, 3), (9, 4)])
+def test_the_first_third_of_the_evaluations_is_never_pruned(n_evaluations, first_prunable):
+    from sb3_fedpg.zoo.optimize import create_pruner
+
+    study = optuna.create_study(direction="maximize", pruner=create_pruner("median", 1, n_evaluations))
+    steps = range(1, n_evaluations + 1)
+    study.add_trial(
+        optuna.trial.create_trial(value=1e6, params={}, distributions={}, intermediate_values=dict.fromkeys(steps, 1e6))
+    )
+    trial = study.ask()
+    pruned_at = None
+    for step in steps:
+        trial.report(0.0, step)
+        if trial.should_prune():
+            pruned_at = step
+            break
+    assert pruned_at == first_prunable
+    assert create_pruner("none", 1, n_evaluations).prune(study, study.trials[-1]) is False
