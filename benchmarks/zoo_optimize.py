@@ -1,9 +1,10 @@
 """
-Acceptance of the zoo's ``--optimize`` (issue 28): a 20-trial Optuna study per algorithm on one family, then the tuned
-entry against the default entry of ``zoo_configs/<algo>.yml``.
+Acceptance of the zoo's ``--optimize`` (issue 28): 20-trial Optuna studies per algorithm on one family, then each
+tuned entry against the default entry of ``zoo_configs/<algo>.yml``.
 
 For each algorithm (FederatedPG and FederatedPPO by default) on ``sb3_fedpg/HeteroCartPole-v0`` (8 agents × 8 envs,
-heterogeneity 1, the configs' entry):
+heterogeneity 1, the configs' entry) and each per-trial budget (``--trial-budgets``: half the entry's 2e5 steps, and
+all of it):
 
 1. ``python -m sb3_fedpg.zoo.train --algo <algo> --optimize --n-trials 20 -n <trial budget> ...`` (TPE, median
    pruner, one job), run in this process, its study kept in a JournalStorage file so that a rerun resumes it
@@ -46,14 +47,14 @@ def _key(entry: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(entry, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
-def run_study(algo: str, args: argparse.Namespace, cache: pathlib.Path) -> dict[str, Any]:
+def run_study(algo: str, trial_budget: int, args: argparse.Namespace, cache: pathlib.Path) -> dict[str, Any]:
     """
     Run (or resume) the study through the trainer's command line, in this process.
 
     :return: the study's record: trial counts, wall time, best trial, and the tuned entry
     """
-    study_name = f"{algo}-{ENV_ID}-{args.trials}x{args.trial_budget}"
-    settings = [args.trials, args.trial_budget, args.n_evaluations, args.eval_episodes, args.n_startup_trials]
+    study_name = f"{algo}-{ENV_ID}-{args.trials}x{trial_budget}"
+    settings = [args.trials, trial_budget, args.n_evaluations, args.eval_episodes, args.n_startup_trials]
     record_file = cache / f"{algo}_study_{_key({'name': study_name, 'settings': settings})}.json"
     if record_file.is_file():  # the study's record (the JournalStorage file itself is not committed)
         return json.loads(record_file.read_text())
@@ -64,10 +65,19 @@ def run_study(algo: str, args: argparse.Namespace, cache: pathlib.Path) -> dict[
 
     storage = cache / f"{algo}_study.log"
     argv = ["--algo", algo, "--env", ENV_ID, "--conf-file", str(ROOT / "zoo_configs" / f"{algo}.yml"), "--optimize"]
-    argv += ["--n-trials", str(args.trials), "--max-total-trials", str(args.trials), "-n", str(args.trial_budget)]
+    argv += ["--n-trials", str(args.trials), "--max-total-trials", str(args.trials), "-n", str(trial_budget)]
     argv += ["--n-evaluations", str(args.n_evaluations), "--eval-episodes", str(args.eval_episodes)]
     argv += ["--n-startup-trials", str(args.n_startup_trials), "--sampler", "tpe", "--pruner", "median", "--n-jobs", "1"]
-    argv += ["--storage", str(storage), "--study-name", study_name, "--seed", "0", "-f", str(cache / "logs")]
+    argv += [
+        "--storage",
+        str(storage),
+        "--study-name",
+        study_name,
+        "--seed",
+        "0",
+        "-f",
+        str(cache / "logs" / str(trial_budget)),
+    ]
     argv += ["--num-threads", "1", "--device", "cpu"]
     best_file = train(argv)
     study = optuna.load_study(
@@ -157,19 +167,20 @@ def write_table(result: dict[str, Any], output: pathlib.Path) -> None:
     """
     config = result["config"]
     lines = [
-        f"{config['trials']}-trial studies on `{config['env']}` ({config['trial_budget']:,} env steps per trial, "
+        f"{config['trials']}-trial studies on `{config['env']}` (per-trial budget `-n` in the table, "
         f"{config['n_evaluations']} evaluations of {config['eval_episodes']} episodes per agent, TPE with "
         f"{config['n_startup_trials']} random startup trials, median pruner, one job, one torch thread), then the tuned "
         f"and the default entry trained at the entry's budget with {len(config['seeds'])} seeds the trials did not use "
         f"({', '.join(map(str, config['seeds']))}) and evaluated on {config['final_episodes']} episodes per agent. "
         "J̄: mean over agents of each agent's return under its own reward (deterministic policy).",
         "",
-        "| algorithm | trials: complete / pruned / failed | study time (s) | best trial's J̄ | env steps per run "
-        "(default / tuned) | default entry J̄ (per seed) | tuned entry J̄ (per seed) | tuned better? |",
-        "|---|---:|---:|---:|---:|---:|---:|---|",
+        "| algorithm | env steps per trial | trials: complete / pruned / failed | study time (s) | best trial's J̄ | "
+        "env steps per run (default / tuned) | default entry J̄ (per seed) | tuned entry J̄ (per seed) | tuned better? |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     uneven = False
-    for algo, record in result["algorithms"].items():
+    for record in result["studies"]:
+        algo = record["algo"]
         counts = record["study"]["trials"]
         cells = {}
         for name in ("default", "tuned"):
@@ -185,7 +196,8 @@ def write_table(result: dict[str, Any], output: pathlib.Path) -> None:
         else:
             verdict = "in the mean only: within the seed spread"
         lines.append(
-            f"| {ALGO_NAMES.get(algo, algo)} | {counts['complete']} / {counts['pruned']} / {counts['failed']} | "
+            f"| {ALGO_NAMES.get(algo, algo)} | {record['trial_budget']:,} | "
+            f"{counts['complete']} / {counts['pruned']} / {counts['failed']} | "
             f"{record['study']['trial_seconds']:.0f} | {record['study']['best_value']:.1f} | "
             f"{' / '.join(', '.join(f'{s:,}' for s in part) for part in steps)} | {cells['default']} | {cells['tuned']} | "
             f"{verdict} |"
@@ -201,9 +213,9 @@ def write_table(result: dict[str, Any], output: pathlib.Path) -> None:
             "it: entries with different round sizes differ by less than one round in env steps."
         )
     lines += ["", "The tuned entries (`best_hyperparameters.yml`):", ""]
-    for algo, record in result["algorithms"].items():
+    for record in result["studies"]:
         lines += [
-            f"`{algo}`:",
+            f"`{record['algo']}`, {record['trial_budget']:,} env steps per trial:",
             "",
             "```yaml",
             yaml.safe_dump({config["env"]: record["study"]["tuned_entry"]}, sort_keys=False).strip(),
@@ -222,7 +234,9 @@ def main(argv: list[str] | None = None, output: pathlib.Path = RESULTS, cache: p
     parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--algos", nargs="+", default=["fedpg", "fedppo"], choices=sorted(ALGO_NAMES))
     parser.add_argument("--trials", type=int, default=20)
-    parser.add_argument("--trial-budget", type=int, default=100_000, help="env steps per trial (-n)")
+    parser.add_argument(
+        "--trial-budgets", type=int, nargs="+", default=[100_000, 200_000], help="env steps per trial (-n), one study each"
+    )
     parser.add_argument("--n-evaluations", type=int, default=5)
     parser.add_argument("--eval-episodes", type=int, default=5, help="episodes per agent in a trial's evaluations")
     parser.add_argument("--n-startup-trials", type=int, default=5)
@@ -237,7 +251,7 @@ def main(argv: list[str] | None = None, output: pathlib.Path = RESULTS, cache: p
         return result
     base_budget = None
     if args.quick:
-        args.trials, args.trial_budget, args.n_evaluations, args.eval_episodes = 3, 2048, 2, 1
+        args.trials, args.trial_budgets, args.n_evaluations, args.eval_episodes = 3, [2048], 2, 1
         args.n_startup_trials, args.seeds, args.final_episodes, base_budget = 1, [100, 101], 1, 4096
         if cache == CACHE:  # never mixed with the real runs' cache
             import tempfile
@@ -251,32 +265,38 @@ def main(argv: list[str] | None = None, output: pathlib.Path = RESULTS, cache: p
 
     started = time.perf_counter()
     cache.mkdir(parents=True, exist_ok=True)
-    algorithms: dict[str, Any] = {}
+    studies: list[dict[str, Any]] = []
+    run_seconds = 0.0
     for algo in args.algos:
         default = select_entry(load_config_file(ROOT / "zoo_configs" / f"{algo}.yml"), ENV_ID)
         default["n_timesteps"] = int(base_budget or default["n_timesteps"])
-        study = run_study(algo, args, cache)
-        tuned = dict(study["tuned_entry"])
-        tuned["n_timesteps"] = default["n_timesteps"]
-        runs = {
-            name: [train_and_evaluate(algo, entry, seed, args.final_episodes, cache) for seed in args.seeds]
-            for name, entry in (("default", default), ("tuned", tuned))
-        }
-        summary = {name: _summary(r) for name, r in runs.items()}
-        gap = summary["tuned"]["mean"] - summary["default"]["mean"]
-        algorithms[algo] = {
-            "study": study,
-            "default_entry": default,
-            "default": {"runs": runs["default"], "summary": summary["default"]},
-            "tuned": {"runs": runs["tuned"], "summary": summary["tuned"]},
-            "tuned_better": gap > 0,
-            "beyond_spread": gap > summary["tuned"]["std"] + summary["default"]["std"],
-        }
+        default_runs = [train_and_evaluate(algo, default, seed, args.final_episodes, cache) for seed in args.seeds]
+        run_seconds += sum(r["train_seconds"] for r in default_runs)
+        for trial_budget in args.trial_budgets:
+            study = run_study(algo, trial_budget, args, cache)
+            tuned = dict(study["tuned_entry"])
+            tuned["n_timesteps"] = default["n_timesteps"]
+            tuned_runs = [train_and_evaluate(algo, tuned, seed, args.final_episodes, cache) for seed in args.seeds]
+            run_seconds += study["trial_seconds"] + sum(r["train_seconds"] for r in tuned_runs)
+            summary = {"default": _summary(default_runs), "tuned": _summary(tuned_runs)}
+            gap = summary["tuned"]["mean"] - summary["default"]["mean"]
+            studies.append(
+                {
+                    "algo": algo,
+                    "trial_budget": trial_budget,
+                    "study": study,
+                    "default_entry": default,
+                    "default": {"runs": default_runs, "summary": summary["default"]},
+                    "tuned": {"runs": tuned_runs, "summary": summary["tuned"]},
+                    "tuned_better": gap > 0,
+                    "beyond_spread": gap > summary["tuned"]["std"] + summary["default"]["std"],
+                }
+            )
     result = {
         "config": {
             "env": ENV_ID,
             "trials": args.trials,
-            "trial_budget": args.trial_budget,
+            "trial_budgets": args.trial_budgets,
             "n_evaluations": args.n_evaluations,
             "eval_episodes": args.eval_episodes,
             "n_startup_trials": args.n_startup_trials,
@@ -284,13 +304,9 @@ def main(argv: list[str] | None = None, output: pathlib.Path = RESULTS, cache: p
             "final_episodes": args.final_episodes,
             "quick": args.quick,
         },
-        "algorithms": algorithms,
-        # from the study's trial durations and the cached runs' training times: the same after a resumed run
-        "compute_seconds": sum(
-            record["study"]["trial_seconds"]
-            + sum(r["train_seconds"] for name in ("default", "tuned") for r in record[name]["runs"])
-            for record in algorithms.values()
-        ),
+        "studies": studies,
+        # from the studies' trial durations and the cached runs' training times: the same after a resumed run
+        "compute_seconds": run_seconds,
         "invocation_seconds": time.perf_counter() - started,
         "machine": f"{platform.machine()}, {__import__('os').cpu_count()} CPUs (shared)",
     }

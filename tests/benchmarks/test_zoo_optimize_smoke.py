@@ -16,7 +16,8 @@ def test_zoo_optimize_quick_and_resume(tmp_path):
     script = load("zoo_optimize")
     argv = ["--quick", "--algos", "fedpg"]
     result = script.main(argv, output=tmp_path / "results", cache=tmp_path / "cache")
-    record = result["algorithms"]["fedpg"]
+    (record,) = result["studies"]
+    assert record["algo"] == "fedpg" and record["trial_budget"] == 2048
     assert sum(record["study"]["trials"][state] for state in ("complete", "pruned", "failed")) == 3
     assert record["study"]["tuned_entry"]["n_timesteps"] == 200_000  # the entry's own budget, as written
     # default and tuned entries trained at the same (quick) budget, on the same seeds
@@ -28,5 +29,5 @@ def test_zoo_optimize_quick_and_resume(tmp_path):
     cached = sorted(p.name for p in (tmp_path / "cache").glob("*.json"))
     again = script.main(argv, output=tmp_path / "results", cache=tmp_path / "cache")
     assert sorted(p.name for p in (tmp_path / "cache").glob("*.json")) == cached
-    assert again["algorithms"]["fedpg"]["tuned"] == record["tuned"]
+    assert again["studies"][0]["tuned"] == record["tuned"]
     assert json.loads((tmp_path / "results" / "zoo_optimize.json").read_text())["config"]["quick"] is True
