@@ -263,7 +263,6 @@ def main(argv: list[str] | None = None, output: pathlib.Path = RESULTS, cache: p
 
     from sb3_fedpg.zoo.config import load_config_file, select_entry
 
-    started = time.perf_counter()
     cache.mkdir(parents=True, exist_ok=True)
     studies: list[dict[str, Any]] = []
     run_seconds = 0.0
@@ -307,7 +306,6 @@ def main(argv: list[str] | None = None, output: pathlib.Path = RESULTS, cache: p
         "studies": studies,
         # from the studies' trial durations and the cached runs' training times: the same after a resumed run
         "compute_seconds": run_seconds,
-        "invocation_seconds": time.perf_counter() - started,
         "machine": f"{platform.machine()}, {__import__('os').cpu_count()} CPUs (shared)",
     }
     output.mkdir(parents=True, exist_ok=True)
