@@ -4,6 +4,7 @@ rl-zoo style runs: YAML hyperparameters keyed by env id, a trainer, an evaluator
 - ``python -m sb3_fedpg.zoo.train --algo fedpg --env sb3_fedpg/HeteroCartPole-v0 -f logs``
 - ``python -m sb3_fedpg.zoo.enjoy --algo fedpg --env sb3_fedpg/HeteroCartPole-v0 -f logs`` (``--record-video``)
 - ``python -m sb3_fedpg.zoo.plot -f logs --algo fedpg ppo --env sb3_fedpg/HeteroCartPole-v0 -o curves.png``
+- ``python -m sb3_fedpg.zoo.train --algo fedpg --env sb3_fedpg/HeteroCartPole-v0 --optimize --n-trials 20`` (Optuna)
 - ``python -m sb3_fedpg.zoo.rl_zoo3_entry --algo fedpg --env CartPole-v1 ...`` (rl_zoo3's own trainer)
 
 See ``docs/zoo.md``.

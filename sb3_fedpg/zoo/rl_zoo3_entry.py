@@ -9,7 +9,8 @@ rl_zoo3's command line only accepts the algorithms of its ``ALGOS`` dict, and it
 ``--gym-packages`` option is imported too late to add one. Its ``train()`` reads ``ALGOS``
 when it is called, though, so registering ``fedpg``, ``fedppo`` and ``fedsvrpgm`` first and then
 calling it is enough; everything else (``-f``, ``-params``, ``--track``, ``--eval-freq``) is
-rl_zoo3's (``-optimize`` needs a sampler per algorithm, which rl_zoo3 has only for its own). Without
+rl_zoo3's. ``-optimize`` works too: :func:`register` also adds each algorithm's sampler
+(:mod:`sb3_fedpg.zoo.hyperparams_opt`) to rl_zoo3's ``HYPERPARAMS_SAMPLER`` and ``HYPERPARAMS_CONVERTER``. Without
 ``--conf-file``, ``--algo fedpg`` reads ``zoo_configs/fedpg.yml`` of this checkout (rl_zoo3 has no
 ``hyperparams/fedpg.yml``), and likewise for the others.
 
@@ -48,14 +49,72 @@ EVALUATED_KEYS = ("policy_kwargs", "normalize", "monitor_kwargs", "replay_buffer
 IMPORTED_KEYS = ("env_wrapper", "vec_env_wrapper", "callback")
 
 
+class RlZooSampler:
+    """
+    One of :data:`sb3_fedpg.zoo.hyperparams_opt.SAMPLERS` with rl_zoo3's sampler signature (an object, not a closure).
+
+    rl_zoo3's ``objective`` passes what the sampler returns straight to the algorithm's constructor (after the entry's
+    own values: a sampled ``policy_kwargs`` replaces the entry's), so the config values are validated and built
+    (schedules, activation classes) here.
+
+    :param algo: a federated algorithm's name
+    """
+
+    def __init__(self, algo: str) -> None:
+        self.algo = algo
+
+    def __call__(self, trial: Any, n_actions: int, n_envs: int, additional_args: dict[str, Any]) -> dict[str, Any]:
+        """
+        :param trial: the Optuna trial
+        :param n_actions: rl_zoo3's argument (unused)
+        :param n_envs: rl_zoo3's argument (unused: the agents and their envs are the entry's)
+        :param additional_args: rl_zoo3's argument (unused)
+        :return: constructor arguments
+        """
+        from sb3_fedpg.zoo import get_algo_class
+        from sb3_fedpg.zoo.config import validate_hyperparams
+        from sb3_fedpg.zoo.hyperparams_opt import SAMPLERS
+
+        sampled = SAMPLERS[self.algo](trial)
+        built = validate_hyperparams({"n_timesteps": 1, **sampled}, get_algo_class(self.algo), f"{self.algo} sampler")
+        return {key: value for key, value in built.model_kwargs.items() if key != "policy"}
+
+
+class RlZooConverter:
+    """
+    rl_zoo3's ``HYPERPARAMS_CONVERTER`` entry (``--trial-id``): a stored trial's Optuna parameters to config values,
+    which :func:`read_hyperparameters` applies to the entry and validates like the file's own.
+
+    :param algo: a federated algorithm's name
+    """
+
+    def __init__(self, algo: str) -> None:
+        self.algo = algo
+
+    def __call__(self, sampled_params: dict[str, Any]) -> dict[str, Any]:
+        """
+        :param sampled_params: the trial's parameters (rl_zoo3's name)
+        :return: config values
+        """
+        from sb3_fedpg.zoo.hyperparams_opt import sampled_hyperparams
+
+        return sampled_hyperparams(self.algo, sampled_params)
+
+
 def register() -> None:
-    """Add every federated algorithm of the library (:data:`~sb3_fedpg.zoo.FEDERATED_ALGOS`) to ``rl_zoo3.ALGOS``."""
+    """
+    Add every federated algorithm of the library (:data:`~sb3_fedpg.zoo.FEDERATED_ALGOS`) to ``rl_zoo3.ALGOS``, and
+    its Optuna sampler to ``rl_zoo3.hyperparams_opt.HYPERPARAMS_SAMPLER`` (with a converter for ``--trial-id``).
+    """
     import rl_zoo3
+    from rl_zoo3 import hyperparams_opt
 
     from sb3_fedpg.zoo import FEDERATED_ALGOS, get_algo_class
 
     for name in FEDERATED_ALGOS:
         rl_zoo3.ALGOS[name] = get_algo_class(name)
+        hyperparams_opt.HYPERPARAMS_SAMPLER[name] = RlZooSampler(name)
+        hyperparams_opt.HYPERPARAMS_CONVERTER[name] = RlZooConverter(name)
 
 
 def _algo(argv: list[str]) -> str | None:
@@ -118,9 +177,12 @@ def read_hyperparameters(self: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     print(f"Loading hyperparameters from: {config}")
     env_id = self.env_name.gym_id
     hyperparams = select_entry(load_config_file(config), env_id, config)
-    if self.storage and self.study_name and self.trial_id:
+    # rl_zoo3 tests `self.trial_id` for truth, which skips trial 0
+    if self.storage and self.study_name and self.trial_id is not None:
         print("Loading from Optuna study...")
-        hyperparams.update(self.load_trial(self.storage, self.study_name, self.trial_id))
+        from sb3_fedpg.zoo.hyperparams_opt import apply_sampled
+
+        hyperparams = apply_sampled(hyperparams, self.load_trial(self.storage, self.study_name, self.trial_id))
     if self.custom_hyperparams is not None:
         hyperparams.update(self.custom_hyperparams)
     if "env_kwargs" in hyperparams and self.env_kwargs:
@@ -142,6 +204,29 @@ def _with_default_config(argv: list[str]) -> list[str]:
     return argv
 
 
+class _TrialsTable:
+    """What rl_zoo3 uses of ``study.trials_dataframe()`` (its ``to_csv``), for when pandas is not installed."""
+
+    def __init__(self, study: Any) -> None:
+        self.study = study
+
+    def to_csv(self, path: str) -> None:
+        """:param path: the report file"""
+        from sb3_fedpg.zoo.optimize import write_trials_csv
+
+        write_trials_csv(self.study, path)
+
+
+def _trials_table(study: Any, *args: Any, **kwargs: Any) -> _TrialsTable:
+    return _TrialsTable(study)
+
+
+def _pandas_missing() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("pandas") is None
+
+
 def main(argv: list[str] | None = None) -> None:
     """
     Register the federated algorithms and run ``rl_zoo3.train.train()`` with ``argv``.
@@ -156,10 +241,17 @@ def main(argv: list[str] | None = None) -> None:
     from sb3_fedpg.zoo.config import ZooConfigError
 
     argv = _with_default_config(list(sys.argv[1:] if argv is None else argv))
+    import optuna
+
     saved, original = sys.argv, ExperimentManager.read_hyperparameters
+    original_table = optuna.Study.trials_dataframe
     sys.argv = [saved[0] if saved else "rl_zoo3_entry", *argv]
     if _algo(argv) in FEDERATED_ALGOS:
         ExperimentManager.read_hyperparameters = read_hyperparameters  # type: ignore[method-assign]  # patched for them
+    if _pandas_missing():
+        # rl_zoo3's -optimize writes its report with study.trials_dataframe(), which needs pandas (a dependency of
+        # neither rl_zoo3 nor Optuna): without it the study would run and then crash. The same CSV, written without.
+        optuna.Study.trials_dataframe = _trials_table  # type: ignore[assignment,method-assign]  # restored below
     try:
         # rl_zoo3 saves the model on KeyboardInterrupt: SIGTERM (a scheduler's preemption) gets the same treatment
         with sigterm_as_interrupt():
@@ -169,6 +261,7 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         sys.argv = saved
         ExperimentManager.read_hyperparameters = original  # type: ignore[method-assign]  # and restored
+        optuna.Study.trials_dataframe = original_table  # type: ignore[method-assign]
 
 
 if __name__ == "__main__":

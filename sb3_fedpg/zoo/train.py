@@ -123,15 +123,19 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="fedpg: continue from this checkpoint (from --save-freq-rounds) up to the same n_timesteps, bit-identically",
     )
+    from sb3_fedpg.zoo.optimize import add_arguments
+
+    add_arguments(parser)  # --optimize and the study's options (rl-zoo's names)
     return parser
 
 
 def train(argv: list[str] | None = None) -> pathlib.Path:
     """
-    Run one training from command-line arguments.
+    Run one training from command-line arguments (or, with ``--optimize``, a hyperparameter study:
+    :mod:`sb3_fedpg.zoo.optimize`).
 
     :param argv: arguments (``None``: ``sys.argv[1:]``)
-    :return: the run folder
+    :return: the run folder (``--optimize``: the ``best_hyperparameters.yml`` written)
     """
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -152,6 +156,11 @@ def train(argv: list[str] | None = None) -> pathlib.Path:
     if args.seed < 0:
         args.seed = int(np.random.default_rng().integers(2**31 - 1))
     args.conf_file = os.fspath(args.conf_file or default_config_file(args.algo))
+    if args.optimize:
+        from sb3_fedpg.zoo.optimize import optimize
+
+        # -n is the per-trial budget; returns best_hyperparameters.yml
+        return optimize(args, parser, argv)
 
     # Everything about the config is checked before any folder is made or env is built.
     algo_class = get_algo_class(args.algo)
