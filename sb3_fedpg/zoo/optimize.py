@@ -79,7 +79,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--n-evaluations", type=int, default=None, help="evaluations per trial, for pruning (default: one per 1e5 steps)"
     )
-    group.add_argument("--eval-episodes", type=int, default=5, help="episodes per agent in each evaluation")
+    # --eval-episodes (episodes per agent in each evaluation) is the trainer's own option, shared with --eval-freq
     group.add_argument(
         "--storage",
         default=None,

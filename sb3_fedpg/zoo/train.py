@@ -104,7 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="evaluate every agent's return under its own reward every this many env steps (all agents together; "
         "federated algorithms at the end of the round that reaches it), writing <run>/evaluations.npz (< 0: none)",
     )
-    parser.add_argument("--eval-episodes", type=int, default=5, help="episodes per agent at each evaluation")
+    parser.add_argument(
+        "--eval-episodes", type=int, default=5, help="episodes per agent at each evaluation (--eval-freq; --optimize's trials)"
+    )
     parser.add_argument(
         "--eval-seed",
         type=int,
