@@ -34,6 +34,9 @@ class ServerOutputs:
         make_folder(self.dir)
         self.checkpoint_path = self.dir / "checkpoint.npz"
         self.rounds_path = self.dir / "rounds.jsonl"
+        self._lock = _claim_folder(self.dir)
+        if not config.resume:
+            _set_aside_earlier_run(self.dir)
         self.template = make_agent_model(config, 0, max(n_agents, 1)) if config.task == "neural" else None
         formats = [name for name in config.log_formats if name != "wandb"]
         if "wandb" in config.log_formats:
@@ -47,6 +50,13 @@ class ServerOutputs:
             from stable_baselines3.common.logger import configure
 
             self.logger = configure(str(self.dir), formats)
+
+    def close(self) -> None:
+        """Close the logger and give output-dir back (another server may use it now)."""
+        self.logger.close()
+        if self._lock is not None:
+            self._lock.close()  # releases the flock
+            self._lock = None
 
     @property
     def model_path(self) -> pathlib.Path:
@@ -123,6 +133,70 @@ class ServerOutputs:
         """
         with open(self.rounds_path, "a") as file:
             file.write(json.dumps(summary) + "\n")
+
+
+#: What a server run writes into output-dir (a fresh run sets an earlier run's aside, see _set_aside_earlier_run).
+RUN_FILES = ("checkpoint.npz", "rounds.jsonl", "model.zip", "params.npy", "vecnormalize.pkl", "progress.csv")
+
+
+def _claim_folder(folder: pathlib.Path) -> Any:
+    """
+    Hold ``folder/.server.lock`` (an ``flock``, released by the kernel when the process ends, whatever the end) so
+    that two servers never write into one output-dir at once.
+
+    :param folder: the output-dir
+    :return: the open lock file (``None`` where ``fcntl`` does not exist: no lock)
+    :raises RuntimeError: when another server holds it
+    """
+    try:
+        import fcntl
+    except ImportError:  # not on Windows
+        return None
+    handle = open(folder / ".server.lock", "a+")
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as error:
+        handle.close()
+        raise RuntimeError(
+            f"output-dir {folder} is in use by another running server: two runs would overwrite each other's model, "
+            "checkpoint and rounds.jsonl. Give this run its own output-dir."
+        ) from error
+    return handle
+
+
+def _set_aside_earlier_run(folder: pathlib.Path) -> pathlib.Path | None:
+    """
+    A fresh run (``resume=false``) in an output-dir that holds an earlier run's files moves them into
+    ``earlier-run-<time>/`` there, instead of overwriting them (and appending to their ``rounds.jsonl``).
+
+    :param folder: the output-dir
+    :return: where they went (``None``: there were none)
+    """
+    import time
+
+    found = [folder / name for name in RUN_FILES if (folder / name).exists()]
+    if not found:
+        return None
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    target = folder / f"earlier-run-{stamp}"
+    suffix = 1
+    while target.exists():
+        suffix += 1
+        target = folder / f"earlier-run-{stamp}-{suffix}"
+    target.mkdir()
+    for path in found:
+        path.rename(target / path.name)
+    import logging
+
+    from flwr.common.logger import log
+
+    log(
+        logging.WARNING,
+        "output-dir %s held an earlier run's files: moved to %s (pass resume=true to continue a run instead)",
+        folder,
+        target,
+    )
+    return target
 
 
 def load_arrays(path: str | pathlib.Path, names: tuple[str, ...]) -> dict[str, np.ndarray]:

@@ -518,14 +518,27 @@ class FedPGServer:
 
         :return: the global parameters after every round, ``[θ̄_0, …, θ̄_T]``
         """
-        from sb3_fedpg.common import fedmath
 
         config, grid = self.config, self.grid
         n_wanted = max(config.num_agents, config.min_agents)
         nodes = wait_for_agents(grid, n_wanted, config.wait_for_agents_s)
         if len(nodes) < config.min_agents:
             raise RuntimeError(f"only {len(nodes)} agent(s) connected within {config.wait_for_agents_s:g} s, need {n_wanted}")
-        outputs = ServerOutputs(config, max(config.num_agents, len(nodes)))
+        outputs = ServerOutputs(config, max(config.num_agents, len(nodes)))  # claims output-dir for this run
+        try:
+            return self._run_rounds(outputs, nodes)
+        finally:
+            outputs.close()
+
+    def _run_rounds(self, outputs: ServerOutputs, nodes: list[int]) -> list[np.ndarray]:
+        """
+        :param outputs: where the run's files go
+        :param nodes: the agents connected at the start
+        :return: see :meth:`run`
+        """
+        from sb3_fedpg.common import fedmath
+
+        config, grid = self.config, self.grid
         if config.normalize_obs:
             self.start_obs_statistics(outputs.initial_obs_moments(), max(config.num_agents, len(nodes)))
         params = outputs.initial_params()
@@ -600,7 +613,6 @@ class FedPGServer:
             if skipped_in_a_row >= config.max_skipped_rounds:
                 log(WARNING, "stopping: %d rounds in a row were skipped", skipped_in_a_row)
                 break
-        outputs.logger.close()
         log(INFO, "done: global policy saved to %s", outputs.model_path)
         return history
 

@@ -66,3 +66,25 @@ def test_a_checkpoint_with_a_nan_global_policy_is_refused_on_resume(tmp_path):
     outputs.save(bad, [params, bad], 2)
     with pytest.raises(ValueError, match="holds a non-finite global policy"):
         outputs.load_checkpoint()
+
+
+def test_output_dir_belongs_to_one_run(tmp_path):
+    # a second server on the same output-dir is refused while the first runs; a fresh run sets an earlier run's
+    # files aside instead of overwriting them (and appending to their rounds.jsonl); resume=true keeps them
+    out = tmp_path / "out"
+    config = parse_run_config({"task": "tabular", "output-dir": str(out)})
+    first = ServerOutputs(config, n_agents=2)
+    params = first.initial_params()
+    first.save(params, [params], 1)
+    first.record_round({"round": 1})
+    with pytest.raises(RuntimeError, match="in use by another running server"):
+        ServerOutputs(config, n_agents=2)
+    first.close()
+    resumed = ServerOutputs(parse_run_config({"task": "tabular", "output-dir": str(out), "resume": True}), n_agents=2)
+    assert resumed.load_checkpoint() is not None
+    resumed.close()
+    fresh = ServerOutputs(config, n_agents=2)
+    (earlier,) = out.glob("earlier-run-*")
+    assert {"checkpoint.npz", "params.npy", "rounds.jsonl"} <= {p.name for p in earlier.iterdir()}
+    assert not (out / "rounds.jsonl").exists() and fresh.load_checkpoint() is None
+    fresh.close()
