@@ -139,8 +139,8 @@ MUTANTS: dict[str, tuple[str, str, str, str, list[str]]] = {
     "server_lr_ignored": (
         "the server step size η_g ignored",
         "sb3_fedpg/common/fedmath.py",
-        "return global_params + server_learning_rate * aggregator(local_params - global_params)",
-        "return global_params + aggregator(local_params - global_params)",
+        "return global_params + server_learning_rate * change",
+        "return global_params + change",
         FAST,
     ),
     "ppo_clip_mask_dropped": (
