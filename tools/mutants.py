@@ -181,8 +181,8 @@ MUTANTS: dict[str, tuple[str, str, str, str, list[str]]] = {
     "flower_ppo_rollout_not_kept": (
         "a Flower FederatedPPO agent forgets its phase-1 rollout when its memory travels in context.state",
         "sb3_fedpg/flower/agent.py",
-        'return flatten_state({"local": self.model.local_state_dict(), "round": self._round_memory})',
-        'return flatten_state({"local": self.model.local_state_dict(), "round": {}})',
+        'memory: dict[str, Any] = {"local": self.model.local_state_dict(), "round": self._round_memory}',
+        'memory: dict[str, Any] = {"local": self.model.local_state_dict(), "round": {}}',
         ["tests/flower/test_agent_memory.py"],
     ),
     "surrogate_shift_sign": (
