@@ -286,8 +286,8 @@ MUTANTS: dict[str, tuple[str, str, str, str, list[str]]] = {
     "svrpgm_server_momentum_scale": (
         "FedSVRPG-M's server momentum not divided by η (u_{r+1} = mean Δ / H)",
         "sb3_fedpg/common/fedmath.py",
-        "return aggregator(changes) / (learning_rate * local_steps)",
-        "return aggregator(changes) / local_steps",
+        'return checked_aggregate(aggregator, changes, "parameter changes") / (learning_rate * local_steps)',
+        'return checked_aggregate(aggregator, changes, "parameter changes") / local_steps',
         SVRPGM,
     ),
 }
