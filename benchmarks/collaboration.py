@@ -269,24 +269,21 @@ def plot(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from sb3_fedpg.common.plotting import Series, aggregate_curves, draw_panel
+
     hets = config["n_heterogeneity"]
     fig, axes = plt.subplots(1, len(hets) + 2, figsize=(4.6 * (len(hets) + 2), 3.8), squeeze=False)
     cmap = plt.get_cmap("viridis")
     for col, h in enumerate(hets):
         ax = axes[0, col]
+        series = []
         for k, n in enumerate(config["n_values"]):
             sel = [runs[(n, h, config["n_local_steps"], True, s)] for s in config["seeds"]]
-            x = np.asarray(sel[0]["rounds"], dtype=float)
-            ys = np.stack([np.interp(x, r["rounds"], r["global_return"]) for r in sel])
-            color = cmap(k / max(1, len(config["n_values"]) - 1))
-            ax.plot(x, ys.mean(0), color=color, label=f"N = {n}")
-            ax.fill_between(x, ys.mean(0) - ys.std(0), ys.mean(0) + ys.std(0), color=color, alpha=0.15)
+            curve = aggregate_curves([(r["rounds"], r["global_return"]) for r in sel], grid=sel[0]["rounds"])
+            series.append(Series(f"N = {n}", curve, cmap(k / max(1, len(config["n_values"]) - 1))))
         ax.axhline(summary["target"], color="k", lw=0.8, ls=":", label="target")
-        ax.set_title(f"Fast-FedPG, heterogeneity {h}, H = {config['n_local_steps']}", fontsize=9)
-        ax.set_xlabel("communication rounds")
-        ax.set_ylabel("J: mean return over agents")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        title = f"Fast-FedPG, heterogeneity {h}, H = {config['n_local_steps']}"
+        draw_panel(ax, series, title, "J: mean return over agents", "communication rounds", steps=False, fontsize=9)
     ax_t, ax_f = axes[0, len(hets)], axes[0, len(hets) + 1]
     h_values = config["h_values"]
     cap = config["rounds"]

@@ -640,49 +640,41 @@ def markdown_table(summary: dict[str, Any], families: dict[str, dict[str, Any]])
     return "\n".join(lines) + "\n"
 
 
-def _band(runs: list[dict[str, Any]], x_key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    grid = np.asarray(runs[0][x_key], dtype=float)
-    ys = np.stack([np.interp(grid, r[x_key], r["global_return"]) for r in runs])
-    return grid, ys.mean(axis=0), ys.std(axis=0)
-
-
 def plot(runs: list[dict[str, Any]], families: dict[str, dict[str, Any]], hets: tuple[float, ...], path: pathlib.Path) -> None:
     """One row per family; for each heterogeneity, J vs env steps and J vs communication rounds."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import matplotlib.ticker
+
+    from sb3_fedpg.common.plotting import Series, aggregate_curves, draw_panel
+
+    def curve(sel: list[dict[str, Any]], x_key: str) -> Any:  # every seed on the first seed's grid
+        return aggregate_curves([(r[x_key], r["global_return"]) for r in sel], grid=sel[0][x_key])
 
     names = [n for n in families if any(r["family"] == n for r in runs)]
     fig, axes = plt.subplots(len(names), 2 * len(hets), figsize=(4.6 * 2 * len(hets), 3.4 * len(names)), squeeze=False)
     for row, name in enumerate(names):
         for col, h in enumerate(hets):
             ax_s, ax_r = axes[row, 2 * col], axes[row, 2 * col + 1]
+            steps, rounds = [], []
             for method in METHODS:
                 sel = [r for r in runs if r["family"] == name and r["heterogeneity"] == h and r["method"] == method]
                 if not sel:
                     continue
-                label = f"{LABELS[method]} ({len(sel)} seeds)"
-                x, mean, std = _band(sel, "timesteps")
-                ax_s.plot(x, mean, color=COLORS[method], label=label)
-                ax_s.fill_between(x, mean - std, mean + std, color=COLORS[method], alpha=0.15)
+                steps.append(Series(f"{LABELS[method]} ({len(sel)} seeds)", curve(sel, "timesteps"), COLORS[method]))
                 if method in ("fedpg", "fedavg"):
-                    xr, mean_r, std_r = _band(sel, "rounds")
-                    ax_r.plot(xr, mean_r, color=COLORS[method], label=LABELS[method])
-                    ax_r.fill_between(xr, mean_r - std_r, mean_r + std_r, color=COLORS[method], alpha=0.15)
+                    rounds.append(Series(LABELS[method], curve(sel, "rounds"), COLORS[method]))
                 else:
                     final = np.mean([r["final_global"] for r in sel])
                     ax_r.axhline(final, color=COLORS[method], ls="--", lw=1, label=f"{LABELS[method]} (final)")
             env_id = families[name]["env_id"].split("/")[-1]
-            ax_s.set_title(f"{env_id}, h = {h}: J vs env steps", fontsize=9)
-            ax_r.set_title(f"{env_id}, h = {h}: J vs rounds", fontsize=9)
-            ax_s.set_xlabel("total env steps (all agents)")
-            ax_r.set_xlabel("communication rounds (FedPG / FedAvg-PG)")
-            ax_s.set_ylabel("J: mean return over agents")
-            ax_s.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x / 1000:g}k"))
+            ylabel = "J: mean return over agents"
+            title = f"{env_id}, h = {h}: J vs "
+            draw_panel(ax_s, steps, title + "env steps", ylabel, "total env steps (all agents)", fontsize=9, legend=None)
+            xlabel = "communication rounds (FedPG / FedAvg-PG)"
+            draw_panel(ax_r, rounds, title + "rounds", "", xlabel, steps=False, fontsize=9, legend=None)
             for ax in (ax_s, ax_r):
-                ax.grid(alpha=0.3)
                 ax.tick_params(labelsize=8)
     handles, labels = axes[0, 0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=len(handles), fontsize=9, bbox_to_anchor=(0.5, 0.0))

@@ -18,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import tabular_common as common
 from tabular_common import np, plt
 
+from sb3_fedpg.common.plotting import Series, aggregate_values, draw_panel
 from sb3_fedpg.lqr import (
     UnstableGainError,
     agent_costs,
@@ -129,17 +130,17 @@ def main(argv: list[str] | None = None) -> dict:
     }
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
     colors = plt.cm.viridis(np.linspace(0, 0.9, len(args.local_steps)))
-    ax = axes[0]
+    names = {"fast_fedpg": "Fast-FedPG", "fedavg_pg": "FedAvg-PG"}
+    series = []
     for color, h in zip(colors, args.local_steps, strict=True):
         for algo, style in (("fast_fedpg", "-"), ("fedavg_pg", "--")):
-            gaps = curves[f"H={h}/{algo}"]
-            label = f"{'Fast-FedPG' if algo == 'fast_fedpg' else 'FedAvg-PG'} H={h}"
-            ax.plot(common.positive(np.nanmedian(gaps, 0)), style, color=color, label=label)
-    ax.set_yscale("log")
-    ax.set_xlabel("communication round")
-    ax.set_ylabel("relative gap (C̄(K) − C̄*) / C̄*")
-    ax.set_title(f"LQR n_x=4 n_u=2 N=8, h=1, exact gradients, η={eta}\nmedian over {len(seeds)} instances", fontsize=9)
-    ax.legend(fontsize=7, ncol=2)
+            gaps = common.positive(curves[f"H={h}/{algo}"])
+            curve = aggregate_values(np.arange(gaps.shape[1]), gaps, "none", "median", skip_nan=True)
+            series.append(Series(f"{names[algo]} H={h}", curve, color, style))
+    title = f"LQR n_x=4 n_u=2 N=8, h=1, exact gradients, η={eta}\nmedian over {len(seeds)} instances"
+    ylabel = "relative gap (C̄(K) − C̄*) / C̄*"
+    draw_panel(axes[0], series, title, ylabel, "communication round", steps=False, fontsize=9, yscale="log", legend=None)
+    axes[0].legend(fontsize=7, ncol=2)
     for ax, xs, finals, xlabel in (
         (
             axes[1],
@@ -149,16 +150,18 @@ def main(argv: list[str] | None = None) -> dict:
         ),
         (axes[2], args.heterogeneity, het_final, "heterogeneity h (H = 10)"),
     ):
-        for algo, marker in (("fast_fedpg", "o-"), ("fedavg_pg", "s--")):
-            values = finals[algo]
-            ax.plot(
-                xs,
-                common.positive(np.nanmedian(values, 1)),
-                marker,
-                label="Fast-FedPG" if algo == "fast_fedpg" else "FedAvg-PG",
-            )
-            ax.fill_between(xs, common.positive(np.nanmin(values, 1)), common.positive(np.nanmax(values, 1)), alpha=0.15)
-            for x, row, y in zip(xs, values, common.positive(np.nanmedian(values, 1)), strict=True):
+        series = []
+        for algo, (style, marker) in (("fast_fedpg", ("-", "o")), ("fedavg_pg", ("--", "s"))):
+            curve = aggregate_values(xs, common.positive(finals[algo]).T, "minmax", "median", skip_nan=True)
+            series.append(Series(names[algo], curve, None, style, marker))
+        title = (
+            "median and range over instances (1e-16 = round-off);\n'k/5 stopped': runs the guard stopped (gain destabilised)"
+        )
+        draw_panel(
+            ax, series, title, f"relative gap after {args.rounds} rounds", xlabel, steps=False, fontsize=9, yscale="log"
+        )
+        for item, line in zip(series, ax.lines, strict=False):
+            for x, row, y in zip(xs, item.curve.runs.T, item.curve.line, strict=True):
                 if np.isnan(row).any():
                     ax.annotate(
                         f"{int(np.isnan(row).sum())}/{len(row)} stopped",
@@ -166,16 +169,8 @@ def main(argv: list[str] | None = None) -> dict:
                         fontsize=7,
                         xytext=(3, 3),
                         textcoords="offset points",
-                        color=ax.lines[-1].get_color(),
+                        color=line.get_color(),
                     )
-        ax.set_yscale("log")
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel(f"relative gap after {args.rounds} rounds")
-        ax.set_title(
-            "median and range over instances (1e-16 = round-off);\n'k/5 stopped': runs the guard stopped (gain destabilised)",
-            fontsize=9,
-        )
-        ax.legend(fontsize=8)
     common.save(NAME, data, fig, args.out_dir)
     (Path(args.out_dir) / f"{NAME}.md").write_text(report(data))
     return data

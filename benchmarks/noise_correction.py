@@ -456,7 +456,8 @@ def figure(curves: dict[str, Any], path: pathlib.Path, references: dict[str, Any
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import matplotlib.ticker
+
+    from sb3_fedpg.common.plotting import Series, aggregate_values, draw_panel
 
     panels = [(name, h) for name, per_h in curves.items() for h in per_h]
     if not panels:
@@ -465,29 +466,28 @@ def figure(curves: dict[str, Any], path: pathlib.Path, references: dict[str, Any
     rows = -(-len(panels) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(5.4 * cols, 3.9 * rows), squeeze=False)
     for ax, (name, local_steps) in zip(axes.flat, panels, strict=False):
+        series = []
         for method, runs in curves[name][local_steps].items():
             good = [r for r in runs if r["final"] is not None and r["curve"]]
             if not good:
                 continue
+            # the seeds' curves cut to the shortest, at the seeds' mean x; std over seeds with ddof = 1, as in the table
             length = min(len(r["curve"]) for r in good)
             steps = np.array([_curve_x(r, length, axis) for r in good]).mean(0)
             values = np.array([[p[1] for p in r["curve"][:length]] for r in good])
-            mean, std = values.mean(0), values.std(0, ddof=1) if len(good) > 1 else np.zeros(length)
-            ax.plot(steps, mean, color=COLORS[method], label=f"{LABELS[method]} ({len(good)} seeds)")
-            ax.fill_between(steps, mean - std, mean + std, color=COLORS[method], alpha=0.2)
+            curve = aggregate_values(steps, values, ddof=1)
+            series.append(Series(f"{LABELS[method]} ({len(good)} seeds)", curve, COLORS[method]))
         ref = references.get(name)
-        if axis == "steps":
-            ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x / 1000:.0f}k"))
         if name == "lqr":
             ax.axhline(1.0, color="k", ls="--", lw=1, label="C̄* (optimal)")
-            ax.set_ylabel("C̄(K) / C̄*  (lower is better)")
+            ylabel = "C̄(K) / C̄*  (lower is better)"
         else:
             if ref:
                 ax.axhline(ref["j_ref"], color="k", ls="--", lw=1, label=ref["label"])
-            ax.set_ylabel("J̄ (mean return over agents)")
-        ax.set_xlabel("env steps (all agents)" if axis == "steps" else "communication rounds")
-        ax.set_title(f"{name}, h = {HETEROGENEITY}, H = {local_steps}")
-        ax.grid(alpha=0.3)
+            ylabel = "J̄ (mean return over agents)"
+        xlabel = "env steps (all agents)" if axis == "steps" else "communication rounds"
+        title = f"{name}, h = {HETEROGENEITY}, H = {local_steps}"
+        draw_panel(ax, series, title, ylabel, xlabel, steps=axis == "steps", legend=None)
     for ax in axes.flat[len(panels) :]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=7, loc="lower right")

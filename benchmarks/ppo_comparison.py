@@ -873,39 +873,39 @@ def plot(runs: list[dict[str, Any]], summary: dict[str, Any], path: pathlib.Path
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import matplotlib.ticker
+
+    from sb3_fedpg.common.plotting import Series, aggregate_curves, draw_panel
 
     names = list(summary)
     fig, axes = plt.subplots(len(names), 2, figsize=(12, 3.4 * len(names)), squeeze=False)
     for row, name in enumerate(names):
         ax_s, ax_w = axes[row]
         ref = summary[name]["reference"]
+        series = []
         for method in METHODS:
             sel = [r for r in runs if r["family"] == name and r["method"] == method]
             if not sel:
                 continue
-            grid = np.asarray(sel[0]["timesteps"], dtype=float)
-            scores = np.stack([np.interp(grid, r["timesteps"], score_of(r["global_return"], ref)) for r in sel])
-            walls = np.stack([np.interp(grid, r["timesteps"], r["wall"]) for r in sel]).mean(axis=0)
-            mean, std = scores.mean(axis=0), scores.std(axis=0)
+            grid = sel[0]["timesteps"]  # every seed on the first seed's grid
+            score = aggregate_curves([(r["timesteps"], score_of(r["global_return"], ref)) for r in sel], grid=grid)
+            walls = aggregate_curves([(r["timesteps"], r["wall"]) for r in sel], grid=grid).mean
             label = f"{LABELS[method]} ({len(sel)})"
-            ax_s.plot(grid, mean, color=COLORS[method], label=label)
-            ax_s.fill_between(grid, mean - std, mean + std, color=COLORS[method], alpha=0.12)
+            series.append(Series(label, score, COLORS[method]))
             # a log axis from 1 s (the first points are the untrained policy, at ~0 s); from 1 % of the run when
             # a whole run is shorter (the --quick smoke runs on an idle machine)
             keep = (walls > 0) & (walls >= min(1.0, walls.max() / 100))
-            ax_w.plot(walls[keep], mean[keep], color=COLORS[method], label=label)
+            ax_w.plot(walls[keep], score.mean[keep], color=COLORS[method], label=label)
         for ax in (ax_s, ax_w):
             ax.axhline(TARGET, color="k", ls=":", lw=1)
-            ax.set_ylim(-0.2, 1.15)
-            ax.grid(alpha=0.3)
-            ax.tick_params(labelsize=8)
-        ax_s.set_ylabel("score (1 = best J)")
-        ax_s.set_title(f"{name}: score vs env steps (all agents)", fontsize=9)
-        ax_s.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x / 1000:g}k"))
+        title = f"{name}: score vs env steps (all agents)"
+        draw_panel(ax_s, series, title, "score (1 = best J)", xlabel="", fontsize=9, legend=None)
+        ax_s.legend(fontsize=7, loc="lower right")
         ax_w.set_xscale("log")
         ax_w.set_title(f"{name}: score vs training wall-clock (s, evaluations excluded)", fontsize=9)
-        ax_s.legend(fontsize=7, loc="lower right")
+        ax_w.grid(alpha=0.3)
+        for ax in (ax_s, ax_w):
+            ax.set_ylim(-0.2, 1.15)
+            ax.tick_params(labelsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)

@@ -16,6 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import tabular_common as common
 from tabular_common import np, plt
 
+from sb3_fedpg.common.plotting import Series, aggregate_values, draw_panel
 from sb3_fedpg.tabular import exact_federated_run, garnet
 
 NAME = "tabular_bias"
@@ -89,22 +90,14 @@ def main(argv: list[str] | None = None) -> dict:
     fig, axes = plt.subplots(1, len(args.taus), figsize=(6 * len(args.taus), 4.5), squeeze=False)
     colors = plt.cm.viridis(np.linspace(0, 0.9, len(args.local_steps)))
     for ax, tau in zip(axes[0], args.taus, strict=True):
+        series = []
         for color, h in zip(colors, args.local_steps, strict=True):
             for correction, style in ((True, "-"), (False, "--")):
-                gaps = curves[f"tau={tau}/H={h}/{'fast_fedpg' if correction else 'fedavg_pg'}"]
-                label = f"{'Fast-FedPG' if correction else 'FedAvg-PG'} H={h}"
-                ax.plot(common.positive(np.median(gaps, 0)), style, color=color, label=label)
-                ax.fill_between(
-                    np.arange(gaps.shape[1]),
-                    common.positive(gaps.min(0)),
-                    common.positive(gaps.max(0)),
-                    color=color,
-                    alpha=0.1,
-                )
-        ax.set_yscale("log")
-        ax.set_xlabel("communication round")
-        ax.set_ylabel("suboptimality J* − J(θ̄)")
-        ax.set_title(f"Garnet S=10 A=4 N=8, exact gradients, τ={tau}\nmedian and range over {args.seeds} seeds")
+                gaps = common.positive(curves[f"tau={tau}/H={h}/{'fast_fedpg' if correction else 'fedavg_pg'}"])
+                curve = aggregate_values(np.arange(gaps.shape[1]), gaps, "minmax", "median")
+                series.append(Series(f"{'Fast-FedPG' if correction else 'FedAvg-PG'} H={h}", curve, color, style))
+        title = f"Garnet S=10 A=4 N=8, exact gradients, τ={tau}\nmedian and range over {args.seeds} seeds"
+        draw_panel(ax, series, title, "suboptimality J* − J(θ̄)", "communication round", steps=False, yscale="log", legend=None)
         ax.legend(fontsize=7, ncol=2)
     common.save(NAME, data, fig, args.out_dir)
     return data

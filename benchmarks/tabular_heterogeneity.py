@@ -15,6 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import tabular_common as common
 from tabular_common import np, plt
 
+from sb3_fedpg.common.plotting import Series, aggregate_values, draw_panel
 from sb3_fedpg.tabular import exact_federated_run, garnet
 
 NAME = "tabular_heterogeneity"
@@ -60,16 +61,14 @@ def main(argv: list[str] | None = None) -> dict:
         "median_final_gap": {k: np.median(v, 1) for k, v in final.items()},
     }
     fig, ax = plt.subplots(figsize=(6, 4.5))
+    series = []
     for (key, gaps), color in zip(final.items(), ["C0", "C1", "C2", "C3"], strict=False):
-        style = "-o" if "fast" in key else "--s"
         label = key.replace("fast_fedpg", "Fast-FedPG").replace("fedavg_pg", "FedAvg-PG").replace("/", ", ")
-        ax.plot(args.levels, common.positive(np.median(gaps, 1)), style, color=color, label=label)
-        ax.fill_between(args.levels, common.positive(gaps.min(1)), common.positive(gaps.max(1)), color=color, alpha=0.12)
-    ax.set_yscale("log")
-    ax.set_xlabel("heterogeneity (0 = identical rewards, 1 = independent)")
-    ax.set_ylabel(f"suboptimality after {args.rounds} rounds")
-    ax.set_title(f"Garnet S=10 A=4 N=8, exact gradients, H={args.local_steps}\nmedian and range over {args.seeds} seeds")
-    ax.legend(fontsize=8)
+        curve = aggregate_values(args.levels, common.positive(gaps).T, "minmax", "median")
+        series.append(Series(label, curve, color, "-" if "fast" in key else "--", "o" if "fast" in key else "s"))
+    title = f"Garnet S=10 A=4 N=8, exact gradients, H={args.local_steps}\nmedian and range over {args.seeds} seeds"
+    xlabel = "heterogeneity (0 = identical rewards, 1 = independent)"
+    draw_panel(ax, series, title, f"suboptimality after {args.rounds} rounds", xlabel, steps=False, yscale="log")
     common.save(NAME, data, fig, args.out_dir)
     return data
 

@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import tabular_common as common
 from tabular_common import np, plt
 
+from sb3_fedpg.common.plotting import Series, aggregate_values, draw_panel
 from sb3_fedpg.tabular import (
     exact_federated_run,
     garnet,
@@ -231,19 +232,16 @@ def main(argv: list[str] | None = None) -> dict:
     axes = np.atleast_1d(axes)
     markers = ["o", "s", "^", "v"]
     for ax, h in zip(axes, args.reward_heterogeneity, strict=True):
+        series = []
         for marker, tau in zip(markers, args.taus, strict=False):
             block = results[f"h={h}/tau={tau}"]
             for algo in ALGORITHMS:
-                gaps = common.positive(block["final_gap"][algo], 1e-13)
+                curve = aggregate_values(args.kappas, common.positive(block["final_gap"][algo], 1e-13).T, "minmax")
                 style = {"fast_fedpg": "-", "fedavg_pg": "--", "centralised_pg": ":"}[algo]
-                ax.plot(args.kappas, gaps.mean(1), style, marker=marker, color=COLORS[algo], label=f"{LABELS[algo]}, τ={tau}")
-                ax.fill_between(args.kappas, gaps.min(1), gaps.max(1), color=COLORS[algo], alpha=0.12)
-        ax.set_yscale("log")
-        ax.set_xlabel("transition heterogeneity κ (0 = shared P, 1 = independent P_i)")
-        ax.set_ylabel(f"gap to reference optimum after {args.rounds} rounds")
-        ax.set_title(f"reward heterogeneity h={h}")
-        ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=8)
+                series.append(Series(f"{LABELS[algo]}, τ={tau}", curve, COLORS[algo], style, marker))
+        xlabel = "transition heterogeneity κ (0 = shared P, 1 = independent P_i)"
+        ylabel = f"gap to reference optimum after {args.rounds} rounds"
+        draw_panel(ax, series, f"reward heterogeneity h={h}", ylabel, xlabel, steps=False, yscale="log")
     fig.suptitle(
         f"Garnet S=10 A=4 N=8, exact gradients, H={args.local_steps}, {args.rounds} rounds (centralised PG: "
         f"{args.rounds * args.local_steps} steps): mean (line) and min–max (band) over {args.seeds} seeds",

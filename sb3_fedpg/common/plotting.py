@@ -3,7 +3,10 @@ Learning curves over seeds: read a run's curve, put several runs on one step gri
 
 One module for every figure of the library: :mod:`sb3_fedpg.zoo.plot` (curves from run folders) and
 :mod:`sb3_fedpg.demo` (curves it tracks in memory) both aggregate with :func:`aggregate_curves` and draw with
-:func:`plot_band`, so a figure drawn from zoo runs and the demo's own figure show the same statistics.
+:func:`plot_band`, so a figure drawn from zoo runs and the demo's own figure show the same statistics. The benchmark
+scripts (``benchmarks/*.py``) draw their mean ± spread bands with it too: learning curves on a given grid
+(``aggregate_curves(..., grid=...)``), and sweeps whose runs share their x values (:func:`aggregate_values`: the median
+with the min–max range, NaN-skipping, a log y axis in :func:`draw_panel`).
 
 A run's curve (:class:`RunCurve`) comes from ``evaluations.npz`` (:func:`read_evaluations`: the policy evaluated on
 every agent's task, each under its own reward) or from ``progress.csv`` (:func:`read_progress`: the training
@@ -17,17 +20,21 @@ import math
 import os
 import pathlib
 import re
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
 #: Spread bands :func:`aggregate_curves` knows: mean ± std over runs, min–max over runs, none.
 BANDS = ("std", "minmax", "none")
+#: Lines :func:`aggregate_values` can draw: the mean or the median over runs.
+CENTERS = ("mean", "median")
 
 #: ``progress.csv`` columns of :func:`read_progress`.
 PROGRESS_STEPS, PROGRESS_TIME, PROGRESS_RETURN = "time/total_timesteps", "time/time_elapsed", "rollout/ep_rew_mean"
@@ -59,10 +66,12 @@ class AggregatedCurve:
     :param x: the common grid
     :param runs: every run's curve on the grid (smoothed first), shape ``(n_runs, len(x))``
     :param mean: their mean over runs
-    :param std: their standard deviation over runs (``ddof=0``)
-    :param low: lower edge of the band (``mean - std``, the minimum, or ``mean`` for no band)
+    :param std: their standard deviation over runs (``ddof=0`` unless :func:`aggregate_values` was told otherwise)
+    :param low: lower edge of the band (``mean - std``, the minimum, or the line for no band)
     :param high: upper edge of the band
     :param band: which band (one of :data:`BANDS`)
+    :param line: the line drawn: ``mean``, or the median over runs
+    :param center: which line (one of :data:`CENTERS`)
     """
 
     x: np.ndarray
@@ -72,6 +81,8 @@ class AggregatedCurve:
     low: np.ndarray
     high: np.ndarray
     band: str
+    line: np.ndarray
+    center: str = "mean"
 
     @property
     def n_runs(self) -> int:
@@ -117,22 +128,73 @@ def common_grid(xs: Sequence[np.ndarray]) -> np.ndarray:
     return grid[(grid >= start) & (grid <= stop)]
 
 
-def aggregate_curves(curves: Sequence[tuple[np.ndarray, np.ndarray]], band: str = "std", window: int = 1) -> AggregatedCurve:
+def aggregate_values(
+    x: ArrayLike,
+    values: ArrayLike,
+    band: str = "std",
+    center: str = "mean",
+    ddof: int = 0,
+    skip_nan: bool = False,
+) -> AggregatedCurve:
     """
-    Mean and spread over runs of their curves: each run is smoothed (:func:`smooth`), then put on the
-    :func:`common_grid` by linear interpolation (``np.interp``; nothing is interpolated when the runs share their
-    x values), then mean, standard deviation and band are taken point by point over runs.
+    Line and spread over runs whose curves already share their x values (a sweep's grid, evaluations at the same
+    steps): mean (or median), standard deviation and band point by point over runs, nothing interpolated.
+
+    :param x: the x values
+    :param values: every run's curve, shape ``(n_runs, len(x))``
+    :param band: ``"std"`` (mean ± std), ``"minmax"`` (min to max over runs) or ``"none"``
+    :param center: the line: ``"mean"`` or ``"median"`` over runs
+    :param ddof: delta degrees of freedom of the standard deviation (0 with fewer than ``ddof + 1`` runs)
+    :param skip_nan: statistics over the runs that are not NaN at each point (``np.nanmean`` ...: e.g. runs a guard
+        stopped); else a NaN in any run makes the statistics NaN there
+    :return: the aggregated curve
+    """
+    if band not in BANDS:
+        raise ValueError(f"unknown band {band!r}: use one of {BANDS}.")
+    if center not in CENTERS:
+        raise ValueError(f"unknown center {center!r}: use one of {CENTERS}.")
+    x, values = np.asarray(x, dtype=np.float64), np.asarray(values, dtype=np.float64)
+    if values.ndim != 2 or values.shape[1] != len(x) or len(values) == 0:
+        raise ValueError(f"values of shape {values.shape}: need (n_runs >= 1, {len(x)}) for {len(x)} x values.")
+    if skip_nan:
+        mean_, std_, median, min_, max_ = np.nanmean, np.nanstd, np.nanmedian, np.nanmin, np.nanmax
+    else:
+        mean_, std_, median, min_, max_ = np.mean, np.std, np.median, np.min, np.max
+    with warnings.catch_warnings():  # skip_nan: a point where every run is NaN stays NaN, without a warning
+        if skip_nan:
+            warnings.simplefilter("ignore", RuntimeWarning)
+        mean = mean_(values, axis=0)
+        std = std_(values, axis=0, ddof=ddof) if len(values) > ddof else np.zeros(len(x))
+        line = mean if center == "mean" else median(values, axis=0)
+        if band == "std":
+            low, high = mean - std, mean + std
+        elif band == "minmax":
+            low, high = min_(values, axis=0), max_(values, axis=0)
+        else:
+            low, high = line, line
+    return AggregatedCurve(x, values, mean, std, low, high, band, line, center)
+
+
+def aggregate_curves(
+    curves: Sequence[tuple[np.ndarray, np.ndarray]], band: str = "std", window: int = 1, grid: ArrayLike | None = None
+) -> AggregatedCurve:
+    """
+    Mean and spread over runs of their curves: each run is smoothed (:func:`smooth`), then put on ``grid`` (default:
+    the :func:`common_grid`) by linear interpolation (``np.interp``, constant beyond a run's ends; nothing is
+    interpolated for a run whose x values are the grid), then mean, standard deviation and band are taken point by
+    point over runs (:func:`aggregate_values`).
 
     :param curves: each run's ``(x, y)``
     :param band: ``"std"`` (mean ± std), ``"minmax"`` (min to max over runs) or ``"none"``
     :param window: smoothing window (points)
+    :param grid: the x values to aggregate on (e.g. the first run's); ``None``: the :func:`common_grid`
     :return: the aggregated curve
     """
     if band not in BANDS:
         raise ValueError(f"unknown band {band!r}: use one of {BANDS}.")
     if not curves:
         raise ValueError("no curves to aggregate.")
-    grid = common_grid([x for x, _ in curves])
+    grid = common_grid([x for x, _ in curves]) if grid is None else np.asarray(grid, dtype=np.float64)
     runs = []
     for x, y in curves:
         x, y = np.asarray(x, dtype=np.float64), smooth(np.asarray(y), window)
@@ -140,37 +202,31 @@ def aggregate_curves(curves: Sequence[tuple[np.ndarray, np.ndarray]], band: str 
             raise ValueError(f"a curve has {len(x)} x values but {len(y)} y values.")
         same = len(x) == len(grid) and np.array_equal(x, grid)
         runs.append(y if same else np.interp(grid, x, y))
-    values = np.array(runs)
-    mean, std = values.mean(0), values.std(0)
-    if band == "std":
-        low, high = mean - std, mean + std
-    elif band == "minmax":
-        low, high = values.min(0), values.max(0)
-    else:
-        low, high = mean, mean
-    return AggregatedCurve(grid, values, mean, std, low, high, band)
+    return aggregate_values(grid, np.array(runs), band)
 
 
 def plot_band(
     ax: Axes,
     curve: AggregatedCurve,
     label: str | None = None,
-    color: str | None = None,
+    color: Any = None,
     linestyle: str = "-",
     alpha: float = 0.15,
+    marker: str | None = None,
 ) -> Any:
     """
-    Draw the mean and its band.
+    Draw the line (mean or median) and its band.
 
     :param ax: matplotlib axes
-    :param curve: from :func:`aggregate_curves`
+    :param curve: from :func:`aggregate_curves` or :func:`aggregate_values`
     :param label: legend label
-    :param color: line and band colour (``None``: the axes' next colour)
+    :param color: line and band colour, any matplotlib colour (``None``: the axes' next colour)
     :param linestyle: matplotlib line style
     :param alpha: band opacity
-    :return: the mean's line
+    :param marker: matplotlib marker at every point (``None``: none)
+    :return: the line
     """
-    (line,) = ax.plot(curve.x, curve.mean, color=color, linestyle=linestyle, label=label)
+    (line,) = ax.plot(curve.x, curve.line, color=color, linestyle=linestyle, marker=marker, label=label)
     if curve.band != "none":
         ax.fill_between(curve.x, curve.low, curve.high, color=line.get_color(), alpha=alpha)
     return line
@@ -201,14 +257,16 @@ class Series:
 
     :param label: legend label
     :param curve: from :func:`aggregate_curves`
-    :param color: line and band colour (``None``: the axes' next colour)
+    :param color: line and band colour, any matplotlib colour (``None``: the axes' next colour)
     :param linestyle: matplotlib line style
+    :param marker: matplotlib marker at every point (``None``: none)
     """
 
     label: str
     curve: AggregatedCurve
-    color: str | None = None
+    color: Any = None
     linestyle: str = "-"
+    marker: str | None = None
 
 
 #: y label of a ``J̄`` curve (the demo's and ``zoo.plot --source eval``'s).
@@ -223,9 +281,11 @@ def draw_panel(
     xlabel: str = "environment steps, all agents together",
     steps: bool = True,
     fontsize: float = 10,
+    yscale: str = "linear",
+    legend: str | None = "best",
 ) -> None:
     """
-    One panel of learning curves, in the demo's style: each series' mean and band, a legend and a light grid.
+    One panel of learning curves, in the demo's style: each series' line and band, a legend and a light grid.
 
     :param ax: matplotlib axes
     :param series: the lines
@@ -234,18 +294,22 @@ def draw_panel(
     :param xlabel: x label
     :param steps: the x axis is env steps (ticks in thousands: :func:`format_steps_axis`)
     :param fontsize: title font size (the legend's is one less)
+    :param yscale: ``"linear"`` or ``"log"`` (then the grid has minor lines too)
+    :param legend: the legend's location (``None``: no legend, e.g. for one legend for the whole figure)
     """
     for item in series:
-        plot_band(ax, item.curve, item.label, item.color, item.linestyle)
+        plot_band(ax, item.curve, item.label, item.color, item.linestyle, marker=item.marker)
     if steps:
         format_steps_axis(ax, xlabel)
     else:
         ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
+    ax.set_yscale(yscale)
     if title:
         ax.set_title(title, fontsize=fontsize)
-    ax.legend(loc="best", fontsize=fontsize - 1)
-    ax.grid(alpha=0.3)
+    if legend is not None:
+        ax.legend(loc=cast(Any, legend), fontsize=fontsize - 1)  # any location matplotlib knows
+    ax.grid(alpha=0.3, which="both" if yscale == "log" else "major")
 
 
 def read_evaluations(path: str | os.PathLike) -> RunCurve:

@@ -90,3 +90,19 @@ def test_aggregation_interpolates_onto_a_common_grid():
     assert plotting.smooth(np.array([1.0, 3.0, 5.0, 7.0]), 2).tolist() == [1.0, 2.0, 4.0, 6.0]
     with pytest.raises(ValueError, match="do not overlap"):
         plotting.aggregate_curves([(np.array([0.0, 1.0]), np.zeros(2)), (np.array([2.0, 3.0]), np.zeros(2))])
+
+
+def test_aggregation_on_a_given_grid_and_of_a_sweep():
+    """The benchmark scripts' statistics: a given grid, the median with min-max, ddof = 1, runs a guard stopped."""
+    a = (np.array([0.0, 10.0, 20.0]), np.array([0.0, 1.0, 2.0]))
+    b = (np.array([0.0, 5.0, 15.0, 25.0]), np.array([0.0, 1.0, 3.0, 5.0]))
+    curve = plotting.aggregate_curves([a, b], grid=a[0])  # the first run's grid, no common range needed
+    assert curve.x.tolist() == [0.0, 10.0, 20.0] and curve.runs[1].tolist() == [0.0, 2.0, 4.0]
+    values = np.array([[1.0, 5.0], [2.0, np.nan], [9.0, 7.0]])
+    sweep = plotting.aggregate_values([0.5, 1.0], values, "minmax", "median", skip_nan=True)
+    assert sweep.line.tolist() == [2.0, 6.0] and sweep.low.tolist() == [1.0, 5.0] and sweep.high.tolist() == [9.0, 7.0]
+    assert np.isnan(plotting.aggregate_values([0.5, 1.0], values, "minmax", "median").line[1])
+    spread = plotting.aggregate_values([0.5, 1.0], values[[0, 2]], ddof=1)
+    assert spread.line.tolist() == spread.mean.tolist() == [5.0, 6.0] and np.allclose(spread.std, [np.sqrt(32), np.sqrt(2)])
+    with pytest.raises(ValueError, match="center"):
+        plotting.aggregate_values([0.5, 1.0], values, center="mode")
