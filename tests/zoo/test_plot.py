@@ -5,8 +5,11 @@ import pytest
 
 from sb3_fedpg import demo
 from sb3_fedpg.common import plotting
+from sb3_fedpg.zoo import CONFIG_DIR
 from sb3_fedpg.zoo.plot import plot
 from sb3_fedpg.zoo.train import train
+
+DEMO_CONF = CONFIG_DIR / "demo.yml"
 
 FAMILY = "sb3_fedpg/HeteroCartPole-v0"
 TINY = ["policy_kwargs:{net_arch: [16]}", "n_agents:2", "n_envs:4", "n_steps:16"]
@@ -60,12 +63,25 @@ def test_evaluations_and_plot_match_the_files(tmp_path):
 
 
 def test_zoo_runs_reproduce_the_demo_curves_exactly(tmp_path):
-    """The demo's three methods as zoo runs (the HeteroArm-v0 entry of zoo_configs/fedpg.yml): the same J̄ curves."""
+    """The demo's three methods as zoo runs (zoo_configs/demo.yml): the same J̄ curves."""
     args = ["--timesteps", "2000", "--n-agents", "2", "--local-steps", "2", "--seeds", "1", "--eval-every", "2"]
     payload = demo.main([*args, "--output", str(tmp_path / "demo")])
     chunk = 2 * 16 * 10 * 2 * 2  # the demo's evaluation period: n_envs x n_steps x H x eval_every
     for method, extra in demo_methods().items():
-        argv = ["--algo", "fedpg", "--env", "sb3_fedpg/HeteroArm-v0", "-n", "2000", "--seed", "0", "--verbose", "0"]
+        argv = [
+            "--algo",
+            "fedpg",
+            "--conf-file",
+            str(DEMO_CONF),
+            "--env",
+            "sb3_fedpg/HeteroArm-v0",
+            "-n",
+            "2000",
+            "--seed",
+            "0",
+            "--verbose",
+            "0",
+        ]
         evaluation = ["--eval-freq", str(chunk), "--eval-episodes", "8"]
         train([*argv, "-f", str(tmp_path / method), *evaluation, "-params", "n_agents:2", "local_steps:2", *extra])
         result = plot(
