@@ -9,7 +9,6 @@ on every ``RoundCallback`` it was given (also inside a ``CallbackList``) after e
 
 from __future__ import annotations
 
-import json
 import os
 import pathlib
 import re
@@ -130,12 +129,9 @@ def checkpoint_run_id(path: str | pathlib.Path) -> str | None:
     :param path: a model or checkpoint file written by ``save``/``save_checkpoint``
     :return: the ``run_id`` of the model that wrote it (``None``: unreadable, or written before run ids existed)
     """
-    try:
-        with zipfile.ZipFile(path) as archive:
-            data = json.loads(archive.read("data"))
-    except (OSError, zipfile.BadZipFile, KeyError, ValueError):
-        return None
-    run_id = data.get("run_id") if isinstance(data, dict) else None
+    from sb3_fedpg.common.files import read_zip_json
+
+    run_id = (read_zip_json(path) or {}).get("run_id")
     return run_id if isinstance(run_id, str) else None
 
 

@@ -253,3 +253,23 @@ def atomic_write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8
     """
     data = text.encode(encoding)
     return atomic_write(path, lambda file: file.write(data), mode)
+
+
+def read_zip_json(path: str | os.PathLike, member: str = "data") -> dict[str, Any] | None:
+    """
+    The JSON attributes of an SB3 model zip (its ``data`` member), read without unpickling anything (the values SB3
+    had to pickle stay base64 text).
+
+    :param path: a model or checkpoint file
+    :param member: the zip member holding the JSON
+    :return: the attributes, or ``None`` if the file is not such a zip (loading it then gives the error)
+    """
+    import json
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            data = json.loads(archive.read(member))
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile, RecursionError):
+        return None
+    return data if isinstance(data, dict) else None

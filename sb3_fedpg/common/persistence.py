@@ -34,7 +34,7 @@ import torch as th
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.type_aliases import GymEnv
 
-from sb3_fedpg.common.files import atomic_write, make_folder
+from sb3_fedpg.common.files import atomic_write, make_folder, read_zip_json
 from sb3_fedpg.common.safe_format import (
     MAX_METADATA_BYTES,
     PICKLED_FILE_HINT,
@@ -262,17 +262,11 @@ class FederatedPersistenceMixin(BaseAlgorithm):
         Refuse a file written by another algorithm, from its JSON part (nothing is unpickled): its ``algorithm_name``,
         or for older files the hyperparameters it holds.
         """
-        import json
-
         from sb3_fedpg.zoo import FEDERATED_ALGOS, get_algo_class
 
-        try:
-            with zipfile.ZipFile(path) as archive:
-                data = json.loads(archive.read("data"))
-        except (zipfile.BadZipFile, KeyError, OSError, ValueError):
+        data = read_zip_json(path)
+        if data is None:
             return  # the load itself reports an unreadable file
-        if not isinstance(data, dict):
-            return
         written_by = data.get("algorithm_name")
         if not isinstance(written_by, str):  # older files: the algorithm whose hyperparameters are all there
             candidates = [get_algo_class(name) for name in FEDERATED_ALGOS]
@@ -320,15 +314,10 @@ class FederatedPersistenceMixin(BaseAlgorithm):
         one critic and optimiser state per agent). Reads the file's JSON part only: nothing is unpickled.
         """
         import difflib
-        import json
 
-        try:
-            with zipfile.ZipFile(path) as archive:
-                data = json.loads(archive.read("data"))
-        except (zipfile.BadZipFile, KeyError, OSError, ValueError):
+        data = read_zip_json(path)
+        if data is None:
             return  # the load itself reports an unreadable file
-        if not isinstance(data, dict):
-            return
         hyperparams = getattr(cls, "hyperparams_class", None)
         known = set(data) | set(hyperparams.names() if hyperparams is not None else ())
         for name in kwargs:

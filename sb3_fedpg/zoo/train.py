@@ -393,24 +393,6 @@ def zoo_run_record(env_id: str, hyperparams: Any) -> dict[str, Any]:
     return {"env_id": env_id, "env_kwargs": env_kwargs}
 
 
-def read_checkpoint_metadata(path: str | os.PathLike) -> dict[str, Any] | None:
-    """
-    The JSON attributes of an SB3 zip (``data``), read without unpickling anything.
-
-    :param path: a model or checkpoint file
-    :return: the attributes, or ``None`` if the file is not such a zip (loading it then gives the error)
-    """
-    import json
-    import zipfile
-
-    try:
-        with zipfile.ZipFile(path) as archive:
-            data = json.loads(archive.read("data"))
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile, RecursionError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def _legacy_env_id(path: str | os.PathLike) -> str | None:
     # A checkpoint written before models recorded zoo_run, inside its run folder <run>/checkpoints/:
     # <run>/<env name>/args.yml says which env the run was for.
@@ -437,7 +419,9 @@ def resume_problem(path: str | os.PathLike, env_id: str, hyperparams: Any) -> st
     :param hyperparams: the validated hyperparameters of the resumed run
     :return: what does not match (``None``: nothing found wrong)
     """
-    data = read_checkpoint_metadata(path)
+    from sb3_fedpg.common.files import read_zip_json
+
+    data = read_zip_json(path)
     if data is None:
         return None  # not an SB3 zip: load_checkpoint says what is wrong with it
     record = data.get("zoo_run")
