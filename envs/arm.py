@@ -32,7 +32,7 @@ import numpy as np
 from gymnasium import spaces
 from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
-from sb3_fedpg.envs.families import FamilySpec, register_family
+from sb3_fedpg.envs.goals import register_goal_family
 from sb3_fedpg.envs.pointmass import ACTION_COST, PointMassGoalReward
 
 #: link lengths, velocity decay, velocity gain, time step, episode length
@@ -157,11 +157,4 @@ class ArmGoalReward(PointMassGoalReward):
 
 if "sb3_fedpg/TwoLinkArm-v0" not in gym.registry:
     gym.register(id="sb3_fedpg/TwoLinkArm-v0", entry_point=f"{__name__}:TwoLinkArmEnv", max_episode_steps=MAX_EPISODE_STEPS)
-register_family(
-    FamilySpec(
-        env_id="sb3_fedpg/HeteroArm-v0",
-        base_id="sb3_fedpg/TwoLinkArm-v0",
-        make_reward=ArmGoalReward,
-        family_kwargs={"heterogeneity": 1.0, "radius": 1.0, "weight_ratio": 16.0},
-    )
-)
+register_goal_family("sb3_fedpg/HeteroArm-v0", "sb3_fedpg/TwoLinkArm-v0", ArmGoalReward)

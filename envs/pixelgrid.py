@@ -27,8 +27,7 @@ import numpy as np
 from gymnasium import spaces
 from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
-from sb3_fedpg.envs.families import FamilySpec, register_family
-from sb3_fedpg.envs.pointmass import point_mass_goals, point_mass_weights
+from sb3_fedpg.envs.goals import GoalWeightReward, register_goal_family
 
 #: cells per side, pixels per cell side, episode length
 GRID, CELL, MAX_EPISODE_STEPS = 7, 6, 30
@@ -134,32 +133,24 @@ class SameStepPixelGridVectorEnv(gym.vector.VectorEnv):
         return obs, reward, terminated, truncated, info
 
 
-class PixelGridGoalReward:
+class PixelGridGoalReward(GoalWeightReward):
     """
-    Batched reward of ``HeteroPixelGrid``: ``r_i = −w_i ‖p' − g_i‖² / R²``, ``p'`` read off the next image.
+    Batched reward of ``HeteroPixelGrid``: ``r_i = −w_i ‖p' − g_i‖² / R²``, ``p'`` read off the next image (the
+    goal/weight reward of :class:`~sb3_fedpg.envs.goals.GoalWeightReward`, goals on the circle of radius ``R = 3``).
 
     :param n_agents: number of agents
     :param heterogeneity: 0 (identical agents: the base env) to 1
     :param weight_ratio: ``max w_i / min w_i`` at ``h = 1``
     """
 
+    cost_scale = float(RADIUS**2)
+
     def __init__(self, n_agents: int, heterogeneity: float = 1.0, weight_ratio: float = 16.0) -> None:
-        self.goals = point_mass_goals(n_agents, heterogeneity, float(RADIUS))
-        self.weights = point_mass_weights(n_agents, heterogeneity, weight_ratio)
+        super().__init__(n_agents, heterogeneity, float(RADIUS), weight_ratio)
 
-    def average_cost(self, positions: np.ndarray) -> np.ndarray:
-        """
-        :param positions: ``(n, 2)`` positions relative to the centre
-        :return: ``(n,)`` the agents' average per-step cost there (what the federation minimises)
-        """
-        offsets = positions[:, None, :] - self.goals[None]
-        return (self.weights * np.square(offsets).sum(-1)).mean(1) / RADIUS**2
-
-    def __call__(
-        self, obs: np.ndarray, action: np.ndarray, next_obs: np.ndarray, reward: np.ndarray, agent_ids: np.ndarray
-    ) -> np.ndarray:
-        offset = pixel_grid_positions(next_obs) - self.goals[agent_ids]
-        return (-self.weights[agent_ids] * np.square(offset).sum(1) / RADIUS**2).astype(np.float32)
+    def positions(self, obs: np.ndarray) -> np.ndarray:
+        """:return: ``(n, 2)`` the walker's positions read off the images (:func:`pixel_grid_positions`)"""
+        return pixel_grid_positions(obs)
 
 
 def pixel_grid_returns(
@@ -191,11 +182,4 @@ def pixel_grid_returns(
 
 if "sb3_fedpg/PixelGrid-v0" not in gym.registry:
     gym.register(id="sb3_fedpg/PixelGrid-v0", entry_point=f"{__name__}:PixelGridEnv", max_episode_steps=MAX_EPISODE_STEPS)
-register_family(
-    FamilySpec(
-        env_id="sb3_fedpg/HeteroPixelGrid-v0",
-        base_id="sb3_fedpg/PixelGrid-v0",
-        make_reward=PixelGridGoalReward,
-        family_kwargs={"heterogeneity": 1.0, "weight_ratio": 16.0},
-    )
-)
+register_goal_family("sb3_fedpg/HeteroPixelGrid-v0", "sb3_fedpg/PixelGrid-v0", PixelGridGoalReward)

@@ -38,7 +38,7 @@ import numpy as np
 from gymnasium import spaces
 from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
-from sb3_fedpg.envs.families import FamilySpec, register_family
+from sb3_fedpg.envs.goals import GoalWeightReward, register_goal_family
 
 #: velocity decay per step, force gain, position step, arena half-width, start half-width
 DAMPING, GAIN, DT, ARENA, START = 0.9, 0.2, 0.1, 2.5, 2.0
@@ -143,63 +143,16 @@ class SameStepPointMassVectorEnv(gym.vector.VectorEnv):
         return obs, reward, terminated, truncated, info
 
 
-def _check_heterogeneity(heterogeneity: float) -> float:
-    if not 0.0 <= heterogeneity <= 1.0:
-        raise ValueError(f"heterogeneity must be in [0, 1] (0 = identical agents), got {heterogeneity}.")
-    return float(heterogeneity)
-
-
-def point_mass_goals(n_agents: int, heterogeneity: float, radius: float = 1.0) -> np.ndarray:
-    """:return: ``(n_agents, 2)`` goals ``h · R · (cos 2πi/N, sin 2πi/N)``"""
-    angle = 2 * np.pi * np.arange(n_agents) / n_agents
-    return _check_heterogeneity(heterogeneity) * radius * np.stack([np.cos(angle), np.sin(angle)], axis=1)
-
-
-def point_mass_weights(n_agents: int, heterogeneity: float, weight_ratio: float = 16.0) -> np.ndarray:
-    """:return: ``(n_agents,)`` cost weights ``ρ^(h · u_i / 2)`` (``u_i`` evenly spaced in ``[−1, 1]``)"""
-    if weight_ratio < 1.0:
-        raise ValueError(f"weight_ratio must be >= 1, got {weight_ratio}.")
-    u = np.linspace(-1.0, 1.0, n_agents) if n_agents > 1 else np.zeros(1)
-    return weight_ratio ** (_check_heterogeneity(heterogeneity) * u / 2.0)
-
-
-class PointMassGoalReward:
+class PointMassGoalReward(GoalWeightReward):
     """
-    Batched reward of ``HeteroPointMass``: ``r_i = −w_i ‖p' − g_i‖² − 0.01 ‖a‖²``.
-
-    :param n_agents: number of agents
-    :param heterogeneity: 0 (identical agents: the base env) to 1
-    :param radius: radius ``R`` of the circle of goals at ``h = 1``
-    :param weight_ratio: ``max w_i / min w_i`` at ``h = 1``
+    Batched reward of ``HeteroPointMass``: ``r_i = −w_i ‖p' − g_i‖² − 0.01 ‖a‖²`` (the goal/weight reward of
+    :class:`~sb3_fedpg.envs.goals.GoalWeightReward` on the position, observation entries 0 and 1).
     """
 
-    #: where the controlled position sits in the observation
     position_slice = slice(0, 2)
-
-    def __init__(self, n_agents: int, heterogeneity: float = 1.0, radius: float = 1.0, weight_ratio: float = 16.0) -> None:
-        self.goals = point_mass_goals(n_agents, heterogeneity, radius)
-        self.weights = point_mass_weights(n_agents, heterogeneity, weight_ratio)
-
-    def optimal_hold_point(self) -> np.ndarray:
-        """:return: the weighted centroid ``c*``, where holding still minimises the average cost"""
-        return (self.weights[:, None] * self.goals).sum(0) / self.weights.sum()
-
-    def __call__(
-        self, obs: np.ndarray, action: np.ndarray, next_obs: np.ndarray, reward: np.ndarray, agent_ids: np.ndarray
-    ) -> np.ndarray:
-        force = np.clip(np.asarray(action, dtype=np.float64).reshape(len(obs), -1), -1.0, 1.0)
-        offset = np.asarray(next_obs, dtype=np.float64)[:, self.position_slice] - self.goals[agent_ids]
-        cost = self.weights[agent_ids] * np.square(offset).sum(1) + ACTION_COST * np.square(force).sum(1)
-        return (-cost).astype(np.float32)
+    action_cost = ACTION_COST
 
 
 if "sb3_fedpg/PointMass-v0" not in gym.registry:
     gym.register(id="sb3_fedpg/PointMass-v0", entry_point=f"{__name__}:PointMassEnv", max_episode_steps=MAX_EPISODE_STEPS)
-register_family(
-    FamilySpec(
-        env_id="sb3_fedpg/HeteroPointMass-v0",
-        base_id="sb3_fedpg/PointMass-v0",
-        make_reward=PointMassGoalReward,
-        family_kwargs={"heterogeneity": 1.0, "radius": 1.0, "weight_ratio": 16.0},
-    )
-)
+register_goal_family("sb3_fedpg/HeteroPointMass-v0", "sb3_fedpg/PointMass-v0", PointMassGoalReward)
