@@ -31,14 +31,11 @@ many seeds and local-only baselines stay affordable on a laptop.
 
 from __future__ import annotations
 
-from typing import Any
-
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
-from gymnasium.vector import AutoresetMode
-from gymnasium.vector.utils import batch_space
 from sb3_fedpg.envs.goals import GoalWeightReward, register_goal_family
+from sb3_fedpg.envs.native import NativeDynamics, NativeEnv, SameStepNativeVectorEnv
 
 #: velocity decay per step, force gain, position step, arena half-width, start half-width
 DAMPING, GAIN, DT, ARENA, START = 0.9, 0.2, 0.1, 2.5, 2.0
@@ -64,7 +61,7 @@ def point_mass_step(state: np.ndarray, action: np.ndarray) -> np.ndarray:
     return np.concatenate([position, velocity], axis=1)
 
 
-def _base_reward(next_state: np.ndarray, action: np.ndarray) -> np.ndarray:
+def _base_reward(next_state: np.ndarray, action: np.ndarray, next_obs: np.ndarray) -> np.ndarray:
     force = np.clip(np.asarray(action, dtype=np.float64).reshape(len(next_state), 2), -1.0, 1.0)
     return -np.square(next_state[:, :2]).sum(1) - ACTION_COST * np.square(force).sum(1)
 
@@ -75,72 +72,32 @@ def _initial_states(rng: np.random.Generator, n: int) -> np.ndarray:
     return state
 
 
-class PointMassEnv(gym.Env):
+def _observe(state: np.ndarray) -> np.ndarray:
+    return state.astype(np.float32)
+
+
+#: the shared dynamics, batched
+POINT_MASS = NativeDynamics(
+    observation_space=spaces.Box(-_OBS_HIGH, _OBS_HIGH, dtype=np.float32),
+    action_space=spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32),
+    initial_states=_initial_states,
+    step=point_mass_step,
+    observe=_observe,
+    reward=_base_reward,
+    max_episode_steps=MAX_EPISODE_STEPS,
+)
+
+
+class PointMassEnv(NativeEnv):
     """The shared dynamics, one copy (``sb3_fedpg/PointMass-v0``; the 50-step limit is the registration's)."""
 
-    metadata = {"render_modes": []}
-
-    def __init__(self) -> None:
-        self.observation_space = spaces.Box(-_OBS_HIGH, _OBS_HIGH, dtype=np.float32)
-        self.action_space = spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
-        self.state = np.zeros(4)
-
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
-        super().reset(seed=seed)
-        self.state = _initial_states(self.np_random, 1)[0]
-        return self.state.astype(np.float32), {}
-
-    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
-        next_state = point_mass_step(self.state[None], np.asarray(action)[None])
-        reward = float(_base_reward(next_state, np.asarray(action)[None])[0])
-        self.state = next_state[0]
-        return self.state.astype(np.float32), reward, False, False, {}
+    dynamics = POINT_MASS
 
 
-class SameStepPointMassVectorEnv(gym.vector.VectorEnv):
-    """
-    ``num_envs`` point masses in NumPy with SB3's SAME_STEP auto-reset (``info["final_obs"]``
-    holds the observations of a finished step before the reset, valid where ``info["_final_obs"]``).
+class SameStepPointMassVectorEnv(SameStepNativeVectorEnv):
+    """``num_envs`` point masses with SB3's SAME_STEP auto-reset (:class:`~sb3_fedpg.envs.native.SameStepNativeVectorEnv`)."""
 
-    :param num_envs: number of copies
-    :param max_episode_steps: truncation horizon
-    """
-
-    metadata = {"render_modes": [], "autoreset_mode": AutoresetMode.SAME_STEP}
-
-    def __init__(self, num_envs: int = 1, max_episode_steps: int = MAX_EPISODE_STEPS) -> None:
-        self.num_envs = num_envs
-        self.max_episode_steps = max_episode_steps
-        self.single_observation_space = spaces.Box(-_OBS_HIGH, _OBS_HIGH, dtype=np.float32)
-        self.single_action_space = spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
-        self.observation_space = batch_space(self.single_observation_space, num_envs)
-        self.action_space = batch_space(self.single_action_space, num_envs)
-        self.state = np.zeros((num_envs, 4))
-        self.steps = np.zeros(num_envs, dtype=np.int64)
-
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
-        if seed is not None:
-            self._np_random, self._np_random_seed = gym.utils.seeding.np_random(seed)
-        self.state = _initial_states(self.np_random, self.num_envs)
-        self.steps[:] = 0
-        return self.state.astype(np.float32), {}
-
-    def step(self, action: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
-        next_state = point_mass_step(self.state, action)
-        reward = _base_reward(next_state, action)
-        self.steps += 1
-        terminated = np.zeros(self.num_envs, dtype=bool)
-        truncated = self.steps >= self.max_episode_steps
-        obs = next_state.astype(np.float32)
-        info: dict[str, Any] = {}
-        if truncated.any():
-            info["final_obs"] = obs.copy()
-            info["_final_obs"] = truncated.copy()
-            next_state[truncated] = _initial_states(self.np_random, int(truncated.sum()))
-            self.steps[truncated] = 0
-            obs[truncated] = next_state[truncated].astype(np.float32)
-        self.state = next_state
-        return obs, reward, terminated, truncated, info
+    dynamics = POINT_MASS
 
 
 class PointMassGoalReward(GoalWeightReward):
