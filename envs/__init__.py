@@ -6,7 +6,7 @@ families only register ids here; their optional dependencies (``gymnasium[box2d]
 ``gymnasium[mujoco]``) are imported when one of their envs is made.
 """
 
-from sb3_fedpg.envs import arm, box2d, classic_control, lqr, mujoco, pixelgrid, pointmass
+from sb3_fedpg.envs import arm, box2d, classic_control, goals, lqr, mujoco, pixelgrid, pointmass
 from sb3_fedpg.envs.arm import ArmGoalReward, SameStepTwoLinkArmVectorEnv, TwoLinkArmEnv
 from sb3_fedpg.envs.box2d import LunarLanderTargetReward
 from sb3_fedpg.envs.classic_control import (
@@ -19,6 +19,7 @@ from sb3_fedpg.envs.classic_control import (
     pole_length_scales,
 )
 from sb3_fedpg.envs.families import AgentRewardWrapper, FamilySpec, get_family, register_family
+from sb3_fedpg.envs.goals import GoalWeightReward, register_goal_family
 from sb3_fedpg.envs.mujoco import HalfCheetahVelocityReward
 from sb3_fedpg.envs.native import SameStepCartPoleVectorEnv
 from sb3_fedpg.envs.pixelgrid import PixelGridEnv, PixelGridGoalReward, SameStepPixelGridVectorEnv, pixel_grid_returns
@@ -29,6 +30,7 @@ __all__ = [
     "ArmGoalReward",
     "CartPoleTargetReward",
     "FamilySpec",
+    "GoalWeightReward",
     "HalfCheetahVelocityReward",
     "LunarLanderTargetReward",
     "MountainCarFuelReward",
@@ -47,6 +49,7 @@ __all__ = [
     "box2d",
     "classic_control",
     "get_family",
+    "goals",
     "lqr",
     "make_pole_length_cartpole",
     "make_pole_length_vector_env",
@@ -56,4 +59,5 @@ __all__ = [
     "pointmass",
     "pole_length_scales",
     "register_family",
+    "register_goal_family",
 ]

@@ -25,14 +25,11 @@ agents' optimal policies are far apart in parameter space).
 
 from __future__ import annotations
 
-from typing import Any
-
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
-from gymnasium.vector import AutoresetMode
-from gymnasium.vector.utils import batch_space
-from sb3_fedpg.envs.families import FamilySpec, register_family
+from sb3_fedpg.envs.goals import register_goal_family
+from sb3_fedpg.envs.native import NativeDynamics, NativeEnv, SameStepNativeVectorEnv
 from sb3_fedpg.envs.pointmass import ACTION_COST, PointMassGoalReward
 
 #: link lengths, velocity decay, velocity gain, time step, episode length
@@ -67,7 +64,7 @@ def arm_step(state: np.ndarray, action: np.ndarray) -> np.ndarray:
     return np.concatenate([q, velocity], axis=1)
 
 
-def _base_reward(next_state: np.ndarray, action: np.ndarray) -> np.ndarray:
+def _base_reward(next_state: np.ndarray, action: np.ndarray, next_obs: np.ndarray) -> np.ndarray:
     force = np.clip(np.asarray(action, dtype=np.float64).reshape(len(next_state), 2), -1.0, 1.0)
     return -np.square(hand_position(next_state[:, :2]) - BASE_GOAL).sum(1) - ACTION_COST * np.square(force).sum(1)
 
@@ -78,72 +75,28 @@ def _initial_states(rng: np.random.Generator, n: int) -> np.ndarray:
     return state
 
 
-class TwoLinkArmEnv(gym.Env):
+#: the shared dynamics, batched
+TWO_LINK_ARM = NativeDynamics(
+    observation_space=spaces.Box(-_OBS_HIGH, _OBS_HIGH, dtype=np.float32),
+    action_space=spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32),
+    initial_states=_initial_states,
+    step=arm_step,
+    observe=arm_observation,
+    reward=_base_reward,
+    max_episode_steps=MAX_EPISODE_STEPS,
+)
+
+
+class TwoLinkArmEnv(NativeEnv):
     """The shared dynamics, one copy (``sb3_fedpg/TwoLinkArm-v0``; the 50-step limit is the registration's)."""
 
-    metadata = {"render_modes": []}
-
-    def __init__(self) -> None:
-        self.observation_space = spaces.Box(-_OBS_HIGH, _OBS_HIGH, dtype=np.float32)
-        self.action_space = spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
-        self.state = np.zeros(4)
-
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
-        super().reset(seed=seed)
-        self.state = _initial_states(self.np_random, 1)[0]
-        return arm_observation(self.state[None])[0], {}
-
-    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
-        next_state = arm_step(self.state[None], np.asarray(action)[None])
-        reward = float(_base_reward(next_state, np.asarray(action)[None])[0])
-        self.state = next_state[0]
-        return arm_observation(next_state)[0], reward, False, False, {}
+    dynamics = TWO_LINK_ARM
 
 
-class SameStepTwoLinkArmVectorEnv(gym.vector.VectorEnv):
-    """
-    ``num_envs`` arms in NumPy with SB3's SAME_STEP auto-reset (``info["final_obs"]`` holds the
-    observations of a finished step before the reset, valid where ``info["_final_obs"]``).
+class SameStepTwoLinkArmVectorEnv(SameStepNativeVectorEnv):
+    """``num_envs`` arms with SB3's SAME_STEP auto-reset (:class:`~sb3_fedpg.envs.native.SameStepNativeVectorEnv`)."""
 
-    :param num_envs: number of copies
-    :param max_episode_steps: truncation horizon
-    """
-
-    metadata = {"render_modes": [], "autoreset_mode": AutoresetMode.SAME_STEP}
-
-    def __init__(self, num_envs: int = 1, max_episode_steps: int = MAX_EPISODE_STEPS) -> None:
-        self.num_envs = num_envs
-        self.max_episode_steps = max_episode_steps
-        self.single_observation_space = spaces.Box(-_OBS_HIGH, _OBS_HIGH, dtype=np.float32)
-        self.single_action_space = spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
-        self.observation_space = batch_space(self.single_observation_space, num_envs)
-        self.action_space = batch_space(self.single_action_space, num_envs)
-        self.state = np.zeros((num_envs, 4))
-        self.steps = np.zeros(num_envs, dtype=np.int64)
-
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
-        if seed is not None:
-            self._np_random, self._np_random_seed = gym.utils.seeding.np_random(seed)
-        self.state = _initial_states(self.np_random, self.num_envs)
-        self.steps[:] = 0
-        return arm_observation(self.state), {}
-
-    def step(self, action: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
-        next_state = arm_step(self.state, action)
-        reward = _base_reward(next_state, action)
-        self.steps += 1
-        terminated = np.zeros(self.num_envs, dtype=bool)
-        truncated = self.steps >= self.max_episode_steps
-        obs = arm_observation(next_state)
-        info: dict[str, Any] = {}
-        if truncated.any():
-            info["final_obs"] = obs.copy()
-            info["_final_obs"] = truncated.copy()
-            next_state[truncated] = _initial_states(self.np_random, int(truncated.sum()))
-            self.steps[truncated] = 0
-            obs[truncated] = arm_observation(next_state[truncated])
-        self.state = next_state
-        return obs, reward, terminated, truncated, info
+    dynamics = TWO_LINK_ARM
 
 
 class ArmGoalReward(PointMassGoalReward):
@@ -157,11 +110,4 @@ class ArmGoalReward(PointMassGoalReward):
 
 if "sb3_fedpg/TwoLinkArm-v0" not in gym.registry:
     gym.register(id="sb3_fedpg/TwoLinkArm-v0", entry_point=f"{__name__}:TwoLinkArmEnv", max_episode_steps=MAX_EPISODE_STEPS)
-register_family(
-    FamilySpec(
-        env_id="sb3_fedpg/HeteroArm-v0",
-        base_id="sb3_fedpg/TwoLinkArm-v0",
-        make_reward=ArmGoalReward,
-        family_kwargs={"heterogeneity": 1.0, "radius": 1.0, "weight_ratio": 16.0},
-    )
-)
+register_goal_family("sb3_fedpg/HeteroArm-v0", "sb3_fedpg/TwoLinkArm-v0", ArmGoalReward)

@@ -21,8 +21,8 @@ so a missing optional dependency never breaks ``import sb3_fedpg``.
 from __future__ import annotations
 
 import numpy as np
-from sb3_fedpg.envs.classic_control import _check_heterogeneity, agent_positions
 from sb3_fedpg.envs.families import FamilySpec, register_family
+from sb3_fedpg.envs.goals import spread_targets
 
 
 def _distance(obs: np.ndarray, target_x: np.ndarray | float) -> np.ndarray:
@@ -41,7 +41,7 @@ class LunarLanderTargetReward:
     terminal_reward = 100.0
 
     def __init__(self, n_agents: int, heterogeneity: float = 1.0) -> None:
-        self.targets = (0.5 * _check_heterogeneity(heterogeneity) * agent_positions(n_agents)).astype(np.float32)
+        self.targets = spread_targets(n_agents, heterogeneity, 0.5)
 
     def __call__(
         self, obs: np.ndarray, action: np.ndarray, next_obs: np.ndarray, reward: np.ndarray, agent_ids: np.ndarray

@@ -35,24 +35,9 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 from sb3_fedpg.envs.families import FamilySpec, register_family
+from sb3_fedpg.envs.goals import agent_positions, check_heterogeneity, spread_targets
 from sb3_fedpg.envs.native import SameStepCartPoleVectorEnv
 from sb3_fedpg.envs.vector import vectorize_same_step
-
-
-def agent_positions(n_agents: int) -> np.ndarray:
-    """
-    Evenly spaced agent coordinates in ``[-1, 1]`` (``[0]`` for one agent).
-
-    :param n_agents: number of agents
-    :return: ``(n_agents,)`` coordinates
-    """
-    return np.linspace(-1.0, 1.0, n_agents) if n_agents > 1 else np.zeros(1)
-
-
-def _check_heterogeneity(heterogeneity: float) -> float:
-    if not 0.0 <= heterogeneity <= 1.0:
-        raise ValueError(f"heterogeneity must be in [0, 1] (0 = identical agents), got {heterogeneity}.")
-    return float(heterogeneity)
 
 
 class CartPoleTargetReward:
@@ -66,7 +51,7 @@ class CartPoleTargetReward:
     """
 
     def __init__(self, n_agents: int, heterogeneity: float = 1.0, weight: float = 0.5, width: float = 0.6) -> None:
-        self.targets = (1.5 * _check_heterogeneity(heterogeneity) * agent_positions(n_agents)).astype(np.float32)
+        self.targets = spread_targets(n_agents, heterogeneity, 1.5)
         self.weight = weight
         self.width = width
 
@@ -86,7 +71,7 @@ class PendulumTargetReward:
     """
 
     def __init__(self, n_agents: int, heterogeneity: float = 1.0) -> None:
-        self.targets = (np.pi / 4 * _check_heterogeneity(heterogeneity) * agent_positions(n_agents)).astype(np.float32)
+        self.targets = spread_targets(n_agents, heterogeneity, np.pi / 4)
 
     def __call__(
         self, obs: np.ndarray, action: np.ndarray, next_obs: np.ndarray, reward: np.ndarray, agent_ids: np.ndarray
@@ -109,7 +94,7 @@ class MountainCarFuelReward:
     base_price = 0.1
 
     def __init__(self, n_agents: int, heterogeneity: float = 1.0) -> None:
-        self.prices = (self.base_price * 10.0 ** (_check_heterogeneity(heterogeneity) * agent_positions(n_agents))).astype(
+        self.prices = (self.base_price * 10.0 ** (check_heterogeneity(heterogeneity) * agent_positions(n_agents))).astype(
             np.float32
         )
 
@@ -129,7 +114,7 @@ def pole_length_scales(n_agents: int, heterogeneity: float) -> np.ndarray:
     :param heterogeneity: 0 (all 1) to 1 (0.5 to 2)
     :return: ``(n_agents,)`` scales
     """
-    return 2.0 ** (_check_heterogeneity(heterogeneity) * agent_positions(n_agents))
+    return 2.0 ** (check_heterogeneity(heterogeneity) * agent_positions(n_agents))
 
 
 class SharedReward:
@@ -141,7 +126,7 @@ class SharedReward:
     """
 
     def __init__(self, n_agents: int, heterogeneity: float = 1.0) -> None:
-        _check_heterogeneity(heterogeneity)
+        check_heterogeneity(heterogeneity)
 
     def __call__(
         self, obs: np.ndarray, action: np.ndarray, next_obs: np.ndarray, reward: np.ndarray, agent_ids: np.ndarray

@@ -19,8 +19,8 @@ so a missing optional dependency never breaks ``import sb3_fedpg``. MuJoCo write
 from __future__ import annotations
 
 import numpy as np
-from sb3_fedpg.envs.classic_control import _check_heterogeneity, agent_positions
 from sb3_fedpg.envs.families import FamilySpec, register_family
+from sb3_fedpg.envs.goals import spread_targets
 
 
 class HalfCheetahVelocityReward:
@@ -37,7 +37,7 @@ class HalfCheetahVelocityReward:
     ctrl_cost_weight = 0.1
 
     def __init__(self, n_agents: int, heterogeneity: float = 1.0, center: float = 2.0, spread: float = 1.5) -> None:
-        self.targets = (center + spread * _check_heterogeneity(heterogeneity) * agent_positions(n_agents)).astype(np.float32)
+        self.targets = spread_targets(n_agents, heterogeneity, spread, center)
 
     def __call__(
         self, obs: np.ndarray, action: np.ndarray, next_obs: np.ndarray, reward: np.ndarray, agent_ids: np.ndarray

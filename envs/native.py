@@ -6,16 +6,124 @@ mode: the step after ``done`` ignores the action and returns a reset observation
 reward 0. SB3 (and ``FederatedVecEnv``) need ``SAME_STEP``: the observation returned on
 ``done`` already starts the next episode. The subclass below keeps Gymnasium's physics
 and resets finished sub-environments inside the same step.
+
+The native families (point mass, arm, pixel grid) write their dynamics once, as batched NumPy functions
+(:class:`NativeDynamics`); :class:`NativeEnv` (one copy, the registered dynamics) and
+:class:`SameStepNativeVectorEnv` (many copies, SAME_STEP auto-reset, no termination) run them.
 """
 
 from __future__ import annotations
 
-from typing import Any, cast
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar, cast
 
 import gymnasium as gym
 import numpy as np
+from gymnasium import spaces
 from gymnasium.envs.classic_control.cartpole import CartPoleVectorEnv
 from gymnasium.vector import AutoresetMode
+from gymnasium.vector.utils import batch_space
+
+
+@dataclass(frozen=True)
+class NativeDynamics:
+    """
+    Shared dynamics as batched NumPy functions (one row per copy), run by :class:`NativeEnv` and
+    :class:`SameStepNativeVectorEnv`. Episodes never terminate; they are truncated after ``max_episode_steps``.
+
+    :param observation_space: one copy's observation space
+    :param action_space: one copy's action space
+    :param initial_states: ``initial_states(rng, n) -> (n, ...)`` start states
+    :param step: ``step(states, actions) -> next states`` (a new array)
+    :param observe: ``observe(states) -> (n, *obs_shape)`` observations
+    :param reward: ``reward(next_states, actions, next_observations) -> (n,)`` the dynamics' own reward
+    :param max_episode_steps: truncation horizon
+    """
+
+    observation_space: spaces.Space
+    action_space: spaces.Space
+    initial_states: Callable[[np.random.Generator, int], np.ndarray]
+    step: Callable[[np.ndarray, np.ndarray], np.ndarray]
+    observe: Callable[[np.ndarray], np.ndarray]
+    reward: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+    max_episode_steps: int
+
+
+class NativeEnv(gym.Env):
+    """One copy of a family's :class:`NativeDynamics` (the registration adds the time limit); ``state`` is its state."""
+
+    metadata = {"render_modes": []}
+    #: the dynamics, set by each subclass
+    dynamics: ClassVar[NativeDynamics]
+
+    def __init__(self) -> None:
+        self.observation_space = self.dynamics.observation_space
+        self.action_space = self.dynamics.action_space
+        self.state = self.dynamics.initial_states(np.random.default_rng(0), 1)[0]
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        self.state = self.dynamics.initial_states(self.np_random, 1)[0]
+        return self.dynamics.observe(self.state[None])[0], {}
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
+        actions = np.asarray(action)[None]
+        next_state = self.dynamics.step(self.state[None], actions)
+        obs = self.dynamics.observe(next_state)
+        reward = float(self.dynamics.reward(next_state, actions, obs)[0])
+        self.state = next_state[0]
+        return obs[0], reward, False, False, {}
+
+
+class SameStepNativeVectorEnv(gym.vector.VectorEnv):
+    """
+    ``num_envs`` copies of a family's :class:`NativeDynamics` with SB3's SAME_STEP auto-reset (``info["final_obs"]``
+    holds the observations of a finished step before the reset, valid where ``info["_final_obs"]``); ``state`` holds
+    the copies' states.
+
+    :param num_envs: number of copies
+    :param max_episode_steps: truncation horizon (``None``: the dynamics')
+    """
+
+    metadata = {"render_modes": [], "autoreset_mode": AutoresetMode.SAME_STEP}
+    #: the dynamics, set by each subclass
+    dynamics: ClassVar[NativeDynamics]
+
+    def __init__(self, num_envs: int = 1, max_episode_steps: int | None = None) -> None:
+        self.num_envs = num_envs
+        self.max_episode_steps = self.dynamics.max_episode_steps if max_episode_steps is None else max_episode_steps
+        self.single_observation_space = self.dynamics.observation_space
+        self.single_action_space = self.dynamics.action_space
+        self.observation_space = batch_space(self.single_observation_space, num_envs)
+        self.action_space = batch_space(self.single_action_space, num_envs)
+        self.state = self.dynamics.initial_states(np.random.default_rng(0), num_envs)
+        self.steps = np.zeros(num_envs, dtype=np.int64)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
+        if seed is not None:
+            self._np_random, self._np_random_seed = gym.utils.seeding.np_random(seed)
+        self.state = self.dynamics.initial_states(self.np_random, self.num_envs)
+        self.steps[:] = 0
+        return self.dynamics.observe(self.state), {}
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        next_state = self.dynamics.step(self.state, action)
+        obs = self.dynamics.observe(next_state)
+        reward = self.dynamics.reward(next_state, action, obs)
+        self.steps += 1
+        terminated = np.zeros(self.num_envs, dtype=bool)
+        truncated = self.steps >= self.max_episode_steps
+        info: dict[str, Any] = {}
+        if truncated.any():
+            info["final_obs"] = obs.copy()
+            info["_final_obs"] = truncated.copy()
+            next_state[truncated] = self.dynamics.initial_states(self.np_random, int(truncated.sum()))
+            self.steps[truncated] = 0
+            obs[truncated] = self.dynamics.observe(next_state[truncated])
+        self.state = next_state
+        return obs, reward, terminated, truncated, info
 
 
 class SameStepCartPoleVectorEnv(CartPoleVectorEnv):
@@ -85,6 +193,14 @@ class SameStepCartPoleVectorEnv(CartPoleVectorEnv):
         return frames
 
 
+#: the native families' dynamics ids and their vector envs (imported when one is made)
+NATIVE_VECTOR_ENVS = {
+    "sb3_fedpg/PointMass-v0": "sb3_fedpg.envs.pointmass:SameStepPointMassVectorEnv",
+    "sb3_fedpg/PixelGrid-v0": "sb3_fedpg.envs.pixelgrid:SameStepPixelGridVectorEnv",
+    "sb3_fedpg/TwoLinkArm-v0": "sb3_fedpg.envs.arm:SameStepTwoLinkArmVectorEnv",
+}
+
+
 def make_native_vector_env(env_id: str, num_envs: int, **kwargs: Any) -> gym.vector.VectorEnv | None:
     """
     The fast SAME_STEP vector implementation of ``env_id``, or ``None`` if there is none.
@@ -98,19 +214,8 @@ def make_native_vector_env(env_id: str, num_envs: int, **kwargs: Any) -> gym.vec
         spec = gym.spec(env_id)
         kwargs.setdefault("max_episode_steps", spec.max_episode_steps)
         return SameStepCartPoleVectorEnv(num_envs=num_envs, **kwargs)
-    if env_id == "sb3_fedpg/PointMass-v0":
-        from sb3_fedpg.envs.pointmass import SameStepPointMassVectorEnv
-
+    if env_id in NATIVE_VECTOR_ENVS:
+        module, name = NATIVE_VECTOR_ENVS[env_id].split(":")
         kwargs.setdefault("max_episode_steps", gym.spec(env_id).max_episode_steps)
-        return SameStepPointMassVectorEnv(num_envs=num_envs, **kwargs)
-    if env_id == "sb3_fedpg/PixelGrid-v0":
-        from sb3_fedpg.envs.pixelgrid import SameStepPixelGridVectorEnv
-
-        kwargs.setdefault("max_episode_steps", gym.spec(env_id).max_episode_steps)
-        return SameStepPixelGridVectorEnv(num_envs=num_envs, **kwargs)
-    if env_id == "sb3_fedpg/TwoLinkArm-v0":
-        from sb3_fedpg.envs.arm import SameStepTwoLinkArmVectorEnv
-
-        kwargs.setdefault("max_episode_steps", gym.spec(env_id).max_episode_steps)
-        return SameStepTwoLinkArmVectorEnv(num_envs=num_envs, **kwargs)
+        return getattr(importlib.import_module(module), name)(num_envs=num_envs, **kwargs)
     return None

@@ -20,15 +20,11 @@ A pixel-observation grid walk and its heterogeneous family (images for ``CnnPoli
 
 from __future__ import annotations
 
-from typing import Any
-
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
-from gymnasium.vector import AutoresetMode
-from gymnasium.vector.utils import batch_space
-from sb3_fedpg.envs.families import FamilySpec, register_family
-from sb3_fedpg.envs.pointmass import point_mass_goals, point_mass_weights
+from sb3_fedpg.envs.goals import GoalWeightReward, register_goal_family
+from sb3_fedpg.envs.native import NativeDynamics, NativeEnv, SameStepNativeVectorEnv
 
 #: cells per side, pixels per cell side, episode length
 GRID, CELL, MAX_EPISODE_STEPS = 7, 6, 30
@@ -68,98 +64,56 @@ def _step_cells(cells: np.ndarray, action: np.ndarray) -> np.ndarray:
     return np.clip(cells + MOVES[np.asarray(action, dtype=np.int64).reshape(len(cells))], 0, GRID - 1)
 
 
-class PixelGridEnv(gym.Env):
+def _initial_cells(rng: np.random.Generator, n: int) -> np.ndarray:
+    return rng.integers(0, GRID, size=(n, 2))
+
+
+def _base_reward(next_cells: np.ndarray, action: np.ndarray, next_obs: np.ndarray) -> np.ndarray:
+    return -np.square(pixel_grid_positions(next_obs)).sum(1) / RADIUS**2
+
+
+#: the shared dynamics, batched (the state is the walker's ``(row, column)`` cell)
+PIXEL_GRID = NativeDynamics(
+    observation_space=_IMAGE_SPACE,
+    action_space=spaces.Discrete(len(MOVES)),
+    initial_states=_initial_cells,
+    step=_step_cells,
+    observe=render_cells,
+    reward=_base_reward,
+    max_episode_steps=MAX_EPISODE_STEPS,
+)
+
+
+class PixelGridEnv(NativeEnv):
     """The shared dynamics, one copy (``sb3_fedpg/PixelGrid-v0``; the 30-step limit is the registration's)."""
 
-    metadata = {"render_modes": []}
-
-    def __init__(self) -> None:
-        self.observation_space = _IMAGE_SPACE
-        self.action_space = spaces.Discrete(len(MOVES))
-        self.cell = np.zeros((1, 2), dtype=np.int64)
-
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
-        super().reset(seed=seed)
-        self.cell = self.np_random.integers(0, GRID, size=(1, 2))
-        return render_cells(self.cell)[0], {}
-
-    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
-        self.cell = _step_cells(self.cell, np.asarray(action))
-        obs = render_cells(self.cell)
-        return obs[0], float(-np.square(pixel_grid_positions(obs)).sum() / RADIUS**2), False, False, {}
+    dynamics = PIXEL_GRID
 
 
-class SameStepPixelGridVectorEnv(gym.vector.VectorEnv):
+class SameStepPixelGridVectorEnv(SameStepNativeVectorEnv):
+    """``num_envs`` grid walkers with SB3's SAME_STEP auto-reset (:class:`~sb3_fedpg.envs.native.SameStepNativeVectorEnv`)."""
+
+    dynamics = PIXEL_GRID
+
+
+class PixelGridGoalReward(GoalWeightReward):
     """
-    ``num_envs`` grid walkers in NumPy with SB3's SAME_STEP auto-reset (``info["final_obs"]`` holds the
-    images of a finished step before the reset, valid where ``info["_final_obs"]``).
-
-    :param num_envs: number of copies
-    :param max_episode_steps: truncation horizon
-    """
-
-    metadata = {"render_modes": [], "autoreset_mode": AutoresetMode.SAME_STEP}
-
-    def __init__(self, num_envs: int = 1, max_episode_steps: int = MAX_EPISODE_STEPS) -> None:
-        self.num_envs = num_envs
-        self.max_episode_steps = max_episode_steps
-        self.single_observation_space = _IMAGE_SPACE
-        self.single_action_space = spaces.Discrete(len(MOVES))
-        self.observation_space = batch_space(self.single_observation_space, num_envs)
-        self.action_space = batch_space(self.single_action_space, num_envs)
-        self.cells = np.zeros((num_envs, 2), dtype=np.int64)
-        self.steps = np.zeros(num_envs, dtype=np.int64)
-
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
-        if seed is not None:
-            self._np_random, self._np_random_seed = gym.utils.seeding.np_random(seed)
-        self.cells = self.np_random.integers(0, GRID, size=(self.num_envs, 2))
-        self.steps[:] = 0
-        return render_cells(self.cells), {}
-
-    def step(self, action: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
-        self.cells = _step_cells(self.cells, action)
-        obs = render_cells(self.cells)
-        reward = -np.square(pixel_grid_positions(obs)).sum(1) / RADIUS**2
-        self.steps += 1
-        terminated = np.zeros(self.num_envs, dtype=bool)
-        truncated = self.steps >= self.max_episode_steps
-        info: dict[str, Any] = {}
-        if truncated.any():
-            info["final_obs"] = obs.copy()
-            info["_final_obs"] = truncated.copy()
-            self.cells[truncated] = self.np_random.integers(0, GRID, size=(int(truncated.sum()), 2))
-            self.steps[truncated] = 0
-            obs[truncated] = render_cells(self.cells[truncated])
-        return obs, reward, terminated, truncated, info
-
-
-class PixelGridGoalReward:
-    """
-    Batched reward of ``HeteroPixelGrid``: ``r_i = −w_i ‖p' − g_i‖² / R²``, ``p'`` read off the next image.
+    Batched reward of ``HeteroPixelGrid``: ``r_i = −w_i ‖p' − g_i‖² / R²``, ``p'`` read off the next image (the
+    goal/weight reward of :class:`~sb3_fedpg.envs.goals.GoalWeightReward`, goals on the circle of radius ``R = 3``).
 
     :param n_agents: number of agents
     :param heterogeneity: 0 (identical agents: the base env) to 1
     :param weight_ratio: ``max w_i / min w_i`` at ``h = 1``
     """
 
+    cost_scale = float(RADIUS**2)
+
     def __init__(self, n_agents: int, heterogeneity: float = 1.0, weight_ratio: float = 16.0) -> None:
-        self.goals = point_mass_goals(n_agents, heterogeneity, float(RADIUS))
-        self.weights = point_mass_weights(n_agents, heterogeneity, weight_ratio)
+        super().__init__(n_agents, heterogeneity, float(RADIUS), weight_ratio)
 
-    def average_cost(self, positions: np.ndarray) -> np.ndarray:
-        """
-        :param positions: ``(n, 2)`` positions relative to the centre
-        :return: ``(n,)`` the agents' average per-step cost there (what the federation minimises)
-        """
-        offsets = positions[:, None, :] - self.goals[None]
-        return (self.weights * np.square(offsets).sum(-1)).mean(1) / RADIUS**2
-
-    def __call__(
-        self, obs: np.ndarray, action: np.ndarray, next_obs: np.ndarray, reward: np.ndarray, agent_ids: np.ndarray
-    ) -> np.ndarray:
-        offset = pixel_grid_positions(next_obs) - self.goals[agent_ids]
-        return (-self.weights[agent_ids] * np.square(offset).sum(1) / RADIUS**2).astype(np.float32)
+    def positions(self, obs: np.ndarray) -> np.ndarray:
+        """:return: ``(n, 2)`` the walker's positions read off the images (:func:`pixel_grid_positions`)"""
+        return pixel_grid_positions(obs)
 
 
 def pixel_grid_returns(
@@ -191,11 +145,4 @@ def pixel_grid_returns(
 
 if "sb3_fedpg/PixelGrid-v0" not in gym.registry:
     gym.register(id="sb3_fedpg/PixelGrid-v0", entry_point=f"{__name__}:PixelGridEnv", max_episode_steps=MAX_EPISODE_STEPS)
-register_family(
-    FamilySpec(
-        env_id="sb3_fedpg/HeteroPixelGrid-v0",
-        base_id="sb3_fedpg/PixelGrid-v0",
-        make_reward=PixelGridGoalReward,
-        family_kwargs={"heterogeneity": 1.0, "weight_ratio": 16.0},
-    )
-)
+register_goal_family("sb3_fedpg/HeteroPixelGrid-v0", "sb3_fedpg/PixelGrid-v0", PixelGridGoalReward)

@@ -31,14 +31,11 @@ many seeds and local-only baselines stay affordable on a laptop.
 
 from __future__ import annotations
 
-from typing import Any
-
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
-from gymnasium.vector import AutoresetMode
-from gymnasium.vector.utils import batch_space
-from sb3_fedpg.envs.families import FamilySpec, register_family
+from sb3_fedpg.envs.goals import GoalWeightReward, register_goal_family
+from sb3_fedpg.envs.native import NativeDynamics, NativeEnv, SameStepNativeVectorEnv
 
 #: velocity decay per step, force gain, position step, arena half-width, start half-width
 DAMPING, GAIN, DT, ARENA, START = 0.9, 0.2, 0.1, 2.5, 2.0
@@ -64,7 +61,7 @@ def point_mass_step(state: np.ndarray, action: np.ndarray) -> np.ndarray:
     return np.concatenate([position, velocity], axis=1)
 
 
-def _base_reward(next_state: np.ndarray, action: np.ndarray) -> np.ndarray:
+def _base_reward(next_state: np.ndarray, action: np.ndarray, next_obs: np.ndarray) -> np.ndarray:
     force = np.clip(np.asarray(action, dtype=np.float64).reshape(len(next_state), 2), -1.0, 1.0)
     return -np.square(next_state[:, :2]).sum(1) - ACTION_COST * np.square(force).sum(1)
 
@@ -75,131 +72,44 @@ def _initial_states(rng: np.random.Generator, n: int) -> np.ndarray:
     return state
 
 
-class PointMassEnv(gym.Env):
+def _observe(state: np.ndarray) -> np.ndarray:
+    return state.astype(np.float32)
+
+
+#: the shared dynamics, batched
+POINT_MASS = NativeDynamics(
+    observation_space=spaces.Box(-_OBS_HIGH, _OBS_HIGH, dtype=np.float32),
+    action_space=spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32),
+    initial_states=_initial_states,
+    step=point_mass_step,
+    observe=_observe,
+    reward=_base_reward,
+    max_episode_steps=MAX_EPISODE_STEPS,
+)
+
+
+class PointMassEnv(NativeEnv):
     """The shared dynamics, one copy (``sb3_fedpg/PointMass-v0``; the 50-step limit is the registration's)."""
 
-    metadata = {"render_modes": []}
-
-    def __init__(self) -> None:
-        self.observation_space = spaces.Box(-_OBS_HIGH, _OBS_HIGH, dtype=np.float32)
-        self.action_space = spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
-        self.state = np.zeros(4)
-
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
-        super().reset(seed=seed)
-        self.state = _initial_states(self.np_random, 1)[0]
-        return self.state.astype(np.float32), {}
-
-    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
-        next_state = point_mass_step(self.state[None], np.asarray(action)[None])
-        reward = float(_base_reward(next_state, np.asarray(action)[None])[0])
-        self.state = next_state[0]
-        return self.state.astype(np.float32), reward, False, False, {}
+    dynamics = POINT_MASS
 
 
-class SameStepPointMassVectorEnv(gym.vector.VectorEnv):
+class SameStepPointMassVectorEnv(SameStepNativeVectorEnv):
+    """``num_envs`` point masses with SB3's SAME_STEP auto-reset (:class:`~sb3_fedpg.envs.native.SameStepNativeVectorEnv`)."""
+
+    dynamics = POINT_MASS
+
+
+class PointMassGoalReward(GoalWeightReward):
     """
-    ``num_envs`` point masses in NumPy with SB3's SAME_STEP auto-reset (``info["final_obs"]``
-    holds the observations of a finished step before the reset, valid where ``info["_final_obs"]``).
-
-    :param num_envs: number of copies
-    :param max_episode_steps: truncation horizon
+    Batched reward of ``HeteroPointMass``: ``r_i = −w_i ‖p' − g_i‖² − 0.01 ‖a‖²`` (the goal/weight reward of
+    :class:`~sb3_fedpg.envs.goals.GoalWeightReward` on the position, observation entries 0 and 1).
     """
 
-    metadata = {"render_modes": [], "autoreset_mode": AutoresetMode.SAME_STEP}
-
-    def __init__(self, num_envs: int = 1, max_episode_steps: int = MAX_EPISODE_STEPS) -> None:
-        self.num_envs = num_envs
-        self.max_episode_steps = max_episode_steps
-        self.single_observation_space = spaces.Box(-_OBS_HIGH, _OBS_HIGH, dtype=np.float32)
-        self.single_action_space = spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
-        self.observation_space = batch_space(self.single_observation_space, num_envs)
-        self.action_space = batch_space(self.single_action_space, num_envs)
-        self.state = np.zeros((num_envs, 4))
-        self.steps = np.zeros(num_envs, dtype=np.int64)
-
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
-        if seed is not None:
-            self._np_random, self._np_random_seed = gym.utils.seeding.np_random(seed)
-        self.state = _initial_states(self.np_random, self.num_envs)
-        self.steps[:] = 0
-        return self.state.astype(np.float32), {}
-
-    def step(self, action: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
-        next_state = point_mass_step(self.state, action)
-        reward = _base_reward(next_state, action)
-        self.steps += 1
-        terminated = np.zeros(self.num_envs, dtype=bool)
-        truncated = self.steps >= self.max_episode_steps
-        obs = next_state.astype(np.float32)
-        info: dict[str, Any] = {}
-        if truncated.any():
-            info["final_obs"] = obs.copy()
-            info["_final_obs"] = truncated.copy()
-            next_state[truncated] = _initial_states(self.np_random, int(truncated.sum()))
-            self.steps[truncated] = 0
-            obs[truncated] = next_state[truncated].astype(np.float32)
-        self.state = next_state
-        return obs, reward, terminated, truncated, info
-
-
-def _check_heterogeneity(heterogeneity: float) -> float:
-    if not 0.0 <= heterogeneity <= 1.0:
-        raise ValueError(f"heterogeneity must be in [0, 1] (0 = identical agents), got {heterogeneity}.")
-    return float(heterogeneity)
-
-
-def point_mass_goals(n_agents: int, heterogeneity: float, radius: float = 1.0) -> np.ndarray:
-    """:return: ``(n_agents, 2)`` goals ``h · R · (cos 2πi/N, sin 2πi/N)``"""
-    angle = 2 * np.pi * np.arange(n_agents) / n_agents
-    return _check_heterogeneity(heterogeneity) * radius * np.stack([np.cos(angle), np.sin(angle)], axis=1)
-
-
-def point_mass_weights(n_agents: int, heterogeneity: float, weight_ratio: float = 16.0) -> np.ndarray:
-    """:return: ``(n_agents,)`` cost weights ``ρ^(h · u_i / 2)`` (``u_i`` evenly spaced in ``[−1, 1]``)"""
-    if weight_ratio < 1.0:
-        raise ValueError(f"weight_ratio must be >= 1, got {weight_ratio}.")
-    u = np.linspace(-1.0, 1.0, n_agents) if n_agents > 1 else np.zeros(1)
-    return weight_ratio ** (_check_heterogeneity(heterogeneity) * u / 2.0)
-
-
-class PointMassGoalReward:
-    """
-    Batched reward of ``HeteroPointMass``: ``r_i = −w_i ‖p' − g_i‖² − 0.01 ‖a‖²``.
-
-    :param n_agents: number of agents
-    :param heterogeneity: 0 (identical agents: the base env) to 1
-    :param radius: radius ``R`` of the circle of goals at ``h = 1``
-    :param weight_ratio: ``max w_i / min w_i`` at ``h = 1``
-    """
-
-    #: where the controlled position sits in the observation
     position_slice = slice(0, 2)
-
-    def __init__(self, n_agents: int, heterogeneity: float = 1.0, radius: float = 1.0, weight_ratio: float = 16.0) -> None:
-        self.goals = point_mass_goals(n_agents, heterogeneity, radius)
-        self.weights = point_mass_weights(n_agents, heterogeneity, weight_ratio)
-
-    def optimal_hold_point(self) -> np.ndarray:
-        """:return: the weighted centroid ``c*``, where holding still minimises the average cost"""
-        return (self.weights[:, None] * self.goals).sum(0) / self.weights.sum()
-
-    def __call__(
-        self, obs: np.ndarray, action: np.ndarray, next_obs: np.ndarray, reward: np.ndarray, agent_ids: np.ndarray
-    ) -> np.ndarray:
-        force = np.clip(np.asarray(action, dtype=np.float64).reshape(len(obs), -1), -1.0, 1.0)
-        offset = np.asarray(next_obs, dtype=np.float64)[:, self.position_slice] - self.goals[agent_ids]
-        cost = self.weights[agent_ids] * np.square(offset).sum(1) + ACTION_COST * np.square(force).sum(1)
-        return (-cost).astype(np.float32)
+    action_cost = ACTION_COST
 
 
 if "sb3_fedpg/PointMass-v0" not in gym.registry:
     gym.register(id="sb3_fedpg/PointMass-v0", entry_point=f"{__name__}:PointMassEnv", max_episode_steps=MAX_EPISODE_STEPS)
-register_family(
-    FamilySpec(
-        env_id="sb3_fedpg/HeteroPointMass-v0",
-        base_id="sb3_fedpg/PointMass-v0",
-        make_reward=PointMassGoalReward,
-        family_kwargs={"heterogeneity": 1.0, "radius": 1.0, "weight_ratio": 16.0},
-    )
-)
+register_goal_family("sb3_fedpg/HeteroPointMass-v0", "sb3_fedpg/PointMass-v0", PointMassGoalReward)
