@@ -281,7 +281,13 @@ def write_markdown(data: dict[str, Any], path: pathlib.Path) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = ArgumentParser(description=__doc__)
-    parser.add_argument("--sb3-tests", type=pathlib.Path, required=True, help="SB3's tests/ folder (see above)")
+    parser.add_argument("--sb3-tests", type=pathlib.Path, help="SB3's tests/ folder (see above)")
+    parser.add_argument(
+        "--merge",
+        nargs="+",
+        type=pathlib.Path,
+        help="run nothing: copy the runs of these JSON files (written with --out elsewhere) into --out, rewrite the table",
+    )
     parser.add_argument("--label", default="current", help="the name of this run in the JSON (e.g. before, after)")
     parser.add_argument("--algos", nargs="+", default=list(ALGOS), choices=list(ALGOS))
     parser.add_argument("--modules", nargs="+", default=DEFAULT_MODULES, help="SB3 test modules to run")
@@ -298,6 +304,15 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--out", type=pathlib.Path, default=RESULTS / "sb3_parity.json")
     args = parser.parse_args(argv)
+    if args.merge:
+        data = json.loads(args.out.read_text()) if args.out.exists() else {"runs": {}}
+        for path in args.merge:
+            data["runs"].update(json.loads(path.read_text())["runs"])
+        args.out.write_text(json.dumps(data, indent=1) + "\n")
+        write_markdown(data, args.out.with_suffix(".md"))
+        return
+    if args.sb3_tests is None:
+        parser.error("--sb3-tests is required (unless --merge)")
     modules = [m for m in args.modules if m not in args.skip and (args.sb3_tests / m).exists()]
     run: dict[str, Any] = {
         "library": library_version(args.library_root),
