@@ -408,7 +408,8 @@ class BatchedActor:
         )
         self.parameters = list(self.net.parameters)
         space = policy.action_space
-        self.kind = type(space).__name__
+        # the supported space it derives from: a subclass of Box (SB3's test_predict.py) is a Box
+        self.kind = next(cls.__name__ for cls in ACTION_SPACES if isinstance(space, cls))
         self.continuous = isinstance(space, spaces.Box)
         self.log_std: slice | None = None
         n_params = self.net.end
@@ -549,19 +550,24 @@ class BatchedActor:
         return th.cat([*pieces, grad_log_std], dim=1, out=out)
 
     @th.no_grad()
-    def sample(self, params: th.Tensor, obs: th.Tensor) -> th.Tensor:
+    def sample(self, params: th.Tensor, obs: th.Tensor, rng: np.random.Generator | None = None) -> th.Tensor:
         """
         Sample actions without building a distribution object (the rollout hot path).
 
         Discrete and MultiDiscrete: Gumbel-max on the logits (per dimension); Box: ``mean + std · ε``;
         MultiBinary: ``u < sigmoid(logits)`` (as floats, like SB3's Bernoulli). Same laws as
-        :meth:`distribution`, drawn from torch's global generator (seeded by ``set_random_seed``).
+        :meth:`distribution`, drawn from torch's global generator (seeded by ``set_random_seed``), or from ``rng``.
 
         :param params: stacked actor parameters ``(n_agents, n_params)``
         :param obs: flat observations ``(n_agents, batch, obs_dim)``
+        :param rng: draw the noise from this NumPy generator, exactly as :meth:`sample_numpy` draws it: the same
+            seed then gives the same actions whichever path the observations take (a ``Dict`` observation takes this
+            one, its flattened ``Box`` the NumPy one: SB3's ``test_dict_env.py::test_consistency``)
         :return: actions ``(n_agents, batch[, action_dim])``
         """
         out = self.net(params, obs)
+        if rng is not None:
+            return self._sample_with(out, params, rng)
         if self.kind == "Box":
             return out + params[:, self.log_std].exp().unsqueeze(1) * th.randn_like(out)
         if self.kind == "MultiBinary":
@@ -570,6 +576,21 @@ class BatchedActor:
             out = self._padded_logits(out)
         gumbel = -th.empty_like(out).exponential_().log()
         return (out + gumbel).argmax(dim=-1)
+
+    def _sample_with(self, out: th.Tensor, params: th.Tensor, rng: np.random.Generator) -> th.Tensor:
+        """:meth:`sample` from the network's output ``out`` with :meth:`sample_numpy`'s draws from ``rng``."""
+
+        def draw(array: np.ndarray) -> th.Tensor:
+            return th.as_tensor(array, device=out.device)
+
+        if self.kind == "Box":
+            noise = draw(rng.standard_normal(tuple(out.shape), dtype=np.float32))
+            return out + params[:, self.log_std].exp().unsqueeze(1) * noise
+        if self.kind == "MultiBinary":
+            return (draw(rng.random(tuple(out.shape), dtype=np.float32)) * (1.0 + th.exp(-out)) < 1.0).to(out.dtype)
+        if self.kind == "MultiDiscrete":
+            out = self._padded_logits(out)
+        return (out.double() - draw(rng.exponential(size=tuple(out.shape))).log()).argmax(dim=-1)
 
     def sample_numpy(self, params: np.ndarray, obs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """

@@ -92,6 +92,31 @@ THREADS_HINT = (
 _threads_hint_shown = False
 
 
+class FederatedDifferenceWarning(UserWarning):
+    """
+    A deliberate difference from SB3's behaviour, met at this call (each kind is announced once per process; the list
+    is in docs/migrating.md). Silence them all with ``warnings.simplefilter("ignore", FederatedDifferenceWarning)``.
+    """
+
+
+#: the kinds of :class:`FederatedDifferenceWarning` already shown in this process
+_differences_announced: set[str] = set()
+
+
+def announce_difference(kind: str, message: str, stacklevel: int = 3) -> None:
+    """
+    Warn about a deliberate difference from SB3, once per process and kind.
+
+    :param kind: what differs (the key of the once-only memory)
+    :param message: what happens, and how to get SB3's behaviour where there is a way
+    :param stacklevel: as in :func:`warnings.warn`, counted from the caller of this function (3: the user's call of a
+        public method that calls a base-class method that calls this)
+    """
+    if kind not in _differences_announced:
+        _differences_announced.add(kind)
+        warnings.warn(message, FederatedDifferenceWarning, stacklevel=stacklevel + 1)
+
+
 class HomogeneousFamilyWarning(UserWarning):
     """A plain VecEnv of a heterogeneous family split between agents: every agent gets the same reward."""
 
@@ -217,6 +242,13 @@ class FederatedAlgorithm(FederatedPersistenceMixin):
             raise ValueError(f"use_sde={use_sde!r}, sde_sample_freq={sde_sample_freq!r}: {GSDE_REFUSAL}")
         check_policy_kwargs(policy_kwargs, type(self).__name__)
         if isinstance(env, str):
+            if n_agents is None and n_envs_per_agent > 1:  # an SB3-style call: SB3 builds one env from an env id
+                announce_difference(
+                    "envs_from_env_id",
+                    f"{type(self).__name__}(policy, {env!r}) builds n_envs_per_agent={n_envs_per_agent} sub-environments "
+                    f"from the env id (SB3's algorithms build 1): get_env() steps {n_envs_per_agent} envs and returns "
+                    f"{n_envs_per_agent} rewards per step. Pass n_envs_per_agent=1 for SB3's single env.",
+                )
             env = make_federated_vec_env(env, n_agents, n_envs_per_agent, env_kwargs=env_kwargs, seed=seed)
         elif env_kwargs:
             raise ValueError("env_kwargs is only used when env is an env id; the env given is already built.")
@@ -532,7 +564,8 @@ class FederatedAlgorithm(FederatedPersistenceMixin):
                 env_actions = actions.reshape(n * m, *action_shape)
             else:
                 obs_t = self._obs_to_tensor(self._last_obs)
-                actions = self._actor.sample(params, obs_t)
+                # on the CPU, the NumPy path's generator: the same seed gives the same actions on both paths
+                actions = self._actor.sample(params, obs_t, self._action_rng if self.device.type == "cpu" else None)
                 env_actions = actions.reshape(n * m, *action_shape).cpu().numpy()
             if isinstance(self.action_space, spaces.Box):
                 env_actions = np.clip(env_actions, self.action_space.low, self.action_space.high)
@@ -629,9 +662,10 @@ class FederatedAlgorithm(FederatedPersistenceMixin):
     def run_atomic_round(self, solver: fedmath.LocalSolver) -> fedmath.RoundResult:
         """
         One round with ``solver`` as the agents' half (:func:`fedmath.run_round`), **atomic**: if it does not
-        complete (a callback stops it, an env fails, a value is not finite), the global policy, every agent's local
-        state (:meth:`local_state_dict`) and ``num_timesteps`` stay as they were before it (the environments are not
-        rolled back: their episodes go on).
+        complete (a callback stops it, an env fails, a value is not finite), the global policy and every agent's local
+        state (:meth:`local_state_dict`) stay as they were before it (the environments are not rolled back: their
+        episodes go on). ``num_timesteps`` goes back too when the round fails; when a callback stops it, the steps
+        run stay counted, as in SB3 (the callbacks saw them: ``EveryNTimesteps`` and the model agree).
 
         :param solver: the agents' local solver for this round
         :return: the completed round
@@ -657,6 +691,9 @@ class FederatedAlgorithm(FederatedPersistenceMixin):
                     "the aggregated global parameters are not finite; the round was discarded and the last good global "
                     "parameters kept. Lower the learning rate or check the agents' rewards."
                 )
+        except StopTrainingInRound:  # a normal end of training: the steps were run, SB3 counts them
+            self.load_local_state_dict(local_state)
+            raise
         except BaseException:
             self.load_local_state_dict(local_state)
             self.num_timesteps = steps_before
@@ -789,6 +826,15 @@ class FederatedAlgorithm(FederatedPersistenceMixin):
             # Callbacks (the progress bar's total) see the steps learn will really run: whole rounds.
             rounds_needed = max(0, math.ceil((total_timesteps - self.num_timesteps) / self.steps_per_round))
             real_total = self.num_timesteps + rounds_needed * self.steps_per_round
+            if real_total != max(total_timesteps, self.num_timesteps):
+                asked = total_timesteps - self.num_timesteps
+                announce_difference(
+                    "whole_rounds",
+                    f"learn({asked}) runs {rounds_needed} whole round(s) of steps_per_round={self.steps_per_round} env "
+                    f"steps, {real_total - self.num_timesteps} in all: a round is the unit of communication and is "
+                    "never cut short (SB3 stops at the first rollout that reaches total_timesteps). Ask for a multiple "
+                    "of model.steps_per_round to run exactly that many steps.",
+                )
             callback.on_training_start({**locals(), "total_timesteps": real_total}, globals())
             assert self.env is not None
             rounds = 0

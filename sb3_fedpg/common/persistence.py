@@ -17,6 +17,7 @@ Two file formats, told apart by their content (never by their name):
 
 from __future__ import annotations
 
+import contextvars
 import io
 import json
 import math
@@ -89,6 +90,10 @@ class ThreadCountWarning(UserWarning):
 
 class DeviceChangeWarning(UserWarning):
     """A checkpoint is resumed on another kind of device than it was written on (not bit-identical)."""
+
+
+#: set while :meth:`FederatedPersistenceMixin.load` reads a file (SB3's ``load`` calls ``set_parameters`` with its tensors)
+_loading_file: contextvars.ContextVar[bool] = contextvars.ContextVar("_loading_file", default=False)
 
 
 class NonFiniteParametersError(FloatingPointError):
@@ -194,6 +199,7 @@ class FederatedPersistenceMixin(BaseAlgorithm):
             cls._check_file_algorithm(path)
         if kwargs and isinstance(path, str | pathlib.Path):
             cls._check_load_kwargs(path, kwargs)
+        token = _loading_file.set(True)
         try:
             model = super().load(path, env, device, custom_objects, print_system_info, force_reset, **kwargs)
         except NonFiniteParametersError as error:
@@ -209,6 +215,8 @@ class FederatedPersistenceMixin(BaseAlgorithm):
                     "The file was not modified."
                 ) from error
             raise ValueError(f"{problem}: {type(error).__name__}: {error}. The file was not modified.") from error
+        finally:
+            _loading_file.reset(token)
         if model.env is not None:
             # The env given (or saved) must split into the model's agents: each has its own critic and optimiser state.
             cast("FederatedAlgorithm", model)._check_env_split(model.env, for_training=False)  # every federated model is one
@@ -296,6 +304,11 @@ class FederatedPersistenceMixin(BaseAlgorithm):
 
         if isinstance(load_path_or_dict, str | pathlib.Path) and file_kind(load_path_or_dict) == "weights":
             _, load_path_or_dict = read_bundle(load_path_or_dict, f"{load_path_or_dict} is not a valid weights file")
+        if _loading_file.get() and isinstance(load_path_or_dict, dict):
+            # A file written before an optional object existed: it starts fresh, as in a new model. Only for a file
+            # being loaded: a dict given by the caller lacking an object is refused with exact_match, as in SB3.
+            optional = [n for n in getattr(self, "_optional_torch_params", ()) if n not in load_path_or_dict]
+            load_path_or_dict = {**load_path_or_dict, **{n: getattr(self, n).state_dict() for n in optional}}
         before = {name: copy.deepcopy(getattr(self, name).state_dict()) for name in self._get_torch_save_params()[0]}
         super().set_parameters(load_path_or_dict, exact_match=exact_match, device=device)
         bad = self.nonfinite_tensors()

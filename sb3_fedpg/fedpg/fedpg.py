@@ -177,7 +177,7 @@ class FederatedPG(FederatedAlgorithm):
             self.device
         )
         self._setup_federated_buffers()
-        self.correction_stats = CorrectionStatistics(self.n_agents).to(self.device)
+        self.correction_stats = CorrectionStatistics(self.n_agents, n_params=self._actor.n_params).to(self.device)
         self.learner = PolicyGradientLearner(
             self._actor,
             self.critics,
@@ -237,8 +237,8 @@ class FederatedPG(FederatedAlgorithm):
 
         Rollouts are collected inside the round (each local step needs fresh on-policy data). The
         round is atomic: if it does not complete (a callback stops it, an env fails, a gradient is
-        not finite), the global policy, every agent's local state (critics and their optimiser, local
-        optimiser moments) and ``num_timesteps`` stay as they were before it.
+        not finite), the global policy and every agent's local state (critics and their optimiser, local
+        optimiser moments) stay as they were before it (see :meth:`run_atomic_round` for ``num_timesteps``).
 
         :param callback: SB3 callback called at every env step (a no-op if ``None``)
         """

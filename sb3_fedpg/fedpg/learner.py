@@ -56,11 +56,14 @@ class CorrectionStatistics(th.nn.Module):
     - running averages (exponential, bias-corrected) of the correction's signal and noise: the SNR that
       :func:`~sb3_fedpg.common.fedmath.snr_damping` acts on;
     - the state of the correction filter (``variance_control="filtered"``,
-      :func:`~sb3_fedpg.common.fedmath.correction_filter_step`): the estimate ``ĉ_i`` (allocated on first use), its
-      error variance ``P_i`` and the running drift ``q_i``.
+      :func:`~sb3_fedpg.common.fedmath.correction_filter_step`): the estimate ``ĉ_i`` (``estimate_rounds``
+      counts the rounds it holds; none before the first), its error variance ``P_i`` and the running drift ``q_i``.
 
     :param n_agents: number of agents
     :param decay: weight of the past per round (running averages and drift)
+    :param n_params: size of a correction (the actor's parameters ``p``): the estimate is allocated ``(n, p)`` up
+        front, so the state dict never holds an empty tensor (SB3's ``get_parameters``/``set_parameters`` round
+        trip randomises every tensor and checks that each changed)
     """
 
     # buffers (registered in __init__)
@@ -71,21 +74,30 @@ class CorrectionStatistics(th.nn.Module):
     estimate_variance: th.Tensor
     drift: th.Tensor
     drift_weight: th.Tensor
+    estimate_rounds: th.Tensor
 
-    def __init__(self, n_agents: int, decay: float = 0.9) -> None:
+    def __init__(self, n_agents: int, decay: float = 0.9, n_params: int = 0) -> None:
         super().__init__()
         self.decay = decay
+        # registered first: SB3's get_parameters/set_parameters test leaves a state dict's last entry out
+        self.register_buffer("estimate_rounds", th.zeros(()))
         self.register_buffer("signal", th.zeros(n_agents))
         self.register_buffer("noise", th.zeros(n_agents))
         self.register_buffer("weight", th.zeros(()))
-        self.register_buffer("estimate", th.zeros(0))
+        self.register_buffer("estimate", th.zeros(n_agents, n_params))
         self.register_buffer("estimate_variance", th.zeros(n_agents))
         self.register_buffer("drift", th.zeros(n_agents))
         self.register_buffer("drift_weight", th.zeros(()))
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
-        # the filter's estimate is sized on first use (n, p); models saved before the filter existed lack its state
-        for name in ("estimate", "estimate_variance", "drift", "drift_weight"):
+        # Models saved before the filter existed lack its state; before estimate_rounds existed, an estimate was
+        # allocated on first use (an empty tensor until then).
+        saved = state_dict.get(prefix + "estimate")
+        if prefix + "estimate_rounds" not in state_dict and saved is not None:
+            state_dict[prefix + "estimate_rounds"] = th.tensor(float(saved.numel() > 0))
+        if saved is not None and saved.numel() == 0:
+            state_dict[prefix + "estimate"] = th.zeros_like(self.estimate)
+        for name in ("estimate_rounds", "estimate", "estimate_variance", "drift", "drift_weight"):
             if prefix + name not in state_dict:
                 state_dict[prefix + name] = getattr(self, name)
         self.estimate = th.empty_like(state_dict[prefix + "estimate"])
@@ -113,9 +125,10 @@ class CorrectionStatistics(th.nn.Module):
         :return: ``(ĉ, K)``: the filtered corrections ``(n, p)`` and the gains ``(n,)``
         """
         noise = noise.to(self.drift.dtype)
-        if self.estimate.shape != observed.shape:  # first round: the observation itself (gain 1)
-            self.estimate = observed.detach().clone()
+        if not bool(self.estimate_rounds > 0) or self.estimate.shape != observed.shape:  # first round: the observation
+            self.estimate = observed.detach().clone()  # itself (gain 1)
             self.estimate_variance.copy_(noise)
+            self.estimate_rounds.fill_(1)
             return self.estimate, th.ones_like(noise)
         sample = fedmath.correction_drift_sample(observed, noise, self.estimate, self.estimate_variance)
         self.drift.mul_(self.decay).add_((1 - self.decay) * sample)
@@ -126,6 +139,7 @@ class CorrectionStatistics(th.nn.Module):
         )
         self.estimate.copy_(estimate)
         self.estimate_variance.copy_(variance)
+        self.estimate_rounds.add_(1)
         return self.estimate, gain
 
 
@@ -202,7 +216,9 @@ class PolicyGradientLearner:
         self.ent_coef = ent_coef
         self.max_grad_norm = max_grad_norm
         self.correction_stats = (
-            correction_stats if correction_stats is not None else CorrectionStatistics(critics.params.shape[0])
+            correction_stats
+            if correction_stats is not None
+            else CorrectionStatistics(critics.params.shape[0], n_params=actor.n_params)
         )
         self.stats = RoundStats()
 

@@ -256,7 +256,9 @@ class PPOEpochs:
         self.settings = settings
         self.sample = sample
         self.correction_stats = (
-            correction_stats if correction_stats is not None else CorrectionStatistics(critics.params.shape[0])
+            correction_stats
+            if correction_stats is not None
+            else CorrectionStatistics(critics.params.shape[0], n_params=actor.n_params)
         )
         self.stats = RoundStats()
         #: the anchors' advantage units: 1, or the server's scale once known (``normalize_advantage="shared"``)

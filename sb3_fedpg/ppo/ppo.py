@@ -160,7 +160,7 @@ class FederatedPPO(FederatedAlgorithm):
         self.critics = StackedCritics(self.policy, self.n_agents).to(self.device)
         self.critic_optimizer = BatchedAdam(self.n_agents, self.critics.params.shape[1]).to(self.device)
         self.actor_optimizer = BatchedAdam(self.n_agents, self._actor.n_params).to(self.device)
-        self.correction_stats = CorrectionStatistics(self.n_agents).to(self.device)
+        self.correction_stats = CorrectionStatistics(self.n_agents, n_params=self._actor.n_params).to(self.device)
         self.clip_range_schedule = FloatSchedule(self.clip_range)
         self.clip_range_vf_schedule = None if self.clip_range_vf is None else FloatSchedule(self.clip_range_vf)
         self._setup_federated_buffers()
@@ -182,18 +182,6 @@ class FederatedPPO(FederatedAlgorithm):
 
     #: saved tensors a file written before they existed may lack (they start fresh)
     _optional_torch_params = ("correction_stats",)
-
-    def set_parameters(
-        self, load_path_or_dict: str | dict[str, Any], exact_match: bool = True, device: th.device | str = "auto"
-    ) -> None:
-        # A model saved before the correction's SNR statistics existed: they start fresh, as in a new model.
-        if (
-            isinstance(load_path_or_dict, dict)
-            and "correction_stats" not in load_path_or_dict
-            and hasattr(self, "correction_stats")
-        ):
-            load_path_or_dict = {**load_path_or_dict, "correction_stats": self.correction_stats.state_dict()}
-        super().set_parameters(load_path_or_dict, exact_match=exact_match, device=device)
 
     def local_state_dict(self) -> dict[str, Any]:
         """:return: every agent's local memory (critics, their optimiser, the actors' Adam moments)"""

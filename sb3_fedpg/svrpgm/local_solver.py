@@ -21,32 +21,40 @@ from sb3_fedpg.fedpg.learner import BatchSampler, PolicyGradientLearner, RoundSt
 class MomentumMemory(nn.Module):
     """
     What the FedSVRPG-M server keeps between rounds and sends to the agents with ``θ̄_r``: the momentum ``u_r`` and
-    the previous global parameters ``θ̄_{r−1}``. Both are empty before the first round. Saved with the model.
+    the previous global parameters ``θ̄_{r−1}`` (zeros, and ``rounds`` 0, before the first round). Saved with the model.
 
     :param n_params: size of the federated parameter vector
     """
 
     # buffers (registered in __init__)
+    rounds: th.Tensor
     momentum: th.Tensor
     previous_params: th.Tensor
 
     def __init__(self, n_params: int) -> None:
         super().__init__()
         self.n_params = n_params
-        self.register_buffer("momentum", th.zeros(0))
-        self.register_buffer("previous_params", th.zeros(0))
+        # Allocated (p,) up front, so the state dict never holds an empty tensor (SB3's get_parameters/set_parameters
+        # round trip randomises every tensor and checks that each changed); ``rounds`` comes first, as that test
+        # leaves a state dict's last entry out.
+        self.register_buffer("rounds", th.zeros(()))
+        self.register_buffer("momentum", th.zeros(n_params))
+        self.register_buffer("previous_params", th.zeros(n_params))
 
     def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: object) -> None:
-        # the buffers are empty before the first round and (p,) after: take the saved size
+        # Files written before ``rounds`` existed hold empty buffers before the first round and (p,) after.
+        saved = state_dict.get(prefix + "momentum")
+        if prefix + "rounds" not in state_dict and saved is not None:
+            state_dict[prefix + "rounds"] = th.tensor(float(saved.numel() > 0))
         for name in ("momentum", "previous_params"):
-            if prefix + name in state_dict:
-                setattr(self, name, th.empty_like(state_dict[prefix + name], device=getattr(self, name).device))
+            if prefix + name in state_dict and state_dict[prefix + name].numel() == 0:
+                state_dict[prefix + name] = th.zeros_like(getattr(self, name))
         super()._load_from_state_dict(state_dict, prefix, *args)
 
     @property
     def started(self) -> bool:
         """Whether a round has completed (the momentum exists)."""
-        return self.momentum.numel() > 0
+        return bool(self.rounds > 0)
 
     @th.no_grad()
     def advance(self, momentum: th.Tensor, previous_params: th.Tensor) -> None:
@@ -54,8 +62,9 @@ class MomentumMemory(nn.Module):
         :param momentum: ``u_{r+1}`` (:func:`~sb3_fedpg.common.fedmath.server_momentum`)
         :param previous_params: ``θ̄_r``, the global parameters the completed round started from
         """
-        self.momentum = momentum.detach().clone()
-        self.previous_params = previous_params.detach().clone()
+        self.momentum.copy_(momentum.detach())
+        self.previous_params.copy_(previous_params.detach())
+        self.rounds.add_(1)
 
 
 class MomentumPolicyGradientSteps:

@@ -2,15 +2,21 @@
 What SB3's own tests expect of an algorithm (save/load of the model and of the policy alone, ``set_env`` with
 another number of envs, deterministic training, callbacks, progress bar, ``evaluate_policy``), parametrized over
 the four action spaces, both algorithms and FederatedPG's estimators. Written for this library, after SB3's
-tests/test_save_load.py, test_deterministic.py, test_callbacks.py and test_predict.py.
+tests/test_save_load.py, test_deterministic.py, test_callbacks.py and test_predict.py; the last part holds the
+behaviour differences that running SB3's own tests with these algorithms found (``tools/sb3_parity.py``, issue 27),
+over all three algorithms.
 """
 
+import copy
 import warnings
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch as th
+from gymnasium import spaces
 from stable_baselines3.common.callbacks import (
+    BaseCallback,
     CallbackList,
     CheckpointCallback,
     EvalCallback,
@@ -25,7 +31,8 @@ from stable_baselines3.common.envs import IdentityEnv, IdentityEnvBox, IdentityE
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.logger import configure
 
-from sb3_fedpg import FederatedPG, FederatedPPO, make_federated_vec_env
+from sb3_fedpg import FederatedPG, FederatedPPO, FederatedSVRPGM, make_federated_vec_env
+from sb3_fedpg.common.federated_algorithm import FederatedDifferenceWarning
 from sb3_fedpg.common.policies import FederatedActorCriticPolicy
 
 MAKERS = {
@@ -123,8 +130,8 @@ def test_sb3_callbacks(algo, kwargs, tmp_path):
         ]
     )
     with warnings.catch_warnings():
-        warnings.simplefilter("error")  # neither the env-type nor the Monitor warning
-        model.learn(600, callback=callbacks)
+        warnings.simplefilter("error")  # neither the env-type nor the Monitor warning (nor whole rounds: 640 is 5 or 20)
+        model.learn(640, callback=callbacks)
     assert sorted((tmp_path / "ckpt").glob("m_*_steps.zip"))
     assert sorted((tmp_path / "every").glob("*.zip"))
     rows = (tmp_path / "log" / "progress.csv").read_text().splitlines()
@@ -190,3 +197,152 @@ def test_threads_hint_is_printed_once_when_verbose(capsys, monkeypatch):
         assert "set_num_threads(1)" not in capsys.readouterr().out
     finally:
         th.set_num_threads(threads)
+
+
+# ---------------------------------------------------------------- SB3's own tests (tools/sb3_parity.py), issue 27
+ALL_ALGOS = [FederatedPG, FederatedPPO, FederatedSVRPGM]
+
+
+@pytest.fixture
+def fresh_announcements(monkeypatch):
+    """Each deliberate difference is announced once per process: forget the ones shown by earlier tests."""
+    import sb3_fedpg.common.federated_algorithm as federated_algorithm
+
+    monkeypatch.setattr(federated_algorithm, "_differences_announced", set())
+
+
+class _StopAt(BaseCallback):
+    def __init__(self, calls):
+        super().__init__()
+        self.calls = calls
+
+    def _on_step(self):
+        return self.n_calls < self.calls
+
+
+@pytest.mark.parametrize("algo", ALL_ALGOS)
+def test_a_callback_stop_mid_round_leaves_the_steps_run_counted(algo):
+    # SB3's test_callbacks.py: EveryNTimesteps and the model agree on the steps run, also when training stops early
+    model = algo("MlpPolicy", make_env("Discrete"), n_steps=8, seed=0, policy_kwargs={"net_arch": [16]})
+    model.learn(model.steps_per_round)
+    before = model.get_global_parameters()
+    every = EveryNTimesteps(n_steps=4, callback=CallbackList([]))
+    model.learn(10 * model.steps_per_round, callback=CallbackList([every, _StopAt(3)]), reset_num_timesteps=False)
+    assert model.num_timesteps == every.num_timesteps == model.steps_per_round + 3 * model.n_envs
+    assert th.equal(model.get_global_parameters(), before)  # the round itself is discarded (atomic)
+    assert model._n_rounds == 1
+
+
+class _VecOnlyDictEnv(gym.Env):
+    """A Dict observation with one vector key (SB3's DummyDictEnv(vec_only=True)), deterministic given its seed."""
+
+    def __init__(self):
+        self.observation_space = spaces.Dict({"vec": spaces.Box(-1, 1, (3,), np.float32)})
+        self.action_space = spaces.Box(-1, 1, (2,), np.float32)
+
+    def reset(self, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return {"vec": self.np_random.uniform(-1, 1, 3).astype(np.float32)}, {}
+
+    def step(self, action):
+        self.t += 1
+        obs = {"vec": self.np_random.uniform(-1, 1, 3).astype(np.float32)}
+        return obs, -float(np.sum(np.square(action))), False, self.t >= 20, {}
+
+
+@pytest.mark.parametrize("algo", ALL_ALGOS)
+def test_the_same_seed_gives_the_same_actions_for_dict_and_flattened_observations(algo):
+    # SB3's test_dict_env.py::test_consistency: a Dict observation takes the torch rollout path, its flattened Box
+    # the NumPy one; both draw their exploration noise from the same generator
+    kwargs = {"n_steps": 16, "seed": 1, "gamma": 0.5, "policy_kwargs": {"net_arch": [8, 8]}}
+    dict_model = algo("MultiInputPolicy", _VecOnlyDictEnv(), **kwargs)
+    flat_model = algo("MlpPolicy", gym.wrappers.FlattenObservation(_VecOnlyDictEnv()), **kwargs)
+    assert not dict_model._numpy_rollout and flat_model._numpy_rollout
+    for model in (dict_model, flat_model):
+        model.learn(2 * model.steps_per_round)
+    th.testing.assert_close(dict_model.get_global_parameters(), flat_model.get_global_parameters())
+    obs = {"vec": np.linspace(-1, 1, 3, dtype=np.float32)}
+    dict_action = dict_model.predict(obs, deterministic=True)[0]
+    np.testing.assert_allclose(dict_action, flat_model.predict(obs["vec"], deterministic=True)[0], rtol=1e-5)
+
+
+class _SubclassedBox(spaces.Box):
+    pass
+
+
+class _SubclassedSpaceEnv(gym.Env):
+    def __init__(self):
+        self.observation_space = _SubclassedBox(-1, 1, shape=(2,), dtype=np.float32)
+        self.action_space = _SubclassedBox(-1, 1, shape=(2,), dtype=np.float32)
+
+    def reset(self, seed=None, options=None):
+        super().reset(seed=seed)
+        return self.observation_space.sample(), {}
+
+    def step(self, action):
+        return self.observation_space.sample(), 0.0, bool(self.np_random.random() > 0.5), False, {}
+
+
+@pytest.mark.parametrize("algo", ALL_ALGOS)
+def test_a_subclassed_box_action_space_is_a_box(algo):
+    # SB3's test_predict.py::test_subclassed_space_env
+    model = algo("MlpPolicy", _SubclassedSpaceEnv(), n_steps=8, seed=0, policy_kwargs={"net_arch": [8]})
+    model.learn(model.steps_per_round)
+    action, _ = model.predict(np.zeros(2, np.float32))
+    assert action.shape == (2,) and model._actor.continuous
+
+
+@pytest.mark.parametrize("algo", ALL_ALGOS)
+def test_sb3s_get_set_parameters_round_trip_changes_every_tensor(algo):
+    # SB3's test_save_load.py::test_save_load: every tensor of every state dict but the last is randomised and must
+    # change (an empty tensor never does), and exact_match refuses a missing object or tensor
+    model = make_model(algo, {}, "Box")
+    original = copy.deepcopy(model.get_parameters())
+    with pytest.raises(ValueError, match="Names of parameters do not match"):
+        model.set_parameters(dict(list(original.items())[:-1]), exact_match=True)
+    randomised = {
+        name: params if "optim" in name else {key: th.rand_like(value) for key, value in list(params.items())[:-1]}
+        for name, params in original.items()
+    }
+    model.set_parameters(randomised, exact_match=False)
+    new = model.get_parameters()
+    for name, params in original.items():
+        if "optim" in name:
+            continue
+        *changed, last = params
+        assert th.equal(new[name][last], params[last]), f"{name}.{last}"
+        for key in changed:
+            assert params[key].numel() > 0 and not th.allclose(new[name][key], params[key]), f"{name}.{key}"
+
+
+@pytest.mark.parametrize("algo", ALL_ALGOS)
+def test_learn_announces_whole_rounds_once(algo, fresh_announcements):
+    model = make_model(algo, {}, "Discrete")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.learn(2 * model.steps_per_round)  # whole rounds: nothing to announce
+    asked = model.steps_per_round - 1
+    with pytest.warns(FederatedDifferenceWarning, match=rf"learn\({asked}\) runs 1 whole round\(s\) of steps_per_round="):
+        model.learn(asked)
+    assert model.num_timesteps == model.steps_per_round
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.learn(65)  # once per process
+
+
+@pytest.mark.parametrize("algo", ALL_ALGOS)
+def test_an_env_id_announces_its_envs_per_agent_once(algo, fresh_announcements):
+    with pytest.warns(
+        FederatedDifferenceWarning, match=r"builds n_envs_per_agent=8 sub-environments .*\(SB3's algorithms build 1\)"
+    ):
+        model = algo("MlpPolicy", "CartPole-v1", n_steps=8)
+    assert model.get_env().num_envs == 8
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        algo("MlpPolicy", "CartPole-v1", n_steps=8)  # once per process
+        import sb3_fedpg.common.federated_algorithm as federated_algorithm
+
+        federated_algorithm._differences_announced.clear()
+        assert algo("MlpPolicy", "CartPole-v1", n_steps=8, n_envs_per_agent=1).get_env().num_envs == 1  # SB3's: silent
+        algo("MlpPolicy", "CartPole-v1", n_steps=8, n_agents=2)  # a federated call: no SB3 counterpart to differ from

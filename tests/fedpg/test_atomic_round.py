@@ -1,6 +1,7 @@
 """
 A round commits all local state or none: θ̄, critics, the critics' Adam state, the local Adam moments and
-``num_timesteps`` are exactly their pre-round values after a round that stops half-way.
+``num_timesteps`` are exactly their pre-round values after a round that fails half-way (a callback that stops it
+leaves ``num_timesteps`` counting the steps run, as in SB3).
 """
 
 import copy
@@ -127,7 +128,9 @@ def test_a_callback_stopping_mid_round_rolls_back_every_local_state():
     callback.armed = True
     model.learn(10 * ROUND_STEPS * model.n_envs, callback=callback, reset_num_timesteps=False)
     assert callback.count == FAIL_AT and callback.local_state_changed
-    _assert_same(_state(model), before)
+    # the steps run stay counted (SB3's num_timesteps, what the callbacks saw); everything else is rolled back
+    assert model.num_timesteps == callback.num_timesteps == before["num_timesteps"] + FAIL_AT * model.n_envs
+    _assert_same({**_state(model), "num_timesteps": before["num_timesteps"]}, before)
 
 
 def test_after_a_rolled_back_critic_overflow_the_critic_learns_again():
