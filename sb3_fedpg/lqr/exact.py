@@ -24,13 +24,14 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.linalg
 
+from sb3_fedpg.groundtruth.protocol import InvalidParamsError
 from sb3_fedpg.lqr.problem import FederatedLQR
 
 #: largest ``n_x`` for the batched Kronecker solve (its systems are ``n_x² × n_x²``)
 KRONECKER_MAX_STATES = 12
 
 
-class UnstableGainError(ValueError):
+class UnstableGainError(InvalidParamsError):
     """A gain destabilises the (discounted) closed loop: its cost is infinite, its gradient undefined."""
 
 

@@ -1,11 +1,11 @@
 """
 Federated runs on LQR: Fast-FedPG and FedAvg-PG with exact or sampled gradients.
 
-Every round is one call of :func:`sb3_fedpg.common.fedmath.fedpg_round` — the same
-correction and aggregation code the neural algorithm, the tabular runs and the Flower apps
-use. The federated parameters are ``vec(K) = K.ravel()`` (row-major, ``n_u·n_x`` entries),
-one row per agent. fedmath **ascends**, so the oracles return ascent directions on the
-return ``−C_i``: ``−∇C_i(K_i)`` (exact) or a GPOMDP estimate of it (sampled).
+A federated LQR with its exploration noise is a :class:`~sb3_fedpg.groundtruth.protocol.GroundTruth`
+(:class:`LQRGroundTruth`); the rounds (:func:`sb3_fedpg.common.fedmath.fedpg_round`), the exact evaluation of every
+global gain and the gaps are :mod:`sb3_fedpg.groundtruth.runs`, the same for the tabular MDPs. The federated
+parameters are ``vec(K) = K.ravel()`` (row-major, ``n_u·n_x`` entries), one row per agent. fedmath **ascends**, so the
+oracles return ascent directions on the return ``−C_i``: ``−∇C_i(K_i)`` (exact) or a GPOMDP estimate of it (sampled).
 
 Guard: a gain that destabilises the closed loop (``ρ(√γ(A − BK)) ≥ 1``, infinite cost) is
 never stepped through. The exact oracle raises :class:`~sb3_fedpg.lqr.exact.UnstableGainError`
@@ -16,16 +16,19 @@ before it simulates anything, and the run checks every new global gain. No NaN i
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from sb3_fedpg.common.fedmath import fedpg_round, gradient_step
-from sb3_fedpg.common.hyperparams import positive_float
+from sb3_fedpg.common.fedmath import fedpg_round
+from sb3_fedpg.groundtruth import runs as shared
+from sb3_fedpg.groundtruth.protocol import Baseline, GradientOracle, Optimum, RunResult
+from sb3_fedpg.groundtruth.runs import FedPG
 from sb3_fedpg.lqr.exact import (
     UnstableGainError,
+    agent_costs,
     agent_gradients,
     global_cost,
     optimal_gain,
@@ -36,30 +39,43 @@ from sb3_fedpg.lqr.sampled import LQRGPOMDPEstimator
 
 
 @dataclass
-class LQRRunResult:
+class LQRRunResult(RunResult):
     """
-    The trajectory of a federated LQR run.
+    The trajectory of a federated LQR run (the LQR's names for the fields of
+    :class:`~sb3_fedpg.groundtruth.protocol.RunResult`, and gaps relative to the optimal cost).
 
-    :param gains: global gains ``K̄_t`` for ``t = 0 … T``, shape ``(T+1, n_u, n_x)``
-    :param costs: exact ``C̄(K̄_t)`` (deterministic policy ``u = −K̄_t x``), shape ``(T+1,)``
-    :param optimal_cost: ground truth ``C̄* = C̄(K*)`` from the Riccati equation of ``(Q̄, R̄)``
-    :param optimal_gain: ``K*``
+    :param params: global gains ``K̄_t`` for ``t = 0 … T``, shape ``(T+1, n_u, n_x)`` (also :attr:`gains`)
+    :param objectives: exact ``C̄(K̄_t)`` (deterministic policy ``u = −K̄_t x``), shape ``(T+1,)`` (also :attr:`costs`)
+    :param optimal_objective: ground truth ``C̄* = C̄(K*)`` from the Riccati equation of ``(Q̄, R̄)``
+        (also :attr:`optimal_cost`)
     :param drift: per round, mean over agents of ``‖θ_{i,H} − θ̄_t‖``, shape ``(T,)``
     :param correction_norm: per round, mean over agents of ``‖g − a_i‖``, shape ``(T,)``
     :param wall_time: seconds spent in the rounds (not in the final evaluation)
     :param n_samples: environment steps simulated (``0`` for exact gradients)
     :param config: the run's settings
+    :param optimum: ``K*`` (also :attr:`optimal_gain`)
     """
 
-    gains: np.ndarray
-    costs: np.ndarray
-    optimal_cost: float
-    optimal_gain: np.ndarray
-    drift: np.ndarray
-    correction_norm: np.ndarray
-    wall_time: float
-    n_samples: int = 0
-    config: dict = field(default_factory=dict)
+    @property
+    def gains(self) -> np.ndarray:
+        """Global gains ``K̄_t``, ``(T+1, n_u, n_x)``."""
+        return self.params
+
+    @property
+    def costs(self) -> np.ndarray:
+        """Exact ``C̄(K̄_t)``, ``(T+1,)``."""
+        return self.objectives
+
+    @property
+    def optimal_cost(self) -> float:
+        """``C̄* = C̄(K*)``."""
+        return self.optimal_objective
+
+    @property
+    def optimal_gain(self) -> np.ndarray:
+        """``K*``."""
+        assert self.optimum is not None  # LQRGroundTruth.optimum always knows K*
+        return self.optimum
 
     @property
     def gaps(self) -> np.ndarray:
@@ -67,30 +83,125 @@ class LQRRunResult:
         return (self.costs - self.optimal_cost) / self.optimal_cost
 
     @property
-    def final_gap(self) -> float:
-        """Relative suboptimality after the last round."""
-        return float(self.gaps[-1])
-
-    @property
     def gain_errors(self) -> np.ndarray:
         """``‖K̄_t − K*‖_F`` for ``t = 0 … T``."""
         return np.linalg.norm(self.gains - self.optimal_gain, axis=(1, 2))
 
 
-def _initial_params(problem: FederatedLQR, K0: np.ndarray | None) -> np.ndarray:
-    if K0 is None:
-        return np.array(problem.initial_gain, dtype=np.float64).ravel()
-    K0 = np.asarray(K0, dtype=np.float64)
-    if K0.size != problem.n_params:
-        raise ValueError(f"K0 must have n_u*n_x = {problem.n_params} entries, got shape {K0.shape}")
-    if problem.spectral_radius(K0.reshape(problem.n_inputs, problem.n_states)) >= 1:
-        raise ValueError("K0 destabilises the closed loop (infinite cost): start from a stabilising gain")
-    return K0.ravel().copy()
+@dataclass(frozen=True)
+class LQRGroundTruth:
+    """
+    A federated LQR and its exploration noise as a :class:`~sb3_fedpg.groundtruth.protocol.GroundTruth`: gains
+    ``vec(K)`` (``problem.initial_gain`` by default, which must stabilise), the exact costs of the deterministic gains,
+    ascent directions ``−∇C_i^σ`` of the linear-Gaussian policy's cost (same ``K*``), ``K*`` by the Riccati equation, and
+    the truncated GPOMDP estimator.
+
+    :param problem: the federated LQR
+    :param exploration_std: ``σ`` of ``u = −K x + σ ε`` (gradients and sampling; the costs are the deterministic ones)
+    """
+
+    problem: FederatedLQR
+    exploration_std: float = 0.0
+    result_type = LQRRunResult
+
+    @property
+    def n_agents(self) -> int:
+        """Number of agents ``N``."""
+        return self.problem.n_agents
+
+    @property
+    def n_params(self) -> int:
+        """``n_u·n_x``."""
+        return self.problem.n_params
+
+    @property
+    def param_shape(self) -> tuple[int, ...]:
+        """``(n_u, n_x)``."""
+        return (self.problem.n_inputs, self.problem.n_states)
+
+    def settings(self) -> dict[str, Any]:
+        """``{"exploration_std": σ}``."""
+        return {"exploration_std": self.exploration_std}
+
+    def initial_params(self, start: np.ndarray | None = None) -> np.ndarray:
+        """
+        :param start: initial gain (``n_u·n_x`` entries); ``None``: ``problem.initial_gain``
+        :return: a flat copy
+        :raises ValueError: when it has the wrong size or destabilises the closed loop
+        """
+        if start is None:
+            return np.array(self.problem.initial_gain, dtype=np.float64).ravel()
+        start = np.asarray(start, dtype=np.float64)
+        if start.size != self.n_params:
+            raise ValueError(f"K0 must have n_u*n_x = {self.n_params} entries, got shape {start.shape}")
+        if self.problem.spectral_radius(start.reshape(self.param_shape)) >= 1:
+            raise ValueError("K0 destabilises the closed loop (infinite cost): start from a stabilising gain")
+        return start.ravel().copy()
+
+    def check_params(self, params: np.ndarray) -> None:
+        """
+        :param params: a global gain (flat)
+        :raises UnstableGainError: when it destabilises the closed loop
+        """
+        if self.problem.spectral_radius(params.reshape(self.param_shape)) >= 1:
+            raise UnstableGainError("the new global gain destabilises the closed loop (infinite cost)")
+
+    def agent_objectives(self, params: np.ndarray) -> np.ndarray:
+        """
+        :param params: per-agent gains ``(N, n_u·n_x)``, or one shared ``(n_u·n_x,)``
+        :return: the deterministic costs ``C_i(K_i)``, ``(N,)``
+        """
+        return agent_costs(self.problem, params)
+
+    def global_objectives(self, params: np.ndarray) -> np.ndarray:
+        """
+        :param params: gains ``(B, n_u·n_x)``
+        :return: ``C̄(K)`` of each (deterministic policy), ``(B,)``
+        """
+        return np.asarray(global_cost(self.problem, np.asarray(params).reshape(-1, *self.param_shape)))
+
+    def gradient_oracle(self, truncation: int | None = None) -> GradientOracle:
+        """
+        :param truncation: if given, the exact expectation of the ``T``-truncated GPOMDP estimator
+            (truncation bias only, no noise) instead of the true gradient
+        :return: ``grad_fn(params (N, n_u·n_x), step) -> (N, n_u·n_x)``, the ascent directions ``−∇C_i^σ(K_i)``
+        :raises UnstableGainError: (from the oracle) when an agent's gain destabilises the closed loop
+        """
+        problem, exploration_std = self.problem, self.exploration_std
+
+        def grad_fn(params: np.ndarray, step: int) -> np.ndarray:
+            if truncation is None:
+                return -agent_gradients(problem, params, exploration_std).reshape(params.shape)
+            K = params.reshape(problem.n_agents, problem.n_inputs, problem.n_states)
+            radius = problem.spectral_radius(K)
+            if np.any(radius >= 1):
+                raise UnstableGainError(
+                    f"agent(s) {np.flatnonzero(radius >= 1).tolist()}: the gain destabilises the closed loop"
+                )
+            return -truncated_agent_gradients(problem, K, truncation, exploration_std).reshape(params.shape)
+
+        return grad_fn
+
+    def optimum(self) -> Optimum:
+        """``C̄*`` and ``K*`` from the Riccati equation of ``(Q̄, R̄)``."""
+        solution = optimal_gain(self.problem)
+        return Optimum(solution.cost, solution.gain)
+
+    def estimator(
+        self, horizon: int, n_trajectories: int, baseline: Baseline = "leave_one_out", seed: int | None = 0
+    ) -> LQRGPOMDPEstimator:
+        """The truncated GPOMDP estimator of the Gaussian policy (:class:`~sb3_fedpg.lqr.sampled.LQRGPOMDPEstimator`)."""
+        return LQRGPOMDPEstimator(self.problem, horizon, n_trajectories, self.exploration_std, baseline, seed)
+
+
+def _fedpg(local_steps: int, learning_rate: float, correction: bool, reuse_anchor: bool, server_learning_rate: float) -> FedPG:
+    # this module's `fedpg_round`, looked up per call: the round stays patchable here (tests spy on it)
+    return FedPG(local_steps, learning_rate, correction, reuse_anchor, server_learning_rate, round_fn=fedpg_round)
 
 
 def federated_run(
     problem: FederatedLQR,
-    grad_fn: Callable[[np.ndarray, int], np.ndarray],
+    grad_fn: GradientOracle,
     local_steps: int,
     n_rounds: int,
     learning_rate: float,
@@ -119,69 +230,14 @@ def federated_run(
     :raises ValueError: (an :class:`UnstableGainError`) when a local or global gain destabilises
         the closed loop, naming the round and suggesting a smaller learning rate
     """
-    if local_steps < 1 or n_rounds < 0:
-        raise ValueError(f"need local_steps >= 1 and n_rounds >= 0, got {local_steps} and {n_rounds}")
-    positive_float("learning_rate", learning_rate)
-    positive_float("server_learning_rate", server_learning_rate)
-    shape = (problem.n_inputs, problem.n_states)
-    params = _initial_params(problem, K0)
-    history = np.empty((n_rounds + 1, problem.n_params))
-    history[0] = params
-    drift = np.empty(n_rounds)
-    correction_norm = np.empty(n_rounds)
-    update = gradient_step(learning_rate)
-    start = time.perf_counter()
-    for t in range(n_rounds):
-
-        def oracle(stacked: np.ndarray, step: int, t: int = t) -> np.ndarray:
-            try:
-                return grad_fn(stacked, step)
-            except UnstableGainError as err:
-                where = "the anchor" if step < 0 else f"local step {step}"
-                raise UnstableGainError(
-                    f"round {t} ({where}, learning_rate={learning_rate}, H={local_steps}): {err}"
-                ) from None
-
-        result = fedpg_round(
-            params,
-            oracle,
-            problem.n_agents,
-            local_steps,
-            update,
-            server_learning_rate=server_learning_rate,
-            correction=correction,
-            reuse_anchor=reuse_anchor,
-        )
-        params = result.params
-        if problem.spectral_radius(params.reshape(shape)) >= 1:
-            raise UnstableGainError(
-                f"round {t}: the new global gain destabilises the closed loop (infinite cost); "
-                f"use a smaller learning rate than {learning_rate} or fewer local steps than {local_steps}"
-            )
-        history[t + 1] = params
-        drift[t] = result.drift
-        correction_norm[t] = result.correction_norm
-    wall_time = time.perf_counter() - start
-    gains = history.reshape(n_rounds + 1, *shape)
-    solution = optimal_gain(problem)
-    return LQRRunResult(
-        gains=gains,
-        costs=np.asarray(global_cost(problem, gains)),
-        optimal_cost=solution.cost,
-        optimal_gain=solution.gain,
-        drift=drift,
-        correction_norm=correction_norm,
-        wall_time=wall_time,
-        n_samples=n_samples() if n_samples is not None else 0,
-        config=dict(config or {}),
-    )
+    algorithm = _fedpg(local_steps, learning_rate, correction, reuse_anchor, server_learning_rate)
+    one_round = algorithm.rounds(problem.n_agents, grad_fn)
+    return shared.run_rounds(LQRGroundTruth(problem), one_round, n_rounds, K0, n_samples, config, hint=algorithm.hint)
 
 
-def exact_gradient_oracle(
-    problem: FederatedLQR, horizon: int | None = None, exploration_std: float = 0.0
-) -> Callable[[np.ndarray, int], np.ndarray]:
+def exact_gradient_oracle(problem: FederatedLQR, horizon: int | None = None, exploration_std: float = 0.0) -> GradientOracle:
     """
-    Exact per-agent ascent directions ``−∇C_i(K_i)`` as a fedmath oracle.
+    Exact per-agent ascent directions ``−∇C_i(K_i)`` as a fedmath oracle (:meth:`LQRGroundTruth.gradient_oracle`).
 
     :param problem: the federated LQR
     :param horizon: if given, the exact expectation of the ``T``-truncated GPOMDP estimator
@@ -190,17 +246,7 @@ def exact_gradient_oracle(
     :return: ``grad_fn(params (N, n_u·n_x), step) -> (N, n_u·n_x)``
     :raises UnstableGainError: when an agent's gain destabilises the closed loop
     """
-
-    def grad_fn(params: np.ndarray, step: int) -> np.ndarray:
-        if horizon is None:
-            return -agent_gradients(problem, params, exploration_std).reshape(params.shape)
-        K = params.reshape(problem.n_agents, problem.n_inputs, problem.n_states)
-        radius = problem.spectral_radius(K)
-        if np.any(radius >= 1):
-            raise UnstableGainError(f"agent(s) {np.flatnonzero(radius >= 1).tolist()}: the gain destabilises the closed loop")
-        return -truncated_agent_gradients(problem, K, horizon, exploration_std).reshape(params.shape)
-
-    return grad_fn
+    return LQRGroundTruth(problem, exploration_std).gradient_oracle(horizon)
 
 
 def exact_federated_run(
@@ -230,29 +276,8 @@ def exact_federated_run(
     :param exploration_std: ``σ``: differentiate the linear-Gaussian policy's cost (same ``K*``)
     :return: the :class:`LQRRunResult`
     """
-    config = dict(
-        estimator="exact" if truncation is None else "truncated",
-        truncation=truncation,
-        exploration_std=exploration_std,
-        local_steps=local_steps,
-        n_rounds=n_rounds,
-        learning_rate=learning_rate,
-        correction=correction,
-        reuse_anchor=reuse_anchor,
-        server_learning_rate=server_learning_rate,
-    )
-    return federated_run(
-        problem,
-        exact_gradient_oracle(problem, truncation, exploration_std),
-        local_steps,
-        n_rounds,
-        learning_rate,
-        correction,
-        K0,
-        reuse_anchor,
-        server_learning_rate,
-        config=config,
-    )
+    algorithm = _fedpg(local_steps, learning_rate, correction, reuse_anchor, server_learning_rate)
+    return shared.exact_run(LQRGroundTruth(problem, exploration_std), algorithm, n_rounds, K0, truncation)
 
 
 def sampled_federated_run(
@@ -267,7 +292,7 @@ def sampled_federated_run(
     K0: np.ndarray | None = None,
     reuse_anchor: bool = True,
     server_learning_rate: float = 1.0,
-    baseline: str = "leave_one_out",
+    baseline: Baseline = "leave_one_out",
     seed: int | None = 0,
 ) -> LQRRunResult:
     """
@@ -293,31 +318,6 @@ def sampled_federated_run(
     :param seed: sampling seed
     :return: the :class:`LQRRunResult`
     """
-    estimator = LQRGPOMDPEstimator(problem, horizon, n_trajectories, exploration_std, baseline, seed)
-    config = dict(
-        estimator="gpomdp",
-        local_steps=local_steps,
-        n_rounds=n_rounds,
-        learning_rate=learning_rate,
-        horizon=horizon,
-        n_trajectories=n_trajectories,
-        exploration_std=exploration_std,
-        correction=correction,
-        reuse_anchor=reuse_anchor,
-        server_learning_rate=server_learning_rate,
-        baseline=baseline,
-        seed=seed,
-    )
-    return federated_run(
-        problem,
-        lambda params, step: estimator(params),
-        local_steps,
-        n_rounds,
-        learning_rate,
-        correction,
-        K0,
-        reuse_anchor,
-        server_learning_rate,
-        n_samples=lambda: estimator.n_samples,
-        config=config,
-    )
+    algorithm = _fedpg(local_steps, learning_rate, correction, reuse_anchor, server_learning_rate)
+    truth = LQRGroundTruth(problem, exploration_std)
+    return shared.sampled_run(truth, algorithm, n_rounds, horizon, n_trajectories, baseline, seed, K0)

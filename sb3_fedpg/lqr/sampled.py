@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from sb3_fedpg.groundtruth.protocol import Baseline, GPOMDPSampler
 from sb3_fedpg.lqr.exact import UnstableGainError
 from sb3_fedpg.lqr.problem import FederatedLQR
 
@@ -18,7 +19,7 @@ def _psd_sqrt(matrix: np.ndarray) -> np.ndarray:
     return vectors * np.sqrt(np.clip(values, 0.0, None))
 
 
-class LQRGPOMDPEstimator:
+class LQRGPOMDPEstimator(GPOMDPSampler):
     """
     The paper's truncated GPOMDP estimator for ``π_K(u|x) = N(−K x, σ² I)``, one batch per agent per call.
 
@@ -55,28 +56,17 @@ class LQRGPOMDPEstimator:
         horizon: int,
         n_trajectories: int,
         exploration_std: float = 0.5,
-        baseline: str = "leave_one_out",
+        baseline: Baseline = "leave_one_out",
         seed: int | np.random.Generator | None = None,
     ) -> None:
-        if horizon < 1:
-            raise ValueError(f"horizon must be at least 1, got {horizon}")
-        if n_trajectories < 1:
-            raise ValueError(f"n_trajectories must be at least 1, got {n_trajectories}")
         if not exploration_std > 0:
             raise ValueError(f"exploration_std must be positive, got {exploration_std}")
-        if baseline not in ("none", "leave_one_out"):
-            raise ValueError(f"baseline must be 'none' or 'leave_one_out', got {baseline!r}")
+        super().__init__(problem.gamma, horizon, n_trajectories, baseline, seed)
         self.problem = problem
-        self.horizon = horizon
-        self.n_trajectories = n_trajectories
         self.exploration_std = float(exploration_std)
-        self.baseline = baseline
-        self.rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
         self._x0_factor = _psd_sqrt(problem.initial_covariance)
         assert problem.noise_covariance is not None  # FederatedLQR.__post_init__ stores zeros for None
         self._noise_factor = _psd_sqrt(problem.noise_covariance) if np.any(problem.noise_covariance != 0) else None
-        self._discounts = problem.gamma ** np.arange(horizon)
-        self.n_samples = 0  # environment steps simulated so far, all agents together
 
     def __call__(self, params: np.ndarray) -> np.ndarray:
         """
@@ -110,10 +100,7 @@ class LQRGPOMDPEstimator:
             if self._noise_factor is not None:
                 x = x + self.rng.standard_normal(x.shape) @ self._noise_factor.T
         self.n_samples += n * m * k
-        discounted = rewards * self._discounts[:, None, None]
-        to_go = np.cumsum(discounted[::-1], 0)[::-1]  # Σ_{k'≥h} γ^{k'} r_{k'}
-        if self.baseline == "leave_one_out" and m > 1:
-            to_go = to_go - (to_go.sum(-1, keepdims=True) - to_go) / (m - 1)
+        to_go = self.rewards_to_go(rewards)
         # Σ_h (−ε_h x_hᵀ / σ) · to_go_h, averaged over trajectories
         grad = -np.einsum("hnmu,hnmx,hnm->nux", noises, states, to_go, optimize=True) / (sigma * m)
         return grad.reshape(shape)

@@ -24,8 +24,6 @@ all use ``P_i``, still in one stacked solve over the batch.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import NamedTuple
 
 import numpy as np
@@ -37,23 +35,6 @@ from sb3_fedpg.tabular.mdp import FederatedTabularMDP
 #: and the occupancy solve; below it NumPy's two ``solve`` calls have less overhead
 #: (measured: S=10 0.02 ms vs 0.07 ms; S=100, N=16 2.4 ms vs 1.0 ms).
 LU_MIN_STATES = 32
-
-
-@contextmanager
-def single_threaded_torch() -> Iterator[None]:
-    """
-    Run torch on one thread inside the block, then restore the previous setting.
-
-    Small batched solves gain nothing from threads, and on a busy 2-core machine the
-    thread hand-offs made them 5–10x slower (measured: 40 rounds S=100, N=16: 0.8 s with one
-    thread vs 4–6 s with two while another process was running).
-    """
-    previous = th.get_num_threads()
-    th.set_num_threads(1)
-    try:
-        yield
-    finally:
-        th.set_num_threads(previous)
 
 
 def batched_solve(system: np.ndarray, rhs: np.ndarray) -> np.ndarray:

@@ -33,7 +33,8 @@ from typing import NamedTuple
 import numpy as np
 from scipy.optimize import minimize
 
-from sb3_fedpg.tabular.exact import agents_at_shared_params, single_threaded_torch, softmax_policy
+from sb3_fedpg.groundtruth.runs import single_threaded_torch
+from sb3_fedpg.tabular.exact import agents_at_shared_params, softmax_policy
 from sb3_fedpg.tabular.mdp import FederatedTabularMDP
 
 #: Starts whose value is within this of the best count as reaching it (:attr:`ReferenceOptimum.n_at_best`).

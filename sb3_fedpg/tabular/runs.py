@@ -1,38 +1,29 @@
 """
 Federated runs on tabular MDPs: Fast-FedPG, FedAvg-PG and FedSVRPG-M with exact or sampled gradients.
 
-Every Fast-FedPG / FedAvg-PG round is one call of :func:`sb3_fedpg.common.fedmath.fedpg_round`, every FedSVRPG-M
-round one :func:`sb3_fedpg.common.fedmath.run_round` with :class:`~sb3_fedpg.common.fedmath.MomentumSteps` — the same
-round, local-solver and aggregation code the neural algorithms and the Flower apps use. This module only supplies
-gradient oracles (``grad_fn(params (N, S·A), step) -> (N, S·A)``, FedSVRPG-M's
-:class:`~sb3_fedpg.common.fedmath.MomentumOracle`) and records exact suboptimality gaps.
+A federated MDP with its entropy temperature is a :class:`~sb3_fedpg.groundtruth.protocol.GroundTruth`
+(:class:`TabularGroundTruth`); the rounds, the exact evaluation of every global iterate and the gaps are
+:mod:`sb3_fedpg.groundtruth.runs`, the same for the LQR. This module keeps the tabular names and defaults
+(``theta0``, ``tau``, parameters shown as ``(S, A)`` logits).
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from sb3_fedpg.common.fedmath import (
-    MomentumOracle,
-    MomentumSteps,
-    RoundResult,
-    broadcast_to_agents,
-    fedpg_round,
-    gradient_step,
-    importance_weights,
-    run_round,
-    server_momentum,
-)
-from sb3_fedpg.common.hyperparams import positive_float
+from sb3_fedpg.common.fedmath import fedpg_round
+from sb3_fedpg.groundtruth import runs as shared
+from sb3_fedpg.groundtruth.protocol import GradientOracle, Optimum, RunResult
+from sb3_fedpg.groundtruth.runs import FedPG, FedSVRPGM, MomentumOracleFactory, OneRound, single_threaded_torch
 from sb3_fedpg.tabular.exact import (
     agent_gradients,
+    agent_objectives,
     global_objective,
     optimal_objective,
-    single_threaded_torch,
     truncated_policy_gradient,
 )
 from sb3_fedpg.tabular.mdp import FederatedTabularMDP
@@ -41,7 +32,7 @@ from sb3_fedpg.tabular.sampled import Baseline, GPOMDPEstimator
 
 
 @dataclass
-class TabularRunResult:
+class TabularRunResult(RunResult):
     """
     The trajectory of a federated tabular run.
 
@@ -55,36 +46,8 @@ class TabularRunResult:
     :param wall_time: seconds spent in the rounds (not in the final evaluation)
     :param n_samples: environment steps simulated (``0`` for exact gradients)
     :param config: the run's settings
+    :param optimum: ``None`` (the optimum's logits are not kept)
     """
-
-    params: np.ndarray
-    objectives: np.ndarray
-    optimal_objective: float
-    drift: np.ndarray
-    correction_norm: np.ndarray
-    wall_time: float
-    n_samples: int = 0
-    config: dict = field(default_factory=dict)
-
-    @property
-    def gaps(self) -> np.ndarray:
-        """Suboptimality ``J* − J(θ̄_t)`` for ``t = 0 … T`` (can dip below 0 by round-off, ~1e-14)."""
-        return self.optimal_objective - self.objectives
-
-    @property
-    def final_gap(self) -> float:
-        """Suboptimality after the last round."""
-        return float(self.gaps[-1])
-
-
-def _initial_params(mdp: FederatedTabularMDP, theta0: np.ndarray | None) -> np.ndarray:
-    if theta0 is None:
-        # θ0 = 0: the uniform policy, the paper-style neutral start
-        return np.zeros(mdp.n_params)
-    theta0 = np.asarray(theta0, dtype=np.float64)
-    if theta0.size != mdp.n_params:
-        raise ValueError(f"theta0 must have S*A = {mdp.n_params} entries, got shape {theta0.shape}")
-    return theta0.reshape(mdp.n_params).copy()
 
 
 def reference_objective_of(mdp: FederatedTabularMDP, tau: float) -> float:
@@ -101,9 +64,143 @@ def reference_objective_of(mdp: FederatedTabularMDP, tau: float) -> float:
     return reference_optimum(mdp, tau).objective
 
 
+@dataclass(frozen=True)
+class TabularGroundTruth:
+    """
+    A federated MDP and its entropy temperature as a :class:`~sb3_fedpg.groundtruth.protocol.GroundTruth`: softmax
+    logits ``θ`` (``S·A`` per agent, zeros = the uniform policy by default), the entropy-regularised objectives and
+    their exact gradients, ``J*`` by (soft) value iteration or :func:`~sb3_fedpg.tabular.reference_optimum`, and the
+    truncated GPOMDP estimator.
+
+    :param mdp: the federated MDP
+    :param tau: entropy temperature
+    """
+
+    mdp: FederatedTabularMDP
+    tau: float = 0.0
+    result_type = TabularRunResult
+
+    @property
+    def n_agents(self) -> int:
+        """Number of agents ``N``."""
+        return self.mdp.n_agents
+
+    @property
+    def n_params(self) -> int:
+        """``S·A``."""
+        return self.mdp.n_params
+
+    @property
+    def param_shape(self) -> tuple[int, ...]:
+        """``(S, A)``."""
+        return (self.mdp.n_states, self.mdp.n_actions)
+
+    def settings(self) -> dict[str, Any]:
+        """``{"tau": τ}``."""
+        return {"tau": self.tau}
+
+    def initial_params(self, start: np.ndarray | None = None) -> np.ndarray:
+        """
+        :param start: initial logits (``S·A`` entries); ``None``: zeros, the uniform policy (the paper-style neutral start)
+        :return: a flat copy
+        """
+        if start is None:
+            return np.zeros(self.n_params)
+        start = np.asarray(start, dtype=np.float64)
+        if start.size != self.n_params:
+            raise ValueError(f"theta0 must have S*A = {self.n_params} entries, got shape {start.shape}")
+        return start.reshape(self.n_params).copy()
+
+    def check_params(self, params: np.ndarray) -> None:
+        """Every logit vector is a policy: nothing to check."""
+
+    def agent_objectives(self, params: np.ndarray) -> np.ndarray:
+        """
+        :param params: per-agent logits ``(N, S·A)``, or shared ``(S·A,)``
+        :return: ``J_i(θ_i)``, ``(N,)``
+        """
+        params = np.asarray(params, dtype=np.float64)
+        return agent_objectives(self.mdp, params.reshape(self.param_shape) if params.ndim == 1 else params, self.tau)
+
+    def global_objectives(self, params: np.ndarray) -> np.ndarray:
+        """
+        :param params: logits ``(B, S·A)``
+        :return: ``J(θ)`` of each, ``(B,)``, evaluated in chunks that bound the ``(chunk, S, S)`` memory (per-agent
+            transitions: ``(chunk·N, S, A, S)`` kernels)
+        """
+        mdp = self.mdp
+        theta = np.asarray(params).reshape(-1, *self.param_shape)
+        per_params = mdp.n_states**2 if mdp.shared_transitions else mdp.n_agents * mdp.n_actions * mdp.n_states**2
+        chunk = max(1, 2**22 // per_params)
+        with single_threaded_torch():
+            return np.concatenate([global_objective(mdp, theta[i : i + chunk], self.tau) for i in range(0, len(theta), chunk)])
+
+    def gradient_oracle(self, truncation: int | None = None) -> GradientOracle:
+        """
+        :param truncation: if given, the exact expectation of the ``K``-truncated GPOMDP estimator
+            (truncation bias only, no noise) instead of the true gradient
+        :return: ``grad_fn(params (N, S·A), step) -> (N, S·A)``
+        """
+        mdp, tau = self.mdp, self.tau
+
+        def grad_fn(params: np.ndarray, step: int) -> np.ndarray:
+            theta = params.reshape(mdp.n_agents, mdp.n_states, mdp.n_actions)
+            if truncation is None:
+                grads = agent_gradients(mdp, theta, tau)
+            else:
+                grads = truncated_policy_gradient(mdp, theta, truncation, tau)
+            return grads.reshape(params.shape)
+
+        return grad_fn
+
+    def optimum(self) -> Optimum:
+        """``J*``: see :func:`reference_objective_of`."""
+        return Optimum(reference_objective_of(self.mdp, self.tau))
+
+    def estimator(
+        self, horizon: int, n_trajectories: int, baseline: Baseline = "leave_one_out", seed: int | None = 0
+    ) -> GPOMDPEstimator:
+        """The truncated GPOMDP estimator (:class:`~sb3_fedpg.tabular.sampled.GPOMDPEstimator`) at this ``τ``."""
+        return GPOMDPEstimator(self.mdp, horizon, n_trajectories, self.tau, baseline, seed)
+
+
+def _fedpg(local_steps: int, learning_rate: float, correction: bool, reuse_anchor: bool, server_learning_rate: float) -> FedPG:
+    # this module's `fedpg_round`, looked up per call: the round stays patchable here (tests spy on it)
+    return FedPG(local_steps, learning_rate, correction, reuse_anchor, server_learning_rate, round_fn=fedpg_round)
+
+
+def run_rounds(
+    mdp: FederatedTabularMDP,
+    one_round: OneRound,
+    n_rounds: int,
+    tau: float = 0.0,
+    theta0: np.ndarray | None = None,
+    n_samples: Callable[[], int] | None = None,
+    config: dict | None = None,
+    reference_objective: float | None = None,
+) -> TabularRunResult:
+    """
+    Run ``n_rounds`` rounds of any federated algorithm and evaluate every global iterate exactly
+    (:func:`sb3_fedpg.groundtruth.runs.run_rounds`).
+
+    :param mdp: the federated MDP (for ground truth and evaluation)
+    :param one_round: ``θ̄_t ↦`` the round's :class:`~sb3_fedpg.common.fedmath.RoundResult` (an algorithm's state
+        between rounds lives in the callable)
+    :param n_rounds: ``T``
+    :param tau: entropy temperature of the objective being evaluated
+    :param theta0: initial global parameters (``S·A`` entries); zeros (uniform policy) if ``None``
+    :param n_samples: callable returning the environment steps used so far, if any
+    :param config: settings to store in the result
+    :param reference_objective: the value gaps are measured against (``None``: :func:`reference_objective_of`)
+    :return: the :class:`TabularRunResult`
+    """
+    truth = TabularGroundTruth(mdp, tau)
+    return shared.run_rounds(truth, one_round, n_rounds, theta0, n_samples, config, reference_objective)
+
+
 def federated_run(
     mdp: FederatedTabularMDP,
-    grad_fn: Callable[[np.ndarray, int], np.ndarray],
+    grad_fn: GradientOracle,
     local_steps: int,
     n_rounds: int,
     learning_rate: float,
@@ -136,91 +233,15 @@ def federated_run(
         :func:`reference_objective_of` (pass it to share one reference between runs)
     :return: the :class:`TabularRunResult`
     """
-    if local_steps < 1 or n_rounds < 0:
-        raise ValueError(f"need local_steps >= 1 and n_rounds >= 0, got {local_steps} and {n_rounds}")
-    positive_float("learning_rate", learning_rate)
-    positive_float("server_learning_rate", server_learning_rate)
-    update = gradient_step(learning_rate)
-
-    def one_round(params: np.ndarray) -> RoundResult:
-        return fedpg_round(
-            params,
-            grad_fn,
-            mdp.n_agents,
-            local_steps,
-            update,
-            server_learning_rate=server_learning_rate,
-            correction=correction,
-            reuse_anchor=reuse_anchor,
-        )
-
-    return run_rounds(mdp, one_round, n_rounds, tau, theta0, n_samples, config, reference_objective)
+    algorithm = _fedpg(local_steps, learning_rate, correction, reuse_anchor, server_learning_rate)
+    truth = TabularGroundTruth(mdp, tau)
+    one_round = algorithm.rounds(mdp.n_agents, grad_fn)
+    return shared.run_rounds(truth, one_round, n_rounds, theta0, n_samples, config, reference_objective, algorithm.hint)
 
 
-def run_rounds(
-    mdp: FederatedTabularMDP,
-    one_round: Callable[[np.ndarray], RoundResult],
-    n_rounds: int,
-    tau: float = 0.0,
-    theta0: np.ndarray | None = None,
-    n_samples: Callable[[], int] | None = None,
-    config: dict | None = None,
-    reference_objective: float | None = None,
-) -> TabularRunResult:
+def exact_gradient_oracle(mdp: FederatedTabularMDP, tau: float = 0.0, horizon: int | None = None) -> GradientOracle:
     """
-    Run ``n_rounds`` rounds of any federated algorithm and evaluate every global iterate exactly.
-
-    :param mdp: the federated MDP (for ground truth and evaluation)
-    :param one_round: ``θ̄_t ↦`` the round's :class:`~sb3_fedpg.common.fedmath.RoundResult` (an algorithm's state
-        between rounds lives in the callable)
-    :param n_rounds: ``T``
-    :param tau: entropy temperature of the objective being evaluated
-    :param theta0: initial global parameters (``S·A`` entries); zeros (uniform policy) if ``None``
-    :param n_samples: callable returning the environment steps used so far, if any
-    :param config: settings to store in the result
-    :param reference_objective: the value gaps are measured against (``None``: :func:`reference_objective_of`)
-    :return: the :class:`TabularRunResult`
-    """
-    if n_rounds < 0:
-        raise ValueError(f"need n_rounds >= 0, got {n_rounds}")
-    params = _initial_params(mdp, theta0)
-    history: np.ndarray = np.empty((n_rounds + 1, mdp.n_params))
-    history[0] = params
-    drift = np.empty(n_rounds)
-    correction_norm = np.empty(n_rounds)
-    start = time.perf_counter()
-    with single_threaded_torch():
-        for t in range(n_rounds):
-            result = one_round(params)
-            params = result.params
-            history[t + 1] = params
-            drift[t] = result.drift
-            correction_norm[t] = result.correction_norm
-    wall_time = time.perf_counter() - start
-    history = history.reshape(n_rounds + 1, mdp.n_states, mdp.n_actions)
-    # evaluate all rounds at once, in chunks to bound the (chunk, S, S) memory (per-agent
-    # transitions: (chunk·N, S, A, S) kernels)
-    per_params = mdp.n_states**2 if mdp.shared_transitions else mdp.n_agents * mdp.n_actions * mdp.n_states**2
-    chunk = max(1, 2**22 // per_params)
-    with single_threaded_torch():
-        objectives = np.concatenate(
-            [global_objective(mdp, history[i : i + chunk], tau) for i in range(0, n_rounds + 1, chunk)]
-        )
-    return TabularRunResult(
-        params=history,
-        objectives=objectives,
-        optimal_objective=reference_objective_of(mdp, tau) if reference_objective is None else float(reference_objective),
-        drift=drift,
-        correction_norm=correction_norm,
-        wall_time=wall_time,
-        n_samples=n_samples() if n_samples is not None else 0,
-        config=dict(config or {}),
-    )
-
-
-def exact_gradient_oracle(mdp: FederatedTabularMDP, tau: float = 0.0, horizon: int | None = None):
-    """
-    Exact per-agent gradients as a fedmath gradient oracle.
+    Exact per-agent gradients as a fedmath gradient oracle (:meth:`TabularGroundTruth.gradient_oracle`).
 
     :param mdp: the federated MDP
     :param tau: entropy temperature
@@ -228,16 +249,7 @@ def exact_gradient_oracle(mdp: FederatedTabularMDP, tau: float = 0.0, horizon: i
         (truncation bias only, no noise) instead of the true gradient
     :return: ``grad_fn(params (N, S·A), step) -> (N, S·A)``
     """
-
-    def grad_fn(params: np.ndarray, step: int) -> np.ndarray:
-        theta = params.reshape(mdp.n_agents, mdp.n_states, mdp.n_actions)
-        if horizon is None:
-            grads = agent_gradients(mdp, theta, tau)
-        else:
-            grads = truncated_policy_gradient(mdp, theta, horizon, tau)
-        return grads.reshape(params.shape)
-
-    return grad_fn
+    return TabularGroundTruth(mdp, tau).gradient_oracle(horizon)
 
 
 def exact_federated_run(
@@ -271,31 +283,9 @@ def exact_federated_run(
         for shared transitions, :func:`~sb3_fedpg.tabular.reference_optimum` for per-agent ones)
     :return: the :class:`TabularRunResult`
     """
-    config = dict(
-        estimator="exact" if truncation is None else "truncated",
-        local_steps=local_steps,
-        n_rounds=n_rounds,
-        learning_rate=learning_rate,
-        tau=tau,
-        correction=correction,
-        reuse_anchor=reuse_anchor,
-        server_learning_rate=server_learning_rate,
-        truncation=truncation,
-    )
-    return federated_run(
-        mdp,
-        exact_gradient_oracle(mdp, tau, truncation),
-        local_steps,
-        n_rounds,
-        learning_rate,
-        tau,
-        correction,
-        theta0,
-        reuse_anchor,
-        server_learning_rate,
-        config=config,
-        reference_objective=reference_objective,
-    )
+    algorithm = _fedpg(local_steps, learning_rate, correction, reuse_anchor, server_learning_rate)
+    truth = TabularGroundTruth(mdp, tau)
+    return shared.exact_run(truth, algorithm, n_rounds, theta0, truncation, reference_objective)
 
 
 def sampled_federated_run(
@@ -337,43 +327,12 @@ def sampled_federated_run(
     :param reference_objective: the value gaps are measured against (default as in :func:`exact_federated_run`)
     :return: the :class:`TabularRunResult` (exact gaps of the sampled iterates)
     """
-    estimator = GPOMDPEstimator(mdp, horizon, n_trajectories, tau, baseline, seed)
-    config = dict(
-        estimator="gpomdp",
-        local_steps=local_steps,
-        n_rounds=n_rounds,
-        learning_rate=learning_rate,
-        horizon=horizon,
-        n_trajectories=n_trajectories,
-        tau=tau,
-        correction=correction,
-        reuse_anchor=reuse_anchor,
-        server_learning_rate=server_learning_rate,
-        baseline=baseline,
-        seed=seed,
-    )
-    return federated_run(
-        mdp,
-        lambda params, step: estimator(params),
-        local_steps,
-        n_rounds,
-        learning_rate,
-        tau,
-        correction,
-        theta0,
-        reuse_anchor,
-        server_learning_rate,
-        n_samples=lambda: estimator.n_samples,
-        config=config,
-        reference_objective=reference_objective,
-    )
+    algorithm = _fedpg(local_steps, learning_rate, correction, reuse_anchor, server_learning_rate)
+    truth = TabularGroundTruth(mdp, tau)
+    return shared.sampled_run(truth, algorithm, n_rounds, horizon, n_trajectories, baseline, seed, theta0, reference_objective)
 
 
 # ---------------------------------------------------------------- FedSVRPG-M
-#: ``make_oracle(θ̄_{r−1}) -> MomentumOracle``: a round's FedSVRPG-M oracle, given the previous global parameters.
-MomentumOracleFactory = Callable[[np.ndarray], MomentumOracle]
-
-
 def svrpgm_run(
     mdp: FederatedTabularMDP,
     make_oracle: MomentumOracleFactory,
@@ -389,9 +348,7 @@ def svrpgm_run(
     reference_objective: float | None = None,
 ) -> TabularRunResult:
     """
-    FedSVRPG-M (Wang et al., ICML 2024, Algorithm 1) with any oracle: each round is
-    :func:`~sb3_fedpg.common.fedmath.run_round` with :class:`~sb3_fedpg.common.fedmath.MomentumSteps`; the server
-    keeps the momentum ``u_{r+1}`` (:func:`~sb3_fedpg.common.fedmath.server_momentum`) and ``θ̄_r`` for the next round.
+    FedSVRPG-M (:class:`~sb3_fedpg.groundtruth.runs.FedSVRPGM`) with any oracle.
 
     :param mdp: the federated MDP
     :param make_oracle: the round's oracle given ``θ̄_{r−1}`` (``θ̄_0`` in the first round)
@@ -408,78 +365,34 @@ def svrpgm_run(
     :return: the :class:`TabularRunResult` (``correction_norm``: ``‖u_0 − a_i‖`` in the first round, 0 after: only the
         first round exchanges anchors)
     """
-    if local_steps < 1 or n_rounds < 0:
-        raise ValueError(f"need local_steps >= 1 and n_rounds >= 0, got {local_steps} and {n_rounds}")
-    if not 0 < momentum_coef <= 1:
-        raise ValueError(f"momentum_coef must be in (0, 1], got {momentum_coef!r}")
-    positive_float("learning_rate", learning_rate)
-    positive_float("server_learning_rate", server_learning_rate)
-    update = gradient_step(learning_rate)
-    memory: dict[str, np.ndarray | None] = {"momentum": None, "previous": None}
-
-    def one_round(params: np.ndarray) -> RoundResult:
-        previous = params if memory["previous"] is None else memory["previous"]  # θ̄_{−1} = θ̄_0
-        solver = MomentumSteps(make_oracle(previous), local_steps, update, momentum_coef, memory["momentum"])
-        result = run_round(params, solver, mdp.n_agents, server_learning_rate)
-        memory["momentum"] = server_momentum(params, result.local_params, learning_rate, local_steps)
-        memory["previous"] = params
-        return result
-
-    return run_rounds(mdp, one_round, n_rounds, tau, theta0, n_samples, config, reference_objective)
+    algorithm = FedSVRPGM(local_steps, learning_rate, momentum_coef, server_learning_rate)
+    truth = TabularGroundTruth(mdp, tau)
+    one_round = algorithm.rounds(mdp.n_agents, make_oracle)
+    return shared.run_rounds(truth, one_round, n_rounds, theta0, n_samples, config, reference_objective, algorithm.hint)
 
 
 def exact_svrpgm_oracle(mdp: FederatedTabularMDP, tau: float = 0.0, horizon: int | None = None) -> MomentumOracleFactory:
     """
-    FedSVRPG-M's oracle with exact gradients: ``ĝ_i(θ_{i,k}) = ∇J_i(θ_{i,k})`` and the importance-weighted term's
-    expectation ``∇J_i(θ̄_{r−1})``.
+    FedSVRPG-M's oracle with exact gradients (:func:`sb3_fedpg.groundtruth.runs.exact_svrpgm_oracle`).
 
     :param mdp: the federated MDP
     :param tau: entropy temperature
     :param horizon: if given, the exact expectation of the ``K``-truncated GPOMDP estimator instead
     :return: ``make_oracle(θ̄_{r−1})``
     """
-    grad_fn = exact_gradient_oracle(mdp, tau, horizon)
-
-    def make_oracle(previous: np.ndarray) -> MomentumOracle:
-        at_previous = grad_fn(broadcast_to_agents(previous, mdp.n_agents), -1)
-
-        def oracle(params: np.ndarray, step: int) -> tuple[np.ndarray, np.ndarray]:
-            return grad_fn(params, step), at_previous
-
-        return oracle
-
-    return make_oracle
+    return shared.exact_svrpgm_oracle(exact_gradient_oracle(mdp, tau, horizon), mdp.n_agents)
 
 
 def sampled_svrpgm_oracle(estimator: GPOMDPEstimator, max_importance_weight: float | None = None) -> MomentumOracleFactory:
     """
-    FedSVRPG-M's oracle with truncated GPOMDP gradients: every call samples ``M`` fresh trajectories per agent at
-    ``θ_{i,k}`` and returns ``ĝ_i(θ_{i,k}; B)`` and, on the same trajectories, ``(1/M) Σ_m w_m ĝ_i(θ̄_{r−1}; τ_m)``
-    with the exact importance weights ``w_m = p(τ_m | θ̄_{r−1}) / p(τ_m | θ_{i,k})`` of the softmax policies
-    (:func:`~sb3_fedpg.common.fedmath.importance_weights`; the transitions cancel).
+    FedSVRPG-M's oracle with truncated GPOMDP gradients and the exact importance weights of the softmax policies
+    (:func:`sb3_fedpg.groundtruth.runs.sampled_svrpgm_oracle`).
 
     :param estimator: the GPOMDP estimator (its sampling stream and sample count)
     :param max_importance_weight: truncate the weights from above (``None``: the paper's exact weights)
     :return: ``make_oracle(θ̄_{r−1})``
     """
-    n_agents = estimator.mdp.n_agents
-
-    def make_oracle(previous: np.ndarray) -> MomentumOracle:
-        at_previous = broadcast_to_agents(previous, n_agents)
-
-        def oracle(params: np.ndarray, step: int) -> tuple[np.ndarray, np.ndarray]:
-            trajectories = estimator.sample(params)
-            weights = importance_weights(
-                estimator.log_likelihood(at_previous, trajectories),
-                estimator.log_likelihood(params, trajectories),
-                time_axis=0,
-                max_weight=max_importance_weight,
-            )
-            return estimator.gradient(params, trajectories), estimator.gradient(at_previous, trajectories, weights)
-
-        return oracle
-
-    return make_oracle
+    return shared.sampled_svrpgm_oracle(estimator, estimator.mdp.n_agents, max_importance_weight)
 
 
 def exact_svrpgm_run(
@@ -509,30 +422,9 @@ def exact_svrpgm_run(
     :param reference_objective: the value gaps are measured against
     :return: the :class:`TabularRunResult`
     """
-    config = dict(
-        algorithm="fedsvrpg_m",
-        estimator="exact" if truncation is None else "truncated",
-        local_steps=local_steps,
-        n_rounds=n_rounds,
-        learning_rate=learning_rate,
-        momentum_coef=momentum_coef,
-        tau=tau,
-        server_learning_rate=server_learning_rate,
-        truncation=truncation,
-    )
-    return svrpgm_run(
-        mdp,
-        exact_svrpgm_oracle(mdp, tau, truncation),
-        local_steps,
-        n_rounds,
-        learning_rate,
-        momentum_coef,
-        tau,
-        theta0,
-        server_learning_rate,
-        config=config,
-        reference_objective=reference_objective,
-    )
+    algorithm = FedSVRPGM(local_steps, learning_rate, momentum_coef, server_learning_rate)
+    truth = TabularGroundTruth(mdp, tau)
+    return shared.exact_run(truth, algorithm, n_rounds, theta0, truncation, reference_objective)
 
 
 def sampled_svrpgm_run(
@@ -572,33 +464,6 @@ def sampled_svrpgm_run(
     :param reference_objective: the value gaps are measured against
     :return: the :class:`TabularRunResult` (exact gaps of the sampled iterates)
     """
-    estimator = GPOMDPEstimator(mdp, horizon, n_trajectories, tau, baseline, seed)
-    config = dict(
-        algorithm="fedsvrpg_m",
-        estimator="gpomdp",
-        local_steps=local_steps,
-        n_rounds=n_rounds,
-        learning_rate=learning_rate,
-        horizon=horizon,
-        n_trajectories=n_trajectories,
-        momentum_coef=momentum_coef,
-        tau=tau,
-        server_learning_rate=server_learning_rate,
-        baseline=baseline,
-        max_importance_weight=max_importance_weight,
-        seed=seed,
-    )
-    return svrpgm_run(
-        mdp,
-        sampled_svrpgm_oracle(estimator, max_importance_weight),
-        local_steps,
-        n_rounds,
-        learning_rate,
-        momentum_coef,
-        tau,
-        theta0,
-        server_learning_rate,
-        n_samples=lambda: estimator.n_samples,
-        config=config,
-        reference_objective=reference_objective,
-    )
+    algorithm = FedSVRPGM(local_steps, learning_rate, momentum_coef, server_learning_rate, max_importance_weight)
+    truth = TabularGroundTruth(mdp, tau)
+    return shared.sampled_run(truth, algorithm, n_rounds, horizon, n_trajectories, baseline, seed, theta0, reference_objective)

@@ -7,14 +7,13 @@ the only Python loop is over the ``K`` time steps.
 
 from __future__ import annotations
 
-from typing import Literal, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 
+from sb3_fedpg.groundtruth.protocol import Baseline, GPOMDPSampler
 from sb3_fedpg.tabular.exact import log_softmax_policy
 from sb3_fedpg.tabular.mdp import FederatedTabularMDP
-
-Baseline = Literal["none", "leave_one_out"]
 
 
 class Trajectories(NamedTuple):
@@ -31,7 +30,7 @@ class Trajectories(NamedTuple):
     rewards: np.ndarray
 
 
-class GPOMDPEstimator:
+class GPOMDPEstimator(GPOMDPSampler):
     """
     The paper's truncated GPOMDP estimator, one independent batch per agent per call.
 
@@ -69,24 +68,13 @@ class GPOMDPEstimator:
         baseline: Baseline = "leave_one_out",
         seed: int | np.random.Generator | None = None,
     ) -> None:
-        if horizon < 1:
-            raise ValueError(f"horizon must be at least 1, got {horizon}")
-        if n_trajectories < 1:
-            raise ValueError(f"n_trajectories must be at least 1, got {n_trajectories}")
         if tau < 0:
             raise ValueError(f"tau must be non-negative, got {tau}")
-        if baseline not in ("none", "leave_one_out"):
-            raise ValueError(f"baseline must be 'none' or 'leave_one_out', got {baseline!r}")
+        super().__init__(mdp.gamma, horizon, n_trajectories, baseline, seed)
         self.mdp = mdp
-        self.horizon = horizon
-        self.n_trajectories = n_trajectories
         self.tau = tau
-        self.baseline = baseline
-        self.rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
         self._cum_transitions = np.cumsum(mdp.transitions, -1)
         self._cum_rho = np.cumsum(mdp.initial_distribution)
-        self._discounts = mdp.gamma ** np.arange(horizon)
-        self.n_samples = 0  # environment steps simulated so far, all agents together
 
     def _theta(self, theta: np.ndarray) -> np.ndarray:
         mdp = self.mdp
@@ -164,10 +152,7 @@ class GPOMDPEstimator:
         rewards = trajectories.rewards
         if self.tau > 0:
             rewards = rewards - self.tau * np.take_along_axis(log_p, actions[..., None], -1)[..., 0]
-        discounted = rewards * self._discounts[:, None, None]
-        to_go = np.cumsum(discounted[::-1], 0)[::-1]  # Σ_{k'≥h} γ^{k'} r_{k'}
-        if self.baseline == "leave_one_out" and m > 1:
-            to_go = to_go - (to_go.sum(-1, keepdims=True) - to_go) / (m - 1)
+        to_go = self.rewards_to_go(rewards)
         if weights is not None:
             to_go = to_go * weights[None]
         # ∇_θ log π(a|s) = e_{s,a} − e_s ⊗ π(·|s): scatter w·(onehot(a) − π) into row s
