@@ -53,33 +53,20 @@ def test_keep_last_leaves_other_prefixes_alone(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fedpg_6_rounds.zip", "fedpg_x_1_rounds.zip", "other_1_rounds.zip"]
 
 
-def small(cls=FederatedPG, seed=0):
-    return cls(
-        "MlpPolicy",
-        "sb3_fedpg/HeteroCartPole-v0",
-        n_agents=2,
-        n_envs_per_agent=2,
-        n_steps=8,
-        seed=seed,
-        policy_kwargs={"net_arch": [8]},
-        **({"batch_size": 8} if cls is FederatedPPO else {}),
-    )
-
-
 @pytest.mark.parametrize("keep_last", [None, 2])
-def test_a_second_run_in_the_same_checkpoint_folder_is_refused_and_the_first_is_intact(tmp_path, keep_last):
-    first = small()
+def test_a_second_run_in_the_same_checkpoint_folder_is_refused_and_the_first_is_intact(tiny_model, tmp_path, keep_last):
+    first = tiny_model()
     first.learn(6 * first.steps_per_round, callback=RoundCheckpointCallback(1, str(tmp_path), keep_last=keep_last))
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
-    second = small(seed=1)
+    second = tiny_model(seed=1)
     with pytest.raises(ValueError, match="already holds checkpoints of another run"):
         second.learn(2 * second.steps_per_round, callback=RoundCheckpointCallback(1, str(tmp_path), keep_last=keep_last))
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
     assert checkpoint_run_id(latest_checkpoint(tmp_path)) == first.run_id
 
 
-def test_keep_last_prunes_only_its_own_run_and_a_resumed_run_is_the_same_run(tmp_path):
-    model = small()
+def test_keep_last_prunes_only_its_own_run_and_a_resumed_run_is_the_same_run(tiny_model, tmp_path):
+    model = tiny_model()
     model.learn(3 * model.steps_per_round, callback=RoundCheckpointCallback(1, str(tmp_path), keep_last=2))
     resumed = FederatedPG.load_checkpoint(latest_checkpoint(tmp_path))
     assert resumed.run_id == model.run_id
@@ -90,8 +77,8 @@ def test_keep_last_prunes_only_its_own_run_and_a_resumed_run_is_the_same_run(tmp
     assert list_checkpoints(tmp_path, run_id="someone-else") == []
 
 
-def test_latest_checkpoint_skips_a_truncated_newest_file(tmp_path):
-    model = small()
+def test_latest_checkpoint_skips_a_truncated_newest_file(tiny_model, tmp_path):
+    model = tiny_model()
     model.learn(3 * model.steps_per_round, callback=RoundCheckpointCallback(1, str(tmp_path)))
     newest = tmp_path / "fedpg_3_rounds.zip"
     newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])
@@ -116,8 +103,8 @@ class CheckpointMidRound(BaseCallback):
 
 
 @pytest.mark.parametrize("cls", [FederatedPG, FederatedPPO])
-def test_save_checkpoint_mid_round_is_refused_and_save_still_works(tmp_path, cls):
-    model = small(cls)
+def test_save_checkpoint_mid_round_is_refused_and_save_still_works(tiny_model, tmp_path, cls):
+    model = tiny_model(cls)
     callback = CheckpointMidRound(tmp_path / "mid.zip")
     model.learn(model.steps_per_round, callback=callback)
     assert "in the middle of a round" in str(callback.error) and not (tmp_path / "mid.zip").exists()

@@ -11,20 +11,6 @@ from sb3_fedpg.svrpgm import FederatedSVRPGM
 ALGOS = [FederatedPG, FederatedPPO, FederatedSVRPGM]
 
 
-def small(cls):
-    extra = {"batch_size": 8} if cls is FederatedPPO else {}
-    return cls(
-        "MlpPolicy",
-        "sb3_fedpg/HeteroCartPole-v0",
-        n_agents=2,
-        n_envs_per_agent=2,
-        n_steps=8,
-        seed=0,
-        policy_kwargs={"net_arch": [8]},
-        **extra,
-    )
-
-
 class StartOtherLearn(BaseCallback):
     """On the first step, runs learn() on the same model in another thread and waits for it."""
 
@@ -50,8 +36,8 @@ class StartOtherLearn(BaseCallback):
 
 
 @pytest.mark.parametrize("cls", ALGOS)
-def test_a_second_concurrent_learn_is_refused_and_the_first_is_unharmed(cls):
-    model = small(cls)
+def test_a_second_concurrent_learn_is_refused_and_the_first_is_unharmed(tiny_model, cls):
+    model = tiny_model(cls)
     callback = StartOtherLearn()
     rounds = 3
     model.learn(rounds * model.steps_per_round, callback=callback)
@@ -61,8 +47,8 @@ def test_a_second_concurrent_learn_is_refused_and_the_first_is_unharmed(cls):
 
 
 @pytest.mark.parametrize("cls", ALGOS)
-def test_learn_without_an_environment_says_how_to_give_one(tmp_path, cls):
-    small(cls).save(tmp_path / "model.zip")
+def test_learn_without_an_environment_says_how_to_give_one(tiny_model, tmp_path, cls):
+    tiny_model(cls).save(tmp_path / "model.zip")
     loaded = cls.load(tmp_path / "model.zip")
     with pytest.raises(ValueError, match=r"no environment to learn on.*set_env"):
         loaded.learn(100)

@@ -11,20 +11,6 @@ from sb3_fedpg.svrpgm import FederatedSVRPGM
 ALGOS = [FederatedPG, FederatedPPO, FederatedSVRPGM]
 
 
-def small(cls):
-    extra = {"batch_size": 8} if cls is FederatedPPO else {}
-    return cls(
-        "MlpPolicy",
-        "sb3_fedpg/HeteroCartPole-v0",
-        n_agents=2,
-        n_envs_per_agent=2,
-        n_steps=8,
-        seed=0,
-        policy_kwargs={"net_arch": [8]},
-        **extra,
-    )
-
-
 def rewrite(path, out, member, transform):
     """Copy a zip with one member rewritten (``transform(bytes) -> bytes | None``; ``None`` drops it)."""
     with zipfile.ZipFile(path) as src, zipfile.ZipFile(out, "w") as dst:
@@ -50,21 +36,21 @@ def nan_policy(data):
 
 @pytest.mark.parametrize("cls", ALGOS)
 @pytest.mark.parametrize("fmt", ["sb3", "safetensors"])
-def test_a_file_with_nan_weights_is_refused_by_load_and_set_parameters(tmp_path, cls, fmt):
-    model = small(cls)
+def test_a_file_with_nan_weights_is_refused_by_load_and_set_parameters(tiny_model, tmp_path, cls, fmt):
+    model = tiny_model(cls)
     model.save(tmp_path / "good.zip", format=fmt)
     bad = tmp_path / "bad.zip"
     if fmt == "sb3":
         rewrite(tmp_path / "good.zip", bad, "policy.pth", nan_policy)
     else:  # NaN into the model, then saved: the weights-only path checks the same way
-        nan_model = small(cls)
+        nan_model = tiny_model(cls)
         with th.no_grad():
             next(nan_model.policy.parameters()).fill_(float("nan"))
         nan_model.save(bad, format=fmt)
     before_bytes = bad.read_bytes()
     with pytest.raises(ValueError, match=r"non-finite values \(NaN/inf\) in policy\..*Load an earlier checkpoint"):
         cls.load(bad)
-    target = small(cls)
+    target = tiny_model(cls)
     before = {k: v.clone() for k, v in target.policy.state_dict().items()}
     with pytest.raises(FloatingPointError, match=r"set_parameters: .* non-finite values .* nothing was changed"):
         target.set_parameters(str(bad))
@@ -72,8 +58,8 @@ def test_a_file_with_nan_weights_is_refused_by_load_and_set_parameters(tmp_path,
     assert bad.read_bytes() == before_bytes
 
 
-def test_set_parameters_with_a_nan_state_dict_changes_nothing():
-    model = small(FederatedPG)
+def test_set_parameters_with_a_nan_state_dict_changes_nothing(tiny_model):
+    model = tiny_model(FederatedPG)
     params = model.get_parameters()
     first = next(iter(params["policy"]))
     params["policy"][first] = th.full_like(params["policy"][first], float("nan"))
@@ -84,8 +70,8 @@ def test_set_parameters_with_a_nan_state_dict_changes_nothing():
 
 
 @pytest.mark.parametrize("member", ["policy.pth", "critics.pth"])
-def test_a_missing_member_is_named(tmp_path, member):
-    small(FederatedPG).save(tmp_path / "good.zip")
+def test_a_missing_member_is_named(tiny_model, tmp_path, member):
+    tiny_model(FederatedPG).save(tmp_path / "good.zip")
     rewrite(tmp_path / "good.zip", tmp_path / "bad.zip", member, lambda data: None)
     with pytest.raises(ValueError, match=rf"it lacks {member}"):
         FederatedPG.load(tmp_path / "bad.zip")
@@ -94,8 +80,8 @@ def test_a_missing_member_is_named(tmp_path, member):
 @pytest.mark.parametrize(
     "written, reader", [(FederatedPG, FederatedPPO), (FederatedPPO, FederatedSVRPGM), (FederatedSVRPGM, FederatedPG)]
 )
-def test_another_algorithms_file_is_named(tmp_path, written, reader):
-    small(written).save(tmp_path / "model.zip")
+def test_another_algorithms_file_is_named(tiny_model, tmp_path, written, reader):
+    tiny_model(written).save(tmp_path / "model.zip")
     with pytest.raises(
         ValueError, match=rf"holds a {written.__name__} model, not a {reader.__name__}: load it with {written.__name__}.load"
     ):
