@@ -97,7 +97,40 @@ _loading_file: contextvars.ContextVar[bool] = contextvars.ContextVar("_loading_f
 
 
 class NonFiniteParametersError(FloatingPointError):
-    """Tensors given to ``set_parameters`` (or in a file) hold NaN or inf; nothing was changed."""
+    """
+    Tensors given to ``set_parameters`` (or in a file) hold NaN or inf; nothing was changed.
+
+    :param message: what was refused
+    :param names: the non-finite entries (``<object>.<entry>``)
+    """
+
+    def __init__(self, message: str, names: list[str]) -> None:
+        super().__init__(message)
+        self.names = names
+
+
+def nonfinite_entries(states: dict[str, Any]) -> list[str]:
+    """
+    :param states: state dicts by object name (nested dicts, e.g. optimiser states, are searched)
+    :return: the floating-point tensors holding NaN or inf, as ``<object>.<entry>``, sorted
+    """
+    found = []
+    stack = list(states.items())
+    while stack:
+        key, value = stack.pop()
+        if isinstance(value, dict):
+            stack.extend((f"{key}.{k}", v) for k, v in value.items())
+        elif isinstance(value, th.Tensor) and value.is_floating_point() and not bool(th.isfinite(value).all()):
+            found.append(str(key))
+    return sorted(found)
+
+
+def _nonfinite_file_message(path: Any, names: list[str]) -> str:
+    shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+    return (
+        f"{path} holds non-finite values (NaN/inf) in {shown}: the run that wrote it diverged, or the file is corrupt. "
+        "Load an earlier checkpoint. The file was not modified."
+    )
 
 
 class FederatedPersistenceMixin(BaseAlgorithm):
@@ -202,11 +235,8 @@ class FederatedPersistenceMixin(BaseAlgorithm):
         token = _loading_file.set(True)
         try:
             model = super().load(path, env, device, custom_objects, print_system_info, force_reset, **kwargs)
-        except NonFiniteParametersError as error:
-            raise ValueError(
-                f"{path} holds non-finite values (NaN/inf) in {str(error).split(' in ', 1)[-1].split(';')[0]}: the run "
-                "that wrote it diverged, or the file is corrupt. Load an earlier checkpoint. The file was not modified."
-            ) from error
+        except NonFiniteParametersError as error:  # every SB3-zip tensor goes through set_parameters, checked there
+            raise ValueError(_nonfinite_file_message(path, error.names)) from error
         except (zipfile.BadZipFile, EOFError, pickle.UnpicklingError, KeyError, RuntimeError, AssertionError) as error:
             missing = cls._missing_members(path) if isinstance(path, str | pathlib.Path) else []
             if missing:  # SB3's fallback reports another key ('policy.optimizer') whichever member is missing
@@ -220,33 +250,19 @@ class FederatedPersistenceMixin(BaseAlgorithm):
         if model.env is not None:
             # The env given (or saved) must split into the model's agents: each has its own critic and optimiser state.
             cast("FederatedAlgorithm", model)._check_env_split(model.env, for_training=False)  # every federated model is one
-        return cls._finite_or_refused(model, path)
+        return model
 
     def nonfinite_tensors(self) -> list[str]:
         """
         :return: the saved tensors (``<object>.<entry>``: policy, critics, optimiser states, ...) holding NaN or inf
         """
-        found = []
-        for name in self._get_torch_save_params()[0]:
-            state = getattr(self, name).state_dict()
-            stack = list(state.items())
-            while stack:
-                key, value = stack.pop()
-                if isinstance(value, dict):
-                    stack.extend((f"{key}.{k}", v) for k, v in value.items())
-                elif isinstance(value, th.Tensor) and value.is_floating_point() and not bool(th.isfinite(value).all()):
-                    found.append(f"{name}.{key}")
-        return sorted(found)
+        return nonfinite_entries({name: getattr(self, name).state_dict() for name in self._get_torch_save_params()[0]})
 
     @classmethod
     def _finite_or_refused(cls, model: SelfPersistent, path: Any) -> SelfPersistent:
         bad = model.nonfinite_tensors()
         if bad:
-            shown = ", ".join(bad[:4]) + (f" and {len(bad) - 4} more" if len(bad) > 4 else "")
-            raise ValueError(
-                f"{path} holds non-finite values (NaN/inf) in {shown}: the run that wrote it diverged, or the file is "
-                "corrupt. Load an earlier checkpoint. The file was not modified."
-            )
+            raise ValueError(_nonfinite_file_message(path, bad))
         return model
 
     @classmethod
@@ -300,25 +316,30 @@ class FederatedPersistenceMixin(BaseAlgorithm):
         :param exact_match: every saved object must be given (and no other)
         :param device: device the tensors are loaded on
         """
-        import copy
+        from stable_baselines3.common.save_util import load_from_zip_file
 
-        if isinstance(load_path_or_dict, str | pathlib.Path) and file_kind(load_path_or_dict) == "weights":
-            _, load_path_or_dict = read_bundle(load_path_or_dict, f"{load_path_or_dict} is not a valid weights file")
-        if _loading_file.get() and isinstance(load_path_or_dict, dict):
+        states: dict[str, Any]
+        if isinstance(load_path_or_dict, dict):
+            states, source = load_path_or_dict, "the state dicts given"
+        elif file_kind(load_path_or_dict) == "weights":
+            _, states = read_bundle(load_path_or_dict, f"{load_path_or_dict} is not a valid weights file")
+            source = str(load_path_or_dict)
+        else:  # an SB3 zip: its tensors, read as SB3's set_parameters reads them (weights only)
+            _, params, _ = load_from_zip_file(load_path_or_dict, device=device, load_data=False)
+            states, source = cast(dict[str, Any], params), str(load_path_or_dict)
+        # Checked before anything is loaded: a NaN policy would only fail later, in torch's distribution check.
+        bad = nonfinite_entries(states)
+        if bad:
+            raise NonFiniteParametersError(
+                f"set_parameters: {source} holds non-finite values (NaN/inf) in {', '.join(bad[:4])}; nothing was changed.",
+                bad,
+            )
+        if _loading_file.get():
             # A file written before an optional object existed: it starts fresh, as in a new model. Only for a file
             # being loaded: a dict given by the caller lacking an object is refused with exact_match, as in SB3.
-            optional = [n for n in getattr(self, "_optional_torch_params", ()) if n not in load_path_or_dict]
-            load_path_or_dict = {**load_path_or_dict, **{n: getattr(self, n).state_dict() for n in optional}}
-        before = {name: copy.deepcopy(getattr(self, name).state_dict()) for name in self._get_torch_save_params()[0]}
-        super().set_parameters(load_path_or_dict, exact_match=exact_match, device=device)
-        bad = self.nonfinite_tensors()
-        if bad:  # put everything back: a NaN policy would only fail later, in torch's distribution check
-            for name, state in before.items():
-                getattr(self, name).load_state_dict(state)
-            source = load_path_or_dict if isinstance(load_path_or_dict, str | pathlib.Path) else "the state dicts given"
-            raise NonFiniteParametersError(
-                f"set_parameters: {source} holds non-finite values (NaN/inf) in {', '.join(bad[:4])}; nothing was changed."
-            )
+            optional = [n for n in getattr(self, "_optional_torch_params", ()) if n not in states]
+            states = {**states, **{n: getattr(self, n).state_dict() for n in optional}}
+        super().set_parameters(states, exact_match=exact_match, device=device)
 
     @classmethod
     def _check_load_kwargs(cls, path: str | pathlib.Path, kwargs: dict[str, Any]) -> None:
