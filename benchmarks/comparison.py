@@ -89,16 +89,16 @@ METHOD_SPECS: dict[str, MethodSpec] = {
     "local": MethodSpec("fedpg", local=True),
 }
 #: the algorithms a family can override (``family[algo]``); ``run_key`` leaves these entries out of the family config
-ALGOS = ("fedpg", "fedppo", "a2c", "ppo")
+ALGOS = ("fedpg", "fedppo", "fedsvrpgm", "a2c", "ppo")
 
 
 def algorithm_class(algo: str) -> type:
     """:return: the class of a zoo algorithm name"""
     from stable_baselines3 import A2C, PPO
 
-    from sb3_fedpg import FederatedPG, FederatedPPO
+    from sb3_fedpg import FederatedPG, FederatedPPO, FederatedSVRPGM
 
-    return {"fedpg": FederatedPG, "fedppo": FederatedPPO, "a2c": A2C, "ppo": PPO}[algo]
+    return {"fedpg": FederatedPG, "fedppo": FederatedPPO, "fedsvrpgm": FederatedSVRPGM, "a2c": A2C, "ppo": PPO}[algo]
 
 
 SEEDS = (0, 1, 2)

@@ -83,6 +83,8 @@ METHODS: dict[str, MethodSpec] = {
     "fedppo_snr": MethodSpec("fedppo", {"correction": "surrogate", "variance_control": "snr_damping"}),
     # the default before advantage normalisation was shared across agents (each agent by its own scale)
     "fedppo_pa": MethodSpec("fedppo", {"correction": False, "variance_control": "none", "normalize_advantage": "per_agent"}),
+    # FedSVRPG-M (Wang et al., ICML 2024): the batches of Fast-FedPG on the family, its own SGD step size (tuned)
+    "fedsvrpgm": MethodSpec("fedsvrpgm"),
     "ppo": MethodSpec("ppo"),
     # central PPO whose critic reads the agent one-hot (the actor does not): the fair central baseline
     "ppo_agent": MethodSpec("ppo", {"agent_aware_critic": True}),
@@ -106,6 +108,7 @@ LABELS = {
     "fedppo_surr": "FederatedPPO + surrogate correction",
     "fedppo_snr": "FederatedPPO + surrogate correction, SNR-damped",
     "fedppo_pa": "FederatedPPO, per-agent advantage scale",
+    "fedsvrpgm": "FedSVRPG-M",
     "ppo": "SB3 PPO (central, pooled)",
     "ppo_agent": "SB3 PPO, agent-aware critic (central)",
     "a2c": "SB3 A2C (central, pooled)",
@@ -121,6 +124,7 @@ COLORS = {
     "fedppo_surr": "tab:pink",
     "fedppo_snr": "deeppink",
     "fedppo_pa": "indigo",
+    "fedsvrpgm": "gold",
     "ppo": "tab:green",
     "ppo_agent": "darkgreen",
     "a2c": "tab:orange",
@@ -277,7 +281,38 @@ def _families() -> dict[str, dict[str, Any]]:
     }
 
 
-FAMILIES = _families()
+#: FedSVRPG-M's SGD step size per family: the best of ``svrpgm_tuning.GRID`` on the tuning seed
+#: (``benchmarks/svrpgm_tuning.py`` → ``results/svrpgm_tuning.md``; a test checks this table against it)
+SVRPGM_LEARNING_RATES: dict[str, float] = {}
+#: FederatedPG's keys FedSVRPG-M takes over on a family (its batches, discount, critic and network), not its optimiser
+_SVRPGM_SHARED_KEYS = (
+    "n_envs",
+    "n_steps",
+    "local_steps",
+    "gamma",
+    "gae_lambda",
+    "baseline",
+    "normalize_advantage",
+    "critic_learning_rate",
+    "max_grad_norm",
+    "policy_kwargs",
+)
+
+
+def _with_svrpgm(name: str, family: dict[str, Any]) -> dict[str, Any]:
+    """
+    The family with FedSVRPG-M's overrides: Fast-FedPG's batch structure on the family (``n_envs``, ``n_steps``, local
+    steps, discount, critic, network: the same samples per round), the momentum and importance-weight truncation of
+    the authors' experiments (``zoo_configs/fedsvrpgm.yml``), and its own tuned SGD step size.
+    """
+    _, fedpg = cmp.algo_hyperparams(family, "fedpg", HETEROGENEITY, METHODS)
+    svrpgm = {k: copy.deepcopy(fedpg[k]) for k in _SVRPGM_SHARED_KEYS if k in fedpg}
+    if name in SVRPGM_LEARNING_RATES:
+        svrpgm["learning_rate"] = SVRPGM_LEARNING_RATES[name]
+    return {**family, "fedsvrpgm": svrpgm}
+
+
+FAMILIES = {name: _with_svrpgm(name, family) for name, family in _families().items()}
 
 
 def _quick_families() -> dict[str, dict[str, Any]]:
@@ -292,6 +327,7 @@ def _quick_families() -> dict[str, dict[str, Any]]:
             "budget": 2048,
             "extra_methods": [],
             "fedpg": {"n_envs": 4, "n_steps": 16, "local_steps": 2},
+            "fedsvrpgm": {**FAMILIES["cartpole"]["fedsvrpgm"], "n_envs": 4, "n_steps": 16, "local_steps": 2},
             "fedppo": {"n_envs": 4, **small_fedppo},
             "a2c": {"n_envs": 4},
             "ppo": {"n_envs": 4, **small_ppo},
@@ -305,7 +341,7 @@ def _quick_families() -> dict[str, dict[str, Any]]:
             "a2c": {**FAMILIES["lqr"]["a2c"], "n_envs": 4},
             "ppo": {**FAMILIES["lqr"]["ppo"], "n_envs": 4, **small_ppo},
             # the exact evaluation, the correction, the reference
-            "skip": ["local_ppo", "fedavg", "fedppo", "fedppo_surr", "fedppo_snr", "ppo_agent", "a2c"],
+            "skip": ["local_ppo", "fedavg", "fedppo", "fedppo_surr", "fedppo_snr", "fedsvrpgm", "ppo_agent", "a2c"],
         },
     }
 
@@ -850,7 +886,7 @@ def hyperparams_markdown(families: dict[str, dict[str, Any]]) -> str:
         "|---|---:|---:|---:|---|---|",
     ]
     for name, family in families.items():
-        for method in ("fedpg", "fedppo", "ppo", "a2c", *family.get("extra_methods", ())):
+        for method in ("fedpg", "fedppo", "fedsvrpgm", "ppo", "a2c", *family.get("extra_methods", ())):
             _, entry = cmp.algo_hyperparams(family, method, HETEROGENEITY, METHODS)
             shown = {k: v for k, v in entry.items() if k not in ("n_timesteps", "policy", "env_kwargs", "correction")}
             lines.append(
@@ -864,7 +900,7 @@ def hyperparams_markdown(families: dict[str, dict[str, Any]]) -> str:
 def _algo_label(method: str) -> str:
     """:return: the hyperparameter table's name of a method's row (its algorithm, or the method where they differ)"""
     algo = METHODS[method].algo
-    return algo if method in ("fedpg", "fedppo", "ppo", "a2c") else f"{algo} ({method})"
+    return algo if method in ("fedpg", "fedppo", "fedsvrpgm", "ppo", "a2c") else f"{algo} ({method})"
 
 
 def plot(runs: list[dict[str, Any]], summary: dict[str, Any], path: pathlib.Path) -> None:

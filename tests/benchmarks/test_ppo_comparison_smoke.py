@@ -153,7 +153,7 @@ def test_quick_lqr_plan_sweep_report(pc, tmp_path, monkeypatch):
     assert all(0 < c["score"] <= 1 for c in cell["methods"].values() if c["complete"])
     table = (tmp_path / "ppo_comparison.md").read_text()
     assert "| lqr | FederatedPPO + correction | 2/2 |" in table and "| lqr | SB3 PPO (central, pooled) | 1/2 |" in table
-    assert "Runs complete: 5 of 26" in table  # CartPole's 20 runs are pending, one LQR run failed
+    assert "Runs complete: 5 of 28" in table  # CartPole's 22 runs are pending, one LQR run failed
     assert "Failed (not in the table): lqr SB3 PPO (central, pooled) seed 1: the gain destabilises" in table
     assert "cartpole" in table and "Families with no completed run yet: cartpole." in table
     assert (tmp_path / "ppo_comparison.png").stat().st_size > 1000
@@ -174,7 +174,7 @@ def test_quick_every_method(pc, tmp_path):
     local = [r for r in payload["runs"] if r["method"] == "local_ppo"]
     n = pc.QUICK_FAMILIES["cartpole"]["n_agents"]
     assert all(len(r["final_per_agent"]) == n and r["timesteps"][-1] >= pc.QUICK_FAMILIES["cartpole"]["budget"] for r in local)
-    assert "Runs complete: 26 of 26" in (tmp_path / "ppo_comparison.md").read_text()
+    assert "Runs complete: 28 of 28" in (tmp_path / "ppo_comparison.md").read_text()
 
 
 def test_shared_policy_bound_is_the_best_common_speed(pc):
