@@ -130,7 +130,9 @@ def in_process(n_agents: int, rounds: int, seed: int) -> dict:
     from sb3_fedpg import FederatedPG
 
     th.set_num_threads(1)
-    model = FederatedPG("MlpPolicy", "sb3_fedpg/HeteroCartPole-v0", n_agents=n_agents, seed=seed, device="cpu")
+    model = FederatedPG(
+        "MlpPolicy", "sb3_fedpg/HeteroCartPole-v0", n_agents=n_agents, n_envs_per_agent=8, seed=seed, device="cpu"
+    )
     model._setup_learn(total_timesteps=10**9, callback=None)
     callback = CallbackList([])
     callback.init_callback(model)

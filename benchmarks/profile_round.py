@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None, output: pathlib.Path = RESULTS) -> dict[
     from sb3_fedpg.fedpg.learner import PolicyGradientLearner
 
     timesteps = 20_000 if args.quick else 400_000
-    model = FederatedPG("MlpPolicy", "sb3_fedpg/HeteroCartPole-v0", n_agents=8, seed=0)
+    model = FederatedPG("MlpPolicy", "sb3_fedpg/HeteroCartPole-v0", n_agents=8, n_envs_per_agent=8, seed=0)
     model.learn(1)  # warm-up
 
     # Phase timers: wrap the two halves of every gradient batch.

@@ -242,13 +242,6 @@ class FederatedAlgorithm(FederatedPersistenceMixin):
             raise ValueError(f"use_sde={use_sde!r}, sde_sample_freq={sde_sample_freq!r}: {GSDE_REFUSAL}")
         check_policy_kwargs(policy_kwargs, type(self).__name__)
         if isinstance(env, str):
-            if n_agents is None and n_envs_per_agent > 1:  # an SB3-style call: SB3 builds one env from an env id
-                announce_difference(
-                    "envs_from_env_id",
-                    f"{type(self).__name__}(policy, {env!r}) builds n_envs_per_agent={n_envs_per_agent} sub-environments "
-                    f"from the env id (SB3's algorithms build 1): get_env() steps {n_envs_per_agent} envs and returns "
-                    f"{n_envs_per_agent} rewards per step. Pass n_envs_per_agent=1 for SB3's single env.",
-                )
             env = make_federated_vec_env(env, n_agents, n_envs_per_agent, env_kwargs=env_kwargs, seed=seed)
         elif env_kwargs:
             raise ValueError("env_kwargs is only used when env is an env id; the env given is already built.")
@@ -838,6 +831,7 @@ class FederatedAlgorithm(FederatedPersistenceMixin):
             callback.on_training_start({**locals(), "total_timesteps": real_total}, globals())
             assert self.env is not None
             rounds = 0
+            last_train: dict[str, tuple[Any, Any]] = {}
             while self.num_timesteps < total_timesteps:
                 try:
                     self.train(callback)
@@ -846,11 +840,21 @@ class FederatedAlgorithm(FederatedPersistenceMixin):
                 rounds += 1
                 self._update_current_progress_remaining(self.num_timesteps, total_timesteps)
                 if log_interval is not None and rounds % log_interval == 0:
+                    last_train = self._train_records()
                     self.dump_logs(rounds)
                 if not fire_round_end(callback):
                     break
+            # SB3 dumps before its train step, so after learn its logger still holds the last train/ values (read as
+            # model.logger.name_to_value["train/loss"]); this loop dumps after the round: put them back
+            for key, (value, excluded) in last_train.items():
+                self.logger.record(key, value, exclude=excluded)
             callback.on_training_end()
         return self
+
+    def _train_records(self) -> dict[str, tuple[Any, Any]]:
+        """:return: the ``train/`` values recorded since the last dump, with their exclusions"""
+        logger = self.logger
+        return {k: (v, logger.name_to_excluded.get(k)) for k, v in logger.name_to_value.items() if k.startswith("train/")}
 
     def dump_logs(self, iteration: int = 0) -> None:
         """

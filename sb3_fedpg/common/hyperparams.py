@@ -27,6 +27,14 @@ VARIANCE_CONTROLS = ("none", "control_variate", "snr_damping", "filtered")
 AGGREGATOR_NAMES = ("mean", "median", "trimmed_mean", "norm_clipped_mean", "geometric_median")
 
 
+class HyperparameterError(ValueError, AssertionError):
+    """
+    An invalid hyperparameter. A ``ValueError`` (this library's contract) that is also an ``AssertionError``: SB3
+    checks its hyperparameters with ``assert``, so code written for SB3 (``except AssertionError``,
+    ``pytest.raises(AssertionError)``) catches the federated algorithms' refusals too.
+    """
+
+
 def _is_int(value: Any) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
@@ -39,20 +47,20 @@ def positive_int(name: str, value: Any) -> None:
     """
     :param name: the hyperparameter's name (for the message)
     :param value: its value
-    :raises ValueError: unless ``value`` is an integer ``>= 1`` (``bool`` is not an integer here)
+    :raises HyperparameterError: unless ``value`` is an integer ``>= 1`` (``bool`` is not an integer here)
     """
     if not _is_int(value) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+        raise HyperparameterError(f"{name} must be a positive integer, got {value!r}.")
 
 
 def positive_float(name: str, value: Any) -> None:
     """
     :param name: the hyperparameter's name
     :param value: its value
-    :raises ValueError: unless ``value`` is a finite real number ``> 0``
+    :raises HyperparameterError: unless ``value`` is a finite real number ``> 0``
     """
     if not _is_real(value) or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}.")
+        raise HyperparameterError(f"{name} must be a finite number > 0, got {value!r}.")
 
 
 def _optional_positive_int(name: str, value: Any) -> None:
@@ -74,7 +82,7 @@ def _learning_rate(name: str, value: Any) -> None:
 def _boolean(name: str, value: Any) -> None:
     if not isinstance(value, bool):
         hint = " (a string such as 'False' is truthy: pass a real bool)" if isinstance(value, str) else ""
-        raise ValueError(f"{name} must be True or False, got {value!r}{hint}.")
+        raise HyperparameterError(f"{name} must be True or False, got {value!r}{hint}.")
 
 
 #: FederatedPPO's corrections: ``"surrogate"`` (a per-sample advantage shift inside the clipped surrogate) and
@@ -93,7 +101,7 @@ def ppo_correction_mode(value: bool | str) -> str | None:
         return "linear"
     if value in PPO_CORRECTIONS:
         return str(value)
-    raise ValueError(f"correction must be False, True (= 'linear'), 'linear' or 'surrogate', got {value!r}.")
+    raise HyperparameterError(f"correction must be False, True (= 'linear'), 'linear' or 'surrogate', got {value!r}.")
 
 
 #: FederatedPPO's noise controls of its correction: none, or ``"snr_damping"`` (each agent's ``g − a_i`` scaled by
@@ -103,7 +111,7 @@ PPO_VARIANCE_CONTROLS = ("none", "snr_damping")
 
 def _ppo_correction(name: str, value: Any) -> None:
     if not isinstance(value, bool) and value not in ("none", *PPO_CORRECTIONS):
-        raise ValueError(f"{name} must be False, True (= 'linear'), 'linear' or 'surrogate', got {value!r}.")
+        raise HyperparameterError(f"{name} must be False, True (= 'linear'), 'linear' or 'surrogate', got {value!r}.")
 
 
 #: the normalisation modes of ``normalize_advantage``: one scale pooled over the agents (``"shared"``, what ``True``
@@ -115,7 +123,7 @@ def advantage_normalization(value: bool | str) -> str | None:
     """
     :param value: an algorithm's ``normalize_advantage`` argument
     :return: ``None`` (off), ``"shared"`` (``True``) or ``"per_agent"``
-    :raises ValueError: for any other value
+    :raises HyperparameterError: for any other value
     """
     if value is False:
         return None
@@ -123,7 +131,7 @@ def advantage_normalization(value: bool | str) -> str | None:
         return "shared"
     if isinstance(value, str) and value in ADVANTAGE_NORMALIZATIONS:
         return value
-    raise ValueError(
+    raise HyperparameterError(
         f"normalize_advantage must be True (= 'shared'), False, 'shared' or 'per_agent', got {value!r}. 'shared' "
         "divides every agent's advantages by one standard deviation pooled over the agents (keeps the average-return "
         "objective); 'per_agent' by each agent's own (changes the objective when the agents' reward scales differ)."
@@ -132,7 +140,7 @@ def advantage_normalization(value: bool | str) -> str | None:
 
 def _advantage_normalization(name: str, value: Any) -> None:
     if not isinstance(value, bool) and value not in ADVANTAGE_NORMALIZATIONS:
-        raise ValueError(
+        raise HyperparameterError(
             f"{name} must be True (= 'shared'), False, 'shared' or 'per_agent', got {value!r} ('shared': one standard "
             "deviation pooled over the agents, which keeps the average-return objective; 'per_agent': each agent's own)."
         )
@@ -141,7 +149,7 @@ def _advantage_normalization(name: str, value: Any) -> None:
 def _one_of(choices: tuple[str, ...]) -> Callable[[str, Any], None]:
     def check(name: str, value: Any) -> None:
         if not isinstance(value, str) or value not in choices:
-            raise ValueError(f"unknown {name} {value!r}: choose one of {choices}.")
+            raise HyperparameterError(f"unknown {name} {value!r}: choose one of {choices}.")
 
     return check
 
@@ -151,19 +159,21 @@ def _interval(low: float, high: float, low_open: bool) -> Callable[[str, Any], N
         inside = _is_real(value) and math.isfinite(value) and (low < value if low_open else low <= value) and value <= high
         if not inside:
             bracket = "(" if low_open else "["
-            raise ValueError(f"{name} must be in {bracket}{low:g}, {high:g}], got {value!r}.")
+            raise HyperparameterError(f"{name} must be in {bracket}{low:g}, {high:g}], got {value!r}.")
 
     return check
 
 
 def _non_negative(name: str, value: Any) -> None:
     if not _is_real(value) or not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}.")
+        raise HyperparameterError(f"{name} must be a finite number >= 0, got {value!r}.")
 
 
 def _aggregator(name: str, value: Any) -> None:
     if not callable(value) and (not isinstance(value, str) or value not in AGGREGATOR_NAMES):
-        raise ValueError(f"unknown {name} {value!r}: choose one of {AGGREGATOR_NAMES} or pass a callable (n, p) -> (p,).")
+        raise HyperparameterError(
+            f"unknown {name} {value!r}: choose one of {AGGREGATOR_NAMES} or pass a callable (n, p) -> (p,)."
+        )
 
 
 def _anchor_batches(name: str, value: Any) -> None:
@@ -171,7 +181,7 @@ def _anchor_batches(name: str, value: Any) -> None:
         try:
             positive_int(name, value)
         except ValueError:
-            raise ValueError(f"{name} must be 'auto' or a positive integer, got {value!r}.") from None
+            raise HyperparameterError(f"{name} must be 'auto' or a positive integer, got {value!r}.") from None
 
 
 def resolve_anchor_batches(anchor_batches: int | str, local_steps: int, correction: bool) -> int:
@@ -200,7 +210,7 @@ def resolve_anchor_batches(anchor_batches: int | str, local_steps: int, correcti
 
 def _mapping_or_none(name: str, value: Any) -> None:
     if value is not None and not isinstance(value, Mapping):
-        raise ValueError(f"{name} must be a dict of keyword arguments or None, got {type(value).__name__}.")
+        raise HyperparameterError(f"{name} must be a dict of keyword arguments or None, got {type(value).__name__}.")
 
 
 class Hyperparams:
@@ -234,7 +244,7 @@ class Hyperparams:
         Validate some hyperparameters (the others are not looked at).
 
         :param values: name → value
-        :raises ValueError: naming the first invalid field, what it must be and what was given
+        :raises HyperparameterError: naming the first invalid field, what it must be and what was given
         :raises TypeError: for an unknown name
         """
         by_name = {f.name: f for f in fields(cls)}
@@ -292,7 +302,7 @@ class FedPGHyperparams(Hyperparams):
     aggregator: Any = _hp("mean", _aggregator, f"Server reduction over agents: one of {AGGREGATOR_NAMES} or a callable")  # noqa: RUF009
     aggregator_kwargs: dict[str, Any] | None = _hp(None, _mapping_or_none, "Parameters of a named aggregator")  # noqa: RUF009
     participation: float = _hp(1.0, _interval(0.0, 1.0, low_open=True), "Fraction of agents sampled each round, in (0, 1]")
-    n_envs_per_agent: int = _hp(8, positive_int, "Sub-environments per agent M when env is an env id")
+    n_envs_per_agent: int = _hp(1, positive_int, "Sub-environments per agent M when env is an env id")
 
 
 def _optional_clip(name: str, value: Any) -> None:
@@ -343,12 +353,12 @@ class FedPPOHyperparams(Hyperparams):
     aggregator: Any = _hp("mean", _aggregator, f"Server reduction over agents: one of {AGGREGATOR_NAMES} or a callable")  # noqa: RUF009
     aggregator_kwargs: dict[str, Any] | None = _hp(None, _mapping_or_none, "Parameters of a named aggregator")  # noqa: RUF009
     participation: float = _hp(1.0, _interval(0.0, 1.0, low_open=True), "Fraction of agents sampled each round, in (0, 1]")
-    n_envs_per_agent: int = _hp(8, positive_int, "Sub-environments per agent M when env is an env id")
+    n_envs_per_agent: int = _hp(1, positive_int, "Sub-environments per agent M when env is an env id")
 
 
 def _momentum_coef(name: str, value: Any) -> None:
     if not _is_real(value) or not math.isfinite(value) or not 0 < value <= 1:
-        raise ValueError(
+        raise HyperparameterError(
             f"{name} must be in (0, 1], got {value!r} (β = 1 is FedAvg-PG; β = 0 would never forget the first "
             "momentum and is refused)."
         )
@@ -356,7 +366,7 @@ def _momentum_coef(name: str, value: Any) -> None:
 
 def _max_importance_weight(name: str, value: Any) -> None:
     if value is not None and (not _is_real(value) or not math.isfinite(value) or value < 1):
-        raise ValueError(
+        raise HyperparameterError(
             f"{name} must be None (untruncated, the paper's weights) or a number >= 1 (a truncation below 1 would cut "
             f"even the weights of unchanged policies), got {value!r}."
         )
@@ -394,4 +404,4 @@ class FedSVRPGMHyperparams(Hyperparams):
     aggregator: Any = _hp("mean", _aggregator, f"Server reduction over agents: one of {AGGREGATOR_NAMES} or a callable")  # noqa: RUF009
     aggregator_kwargs: dict[str, Any] | None = _hp(None, _mapping_or_none, "Parameters of a named aggregator")  # noqa: RUF009
     participation: float = _hp(1.0, _interval(0.0, 1.0, low_open=True), "Fraction of agents sampled each round, in (0, 1]")
-    n_envs_per_agent: int = _hp(8, positive_int, "Sub-environments per agent M when env is an env id")
+    n_envs_per_agent: int = _hp(1, positive_int, "Sub-environments per agent M when env is an env id")

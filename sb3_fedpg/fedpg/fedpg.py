@@ -91,7 +91,8 @@ class FederatedPG(FederatedAlgorithm):
     :param use_sde: gSDE is not supported: ``True`` raises a ``ValueError`` that names the alternatives (accepted
         so that SB3 and rl-zoo configs get that message instead of an unknown-argument error)
     :param sde_sample_freq: only ``-1`` (gSDE is not supported)
-    :param n_envs_per_agent: Sub-environments per agent (``M``) when ``env`` is an env id
+    :param n_envs_per_agent: Sub-environments per agent (``M``) when ``env`` is an env id (1, as SB3 builds one env
+        from an env id; more envs per agent give larger, less noisy batches per round)
     :param env_kwargs: Keyword arguments for the env when ``env`` is an env id (e.g. ``heterogeneity``)
     :param stats_window_size: Window size for the rollout logging, specifying the number of episodes to average
     :param tensorboard_log: the log location for tensorboard (if None, no logging)
@@ -149,7 +150,7 @@ class FederatedPG(FederatedAlgorithm):
         attack: Callable[[Any, str], Any] | None = None,
         use_sde: bool = False,
         sde_sample_freq: int = -1,
-        n_envs_per_agent: int = 8,
+        n_envs_per_agent: int = 1,
         env_kwargs: dict[str, Any] | None = None,
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,

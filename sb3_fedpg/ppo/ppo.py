@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar
 
@@ -13,8 +14,13 @@ from stable_baselines3.common.utils import FloatSchedule
 
 from sb3_fedpg.common.batch import RolloutBatch
 from sb3_fedpg.common.batched_policy import BatchedActor, StackedCritics
-from sb3_fedpg.common.federated_algorithm import FederatedAlgorithm
-from sb3_fedpg.common.hyperparams import FedPPOHyperparams, advantage_normalization, ppo_correction_mode
+from sb3_fedpg.common.federated_algorithm import FederatedAlgorithm, FederatedDifferenceWarning
+from sb3_fedpg.common.hyperparams import (
+    FedPPOHyperparams,
+    HyperparameterError,
+    advantage_normalization,
+    ppo_correction_mode,
+)
 from sb3_fedpg.fedpg.learner import CorrectionStatistics
 from sb3_fedpg.ppo.local_solver import BatchedAdam, PPOEpochs, PPOSettings
 from sb3_fedpg.ppo.policies import CnnPolicy, MlpPolicy, MultiInputPolicy
@@ -80,7 +86,8 @@ class FederatedPPO(FederatedAlgorithm):
     :param use_sde: gSDE is not supported: ``True`` raises a ``ValueError`` that names the alternatives (accepted
         so that SB3 and rl-zoo configs get that message instead of an unknown-argument error)
     :param sde_sample_freq: only ``-1`` (gSDE is not supported)
-    :param n_envs_per_agent: Sub-environments per agent (``M``) when ``env`` is an env id
+    :param n_envs_per_agent: Sub-environments per agent (``M``) when ``env`` is an env id (1, as SB3 builds one env
+        from an env id; more envs per agent give larger, less noisy batches per round)
     :param env_kwargs: Keyword arguments for the env when ``env`` is an env id
     :param stats_window_size: Window size for the rollout logging, specifying the number of episodes to average
     :param tensorboard_log: the log location for tensorboard (if None, no logging)
@@ -135,7 +142,7 @@ class FederatedPPO(FederatedAlgorithm):
         attack: Callable[[Any, str], Any] | None = None,
         use_sde: bool = False,
         sde_sample_freq: int = -1,
-        n_envs_per_agent: int = 8,
+        n_envs_per_agent: int = 1,
         env_kwargs: dict[str, Any] | None = None,
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
@@ -148,6 +155,8 @@ class FederatedPPO(FederatedAlgorithm):
         super().__init__(policy, env, locals())  # validates, builds the env of an id, sets every hyperparameter
         if _init_setup_model:
             self._setup_model()
+            if self.env is not None:
+                self._check_rollout_size()  # as SB3's PPO: at construction (not again at load)
 
     def _setup_model(self) -> None:
         self._check_hyperparams()
@@ -161,9 +170,41 @@ class FederatedPPO(FederatedAlgorithm):
         self.critic_optimizer = BatchedAdam(self.n_agents, self.critics.params.shape[1]).to(self.device)
         self.actor_optimizer = BatchedAdam(self.n_agents, self._actor.n_params).to(self.device)
         self.correction_stats = CorrectionStatistics(self.n_agents, n_params=self._actor.n_params).to(self.device)
-        self.clip_range_schedule = FloatSchedule(self.clip_range)
-        self.clip_range_vf_schedule = None if self.clip_range_vf is None else FloatSchedule(self.clip_range_vf)
+        # as SB3's PPO: the attributes become schedules (a number or a saved FloatSchedule gives the same schedule)
+        self.clip_range = FloatSchedule(self.clip_range)
+        if self.clip_range_vf is not None:
+            self.clip_range_vf = FloatSchedule(self.clip_range_vf)
         self._setup_federated_buffers()
+
+    def _check_rollout_size(self) -> None:
+        """
+        SB3's PPO checks on the rollout: refuse one that the advantage normalisation cannot scale (a single sample
+        pooled; SB3: ``n_steps * n_envs`` must be greater than 1), and warn, as SB3 does, when the agent's rollout is
+        not a whole number of minibatches.
+
+        :raises HyperparameterError: a rollout of one sample with advantage normalisation on
+        """
+        per_agent = self.n_envs_per_agent * self.n_steps
+        mode = advantage_normalization(self.normalize_advantage)
+        pooled = {"shared": self.n_agents * per_agent, "per_agent": per_agent}.get(str(mode), 2)
+        if pooled <= 1:
+            raise HyperparameterError(
+                f"n_steps * n_envs must be greater than 1 with normalize_advantage={self.normalize_advantage!r}: "
+                f"currently n_steps={self.n_steps} and {self.n_envs_per_agent} env(s) per agent "
+                f"({self.n_agents} agent(s)), a single advantage to normalise. Use more steps or envs, or "
+                "normalize_advantage=False."
+            )
+        if per_agent > self.batch_size and per_agent % self.batch_size:
+            warnings.warn(
+                f"You have specified a mini-batch size of {self.batch_size}, but because each agent's rollout is of "
+                f"size n_steps * n_envs_per_agent = {per_agent}, after every {per_agent // self.batch_size} untruncated "
+                f"mini-batches, there will be a truncated mini-batch of size {per_agent % self.batch_size}. "
+                "FederatedPPO leaves those samples out of that epoch (all agents' minibatches run as one batched step "
+                "of one size; each epoch reshuffles, so every sample is used across epochs). Pass a batch_size that "
+                f"divides {per_agent} to use every sample in every epoch.",
+                FederatedDifferenceWarning,
+                stacklevel=3,  # the user's FederatedPPO(...) call
+            )
 
     def _excluded_save_params(self) -> list[str]:
         return [
@@ -231,7 +272,13 @@ class FederatedPPO(FederatedAlgorithm):
         solver = self.local_solver(callback, learning_rate)
         result = self.run_atomic_round(solver)
         self.logger.record("train/clip_range", solver.settings.clip_range)
-        self.record_round(result, learning_rate, self.n_epochs, solver.stats.means())
+        means = solver.stats.means()
+        if "train/policy_gradient_loss" in means:  # SB3's total loss, from the round's mean terms
+            terms = (means["train/policy_gradient_loss"], means["train/entropy_loss"], means["train/value_loss"])
+            self.logger.record("train/loss", terms[0] + self.ent_coef * terms[1] + self.vf_coef * terms[2])
+        if hasattr(self.policy, "log_std"):
+            self.logger.record("train/std", th.exp(self.policy.log_std).mean().item())
+        self.record_round(result, learning_rate, self.n_epochs, means)
 
     def local_solver(self, callback: BaseCallback, learning_rate: float) -> PPOEpochs:
         """
@@ -242,8 +289,8 @@ class FederatedPPO(FederatedAlgorithm):
         progress = self._current_progress_remaining
         settings = PPOSettings(
             learning_rate=learning_rate,
-            clip_range=float(self.clip_range_schedule(progress)),
-            clip_range_vf=None if self.clip_range_vf_schedule is None else float(self.clip_range_vf_schedule(progress)),
+            clip_range=float(self.clip_range(progress)),
+            clip_range_vf=None if self.clip_range_vf is None else float(self.clip_range_vf(progress)),
             n_epochs=self.n_epochs,
             batch_size=self.batch_size,
             gamma=self.gamma,

@@ -47,6 +47,7 @@ ALGOS = [
     pytest.param(FederatedPG, {"estimator": "gpomdp", "baseline": "mean"}, id="FedPG-gpomdp"),
     pytest.param(FederatedPG, {"estimator": "reinforce"}, id="FedPG-reinforce"),
     pytest.param(FederatedPPO, {"n_epochs": 2, "batch_size": 16}, id="FedPPO"),
+    pytest.param(FederatedSVRPGM, {"local_steps": 2}, id="FedSVRPGM"),
 ]
 
 
@@ -332,17 +333,70 @@ def test_learn_announces_whole_rounds_once(algo, fresh_announcements):
 
 
 @pytest.mark.parametrize("algo", ALL_ALGOS)
-def test_an_env_id_announces_its_envs_per_agent_once(algo, fresh_announcements):
-    with pytest.warns(
-        FederatedDifferenceWarning, match=r"builds n_envs_per_agent=8 sub-environments .*\(SB3's algorithms build 1\)"
-    ):
-        model = algo("MlpPolicy", "CartPole-v1", n_steps=8)
-    assert model.get_env().num_envs == 8
+def test_an_env_id_builds_one_env_as_sb3_does(algo, fresh_announcements):
+    """SB3's test_callbacks / test_deterministic: one env from an env id, so ``n_calls`` counts env steps."""
     with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        algo("MlpPolicy", "CartPole-v1", n_steps=8)  # once per process
-        import sb3_fedpg.common.federated_algorithm as federated_algorithm
+        warnings.simplefilter("error", FederatedDifferenceWarning)  # nothing differs from SB3 here
+        model = algo("MlpPolicy", "Pendulum-v1", n_steps=8, policy_kwargs={"net_arch": [8]}, seed=0)
+    assert model.get_env().num_envs == 1 and model.n_envs_per_agent == 1
+    every = EveryNTimesteps(n_steps=16, callback=CheckpointCallback(10**9, "unused"))
+    model.learn(2 * model.steps_per_round, callback=every)
+    assert every.num_timesteps == every.n_calls == model.num_timesteps == 2 * model.steps_per_round
+    env = model.get_env()
+    obs = env.reset()
+    actions, rewards = [], []
+    for _ in range(5):
+        action, _ = model.predict(obs, deterministic=False)
+        obs, reward, _, _ = env.step(action)
+        actions.append(action)
+        rewards.append(reward)
+    assert np.shape(sum(actions)) == (1, 1) and np.shape(sum(rewards)) == (1,)  # SB3's test_deterministic sums these
+    assert algo("MlpPolicy", "CartPole-v1", n_steps=8, n_envs_per_agent=3, n_agents=2).get_env().num_envs == 6
 
-        federated_algorithm._differences_announced.clear()
-        assert algo("MlpPolicy", "CartPole-v1", n_steps=8, n_envs_per_agent=1).get_env().num_envs == 1  # SB3's: silent
-        algo("MlpPolicy", "CartPole-v1", n_steps=8, n_agents=2)  # a federated call: no SB3 counterpart to differ from
+
+@pytest.mark.parametrize("algo", ALL_ALGOS)
+def test_invalid_hyperparameters_are_assertion_errors_too(algo):
+    """SB3 checks its hyperparameters with ``assert``: code catching AssertionError catches these as well."""
+    from sb3_fedpg.common.hyperparams import HyperparameterError
+
+    for bad in ({"n_steps": 0}, {"learning_rate": -1.0}, {"gamma": 1.5}):
+        with pytest.raises(AssertionError) as caught:
+            algo("MlpPolicy", "CartPole-v1", **bad)
+        assert isinstance(caught.value, ValueError) and isinstance(caught.value, HyperparameterError)
+    if algo is FederatedPPO:
+        with pytest.raises(AssertionError, match="clip_range_vf must be a finite number > 0"):
+            algo("MlpPolicy", "CartPole-v1", clip_range_vf=-0.2)
+
+
+def test_ppo_clip_ranges_are_sb3_float_schedules_that_survive_save_load(tmp_path):
+    from stable_baselines3.common.utils import ConstantSchedule, FloatSchedule
+
+    model = FederatedPPO("MlpPolicy", "Pendulum-v1", n_steps=64, n_epochs=1, clip_range_vf=0.5, seed=0)
+    assert isinstance(model.clip_range, FloatSchedule) and isinstance(model.clip_range.value_schedule, ConstantSchedule)
+    assert model.clip_range.value_schedule.val == 0.2 and model.clip_range_vf(1.0) == 0.5
+    model.learn(128)
+    model.save(tmp_path / "m.zip")
+    loaded = FederatedPPO.load(tmp_path / "m.zip", env=model.get_env())
+    assert isinstance(loaded.clip_range, FloatSchedule) and loaded.clip_range.value_schedule.val == 0.2
+    assert loaded.clip_range_vf(0.3) == 0.5
+    # a schedule is kept as given (a lambda is wrapped, not called ahead of time): SB3's test_save_load_backward_compatible
+    scheduled = FederatedPPO("MlpPolicy", "Pendulum-v1", n_steps=64, learning_rate=lambda _: 1e-3, clip_range=lambda p: p / 10)
+    assert scheduled.clip_range(1.0) == pytest.approx(0.1) and scheduled.clip_range(0.5) == pytest.approx(0.05)
+    scheduled.learn(128)  # two rounds; a round's schedules are read at the progress before its rollout (0.5 for the 2nd)
+    assert scheduled.logger.name_to_value["train/clip_range"] == pytest.approx(scheduled.clip_range(0.5))
+
+
+def test_ppo_checks_its_rollout_size_as_sb3_does():
+    """SB3's test_ppo_warnings: a single sample cannot be normalised; a truncated minibatch is announced."""
+    with pytest.raises(AssertionError, match="n_steps \\* n_envs must be greater than 1"):
+        FederatedPPO("MlpPolicy", "Pendulum-v1", n_steps=1)
+    FederatedPPO("MlpPolicy", "Pendulum-v1", n_steps=1, batch_size=1, normalize_advantage=False).learn(4)
+    FederatedPPO("MlpPolicy", "Pendulum-v1", n_steps=1, n_agents=2)  # the shared scale pools the agents' two samples
+    with pytest.warns(UserWarning, match="there will be a truncated mini-batch of size 1"):
+        model = FederatedPPO("MlpPolicy", "Pendulum-v1", n_steps=64, batch_size=63, verbose=1)
+    model.learn(64)
+    loss = model.logger.name_to_value["train/loss"]
+    means = {k: model.logger.name_to_value[f"train/{k}"] for k in ("policy_gradient_loss", "entropy_loss", "value_loss")}
+    assert np.isfinite(loss) and loss > 0
+    assert loss == pytest.approx(means["policy_gradient_loss"] + 0.0 * means["entropy_loss"] + 0.5 * means["value_loss"])
+    assert model.logger.name_to_value["train/std"] == pytest.approx(float(th.exp(model.policy.log_std).mean()))

@@ -19,6 +19,7 @@ CONFIGS: dict[str, dict] = {
     "demo": dict(
         env="sb3_fedpg/HeteroCartPole-v0",
         n_agents=8,
+        n_envs_per_agent=8,  # the default when this was recorded (SB3's 1 since)
         local_steps=5,
         n_steps=16,
         learning_rate=0.1,
