@@ -21,7 +21,7 @@ import time
 import warnings
 from collections import deque
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar, cast
+from typing import Any, ClassVar, TypeVar, cast
 
 import numpy as np
 import torch as th
@@ -45,17 +45,13 @@ from sb3_fedpg.common.federated_vec_env import (
 from sb3_fedpg.common.observations import VecObs, stack_observations
 from sb3_fedpg.common.persistence import FederatedPersistenceMixin
 from sb3_fedpg.common.policies import NO_GLOBAL_CRITIC, FederatedPolicyBase
+from sb3_fedpg.common.torch_optimizer import check_optimizer, requested_optimizer
 
 SelfFederatedAlgorithm = TypeVar("SelfFederatedAlgorithm", bound="FederatedAlgorithm")
 
 
 #: SB3 policy keyword arguments that a federated algorithm cannot honour, and why (rejected, never ignored).
 UNUSED_POLICY_KWARGS = {
-    "optimizer_class": "the federated actor is updated by the algorithm's own per-agent rule (FederatedPG: "
-    "local_optimizer='sgd'|'adam'; FederatedPPO: per-agent Adam) and each local critic by its own Adam "
-    "(critic_learning_rate); the policy's optimiser is never used.",
-    "optimizer_kwargs": "the policy's optimiser is never used (see optimizer_class); set learning_rate / "
-    "critic_learning_rate / local_optimizer instead.",
     "full_std": "it only shapes gSDE's noise, and " + GSDE_REFUSAL,
     "use_expln": "it only shapes gSDE's noise, and " + GSDE_REFUSAL,
 }
@@ -67,13 +63,16 @@ UNSUPPORTED_WHEN_TRUE = {
 }
 
 
-def check_policy_kwargs(policy_kwargs: dict[str, Any] | None, algo: str) -> None:
+def check_policy_kwargs(policy_kwargs: dict[str, Any] | None, algo: str, optimizer_refusal: str | None = None) -> None:
     """
     Refuse the ``policy_kwargs`` a federated algorithm cannot honour (every other key of SB3's
     ``ActorCriticPolicy`` is honoured; see ``tests/common/test_policy_kwargs.py``).
 
     :param policy_kwargs: the keyword arguments
     :param algo: the algorithm's name, for the message
+    :param optimizer_refusal: why the algorithm cannot use ``optimizer_class`` / ``optimizer_kwargs`` as its agents'
+        local optimiser (:attr:`FederatedAlgorithm.optimizer_refusal`); ``None``: it can, and they are checked
+        (:func:`~sb3_fedpg.common.torch_optimizer.check_optimizer`)
     :raises ValueError: naming the key, why and what to do instead
     """
     for key, value in (policy_kwargs or {}).items():
@@ -81,6 +80,13 @@ def check_policy_kwargs(policy_kwargs: dict[str, Any] | None, algo: str) -> None
             raise ValueError(f"policy_kwargs[{key!r}] has no effect in {algo}: {UNUSED_POLICY_KWARGS[key]}")
         if key in UNSUPPORTED_WHEN_TRUE and value:
             raise ValueError(f"policy_kwargs[{key!r}]={value!r} is not supported by {algo}: {UNSUPPORTED_WHEN_TRUE[key]}")
+    requested = requested_optimizer(policy_kwargs)
+    if requested is None:
+        return
+    if optimizer_refusal is not None:
+        key = "optimizer_class" if (policy_kwargs or {}).get("optimizer_class") is not None else "optimizer_kwargs"
+        raise ValueError(f"policy_kwargs[{key!r}] is not supported by {algo}: {optimizer_refusal}")
+    check_optimizer(*requested, algo)
 
 
 #: Shown once per process (see :meth:`FederatedAlgorithm.learn`).
@@ -207,6 +213,13 @@ class FederatedAlgorithm(FederatedPersistenceMixin):
 
     policy: ActorCriticPolicy
     _actor: BatchedActor
+    #: why ``policy_kwargs['optimizer_class']`` / ``['optimizer_kwargs']`` cannot be this algorithm's local optimiser
+    #: (refused with this reason); ``None``: the algorithm builds its agents' local optimisers from them
+    #: (:mod:`sb3_fedpg.common.torch_optimizer`). A new algorithm refuses them until it uses them.
+    optimizer_refusal: ClassVar[str | None] = (
+        "this algorithm does not build its agents' local optimisers from policy_kwargs (the policy's own optimiser is "
+        "never used)."
+    )
     # Set from the constructor's hyperparameters (every algorithm has them) and _setup_model; declared for the type checker.
     n_steps: int
     correction: bool | str
@@ -240,7 +253,7 @@ class FederatedAlgorithm(FederatedPersistenceMixin):
         policy_kwargs = settings["policy_kwargs"]
         if use_sde or sde_sample_freq != -1:
             raise ValueError(f"use_sde={use_sde!r}, sde_sample_freq={sde_sample_freq!r}: {GSDE_REFUSAL}")
-        check_policy_kwargs(policy_kwargs, type(self).__name__)
+        check_policy_kwargs(policy_kwargs, type(self).__name__, self.optimizer_refusal)
         if isinstance(env, str):
             env = make_federated_vec_env(env, n_agents, n_envs_per_agent, env_kwargs=env_kwargs, seed=seed)
         elif env_kwargs:
@@ -398,7 +411,7 @@ class FederatedAlgorithm(FederatedPersistenceMixin):
         """
         if self.use_sde:
             raise ValueError(f"use_sde=True: {GSDE_REFUSAL}")
-        check_policy_kwargs(self.policy_kwargs, type(self).__name__)
+        check_policy_kwargs(self.policy_kwargs, type(self).__name__, self.optimizer_refusal)
         if not isinstance(self.policy, FederatedPolicyBase):
             warnings.warn(
                 f"{type(self.policy).__name__} does not derive from sb3_fedpg's FederatedPolicyBase, so its "

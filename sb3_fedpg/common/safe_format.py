@@ -24,6 +24,8 @@ import numpy as np
 import torch as th
 from stable_baselines3.common.utils import ConstantSchedule, FloatSchedule, LinearSchedule
 
+from sb3_fedpg.common.torch_optimizer import named_optimizers
+
 #: The format written today (read: this one and ``sb3_fedpg.weights/1``, whose tensors were a ``torch.save`` file
 #: read with ``torch.load(weights_only=True)``).
 WEIGHTS_FORMAT = "sb3_fedpg.weights/2"
@@ -50,7 +52,10 @@ _ACTIVATIONS = {
     cls.__name__: cls
     for cls in (th.nn.Tanh, th.nn.ReLU, th.nn.ELU, th.nn.LeakyReLU, th.nn.GELU, th.nn.SiLU, th.nn.Sigmoid, th.nn.Identity)
 }
-_OPTIMIZERS = {cls.__name__: cls for cls in (th.optim.Adam, th.optim.AdamW, th.optim.RMSprop, th.optim.SGD)}
+#: the agents' local optimisers (``policy_kwargs['optimizer_class']``): torch's and SB3's that they accept
+_OPTIMIZERS = named_optimizers()
+#: Most numbers in a list-valued ``optimizer_kwargs`` entry (Adam's ``betas``, Rprop's ``etas``/``step_sizes``).
+MAX_KWARG_LIST = 4
 _CLASS_KWARGS: dict[str, Mapping[str, type]] = {"activation_fn": _ACTIVATIONS, "optimizer_class": _OPTIMIZERS}
 
 #: What the refusals at save time recommend for a file that only trusted people will open.
@@ -234,6 +239,22 @@ def _layer_list(value: Any) -> bool:
     )
 
 
+def _plain_kwarg(value: Any, lists: bool = False) -> bool:
+    """
+    :param value: a keyword argument's value
+    :param lists: also accept a list of at most :data:`MAX_KWARG_LIST` finite numbers
+    :return: whether a weights file may hold it: a finite number (an integer at most ``MAX_LAYER_WIDTH``), a boolean,
+        null
+    """
+
+    def finite(v: Any) -> bool:
+        return abs(v) <= MAX_LAYER_WIDTH if _is_int(v) else _is_number(v) and math.isfinite(v)
+
+    if isinstance(value, bool | None) or finite(value):
+        return True
+    return lists and isinstance(value, list | tuple) and len(value) <= MAX_KWARG_LIST and all(finite(v) for v in value)
+
+
 def policy_kwargs_from_json(value: Any) -> dict[str, Any]:
     """
     :param value: the JSON description
@@ -260,19 +281,18 @@ def policy_kwargs_from_json(value: Any) -> dict[str, Any]:
             if not _is_number(item) or not np.isfinite(item):
                 raise bad(key, "a finite number")
         elif key in ("optimizer_kwargs", "features_extractor_kwargs"):
-            if item is not None and not (
-                isinstance(item, dict)
-                and all(
-                    isinstance(v, bool | None)
-                    or (_is_int(v) and abs(v) <= MAX_LAYER_WIDTH)
-                    or (_is_number(v) and math.isfinite(v))
-                    for v in item.values()
+            lists = key == "optimizer_kwargs"  # also short lists of numbers (betas=(0.9, 0.999))
+            if item is not None and not (isinstance(item, dict) and all(_plain_kwarg(v, lists) for v in item.values())):
+                raise bad(
+                    key,
+                    f"an object of finite numbers (integers at most {MAX_LAYER_WIDTH}), booleans or null (for "
+                    f"optimizer_kwargs also lists of at most {MAX_KWARG_LIST} finite numbers)",
                 )
-            ):
-                raise bad(key, f"an object of finite numbers (integers at most {MAX_LAYER_WIDTH}), booleans or null")
         elif key not in _CLASS_KWARGS:
             raise WeightsFileError(f"metadata.json: policy_kwargs has an unknown entry {key!r}")
     out = dict(value)
+    if isinstance(out.get("optimizer_kwargs"), dict):  # JSON has no tuples: betas=(0.9, 0.999) comes back a tuple
+        out["optimizer_kwargs"] = {k: tuple(v) if isinstance(v, list) else v for k, v in out["optimizer_kwargs"].items()}
     for key, table in _CLASS_KWARGS.items():
         if key in out:
             if not isinstance(out[key], str) or out[key] not in table:

@@ -15,8 +15,9 @@ from sb3_fedpg.common.batched_policy import BatchedActor, StackedCritics
 from sb3_fedpg.common.estimators import make_estimator
 from sb3_fedpg.common.federated_algorithm import FederatedAlgorithm
 from sb3_fedpg.common.hyperparams import FedPGHyperparams, resolve_anchor_batches
+from sb3_fedpg.common.torch_optimizer import StackedParameterOptimizer, requested_optimizer
 from sb3_fedpg.fedpg.learner import CorrectionStatistics, NoiseAwareSteps, PolicyGradientLearner
-from sb3_fedpg.fedpg.local_optim import LOCAL_OPTIMIZERS
+from sb3_fedpg.fedpg.local_optim import LOCAL_OPTIMIZERS, LocalOptimizer, TorchLocalOptimizer
 from sb3_fedpg.fedpg.policies import CnnPolicy, MlpPolicy, MultiInputPolicy
 
 SelfFederatedPG = TypeVar("SelfFederatedPG", bound="FederatedPG")
@@ -78,7 +79,8 @@ class FederatedPG(FederatedAlgorithm):
     :param ent_coef: Entropy bonus coefficient in each agent's local objective
     :param critic_learning_rate: Adam step size of the local critics (``estimator="gae"``)
     :param local_optimizer: ``"sgd"`` (plain gradient ascent, what the paper analyses) or ``"adam"`` applied to the
-        corrected direction (a heuristic outside the theory; its state is local to each agent)
+        corrected direction (a heuristic outside the theory; its state is local to each agent). A torch optimiser given
+        as ``policy_kwargs['optimizer_class']`` replaces it (it must then stay ``"sgd"``, its default)
     :param max_grad_norm: Clip each agent's corrected direction to this norm (heuristic; ``None`` disables)
     :param aggregator: Server reduction over agents for both the anchors and the parameter changes: ``"mean"`` (the
         paper's), or a Byzantine-robust ``"median"``, ``"trimmed_mean"``, ``"norm_clipped_mean"``, ``"geometric_median"``,
@@ -96,7 +98,12 @@ class FederatedPG(FederatedAlgorithm):
     :param env_kwargs: Keyword arguments for the env when ``env`` is an env id (e.g. ``heterogeneity``)
     :param stats_window_size: Window size for the rollout logging, specifying the number of episodes to average
     :param tensorboard_log: the log location for tensorboard (if None, no logging)
-    :param policy_kwargs: additional arguments to be passed to the policy on creation
+    :param policy_kwargs: additional arguments to be passed to the policy on creation. ``optimizer_class`` (any torch
+        optimiser but ``LBFGS``, ``SparseAdam``, ``Muon``) and ``optimizer_kwargs`` (as SB3 reads them: the class defaults
+        to ``th.optim.Adam``, with ``eps=1e-5`` when no keyword arguments are given) become every agent's **local**
+        optimiser: on its actor row, along the corrected direction, with ``learning_rate``, and on its critic with
+        ``critic_learning_rate``; each agent's state is its own and kept across rounds
+        (:class:`~sb3_fedpg.fedpg.local_optim.TorchLocalOptimizer`)
     :param verbose: Verbosity level: 0 for no output, 1 for info messages, 2 for debug messages
     :param seed: Seed for the pseudo random generators
     :param device: Device (cpu, cuda, ...) on which the code should be run
@@ -111,6 +118,8 @@ class FederatedPG(FederatedAlgorithm):
     }
     #: the hyperparameters' one definition and validation (also used by the zoo and Flower configs)
     hyperparams_class: ClassVar[type[FedPGHyperparams]] = FedPGHyperparams
+    #: policy_kwargs' optimizer_class / optimizer_kwargs are the agents' local optimiser (actor rows and critics)
+    optimizer_refusal: ClassVar[str | None] = None
     # hyperparameters (set from the constructor's arguments by FederatedAlgorithm.__init__)
     local_steps: int
     estimator: str
@@ -166,6 +175,14 @@ class FederatedPG(FederatedAlgorithm):
 
     def _setup_model(self) -> None:
         self._check_hyperparams()
+        torch_optimizer = requested_optimizer(self.policy_kwargs)
+        if torch_optimizer is not None and self.local_optimizer != "sgd":
+            raise ValueError(
+                f"local_optimizer={self.local_optimizer!r} and policy_kwargs['optimizer_class'] both set FederatedPG's "
+                "local update rule: policy_kwargs' torch optimiser replaces local_optimizer, which must then stay 'sgd' "
+                "(its default). Use one of them (local_optimizer='adam' is the built-in per-agent Adam; "
+                "optimizer_class=th.optim.Adam with optimizer_kwargs=dict(eps=1e-8) steps the same)."
+            )
         self._setup_lr_schedule()
         self.set_random_seed(self.seed)
         assert self.n_agents is not None, "n_agents is unknown: pass it or a federated env"
@@ -173,10 +190,21 @@ class FederatedPG(FederatedAlgorithm):
         self._check_policy()
         self._actor = BatchedActor(self.policy)
         self.critics = StackedCritics(self.policy, self.n_agents).to(self.device)
-        self.critic_optimizer = th.optim.Adam(self.critics.parameters(), lr=self.critic_learning_rate)
-        self.local_optimizer_state = LOCAL_OPTIMIZERS[self.local_optimizer](self.n_agents, self._actor.n_params).to(
-            self.device
-        )
+        self.critic_optimizer: th.optim.Optimizer | StackedParameterOptimizer
+        self.local_optimizer_state: LocalOptimizer | TorchLocalOptimizer
+        if torch_optimizer is None:
+            self.critic_optimizer = th.optim.Adam(self.critics.parameters(), lr=self.critic_learning_rate)
+            self.local_optimizer_state = LOCAL_OPTIMIZERS[self.local_optimizer](self.n_agents, self._actor.n_params).to(
+                self.device
+            )
+        else:  # policy_kwargs' torch optimiser: every agent's own, on its actor row and on its critic
+            optimizer_class, optimizer_kwargs = torch_optimizer
+            self.critic_optimizer = StackedParameterOptimizer(
+                optimizer_class, optimizer_kwargs, self.critics.params, self.critic_learning_rate
+            )
+            self.local_optimizer_state = TorchLocalOptimizer(
+                optimizer_class, optimizer_kwargs, self.n_agents, self._actor.n_params, self.lr_schedule(1), self.device
+            )
         self._setup_federated_buffers()
         self.correction_stats = CorrectionStatistics(self.n_agents, n_params=self._actor.n_params).to(self.device)
         self.learner = PolicyGradientLearner(

@@ -21,7 +21,8 @@ from sb3_fedpg.common.batch import RolloutBatch
 from sb3_fedpg.common.batched_policy import BatchedActor, StackedCritics
 from sb3_fedpg.common.estimators import Estimator, EstimatorWeights
 from sb3_fedpg.common.hyperparams import advantage_normalization
-from sb3_fedpg.fedpg.local_optim import LocalOptimizer
+from sb3_fedpg.common.torch_optimizer import AgentOptimizer, StackedParameterOptimizer
+from sb3_fedpg.fedpg.local_optim import LocalOptimizer, TorchLocalOptimizer
 
 #: ``sample(stacked_params, step) -> batch``: fresh on-policy data for every agent under its own parameters.
 BatchSampler = Callable[[th.Tensor, int], RolloutBatch]
@@ -180,7 +181,8 @@ class PolicyGradientLearner:
 
     :param actor: the batched actor (the federated policy network, evaluated at per-agent parameters)
     :param critics: one critic per agent (used when the estimator needs one), never averaged
-    :param critic_optimizer: Adam over the critics (its moments are per parameter, so per agent)
+    :param critic_optimizer: Adam over the critics (its moments are per parameter, so per agent), or
+        ``policy_kwargs``' torch optimiser per agent (:class:`~sb3_fedpg.common.torch_optimizer.StackedParameterOptimizer`)
     :param local_optimizer: the local update rule and its per-agent state
     :param estimator: the gradient estimator
     :param normalize_advantage: ``True`` or ``"shared"``: centre each agent's weights and bring them to one scale
@@ -196,8 +198,8 @@ class PolicyGradientLearner:
         self,
         actor: BatchedActor,
         critics: StackedCritics,
-        critic_optimizer: th.optim.Optimizer,
-        local_optimizer: LocalOptimizer,
+        critic_optimizer: th.optim.Optimizer | StackedParameterOptimizer,
+        local_optimizer: LocalOptimizer | TorchLocalOptimizer,
         estimator: Estimator,
         normalize_advantage: bool | str = True,
         ent_coef: float = 0.0,
@@ -446,10 +448,18 @@ class PolicyGradientLearner:
         """
         n = self.critics.params.shape[0]
         parts: list[tuple[str, th.Tensor]] = [("critic parameters", self.critics.params.detach())]
-        for state in self.critic_optimizer.state.values():
-            parts += [(f"critic optimiser {key}", v) for key, v in state.items() if th.is_tensor(v) and v.dim() > 0]
-        parts += [(f"local optimiser {key}", v) for key, v in self.local_optimizer.state_dict().items() if v.dim() > 0]
         bad: dict[int, list[str]] = {}
+        if isinstance(self.critic_optimizer, AgentOptimizer):  # a torch optimiser per agent: its state, agent by agent
+            for agent, keys in self.critic_optimizer.nonfinite_agents().items():
+                bad.setdefault(agent, []).extend(f"critic optimiser {key}" for key in keys)
+        else:
+            for state in self.critic_optimizer.state.values():
+                parts += [(f"critic optimiser {key}", v) for key, v in state.items() if th.is_tensor(v) and v.dim() > 0]
+        if isinstance(self.local_optimizer, AgentOptimizer):
+            for agent, keys in self.local_optimizer.nonfinite_agents().items():
+                bad.setdefault(agent, []).extend(f"local optimiser {key}" for key in keys)
+        else:
+            parts += [(f"local optimiser {key}", v) for key, v in self.local_optimizer.state_dict().items() if v.dim() > 0]
         for name, tensor in parts:
             if tensor.shape[0] != n or not tensor.is_floating_point():
                 continue

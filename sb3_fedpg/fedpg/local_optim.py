@@ -1,8 +1,9 @@
 """
 Local update rules applied by each agent to its corrected direction.
 
-Each rule keeps its state (if any) as buffers of shape ``(n_agents, n_params)`` so that
-it is saved with the model and stays local to each agent.
+Each built-in rule keeps its state (if any) as buffers of shape ``(n_agents, n_params)`` so that
+it is saved with the model and stays local to each agent; :class:`TorchLocalOptimizer` keeps a torch
+optimiser's state per agent.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import torch as th
 from torch import nn
 
 from sb3_fedpg.common.fedmath import LocalUpdate, gradient_step, row_norms
+from sb3_fedpg.common.torch_optimizer import AgentOptimizer
 
 
 def _clip(direction: th.Tensor, max_norm: float | None) -> th.Tensor:
@@ -81,6 +83,37 @@ class LocalAdam(LocalOptimizer):
             m_hat = self.exp_avg / (1 - beta1**t)
             v_hat = self.exp_avg_sq / (1 - beta2**t)
             return params + learning_rate * m_hat / (v_hat.sqrt() + self.eps)
+
+        return update
+
+
+class TorchLocalOptimizer(AgentOptimizer):
+    """
+    Any torch optimiser on the corrected direction, per agent (``policy_kwargs['optimizer_class']`` /
+    ``optimizer_kwargs``): agent ``i``'s optimiser steps its row along ``−d_i`` (torch minimises; the direction is an
+    ascent direction), after the same clipping as the built-in rules. A heuristic outside the paper's theory, like
+    :class:`LocalAdam`; its state is each agent's own and persists across rounds (see
+    :class:`~sb3_fedpg.common.torch_optimizer.AgentOptimizer`).
+
+    :param optimizer_class: the torch optimiser class
+    :param optimizer_kwargs: its keyword arguments
+    :param n_agents: number of agents
+    :param n_params: size of the federated parameter vector
+    :param learning_rate: the step size it is built with (each round's :meth:`make_update` sets its own)
+    :param device: where the rows live
+    """
+
+    def make_update(self, learning_rate: float, max_grad_norm: float | None = None) -> LocalUpdate:
+        """
+        :param learning_rate: local step size ``η``
+        :param max_grad_norm: clip each agent's direction to this norm first (``None``: no clipping)
+        :return: the update for this round
+        """
+
+        def update(params: th.Tensor, direction: th.Tensor, i: int) -> th.Tensor:
+            new_params = params.detach().clone()  # params may be θ̄ broadcast to the agents (a view)
+            self.step_(new_params, -_clip(direction, max_grad_norm), learning_rate)
+            return new_params
 
         return update
 

@@ -24,7 +24,7 @@ The drift correction (``a_i``: the agent's surrogate gradient at ``θ̄`` on its
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch as th
 
@@ -32,6 +32,7 @@ from sb3_fedpg.common import fedmath
 from sb3_fedpg.common.batch import RolloutBatch
 from sb3_fedpg.common.batched_policy import BatchedActor, StackedCritics
 from sb3_fedpg.common.estimators import gae_advantages
+from sb3_fedpg.common.torch_optimizer import AgentOptimizer
 from sb3_fedpg.fedpg.learner import CorrectionStatistics, RoundStats, bootstrap_truncations
 
 #: The per-minibatch statistics, averaged over the round.
@@ -231,8 +232,9 @@ class PPOEpochs:
 
     :param actor: the batched actor
     :param critics: the agents' local critics
-    :param critic_optimizer: the agents' local Adam on the critic rows
-    :param actor_optimizer: the agents' local Adam on the actor rows
+    :param critic_optimizer: the agents' local Adam on the critic rows (or ``policy_kwargs``' torch optimiser per agent,
+        :class:`~sb3_fedpg.common.torch_optimizer.AgentOptimizer`)
+    :param actor_optimizer: the agents' local Adam on the actor rows (or the torch optimiser, as the critics')
     :param settings: this round's settings
     :param sample: ``sample(stacked_params) -> batch``: every agent's rollout under the given parameters
     :param correction_stats: each agent's running signal and noise of its correction (``variance_control``; new
@@ -243,8 +245,8 @@ class PPOEpochs:
         self,
         actor: BatchedActor,
         critics: StackedCritics,
-        critic_optimizer: BatchedAdam,
-        actor_optimizer: BatchedAdam,
+        critic_optimizer: BatchedAdam | AgentOptimizer,
+        actor_optimizer: BatchedAdam | AgentOptimizer,
         settings: PPOSettings,
         sample: Any,
         correction_stats: CorrectionStatistics | None = None,
@@ -396,7 +398,9 @@ class PPOEpochs:
         grad = th.empty_like(params)
         actor_params, critic_params = params[:, :n_actor], params[:, n_actor:]
         actor_grad, critic_grad = grad[:, :n_actor], grad[:, n_actor:]
-        optimizer = BatchedAdam.joined(self.actor_optimizer, self.critic_optimizer)
+        joined: BatchedAdam | None = None
+        if isinstance(self.actor_optimizer, BatchedAdam) and isinstance(self.critic_optimizer, BatchedAdam):
+            joined = BatchedAdam.joined(self.actor_optimizer, self.critic_optimizer)
         difference = global_grad.unsqueeze(0) - anchor_grads
         if s.correction is not None and s.variance_control == "snr_damping":
             difference = difference * self.snr_damping(anchor_grads, global_grad).unsqueeze(1)
@@ -438,7 +442,11 @@ class PPOEpochs:
                     actor_grad.sub_(correction)  # ascent on ⟨g − a_i, θ⟩ = descent on its negative
                 clip_rows_(actor_grad, s.max_grad_norm)
                 clip_rows_(critic_grad, s.max_grad_norm)
-                optimizer.step_(params, grad, s.learning_rate, agents)
+                if joined is not None:
+                    joined.step_(params, grad, s.learning_rate, agents)
+                else:  # policy_kwargs' torch optimiser: the same agents step their actor and their critic rows
+                    self.actor_optimizer.step_(actor_params, actor_grad, s.learning_rate, agents)
+                    self.critic_optimizer.step_(critic_params, critic_grad, s.learning_rate, agents)
                 step_outputs.append(outputs)
             if not bool(active.any()):
                 break
@@ -448,7 +456,8 @@ class PPOEpochs:
             bad = th.nonzero(~th.isfinite(actor_params).all(dim=1)).flatten().tolist()
             raise FloatingPointError(f"non-finite local parameters from agent(s) {bad}; the round was discarded.")
         self.critics.params.copy_(critic_params)
-        optimizer.split_into(self.actor_optimizer, self.critic_optimizer)
+        if joined is not None:
+            joined.split_into(cast(BatchedAdam, self.actor_optimizer), cast(BatchedAdam, self.critic_optimizer))
         self.stats.add("train/early_stopped_agents", float((~active).sum()))
         self._record_step_stats(step_outputs)
         return actor_params.clone()

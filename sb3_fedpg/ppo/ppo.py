@@ -21,6 +21,7 @@ from sb3_fedpg.common.hyperparams import (
     advantage_normalization,
     ppo_correction_mode,
 )
+from sb3_fedpg.common.torch_optimizer import AgentOptimizer, requested_optimizer
 from sb3_fedpg.fedpg.learner import CorrectionStatistics
 from sb3_fedpg.ppo.local_solver import BatchedAdam, PPOEpochs, PPOSettings
 from sb3_fedpg.ppo.policies import CnnPolicy, MlpPolicy, MultiInputPolicy
@@ -50,7 +51,8 @@ class FederatedPPO(FederatedAlgorithm):
         observations)
     :param env: The environment to learn from (a federated ``VecEnv``, any ``VecEnv``, or an env id)
     :param n_agents: Number of agents ``N``; ``None`` takes it from a federated env (else 1)
-    :param learning_rate: Adam step size of the local actor and critic updates (float or schedule)
+    :param learning_rate: Step size of the local actor and critic updates (each agent's Adam, or the torch optimiser of
+        ``policy_kwargs``; float or schedule)
     :param n_steps: Steps per sub-environment in one round's rollout (per agent: ``n_steps × M`` samples)
     :param batch_size: Minibatch size, per agent (all agents' minibatches run as one batched step)
     :param n_epochs: Epochs over each agent's own rollout per round
@@ -91,7 +93,12 @@ class FederatedPPO(FederatedAlgorithm):
     :param env_kwargs: Keyword arguments for the env when ``env`` is an env id
     :param stats_window_size: Window size for the rollout logging, specifying the number of episodes to average
     :param tensorboard_log: the log location for tensorboard (if None, no logging)
-    :param policy_kwargs: additional arguments to be passed to the policy on creation
+    :param policy_kwargs: additional arguments to be passed to the policy on creation. ``optimizer_class`` (any torch
+        optimiser but ``LBFGS``, ``SparseAdam``, ``Muon``) and ``optimizer_kwargs`` (as SB3 reads them: the class defaults
+        to ``th.optim.Adam``, with ``eps=1e-5`` when no keyword arguments are given) replace each agent's built-in Adam
+        (``betas=(0.9, 0.999), eps=1e-8``) on its actor row and its critic, both with ``learning_rate`` as SB3's one
+        optimiser; each agent's state is its own, kept across rounds, and an agent stopped by ``target_kl`` keeps its
+        parameters and state (:class:`~sb3_fedpg.common.torch_optimizer.AgentOptimizer`)
     :param verbose: Verbosity level: 0 for no output, 1 for info messages, 2 for debug messages
     :param seed: Seed for the pseudo random generators
     :param device: Device (cpu, cuda, ...) on which the code should be run
@@ -105,11 +112,14 @@ class FederatedPPO(FederatedAlgorithm):
     }
     #: the hyperparameters' one definition and validation
     hyperparams_class: ClassVar[type[FedPPOHyperparams]] = FedPPOHyperparams
+    #: policy_kwargs' optimizer_class / optimizer_kwargs are the agents' local optimiser (actor rows and critics)
+    optimizer_refusal: ClassVar[str | None] = None
     # hyperparameters (set from the constructor's arguments by FederatedAlgorithm.__init__)
     batch_size: int
     n_epochs: int
-    clip_range: float | Schedule
-    clip_range_vf: float | Schedule | None
+    # the constructor's number or schedule, made a FloatSchedule by _setup_model (as SB3's PPO does)
+    clip_range: Schedule
+    clip_range_vf: Schedule | None
     vf_coef: float
     target_kl: float | None
     variance_control: str
@@ -167,8 +177,20 @@ class FederatedPPO(FederatedAlgorithm):
         self._check_policy()
         self._actor = BatchedActor(self.policy)
         self.critics = StackedCritics(self.policy, self.n_agents).to(self.device)
-        self.critic_optimizer = BatchedAdam(self.n_agents, self.critics.params.shape[1]).to(self.device)
-        self.actor_optimizer = BatchedAdam(self.n_agents, self._actor.n_params).to(self.device)
+        self.critic_optimizer: BatchedAdam | AgentOptimizer
+        self.actor_optimizer: BatchedAdam | AgentOptimizer
+        torch_optimizer = requested_optimizer(self.policy_kwargs)
+        if torch_optimizer is None:
+            self.critic_optimizer = BatchedAdam(self.n_agents, self.critics.params.shape[1]).to(self.device)
+            self.actor_optimizer = BatchedAdam(self.n_agents, self._actor.n_params).to(self.device)
+        else:  # policy_kwargs' torch optimiser, every agent's own: on its critic and its actor row, one learning rate
+            optimizer_class, optimizer_kwargs = torch_optimizer
+            lr = self.lr_schedule(1)
+            n_critic = self.critics.params.shape[1]
+            self.critic_optimizer = AgentOptimizer(optimizer_class, optimizer_kwargs, self.n_agents, n_critic, lr, self.device)
+            self.actor_optimizer = AgentOptimizer(
+                optimizer_class, optimizer_kwargs, self.n_agents, self._actor.n_params, lr, self.device
+            )
         self.correction_stats = CorrectionStatistics(self.n_agents, n_params=self._actor.n_params).to(self.device)
         # as SB3's PPO: the attributes become schedules (a number or a saved FloatSchedule gives the same schedule)
         self.clip_range = FloatSchedule(self.clip_range)
@@ -184,6 +206,7 @@ class FederatedPPO(FederatedAlgorithm):
 
         :raises HyperparameterError: a rollout of one sample with advantage normalisation on
         """
+        assert self.n_envs_per_agent is not None and self.n_agents is not None
         per_agent = self.n_envs_per_agent * self.n_steps
         mode = advantage_normalization(self.normalize_advantage)
         pooled = {"shared": self.n_agents * per_agent, "per_agent": per_agent}.get(str(mode), 2)
@@ -283,7 +306,7 @@ class FederatedPPO(FederatedAlgorithm):
     def local_solver(self, callback: BaseCallback, learning_rate: float) -> PPOEpochs:
         """
         :param callback: SB3 callback called at every env step
-        :param learning_rate: the agents' Adam step size of this round
+        :param learning_rate: the agents' optimiser step size of this round
         :return: this round's PPO epochs (clip ranges at the current progress; rollouts from this algorithm's env)
         """
         progress = self._current_progress_remaining

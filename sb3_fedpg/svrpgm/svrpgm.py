@@ -95,7 +95,8 @@ class FederatedSVRPGM(FederatedAlgorithm):
     :param env_kwargs: Keyword arguments for the env when ``env`` is an env id (e.g. ``heterogeneity``)
     :param stats_window_size: Window size for the rollout logging, specifying the number of episodes to average
     :param tensorboard_log: the log location for tensorboard (if None, no logging)
-    :param policy_kwargs: additional arguments to be passed to the policy on creation
+    :param policy_kwargs: additional arguments to be passed to the policy on creation (``optimizer_class`` /
+        ``optimizer_kwargs`` are refused: see :attr:`optimizer_refusal`)
     :param verbose: Verbosity level: 0 for no output, 1 for info messages, 2 for debug messages
     :param seed: Seed for the pseudo random generators
     :param device: Device (cpu, cuda, ...) on which the code should be run
@@ -109,6 +110,13 @@ class FederatedSVRPGM(FederatedAlgorithm):
     }
     #: the hyperparameters' one definition and validation (also used by the zoo config)
     hyperparams_class: ClassVar[type[FedSVRPGMHyperparams]] = FedSVRPGMHyperparams
+    #: why policy_kwargs' optimizer_class / optimizer_kwargs are refused
+    optimizer_refusal: ClassVar[str | None] = (
+        "the local step θ ← θ + η u is part of FedSVRPG-M: the server recovers the agents' momenta from their parameter "
+        "changes, u_{r+1} = mean_i (θ_{i,H} − θ̄_r) / (η H), which another optimiser's steps would not give (and a "
+        "local critic alone on it would be a half-measure). Tune learning_rate, momentum_coef and critic_learning_rate "
+        "instead, or use FederatedPG / FederatedPPO, whose agents take any torch optimiser."
+    )
     # hyperparameters (set from the constructor's arguments by FederatedAlgorithm.__init__)
     local_steps: int
     momentum_coef: float

@@ -64,13 +64,9 @@ _ACTIVATIONS["leaky_relu"] = th.nn.LeakyReLU
 
 
 def _optimizers() -> dict[str, type[th.optim.Optimizer]]:
-    from stable_baselines3.common.sb2_compat.rmsprop_tf_like import RMSpropTFLike
+    from sb3_fedpg.common.torch_optimizer import named_optimizers
 
-    table: dict[str, type[th.optim.Optimizer]] = {
-        cls.__name__.lower(): cls for cls in (th.optim.Adam, th.optim.AdamW, th.optim.RMSprop, th.optim.SGD)
-    }
-    table["rmsproptflike"] = RMSpropTFLike
-    return table
+    return {name.lower(): cls for name, cls in named_optimizers().items()}
 
 
 #: policy_kwargs entries whose value names a class: key -> table of allowed classes by lower-case name

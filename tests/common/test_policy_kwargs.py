@@ -73,6 +73,24 @@ def check_normalize_images(algo):
     th.testing.assert_close(params[0], params[1])
 
 
+def check_optimizer_class(algo):
+    # every agent's local optimiser (tests/fedpg/test_torch_optimizer.py, tests/ppo/test_torch_optimizer.py pin it)
+    model = build(algo, optimizer_class=th.optim.RMSprop, optimizer_kwargs=dict(alpha=0.9))
+    rows = model.local_optimizer_state if algo is FederatedPG else model.actor_optimizer
+    assert type(rows.optimizer) is th.optim.RMSprop and rows.optimizer.param_groups[0]["alpha"] == 0.9
+    before = model.get_global_parameters().clone()
+    model.learn(64)
+    assert not th.equal(model.get_global_parameters(), before)
+    assert all(rows.optimizer.state[leaf]["step"] > 0 for leaf in rows.leaves)
+
+
+def check_optimizer_kwargs(algo):
+    # without optimizer_class they configure SB3's default class, th.optim.Adam
+    model = build(algo, optimizer_kwargs=dict(eps=1e-6))
+    rows = model.local_optimizer_state if algo is FederatedPG else model.actor_optimizer
+    assert type(rows.optimizer) is th.optim.Adam and rows.optimizer.param_groups[0]["eps"] == 1e-6
+
+
 HONOURED = {
     "net_arch": check_net_arch,
     "activation_fn": check_activation_fn,
@@ -83,6 +101,8 @@ HONOURED = {
     "features_extractor_class": check_features_extractor_class,
     "features_extractor_kwargs": check_features_extractor_class,
     "normalize_images": check_normalize_images,
+    "optimizer_class": check_optimizer_class,
+    "optimizer_kwargs": check_optimizer_kwargs,
 }
 # key -> (value, the error's message)
 REFUSED = {
@@ -90,8 +110,6 @@ REFUSED = {
     "full_std": (False, "only shapes gSDE's noise"),
     "use_expln": (True, "only shapes gSDE's noise"),
     "squash_output": (True, "SB3 only squashes gSDE's actions"),
-    "optimizer_class": (th.optim.RMSprop, "the policy's optimiser is never used"),
-    "optimizer_kwargs": ({"eps": 1e-5}, "the policy's optimiser is never used"),
 }
 
 
@@ -113,6 +131,24 @@ def test_refused_policy_kwargs(algo, key):
     value, message = REFUSED[key]
     with pytest.raises(ValueError, match=message):
         build(algo, **{key: value})
+
+
+@pytest.mark.parametrize("algo", ALGOS)
+@pytest.mark.parametrize(
+    "optimizer_class, message", [(th.optim.LBFGS, "needs a closure"), (th.optim.SparseAdam, "sparse gradients only")]
+)
+def test_optimisers_that_cannot_be_local_are_refused(algo, optimizer_class, message):
+    with pytest.raises(ValueError, match=rf"optimizer_class'\]='{optimizer_class.__name__}' \({algo.__name__}\).*{message}"):
+        build(algo, optimizer_class=optimizer_class)
+
+
+def test_fedsvrpgm_refuses_a_local_optimiser():
+    from sb3_fedpg import FederatedSVRPGM
+
+    for key, value in (("optimizer_class", th.optim.SGD), ("optimizer_kwargs", {"eps": 1e-5})):
+        with pytest.raises(ValueError, match=rf"policy_kwargs\['{key}'\] is not supported by FederatedSVRPGM: the local step"):
+            build(FederatedSVRPGM, **{key: value})
+    build(FederatedSVRPGM, optimizer_kwargs=None)  # SB3's default value asks for nothing
 
 
 @pytest.mark.parametrize("algo", ALGOS)

@@ -97,7 +97,8 @@ def test_diverged_and_invalid_trials_do_not_stop_the_study(tmp_path, monkeypatch
     study.optimize(_objective(tmp_path=tmp_path), n_trials=2, catch=(ZooConfigError,))
     assert trial_counts(study)["failed"] == 2
     # and so are values the config accepts but the algorithm's constructor refuses (a failed trial, not a divergence)
-    monkeypatch.setitem(SAMPLERS, "fedpg", lambda trial: {"policy_kwargs": {"optimizer_class": "adam"}})
+    refused = {"local_optimizer": "adam", "policy_kwargs": {"optimizer_class": "adam"}}  # two local rules at once
+    monkeypatch.setitem(SAMPLERS, "fedpg", lambda trial: refused)
     study.optimize(_objective(tmp_path=tmp_path), n_trials=1, catch=(ZooConfigError,))
     assert trial_counts(study) == {"complete": 0, "pruned": 2, "failed": 3, "running": 0, "waiting": 0}
 
