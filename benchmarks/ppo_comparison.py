@@ -281,11 +281,19 @@ def _families() -> dict[str, dict[str, Any]]:
     }
 
 
+def _constructor_defaults(algo_class: type) -> dict[str, Any]:
+    # n_envs_per_agent only applies to an env id; every run here passes a built federated env
+    skip = {"self", "policy", "env", "_init_setup_model", "verbose", "device", "tensorboard_log", "n_envs_per_agent"}
+    params = inspect.signature(algo_class.__init__).parameters
+    return {k: p.default for k, p in params.items() if k not in skip and p.default is not inspect.Parameter.empty}
+
+
 #: FedSVRPG-M's SGD step size per family: the best of ``svrpgm_tuning.GRID`` on the tuning seed
 #: (``benchmarks/svrpgm_tuning.py`` → ``results/svrpgm_tuning.md``; a test checks this table against it)
 SVRPGM_LEARNING_RATES: dict[str, float] = {}
 #: FederatedPG's keys FedSVRPG-M takes over on a family (its batches, discount, critic and network), not its optimiser
 _SVRPGM_SHARED_KEYS = (
+    "estimator",
     "n_envs",
     "n_steps",
     "local_steps",
@@ -301,11 +309,17 @@ _SVRPGM_SHARED_KEYS = (
 
 def _with_svrpgm(name: str, family: dict[str, Any]) -> dict[str, Any]:
     """
-    The family with FedSVRPG-M's overrides: Fast-FedPG's batch structure on the family (``n_envs``, ``n_steps``, local
-    steps, discount, critic, network: the same samples per round), the momentum and importance-weight truncation of
-    the authors' experiments (``zoo_configs/fedsvrpgm.yml``), and its own tuned SGD step size.
+    The family with FedSVRPG-M's overrides: Fast-FedPG's batch structure and gradient estimator on the family
+    (``n_envs``, ``n_steps``, local steps, discount, GAE with a local critic, network: the same samples per round and
+    the same advantages), the momentum and importance-weight truncation of the authors' experiments
+    (``zoo_configs/fedsvrpgm.yml``), and its own tuned SGD step size. The paper's GPOMDP estimator is not used: on the
+    families' short rollout segments (8-16 steps, no bootstrapping) its truncated returns are biased, and FedSVRPG-M with
+    it got worse than the random policy on the CartPole family at every step size (a first tuning pass, not kept).
     """
-    _, fedpg = cmp.algo_hyperparams(family, "fedpg", HETEROGENEITY, METHODS)
+    # FederatedPG's values as its runs use them: its defaults (e.g. estimator="gae" with a local critic, where
+    # FedSVRPG-M's own default is the paper's GPOMDP) overridden by the family's entry
+    _, entry = cmp.algo_hyperparams(family, "fedpg", HETEROGENEITY, METHODS)
+    fedpg = {**_constructor_defaults(cmp.algorithm_class("fedpg")), **entry}
     svrpgm = {k: copy.deepcopy(fedpg[k]) for k in _SVRPGM_SHARED_KEYS if k in fedpg}
     if name in SVRPGM_LEARNING_RATES:
         svrpgm["learning_rate"] = SVRPGM_LEARNING_RATES[name]
@@ -449,12 +463,6 @@ def reference_returns(family: dict[str, Any], seed: int) -> dict[str, float | No
 
 
 # ------------------------------------------------------------------------------ runs and cache
-def _constructor_defaults(algo_class: type) -> dict[str, Any]:
-    skip = {"self", "policy", "env", "_init_setup_model", "verbose", "device", "tensorboard_log"}
-    params = inspect.signature(algo_class.__init__).parameters
-    return {k: p.default for k, p in params.items() if k not in skip and p.default is not inspect.Parameter.empty}
-
-
 def run_config(family: dict[str, Any], method: str) -> dict[str, Any]:
     """
     :return: everything that defines a run, resolved: the constructor's defaults overridden by the zoo entry with the
