@@ -254,7 +254,7 @@ class FlowerRunConfig:
     wandb_project: str = "sb3-fedpg"
     env_id: str = "sb3_fedpg/HeteroCartPole-v0"
     heterogeneity: float = 1.0
-    n_envs_per_agent: int = 8
+    n_envs_per_agent: int = 1
     learning_rate: float = 0.05
     local_steps: int = 4
     n_steps: int = 64
