@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import cast
 
@@ -65,10 +65,10 @@ class StackedMLP:
                 pos += n_w + module.out_features
             elif any(True for _ in module.buffers()):
                 raise NotImplementedError(
-                    f"{type(module).__name__} keeps running statistics, which the batched policy does not support: "
-                    "whose statistics would they be (every agent's, or the federated policy's)? Remove the "
-                    "normalisation layer from the policy (normalise observations with VecNormalize instead); dropout "
-                    "is supported."
+                    f"{type(module).__name__} keeps running statistics, which the batched policy supports in the "
+                    "features extractor only (every agent's own, averaged at each round), not in the MLP head: move "
+                    "the layer into a features extractor (policy_kwargs['features_extractor_class']), or normalise "
+                    "observations with VecNormalize instead; dropout is supported anywhere."
                 )
             elif any(True for _ in module.parameters()):
                 raise NotImplementedError(
@@ -242,13 +242,6 @@ def check_batchable(policy: ActorCriticPolicy) -> None:
         raise NotImplementedError(
             f"FederatedPG needs an ActorCriticPolicy (MlpPolicy, CnnPolicy, MultiInputPolicy), got {type(policy).__name__}."
         )
-    if policy.share_features_extractor and any(True for _ in policy.features_extractor.parameters()):
-        raise ValueError(
-            f"policy_kwargs['share_features_extractor']=True with the features extractor "
-            f"{type(policy.features_extractor).__name__}, which has parameters: the actor is federated (averaged across "
-            "agents) while each agent's critic stays local, so they cannot share one extractor. Leave "
-            "share_features_extractor out (federated algorithms default it to False)."
-        )
     if policy.use_sde:
         raise NotImplementedError(GSDE_REFUSAL)
     space = policy.action_space
@@ -276,10 +269,53 @@ GSDE_REFUSAL = (
 )
 
 
+class BufferRows(nn.Module):
+    """
+    Per-agent rows of a module's buffers (batch norm's ``running_mean``, ``running_var``, ``num_batches_tracked``):
+    each buffer stacked as ``(n_rows, *shape)``, one row per agent, registered under its dotted name with ``__`` for
+    ``.`` (so a module holding these rows saves and moves them with its ``state_dict`` and ``.to()``).
+
+    :param module: the module whose buffers are copied into every row
+    :param n_rows: the number of rows (agents)
+    """
+
+    def __init__(self, module: nn.Module, n_rows: int) -> None:
+        super().__init__()
+        self.names = [name for name, _ in module.named_buffers()]
+        for name, buffer in module.named_buffers():
+            rows = buffer.detach().unsqueeze(0).repeat(n_rows, *([1] * buffer.dim()))
+            self.register_buffer(name.replace(".", "__"), rows)
+
+    @property
+    def n_rows(self) -> int:
+        """The number of rows (agents)."""
+        return int(self._buffers[self.names[0].replace(".", "__")].shape[0])  # type: ignore[union-attr]
+
+    def rows(self) -> dict[str, th.Tensor]:
+        """:return: the stacked rows by the module's buffer names (the tensors themselves: updates land in them)"""
+        return {name: cast(th.Tensor, self._buffers[name.replace(".", "__")]) for name in self.names}
+
+
+#: Why batch norm without a momentum is refused.
+CUMULATIVE_BN_REFUSAL = (
+    "batch norm with momentum=None (a cumulative average of the batch statistics) is not supported in a features "
+    "extractor: its update reads the count as a Python number, which the batched (vmap) pass over agents cannot do. "
+    "Give the layer a momentum (the default 0.1)."
+)
+
+
 class StackedExtractor:
     """
     An SB3 features extractor evaluated on stacked per-agent parameters: ``torch.func.functional_call`` of the
     module under each agent's row, vectorised over agents with ``vmap`` (one batched call, no loop over agents).
+
+    **Buffers** (batch norm's running statistics): every agent reads and moves its own rows of them
+    (:attr:`buffer_rows`, a :class:`BufferRows`), passed to ``functional_call`` with its parameters, so that a
+    train-mode pass of ``n_rows`` agents updates each agent's row with its own batch (and an eval-mode pass reads
+    them). Without rows (outside a round: :meth:`open_rows`) every agent reads the module's own buffers, which a pass
+    leaves unchanged. A pass of another number of rows (a multiple: the anchor's half-batches, two rows per agent) or
+    a pass inside :meth:`frozen` reads every agent's rows and updates copies, thrown away: the passes that
+    re-evaluate a batch already counted must not count it twice.
 
     :param extractor: the SB3 features extractor (its parameters set the layout; its own values are not used)
     :param layout: the flat layout of the (preprocessed) observations
@@ -287,12 +323,8 @@ class StackedExtractor:
     """
 
     def __init__(self, extractor: BaseFeaturesExtractor, layout: ObservationLayout, offset: int = 0) -> None:
-        if any(True for _ in extractor.buffers()):
-            raise NotImplementedError(
-                f"the features extractor {type(extractor).__name__} has buffers (e.g. batch-norm running statistics): "
-                "the batched policy needs extractors whose state is their parameters only. Use one without buffers "
-                "(e.g. GroupNorm/LayerNorm instead of BatchNorm)."
-            )
+        if any(isinstance(m, nn.modules.batchnorm._NormBase) and m.momentum is None for m in extractor.modules()):
+            raise NotImplementedError(CUMULATIVE_BN_REFUSAL)
         self.module = extractor
         self.layout = layout
         #: FlattenExtractor on flat rows is the identity: skip it (and keep the NumPy rollout path)
@@ -305,6 +337,68 @@ class StackedExtractor:
             self.parameters.append(param)
             pos += param.numel()
         self.end = pos
+        #: the extractor keeps buffers (running statistics)
+        self.has_buffers = any(True for _ in extractor.buffers())
+        #: every agent's rows of the buffers (``None``: all read the module's own, unchanged)
+        self.buffer_rows: BufferRows | None = None
+        self._frozen = False
+        #: the module's output depends on its train/eval mode (dropout, batch norm)
+        self.mode_dependent = any(
+            isinstance(m, nn.modules.dropout._DropoutNd | nn.modules.batchnorm._NormBase) for m in extractor.modules()
+        )
+
+    def open_rows(self, n_rows: int) -> BufferRows:
+        """
+        Give every agent its own rows of the buffers, copied from the module's (the global) buffers.
+
+        :param n_rows: the number of agents
+        :return: the rows (also :attr:`buffer_rows`)
+        """
+        self.buffer_rows = BufferRows(self.module, n_rows)
+        return self.buffer_rows
+
+    def close_rows(self) -> dict[str, th.Tensor] | None:
+        """
+        :return: the agents' rows by buffer name (``None`` without buffers or rows); the agents read the module's
+            buffers again
+        """
+        rows, self.buffer_rows = self.buffer_rows, None
+        return None if rows is None or not rows.names else rows.rows()
+
+    def set_buffers(self, buffers: dict[str, th.Tensor]) -> None:
+        """
+        Write buffers into the module (the global buffers: what ``predict`` and ``save`` see).
+
+        :param buffers: the values by buffer name
+        """
+        with th.no_grad():
+            for name, value in buffers.items():
+                self.module.get_buffer(name).copy_(value)
+
+    @contextmanager
+    def frozen(self) -> Iterator[None]:
+        """Inside the block, passes read the agents' buffers and do not update them."""
+        frozen, self._frozen = self._frozen, True
+        try:
+            yield
+        finally:
+            self._frozen = frozen
+
+    def _buffers_for(self, n: int) -> dict[str, th.Tensor]:
+        """
+        :param n: the rows of this pass
+        :return: the buffers the pass reads, ``(n, *shape)``: the agents' rows themselves when they are ``n`` and
+            not frozen, else copies
+        """
+        rows = self.buffer_rows
+        if rows is None:
+            return {name: b.detach().unsqueeze(0).repeat(n, *([1] * b.dim())) for name, b in self.module.named_buffers()}
+        stacked = rows.rows()
+        if rows.n_rows == n and not self._frozen:
+            return stacked
+        if n % rows.n_rows != 0:
+            raise ValueError(f"a pass of {n} rows cannot read the buffers of {rows.n_rows} agents")
+        return {name: b.repeat_interleave(n // rows.n_rows, dim=0) for name, b in stacked.items()}
 
     def _forward_one(self, params: dict[str, th.Tensor], obs: th.Tensor | dict[str, th.Tensor]) -> th.Tensor:
         return th.func.functional_call(self.module, params, (obs,))
@@ -319,6 +413,8 @@ class StackedExtractor:
             return obs
         n = params.shape[0]
         views = {name: params[:, where].view(n, *shape) for name, where, shape in self._views}
+        if self.has_buffers:
+            views.update(self._buffers_for(n))
         # randomness="different": a dropout layer draws its own mask for every agent
         return th.func.vmap(self._forward_one, randomness="different")(views, self.layout.unflatten(obs))
 
@@ -441,11 +537,54 @@ class BatchedActor:
             )
         )
 
+    @property
+    def has_buffers(self) -> bool:
+        """The features extractor keeps buffers (batch norm's running statistics)."""
+        return self.net.extractor.has_buffers
+
+    def open_local_buffers(self, n_agents: int) -> None:
+        """
+        The start of a round: every agent gets its own rows of the extractor's buffers, copied from the global ones
+        (the SB3 policy's), which its train-mode passes move and its eval-mode passes read (no-op without buffers).
+
+        :param n_agents: the number of agents
+        """
+        if self.has_buffers:
+            self.net.extractor.open_rows(n_agents)
+
+    def local_buffers(self) -> dict[str, th.Tensor] | None:
+        """
+        :return: every agent's rows of the buffers ``(n_agents, *shape)`` by name, for the server to average
+            (:func:`~sb3_fedpg.common.fedmath.average_buffers`); ``None`` outside a round or without buffers
+        """
+        rows = self.net.extractor.buffer_rows
+        return None if rows is None else rows.rows()
+
+    def close_local_buffers(self) -> None:
+        """The end of a round: the agents' rows are dropped and every pass reads the global buffers again."""
+        self.net.extractor.close_rows()
+
+    def set_buffers(self, buffers: dict[str, th.Tensor]) -> None:
+        """
+        Write the global buffers into the SB3 policy's extractor (what ``predict`` and ``save`` use).
+
+        :param buffers: the values by name
+        """
+        self.net.extractor.set_buffers(buffers)
+
+    def frozen_buffers(self) -> AbstractContextManager[None]:
+        """
+        :return: a block whose passes read the agents' buffers without moving them: a pass that re-evaluates a batch
+            already counted (another part of the same gradient, the same batch at other parameters)
+        """
+        return self.net.extractor.frozen()
+
     @contextmanager
     def evaluation(self) -> Iterator[None]:
         """
-        Run the actor in eval mode inside the block (dropout off), as SB3 does for rollouts and ``predict``;
-        the updates run in train mode (dropout on), as in SB3's ``train``.
+        Run the actor in eval mode inside the block (dropout off, batch norm on its running statistics), as SB3 does
+        for rollouts and ``predict``; the updates run in train mode (dropout on, batch statistics), as in SB3's
+        ``train``.
         """
         modules = [self.net.extractor.module, *(op for op in self.net.mlp.ops if isinstance(op, nn.Module))]
         modes = [module.training for module in modules]
@@ -633,6 +772,12 @@ class StackedCritics(nn.Module):
     """
     One local critic per agent (never averaged: each agent's values depend on its own reward).
 
+    Each agent's row holds its whole critic: the value head and its copy of the features extractor. With
+    ``share_features_extractor=True`` SB3's actor and critic share one extractor; here the actor's is federated
+    (averaged) and every critic starts from a copy of the same weights that it then trains locally. The buffers of
+    the extractor (batch norm's running statistics) are local too: every agent's rows (:attr:`buffer_rows`), moved by
+    its critic's train-mode passes, saved and rolled back with the critic, never averaged.
+
     :param policy: the SB3 policy whose critic layout and initial weights are copied to every agent
     :param n_agents: number of agents
     """
@@ -645,8 +790,29 @@ class StackedCritics(nn.Module):
         )
         init = nn.utils.parameters_to_vector(self._net.parameters).detach()
         self.params = nn.Parameter(init.unsqueeze(0).repeat(n_agents, 1))
+        #: every agent's own rows of the extractor's buffers (``None``: it has none)
+        self.buffer_rows = self._net.extractor.open_rows(n_agents) if self._net.extractor.has_buffers else None
         #: :meth:`forward_cached`/:meth:`backward` apply (flat observations, an MLP without Dropout)
         self.hand_backward_ready = self._net.extractor.identity and self._net.mlp.hand_backward_ready
+        #: the values depend on the train/eval mode (dropout or batch norm in the critic): the values an advantage is
+        #: computed from come from an eval-mode pass (SB3 computes them during the rollout), the loss's from a
+        #: train-mode pass
+        self.mode_dependent = self._net.extractor.mode_dependent or any(
+            isinstance(op, nn.modules.dropout._DropoutNd) for op in self._net.mlp.ops
+        )
+
+    @contextmanager
+    def evaluation(self) -> Iterator[None]:
+        """Run the critics in eval mode inside the block (dropout off, batch norm on each agent's running statistics)."""
+        modules = [self._net.extractor.module, *(op for op in self._net.mlp.ops if isinstance(op, nn.Module))]
+        modes = [module.training for module in modules]
+        for module in modules:
+            module.train(False)
+        try:
+            yield
+        finally:
+            for module, mode in zip(modules, modes, strict=True):
+                module.train(mode)
 
     def values(self, obs: th.Tensor, params: th.Tensor) -> th.Tensor:
         """

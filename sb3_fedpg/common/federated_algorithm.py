@@ -389,8 +389,9 @@ class FederatedAlgorithm(FederatedPersistenceMixin):
     def _make_policy(self) -> ActorCriticPolicy:
         """
         :return: the SB3 policy from ``policy_class`` and ``policy_kwargs``, on the model's device. Its features
-            extractor is not shared unless asked (and then refused if it has parameters): the actor is federated,
-            each agent's critic local.
+            extractor is not shared unless asked: the actor is federated, each agent's critic local (with
+            ``share_features_extractor=True`` every agent's critic reads its own copy of the extractor, see
+            :class:`~sb3_fedpg.common.batched_policy.StackedCritics`).
         """
         kwargs = {"share_features_extractor": False, **self.policy_kwargs}
         policy = self.policy_class(self.observation_space, self.action_space, self.lr_schedule, **kwargs)
@@ -412,6 +413,18 @@ class FederatedAlgorithm(FederatedPersistenceMixin):
         if self.use_sde:
             raise ValueError(f"use_sde=True: {GSDE_REFUSAL}")
         check_policy_kwargs(self.policy_kwargs, type(self).__name__, self.optimizer_refusal)
+        extractor = self.policy.features_extractor
+        if self.policy.share_features_extractor and any(True for _ in extractor.parameters()):
+            announce_difference(
+                "shared_extractor_critic_copy",
+                f"share_features_extractor=True with {type(extractor).__name__}, which has parameters: the actor's "
+                "extractor is federated (averaged across agents) while each agent's critic is local, so every agent's "
+                "critic reads its own copy of the extractor, initialised from the same weights and trained locally, "
+                "never averaged (SB3 trains one extractor for both). model.policy holds the actor's (global) one; the "
+                "critics' copies are in model.critics. Pass share_features_extractor=False (the default) for separate "
+                "actor and critic extractors from the start.",
+                stacklevel=4,
+            )
         if not isinstance(self.policy, FederatedPolicyBase):
             warnings.warn(
                 f"{type(self.policy).__name__} does not derive from sb3_fedpg's FederatedPolicyBase, so its "
@@ -451,7 +464,7 @@ class FederatedAlgorithm(FederatedPersistenceMixin):
                 return np.zeros((self.n_agents, 0), dtype=np.float32)
             is_vectorized_observation(array, self.observation_space)  # SB3's clear error for any other shape
             obs = self._flat_obs(array.reshape(-1, *obs_shape))
-        with th.no_grad():
+        with th.no_grad(), self.critics.evaluation():  # as SB3's predict (dropout off, running statistics)
             values = self.critics(obs.unsqueeze(0).expand(self.n_agents, *obs.shape))
         return values.cpu().numpy()
 
@@ -682,6 +695,8 @@ class FederatedAlgorithm(FederatedPersistenceMixin):
         theta_bar = self._actor.get_vector().to(self.device)
         local_state, steps_before = copy.deepcopy(self.local_state_dict()), self.num_timesteps
         self._round_in_flight = True  # save_checkpoint refuses until the round is complete or rolled back
+        # every agent's own rows of the actor extractor's buffers (batch norm), from the global ones, for this round
+        self._actor.open_local_buffers(self.n_agents)
         try:
             result = fedmath.run_round(
                 theta_bar,
@@ -697,6 +712,7 @@ class FederatedAlgorithm(FederatedPersistenceMixin):
                     "the aggregated global parameters are not finite; the round was discarded and the last good global "
                     "parameters kept. Lower the learning rate or check the agents' rewards."
                 )
+            buffers = self._merged_buffers(result.participants)
         except StopTrainingInRound:  # a normal end of training: the steps were run, SB3 counts them
             self.load_local_state_dict(local_state)
             raise
@@ -706,7 +722,10 @@ class FederatedAlgorithm(FederatedPersistenceMixin):
             raise
         finally:
             self._round_in_flight = False
+            self._actor.close_local_buffers()  # a failed round's rows are dropped: the global buffers stay
         self._actor.set_vector(result.params)
+        if buffers is not None:
+            self._actor.set_buffers(buffers)
         self._last_round = result
         self._n_rounds += 1
         self._merge_observation_statistics(result.participants)
@@ -717,6 +736,27 @@ class FederatedAlgorithm(FederatedPersistenceMixin):
                 getattr(getattr(solver, "stats", None), "advantage_moments", None), result.participants
             )
         return result
+
+    def _merged_buffers(self, participants: th.Tensor | None) -> dict[str, th.Tensor] | None:
+        """
+        The server's average of the participants' rows of the actor extractor's buffers
+        (:func:`fedmath.average_buffers`: batch norm's running statistics), the global buffers of the next round.
+
+        :param participants: the round's participants (``None``: all)
+        :return: the buffers by name (``None``: the extractor has none)
+        :raises FloatingPointError: when an average is not finite (the round is discarded)
+        """
+        rows = self._actor.local_buffers()
+        if rows is None:
+            return None
+        buffers = fedmath.average_buffers(rows, participants)
+        bad = [name for name, value in buffers.items() if value.is_floating_point() and not bool(th.isfinite(value).all())]
+        if bad:
+            raise FloatingPointError(
+                f"the averaged extractor buffers {bad} are not finite; the round was discarded and the last good global "
+                "buffers kept. Lower the learning rate or check the agents' observations."
+            )
+        return buffers
 
     def _merge_observation_statistics(self, participants: th.Tensor | None) -> None:
         """

@@ -894,6 +894,62 @@ def merge_running_moments(parts: list[RunningMoments] | tuple[RunningMoments, ..
     return count, mean, m2
 
 
+# ---------------------------------------------------------------- module buffers averaged across agents
+# A features extractor with buffers (batch norm's running_mean, running_var, num_batches_tracked) gives every agent its
+# own rows of them, moved by its own train-mode passes during a round (sb3_fedpg.common.batched_policy.BufferRows);
+# at the round's aggregation the server averages the participants' rows into the global buffers (docs/algorithms.md).
+
+
+def average_buffers(rows: dict[str, ArrayT], participants: Any = None) -> dict[str, ArrayT]:
+    """
+    The global buffers of a round: the plain mean over the participants of every agent's buffers (floating ones), the
+    floor of the mean for integer ones (batch norm's ``num_batches_tracked``).
+
+    Why the plain mean of the running means and variances, and not the exact merge of moments (the law of total
+    variance, ``mean_i v_i + var_i m_i``, which :func:`merge_running_moments` gives the observation statistics):
+
+    - In train mode batch norm normalises each agent's features with the statistics of *its own* batch (an agent's
+      pass never mixes agents' samples), so the variance the network is trained under is the within-agent one; the
+      mean of the agents' running variances estimates its average, while the merge of moments adds the spread of
+      the agents' means, which no training pass normalised with. The eval mode (rollouts, ``predict``) should
+      normalise as training did.
+    - Running statistics are exponential averages, not sample moments with counts: each agent's row keeps a weight
+      ``ρ = (1 − momentum)^k`` on the global value it started the round from (``k``: its train-mode passes in the
+      round). Merged as moments, the global variance settles at ``σ̄² + (1 − ρ)·var_i μ_i``, a value set by how many
+      passes a round happens to have (``local_steps``, ``n_epochs``, ``batch_size``), neither the within-agent
+      ``σ̄²`` nor the pooled ``σ̄² + var_i μ_i``; the plain mean settles at ``(μ̄, σ̄²)`` whatever the round's shape.
+    - The observation statistics differ: they are exact counts-based moments of the raw observations, and every
+      pass of the network (train or eval) sees observations normalised by them, so the pooled population is the
+      right one there.
+    - It is FedAvg's rule for the whole state (parameters and buffers alike); with ``momentum=None`` (a cumulative
+      average) and the same number of passes per agent, the mean of the rows and of the counts is again the
+      cumulative average of the per-pass agent-averaged statistics.
+
+    Every participant weighs the same: in a round every agent's batches have the same size. The aggregator of the
+    parameters (a robust one included) is not applied here: the buffers carry no gradient and are not attacked.
+
+    :param rows: stacked per-agent buffers by name, each ``(n_agents, *shape)``
+    :param participants: boolean mask of this round's participants (``None``: all rows)
+    :return: the global buffers by name, each ``shape``, of the rows' dtype
+    """
+    out: dict[str, Any] = {}  # of ArrayT (the rows' array type)
+    for name, stacked in rows.items():
+        taking_part = _taking_part(stacked, participants)
+        count = int(taking_part.shape[0])
+        if count == 0:
+            raise ValueError(f"average_buffers: no participant's {name!r} to average")
+        if isinstance(taking_part, th.Tensor):
+            if taking_part.is_floating_point():
+                out[name] = taking_part.mean(0)
+            else:
+                out[name] = th.div(taking_part.sum(0), count, rounding_mode="floor").to(taking_part.dtype)
+        elif np.issubdtype(taking_part.dtype, np.floating):
+            out[name] = taking_part.mean(0).astype(taking_part.dtype)
+        else:
+            out[name] = (taking_part.sum(0) // count).astype(taking_part.dtype)
+    return out
+
+
 # ---------------------------------------------------------------- FedSVRPG-M (Wang et al., ICML 2024)
 # The momentum-based local solver of "Momentum for the Win" (arXiv 2405.19499, Algorithm 1): the agents track the
 # global gradient with a STORM-style momentum whose correction is importance weighted; the server derives the next

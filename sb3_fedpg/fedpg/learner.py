@@ -41,7 +41,7 @@ def bootstrap_truncations(batch: RolloutBatch, critics: StackedCritics, gamma: f
         return
     n, m = batch.n_agents, batch.n_envs
     assert batch.terminal_obs is not None
-    with th.no_grad():
+    with th.no_grad(), critics.evaluation():  # SB3 bootstraps in the rollout (eval mode)
         # Every critic sees every terminal obs (one batched call); keep the owner's value.
         values = critics(batch.terminal_obs.unsqueeze(0).expand(n, -1, -1))
     for j, (step, env_idx) in enumerate(batch.truncations):
@@ -372,12 +372,16 @@ class PolicyGradientLearner:
     def _critic_weights(self, batch: RolloutBatch) -> EstimatorWeights:
         n, k_steps, m = batch.n_agents, batch.n_steps, batch.n_envs
         bootstrap_truncations(batch, self.critics, self.estimator.gamma)
-        values = self.critics(batch.obs).view(n, k_steps, m)
+        values = self.critics(batch.obs).view(n, k_steps, m)  # train mode: the value loss's pass
         with th.no_grad():
             assert batch.last_obs is not None, "a critic estimator needs the batch's last observations"
-            last_values = self.critics(batch.last_obs)
-            weights = self.estimator.weights(batch, values.detach(), last_values)
-        returns = weights.weights + values.detach()
+            rollout_values = values.detach()
+            with self.critics.evaluation():  # the advantages' values, as SB3 computes them in the rollout (eval mode)
+                if self.critics.mode_dependent:
+                    rollout_values = self.critics(batch.obs).view(n, k_steps, m)
+                last_values = self.critics(batch.last_obs)
+            weights = self.estimator.weights(batch, rollout_values, last_values)
+        returns = weights.weights + rollout_values
         value_loss = 0.5 * (returns - values).pow(2).mean(dim=(1, 2))
         self.critic_optimizer.zero_grad()
         value_loss.sum().backward()
@@ -563,7 +567,8 @@ class NoiseAwareSteps:
             if not learner.ent_coef:
                 return policy, None
             no_advantage = EstimatorWeights(th.zeros_like(weights.weights), weights.valid, weights.time_reduce)
-            return policy, learner.policy_gradient(params, batch, no_advantage)
+            with learner.actor.frozen_buffers():  # the same batch again: its statistics are counted once
+                return policy, learner.policy_gradient(params, batch, no_advantage)
 
         first, sub_parts = None, []
         for _ in range(self.anchor_batches):
@@ -655,7 +660,8 @@ class NoiseAwareSteps:
                 at_step = None
                 if mode == "control_variate":
                     behaviour = learner.log_prob(params.detach(), batch)
-                    at_step = learner.policy_gradient(at_bar, batch, weights, behaviour_log_prob=behaviour)
+                    with learner.actor.frozen_buffers():  # the same batch at θ̄: its statistics are counted once
+                        at_step = learner.policy_gradient(at_bar, batch, weights, behaviour_log_prob=behaviour)
             return fedmath.variance_controlled_gradient(
                 local, anchor_grads, global_grad, mode, at_step, self.damping, self.filtered
             )

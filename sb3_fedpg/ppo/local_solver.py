@@ -289,9 +289,10 @@ class PPOEpochs:
         batch: RolloutBatch = self.sample(stacked)
         n, k_steps, m = batch.n_agents, batch.n_steps, batch.n_envs
         bootstrap_truncations(batch, self.critics, s.gamma)
-        with th.no_grad():
+        with th.no_grad(), self.critics.evaluation():  # the rollout's values (eval mode), as SB3 computes them
             values = self.critics(batch.obs).view(n, k_steps, m)
             last_values = self.critics(batch.last_obs)
+        with th.no_grad():
             advantages = gae_advantages(batch.rewards, values, batch.dones, last_values, s.gamma, s.gae_lambda)
             if self.hand_written:
                 old_log_prob, _, cache = self.actor.evaluate(stacked, batch.obs, batch.actions)
@@ -345,7 +346,9 @@ class PPOEpochs:
 
     def _autograd_anchor(self, stacked: th.Tensor, batch: RolloutBatch, adv: th.Tensor, ent_coef: float) -> th.Tensor:
         params = stacked.detach().requires_grad_(True)
-        dist = self.actor.distribution(params, batch.obs)
+        # the extractor's running statistics move in the epochs' minibatch passes only, as in SB3's train()
+        with self.actor.frozen_buffers():
+            dist = self.actor.distribution(params, batch.obs)
         objective = (dist.log_prob(batch.actions) * adv).mean(1) + ent_coef * dist.entropy().mean(1)
         (grads,) = th.autograd.grad(objective.sum(), params)
         return grads

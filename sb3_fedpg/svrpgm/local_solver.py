@@ -136,9 +136,10 @@ class MomentumPolicyGradientSteps:
         def oracle(params: th.Tensor, step: int) -> tuple[th.Tensor, th.Tensor]:
             local, (batch, weights) = self._gradient(params, step)
             behaviour = learner.log_prob(params.detach(), batch)
-            at_previous = learner.importance_weighted_gradient(
-                previous, batch, weights, behaviour, max_weight=self.max_importance_weight
-            )
+            with learner.actor.frozen_buffers():  # the same batch at θ̄_{r−1}: its statistics are counted once
+                at_previous = learner.importance_weighted_gradient(
+                    previous, batch, weights, behaviour, max_weight=self.max_importance_weight
+                )
             return local, at_previous
 
         return fedmath.run_momentum_steps(

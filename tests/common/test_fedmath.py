@@ -201,3 +201,23 @@ def test_anchor_reuse_saves_one_oracle_call_per_round(reuse, calls):
     fedmath.fedpg_round(np.zeros(3), counting, 4, 5, fedmath.gradient_step(0.1), reuse_anchor=reuse)
     assert len(steps) == calls and steps[0] == -1
     assert steps[1:] == (list(range(1, 5)) if reuse else list(range(5)))
+
+
+def test_average_buffers_is_the_participants_mean_in_numpy_and_torch():
+    rows = {
+        "bn.running_mean": np.array([[0.0, 1.0], [2.0, 3.0], [10.0, -5.0]], np.float32),
+        "bn.running_var": np.array([[1.0, 1.0], [3.0, 5.0], [100.0, 100.0]], np.float32),
+        "bn.num_batches_tracked": np.array([4, 5, 9], np.int64),
+    }
+    mask = np.array([True, True, False])
+    out = fedmath.average_buffers(rows, mask)
+    np.testing.assert_array_equal(out["bn.running_mean"], [1.0, 2.0])
+    np.testing.assert_array_equal(out["bn.running_var"], [2.0, 3.0])  # the plain mean, not the merge of moments
+    assert out["bn.num_batches_tracked"] == 4 and out["bn.num_batches_tracked"].dtype == np.int64  # floor of 4.5
+    torch_out = fedmath.average_buffers({k: th.as_tensor(v) for k, v in rows.items()}, th.as_tensor(mask))
+    for name, value in out.items():
+        assert torch_out[name].dtype == th.as_tensor(value).dtype
+        np.testing.assert_array_equal(torch_out[name].numpy(), value)
+    assert fedmath.average_buffers(rows)["bn.num_batches_tracked"] == 6
+    with pytest.raises(ValueError, match="no participant"):
+        fedmath.average_buffers(rows, np.zeros(3, bool))

@@ -1,6 +1,7 @@
 """
 Dropout follows SB3's train/eval convention (rollouts, behaviour log-probabilities and ``predict`` in eval mode,
-the updates in train mode); layers with running statistics (batch norm) are refused with a clear error.
+the updates in train mode); layers with running statistics (batch norm) are refused with a clear error in the MLP
+head (in a features extractor they are supported: tests/common/test_batch_norm.py).
 """
 
 import pytest
@@ -84,5 +85,5 @@ def test_numpy_rollout_refuses_train_mode_dropout():
 
 @pytest.mark.parametrize("layer", [nn.BatchNorm1d(64), nn.BatchNorm1d(64, affine=False)], ids=["affine", "stats-only"])
 def test_batch_norm_is_refused_clearly(layer):
-    with pytest.raises(NotImplementedError, match=r"BatchNorm1d keeps running statistics.*VecNormalize"):
+    with pytest.raises(NotImplementedError, match=r"BatchNorm1d keeps running statistics.*extractor only.*VecNormalize"):
         FederatedPG(make_norm_policy(layer), "CartPole-v1", n_steps=8)

@@ -181,14 +181,14 @@ def test_cnn_policy_default_is_nature_cnn():
     assert model.observation_space.shape == (1, 42, 42)  # channel-last env transposed as SB3 does
 
 
-def test_a_shared_features_extractor_is_refused():
-    with pytest.raises(ValueError, match="share_features_extractor"):
-        FederatedPG("CnnPolicy", pixel_env(), policy_kwargs={"share_features_extractor": True})
-
-
-def test_an_extractor_with_buffers_is_refused():
-    with pytest.raises(NotImplementedError, match="has buffers"):
-        FederatedPG("CnnPolicy", pixel_env(), policy_kwargs={"features_extractor_class": BatchNormCNN})
+def test_a_cnn_with_batch_norm_trains_its_running_statistics():
+    # BatchNorm2d inside a convolutional extractor: every agent's statistics move in its train-mode passes and the
+    # policy's are their average after the round (the statistics' own tests: tests/common/test_batch_norm.py)
+    model = FederatedPG("CnnPolicy", pixel_env(), n_steps=4, policy_kwargs={"features_extractor_class": BatchNormCNN})
+    norm = model.policy.pi_features_extractor.net[1]
+    before = norm.running_mean.clone()
+    model.learn(model.steps_per_round)
+    assert not th.allclose(before, norm.running_mean) and int(norm.num_batches_tracked) > 0
 
 
 def test_nested_dict_observations_are_refused():
