@@ -343,8 +343,8 @@ class PPOEpochs:
 
     def _autograd_anchor(self, stacked: th.Tensor, batch: RolloutBatch, adv: th.Tensor, ent_coef: float) -> th.Tensor:
         params = stacked.detach().requires_grad_(True)
-        dist = self.actor.distribution(params, batch.obs)
-        objective = (dist.log_prob(batch.actions) * adv).mean(1) + ent_coef * dist.entropy().mean(1)
+        log_prob, entropy = self.actor.log_prob_entropy(params, batch.obs, batch.actions)
+        objective = (log_prob * adv).mean(1) + ent_coef * entropy.mean(1)
         (grads,) = th.autograd.grad(objective.sum(), params)
         return grads
 
@@ -631,12 +631,11 @@ class PPOEpochs:
         with th.enable_grad():
             params = actor_params.detach().requires_grad_(True)
             c_params = critic_params.detach().requires_grad_(True)
-            dist = self.actor.distribution(params, obs)
-            log_ratio = dist.log_prob(actions) - old_log_prob
+            log_prob, entropy = self.actor.log_prob_entropy(params, obs, actions)
+            log_ratio = log_prob - old_log_prob
             ratio = th.exp(log_ratio)
             unclipped = ratio * adv
             clipped = th.clamp(ratio, 1 - s.clip_range, 1 + s.clip_range) * adv
-            entropy = dist.entropy()
             values = self.critics.values(obs, c_params)
             if s.clip_range_vf is not None:
                 values = old_values + th.clamp(values - old_values, -s.clip_range_vf, s.clip_range_vf)
