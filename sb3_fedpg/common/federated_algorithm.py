@@ -43,6 +43,7 @@ from sb3_fedpg.common.federated_vec_env import (
     make_federated_vec_env,
     observations_far_out_of_bounds,
 )
+from sb3_fedpg.common.hyperparams import check_gsde_settings
 from sb3_fedpg.common.observations import VecObs, stack_observations
 from sb3_fedpg.common.persistence import FederatedPersistenceMixin
 from sb3_fedpg.common.policies import NO_GLOBAL_CRITIC, FederatedPolicyBase
@@ -98,23 +99,6 @@ def check_policy_kwargs(policy_kwargs: dict[str, Any] | None, algo: str, use_sde
                 f"policy_kwargs['squash_output']=True is only available when using gSDE (use_sde=True), as in SB3: the "
                 f"Gaussian's actions of {algo} without gSDE are clipped to the action space, never squashed."
             )
-
-
-def check_gsde_settings(use_sde: Any, sde_sample_freq: Any) -> None:
-    """
-    :param use_sde: use gSDE (a bool)
-    :param sde_sample_freq: draw new exploration matrices every this many steps of a rollout (``> 0``), or only at
-        the start of each rollout (``-1``, or any value ``<= 0``, as in SB3)
-    :raises ValueError: for values of another type, and for ``sde_sample_freq`` without gSDE (it would be ignored)
-    """
-    if not isinstance(use_sde, bool | np.bool_):
-        raise ValueError(f"use_sde must be True or False, got {use_sde!r}.")
-    if isinstance(sde_sample_freq, bool) or not isinstance(sde_sample_freq, int | np.integer):
-        raise ValueError(f"sde_sample_freq must be an integer (-1: only at the start of a rollout), got {sde_sample_freq!r}.")
-    if not use_sde and sde_sample_freq != -1:
-        raise ValueError(
-            f"sde_sample_freq={sde_sample_freq!r} only applies with gSDE: pass use_sde=True as well, or leave it at -1."
-        )
 
 
 #: Shown once per process (see :meth:`FederatedAlgorithm.learn`).
