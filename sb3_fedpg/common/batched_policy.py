@@ -24,6 +24,7 @@ from typing import cast
 import numpy as np
 import torch as th
 from gymnasium import spaces
+from stable_baselines3.common.distributions import StateDependentNoiseDistribution, TanhBijector
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, FlattenExtractor
 from torch import nn
@@ -242,8 +243,6 @@ def check_batchable(policy: ActorCriticPolicy) -> None:
         raise NotImplementedError(
             f"FederatedPG needs an ActorCriticPolicy (MlpPolicy, CnnPolicy, MultiInputPolicy), got {type(policy).__name__}."
         )
-    if policy.use_sde:
-        raise NotImplementedError(GSDE_REFUSAL)
     space = policy.action_space
     if not isinstance(space, ACTION_SPACES):
         names = ", ".join(cls.__name__ for cls in ACTION_SPACES)
@@ -260,13 +259,117 @@ def check_batchable(policy: ActorCriticPolicy) -> None:
 #: The action spaces the batched actor samples and scores (SB3's on-policy set).
 ACTION_SPACES = (spaces.Discrete, spaces.Box, spaces.MultiDiscrete, spaces.MultiBinary)
 
-#: Why gSDE is refused, and what to use instead.
-GSDE_REFUSAL = (
-    "gSDE (use_sde=True) is not supported by the federated algorithms: its exploration matrix is noise held "
-    "across steps per sub-environment, outside the per-agent parameter rows the batched actor evaluates. Use the "
-    "default state-independent Gaussian exploration (use_sde=False; tune policy_kwargs={'log_std_init': ...}), "
-    "or SB3's PPO/A2C with use_sde=True for centralised training."
-)
+#: Why gSDE is refused on a space other than ``Box`` (SB3's own check, raised for a loaded model as well).
+GSDE_BOX_ONLY = "generalized State-Dependent Exploration (gSDE) can only be used with continuous actions."
+
+
+@dataclass(frozen=True)
+class GSDESettings:
+    """
+    gSDE's settings, read off SB3's ``StateDependentNoiseDistribution`` (https://arxiv.org/abs/2005.05719).
+
+    :param latent_dim: size of the latent features ``z`` the noise is linear in (the input of ``action_net``)
+    :param action_dim: size of an action
+    :param log_std_shape: the shape of ``log_std``: ``(latent_dim, action_dim)`` (``full_std``) or ``(latent_dim, 1)``
+    :param use_expln: ``σ = expln(log_std)`` instead of ``exp(log_std)``
+    :param squash: squash the Gaussian action with ``tanh`` (``squash_output=True``)
+    :param learn_features: let the variance's gradient reach the features (SB3's actor-critic policies: never)
+    :param epsilon: added to the variance (and to the squash correction), as in SB3
+    """
+
+    latent_dim: int
+    action_dim: int
+    log_std_shape: tuple[int, int]
+    use_expln: bool
+    squash: bool
+    learn_features: bool
+    epsilon: float
+
+    @classmethod
+    def of(cls, policy: ActorCriticPolicy) -> GSDESettings | None:
+        """:return: the policy's gSDE settings, ``None`` when it does not use gSDE"""
+        dist = policy.action_dist
+        if not isinstance(dist, StateDependentNoiseDistribution):
+            return None
+        assert dist.latent_sde_dim is not None  # set when the policy built its action net
+        shape = tuple(policy.log_std.shape)
+        return cls(
+            dist.latent_sde_dim,
+            dist.action_dim,
+            (int(shape[0]), int(shape[1])),
+            dist.use_expln,
+            dist.bijector is not None,
+            dist.learn_features,
+            dist.epsilon,
+        )
+
+    def std(self, log_std: th.Tensor) -> th.Tensor:
+        """
+        SB3's ``get_std`` for every agent's row.
+
+        :param log_std: the agents' ``log_std`` rows ``(n, latent_dim · k)`` (``k``: ``action_dim`` or 1)
+        :return: the standard deviations of the exploration matrix's entries ``(n, latent_dim, action_dim)``
+        """
+        log_std = log_std.view(log_std.shape[0], *self.log_std_shape)
+        if self.use_expln:  # the paper's expln: exp below 0, log1p + 1 above (keeps σ > 0, slows its growth)
+            below = th.exp(log_std) * (log_std <= 0)
+            safe = log_std * (log_std > 0) + self.epsilon  # no NaN from log1p of the negative part
+            std = below + (th.log1p(safe) + 1.0) * (log_std > 0)
+        else:
+            std = th.exp(log_std)
+        return std.expand(-1, self.latent_dim, self.action_dim)  # without full_std one σ per latent row
+
+
+class GSDEDistribution(th.distributions.Distribution):
+    """
+    SB3's ``StateDependentNoiseDistribution`` for every agent row: the action is ``μ(s) + z(s)ᵀ E`` with the
+    exploration matrix ``E_{kj} ~ N(0, σ_{kj}²)``, so that given the state it is Gaussian,
+    ``N(μ(s), z(s)² · σ² + ε)`` per action dimension (``variance_j = Σ_k z_k² σ_kj²``), optionally squashed by ``tanh``.
+
+    :param mean: ``μ(s)`` ``(n, batch, action_dim)``
+    :param std: ``σ`` ``(n, latent_dim, action_dim)`` (:meth:`GSDESettings.std`)
+    :param latent: ``z(s)`` ``(n, batch, latent_dim)`` (detached unless the settings learn the features, as in SB3)
+    :param settings: the gSDE settings
+    """
+
+    arg_constraints: dict = {}
+
+    def __init__(self, mean: th.Tensor, std: th.Tensor, latent: th.Tensor, settings: GSDESettings) -> None:
+        self.settings = settings
+        self.latent = latent if settings.learn_features else latent.detach()
+        variance = th.matmul(self.latent.square(), std.square())
+        self.gaussian = th.distributions.Normal(mean, th.sqrt(variance + settings.epsilon), validate_args=False)
+        super().__init__(mean.shape[:-1], mean.shape[-1:], validate_args=False)
+
+    @property
+    def mean(self) -> th.Tensor:
+        """:return: the deterministic action (SB3's ``mode``: the Gaussian's mean, squashed when the policy squashes)"""
+        mean = self.gaussian.mean
+        return th.tanh(mean) if self.settings.squash else mean
+
+    def log_prob(self, actions: th.Tensor) -> th.Tensor:
+        """
+        :param actions: ``(n, batch, action_dim)`` (squashed, in ``[-1, 1]``, when the policy squashes)
+        :return: ``log π(a|s)`` ``(n, batch)``, with SB3's tanh correction when squashed
+        """
+        if not self.settings.squash:
+            return self.gaussian.log_prob(actions).sum(-1)
+        gaussian_actions = TanhBijector.inverse(actions)
+        correction = th.log(1.0 - th.tanh(gaussian_actions) ** 2 + self.settings.epsilon).sum(-1)
+        return self.gaussian.log_prob(gaussian_actions).sum(-1) - correction
+
+    def entropy(self) -> th.Tensor:
+        """
+        :return: the Gaussian's entropy ``(n, batch)``
+        :raises NotImplementedError: when squashed (no analytical form: SB3 estimates it by ``−log π`` of the batch's
+            actions, which :meth:`BatchedActor.log_prob_entropy` does)
+        """
+        if self.settings.squash:
+            raise NotImplementedError(
+                "a squashed gSDE distribution has no analytical entropy; BatchedActor.log_prob_entropy estimates it by "
+                "-log_prob of the actions, as SB3's PPO/A2C do."
+            )
+        return self.gaussian.entropy().sum(-1)
 
 
 class BufferRows(nn.Module):
@@ -489,8 +592,11 @@ class BatchedActor:
     [+ ``log_std``]) for all agents.
 
     The action distributions are SB3's, batched over agents: ``Discrete`` a categorical on the logits,
-    ``Box`` a diagonal Gaussian with state-independent ``log_std``, ``MultiDiscrete`` one categorical per
-    dimension (their log-probabilities and entropies summed), ``MultiBinary`` independent Bernoullis on the logits.
+    ``Box`` a diagonal Gaussian with state-independent ``log_std`` or, with gSDE (``use_sde=True``), SB3's
+    state-dependent noise (:class:`GSDEDistribution`: ``log_std`` is then a ``(latent_dim, action_dim)`` matrix, part
+    of every agent's row like the other actor parameters, and each sub-environment's exploration matrix is held by
+    :meth:`reset_noise`), ``MultiDiscrete`` one categorical per dimension (their log-probabilities and entropies
+    summed), ``MultiBinary`` independent Bernoullis on the logits.
 
     :param policy: the SB3 policy whose actor layout and distribution are used
     """
@@ -507,6 +613,11 @@ class BatchedActor:
         # the supported space it derives from: a subclass of Box (SB3's test_predict.py) is a Box
         self.kind = next(cls.__name__ for cls in ACTION_SPACES if isinstance(space, cls))
         self.continuous = isinstance(space, spaces.Box)
+        #: gSDE's settings (``None``: the policy does not use gSDE)
+        self.gsde = GSDESettings.of(policy)
+        #: gSDE: every sub-environment's exploration matrix ``(n_agents, n_envs, latent_dim, action_dim)``, drawn by
+        #: :meth:`reset_noise` (``None`` until then)
+        self.exploration: th.Tensor | None = None
         self.log_std: slice | None = None
         n_params = self.net.end
         if self.continuous:
@@ -526,9 +637,11 @@ class BatchedActor:
                 grid[d, :k] = start + np.arange(k)
             self._pad_index = th.as_tensor(grid)
         #: :meth:`evaluate`/:meth:`backward` apply: flat observations (identity extractor), an MLP the
-        #: hand-written backward covers, Discrete or Box actions; otherwise the solver differentiates with autograd
+        #: hand-written backward covers, Discrete or Box actions without gSDE; otherwise the solver differentiates with
+        #: autograd
         self.hand_backward_ready = (
-            self.net.extractor.identity
+            self.gsde is None
+            and self.net.extractor.identity
             and self.net.mlp.hand_backward_ready
             and self.kind
             in (
@@ -579,6 +692,11 @@ class BatchedActor:
         """
         return self.net.extractor.frozen()
 
+    @property
+    def numpy_ready(self) -> bool:
+        """Whether :meth:`sample_numpy` can run the rollout (an MLP on flat observations, without gSDE)."""
+        return self.net.numpy_ready and self.gsde is None
+
     @contextmanager
     def evaluation(self) -> Iterator[None]:
         """
@@ -608,6 +726,9 @@ class BatchedActor:
         :param obs: flat preprocessed observations ``(n_agents, batch, obs_dim)``
         :return: the action distribution, batch shape ``(n_agents, batch)``
         """
+        if self.gsde is not None:
+            mean, latent = self._mean_and_latent(params, obs)
+            return GSDEDistribution(mean, self.gsde.std(params[:, self.log_std]), latent, self.gsde)
         out = self.net(params, obs)
         # No argument validation: it re-checks every tensor on every call (a visible share of a small batch's
         # time); the actions come from our own sampler and the parameters are checked for finiteness each round.
@@ -623,6 +744,30 @@ class BatchedActor:
             dist = th.distributions.Bernoulli(logits=out, validate_args=False)
         return th.distributions.Independent(dist, 1, validate_args=False)
 
+    def _mean_and_latent(self, params: th.Tensor, obs: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
+        """
+        :return: the MLP's output (gSDE: the Gaussian's mean) and the input of its last layer (``action_net``'s input,
+            the latent features ``z(s)`` gSDE's noise is linear in), both ``(n_agents, batch, ·)``
+        """
+        out, inputs = self.net.mlp.forward_cached(params, self.net.extractor(params, obs))
+        return out, inputs[-1]
+
+    def log_prob_entropy(self, params: th.Tensor, obs: th.Tensor, actions: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
+        """
+        The log-probabilities of ``actions`` and the entropies of :meth:`distribution` (differentiable): the entropy
+        of a squashed gSDE distribution, which has no analytical form, is SB3's estimate ``−log π(a|s)``.
+
+        :param params: stacked actor parameters ``(n_agents, n_params)``
+        :param obs: flat observations ``(n_agents, batch, obs_dim)``
+        :param actions: actions ``(n_agents, batch[, action_dim])``
+        :return: ``log π(a|s)`` and the entropy (or its estimate), both ``(n_agents, batch)``
+        """
+        dist = self.distribution(params, obs)
+        log_prob = dist.log_prob(actions)
+        if self.gsde is not None and self.gsde.squash:
+            return log_prob, -log_prob
+        return log_prob, dist.entropy()
+
     def evaluate(self, params: th.Tensor, obs: th.Tensor, actions: th.Tensor) -> tuple[th.Tensor, th.Tensor, ActorCache]:
         """
         Log-probabilities and entropies of :meth:`distribution`, computed directly and keeping what
@@ -635,8 +780,8 @@ class BatchedActor:
         """
         if not self.hand_backward_ready:
             raise NotImplementedError(
-                "the hand-written backward covers flat observations, MLPs without Dropout and Discrete/Box actions; "
-                "use distribution() and autograd for this policy."
+                "the hand-written backward covers flat observations, MLPs without Dropout and Discrete/Box actions "
+                "(without gSDE); use distribution() and autograd for this policy."
             )
         out, inputs = self.net.mlp.forward_cached(params, obs)
         cache = ActorCache(inputs, out)
@@ -689,6 +834,40 @@ class BatchedActor:
         return th.cat([*pieces, grad_log_std], dim=1, out=out)
 
     @th.no_grad()
+    def reset_noise(self, params: th.Tensor, n_envs: int, rng: np.random.Generator | None = None) -> None:
+        """
+        gSDE: draw every sub-environment's exploration matrix ``E ~ N(0, σ_i²)`` from its agent's own ``log_std`` row
+        (SB3's ``reset_noise(n_envs)``, one matrix per sub-environment, for every agent). :meth:`sample` then adds
+        ``z(s)ᵀ E`` to the mean until the next call.
+
+        :param params: stacked actor parameters ``(n_agents, n_params)`` (each agent's ``σ`` is read off its row)
+        :param n_envs: sub-environments per agent
+        :param rng: draw from this NumPy generator (the CPU rollout's), else from torch's global generator
+        """
+        assert self.gsde is not None, "reset_noise() is only available with gSDE (use_sde=True)"
+        std = self.gsde.std(params[:, self.log_std]).unsqueeze(1)  # (n, 1, latent_dim, action_dim)
+        shape = (params.shape[0], n_envs, self.gsde.latent_dim, self.gsde.action_dim)
+        if rng is None:
+            noise = th.randn(shape, dtype=params.dtype, device=params.device)
+        else:
+            noise = th.as_tensor(rng.standard_normal(shape, dtype=np.float32), device=params.device).to(params.dtype)
+        self.exploration = std * noise
+
+    def _gsde_sample(self, params: th.Tensor, obs: th.Tensor) -> th.Tensor:
+        """gSDE's :meth:`sample`: ``μ(s) + z(s)ᵀ E`` with each sub-environment's exploration matrix (``tanh``'d)."""
+        assert self.gsde is not None
+        mean, latent = self._mean_and_latent(params, obs)
+        if self.exploration is None or self.exploration.shape[:2] != latent.shape[:2]:
+            held = None if self.exploration is None else tuple(self.exploration.shape[:2])
+            raise RuntimeError(
+                f"gSDE: no exploration matrix for each of the {tuple(latent.shape[:2])} (agents, sub-environments) "
+                f"(held: {held}); call reset_noise(params, n_envs) before sampling."
+            )
+        latent = latent if self.gsde.learn_features else latent.detach()
+        actions = mean + th.matmul(latent.unsqueeze(-2), self.exploration).squeeze(-2)
+        return th.tanh(actions) if self.gsde.squash else actions
+
+    @th.no_grad()
     def sample(self, params: th.Tensor, obs: th.Tensor, rng: np.random.Generator | None = None) -> th.Tensor:
         """
         Sample actions without building a distribution object (the rollout hot path).
@@ -702,8 +881,11 @@ class BatchedActor:
         :param rng: draw the noise from this NumPy generator, exactly as :meth:`sample_numpy` draws it: the same
             seed then gives the same actions whichever path the observations take (a ``Dict`` observation takes this
             one, its flattened ``Box`` the NumPy one: SB3's ``test_dict_env.py::test_consistency``)
-        :return: actions ``(n_agents, batch[, action_dim])``
+        :return: actions ``(n_agents, batch[, action_dim])``; with gSDE ``batch`` is the agent's sub-environments
+            (one exploration matrix each, :meth:`reset_noise`; no draw here)
         """
+        if self.gsde is not None:
+            return self._gsde_sample(params, obs)
         out = self.net(params, obs)
         if rng is not None:
             return self._sample_with(out, params, rng)
@@ -740,6 +922,8 @@ class BatchedActor:
         :param rng: the generator to draw from
         :return: actions ``(n_agents, batch[, action_dim])``
         """
+        if self.gsde is not None:
+            raise NotImplementedError("gSDE samples with sample() (the NumPy path is for the other distributions).")
         out = self.net.numpy_forward(params, obs)
         if self.kind == "Box":
             return out + np.exp(params[:, None, self.log_std]) * rng.standard_normal(out.shape, dtype=np.float32)

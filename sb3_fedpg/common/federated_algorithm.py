@@ -27,13 +27,14 @@ import numpy as np
 import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
+from stable_baselines3.common.distributions import StateDependentNoiseDistribution
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback
 from stable_baselines3.common.utils import FloatSchedule, check_for_correct_spaces, is_vectorized_observation, safe_mean
 
 from sb3_fedpg.common import fedmath
 from sb3_fedpg.common.batch import RolloutBatch
-from sb3_fedpg.common.batched_policy import ACTION_SPACES, GSDE_REFUSAL, BatchedActor, StackedCritics
+from sb3_fedpg.common.batched_policy import ACTION_SPACES, GSDE_BOX_ONLY, BatchedActor, StackedCritics
 from sb3_fedpg.common.callbacks import fire_round_end
 from sb3_fedpg.common.federated_vec_env import (
     ObservationBoundsWarning,
@@ -42,6 +43,7 @@ from sb3_fedpg.common.federated_vec_env import (
     make_federated_vec_env,
     observations_far_out_of_bounds,
 )
+from sb3_fedpg.common.hyperparams import check_gsde_settings
 from sb3_fedpg.common.observations import VecObs, stack_observations
 from sb3_fedpg.common.persistence import FederatedPersistenceMixin
 from sb3_fedpg.common.policies import NO_GLOBAL_CRITIC, FederatedPolicyBase
@@ -50,20 +52,21 @@ from sb3_fedpg.common.torch_optimizer import check_optimizer, requested_optimize
 SelfFederatedAlgorithm = TypeVar("SelfFederatedAlgorithm", bound="FederatedAlgorithm")
 
 
-#: SB3 policy keyword arguments that a federated algorithm cannot honour, and why (rejected, never ignored).
-UNUSED_POLICY_KWARGS = {
-    "full_std": "it only shapes gSDE's noise, and " + GSDE_REFUSAL,
-    "use_expln": "it only shapes gSDE's noise, and " + GSDE_REFUSAL,
-}
-#: Policy keyword arguments refused when true (their false value is the only behaviour there is).
-UNSUPPORTED_WHEN_TRUE = {
-    "use_sde": GSDE_REFUSAL,
-    "squash_output": "SB3 only squashes gSDE's actions (and its predict would then unscale actions that were never "
-    "squashed); Box actions are clipped to the action space as in SB3's PPO.",
-}
+#: Policy keyword arguments that only shape gSDE's noise: refused without ``use_sde=True`` (SB3 ignores them there).
+GSDE_ONLY_POLICY_KWARGS = ("full_std", "use_expln")
 
 
-def check_policy_kwargs(policy_kwargs: dict[str, Any] | None, algo: str, optimizer_refusal: str | None = None) -> None:
+class SquashWithoutGSDEError(ValueError, AssertionError):
+    """
+    ``policy_kwargs['squash_output']=True`` without gSDE: refused before anything is built. An ``AssertionError`` as
+    well, the error SB3's policy raises for it (``test_sde.py::test_only_sde_squashed``), and a ``ValueError`` as every
+    other refused argument here.
+    """
+
+
+def check_policy_kwargs(
+    policy_kwargs: dict[str, Any] | None, algo: str, optimizer_refusal: str | None = None, use_sde: bool = False
+) -> None:
     """
     Refuse the ``policy_kwargs`` a federated algorithm cannot honour (every other key of SB3's
     ``ActorCriticPolicy`` is honoured; see ``tests/common/test_policy_kwargs.py``).
@@ -73,13 +76,25 @@ def check_policy_kwargs(policy_kwargs: dict[str, Any] | None, algo: str, optimiz
     :param optimizer_refusal: why the algorithm cannot use ``optimizer_class`` / ``optimizer_kwargs`` as its agents'
         local optimiser (:attr:`FederatedAlgorithm.optimizer_refusal`); ``None``: it can, and they are checked
         (:func:`~sb3_fedpg.common.torch_optimizer.check_optimizer`)
+    :param use_sde: the algorithm's ``use_sde`` (gSDE's own keys need it)
     :raises ValueError: naming the key, why and what to do instead
     """
     for key, value in (policy_kwargs or {}).items():
-        if key in UNUSED_POLICY_KWARGS:
-            raise ValueError(f"policy_kwargs[{key!r}] has no effect in {algo}: {UNUSED_POLICY_KWARGS[key]}")
-        if key in UNSUPPORTED_WHEN_TRUE and value:
-            raise ValueError(f"policy_kwargs[{key!r}]={value!r} is not supported by {algo}: {UNSUPPORTED_WHEN_TRUE[key]}")
+        if key == "use_sde" and bool(value) != bool(use_sde):
+            raise ValueError(
+                f"policy_kwargs['use_sde']={value!r} but {algo}(use_sde={use_sde!r}): the algorithm sets the policy's "
+                "use_sde, as in SB3 (whose rollouts draw gSDE's exploration matrices). Pass use_sde to the algorithm."
+            )
+        if key in GSDE_ONLY_POLICY_KWARGS and not use_sde:
+            raise ValueError(
+                f"policy_kwargs[{key!r}] has no effect in {algo} without gSDE: it only shapes gSDE's noise. Pass "
+                f"use_sde=True to use gSDE, or leave {key!r} out."
+            )
+        if key == "squash_output" and value and not use_sde:
+            raise SquashWithoutGSDEError(
+                f"policy_kwargs['squash_output']=True is only available when using gSDE (use_sde=True), as in SB3: the "
+                f"Gaussian's actions of {algo} without gSDE are clipped to the action space, never squashed."
+            )
     requested = requested_optimizer(policy_kwargs)
     if requested is None:
         return
@@ -207,7 +222,7 @@ class FederatedAlgorithm(FederatedPersistenceMixin):
         of :attr:`hyperparams_class`, among them ``n_agents``, ``learning_rate``, ``participation``,
         ``n_envs_per_agent``, ``aggregator``, ``aggregator_kwargs``) and ``env_kwargs``, ``stats_window_size``,
         ``tensorboard_log``, ``policy_kwargs``, ``verbose``, ``seed``, ``device``, ``use_sde``, ``sde_sample_freq``
-        (gSDE is not supported: ``True`` raises a ``ValueError`` that names the alternatives) and ``attack``
+        (gSDE, :meth:`collect_batch`) and ``attack``
     :param supported_action_spaces: The action spaces supported by the algorithm
     """
 
@@ -251,9 +266,8 @@ class FederatedAlgorithm(FederatedPersistenceMixin):
         env_kwargs, seed = settings["env_kwargs"], settings["seed"]
         use_sde, sde_sample_freq = settings["use_sde"], settings["sde_sample_freq"]
         policy_kwargs = settings["policy_kwargs"]
-        if use_sde or sde_sample_freq != -1:
-            raise ValueError(f"use_sde={use_sde!r}, sde_sample_freq={sde_sample_freq!r}: {GSDE_REFUSAL}")
-        check_policy_kwargs(policy_kwargs, type(self).__name__, self.optimizer_refusal)
+        check_gsde_settings(use_sde, sde_sample_freq)
+        check_policy_kwargs(policy_kwargs, type(self).__name__, self.optimizer_refusal, use_sde)
         if isinstance(env, str):
             env = make_federated_vec_env(env, n_agents, n_envs_per_agent, env_kwargs=env_kwargs, seed=seed)
         elif env_kwargs:
@@ -269,6 +283,8 @@ class FederatedAlgorithm(FederatedPersistenceMixin):
             device=settings["device"],
             support_multi_env=True,
             seed=seed,
+            use_sde=use_sde,  # SB3 refuses it for an env whose actions are not a Box
+            sde_sample_freq=sde_sample_freq,
             supported_action_spaces=supported_action_spaces,
         )
         asked = str(settings["device"])
@@ -393,7 +409,12 @@ class FederatedAlgorithm(FederatedPersistenceMixin):
             ``share_features_extractor=True`` every agent's critic reads its own copy of the extractor, see
             :class:`~sb3_fedpg.common.batched_policy.StackedCritics`).
         """
-        kwargs = {"share_features_extractor": False, **self.policy_kwargs}
+        # checked before SB3's policy asserts on them (load(path, **kwargs) reaches here too)
+        check_gsde_settings(self.use_sde, self.sde_sample_freq)
+        if self.use_sde and not isinstance(self.action_space, spaces.Box):
+            raise ValueError(GSDE_BOX_ONLY)
+        check_policy_kwargs(self.policy_kwargs, type(self).__name__, self.optimizer_refusal, self.use_sde)
+        kwargs = {"share_features_extractor": False, **self.policy_kwargs, "use_sde": self.use_sde}
         policy = self.policy_class(self.observation_space, self.action_space, self.lr_schedule, **kwargs)
         return cast(ActorCriticPolicy, policy.to(self.device))  # policy_class: an ActorCriticPolicy (SB3 types BasePolicy)
 
@@ -401,18 +422,14 @@ class FederatedAlgorithm(FederatedPersistenceMixin):
         assert self.n_agents is not None, "n_agents is unknown: pass it or a federated env"
         self._agent_ep_buffers: list[deque] = [deque(maxlen=self._stats_window_size) for _ in range(self.n_agents)]
         # The NumPy path only casts to float32: it is taken where that is all SB3's preprocessing does.
-        self._numpy_rollout = (
-            self.device.type == "cpu" and self._actor.layout.is_float_passthrough and self._actor.net.numpy_ready
-        )
+        self._numpy_rollout = self.device.type == "cpu" and self._actor.layout.is_float_passthrough and self._actor.numpy_ready
 
     def _check_policy(self) -> None:
         """
         Check the policy just built (``load(path, policy_kwargs=...)`` reaches here too): its ``policy_kwargs``, and
         warn when its class can answer ``predict_values`` from its untrained value head.
         """
-        if self.use_sde:
-            raise ValueError(f"use_sde=True: {GSDE_REFUSAL}")
-        check_policy_kwargs(self.policy_kwargs, type(self).__name__, self.optimizer_refusal)
+        check_policy_kwargs(self.policy_kwargs, type(self).__name__, self.optimizer_refusal, self.use_sde)
         extractor = self.policy.features_extractor
         if self.policy.share_features_extractor and any(True for _ in extractor.parameters()):
             announce_difference(
@@ -523,6 +540,23 @@ class FederatedAlgorithm(FederatedPersistenceMixin):
         if not th.isfinite(vector).all():
             raise ValueError("the global parameters contain NaN or inf.")
         self._actor.set_vector(vector)
+        self._reset_policy_noise()
+
+    def _reset_policy_noise(self) -> None:
+        """
+        gSDE: ``predict(deterministic=False)`` samples with the SB3 policy's own exploration matrix; draw it again from
+        the new global ``log_std`` (SB3's rollouts redraw it; here the agents' rollouts hold their own matrices).
+        """
+        if not self.use_sde:
+            return
+        # SB3's sample_weights without torch's argument check: a σ that underflowed to 0 (a diverging log_std) must not
+        # fail a round whose parameters are already set; its matrix is then 0, the limit of N(0, σ²)
+        dist = cast(StateDependentNoiseDistribution, self.policy.action_dist)
+        with th.no_grad():
+            std = dist.get_std(self.policy.log_std)
+            dist.weights_dist = th.distributions.Normal(th.zeros_like(std), std, validate_args=False)
+            dist.exploration_mat = dist.weights_dist.rsample()
+            dist.exploration_matrices = dist.weights_dist.rsample((1,))
 
     def sample_participants(self) -> th.Tensor | None:
         """:return: the mask of this round's participants, or ``None`` when every agent takes part"""
@@ -535,6 +569,16 @@ class FederatedAlgorithm(FederatedPersistenceMixin):
         return mask
 
     # ---------------------------------------------------------------- rollouts
+    def reset_exploration(self, params: th.Tensor) -> None:
+        """
+        gSDE: draw new exploration matrices, one per sub-environment, each from its agent's own ``σ`` (its row of
+        ``params``); on the CPU from the rollout's generator (the same seed gives the same matrices), else from torch's.
+
+        :param params: stacked actor parameters ``(n_agents, n_params)``
+        """
+        rng = self._action_rng if self.device.type == "cpu" else None
+        self._actor.reset_noise(params, self.n_envs_per_agent, rng)
+
     def _flat_obs(self, obs: VecObs) -> th.Tensor:
         """
         :return: observations ``(batch, obs_dim)`` as the batched policy's input: SB3's preprocessing (images
@@ -553,6 +597,10 @@ class FederatedAlgorithm(FederatedPersistenceMixin):
     ) -> RolloutBatch:
         """
         Step all agents' envs for ``n_steps`` under their current local parameters.
+
+        With gSDE (``use_sde=True``) every sub-environment of every agent holds its own exploration matrix, drawn from
+        its agent's ``log_std`` row at the start of the rollout and again every ``sde_sample_freq`` steps when that is
+        ``> 0`` (SB3's ``reset_noise(n_envs)`` in ``collect_rollouts``; :meth:`reset_exploration`).
 
         :param params: stacked actor parameters ``(n_agents, n_params)``
         :param callback: SB3 callback, called at every env step (``on_rollout_start``, ``on_step``, ...)
@@ -574,8 +622,13 @@ class FederatedAlgorithm(FederatedPersistenceMixin):
         agent_ids = np.repeat(np.arange(n), m)
         obs_t: np.ndarray | th.Tensor  # NumPy on the CPU fast path, torch otherwise
         actions: np.ndarray | th.Tensor
+        resample_every = self.sde_sample_freq if self.use_sde and self.sde_sample_freq > 0 else None
+        if self.use_sde:  # SB3 draws them before on_rollout_start
+            self.reset_exploration(params)
         callback.on_rollout_start()
         for k in range(k_steps):
+            if resample_every is not None and k > 0 and k % resample_every == 0:
+                self.reset_exploration(params)
             if params_np is not None:
                 # CPU fast path: the tiny per-step forward pass in NumPy (torch's per-op overhead dominates here).
                 obs_t = np.asarray(self._last_obs, dtype=np.float32).reshape(n, m, -1)
@@ -587,7 +640,10 @@ class FederatedAlgorithm(FederatedPersistenceMixin):
                 actions = self._actor.sample(params, obs_t, self._action_rng if self.device.type == "cpu" else None)
                 env_actions = actions.reshape(n * m, *action_shape).cpu().numpy()
             if isinstance(self.action_space, spaces.Box):
-                env_actions = np.clip(env_actions, self.action_space.low, self.action_space.high)
+                if self.policy.squash_output:  # gSDE's tanh-squashed actions, in [-1, 1]: rescaled, as in SB3
+                    env_actions = self.policy.unscale_action(env_actions)
+                else:
+                    env_actions = np.clip(env_actions, self.action_space.low, self.action_space.high)
             elif isinstance(self.action_space, spaces.MultiBinary):
                 env_actions = env_actions.astype(self.action_space.dtype)  # sampled as floats, like SB3's Bernoulli
             new_obs, rewards, dones, infos = self.env.step(env_actions)
@@ -726,6 +782,7 @@ class FederatedAlgorithm(FederatedPersistenceMixin):
         self._actor.set_vector(result.params)
         if buffers is not None:
             self._actor.set_buffers(buffers)
+        self._reset_policy_noise()
         self._last_round = result
         self._n_rounds += 1
         self._merge_observation_statistics(result.participants)

@@ -405,3 +405,20 @@ class FedSVRPGMHyperparams(Hyperparams):
     aggregator_kwargs: dict[str, Any] | None = _hp(None, _mapping_or_none, "Parameters of a named aggregator")  # noqa: RUF009
     participation: float = _hp(1.0, _interval(0.0, 1.0, low_open=True), "Fraction of agents sampled each round, in (0, 1]")
     n_envs_per_agent: int = _hp(1, positive_int, "Sub-environments per agent M when env is an env id")
+
+
+def check_gsde_settings(use_sde: Any, sde_sample_freq: Any) -> None:
+    """
+    :param use_sde: use gSDE (a bool)
+    :param sde_sample_freq: draw new exploration matrices every this many steps of a rollout (``> 0``), or only at
+        the start of each rollout (``-1``, or any value ``<= 0``, as in SB3)
+    :raises ValueError: for values of another type, and for ``sde_sample_freq`` without gSDE (it would be ignored)
+    """
+    if not isinstance(use_sde, bool):
+        raise ValueError(f"use_sde must be True or False, got {use_sde!r}.")
+    if isinstance(sde_sample_freq, bool) or not isinstance(sde_sample_freq, numbers.Integral):
+        raise ValueError(f"sde_sample_freq must be an integer (-1: only at the start of a rollout), got {sde_sample_freq!r}.")
+    if not use_sde and sde_sample_freq != -1:
+        raise ValueError(
+            f"sde_sample_freq={sde_sample_freq!r} only applies with gSDE: pass use_sde=True as well, or leave it at -1."
+        )

@@ -133,6 +133,19 @@ def _nonfinite_file_message(path: Any, names: list[str]) -> str:
     )
 
 
+def _check_same_use_sde(path: Any, saved: bool, kwargs: dict[str, Any]) -> None:
+    """
+    Refuse ``load(path, use_sde=...)`` switching gSDE on or off: the saved ``log_std`` has the other distribution's
+    shape (gSDE's ``(latent_dim, action_dim)`` matrix, the plain Gaussian's vector). ``sde_sample_freq`` may change.
+    """
+    if "use_sde" in kwargs and bool(kwargs["use_sde"]) != saved:
+        raise ValueError(
+            f"use_sde={kwargs['use_sde']!r} cannot be set by load(): {path} was trained with use_sde={saved} and its "
+            "log_std has that distribution's shape (gSDE: a (latent_dim, action_dim) matrix; otherwise one entry per "
+            "action). Load it as it is, or train a new model."
+        )
+
+
 class FederatedPersistenceMixin(BaseAlgorithm):
     """Atomic ``save``, checked ``load``, weights-only files and resumable checkpoints for federated algorithms."""
 
@@ -359,6 +372,7 @@ class FederatedPersistenceMixin(BaseAlgorithm):
                 close = difflib.get_close_matches(name, sorted(known), n=1)
                 hint = f"; did you mean {close[0]!r}?" if close else ""
                 raise TypeError(f"load() got an unknown keyword argument {name!r} (not a setting of {cls.__name__}){hint}")
+        _check_same_use_sde(path, bool(data.get("use_sde", False)), kwargs)
         saved = data.get("n_agents")
         if "n_agents" in kwargs and isinstance(saved, int) and kwargs["n_agents"] != saved:
             raise ValueError(
@@ -440,7 +454,12 @@ class FederatedPersistenceMixin(BaseAlgorithm):
             "participation_rng": generator_to_json(self._participation_rng),  # type: ignore[attr-defined]
             "action_rng": generator_to_json(self._action_rng),  # type: ignore[attr-defined]
         }
+        exploration = (
+            # gSDE's settings (written only with gSDE: a plain model's file is as before)
+            {"exploration": {"use_sde": True, "sde_sample_freq": int(self.sde_sample_freq)}} if self.use_sde else {}
+        )
         return {
+            **exploration,
             "format": WEIGHTS_FORMAT,
             "algorithm": type(self).__name__,
             "policy": aliases[self.policy_class],
@@ -523,9 +542,20 @@ class FederatedPersistenceMixin(BaseAlgorithm):
         if not (isinstance(schedules, dict) and set(schedules) <= names):
             raise WeightsFileError(f"{where}: metadata.json 'schedules' must be an object of hyperparameter names.")
         hyperparams = {**hyperparams, **{name: schedule_from_json(desc, name) for name, desc in schedules.items()}}
-        unknown = sorted(set(kwargs) - names - {"verbose", "tensorboard_log"})
+        unknown = sorted(set(kwargs) - names - {"verbose", "tensorboard_log", "use_sde", "sde_sample_freq"})
         if unknown:
             raise TypeError(f"load() got unknown keyword argument(s) {unknown}; known: {sorted(names)}")
+        exploration = metadata.get("exploration", {"use_sde": False, "sde_sample_freq": -1})
+        if not (
+            isinstance(exploration, dict)
+            and set(exploration) == {"use_sde", "sde_sample_freq"}
+            and isinstance(exploration["use_sde"], bool)
+            and isinstance(exploration["sde_sample_freq"], int)
+            and not isinstance(exploration["sde_sample_freq"], bool)
+        ):
+            raise WeightsFileError(f"{where}: metadata.json 'exploration' must be {{use_sde: bool, sde_sample_freq: int}}.")
+        _check_same_use_sde(path, exploration["use_sde"], kwargs)
+        exploration = {**exploration, **{k: kwargs.pop(k) for k in ("use_sde", "sde_sample_freq") if k in kwargs}}
         extra = {name: kwargs.pop(name) for name in ("verbose", "tensorboard_log") if name in kwargs}
         settings = {**hyperparams, **kwargs, "n_agents": n_agents}
         try:
@@ -557,6 +587,7 @@ class FederatedPersistenceMixin(BaseAlgorithm):
             policy_kwargs=policy_kwargs,
             stats_window_size=saved.get("stats_window_size", 100),
             _init_setup_model=False,
+            **exploration,
             **extra,
             **settings,
         )

@@ -45,7 +45,15 @@ MAX_DICT_SPACES = 16
 #: Deepest nesting of the tensors' skeleton (state dicts of optimisers are three levels deep).
 MAX_SKELETON_DEPTH = 16
 #: ``policy_kwargs`` entries a weights file may set, with their check.
-_BOOL_POLICY_KWARGS = ("ortho_init", "full_std", "use_expln", "squash_output", "share_features_extractor", "normalize_images")
+_BOOL_POLICY_KWARGS = (
+    "ortho_init",
+    "use_sde",
+    "full_std",
+    "use_expln",
+    "squash_output",
+    "share_features_extractor",
+    "normalize_images",
+)
 
 #: Classes a weights file may name in ``policy_kwargs`` (by name, from these tables only).
 _ACTIVATIONS = {

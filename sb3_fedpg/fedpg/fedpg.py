@@ -90,9 +90,12 @@ class FederatedPG(FederatedAlgorithm):
         anchors form ``g`` and only their parameter changes are averaged. ``1.0``: every agent, every round
     :param attack: For robustness experiments only: a :class:`~sb3_fedpg.common.adversarial.ByzantineAttack` (or any
         ``attack(stacked, phase)``) that corrupts what some agents send to the server
-    :param use_sde: gSDE is not supported: ``True`` raises a ``ValueError`` that names the alternatives (accepted
-        so that SB3 and rl-zoo configs get that message instead of an unknown-argument error)
-    :param sde_sample_freq: only ``-1`` (gSDE is not supported)
+    :param use_sde: Whether to use generalized State Dependent Exploration (gSDE) instead of action noise
+        (``Box`` actions only): SB3's state-dependent noise, with ``log_std`` (a ``(latent_dim, action_dim)`` matrix)
+        federated like the rest of the actor and one exploration matrix per sub-environment of every agent, drawn from
+        that agent's own ``log_std`` (docs/migrating.md)
+    :param sde_sample_freq: Sample a new noise matrix every n steps of a rollout when using gSDE
+        (default: -1, only at the beginning of each rollout; refused without ``use_sde``)
     :param n_envs_per_agent: Sub-environments per agent (``M``) when ``env`` is an env id (1, as SB3 builds one env
         from an env id; more envs per agent give larger, less noisy batches per round)
     :param env_kwargs: Keyword arguments for the env when ``env`` is an env id (e.g. ``heterogeneity``)

@@ -290,8 +290,8 @@ class PolicyGradientLearner:
         ent_coef = self.ent_coef if ent_coef is None else ent_coef
         n, k_steps, m = batch.n_agents, batch.n_steps, batch.n_envs
         params = params.detach().requires_grad_(True)
-        dist = self.actor.distribution(params, batch.obs)
-        log_prob = dist.log_prob(batch.actions).view(n, k_steps, m)
+        log_prob, entropy = self.actor.log_prob_entropy(params, batch.obs, batch.actions)
+        log_prob = log_prob.view(n, k_steps, m)
         w = weights.weights
         if behaviour_log_prob is not None:
             ratio = th.exp(log_prob.detach() - behaviour_log_prob.view(n, k_steps, m)).clamp(max=max_ratio)
@@ -301,7 +301,7 @@ class PolicyGradientLearner:
             surrogate = (log_prob * w).sum(1).mean(1)
         else:
             surrogate = (log_prob * w).mean(dim=(1, 2))
-        entropy = dist.entropy().mean(1)
+        entropy = entropy.mean(1)
         objective = surrogate + ent_coef * entropy
         (grads,) = th.autograd.grad(objective.sum(), params)
         finite = th.isfinite(grads).all(dim=1)

@@ -21,6 +21,7 @@ from sb3_fedpg.common.hyperparams import (
     FedPGHyperparams,
     FedPPOHyperparams,
     advantage_normalization,
+    check_gsde_settings,
     ppo_correction_mode,
 )
 
@@ -129,6 +130,10 @@ DEFAULT_RUN_CONFIG: dict[str, bool | int | float | str] = {
     # own statistics and sends what it saw since the last merge with its phase-2 reply; the server merges them exactly
     "normalize-obs": False,
     "clip-obs": 10.0,
+    # gSDE (both algorithms' use_sde / sde_sample_freq): state-dependent exploration for Box actions, each agent's
+    # sub-environments holding their own exploration matrices, log_std federated with the rest of the actor
+    "use-sde": False,
+    "sde-sample-freq": -1,
     # "fedpg" (the keys above) or "fedppo": FederatedPPO with the ppo-* keys below (FederatedPPO's names and defaults)
     "algorithm": "fedpg",
     **{f"ppo-{name.replace('_', '-')}": _toml_default(FedPPOHyperparams.defaults()[name]) for name in PPO_KEYS},
@@ -204,6 +209,9 @@ class FlowerRunConfig:
     :param normalize_obs: federated observation normalisation (neural task): every agent normalises with its own
         running statistics; the server merges the agents' new statistics exactly every round and sends them back
     :param clip_obs: max absolute value of a normalised observation (with ``normalize_obs``)
+    :param use_sde: gSDE for both algorithms (``use_sde=True``; neural task, ``Box`` actions)
+    :param sde_sample_freq: with gSDE, new exploration matrices every this many steps of a rollout (``-1``: at the
+        start of each rollout only)
     :param algorithm: ``fedpg`` (FederatedPG, the keys above) or ``fedppo`` (FederatedPPO, the ``ppo_*`` keys)
     :param ppo_learning_rate: FederatedPPO's Adam step size of the local actor and critic updates
     :param ppo_n_steps: FederatedPPO's rollout length per sub-environment and round
@@ -275,6 +283,8 @@ class FlowerRunConfig:
     net_arch: tuple[int, ...] = (64, 64)
     normalize_obs: bool = False
     clip_obs: float = 10.0
+    use_sde: bool = False
+    sde_sample_freq: int = -1
     algorithm: str = "fedpg"
     ppo_learning_rate: float = 3e-4
     ppo_n_steps: int = 256
@@ -339,7 +349,7 @@ class FlowerRunConfig:
         """
         if self.algorithm == "fedppo":
             kwargs = {name: getattr(self, f"ppo_{name}") for name in PPO_KEYS}
-            return {**kwargs, "policy_kwargs": {"net_arch": list(self.net_arch)}}
+            return {**kwargs, **self.exploration_kwargs(), "policy_kwargs": {"net_arch": list(self.net_arch)}}
         return dict(
             learning_rate=self.learning_rate,
             local_steps=self.local_steps,
@@ -359,7 +369,12 @@ class FlowerRunConfig:
             local_optimizer=self.local_optimizer,
             max_grad_norm=self.max_grad_norm,
             policy_kwargs={"net_arch": list(self.net_arch)},
+            **self.exploration_kwargs(),
         )
+
+    def exploration_kwargs(self) -> dict[str, Any]:
+        """:return: gSDE's arguments, the same for both algorithms (none without gSDE: the constructors' defaults)"""
+        return {"use_sde": True, "sde_sample_freq": self.sde_sample_freq} if self.use_sde else {}
 
     def env_kwargs(self) -> dict[str, Any]:
         """:return: the family parameters of the neural task"""
@@ -529,4 +544,10 @@ def parse_run_config(run_config: Mapping[str, Any] | None = None, **overrides: A
         raise ValueError(f"run config 'clip-obs' must be > 0, got {config.clip_obs}")
     if not config.net_arch:
         raise ValueError("run config 'net-arch' must list at least one layer size, e.g. \"64,64\"")
+    try:
+        check_gsde_settings(config.use_sde, config.sde_sample_freq)
+    except ValueError as error:
+        raise ValueError(f"run config 'use-sde' / 'sde-sample-freq': {error}") from error
+    if config.use_sde and config.task != "neural":
+        raise ValueError("run config 'use-sde' is for the neural task (the tabular task's policy is an exact softmax)")
     return config

@@ -348,8 +348,8 @@ class PPOEpochs:
         params = stacked.detach().requires_grad_(True)
         # the extractor's running statistics move in the epochs' minibatch passes only, as in SB3's train()
         with self.actor.frozen_buffers():
-            dist = self.actor.distribution(params, batch.obs)
-        objective = (dist.log_prob(batch.actions) * adv).mean(1) + ent_coef * dist.entropy().mean(1)
+            log_prob, entropy = self.actor.log_prob_entropy(params, batch.obs, batch.actions)
+        objective = (log_prob * adv).mean(1) + ent_coef * entropy.mean(1)
         (grads,) = th.autograd.grad(objective.sum(), params)
         return grads
 
@@ -643,12 +643,11 @@ class PPOEpochs:
         with th.enable_grad():
             params = actor_params.detach().requires_grad_(True)
             c_params = critic_params.detach().requires_grad_(True)
-            dist = self.actor.distribution(params, obs)
-            log_ratio = dist.log_prob(actions) - old_log_prob
+            log_prob, entropy = self.actor.log_prob_entropy(params, obs, actions)
+            log_ratio = log_prob - old_log_prob
             ratio = th.exp(log_ratio)
             unclipped = ratio * adv
             clipped = th.clamp(ratio, 1 - s.clip_range, 1 + s.clip_range) * adv
-            entropy = dist.entropy()
             values = self.critics.values(obs, c_params)
             if s.clip_range_vf is not None:
                 values = old_values + th.clamp(values - old_values, -s.clip_range_vf, s.clip_range_vf)

@@ -88,8 +88,12 @@ class FederatedSVRPGM(FederatedAlgorithm):
     :param participation: Fraction of agents sampled (without replacement) to take part in each round; only their
         parameter changes form ``θ̄_{r+1}`` and ``u_{r+1}``
     :param attack: For robustness experiments only: corrupts what some agents send to the server
-    :param use_sde: gSDE is not supported: ``True`` raises a ``ValueError`` that names the alternatives
-    :param sde_sample_freq: only ``-1`` (gSDE is not supported)
+    :param use_sde: Whether to use generalized State Dependent Exploration (gSDE) instead of action noise
+        (``Box`` actions only): SB3's state-dependent noise, with ``log_std`` (a ``(latent_dim, action_dim)`` matrix)
+        federated like the rest of the actor and one exploration matrix per sub-environment of every agent, drawn from
+        that agent's own ``log_std`` (docs/migrating.md)
+    :param sde_sample_freq: Sample a new noise matrix every n steps of a rollout when using gSDE
+        (default: -1, only at the beginning of each rollout; refused without ``use_sde``)
     :param n_envs_per_agent: Sub-environments per agent (``M``) when ``env`` is an env id (1, as SB3 builds one env
         from an env id; more envs per agent give larger, less noisy batches per round)
     :param env_kwargs: Keyword arguments for the env when ``env`` is an env id (e.g. ``heterogeneity``)

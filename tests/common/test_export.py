@@ -42,6 +42,18 @@ def test_onnx_actions_equal_predict(tmp_path, algo, family):
     np.testing.assert_allclose(_run(path, obs[:1]), expected[:1], rtol=0, atol=1e-5)  # any batch size
 
 
+def test_gsde_squashed_mean_is_exported(tmp_path):
+    # use_sde=True, squash_output=True: predict's tanh of the mean, rescaled to the action space
+    model = FederatedPPO("MlpPolicy", "Pendulum-v1", n_agents=2, n_envs_per_agent=2, n_steps=8, batch_size=8, seed=0,
+                         use_sde=True, policy_kwargs={"net_arch": [16], "squash_output": True})  # fmt: skip
+    with th.no_grad():
+        model.policy.action_net.weight.mul_(300.0)  # saturated means for some observations
+    obs = np.random.default_rng(0).normal(size=(16, 3)).astype(np.float32)
+    expected, _ = model.predict(obs, deterministic=True)
+    assert np.abs(expected).max() > 1.0  # rescaled from [-1, 1] to Pendulum's [-2, 2]
+    np.testing.assert_allclose(_run(export_onnx(model, tmp_path / "p.onnx"), obs), expected, rtol=0, atol=1e-5)
+
+
 @pytest.mark.parametrize("space", ["MultiDiscrete", "MultiBinary", "Discrete"])
 def test_other_spaces(tmp_path, space):
     from stable_baselines3.common.envs import IdentityEnv, IdentityEnvMultiBinary, IdentityEnvMultiDiscrete

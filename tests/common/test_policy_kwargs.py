@@ -67,6 +67,40 @@ def check_features_extractor_class(algo):
     assert type(model.policy.features_extractor) is FlattenExtractor
 
 
+def build_gsde(algo, **policy_kwargs):
+    return algo("MlpPolicy", "sb3_fedpg/HeteroPointMass-v0", n_agents=2, n_envs_per_agent=2, n_steps=8, seed=0,
+                use_sde=True, policy_kwargs={"net_arch": [5], **policy_kwargs})  # fmt: skip
+
+
+def check_use_sde(algo):
+    # the algorithm's use_sde sets the policy's (as in SB3); policy_kwargs may repeat it, not contradict it
+    assert build_gsde(algo, use_sde=True)._actor.gsde is not None
+    with pytest.raises(ValueError, match=r"policy_kwargs\['use_sde'\]=True but .*Pass use_sde to the algorithm"):
+        build(algo, env="Pendulum-v1", use_sde=True)
+
+
+def check_full_std(algo):
+    # a (latent_dim, action_dim) log_std, or one σ per latent feature: 5 x 2 or 5 federated entries
+    for full_std, size in ((True, 10), (False, 5)):
+        model = build_gsde(algo, full_std=full_std)
+        assert model._actor.log_std.stop - model._actor.log_std.start == size
+
+
+def check_use_expln(algo):
+    model = build_gsde(algo, use_expln=True)
+    log_std = th.linspace(-2, 2, 10).view(5, 2)
+    expected = model.policy.action_dist.get_std(log_std)
+    th.testing.assert_close(model._actor.gsde.std(log_std.reshape(1, -1))[0], expected)
+    assert not th.allclose(expected, log_std.exp())
+
+
+def check_squash_output(algo):
+    model = build_gsde(algo, squash_output=True, log_std_init=2.0)
+    assert model._actor.gsde.squash and model.policy.squash_output
+    model.learn(64)
+    assert model.predict(model.env.reset())[0].shape == (4, 2)
+
+
 def check_normalize_images(algo):
     # Vector observations: SB3 only normalises image spaces, so both values train the same policy.
     params = [build(algo, normalize_images=flag).learn(64).get_global_parameters() for flag in (True, False)]
@@ -103,20 +137,18 @@ HONOURED = {
     "normalize_images": check_normalize_images,
     "optimizer_class": check_optimizer_class,
     "optimizer_kwargs": check_optimizer_kwargs,
-}
-# key -> (value, the error's message)
-REFUSED = {
-    "use_sde": (True, "gSDE .* is not supported"),
-    "full_std": (False, "only shapes gSDE's noise"),
-    "use_expln": (True, "only shapes gSDE's noise"),
-    "squash_output": (True, "SB3 only squashes gSDE's actions"),
+    # gSDE (use_sde=True, Box actions) and the keys that shape it
+    "use_sde": check_use_sde,
+    "full_std": check_full_std,
+    "use_expln": check_use_expln,
+    "squash_output": check_squash_output,
 }
 
 
 def test_every_policy_kwarg_is_audited():
     keys = set(inspect.signature(ActorCriticPolicy.__init__).parameters) - {"self", "observation_space", "action_space"}
     keys -= {"lr_schedule"}  # given by the algorithm
-    assert keys == set(HONOURED) | set(REFUSED)
+    assert keys == set(HONOURED)  # every key is honoured (gSDE's only with use_sde=True)
 
 
 @pytest.mark.parametrize("algo", ALGOS)
@@ -125,12 +157,12 @@ def test_honoured_policy_kwargs(algo, key):
     HONOURED[key](algo)
 
 
-@pytest.mark.parametrize("algo", ALGOS)
-@pytest.mark.parametrize("key", sorted(REFUSED))
-def test_refused_policy_kwargs(algo, key):
-    value, message = REFUSED[key]
-    with pytest.raises(ValueError, match=message):
-        build(algo, **{key: value})
+#: gSDE's keys without use_sde=True: refused (SB3 ignores full_std/use_expln there and asserts on squash_output)
+GSDE_ONLY = {
+    "full_std": (False, "has no effect in .* without gSDE: it only shapes gSDE's noise. Pass use_sde=True"),
+    "use_expln": (True, "has no effect in .* without gSDE: it only shapes gSDE's noise. Pass use_sde=True"),
+    "squash_output": (True, r"only available when using gSDE \(use_sde=True\)"),
+}
 
 
 @pytest.mark.parametrize("algo", ALGOS)
@@ -152,17 +184,29 @@ def test_fedsvrpgm_refuses_a_local_optimiser():
 
 
 @pytest.mark.parametrize("algo", ALGOS)
-def test_use_sde_names_the_alternative(algo):
-    for kwargs in (dict(use_sde=True), dict(sde_sample_freq=4)):
-        with pytest.raises(ValueError, match=r"use_sde=False; tune policy_kwargs=.*log_std_init.*or SB3's PPO/A2C"):
-            algo("MlpPolicy", "Pendulum-v1", n_steps=8, **kwargs)
+@pytest.mark.parametrize("key", sorted(GSDE_ONLY))
+def test_gsde_keys_are_refused_without_gsde(algo, key):
+    value, message = GSDE_ONLY[key]
+    with pytest.raises(ValueError, match=message):
+        build(algo, env="Pendulum-v1", **{key: value})
+
+
+@pytest.mark.parametrize("algo", ALGOS)
+def test_gsde_settings_are_checked(algo):
+    with pytest.raises(ValueError, match="sde_sample_freq=4 only applies with gSDE: pass use_sde=True"):
+        algo("MlpPolicy", "Pendulum-v1", n_steps=8, sde_sample_freq=4)
+    with pytest.raises(ValueError, match=r"gSDE.*can only be used with continuous actions"):  # SB3's test_sde_check
+        algo("MlpPolicy", "CartPole-v1", n_steps=8, use_sde=True)
+    # squash_output without gSDE is SB3's AssertionError too (test_sde.py::test_only_sde_squashed)
+    with pytest.raises(AssertionError, match=r"use_sde=True"):
+        algo("MlpPolicy", "Pendulum-v1", n_steps=8, policy_kwargs={"squash_output": True})
     # the false values SB3 configs carry are accepted
     assert not algo("MlpPolicy", "Pendulum-v1", n_steps=8, use_sde=False, policy_kwargs={"use_sde": False}).use_sde
 
 
 def test_load_cannot_switch_gsde_on(tmp_path):
-    build(FederatedPG).save(tmp_path / "m.zip")
-    with pytest.raises(ValueError, match="gSDE"):
+    build(FederatedPG, env="Pendulum-v1").save(tmp_path / "m.zip")
+    with pytest.raises(ValueError, match=r"use_sde=True cannot be set by load.*log_std has that distribution.s shape"):
         FederatedPG.load(tmp_path / "m.zip", use_sde=True)
     with pytest.raises(ValueError, match="squash_output"):
         FederatedPG.load(tmp_path / "m.zip", policy_kwargs={"squash_output": True})
