@@ -699,13 +699,23 @@ def default_fedppo_row() -> str:
     raise ValueError("no FederatedPPO row of METHODS runs the library's default correction")
 
 
+#: the seeds a row needs before a verdict uses it (all of them when the study has fewer): a sweep extended to more
+#: seeds is reported as it fills in, every row over the seeds it has
+MIN_SEEDS = 3
+
+
+def _ready(cell: dict[str, Any] | None) -> bool:
+    """:return: whether a row has enough seeds for a verdict (:data:`MIN_SEEDS`, or all of a smaller study's)"""
+    return bool(cell) and cell["complete"] >= min(MIN_SEEDS, cell["of"])
+
+
 def correction_verdict(cells: dict[str, Any], method: str) -> str | None:
     """
     :return: a corrected FederatedPPO row's final J against the uncorrected row's, beyond the seed spread or not
         (mean − std > mean + std: ``better``; the reverse: ``worse``; else ``level``); ``None`` while incomplete
     """
     a, b = cells.get(method), cells.get("fedppo")
-    if not a or not b or not a["complete"] or not b["complete"] or a["complete"] < a["of"] or b["complete"] < b["of"]:
+    if not _ready(a) or not _ready(b):
         return None
     if a["mean"] - a["std"] > b["mean"] + b["std"]:
         return "better"
@@ -740,7 +750,7 @@ def default_acceptance(cells: dict[str, Any]) -> dict[str, bool | None]:
     """The library's default FederatedPPO against the agent-aware central PPO (the issue's headline rival)."""
     inf = float("inf")
     fed, central = cells.get(default_fedppo_row()), cells.get("ppo_agent")
-    if not fed or not central or fed["complete"] < fed["of"] or central["complete"] < central["of"]:
+    if not _ready(fed) or not _ready(central):
         return {"steps_ok": None, "wall_ok": None}
     steps, wall = fed["steps_to_target"], fed["wall_to_target"]
     return {

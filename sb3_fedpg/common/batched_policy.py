@@ -407,6 +407,25 @@ CUMULATIVE_BN_REFUSAL = (
 )
 
 
+@contextmanager
+def _eval_mode(net: StackedNetwork) -> Iterator[None]:
+    """
+    Put a batched network's modules (its extractor and MLP layers) in eval mode inside the block, restoring each
+    module's own mode after it.
+
+    :param net: the batched network (an ``extractor`` and an ``mlp`` of ops)
+    """
+    modules = [net.extractor.module, *(op for op in net.mlp.ops if isinstance(op, nn.Module))]
+    modes = [module.training for module in modules]
+    for module in modules:
+        module.train(False)
+    try:
+        yield
+    finally:
+        for module, mode in zip(modules, modes, strict=True):
+            module.train(mode)
+
+
 class StackedExtractor:
     """
     An SB3 features extractor evaluated on stacked per-agent parameters: ``torch.func.functional_call`` of the
@@ -704,15 +723,8 @@ class BatchedActor:
         for rollouts and ``predict``; the updates run in train mode (dropout on, batch statistics), as in SB3's
         ``train``.
         """
-        modules = [self.net.extractor.module, *(op for op in self.net.mlp.ops if isinstance(op, nn.Module))]
-        modes = [module.training for module in modules]
-        for module in modules:
-            module.train(False)
-        try:
+        with _eval_mode(self.net):
             yield
-        finally:
-            for module, mode in zip(modules, modes, strict=True):
-                module.train(mode)
 
     def _padded_logits(self, out: th.Tensor) -> th.Tensor:
         # (..., sum(nvec)) -> (..., dims, max_n)
@@ -988,15 +1000,8 @@ class StackedCritics(nn.Module):
     @contextmanager
     def evaluation(self) -> Iterator[None]:
         """Run the critics in eval mode inside the block (dropout off, batch norm on each agent's running statistics)."""
-        modules = [self._net.extractor.module, *(op for op in self._net.mlp.ops if isinstance(op, nn.Module))]
-        modes = [module.training for module in modules]
-        for module in modules:
-            module.train(False)
-        try:
+        with _eval_mode(self._net):
             yield
-        finally:
-            for module, mode in zip(modules, modes, strict=True):
-                module.train(mode)
 
     def values(self, obs: th.Tensor, params: th.Tensor) -> th.Tensor:
         """
