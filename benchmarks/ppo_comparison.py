@@ -290,7 +290,13 @@ def _constructor_defaults(algo_class: type) -> dict[str, Any]:
 
 #: FedSVRPG-M's SGD step size per family: the best of ``svrpgm_tuning.GRID`` on the tuning seed
 #: (``benchmarks/svrpgm_tuning.py`` → ``results/svrpgm_tuning.md``; a test checks this table against it)
-SVRPGM_LEARNING_RATES: dict[str, float] = {}
+SVRPGM_LEARNING_RATES: dict[str, float] = {
+    "cartpole": 0.3,
+    "cartpole_length": 0.1,
+    "pointmass": 0.01,
+    "arm": 0.003,
+    "lqr": 0.01,
+}
 #: FederatedPG's keys FedSVRPG-M takes over on a family (its batches, discount, critic and network), not its optimiser
 _SVRPGM_SHARED_KEYS = (
     "estimator",
