@@ -11,7 +11,7 @@ an estimator needs from the rollout and how its weights are reduced over time.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 import torch as th
@@ -19,7 +19,20 @@ import torch as th
 from sb3_fedpg.common.batch import RolloutBatch
 from sb3_fedpg.common.hyperparams import BASELINES, ESTIMATORS
 
-__all__ = ["BASELINES", "ESTIMATORS", "GAE", "GPOMDP", "Estimator", "Reinforce", "make_estimator"]
+if TYPE_CHECKING:
+    from sb3_fedpg.common.batched_policy import StackedCritics
+
+__all__ = [
+    "BASELINES",
+    "ESTIMATORS",
+    "GAE",
+    "GPOMDP",
+    "Estimator",
+    "Reinforce",
+    "bootstrap_truncations",
+    "critic_advantages",
+    "make_estimator",
+]
 
 
 def alive_mask(dones: th.Tensor) -> th.Tensor:
@@ -224,3 +237,59 @@ def make_estimator(name: str, gamma: float, gae_lambda: float = 0.95, baseline: 
     if name == "reinforce":
         return Reinforce(gamma, baseline)
     raise ValueError(f"unknown estimator {name!r}: choose one of {ESTIMATORS}.")
+
+
+def bootstrap_truncations(batch: RolloutBatch, critics: StackedCritics, gamma: float) -> None:
+    """
+    Time-limit truncations are not terminal: add ``γ·V_i(final obs)`` to the last reward, as SB3 does,
+    with the owning agent's own critic. Applied once (the batch then records no truncations).
+
+    :param batch: the batch (its rewards are changed in place)
+    :param critics: the agents' critics
+    :param gamma: discount factor
+    """
+    if not batch.truncations:
+        return
+    n, m = batch.n_agents, batch.n_envs
+    assert batch.terminal_obs is not None
+    with th.no_grad(), critics.evaluation():  # SB3 bootstraps in the rollout (eval mode)
+        # Every critic sees every terminal obs (one batched call); keep the owner's value.
+        values = critics(batch.terminal_obs.unsqueeze(0).expand(n, -1, -1))
+    for j, (step, env_idx) in enumerate(batch.truncations):
+        agent = env_idx // m
+        batch.rewards[agent, step, env_idx % m] += gamma * values[agent, j]
+    batch.truncations = ()
+
+
+def critic_advantages(
+    batch: RolloutBatch, critics: StackedCritics, estimator: Estimator, train_values: th.Tensor | None = None
+) -> tuple[th.Tensor, EstimatorWeights]:
+    """
+    A batch's values and advantages as SB3 computes them in its rollout: time-limit truncations bootstrapped
+    (:func:`bootstrap_truncations`), each agent's own critic's values of the observations and of the last
+    observations in eval mode, then the estimator's weights (GAE). Computed once per batch and kept in it
+    (``batch.values``, ``batch.advantages``): the local solver and the model's ``rollout_buffer`` read the same
+    numbers, whichever asks first.
+
+    :param batch: the batch (its rewards are bootstrapped in place, once)
+    :param critics: the agents' critics
+    :param estimator: a critic estimator (``uses_critic``: GAE)
+    :param train_values: values of ``batch.obs`` from a train-mode pass the caller already ran (the value loss's):
+        the rollout's values when the critics do not depend on the mode (no dropout or batch norm), so no second pass
+    :return: the values ``(N, K, M)`` and the estimator's weights (not normalised)
+    """
+    if batch.values is None or batch.advantages is None:
+        n, k_steps, m = batch.n_agents, batch.n_steps, batch.n_envs
+        assert batch.last_obs is not None, "a critic estimator needs the batch's last observations"
+        bootstrap_truncations(batch, critics, estimator.gamma)
+        with th.no_grad(), critics.evaluation():  # as SB3 computes them in the rollout (eval mode)
+            if train_values is not None and not critics.mode_dependent:
+                values = train_values.detach().view(n, k_steps, m)
+            else:
+                values = critics(batch.obs).view(n, k_steps, m)
+            last_values = critics(batch.last_obs)
+            weights = estimator.weights(batch, values, last_values)
+        batch.values, batch.advantages = values, weights.weights
+        return values, weights
+    # the batch's weights from the kept advantages (a critic estimator: GAE, every sample valid, mean over samples)
+    return batch.values, EstimatorWeights(batch.advantages, th.ones_like(batch.advantages), "mean")

@@ -26,16 +26,19 @@ from typing import Any, ClassVar, TypeVar, cast
 import numpy as np
 import torch as th
 from gymnasium import spaces
+from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.distributions import StateDependentNoiseDistribution
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback
 from stable_baselines3.common.utils import FloatSchedule, check_for_correct_spaces, is_vectorized_observation, safe_mean
+from stable_baselines3.common.vec_env import VecEnv
 
 from sb3_fedpg.common import fedmath
 from sb3_fedpg.common.batch import RolloutBatch
 from sb3_fedpg.common.batched_policy import ACTION_SPACES, GSDE_BOX_ONLY, BatchedActor, StackedCritics
 from sb3_fedpg.common.callbacks import fire_round_end
+from sb3_fedpg.common.estimators import Estimator, critic_advantages
 from sb3_fedpg.common.federated_vec_env import (
     ObservationBoundsWarning,
     check_observations,
@@ -47,6 +50,7 @@ from sb3_fedpg.common.hyperparams import check_gsde_settings
 from sb3_fedpg.common.observations import VecObs, stack_observations
 from sb3_fedpg.common.persistence import FederatedPersistenceMixin
 from sb3_fedpg.common.policies import NO_GLOBAL_CRITIC, FederatedPolicyBase
+from sb3_fedpg.common.rollout_buffer import check_buffer_class, fill_rollout_buffer, make_rollout_buffer
 from sb3_fedpg.common.torch_optimizer import check_optimizer, requested_optimizer
 
 SelfFederatedAlgorithm = TypeVar("SelfFederatedAlgorithm", bound="FederatedAlgorithm")
@@ -222,7 +226,8 @@ class FederatedAlgorithm(FederatedPersistenceMixin):
         of :attr:`hyperparams_class`, among them ``n_agents``, ``learning_rate``, ``participation``,
         ``n_envs_per_agent``, ``aggregator``, ``aggregator_kwargs``) and ``env_kwargs``, ``stats_window_size``,
         ``tensorboard_log``, ``policy_kwargs``, ``verbose``, ``seed``, ``device``, ``use_sde``, ``sde_sample_freq``
-        (gSDE, :meth:`collect_batch`) and ``attack``
+        (gSDE, :meth:`collect_batch`), ``attack`` and ``rollout_buffer_class``, ``rollout_buffer_kwargs``
+        (:attr:`rollout_buffer`)
     :param supported_action_spaces: The action spaces supported by the algorithm
     """
 
@@ -267,6 +272,7 @@ class FederatedAlgorithm(FederatedPersistenceMixin):
         use_sde, sde_sample_freq = settings["use_sde"], settings["sde_sample_freq"]
         policy_kwargs = settings["policy_kwargs"]
         check_gsde_settings(use_sde, sde_sample_freq)
+        check_buffer_class(settings.get("rollout_buffer_class"))
         check_policy_kwargs(policy_kwargs, type(self).__name__, self.optimizer_refusal, use_sde)
         if isinstance(env, str):
             env = make_federated_vec_env(env, n_agents, n_envs_per_agent, env_kwargs=env_kwargs, seed=seed)
@@ -299,6 +305,9 @@ class FederatedAlgorithm(FederatedPersistenceMixin):
         self.participation = float(hyperparams["participation"])
         self.aggregator = aggregate
         self.attack = settings["attack"]
+        #: SB3's rollout buffer class and its extra keyword arguments (:attr:`rollout_buffer`)
+        self.rollout_buffer_class: type[RolloutBuffer] | None = settings.get("rollout_buffer_class")
+        self.rollout_buffer_kwargs: dict[str, Any] = settings.get("rollout_buffer_kwargs") or {}
         self._n_rounds = 0
         #: This model's run: saved with it and kept by load/load_checkpoint, so that checkpoint files say which run
         #: wrote them (:class:`~sb3_fedpg.common.callbacks.RoundCheckpointCallback` writes and prunes only its own).
@@ -421,6 +430,9 @@ class FederatedAlgorithm(FederatedPersistenceMixin):
     def _setup_federated_buffers(self) -> None:
         assert self.n_agents is not None, "n_agents is unknown: pass it or a federated env"
         self._agent_ep_buffers: list[deque] = [deque(maxlen=self._stats_window_size) for _ in range(self.n_agents)]
+        # SB3's rollout buffer, built as SB3 builds it (its errors for a wrong class or keyword), filled on first read
+        self._rollout_buffer = self._make_rollout_buffer(self.n_steps, self.n_agents * self.n_envs_per_agent)
+        self._pending_rollout: RolloutBatch | None = None
         # The NumPy path only casts to float32: it is taken where that is all SB3's preprocessing does.
         self._numpy_rollout = self.device.type == "cpu" and self._actor.layout.is_float_passthrough and self._actor.numpy_ready
 
@@ -515,6 +527,7 @@ class FederatedAlgorithm(FederatedPersistenceMixin):
         """Reset the env (new episodes for every sub-environment) and forget the episode statistics."""
         assert self.env is not None and self.ep_info_buffer is not None and self.ep_success_buffer is not None
         self._last_obs = cast(VecObs, self.env.reset())  # arrays or dicts of arrays (no Tuple spaces)
+        self._last_episode_starts = np.ones(self.env.num_envs, dtype=bool)
         self.ep_info_buffer.clear()
         self.ep_success_buffer.clear()
 
@@ -593,7 +606,13 @@ class FederatedAlgorithm(FederatedPersistenceMixin):
         return self._flat_obs(obs).view(self.n_agents, self.n_envs_per_agent, -1)
 
     def collect_batch(
-        self, params: th.Tensor, callback: BaseCallback, reset: bool = False, keep_truncations: bool = False
+        self,
+        params: th.Tensor,
+        callback: BaseCallback,
+        reset: bool = False,
+        keep_truncations: bool = False,
+        n_steps: int | None = None,
+        before_rollout_end: Callable[[RolloutBatch], None] | None = None,
     ) -> RolloutBatch:
         """
         Step all agents' envs for ``n_steps`` under their current local parameters.
@@ -602,21 +621,29 @@ class FederatedAlgorithm(FederatedPersistenceMixin):
         its agent's ``log_std`` row at the start of the rollout and again every ``sde_sample_freq`` steps when that is
         ``> 0`` (SB3's ``reset_noise(n_envs)`` in ``collect_rollouts``; :meth:`reset_exploration`).
 
+        The batch becomes the one :attr:`rollout_buffer` shows before the callbacks' ``on_rollout_end``.
+
         :param params: stacked actor parameters ``(n_agents, n_params)``
         :param callback: SB3 callback, called at every env step (``on_rollout_start``, ``on_step``, ...)
         :param reset: start from the initial distribution (reset every env first)
         :param keep_truncations: record the final observations of time-limit truncations (for bootstrapping)
+        :param n_steps: steps per sub-environment (``None``: the model's ``n_steps``)
+        :param before_rollout_end: called with the batch just before ``on_rollout_end``
         :return: the batch
         :raises StopTrainingInRound: when a callback returns ``False``
         """
         assert self.env is not None and self.n_agents is not None
-        n, m, k_steps = self.n_agents, self.n_envs_per_agent, self.n_steps
+        n, m, k_steps = self.n_agents, self.n_envs_per_agent, self.n_steps if n_steps is None else n_steps
         action_shape = self.action_space.shape
         assert action_shape is not None  # every supported action space (ACTION_SPACES) has one
         if reset:
             self._last_obs = cast(VecObs, self.env.reset())  # arrays or dicts of arrays (no Tuple spaces)
+            self._last_episode_starts = np.ones(n * m, dtype=bool)
         assert self._last_obs is not None  # the env was reset (by learn's setup, start_fresh_episodes or above)
+        starts = getattr(self, "_last_episode_starts", None)  # SB3's, set by _setup_learn and at every step
+        first_starts = np.ones(n * m, dtype=bool) if starts is None or len(starts) != n * m else np.array(starts, dtype=bool)
         obs_list, act_list, rew_list, done_list = [], [], [], []
+        env_obs: list[VecObs] = []  # what SB3's buffer stores (VecEnvs give new arrays every step: kept, not copied)
         truncated_obs: list[tuple[int, int, np.ndarray]] = []
         params_np = params.detach().cpu().numpy() if self._numpy_rollout else None
         agent_ids = np.repeat(np.arange(n), m)
@@ -646,6 +673,7 @@ class FederatedAlgorithm(FederatedPersistenceMixin):
                     env_actions = np.clip(env_actions, self.action_space.low, self.action_space.high)
             elif isinstance(self.action_space, spaces.MultiBinary):
                 env_actions = env_actions.astype(self.action_space.dtype)  # sampled as floats, like SB3's Bernoulli
+            env_obs.append(self._last_obs)
             new_obs, rewards, dones, infos = self.env.step(env_actions)
             # Convert-then-check whatever env (or wrapper) produced them, naming the agents at fault.
             check_rewards(rewards, n * m, agent_ids)
@@ -670,7 +698,7 @@ class FederatedAlgorithm(FederatedPersistenceMixin):
             rew_list.append(rewards)
             done_list.append(dones)
             self._last_obs = cast(VecObs, new_obs)
-        callback.on_rollout_end()
+            self._last_episode_starts = dones
 
         def stack_steps(x: list[np.ndarray]) -> th.Tensor:
             # (K, N*M) -> (N, K, M)
@@ -687,12 +715,149 @@ class FederatedAlgorithm(FederatedPersistenceMixin):
             rewards=stack_steps(rew_list),
             dones=stack_steps(done_list),
             last_obs=self._obs_to_tensor(self._last_obs),
+            env_obs=env_obs,
+            episode_starts=first_starts,
+            behaviour_params=params.detach().clone(),  # a local step may move its tensor in place
         )
         if truncated_obs:
             steps, envs, terminal = zip(*truncated_obs, strict=True)
             batch.truncations = tuple(zip(steps, envs, strict=True))
             batch.terminal_obs = self._flat_obs(stack_observations(list(terminal)))
+        self._pending_rollout = batch  # model.rollout_buffer is written from it when first read
+        if self._actor.has_buffers:
+            # with running statistics (batch norm) the behaviour log-probabilities are the rollout's only now: the
+            # updates move the agents' statistics next
+            batch.log_probs = self._behaviour_log_probs(batch)
+        if before_rollout_end is not None:
+            before_rollout_end(batch)
+        callback.on_rollout_end()
         return batch
+
+    # ---------------------------------------------------------------- SB3's rollout buffer
+    def rollout_estimator(self) -> Estimator:
+        """:return: the estimator whose weights (before normalisation) are the advantages this algorithm trains on"""
+        raise NotImplementedError
+
+    def _make_rollout_buffer(self, n_steps: int, n_envs: int) -> RolloutBuffer:
+        return make_rollout_buffer(
+            getattr(self, "rollout_buffer_class", None),  # a model saved before they existed: SB3's defaults
+            getattr(self, "rollout_buffer_kwargs", None),
+            n_steps,
+            self.observation_space,
+            self.action_space,
+            self.device,
+            self.gamma,
+            self.gae_lambda,
+            n_envs,
+        )
+
+    @property
+    def rollout_buffer(self) -> RolloutBuffer:
+        """
+        SB3's ``RolloutBuffer`` (``DictRolloutBuffer`` for ``Dict`` observations, or ``rollout_buffer_class``) holding
+        the last rollout, as SB3's callbacks read it in ``_on_rollout_end``: ``buffer_size = n_steps``,
+        ``n_envs = N·M`` (every agent's sub-environments, agent-major as the federated ``VecEnv``), the observations as
+        the env gave them, the actions as sampled (before clipping), the rewards (time-limit truncations bootstrapped
+        with the agent's critic, as SB3 does), ``episode_starts``, ``log_probs`` under the parameters that collected
+        them (the agent's local parameters in a local step), ``values`` from **each agent's own local critic**
+        ``V_i`` (there is no global critic), the advantages the algorithm trains on before any normalisation (GAE with
+        ``V_i``; with ``gpomdp``/``reinforce`` their weights, and ``values`` are 0) and ``returns = advantages + values``.
+
+        A round of FederatedPG or FederatedSVRPGM collects several batches, each between its own ``on_rollout_start``
+        and ``on_rollout_end``: the buffer holds each in turn (in ``_on_rollout_end``, the batch just collected, which
+        the agents are about to train on). It is written when first read after a rollout (a model whose buffer is
+        never read pays nothing); its values and advantages are then kept with the batch, so the solver trains on
+        exactly these numbers. Before the first rollout it is empty, as SB3's.
+        """
+        batch = self._pending_rollout
+        if batch is not None:
+            self._pending_rollout = None
+            buffer = self._rollout_buffer
+            if buffer.buffer_size != batch.n_steps or buffer.n_envs != batch.n_agents * batch.n_envs:
+                buffer = self._rollout_buffer = self._make_rollout_buffer(batch.n_steps, batch.n_agents * batch.n_envs)
+            self._fill_rollout_buffer(buffer, batch)
+        return self._rollout_buffer
+
+    def _behaviour_log_probs(self, batch: RolloutBatch) -> th.Tensor:
+        """:return: ``log π(a|s)`` of the batch's actions under the parameters that collected it, ``(N, K·M)``"""
+        assert batch.behaviour_params is not None
+        with th.no_grad(), self._actor.evaluation(), self._actor.frozen_buffers():  # as in the rollout (eval mode)
+            return self._actor.distribution(batch.behaviour_params, batch.obs).log_prob(batch.actions)
+
+    def _fill_rollout_buffer(self, buffer: RolloutBuffer, batch: RolloutBatch) -> None:
+        """
+        Write ``batch`` into SB3's ``buffer``: the values and advantages the algorithm trains on (computed now and kept
+        in the batch if its solver has not yet), the behaviour log-probabilities (a solver's, or computed now).
+
+        :param buffer: the buffer
+        :param batch: a batch from :meth:`collect_batch`
+        """
+        estimator = self.rollout_estimator()
+        if estimator.uses_critic:
+            values, weights = critic_advantages(batch, self.critics, estimator)
+            advantages = weights.weights
+        else:  # no critic: the estimator's weights (rewards-to-go), no values
+            advantages = estimator.weights(batch).weights
+            values = th.zeros_like(advantages)
+        log_probs = batch.log_probs if batch.log_probs is not None else self._behaviour_log_probs(batch)
+        fill_rollout_buffer(buffer, batch, values, advantages, log_probs)
+
+    def collect_rollouts(
+        self, env: VecEnv, callback: BaseCallback, rollout_buffer: RolloutBuffer, n_rollout_steps: int
+    ) -> bool:
+        """
+        SB3's ``collect_rollouts``: one rollout of ``n_rollout_steps`` steps of every sub-environment under the current
+        **global** policy (every agent at ``θ̄``, eval mode) into ``rollout_buffer``, filled as :attr:`rollout_buffer`
+        is (each agent's own critic's values and the algorithm's advantages) before the callbacks' ``on_rollout_end``.
+        Nothing is trained (no round, no critic update; batch norm's running statistics are not moved);
+        ``num_timesteps`` counts the steps, as in SB3. The rollouts of :meth:`learn` are the rounds' own.
+
+        :param env: the model's env (``model.get_env()``; the agents and their episodes live in it)
+        :param callback: SB3 callback (``on_rollout_start``, ``on_step``, ``on_rollout_end``)
+        :param rollout_buffer: a ``RolloutBuffer`` of ``buffer_size = n_rollout_steps`` and ``n_envs = N·M``
+        :param n_rollout_steps: steps per sub-environment
+        :return: ``False`` when a callback stopped the rollout (SB3's answer), else ``True``
+        :raises ValueError: for another env than the model's, or a buffer of another size
+        """
+        assert self.n_agents is not None
+        if env is not self.env:
+            raise ValueError(
+                "collect_rollouts runs on the model's own env (model.get_env()): its agents' episodes and last "
+                "observations live there. Call model.set_env(env) first to collect from another env."
+            )
+        if self._last_obs is None:
+            raise ValueError("no last observation: call model._setup_learn(...) (or learn) before collect_rollouts.")
+        n_envs = self.n_agents * self.n_envs_per_agent
+        if rollout_buffer.buffer_size != n_rollout_steps or rollout_buffer.n_envs != n_envs:
+            raise ValueError(
+                f"the rollout buffer holds {rollout_buffer.buffer_size} steps of {rollout_buffer.n_envs} envs; this "
+                f"rollout is {n_rollout_steps} steps of {n_envs} envs ({self.n_agents} agents x "
+                f"{self.n_envs_per_agent} each)."
+            )
+        estimator = self.rollout_estimator()
+        stacked = fedmath.broadcast_to_agents(self._actor.get_vector().to(self.device), self.n_agents)
+        callback = self._round_callback(callback)
+        self.policy.set_training_mode(False)
+        previous = self._pending_rollout
+
+        def fill(batch: RolloutBatch) -> None:
+            self._fill_rollout_buffer(rollout_buffer, batch)
+            # the model's own buffer: written now; another: the model's stays as it was, as in SB3
+            self._pending_rollout = None if rollout_buffer is self._rollout_buffer else previous
+
+        try:
+            with self._actor.evaluation():
+                self.collect_batch(
+                    stacked,
+                    callback,
+                    reset=estimator.starts_from_reset,
+                    keep_truncations=estimator.uses_critic,
+                    n_steps=n_rollout_steps,
+                    before_rollout_end=fill,
+                )
+        except StopTrainingInRound:
+            return False
+        return True
 
     # ---------------------------------------------------------------- learn
     def train(self, callback: BaseCallback | None = None) -> None:
@@ -851,8 +1016,10 @@ class FederatedAlgorithm(FederatedPersistenceMixin):
         return None if self.advantage_ratio is None else th.tensor(self.advantage_ratio, device=self.device)
 
     def _excluded_save_params(self) -> list[str]:
-        # a save from a step callback happens mid-round: the flag must not travel into the file
-        return [*super()._excluded_save_params(), "_round_in_flight", "_warned_obs_bounds"]
+        # a save from a step callback happens mid-round: the flag must not travel into the file; the rollout buffer is
+        # rebuilt empty at load, as SB3's
+        excluded = ["_round_in_flight", "_warned_obs_bounds", "_rollout_buffer", "_pending_rollout"]
+        return [*super()._excluded_save_params(), *excluded]
 
     #: set once the model warned about observations far outside their Box (one warning per model)
     _warned_obs_bounds: bool = False

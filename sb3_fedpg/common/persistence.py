@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
 import numpy as np
 import torch as th
 from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.buffers import DictRolloutBuffer, RolloutBuffer
 from stable_baselines3.common.type_aliases import GymEnv
 
 from sb3_fedpg.common.files import atomic_write, make_folder, read_zip_json
@@ -437,6 +438,15 @@ class FederatedPersistenceMixin(BaseAlgorithm):
                 "attack",
                 f"is {attack!r} (a simulated adversary: code and a random stream)",
                 "Set model.attack = None before saving.",
+            )
+        buffer_class = getattr(self, "rollout_buffer_class", None)
+        # SB3's own classes take no keyword arguments beyond those the model sets: nothing to write for them
+        if buffer_class not in (None, RolloutBuffer, DictRolloutBuffer) or getattr(self, "rollout_buffer_kwargs", None):
+            raise refuse(
+                "rollout_buffer_class",
+                f"is {buffer_class!r} with rollout_buffer_kwargs={getattr(self, 'rollout_buffer_kwargs', None)!r} (code)",
+                "Set model.rollout_buffer_class = None and model.rollout_buffer_kwargs = {} before saving (they do not "
+                "change training).",
             )
         aliases = {policy_class: alias for alias, policy_class in self.policy_aliases.items()}
         if self.policy_class not in aliases:

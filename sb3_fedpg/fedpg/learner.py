@@ -19,35 +19,13 @@ import torch as th
 from sb3_fedpg.common import fedmath
 from sb3_fedpg.common.batch import RolloutBatch
 from sb3_fedpg.common.batched_policy import BatchedActor, StackedCritics
-from sb3_fedpg.common.estimators import Estimator, EstimatorWeights
+from sb3_fedpg.common.estimators import Estimator, EstimatorWeights, critic_advantages
 from sb3_fedpg.common.hyperparams import advantage_normalization
 from sb3_fedpg.common.torch_optimizer import AgentOptimizer, StackedParameterOptimizer
 from sb3_fedpg.fedpg.local_optim import LocalOptimizer, TorchLocalOptimizer
 
 #: ``sample(stacked_params, step) -> batch``: fresh on-policy data for every agent under its own parameters.
 BatchSampler = Callable[[th.Tensor, int], RolloutBatch]
-
-
-def bootstrap_truncations(batch: RolloutBatch, critics: StackedCritics, gamma: float) -> None:
-    """
-    Time-limit truncations are not terminal: add ``γ·V_i(final obs)`` to the last reward, as SB3 does,
-    with the owning agent's own critic. Applied once (the batch then records no truncations).
-
-    :param batch: the batch (its rewards are changed in place)
-    :param critics: the agents' critics
-    :param gamma: discount factor
-    """
-    if not batch.truncations:
-        return
-    n, m = batch.n_agents, batch.n_envs
-    assert batch.terminal_obs is not None
-    with th.no_grad(), critics.evaluation():  # SB3 bootstraps in the rollout (eval mode)
-        # Every critic sees every terminal obs (one batched call); keep the owner's value.
-        values = critics(batch.terminal_obs.unsqueeze(0).expand(n, -1, -1))
-    for j, (step, env_idx) in enumerate(batch.truncations):
-        agent = env_idx // m
-        batch.rewards[agent, step, env_idx % m] += gamma * values[agent, j]
-    batch.truncations = ()
 
 
 class CorrectionStatistics(th.nn.Module):
@@ -371,16 +349,12 @@ class PolicyGradientLearner:
 
     def _critic_weights(self, batch: RolloutBatch) -> EstimatorWeights:
         n, k_steps, m = batch.n_agents, batch.n_steps, batch.n_envs
-        bootstrap_truncations(batch, self.critics, self.estimator.gamma)
+        if self.critics.mode_dependent:
+            # the advantages' values come from an eval-mode pass before the train-mode one moves batch norm's running
+            # statistics, as SB3 computes them in its rollout (and whether model.rollout_buffer was read changes nothing)
+            critic_advantages(batch, self.critics, self.estimator)
         values = self.critics(batch.obs).view(n, k_steps, m)  # train mode: the value loss's pass
-        with th.no_grad():
-            assert batch.last_obs is not None, "a critic estimator needs the batch's last observations"
-            rollout_values = values.detach()
-            with self.critics.evaluation():  # the advantages' values, as SB3 computes them in the rollout (eval mode)
-                if self.critics.mode_dependent:
-                    rollout_values = self.critics(batch.obs).view(n, k_steps, m)
-                last_values = self.critics(batch.last_obs)
-            weights = self.estimator.weights(batch, rollout_values, last_values)
+        rollout_values, weights = critic_advantages(batch, self.critics, self.estimator, train_values=values)
         returns = weights.weights + rollout_values
         value_loss = 0.5 * (returns - values).pow(2).mean(dim=(1, 2))
         self.critic_optimizer.zero_grad()

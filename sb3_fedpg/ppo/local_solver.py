@@ -31,9 +31,9 @@ import torch as th
 from sb3_fedpg.common import fedmath
 from sb3_fedpg.common.batch import RolloutBatch
 from sb3_fedpg.common.batched_policy import BatchedActor, StackedCritics
-from sb3_fedpg.common.estimators import gae_advantages
+from sb3_fedpg.common.estimators import GAE, critic_advantages
 from sb3_fedpg.common.torch_optimizer import AgentOptimizer
-from sb3_fedpg.fedpg.learner import CorrectionStatistics, RoundStats, bootstrap_truncations
+from sb3_fedpg.fedpg.learner import CorrectionStatistics, RoundStats
 
 #: The per-minibatch statistics, averaged over the round.
 STEP_STATS = ("train/policy_gradient_loss", "train/value_loss", "train/entropy_loss", "train/approx_kl", "train/clip_fraction")
@@ -288,17 +288,17 @@ class PPOEpochs:
         stacked = global_params.unsqueeze(0).repeat(n_agents, 1)
         batch: RolloutBatch = self.sample(stacked)
         n, k_steps, m = batch.n_agents, batch.n_steps, batch.n_envs
-        bootstrap_truncations(batch, self.critics, s.gamma)
-        with th.no_grad(), self.critics.evaluation():  # the rollout's values (eval mode), as SB3 computes them
-            values = self.critics(batch.obs).view(n, k_steps, m)
-            last_values = self.critics(batch.last_obs)
+        # the rollout's values (eval mode) and GAE advantages, as SB3 computes them (kept in the batch: the model's
+        # rollout_buffer reads the same)
+        values, gae = critic_advantages(batch, self.critics, GAE(s.gamma, s.gae_lambda))
+        advantages = gae.weights
         with th.no_grad():
-            advantages = gae_advantages(batch.rewards, values, batch.dones, last_values, s.gamma, s.gae_lambda)
             if self.hand_written:
                 old_log_prob, _, cache = self.actor.evaluate(stacked, batch.obs, batch.actions)
             else:
                 with self.actor.evaluation():  # the behaviour policy: the rollout's (eval mode), as SB3 stores it
                     old_log_prob = self.actor.distribution(stacked, batch.obs).log_prob(batch.actions)
+        batch.log_probs = old_log_prob
         returns = advantages + values
         self._data = {
             "obs": batch.obs,

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar
 
 import torch as th
+from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
@@ -14,6 +15,7 @@ from stable_baselines3.common.utils import FloatSchedule
 
 from sb3_fedpg.common.batch import RolloutBatch
 from sb3_fedpg.common.batched_policy import BatchedActor, StackedCritics
+from sb3_fedpg.common.estimators import GAE, Estimator
 from sb3_fedpg.common.federated_algorithm import FederatedAlgorithm, FederatedDifferenceWarning
 from sb3_fedpg.common.hyperparams import (
     FedPPOHyperparams,
@@ -94,6 +96,10 @@ class FederatedPPO(FederatedAlgorithm):
     :param n_envs_per_agent: Sub-environments per agent (``M``) when ``env`` is an env id (1, as SB3 builds one env
         from an env id; more envs per agent give larger, less noisy batches per round)
     :param env_kwargs: Keyword arguments for the env when ``env`` is an env id
+    :param rollout_buffer_class: SB3's rollout buffer class of :attr:`rollout_buffer` (``None``: ``RolloutBuffer``,
+        ``DictRolloutBuffer`` for ``Dict`` observations, as SB3 chooses); a subclass of ``RolloutBuffer`` is filled
+        through its ``add()``; it does not change training (the rounds train on their own batches)
+    :param rollout_buffer_kwargs: Keyword arguments of ``rollout_buffer_class`` (besides those the model sets)
     :param stats_window_size: Window size for the rollout logging, specifying the number of episodes to average
     :param tensorboard_log: the log location for tensorboard (if None, no logging)
     :param policy_kwargs: additional arguments to be passed to the policy on creation. ``optimizer_class`` (any torch
@@ -157,6 +163,8 @@ class FederatedPPO(FederatedAlgorithm):
         sde_sample_freq: int = -1,
         n_envs_per_agent: int = 1,
         env_kwargs: dict[str, Any] | None = None,
+        rollout_buffer_class: type[RolloutBuffer] | None = None,
+        rollout_buffer_kwargs: dict[str, Any] | None = None,
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
         policy_kwargs: dict[str, Any] | None = None,
@@ -273,6 +281,10 @@ class FederatedPPO(FederatedAlgorithm):
     def steps_per_round(self) -> int:
         """Env steps of one round: one rollout of ``n_steps`` per sub-environment."""
         return self.n_envs * self.n_steps
+
+    def rollout_estimator(self) -> Estimator:
+        """:return: GAE with each agent's critic, as the PPO epochs compute the advantages (:attr:`rollout_buffer`)"""
+        return GAE(self.gamma, self.gae_lambda)
 
     def sample_batch(self, params: th.Tensor, callback: BaseCallback) -> RolloutBatch:
         """

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar
 
 import torch as th
+from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
@@ -13,7 +14,7 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedul
 from sb3_fedpg.common import fedmath
 from sb3_fedpg.common.batch import RolloutBatch
 from sb3_fedpg.common.batched_policy import BatchedActor, StackedCritics
-from sb3_fedpg.common.estimators import make_estimator
+from sb3_fedpg.common.estimators import Estimator, make_estimator
 from sb3_fedpg.common.federated_algorithm import FederatedAlgorithm
 from sb3_fedpg.common.hyperparams import FedSVRPGMHyperparams
 from sb3_fedpg.fedpg.learner import PolicyGradientLearner
@@ -97,6 +98,10 @@ class FederatedSVRPGM(FederatedAlgorithm):
     :param n_envs_per_agent: Sub-environments per agent (``M``) when ``env`` is an env id (1, as SB3 builds one env
         from an env id; more envs per agent give larger, less noisy batches per round)
     :param env_kwargs: Keyword arguments for the env when ``env`` is an env id (e.g. ``heterogeneity``)
+    :param rollout_buffer_class: SB3's rollout buffer class of :attr:`rollout_buffer` (``None``: ``RolloutBuffer``,
+        ``DictRolloutBuffer`` for ``Dict`` observations, as SB3 chooses); a subclass of ``RolloutBuffer`` is filled
+        through its ``add()``; it does not change training (the rounds train on their own batches)
+    :param rollout_buffer_kwargs: Keyword arguments of ``rollout_buffer_class`` (besides those the model sets)
     :param stats_window_size: Window size for the rollout logging, specifying the number of episodes to average
     :param tensorboard_log: the log location for tensorboard (if None, no logging)
     :param policy_kwargs: additional arguments to be passed to the policy on creation (``optimizer_class`` /
@@ -159,6 +164,8 @@ class FederatedSVRPGM(FederatedAlgorithm):
         sde_sample_freq: int = -1,
         n_envs_per_agent: int = 1,
         env_kwargs: dict[str, Any] | None = None,
+        rollout_buffer_class: type[RolloutBuffer] | None = None,
+        rollout_buffer_kwargs: dict[str, Any] | None = None,
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
         policy_kwargs: dict[str, Any] | None = None,
@@ -221,6 +228,10 @@ class FederatedSVRPGM(FederatedAlgorithm):
     def steps_per_round(self) -> int:
         """Env steps of one round: ``H`` batches (the first round's anchor batch is its first local step's)."""
         return self.n_envs * self.n_steps * self.local_steps
+
+    def rollout_estimator(self) -> Estimator:
+        """:return: the local gradient estimator (its weights are the advantages of :attr:`rollout_buffer`)"""
+        return self.learner.estimator
 
     def sample_batch(self, params: th.Tensor, callback: BaseCallback) -> RolloutBatch:
         """
