@@ -273,9 +273,9 @@ def verdict(cell: dict[str, Any], reference: dict[str, Any]) -> dict[str, Any]:
     outcomes = {overlap, passes}
     overlap_verdict = "behind" if "worse" in outcomes else "ahead" if "better" in outcomes else "level"
     return {
-        "rewards": rewards,
+        "rewards_vs_sb3": rewards,
         "mann_whitney_p": rewards_p,
-        "pass_rate": passes,
+        "passes_vs_sb3": passes,
         "fisher_p": passes_p,
         "verdict": overall,
         "overlap": overlap,
@@ -347,8 +347,8 @@ def _verdict(cell: dict[str, Any], tests: bool = True) -> str:
     """:return: the verdict (bold when behind), with the tests that reject unless ``tests=False``"""
     if cell["verdict"] == "level" or not tests:
         return f"**{cell['verdict']}**" if cell["verdict"] == "behind" else cell["verdict"]
-    rejecting = [f"U p {_p(cell['mann_whitney_p'])}"] if cell["rewards"] != "level" else []
-    rejecting += [f"Fisher p {_p(cell['fisher_p'])}"] if cell["pass_rate"] != "level" else []
+    rejecting = [f"U p {_p(cell['mann_whitney_p'])}"] if cell["rewards_vs_sb3"] != "level" else []
+    rejecting += [f"Fisher p {_p(cell['fisher_p'])}"] if cell["passes_vs_sb3"] != "level" else []
     text = f"{cell['verdict']} ({', '.join(rejecting)})"
     return f"**{text}**" if cell["verdict"] == "behind" else text
 

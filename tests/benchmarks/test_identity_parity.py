@@ -41,11 +41,13 @@ def test_verdict_rule(parity):
     sb3 = cell([100.0] * 10)
     assert parity.verdict(cell([100.0] * 9 + [95.0]), sb3)["verdict"] == "level"
     behind = parity.verdict(cell([100.0] * 4 + [89.0] * 6), cell([100.0] * 10))
-    assert (behind["rewards"], behind["pass_rate"], behind["verdict"]) == ("worse", "worse", "behind")
+    assert (behind["rewards_vs_sb3"], behind["passes_vs_sb3"], behind["verdict"]) == ("worse", "worse", "behind")
     assert parity.verdict(cell([100.0] * 6 + [95.0] * 4), cell([60.0] * 10))["verdict"] == "ahead"
 
 
 def test_report_is_rebuilt_from_the_cache_identically(parity, tmp_path):
-    parity.main(["--report-only"], output=tmp_path)
+    payload = parity.main(["--report-only"], output=tmp_path)
+    # every cell keeps its per-seed rewards beside its verdict
+    assert all(len(payload["cells"][m][t]["rewards"]) == len(parity.SEEDS) for m in parity.METHODS for t in parity.TASKS)
     for name in ("identity_parity.json", "identity_parity.md"):
         assert (tmp_path / name).read_text() == (RESULTS / name).read_text(), f"{name}: run benchmarks/identity_parity.py"
