@@ -282,8 +282,11 @@ def _families() -> dict[str, dict[str, Any]]:
 
 
 def _constructor_defaults(algo_class: type) -> dict[str, Any]:
-    # n_envs_per_agent only applies to an env id; every run here passes a built federated env
+    # what cannot change a run's numbers: n_envs_per_agent only applies to an env id (every run here passes a built
+    # federated env), the rollout buffer is a view of the batch for callbacks
     skip = {"self", "policy", "env", "_init_setup_model", "verbose", "device", "tensorboard_log", "n_envs_per_agent"}
+    if algo_class.__module__.startswith("sb3_fedpg"):  # SB3's own classes always had them: their keys keep them
+        skip |= {"rollout_buffer_class", "rollout_buffer_kwargs"}
     params = inspect.signature(algo_class.__init__).parameters
     return {k: p.default for k, p in params.items() if k not in skip and p.default is not inspect.Parameter.empty}
 
@@ -296,6 +299,7 @@ SVRPGM_LEARNING_RATES: dict[str, float] = {
     "pointmass": 0.01,
     "arm": 0.003,
     "lqr": 0.01,
+    "pendulum": 0.003,
 }
 #: FederatedPG's keys FedSVRPG-M takes over on a family (its batches, discount, critic and network), not its optimiser
 _SVRPGM_SHARED_KEYS = (

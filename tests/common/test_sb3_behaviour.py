@@ -99,9 +99,10 @@ def test_same_seed_same_parameters(algo, kwargs, space):
 
 
 @pytest.mark.parametrize("algo, kwargs", ALGOS[::3])
-def test_set_env_with_another_number_of_envs(algo, kwargs, tmp_path):
+def test_set_env_with_another_number_of_envs(algo, kwargs, tmp_path, fresh_announcements):
     model = make_model(algo, kwargs, "Discrete").learn(100)
-    model.set_env(make_env("Discrete", n_envs_per_agent=3))  # same agents, 3 envs each: works
+    with pytest.warns(FederatedDifferenceWarning, match="set_env with 6 envs where the model had 4: accepted"):
+        model.set_env(make_env("Discrete", n_envs_per_agent=3))  # same agents, 3 envs each: works, announced
     assert model.n_envs == 6 and model.n_envs_per_agent == 3
     steps = model.num_timesteps
     model.learn(100, reset_num_timesteps=False)
