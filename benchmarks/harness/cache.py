@@ -42,6 +42,16 @@ def library_version() -> str:
     return f"{__version__}+{commit}{'.dirty' if dirty else ''}" if commit else __version__
 
 
+def entry_text(entry: dict[str, Any]) -> str:
+    """
+    :param entry: a run's record, its ``result`` last
+    :return: its file's text: one field a line, the result on one line (a curve is one line, not one per number)
+    """
+    head = {key: value for key, value in entry.items() if key != "result"}
+    fields = [f" {json.dumps(key)}: {json.dumps(value)}" for key, value in head.items()]
+    return "{\n" + ",\n".join([*fields, f' "result": {json.dumps(entry["result"])}']) + "\n}\n"
+
+
 class Cache:
     """
     A study's cached runs.
@@ -105,7 +115,7 @@ class Cache:
             "result": result,
         }
         self.folder.mkdir(parents=True, exist_ok=True)
-        return atomic_write_text(self.path(run), json.dumps(jsonable(entry), indent=1) + "\n")
+        return atomic_write_text(self.path(run), entry_text(jsonable(entry)))
 
     def sweep(self) -> Sweep | None:
         """:return: the sweep's record, if a sweep has computed runs into this folder"""

@@ -65,7 +65,10 @@ def main(study: Study, argv: list[str] | None = None, output: pathlib.Path | Non
     :param output: the results folder (instead of ``--out-dir``)
     :return: the JSON data written
     """
-    parser = ArgumentParser(description=study.description.strip().split("\n\n")[0])
+    defaults = ", ".join(f"{key}={json.dumps(value)}" for key, value in study.settings.items())
+    smoke = ", ".join(f"{key}={json.dumps(value)}" for key, value in study.quick.items())
+    epilog = f"settings (change one with --set key=value): {defaults}" + (f"; --quick: {smoke}" if smoke else "")
+    parser = ArgumentParser(description=study.description.strip().split("\n\n")[0], epilog=epilog)
     parser.add_argument("--quick", action="store_true", help="tiny sizes (a smoke run of seconds), not the reported ones")
     parser.add_argument("--out-dir", type=pathlib.Path, default=None, help="results folder (default: benchmarks/results)")
     parser.add_argument("--report", action="store_true", help="compute nothing: report the cached runs")
@@ -83,8 +86,11 @@ def main(study: Study, argv: list[str] | None = None, output: pathlib.Path | Non
         try:
             with sigterm_as_interrupt():
                 computed = run_missing(runs, cache, workers, desc=study.name)
-        except KeyboardInterrupt as error:
-            sys.exit(interrupted_exit_code(error))  # every completed run is stored: the next invocation resumes
+        except BaseException as error:  # every completed run is stored: the next invocation resumes
+            cache.record_sweep(str(out_dir), time.perf_counter() - start)
+            if isinstance(error, KeyboardInterrupt):
+                sys.exit(interrupted_exit_code(error))
+            raise
         if computed:
             cache.record_sweep(str(out_dir), time.perf_counter() - start)
     results = collect(runs, cache)
