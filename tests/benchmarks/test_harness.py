@@ -28,11 +28,14 @@ from harness.runner import collect, run_missing  # noqa: E402
 PORTED = [
     "aggregator_breakdown",
     "byzantine",
+    "lqr_bias",
+    "lqr_speedup",
     "tabular_bias",
     "tabular_communication",
     "tabular_heterogeneity",
     "tabular_speedup",
     "tabular_svrpgm",
+    "tabular_transition",
     "tabular_truncation",
 ]
 
