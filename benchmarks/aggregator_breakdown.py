@@ -21,128 +21,105 @@ Writes ``benchmarks/results/aggregator_breakdown.{json,md,png}``. Run:
 
 from __future__ import annotations
 
-import json
-import pathlib
+import sys
 import warnings
-from typing import Any
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np
+from harness import Context, Report, Run, Settings, Study, table
 
 from sb3_fedpg.common.aggregators import AGGREGATORS, make_aggregator, tolerated_attackers
 
-RESULTS = pathlib.Path(__file__).parent / "results"
-N_AGENTS = 11
-DIM = 16
-SIGMA = 0.1
-SPREAD = SIGMA * np.sqrt(DIM)
-MAGNITUDES = (1e3, 1e6)
-ATTACKS = ("collude", "sign_flip", "scatter")
-SEEDS = range(5)
-BOUNDED = 10.0  # honest spreads
 
-
-def attacked(f: int, magnitude: float, attack: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """:return: the honest vectors and all ``N_AGENTS`` vectors (attackers last)"""
+def attacked(
+    n_agents: int, dim: int, sigma: float, f: int, magnitude: float, attack: str, seed: int
+) -> tuple[np.ndarray, ...]:
+    """:return: the honest vectors and all ``n_agents`` vectors (attackers last)"""
     rng = np.random.default_rng(seed)
-    honest = rng.normal(1.0, SIGMA, size=(N_AGENTS - f, DIM))
+    honest = rng.normal(1.0, sigma, size=(n_agents - f, dim))
     mu = honest.mean(0)
     if attack == "collude":
-        bad = np.full((f, DIM), magnitude)
+        bad = np.full((f, dim), magnitude)
     elif attack == "sign_flip":
         bad = np.repeat((-magnitude * mu / np.linalg.norm(mu))[None], f, axis=0)
     else:
-        directions = rng.normal(size=(f, DIM))
+        directions = rng.normal(size=(f, dim))
         bad = magnitude * directions / np.linalg.norm(directions, axis=1, keepdims=True)
     return honest, np.concatenate([honest, bad])
 
 
-def error(name: str, f: int, magnitude: float) -> float:
+def error(name: str, f: int, magnitude: float, n_agents: int, dim: int, sigma: float, attacks: list, seeds: int) -> float:
     """:return: the worst normalised error over attacks and seeds"""
     worst = 0.0
-    for attack in ATTACKS:
-        for seed in SEEDS:
-            honest, stacked = attacked(f, magnitude, attack, seed)
-            mu = honest.mean(0)
+    for attack in attacks:
+        for seed in range(seeds):
+            honest, stacked = attacked(n_agents, dim, sigma, f, magnitude, attack, seed)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)
                 out = make_aggregator(name)(stacked)
-            worst = max(worst, float(np.linalg.norm(out - mu) / SPREAD))
+            worst = max(worst, float(np.linalg.norm(out - honest.mean(0)) / (sigma * np.sqrt(dim))))
     return worst
 
 
-def measure() -> dict[str, Any]:
-    """:return: errors per aggregator, magnitude and number of attackers, and the breakdown points"""
-    payload: dict[str, Any] = {
-        "n_agents": N_AGENTS,
-        "dim": DIM,
-        "attacks": list(ATTACKS),
-        "seeds": len(SEEDS),
-        "bounded_below": BOUNDED,
-        "aggregators": {},
-    }
+def run(s: Settings, name: str, f: int, magnitude: float) -> Run:
+    config = dict(name=name, f=f, magnitude=magnitude, n_agents=s.n_agents, dim=s.dim, sigma=s.sigma, attacks=s.attacks)
+    return Run(error, config | {"seeds": s.seeds}, f"{name}_{magnitude:.0e}_f{f}")
+
+
+def runs(s: Settings) -> list[Run]:
+    return [run(s, name, f, m) for name in AGGREGATORS for m in s.magnitudes for f in range(s.n_agents)]
+
+
+def report(ctx: Context) -> Report:
+    """Errors per aggregator, magnitude and number of attackers, the breakdown points, the table and the figure."""
+    import matplotlib.pyplot as plt
+
+    s, n = ctx.settings, ctx.settings.n_agents
+    payload: dict = dict(n_agents=n, dim=s.dim, attacks=s.attacks, seeds=s.seeds, bounded_below=s.bounded, aggregators={})
     for name in AGGREGATORS:
-        errors = {f"{m:.0e}": [error(name, f, m) for f in range(N_AGENTS)] for m in MAGNITUDES}
-        low, high = errors[f"{MAGNITUDES[0]:.0e}"], errors[f"{MAGNITUDES[-1]:.0e}"]
+        errors = {f"{m:.0e}": [ctx.results[run(s, name, f, m)] for f in range(n)] for m in s.magnitudes}
+        low, high = errors[f"{s.magnitudes[0]:.0e}"], errors[f"{s.magnitudes[-1]:.0e}"]
         measured = -1
-        for f in range(N_AGENTS):
-            if high[f] < BOUNDED and high[f] <= low[f] * 1.01 + 1.0:
+        for f in range(n):
+            if high[f] < s.bounded and high[f] <= low[f] * 1.01 + 1.0:
                 measured = f
             else:
                 break
-        payload["aggregators"][name] = {
-            "errors": errors,
-            "measured_breakdown": measured,
-            "documented_breakdown": tolerated_attackers(make_aggregator(name), N_AGENTS),
-        }
-    return payload
-
-
-def markdown_table(payload: dict[str, Any]) -> str:
-    """:return: the results as a Markdown table (error at 1e6 per number of attackers)"""
-    n = payload["n_agents"]
-    head = "| aggregator | tolerated f (measured) | documented | " + " | ".join(f"f={f}" for f in range(n)) + " |"
-    lines = [
-        f"Error ‖aggregate − honest mean‖ / honest spread (σ√d), worst of {len(payload['attacks'])} attacks x "
-        f"{payload['seeds']} seeds, attackers at magnitude 1e6, n = {n}:",
-        "",
-        head,
-        "|---|---:|---:|" + "---:|" * n,
-    ]
+        documented = tolerated_attackers(make_aggregator(name), n)
+        payload["aggregators"][name] = dict(errors=errors, measured_breakdown=measured, documented_breakdown=documented)
+    rows = [["aggregator", "tolerated f (measured)", "documented", *(f"f={f}" for f in range(n))]]
     for name, entry in payload["aggregators"].items():
-        cells = " | ".join(f"{e:.2g}" for e in entry["errors"]["1e+06"])
-        lines.append(f"| {name} | {entry['measured_breakdown']} | {entry['documented_breakdown']} | {cells} |")
-    return "\n".join(lines) + "\n"
-
-
-def main(output: pathlib.Path = RESULTS) -> dict[str, Any]:
-    """Measure, write the JSON, Markdown and PNG results, print the table."""
-    payload = measure()
-    output.mkdir(parents=True, exist_ok=True)
-    (output / "aggregator_breakdown.json").write_text(json.dumps(payload, indent=2) + "\n")
-    (output / "aggregator_breakdown.md").write_text(markdown_table(payload))
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(MAGNITUDES), figsize=(11, 4), sharey=True)
-    for ax, magnitude in zip(axes, MAGNITUDES, strict=True):
+        errors = (f"{e:.2g}" for e in entry["errors"]["1e+06"])
+        rows.append([name, entry["measured_breakdown"], entry["documented_breakdown"], *errors])
+    head = (
+        f"Error ‖aggregate − honest mean‖ / honest spread (σ√d), worst of {len(s.attacks)} attacks x {s.seeds} seeds, "
+        f"attackers at magnitude 1e6, n = {n}:"
+    )
+    fig, axes = plt.subplots(1, len(s.magnitudes), figsize=(11, 4), sharey=True)
+    for ax, magnitude in zip(axes, s.magnitudes, strict=True):
         for name, entry in payload["aggregators"].items():
-            ax.semilogy(range(N_AGENTS), entry["errors"][f"{magnitude:.0e}"], marker="o", label=name)
-        ax.axhline(BOUNDED, color="grey", linestyle=":", linewidth=1)
-        ax.set_title(f"attackers at magnitude {magnitude:.0e} (n = {N_AGENTS})")
+            ax.semilogy(range(n), entry["errors"][f"{magnitude:.0e}"], marker="o", label=name)
+        ax.axhline(s.bounded, color="grey", linestyle=":", linewidth=1)
+        ax.set_title(f"attackers at magnitude {magnitude:.0e} (n = {n})")
         ax.set_xlabel("number of attackers f")
     axes[0].set_ylabel("error / honest spread (worst case)")
     axes[0].legend()
-    fig.tight_layout()
-    fig.savefig(output / "aggregator_breakdown.png", dpi=120)
-    print((output / "aggregator_breakdown.md").read_text())
-    return payload
+    markdown = "\n".join([head, "", *table(rows, "lrr" + "r" * n)]) + "\n"
+    return Report(payload, fig, markdown, indent=2, final_newline=True)
 
+
+STUDY = Study(
+    "aggregator_breakdown",
+    __doc__,
+    dict(n_agents=11, dim=16, sigma=0.1, magnitudes=[1e3, 1e6], attacks=["collude", "sign_flip", "scatter"], seeds=5)
+    | dict(bounded=10.0),
+    runs,
+    report,
+    quick=dict(seeds=2),
+)
+main = STUDY.main
 
 if __name__ == "__main__":
-    from sb3_fedpg.common.cli import ArgumentParser
-
-    ArgumentParser(description=__doc__).parse_args()  # --help, --version; no options
     main()

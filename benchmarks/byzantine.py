@@ -14,20 +14,14 @@ Run: ``python benchmarks/byzantine.py`` (``--quick`` for a smoke run).
 
 from __future__ import annotations
 
-import argparse
-import json
-import pathlib
-import time
-from typing import Any
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np
+from harness import Context, Report, Run, Settings, Study, seed_spread, table
 
-from sb3_fedpg.common.cli import ArgumentParser
-
-RESULTS = pathlib.Path(__file__).parent / "results"
-ENV_ID = "sb3_fedpg/HeteroCartPole-v0"
-N_AGENTS = 10
-ADVERSARIES = [3, 7]
 AGGREGATORS = {
     "mean": {},
     "median": {},
@@ -35,120 +29,92 @@ AGGREGATORS = {
     "geometric_median": {},
     "norm_clipped_mean": {},  # each agent's vector scaled to at most the round's median norm
 }
+MODEL = dict(n_envs_per_agent=4, n_steps=16, local_steps=5, learning_rate=0.1)
 
 
-def run_one(aggregator: str, attacked: bool, seed: int, timesteps: int) -> float:
-    """Train one configuration; return the mean return over honest agents' tasks."""
-    import torch as th
-
-    th.set_num_threads(1)
+def honest_return(
+    env_id: str,
+    n_agents: int,
+    env_kwargs: dict,
+    model: dict,
+    aggregator: str,
+    aggregator_kwargs: dict,
+    adversaries: list,
+    attacked: bool,
+    seed: int,
+    timesteps: int,
+    eval_envs_per_agent: int,
+) -> float:
+    """Train one configuration; return the mean return over the honest agents' tasks (attacked or not)."""
     from sb3_fedpg import FederatedPG, make_federated_vec_env
     from sb3_fedpg.common.adversarial import ByzantineAttack
     from sb3_fedpg.common.evaluation import evaluate_agents
 
-    env_kwargs = {"heterogeneity": 0.5}
-    model = FederatedPG(
-        "MlpPolicy",
-        ENV_ID,
-        n_agents=N_AGENTS,
-        n_envs_per_agent=4,
-        n_steps=16,
-        local_steps=5,
-        learning_rate=0.1,
-        env_kwargs=env_kwargs,
-        aggregator=aggregator,
-        aggregator_kwargs=AGGREGATORS[aggregator],
-        attack=ByzantineAttack(ADVERSARIES, kind="sign_flip", scale=10.0, seed=seed) if attacked else None,
-        seed=seed,
-    )
-    model.learn(timesteps)
-    eval_env = make_federated_vec_env(ENV_ID, n_agents=N_AGENTS, n_envs_per_agent=8, env_kwargs=env_kwargs, seed=1000 + seed)
-    per_agent = evaluate_agents(model, eval_env, deterministic=False)
-    honest = [i for i in range(N_AGENTS) if i not in ADVERSARIES]
-    return float(per_agent[honest].mean())
+    attack = ByzantineAttack(adversaries, kind="sign_flip", scale=10.0, seed=seed) if attacked else None
+    kwargs = dict(env_kwargs=env_kwargs, aggregator=aggregator, aggregator_kwargs=aggregator_kwargs, attack=attack)
+    trained = FederatedPG("MlpPolicy", env_id, n_agents=n_agents, **model, **kwargs, seed=seed).learn(timesteps)
+    eval_env = make_federated_vec_env(env_id, n_agents, eval_envs_per_agent, env_kwargs=env_kwargs, seed=1000 + seed)
+    per_agent = evaluate_agents(trained, eval_env, deterministic=False)
+    return float(per_agent[[i for i in range(n_agents) if i not in adversaries]].mean())
 
 
-def markdown_table(payload: dict[str, Any]) -> str:
-    """The README table, generated from the JSON."""
-    lines = [
-        "| aggregator | clean J | attacked J (2/10 sign-flip x10) | attacked / clean, same rule | attacked / clean mean |",
-        "|---|---:|---:|---:|---:|",
-    ]
-    for agg, s in payload["summary"].items():
-        lines.append(
-            f"| {agg} | {s['clean']:.1f} | {s['attacked']:.1f} ± {s['attacked_std']:.1f} | "
-            f"{s['attacked'] / s['clean']:.0%} | {s['kept_of_clean_mean']:.0%} |"
-        )
-    return "\n".join(lines) + "\n"
+def run(s: Settings, aggregator: str, attacked: bool, seed: int) -> Run:
+    config = dict(env_id=s.env, n_agents=s.n_agents, env_kwargs={"heterogeneity": 0.5}, model=MODEL, aggregator=aggregator)
+    config |= dict(aggregator_kwargs=AGGREGATORS[aggregator], adversaries=s.adversaries, attacked=attacked)
+    config |= dict(seed=seed, timesteps=s.timesteps, eval_envs_per_agent=8)
+    return Run(honest_return, config, f"{aggregator}_{'attacked' if attacked else 'clean'}_s{seed}")
 
 
-def main(argv: list[str] | None = None, output: pathlib.Path = RESULTS) -> dict[str, Any]:
-    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="tiny budget (smoke run)")
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--timesteps", type=int, default=1_000_000)
-    args = parser.parse_args(argv)
-    seeds = list(range(1 if args.quick else args.seeds))
-    timesteps = 2_000 if args.quick else args.timesteps
+def runs(s: Settings) -> list[Run]:
+    return [run(s, agg, attacked, seed) for agg in AGGREGATORS for attacked in (False, True) for seed in range(s.seeds)]
 
-    from tqdm import tqdm
 
-    start = time.perf_counter()
-    results: dict[str, dict[str, list[float]]] = {}
-    jobs = [(agg, attacked) for agg in AGGREGATORS for attacked in (False, True)]
-    for agg, attacked in tqdm(jobs, desc="byzantine"):
-        key = "attacked" if attacked else "clean"
-        results.setdefault(agg, {})[key] = [run_one(agg, attacked, seed, timesteps) for seed in seeds]
-    clean_mean = float(np.mean(results["mean"]["clean"]))
-    summary = {
-        agg: {
-            "clean": float(np.mean(r["clean"])),
-            "attacked": float(np.mean(r["attacked"])),
-            "attacked_std": float(np.std(r["attacked"])),
-            "kept_of_clean_mean": float(np.mean(r["attacked"]) / clean_mean),
-        }
-        for agg, r in results.items()
-    }
-    payload = {
-        "env": ENV_ID,
-        "n_agents": N_AGENTS,
-        "adversaries": ADVERSARIES,
-        "attack": "sign_flip x10 on anchors and parameter changes",
-        "timesteps": timesteps,
-        "seeds": seeds,
-        "quick": args.quick,
-        "results": results,
-        "summary": summary,
-        "seconds": time.perf_counter() - start,
-    }
-    output.mkdir(parents=True, exist_ok=True)
-    (output / "byzantine.json").write_text(json.dumps(payload, indent=2))
-    (output / "byzantine.md").write_text(markdown_table(payload))
-
-    import matplotlib
-
-    matplotlib.use("Agg")
+def report(ctx: Context) -> Report:
     import matplotlib.pyplot as plt
 
+    s, kinds = ctx.settings, {False: "clean", True: "attacked"}
+    results = {a: {k: [ctx.results[run(s, a, b, i)] for i in range(s.seeds)] for b, k in kinds.items()} for a in AGGREGATORS}
+    clean_mean = float(seed_spread(results["mean"]["clean"])[0])
+    summary = {}
+    for agg, r in results.items():
+        (clean, _), (attacked, attacked_std) = seed_spread(r["clean"]), seed_spread(r["attacked"])
+        summary[agg] = dict(clean=float(clean), attacked=float(attacked), attacked_std=float(attacked_std))
+        summary[agg]["kept_of_clean_mean"] = float(attacked / clean_mean)
+    payload = dict(
+        env=s.env, n_agents=s.n_agents, adversaries=s.adversaries, attack="sign_flip x10 on anchors and parameter changes"
+    )
+    payload |= dict(timesteps=s.timesteps, seeds=list(range(s.seeds)), quick=s.quick, results=results, summary=summary)
+    payload["seconds"] = ctx.sweep.seconds
+    rows = [
+        ["aggregator", "clean J", "attacked J (2/10 sign-flip x10)", "attacked / clean, same rule", "attacked / clean mean"]
+    ]
+    for agg, v in summary.items():
+        rows.append(
+            [agg, f"{v['clean']:.1f}", f"{v['attacked']:.1f} ± {v['attacked_std']:.1f}", f"{v['attacked'] / v['clean']:.0%}"]
+        )
+        rows[-1].append(f"{v['kept_of_clean_mean']:.0%}")
     fig, ax = plt.subplots(figsize=(7, 4))
     x = np.arange(len(summary))
-    ax.bar(x - 0.2, [s["clean"] for s in summary.values()], 0.4, label="clean")
-    ax.bar(
-        x + 0.2,
-        [s["attacked"] for s in summary.values()],
-        0.4,
-        yerr=[s["attacked_std"] for s in summary.values()],
-        label="2 of 10 agents adversarial",
-    )
+    ax.bar(x - 0.2, [v["clean"] for v in summary.values()], 0.4, label="clean")
+    attacked = [v["attacked"] for v in summary.values()]
+    yerr = [v["attacked_std"] for v in summary.values()]
+    ax.bar(x + 0.2, attacked, 0.4, yerr=yerr, label=f"{len(s.adversaries)} of {s.n_agents} agents adversarial")
     ax.set_xticks(x, list(summary))
     ax.set_ylabel("J: mean return over honest agents' tasks")
-    ax.set_title(f"Fast-FedPG, {ENV_ID}, N={N_AGENTS}, {len(seeds)} seeds, {timesteps:,} steps")
+    ax.set_title(f"Fast-FedPG, {s.env}, N={s.n_agents}, {s.seeds} seeds, {s.timesteps:,} steps")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(output / "byzantine.png", dpi=120)
-    print((output / "byzantine.md").read_text())
-    return payload
+    return Report(payload, fig, "\n".join(table(rows, "lrrrr")) + "\n", indent=2)
 
+
+STUDY = Study(
+    "byzantine",
+    __doc__,
+    dict(env="sb3_fedpg/HeteroCartPole-v0", n_agents=10, adversaries=[3, 7], seeds=3, timesteps=1_000_000),
+    runs,
+    report,
+    quick=dict(seeds=1, timesteps=2_000),
+)
+main = STUDY.main
 
 if __name__ == "__main__":
     main()

@@ -15,216 +15,186 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import tabular_common as common
-from tabular_common import np, plt
+import numpy as np
+from harness import Context, Report, Run, Settings, Study, positive, table
 
+from sb3_fedpg import lqr
 from sb3_fedpg.common.plotting import Series, aggregate_values, draw_panel
-from sb3_fedpg.lqr import (
-    UnstableGainError,
-    agent_costs,
-    agent_gradients,
-    exact_federated_run,
-    global_cost,
-    global_gradient,
-    optimal_gain,
-    random_lqr,
-)
+from sb3_fedpg.lqr import UnstableGainError, exact_federated_run, optimal_gain, random_lqr
 
-NAME = "lqr_bias"
 ALGOS = {"fast_fedpg": True, "fedavg_pg": False}
+NAMES = {"fast_fedpg": "Fast-FedPG", "fedavg_pg": "FedAvg-PG"}
 
 
-def gaps_or_nan(problem, local_steps: int, rounds: int, eta: float, correction: bool) -> np.ndarray:
+def gaps(seed: int, heterogeneity: float, local_steps: int, rounds: int, eta: float, correction: bool) -> np.ndarray:
     """Relative gaps of one run; all NaN when the guard stops it (a gain destabilised the loop)."""
+    problem = random_lqr(seed=seed, heterogeneity=heterogeneity)
     try:
         return exact_federated_run(problem, local_steps, rounds, eta, correction=correction).gaps
     except UnstableGainError:
         return np.full(rounds + 1, np.nan)
 
 
-def fd_error(problem, seed: int) -> float:
+def fd_error(seed: int) -> float:
     """Largest relative error (per agent, Frobenius) of the exact gradient vs central differences."""
-    rng = np.random.default_rng(seed)
+    problem, rng = random_lqr(seed=seed), np.random.default_rng(seed)
     K = optimal_gain(problem).gain + 0.1 * rng.normal(size=(problem.n_agents, problem.n_inputs, problem.n_states))
-    grad = agent_gradients(problem, K)
+    grad, eps = lqr.agent_gradients(problem, K), 1e-6
     fd = np.zeros_like(grad)
-    eps = 1e-6
     for a in range(problem.n_inputs):
         for b in range(problem.n_states):
             E = np.zeros_like(K)
             E[:, a, b] = eps
-            fd[:, a, b] = (agent_costs(problem, K + E) - agent_costs(problem, K - E)) / (2 * eps)
+            fd[:, a, b] = (lqr.agent_costs(problem, K + E) - lqr.agent_costs(problem, K - E)) / (2 * eps)
     return float((np.linalg.norm(fd - grad, axis=(1, 2)) / np.linalg.norm(grad, axis=(1, 2))).max())
 
 
-def centralised_gap(problem, eta: float, steps: int) -> float:
+def centralised_gap(seed: int, eta: float, steps: int) -> float:
     """Exact centralised PG (gradient descent on C̄) from K0: relative gap to the Riccati cost."""
+    problem = random_lqr(seed=seed)
     K = problem.initial_gain.copy()
     for _ in range(steps):
-        K = K - eta * global_gradient(problem, K)
-    return float((global_cost(problem, K) - optimal_gain(problem).cost) / optimal_gain(problem).cost)
+        K = K - eta * lqr.global_gradient(problem, K)
+    return float((lqr.global_cost(problem, K) - optimal_gain(problem).cost) / optimal_gain(problem).cost)
 
 
-def main(argv: list[str] | None = None) -> dict:
-    """
-    Run the benchmark.
+def gap_run(s: Settings, h: int, algo: str, seed: int, level: float = 1.0) -> Run:
+    config = dict(seed=seed, heterogeneity=level, local_steps=h, rounds=s.rounds, eta=s.learning_rate, correction=ALGOS[algo])
+    return Run(gaps, config, f"h{level}_H{h}_{algo}_s{seed}")
 
-    :param argv: command-line arguments (``sys.argv[1:]`` if ``None``)
-    :return: the results written to JSON
-    """
-    p = common.parser(__doc__.strip().splitlines()[0])
-    p.add_argument("--seeds", type=int, default=5)
-    p.add_argument("--rounds", type=int, default=100)
-    p.add_argument("--acceptance-rounds", type=int, default=50)
-    p.add_argument("--learning-rate", type=float, default=0.02)
-    p.add_argument("--local-steps", type=int, nargs="+", default=[1, 2, 5, 10, 20])
-    p.add_argument("--heterogeneity", type=float, nargs="+", default=[0.0, 0.25, 0.5, 1.0, 1.5, 2.0])
-    p.add_argument("--centralised-steps", type=int, default=1500)
-    args = p.parse_args(argv)
-    if args.quick:
-        args.seeds, args.rounds, args.acceptance_rounds, args.centralised_steps = 1, 5, 5, 20
-        args.local_steps, args.heterogeneity = [1, 10], [0.0, 1.0]
-    seeds, eta = list(range(args.seeds)), args.learning_rate
-    curves = {}
-    for h in args.local_steps:
-        for algo, correction in ALGOS.items():
-            curves[f"H={h}/{algo}"] = np.stack(
-                [gaps_or_nan(random_lqr(seed=s), h, args.rounds, eta, correction) for s in seeds]
-            )
-    het_final = {algo: np.empty((len(args.heterogeneity), len(seeds))) for algo in ALGOS}
-    for j, level in enumerate(args.heterogeneity):
-        for algo, correction in ALGOS.items():
-            for s in seeds:
-                het_final[algo][j, s] = gaps_or_nan(random_lqr(seed=s, heterogeneity=level), 10, args.rounds, eta, correction)[
-                    -1
-                ]
+
+def runs(s: Settings) -> list[Run]:
+    seeds = range(s.seeds)
+    curves = [gap_run(s, h, a, i) for h in s.local_steps for a in ALGOS for i in seeds]
+    levels = [gap_run(s, 10, a, i, x) for x in s.heterogeneity for a in ALGOS for i in seeds]
+    checks = [Run(fd_error, {"seed": i}, f"fd_s{i}") for i in seeds]
+    checks += [
+        Run(centralised_gap, dict(seed=i, eta=s.learning_rate, steps=s.centralised_steps), f"central_s{i}") for i in seeds
+    ]
+    return curves + levels + (checks if 10 in s.local_steps else [])
+
+
+def report(ctx: Context) -> Report:
+    import matplotlib.pyplot as plt
+
+    s, r, seeds, eta = ctx.settings, ctx.results, list(range(ctx.settings.seeds)), ctx.settings.learning_rate
+    curves = {f"H={h}/{a}": np.array([r[gap_run(s, h, a, i)] for i in seeds], float) for h in s.local_steps for a in ALGOS}
+    het_final = {a: np.array([[r[gap_run(s, 10, a, i, x)][-1] for i in seeds] for x in s.heterogeneity], float) for a in ALGOS}
     acceptance: dict = {}
-    if 10 in args.local_steps:
-        r = args.acceptance_rounds
-        fast, avg = curves["H=10/fast_fedpg"][:, r], curves["H=10/fedavg_pg"][:, r]
-        fd = np.array([fd_error(random_lqr(seed=s), s) for s in seeds])
-        central = np.array([centralised_gap(random_lqr(seed=s), eta, args.centralised_steps) for s in seeds])
+    if 10 in s.local_steps:
+        rounds = s.acceptance_rounds
+        fast, avg = curves["H=10/fast_fedpg"][:, rounds], curves["H=10/fedavg_pg"][:, rounds]
+        fd_errors = np.array([r(fd_error, seed=i) for i in seeds])
+        central_gaps = np.array([r(centralised_gap, seed=i, eta=eta, steps=s.centralised_steps) for i in seeds])
+        setting = dict(random_lqr_defaults=True, heterogeneity=1.0, learning_rate=eta, local_steps=10, rounds=rounds, K0=0)
+        met = dict(fd=fd_errors <= 1e-6, riccati=np.abs(central_gaps) <= 1e-8, fast=fast <= 1e-8, fedavg=avg >= 1e-3)
         acceptance = {
-            "setting": dict(random_lqr_defaults=True, heterogeneity=1.0, learning_rate=eta, local_steps=10, rounds=r, K0=0),
+            "setting": setting,
             "per_seed": {
-                "exact gradient vs finite differences, relative error (<= 1e-6)": fd,
-                f"centralised exact PG, {args.centralised_steps} steps: relative gap to Riccati cost (<= 1e-8)": central,
+                "exact gradient vs finite differences, relative error (<= 1e-6)": fd_errors,
+                f"centralised exact PG, {s.centralised_steps} steps: relative gap to Riccati cost (<= 1e-8)": central_gaps,
                 "Fast-FedPG relative gap (<= 1e-8)": fast,
                 "FedAvg-PG H=10 relative gap (>= 1e-3)": avg,
             },
-            "met_per_seed": {
-                "fd": fd <= 1e-6,
-                "riccati": np.abs(central) <= 1e-8,
-                "fast": fast <= 1e-8,
-                "fedavg": avg >= 1e-3,
-            },
+            "met_per_seed": met,
         }
     data = {
-        "settings": vars(args) | {"out_dir": str(args.out_dir)},
+        "settings": s,
         "seeds": seeds,
         "median_gap_curve": {k: np.nanmedian(v, 0) if np.isfinite(v).any() else v[0] for k, v in curves.items()},
         "final_gap_per_seed": {k: v[:, -1] for k, v in curves.items()},
-        "heterogeneity": {"levels": args.heterogeneity, "local_steps": 10, "final_gap_per_seed": het_final},
+        "heterogeneity": {"levels": s.heterogeneity, "local_steps": 10, "final_gap_per_seed": het_final},
         "acceptance": acceptance,
         "note": "NaN = the run was stopped by the guard (a local or global gain destabilised the closed loop)",
     }
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
-    colors = plt.cm.viridis(np.linspace(0, 0.9, len(args.local_steps)))
-    names = {"fast_fedpg": "Fast-FedPG", "fedavg_pg": "FedAvg-PG"}
+    colors = plt.cm.viridis(np.linspace(0, 0.9, len(s.local_steps)))
     series = []
-    for color, h in zip(colors, args.local_steps, strict=True):
+    for color, h in zip(colors, s.local_steps, strict=True):
         for algo, style in (("fast_fedpg", "-"), ("fedavg_pg", "--")):
-            gaps = common.positive(curves[f"H={h}/{algo}"])
+            gaps = positive(curves[f"H={h}/{algo}"])
             curve = aggregate_values(np.arange(gaps.shape[1]), gaps, "none", "median", skip_nan=True)
-            series.append(Series(f"{names[algo]} H={h}", curve, color, style))
-    title = f"LQR n_x=4 n_u=2 N=8, h=1, exact gradients, η={eta}\nmedian over {len(seeds)} instances"
+            series.append(Series(f"{NAMES[algo]} H={h}", curve, color, style))
+    title = f"LQR n_x=4 n_u=2 N=8, h=1, exact gradients, η={eta}\nmedian over {s.seeds} instances"
     ylabel = "relative gap (C̄(K) − C̄*) / C̄*"
     draw_panel(axes[0], series, title, ylabel, "communication round", steps=False, fontsize=9, yscale="log", legend=None)
     axes[0].legend(fontsize=7, ncol=2)
-    for ax, xs, finals, xlabel in (
-        (
-            axes[1],
-            args.local_steps,
-            {a: np.stack([curves[f"H={h}/{a}"][:, -1] for h in args.local_steps]) for a in ALGOS},
-            "local steps H",
-        ),
-        (axes[2], args.heterogeneity, het_final, "heterogeneity h (H = 10)"),
-    ):
+    by_h = {a: np.stack([curves[f"H={h}/{a}"][:, -1] for h in s.local_steps]) for a in ALGOS}
+    panels = (
+        (axes[1], s.local_steps, by_h, "local steps H"),
+        (axes[2], s.heterogeneity, het_final, "heterogeneity h (H = 10)"),
+    )
+    for ax, xs, finals, xlabel in panels:
         series = []
         for algo, (style, marker) in (("fast_fedpg", ("-", "o")), ("fedavg_pg", ("--", "s"))):
-            curve = aggregate_values(xs, common.positive(finals[algo]).T, "minmax", "median", skip_nan=True)
-            series.append(Series(names[algo], curve, None, style, marker))
-        title = (
-            "median and range over instances (1e-16 = round-off);\n'k/5 stopped': runs the guard stopped (gain destabilised)"
-        )
+            curve = aggregate_values(xs, positive(finals[algo]).T, "minmax", "median", skip_nan=True)
+            series.append(Series(NAMES[algo], curve, None, style, marker))
+        title = "median and range over instances (1e-16 = round-off);\n'k/5 stopped': runs the guard stopped"
         draw_panel(
-            ax, series, title, f"relative gap after {args.rounds} rounds", xlabel, steps=False, fontsize=9, yscale="log"
+            ax,
+            series,
+            title + " (gain destabilised)",
+            f"relative gap after {s.rounds} rounds",
+            xlabel,
+            steps=False,
+            fontsize=9,
+            yscale="log",
         )
         for item, line in zip(series, ax.lines, strict=False):
             for x, row, y in zip(xs, item.curve.runs.T, item.curve.line, strict=True):
                 if np.isnan(row).any():
-                    ax.annotate(
-                        f"{int(np.isnan(row).sum())}/{len(row)} stopped",
-                        (x, y if np.isfinite(y) else 1e-16),
-                        fontsize=7,
-                        xytext=(3, 3),
-                        textcoords="offset points",
-                        color=line.get_color(),
-                    )
-    common.save(NAME, data, fig, args.out_dir)
-    (Path(args.out_dir) / f"{NAME}.md").write_text(report(data))
-    return data
+                    where = dict(xy=(x, y if np.isfinite(y) else 1e-16), xytext=(3, 3), textcoords="offset points")
+                    ax.annotate(f"{int(np.isnan(row).sum())}/{len(row)} stopped", **where, fontsize=7, color=line.get_color())
+    return Report(data, fig, markdown(data))
 
 
 def _fmt(value: float) -> str:
-    if not np.isfinite(value):
-        return "unstable"
-    return f"{value:.2g}"
+    return f"{value:.2g}" if np.isfinite(value) else "unstable"
 
 
-def report(data: dict) -> str:
-    """
-    The markdown tables of the benchmark (generated; nothing typed by hand).
-
-    :param data: the results
-    :return: markdown
-    """
-    lines = []
-    acc = data["acceptance"]
+def markdown(data: dict) -> str:
+    """:return: the benchmark's Markdown tables (generated; nothing typed by hand)"""
+    lines, acc, rounds, hs = [], data["acceptance"], data["settings"]["rounds"], data["settings"]["local_steps"]
     if acc:
-        seeds = data["seeds"]
-        lines += ["| criterion | " + " | ".join(f"instance {s}" for s in seeds) + " |", "|---|" + "---:|" * len(seeds)]
+        rows = [["criterion", *(f"instance {i}" for i in data["seeds"])]]
         for (name, values), met in zip(acc["per_seed"].items(), acc["met_per_seed"].values(), strict=True):
-            cells = [_fmt(v) + ("" if ok else " **(missed)**") for v, ok in zip(values, met, strict=True)]
-            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+            rows.append([name, *(_fmt(v) + ("" if ok else " **(missed)**") for v, ok in zip(values, met, strict=True))])
         s = acc["setting"]
         lines += [
+            *table(rows, "l" + "r" * len(data["seeds"])),
             "",
             f"Setting: `random_lqr(seed=instance)` defaults (n_x = 4, n_u = 2, N = 8, h = 1, γ = 0.9, ρ(A) = 0.8), "
             f"K0 = 0, η = {s['learning_rate']}, H = {s['local_steps']}, {s['rounds']} rounds.",
             "",
         ]
-    rounds = data["settings"]["rounds"]
     lines += [f"Median final relative gap after {rounds} rounds (h = 1; `unstable`: stopped by the guard):", ""]
-    hs = data["settings"]["local_steps"]
-    lines += ["| algorithm | " + " | ".join(f"H = {h}" for h in hs) + " |", "|---|" + "---:|" * len(hs)]
-    for algo, name in (("fast_fedpg", "Fast-FedPG"), ("fedavg_pg", "FedAvg-PG")):
-        cells = [_fmt(np.median(np.asarray(data["final_gap_per_seed"][f"H={h}/{algo}"], dtype=float))) for h in hs]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    rows = [["algorithm", *(f"H = {h}" for h in hs)]]
+    for algo, name in NAMES.items():
+        rows.append([name, *(_fmt(np.median(np.asarray(data["final_gap_per_seed"][f"H={h}/{algo}"], float))) for h in hs)])
     het = data["heterogeneity"]
+    lines += table(rows, "l" + "r" * len(hs))
     lines += ["", f"Median final relative gap vs heterogeneity (H = {het['local_steps']}, {rounds} rounds):", ""]
-    lines += ["| algorithm | " + " | ".join(f"h = {x}" for x in het["levels"]) + " |", "|---|" + "---:|" * len(het["levels"])]
-    for algo, name in (("fast_fedpg", "Fast-FedPG"), ("fedavg_pg", "FedAvg-PG")):
-        values = np.asarray(het["final_gap_per_seed"][algo], dtype=float)
+    rows = [["algorithm", *(f"h = {x}" for x in het["levels"])]]
+    for algo, name in NAMES.items():
         cells = []
-        for row in values:
+        for row in np.asarray(het["final_gap_per_seed"][algo], dtype=float):
             unstable = int(np.isnan(row).sum())
             cell = _fmt(np.median(row[~np.isnan(row)])) if unstable < len(row) else "unstable"
             cells.append(cell + (f" ({unstable}/{len(row)} unstable)" if 0 < unstable < len(row) else ""))
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+        rows.append([name, *cells])
+    return "\n".join(lines + table(rows, "l" + "r" * len(het["levels"]))) + "\n"
 
+
+STUDY = Study(
+    "lqr_bias",
+    __doc__,
+    dict(seeds=5, rounds=100, acceptance_rounds=50, learning_rate=0.02, local_steps=[1, 2, 5, 10, 20])
+    | dict(heterogeneity=[0.0, 0.25, 0.5, 1.0, 1.5, 2.0], centralised_steps=1500),
+    runs,
+    report,
+    quick=dict(seeds=1, rounds=5, acceptance_rounds=5, centralised_steps=20, local_steps=[1, 10], heterogeneity=[0.0, 1.0]),
+)
+main = STUDY.main
 
 if __name__ == "__main__":
-    result = main()
-    print(report(common._jsonable(result)))
+    main()

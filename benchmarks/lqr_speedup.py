@@ -28,12 +28,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import tabular_common as common
-from tabular_common import np, plt
+import numpy as np
+from harness import Context, Report, Run, Settings, Study
+from tabular_speedup import KINDS, runs_of, speedup_report
 
 from sb3_fedpg.lqr import FederatedLQR, exact_federated_run, random_lqr, sampled_federated_run, solve_riccati
 
-NAME = "lqr_speedup"
 POPULATION = 16
 
 
@@ -57,111 +57,49 @@ def speedup_problem(n_agents: int, seed: int, heterogeneous: bool) -> FederatedL
     return FederatedLQR(pop.A, pop.B, Q, R, pop.initial_covariance, pop.noise_covariance, pop.gamma, pop.initial_gain)
 
 
-def fitted_slope(agents: np.ndarray, errors: np.ndarray) -> float:
-    """
-    Least-squares slope of log(error) vs log(N).
+def error(
+    n_agents: int,
+    seed: int,
+    heterogeneous: bool,
+    sampled: bool,
+    rounds: int,
+    local_steps: int,
+    learning_rate: float,
+    horizon: int,
+    trajectories: int | None,
+    exploration_std: float,
+) -> float:
+    """:return: the mean relative gap over the last 20 % of rounds, sampled GPOMDP or its exact expectation"""
+    problem = speedup_problem(n_agents, seed, heterogeneous)
+    K0 = solve_riccati(problem, np.eye(problem.n_states), np.eye(problem.n_inputs)).gain
+    kwargs = dict(local_steps=local_steps, n_rounds=rounds, learning_rate=learning_rate, K0=K0)
+    kwargs |= dict(exploration_std=exploration_std)
+    if sampled:
+        run = sampled_federated_run(problem, **kwargs, horizon=horizon, n_trajectories=trajectories, seed=1000 + seed)
+    else:
+        run = exact_federated_run(problem, **kwargs, truncation=horizon)
+    return run.gaps[-max(1, rounds // 5) :].mean()
 
-    :param agents: the N values
-    :param errors: the errors
-    :return: the slope (theory: −1)
-    """
-    return float(np.polyfit(np.log(agents), np.log(errors), 1)[0])
+
+def run(s: Settings, sampled: bool, n: int, seed: int, heterogeneous: bool) -> Run:
+    config = dict(n_agents=n, seed=seed, heterogeneous=heterogeneous, sampled=sampled, rounds=s.rounds)
+    config |= dict(local_steps=s.local_steps, learning_rate=s.learning_rate, horizon=s.horizon)
+    config |= dict(trajectories=s.trajectories if sampled else None, exploration_std=s.exploration_std)
+    return Run(error, config, f"{KINDS[heterogeneous]}_{'sampled' if sampled else 'exact'}_N{n}_s{seed}")
 
 
-def main(argv: list[str] | None = None) -> dict:
-    """
-    Run the benchmark.
-
-    :param argv: command-line arguments (``sys.argv[1:]`` if ``None``)
-    :return: the results written to JSON
-    """
-    p = common.parser(__doc__.strip().splitlines()[0])
-    p.add_argument("--seeds", type=int, default=5)
-    p.add_argument("--agents", type=int, nargs="+", default=[1, 2, 4, 8, 16])
-    p.add_argument("--rounds", type=int, default=200)
-    p.add_argument("--local-steps", type=int, default=5)
-    p.add_argument("--learning-rate", type=float, default=0.005)
-    p.add_argument("--horizon", type=int, default=30, help="truncation K")
-    p.add_argument("--trajectories", type=int, default=50, help="M per agent per batch")
-    p.add_argument("--exploration-std", type=float, default=0.5)
-    args = p.parse_args(argv)
-    if args.quick:
-        args.seeds, args.agents, args.rounds, args.local_steps, args.horizon, args.trajectories = 1, [1, 2, 4], 5, 2, 10, 10
-    window = max(1, args.rounds // 5)
-    data: dict = {
-        "settings": vars(args) | {"out_dir": str(args.out_dir)},
-        "error_metric": "mean relative gap over last 20% of rounds",
-    }
-    fig, ax = plt.subplots(figsize=(6, 4.5))
-    for i, heterogeneous in enumerate((False, True)):
-        name = "heterogeneous" if heterogeneous else "homogeneous"
-        agents = [n for n in args.agents if n > 1 or not heterogeneous]
-        errors = np.empty((len(agents), args.seeds))
-        deterministic = np.empty((len(agents), args.seeds))
-        for a, n in enumerate(agents):
-            for s in range(args.seeds):
-                problem = speedup_problem(n, s, heterogeneous)
-                K0 = solve_riccati(problem, np.eye(problem.n_states), np.eye(problem.n_inputs)).gain
-                kwargs = dict(local_steps=args.local_steps, n_rounds=args.rounds, learning_rate=args.learning_rate, K0=K0)
-                run = sampled_federated_run(
-                    problem,
-                    **kwargs,
-                    horizon=args.horizon,
-                    n_trajectories=args.trajectories,
-                    exploration_std=args.exploration_std,
-                    seed=1000 + s,
-                )
-                errors[a, s] = run.gaps[-window:].mean()
-                exact = exact_federated_run(problem, **kwargs, truncation=args.horizon, exploration_std=args.exploration_std)
-                deterministic[a, s] = exact.gaps[-window:].mean()
-        mean_error = errors.mean(1)
-        slope = fitted_slope(np.array(agents), mean_error)
-        data[name] = {
-            "agents": agents,
-            "error_per_seed": errors,
-            "mean_error": mean_error,
-            "deterministic_error": deterministic.mean(1),
-            "slope": slope,
-            "slope_per_seed": [fitted_slope(np.array(agents), errors[:, s]) for s in range(args.seeds)],
-        }
-        color = f"C{i}"
-        ax.errorbar(agents, mean_error, yerr=errors.std(1) / np.sqrt(args.seeds), fmt="o-", color=color, capsize=3)
-        ax.plot([], [], "o-", color=color, label=f"{name} agents: slope {slope:.2f}")
-        ax.plot(agents, common.positive(deterministic.mean(1)), ":", color=color, alpha=0.7)
-        fit = np.exp(np.polyval(np.polyfit(np.log(agents), np.log(mean_error), 1), np.log(agents)))
-        ax.plot(agents, fit, "--", color=color, alpha=0.5)
-    ax.plot([], [], ":", color="gray", label="same runs with exact expected gradients")
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
-    ax.set_xlabel("number of agents N")
-    ax.set_ylabel("relative gap, mean of last 20% rounds")
-    ax.set_title(
-        f"LQR, Fast-FedPG, GPOMDP K={args.horizon} M={args.trajectories} σ={args.exploration_std}, T={args.rounds} "
-        f"H={args.local_steps} η={args.learning_rate}\n{args.seeds} instances (theory: slope −1)",
-        fontsize=9,
+def report(ctx: Context) -> Report:
+    s = ctx.settings
+    title = (
+        f"LQR, Fast-FedPG, GPOMDP K={s.horizon} M={s.trajectories} σ={s.exploration_std}, T={s.rounds} "
+        f"H={s.local_steps} η={s.learning_rate}\n{s.seeds} instances (theory: slope −1)"
     )
-    ax.legend(fontsize=8)
-    common.save(NAME, data, fig, args.out_dir)
-    (Path(args.out_dir) / f"{NAME}.md").write_text(report(common._jsonable(data)))
-    return data
-
-
-def report(data: dict) -> str:
-    """
-    The markdown table of the benchmark (generated; nothing typed by hand).
-
-    :param data: the results (JSON form)
-    :return: markdown
-    """
-    s = data["settings"]
-    lines = [
-        "| agents | "
-        + " | ".join(f"N = {n}" for n in data["homogeneous"]["agents"])
-        + " | fitted slope | slope per instance |"
-    ]
-    lines.append("|---|" + "---:|" * (len(data["homogeneous"]["agents"]) + 1) + "---|")
+    out = speedup_report(ctx, run, "mean relative gap over last 20% of rounds", "relative gap, mean of last 20% rounds", title)
+    data = out.data
     columns = data["homogeneous"]["agents"]
-    for kind in ("homogeneous", "heterogeneous"):
+    lines = ["| agents | " + " | ".join(f"N = {n}" for n in columns) + " | fitted slope | slope per instance |"]
+    lines.append("|---|" + "---:|" * (len(columns) + 1) + "---|")
+    for kind in KINDS.values():
         block = data[kind]
         noisy = dict(zip(block["agents"], block["mean_error"], strict=True))
         exact = dict(zip(block["agents"], block["deterministic_error"], strict=True))
@@ -172,13 +110,23 @@ def report(data: dict) -> str:
         lines.append(f"| {kind}, noise-free (exact truncated gradient) | " + " | ".join(cells) + " | | |")
     lines += [
         "",
-        f"Mean relative gap over the last 20% of {s['rounds']} rounds, averaged over {s['seeds']} instances; GPOMDP with "
-        f"K = {s['horizon']}, M = {s['trajectories']}, σ = {s['exploration_std']}, "
-        f"H = {s['local_steps']}, η = {s['learning_rate']}.",
+        f"Mean relative gap over the last 20% of {s.rounds} rounds, averaged over {s.seeds} instances; GPOMDP with "
+        f"K = {s.horizon}, M = {s.trajectories}, σ = {s.exploration_std}, H = {s.local_steps}, η = {s.learning_rate}.",
     ]
-    return "\n".join(lines) + "\n"
+    out.markdown = "\n".join(lines) + "\n"
+    return out
 
+
+STUDY = Study(
+    "lqr_speedup",
+    __doc__,
+    dict(seeds=5, agents=[1, 2, 4, 8, 16], rounds=200, local_steps=5, learning_rate=0.005, horizon=30, trajectories=50)
+    | dict(exploration_std=0.5),
+    runs_of(run),
+    report,
+    quick=dict(seeds=1, agents=[1, 2, 4], rounds=5, local_steps=2, horizon=10, trajectories=10),
+)
+main = STUDY.main
 
 if __name__ == "__main__":
-    result = main()
-    print(report(common._jsonable(result)))
+    main()

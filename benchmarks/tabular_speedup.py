@@ -20,16 +20,17 @@ gradient) is recorded too, to show that the noise dominates.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import tabular_common as common
-from tabular_common import np, plt
+import numpy as np
+from harness import Context, Report, Run, Settings, Study, positive
 
 from sb3_fedpg.tabular import FederatedTabularMDP, exact_federated_run, garnet, sampled_federated_run
 
-NAME = "tabular_speedup"
+KINDS = {False: "homogeneous", True: "heterogeneous"}
 
 
 def speedup_mdp(n_agents: int, seed: int, heterogeneous: bool, gamma: float) -> FederatedTabularMDP:
@@ -63,44 +64,71 @@ def fitted_slope(agents: np.ndarray, errors: np.ndarray) -> float:
     return float(np.polyfit(np.log(agents), np.log(errors), 1)[0])
 
 
-def main(argv: list[str] | None = None) -> dict:
-    """
-    Run the benchmark.
+def error(
+    n_agents: int,
+    seed: int,
+    heterogeneous: bool,
+    sampled: bool,
+    rounds: int,
+    local_steps: int,
+    learning_rate: float,
+    horizon: int,
+    trajectories: int | None,
+    gamma: float,
+    tau: float,
+) -> float:
+    """:return: the mean gap over the last 20 % of rounds, sampled GPOMDP or its exact expectation (``trajectories=None``)"""
+    mdp = speedup_mdp(n_agents, seed, heterogeneous, gamma)
+    if sampled:
+        assert trajectories is not None
+        run = sampled_federated_run(mdp, local_steps, rounds, learning_rate, horizon, trajectories, tau, seed=1000 + seed)
+    else:
+        run = exact_federated_run(mdp, local_steps, rounds, learning_rate, tau, truncation=horizon)
+    return run.gaps[-max(1, rounds // 5) :].mean()
 
-    :param argv: command-line arguments (``sys.argv[1:]`` if ``None``)
-    :return: the results written to JSON
+
+def run(s: Settings, sampled: bool, n: int, seed: int, heterogeneous: bool) -> Run:
+    config = dict(n_agents=n, seed=seed, heterogeneous=heterogeneous, sampled=sampled, rounds=s.rounds)
+    config |= dict(local_steps=s.local_steps, learning_rate=s.learning_rate, horizon=s.horizon)
+    config |= dict(trajectories=s.trajectories if sampled else None, gamma=s.gamma, tau=s.tau)
+    return Run(error, config, f"{KINDS[heterogeneous]}_{'sampled' if sampled else 'exact'}_N{n}_s{seed}")
+
+
+def agents_of(s: Settings, heterogeneous: bool) -> list[int]:
+    return [n for n in s.agents if n > 1 or not heterogeneous]
+
+
+def runs_of(run: Callable[..., Run]) -> Callable[[Settings], list[Run]]:
+    """:return: the runs of a speed-up study whose runs are ``run(settings, sampled, N, seed, heterogeneous)``"""
+
+    def runs(s: Settings) -> list[Run]:
+        return [run(s, p, n, i, h) for h in KINDS for n in agents_of(s, h) for i in range(s.seeds) for p in (True, False)]
+
+    return runs
+
+
+def speedup_report(ctx: Context, run: Callable[..., Run], metric: str, ylabel: str, title: str) -> Report:
     """
-    p = common.parser(__doc__.strip().splitlines()[0])
-    p.add_argument("--seeds", type=int, default=5)
-    p.add_argument("--agents", type=int, nargs="+", default=[1, 2, 4, 8, 16])
-    p.add_argument("--rounds", type=int, default=300)
-    p.add_argument("--local-steps", type=int, default=10)
-    p.add_argument("--learning-rate", type=float, default=0.5)
-    p.add_argument("--horizon", type=int, default=40, help="truncation K")
-    p.add_argument("--trajectories", type=int, default=2, help="M per agent per batch")
-    p.add_argument("--gamma", type=float, default=0.8)
-    p.add_argument("--tau", type=float, default=0.1)
-    args = p.parse_args(argv)
-    if args.quick:
-        args.seeds, args.agents, args.rounds, args.local_steps, args.horizon = 2, [1, 2, 4], 10, 2, 10
-    window = max(1, args.rounds // 5)
-    data: dict = {"settings": vars(args) | {"out_dir": str(args.out_dir)}, "error_metric": "mean gap over last 20% of rounds"}
+    The JSON and figure of a speed-up study (this one and ``lqr_speedup``).
+
+    :param ctx: the results
+    :param run: ``run(settings, sampled, N, seed, heterogeneous)``
+    :param metric: what the error is
+    :param ylabel: the figure's y label
+    :param title: the figure's title
+    :return: the report
+    """
+    import matplotlib.pyplot as plt
+
+    s = ctx.settings
+    data: dict = {"settings": s, "error_metric": metric}
     fig, ax = plt.subplots(figsize=(6, 4.5))
-    for i, heterogeneous in enumerate((False, True)):
-        name = "heterogeneous" if heterogeneous else "homogeneous"
-        agents = [n for n in args.agents if n > 1 or not heterogeneous]
-        errors = np.empty((len(agents), args.seeds))
-        deterministic = np.empty((len(agents), args.seeds))
-        for a, n in enumerate(agents):
-            for s in range(args.seeds):
-                mdp = speedup_mdp(n, s, heterogeneous, args.gamma)
-                common_kwargs = dict(local_steps=args.local_steps, n_rounds=args.rounds, learning_rate=args.learning_rate)
-                run = sampled_federated_run(
-                    mdp, **common_kwargs, horizon=args.horizon, n_trajectories=args.trajectories, tau=args.tau, seed=1000 + s
-                )
-                errors[a, s] = run.gaps[-window:].mean()
-                exact = exact_federated_run(mdp, **common_kwargs, tau=args.tau, truncation=args.horizon)
-                deterministic[a, s] = exact.gaps[-window:].mean()
+    for i, (heterogeneous, name) in enumerate(KINDS.items()):
+        agents = agents_of(s, heterogeneous)
+        errors, deterministic = (
+            np.array([[ctx.results[run(s, p, n, seed, heterogeneous)] for seed in range(s.seeds)] for n in agents])
+            for p in (True, False)
+        )
         mean_error = errors.mean(1)
         slope = fitted_slope(np.array(agents), mean_error)
         data[name] = {
@@ -109,30 +137,43 @@ def main(argv: list[str] | None = None) -> dict:
             "mean_error": mean_error,
             "deterministic_error": deterministic.mean(1),
             "slope": slope,
-            "slope_per_seed": [fitted_slope(np.array(agents), errors[:, s]) for s in range(args.seeds)],
+            "slope_per_seed": [fitted_slope(np.array(agents), errors[:, seed]) for seed in range(s.seeds)],
         }
         color = f"C{i}"
-        ax.errorbar(agents, mean_error, yerr=errors.std(1) / np.sqrt(args.seeds), fmt="o-", color=color, capsize=3)
+        ax.errorbar(agents, mean_error, yerr=errors.std(1) / np.sqrt(s.seeds), fmt="o-", color=color, capsize=3)
         ax.plot([], [], "o-", color=color, label=f"{name} agents: slope {slope:.2f}")
-        ax.plot(agents, deterministic.mean(1), ":", color=color, alpha=0.7)
+        ax.plot(agents, positive(deterministic.mean(1)), ":", color=color, alpha=0.7)
         fit = np.exp(np.polyval(np.polyfit(np.log(agents), np.log(mean_error), 1), np.log(agents)))
         ax.plot(agents, fit, "--", color=color, alpha=0.5)
     ax.plot([], [], ":", color="gray", label="same runs with exact expected gradients")
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel("number of agents N")
-    ax.set_ylabel("suboptimality, mean of last 20% rounds")
-    ax.set_title(
-        f"Fast-FedPG, GPOMDP K={args.horizon} M={args.trajectories}, T={args.rounds} H={args.local_steps} "
-        f"η={args.learning_rate}\nτ={args.tau}, γ={args.gamma}, {args.seeds} seeds (theory: slope −1)",
-        fontsize=9,
-    )
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
-    common.save(NAME, data, fig, args.out_dir)
-    return data
+    return Report(data, fig)
 
+
+def report(ctx: Context) -> Report:
+    s = ctx.settings
+    title = (
+        f"Fast-FedPG, GPOMDP K={s.horizon} M={s.trajectories}, T={s.rounds} H={s.local_steps} "
+        f"η={s.learning_rate}\nτ={s.tau}, γ={s.gamma}, {s.seeds} seeds (theory: slope −1)"
+    )
+    return speedup_report(ctx, run, "mean gap over last 20% of rounds", "suboptimality, mean of last 20% rounds", title)
+
+
+STUDY = Study(
+    "tabular_speedup",
+    __doc__,
+    dict(seeds=5, agents=[1, 2, 4, 8, 16], rounds=300, local_steps=10, learning_rate=0.5, horizon=40, trajectories=2)
+    | dict(gamma=0.8, tau=0.1),
+    runs_of(run),
+    report,
+    quick=dict(seeds=2, agents=[1, 2, 4], rounds=10, local_steps=2, horizon=10),
+)
+main = STUDY.main
 
 if __name__ == "__main__":
-    result = main()
-    for key in ("homogeneous", "heterogeneous"):
-        print(key, "slope", round(result[key]["slope"], 3), "errors", np.array2string(result[key]["mean_error"], precision=3))
+    main()

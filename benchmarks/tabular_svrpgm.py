@@ -18,190 +18,130 @@ reward is the same for every N):
 
 from __future__ import annotations
 
+import itertools
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import tabular_common as common
-from tabular_common import np, plt
-from tabular_speedup import fitted_slope, speedup_mdp
+import numpy as np
+from harness import Context, Report, Run, Settings, Study, positive, table
+from harness.keys import jsonable
+from tabular_speedup import KINDS, agents_of, fitted_slope, speedup_mdp
 
-from sb3_fedpg.tabular import (
-    exact_federated_run,
-    exact_svrpgm_run,
-    optimal_objective,
-    sampled_federated_run,
-    sampled_svrpgm_run,
-)
-
-NAME = "tabular_svrpgm"
-
-
-def main(argv: list[str] | None = None) -> dict:
-    """
-    Run the benchmark.
-
-    :param argv: command-line arguments (``sys.argv[1:]`` if ``None``)
-    :return: the results written to JSON
-    """
-    p = common.parser(__doc__.strip().splitlines()[0])
-    p.add_argument("--report", action="store_true", help="only write the tables (.md) from the JSON in --out-dir")
-    p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--agents", type=int, nargs="+", default=[1, 2, 4, 8, 16])
-    p.add_argument("--rounds", type=int, default=300)
-    p.add_argument("--local-steps", type=int, default=10)
-    p.add_argument("--learning-rate", type=float, default=0.2, help="η of the sampled runs")
-    p.add_argument("--bias-learning-rates", type=float, nargs="+", default=[0.02, 0.05, 0.1, 0.3, 1.0])
-    p.add_argument("--bias-rounds", type=int, default=2000)
-    p.add_argument("--momentum", type=float, nargs="+", default=[0.5, 0.2], help="β values")
-    p.add_argument("--horizon", type=int, default=40, help="truncation K")
-    p.add_argument("--trajectories", type=int, default=2, help="M per agent per batch")
-    p.add_argument("--gamma", type=float, default=0.8)
-    p.add_argument("--tau", type=float, default=0.1)
-    args = p.parse_args(argv)
-    if args.report:
-        import json
-
-        data = json.loads((Path(args.out_dir) / f"{NAME}.json").read_text())
-        (Path(args.out_dir) / f"{NAME}.md").write_text(markdown(data))
-        return data
-    if args.quick:
-        args.seeds, args.agents, args.rounds, args.local_steps, args.horizon = 1, [1, 2, 4], 10, 2, 10
-        args.bias_learning_rates, args.bias_rounds, args.momentum = [0.1, 0.3], 20, [0.5]
-    window = max(1, args.rounds // 5)
-    beta = args.momentum[0]
-    data: dict = {"settings": vars(args) | {"out_dir": str(args.out_dir)}, "error_metric": "mean gap over last 20% of rounds"}
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
-
-    # -- bias: exact gradients, stationary gaps against η
-    mdp = speedup_mdp(8, 0, True, args.gamma)
-    solution = optimal_objective(mdp, args.tau)
-    reference, start = solution.objective, np.log(solution.policy)  # softmax(log π*) = π*
-    h = args.local_steps
-    bias: dict = {"learning_rates": args.bias_learning_rates}
-    for name, run in [
-        (
-            "fast_fedpg",
-            lambda eta: exact_federated_run(
-                mdp, h, args.bias_rounds, eta, args.tau, theta0=start, reference_objective=reference
-            ),
-        ),
-        (
-            "fedavg_pg",
-            lambda eta: exact_federated_run(
-                mdp, h, args.bias_rounds, eta, args.tau, correction=False, theta0=start, reference_objective=reference
-            ),
-        ),
-        *[
-            (
-                f"fedsvrpg_m_beta{b:g}",
-                lambda eta, b=b: exact_svrpgm_run(
-                    mdp, h, args.bias_rounds, eta, b, args.tau, theta0=start, reference_objective=reference
-                ),
-            )
-            for b in args.momentum
-        ],
-    ]:
-        bias[name] = [float(run(eta).gaps[-1]) for eta in args.bias_learning_rates]
-        axes[0].plot(args.bias_learning_rates, common.positive(bias[name]), "o-", label=name)
-    data["bias"] = bias
-    axes[0].set_xscale("log")
-    axes[0].set_yscale("log")
-    axes[0].set_xlabel("local step size η")
-    axes[0].set_ylabel(f"gap after {args.bias_rounds} rounds (exact gradients)")
-    axes[0].set_title(f"heterogeneity bias, N=8, H={h}, τ={args.tau}", fontsize=9)
-    axes[0].legend(fontsize=7)
-
-    # -- equal samples: the three methods on the same budget
-    sampled = dict(local_steps=h, n_rounds=args.rounds, learning_rate=args.learning_rate, horizon=args.horizon, tau=args.tau)
-    methods = {
-        "fast_fedpg": lambda m, s, ref: sampled_federated_run(
-            m, **sampled, n_trajectories=args.trajectories, seed=1000 + s, reference_objective=ref
-        ),
-        "fedavg_pg": lambda m, s, ref: sampled_federated_run(
-            m, **sampled, n_trajectories=args.trajectories, correction=False, seed=1000 + s, reference_objective=ref
-        ),
-        **{
-            f"fedsvrpg_m_beta{b:g}": (
-                lambda m, s, ref, b=b: sampled_svrpgm_run(
-                    m, **sampled, n_trajectories=args.trajectories, momentum_coef=b, seed=1000 + s, reference_objective=ref
-                )
-            )
-            for b in args.momentum
-        },
-    }
-    equal: dict = {"n_agents": 8}
-    for i, (name, run) in enumerate(methods.items()):
-        errors, samples, curves = [], 0, []
-        for s in range(args.seeds):
-            m = speedup_mdp(8, s, True, args.gamma)
-            result = run(m, s, optimal_objective(m, args.tau).objective)
-            errors.append(float(result.gaps[-window:].mean()))
-            samples = result.n_samples
-            curves.append(result.gaps)
-        equal[name] = {"error_per_seed": errors, "mean_error": float(np.mean(errors)), "env_steps": samples}
-        axes[1].plot(common.positive(np.mean(curves, 0)), color=f"C{i}", label=f"{name}: {np.mean(errors):.2g}")
-    data["equal_samples"] = equal
-    axes[1].set_yscale("log")
-    axes[1].set_xlabel("round (equal env steps per round)")
-    axes[1].set_ylabel("gap, mean over seeds")
-    axes[1].set_title(
-        f"GPOMDP K={args.horizon} M={args.trajectories}, N=8 heterogeneous, η={args.learning_rate}, H={h}", fontsize=9
-    )
-    axes[1].legend(fontsize=7)
-
-    # -- speed-up in N
-    speedup: dict = {}
-    for i, heterogeneous in enumerate((False, True)):
-        kind = "heterogeneous" if heterogeneous else "homogeneous"
-        agents = [n for n in args.agents if n > 1 or not heterogeneous]
-        entry: dict = {"agents": agents}
-        deterministic_runs = {
-            "fast_fedpg": lambda m, ref: exact_federated_run(
-                m, h, args.rounds, args.learning_rate, args.tau, truncation=args.horizon, reference_objective=ref
-            ),
-            f"fedsvrpg_m_beta{beta:g}": lambda m, ref: exact_svrpgm_run(
-                m, h, args.rounds, args.learning_rate, beta, args.tau, truncation=args.horizon, reference_objective=ref
-            ),
-        }
-        for j, name in enumerate(("fast_fedpg", f"fedsvrpg_m_beta{beta:g}")):
-            errors = np.empty((len(agents), args.seeds))
-            deterministic = np.empty((len(agents), args.seeds))
-            for a, n in enumerate(agents):
-                for s in range(args.seeds):
-                    m = speedup_mdp(n, s, heterogeneous, args.gamma)
-                    ref = optimal_objective(m, args.tau).objective
-                    errors[a, s] = methods[name](m, s, ref).gaps[-window:].mean()
-                    deterministic[a, s] = deterministic_runs[name](m, ref).gaps[-window:].mean()
-            mean_error = errors.mean(1)
-            noise = np.maximum(errors - deterministic, 1e-12).mean(1)
-            slope = fitted_slope(np.array(agents), mean_error)
-            entry[name] = {
-                "error_per_seed": errors,
-                "mean_error": mean_error,
-                "deterministic_error": deterministic.mean(1),
-                "slope": slope,
-                "noise_slope": fitted_slope(np.array(agents), noise),
-            }
-            style = "o-" if j else "s:"
-            axes[2].plot(agents, mean_error, style, color=f"C{i}", label=f"{kind} {name}: slope {slope:.2f}")
-        speedup[kind] = entry
-    data["speedup"] = speedup
-    axes[2].set_xscale("log", base=2)
-    axes[2].set_yscale("log")
-    axes[2].set_xlabel("number of agents N")
-    axes[2].set_ylabel("gap, mean of last 20% rounds")
-    axes[2].set_title(f"speed-up in N, {args.seeds} seeds, β={beta} (theory: slope −1)", fontsize=9)
-    axes[2].legend(fontsize=7)
-    json_path, _ = common.save(NAME, data, fig, args.out_dir)
-    import json
-
-    (Path(args.out_dir) / f"{NAME}.md").write_text(markdown(json.loads(json_path.read_text())))
-    return data
-
+from sb3_fedpg import tabular as tab
 
 LABELS = {"fast_fedpg": "Fast-FedPG", "fedavg_pg": "FedAvg-PG"}
+
+
+def name(method: str, beta: float | None) -> str:
+    return method if beta is None else f"{method}_beta{beta:g}"
+
+
+def bias_gap(method: str, beta: float | None, eta: float, local_steps: int, rounds: int, tau: float, gamma: float) -> float:
+    """:return: the gap after ``rounds`` exact rounds from the soft optimum, N = 8 heterogeneous agents of seed 0"""
+    mdp = speedup_mdp(8, 0, True, gamma)
+    solution = tab.optimal_objective(mdp, tau)
+    kwargs = dict(theta0=np.log(solution.policy), reference_objective=solution.objective)  # softmax(log π*) = π*
+    if method == "fedsvrpg_m":
+        return float(tab.exact_svrpgm_run(mdp, local_steps, rounds, eta, beta, tau, **kwargs).gaps[-1])
+    return float(tab.exact_federated_run(mdp, local_steps, rounds, eta, tau, method == "fast_fedpg", **kwargs).gaps[-1])
+
+
+def sampled(method: str, beta: float | None, n_agents: int, seed: int, heterogeneous: bool, exact: bool, s: dict) -> dict:
+    """:return: a run's gaps, mean gap over the last 20 % of rounds, env steps (``exact``: expected truncated gradient)"""
+    mdp = speedup_mdp(n_agents, seed, heterogeneous, s["gamma"])
+    args, ref = (mdp, s["local_steps"], s["rounds"], s["learning_rate"]), tab.optimal_objective(mdp, s["tau"]).objective
+    if exact and method == "fedsvrpg_m":
+        result = tab.exact_svrpgm_run(*args, beta, s["tau"], truncation=s["horizon"], reference_objective=ref)
+    elif exact:
+        result = tab.exact_federated_run(*args, s["tau"], truncation=s["horizon"], reference_objective=ref)
+    else:
+        kwargs = dict(tau=s["tau"], seed=1000 + seed, reference_objective=ref)
+        if method == "fedsvrpg_m":
+            result = tab.sampled_svrpgm_run(*args, s["horizon"], s["trajectories"], momentum_coef=beta, **kwargs)
+        else:
+            result = tab.sampled_federated_run(
+                *args, s["horizon"], s["trajectories"], correction=method == "fast_fedpg", **kwargs
+            )
+    return {"error": result.gaps[-max(1, s["rounds"] // 5) :].mean(), "n_samples": result.n_samples, "gaps": result.gaps}
+
+
+SAMPLED = ("local_steps", "rounds", "learning_rate", "horizon", "trajectories", "tau", "gamma")
+
+
+def bias_run(s: Settings, method: str, beta: float | None, eta: float) -> Run:
+    config = dict(method=method, beta=beta, eta=eta, local_steps=s.local_steps, rounds=s.bias_rounds, tau=s.tau, gamma=s.gamma)
+    return Run(bias_gap, config, f"bias_{name(method, beta)}_eta{eta:g}")
+
+
+def run(s: Settings, method: str, beta: float | None, n: int, seed: int, heterogeneous: bool = True, exact=False) -> Run:
+    config = dict(method=method, beta=beta, n_agents=n, seed=seed, heterogeneous=heterogeneous, exact=exact)
+    label = f"{'exact' if exact else 'sampled'}_{name(method, beta)}_{KINDS[heterogeneous]}_N{n}_s{seed}"
+    return Run(sampled, config | {"s": {k: s[k] for k in SAMPLED}}, label)
+
+
+def methods(s: Settings) -> list[tuple[str, float | None]]:
+    return [("fast_fedpg", None), ("fedavg_pg", None), *(("fedsvrpg_m", b) for b in s.momentum)]
+
+
+def runs(s: Settings) -> list[Run]:
+    out = [bias_run(s, m, b, eta) for m, b in methods(s) for eta in s.bias_learning_rates]
+    out += [run(s, m, b, 8, i) for m, b in methods(s) for i in range(s.seeds)]
+    for het, (method, beta) in itertools.product(KINDS, (("fast_fedpg", None), ("fedsvrpg_m", s.momentum[0]))):
+        out += [run(s, method, beta, n, i, het, x) for n in agents_of(s, het) for i in range(s.seeds) for x in (False, True)]
+    return out
+
+
+def report(ctx: Context) -> Report:
+    import matplotlib.pyplot as plt
+
+    s, r, h, seeds = ctx.settings, ctx.results, ctx.settings.local_steps, range(ctx.settings.seeds)
+    data: dict = {"settings": s, "error_metric": "mean gap over last 20% of rounds"}
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    # -- bias: exact gradients, stationary gaps against η
+    data["bias"] = {"learning_rates": s.bias_learning_rates}
+    for method, beta in methods(s):
+        data["bias"][name(method, beta)] = gaps = [r[bias_run(s, method, beta, eta)] for eta in s.bias_learning_rates]
+        axes[0].plot(s.bias_learning_rates, positive(gaps), "o-", label=name(method, beta))
+    axes[0].set(
+        xscale="log", yscale="log", xlabel="local step size η", ylabel=f"gap after {s.bias_rounds} rounds (exact gradients)"
+    )
+    axes[0].set_title(f"heterogeneity bias, N=8, H={h}, τ={s.tau}", fontsize=9)
+    axes[0].legend(fontsize=7)
+    # -- equal samples: the three methods on the same budget
+    data["equal_samples"] = {"n_agents": 8}
+    for i, (method, beta) in enumerate(methods(s)):
+        results = [r[run(s, method, beta, 8, seed)] for seed in seeds]
+        errors = [float(x["error"]) for x in results]
+        entry = {"error_per_seed": errors, "mean_error": float(np.mean(errors)), "env_steps": results[-1]["n_samples"]}
+        data["equal_samples"][name(method, beta)] = entry
+        curve = positive(np.mean([x["gaps"] for x in results], 0))
+        axes[1].plot(curve, color=f"C{i}", label=f"{name(method, beta)}: {np.mean(errors):.2g}")
+    axes[1].set(yscale="log", xlabel="round (equal env steps per round)", ylabel="gap, mean over seeds")
+    axes[1].set_title(f"GPOMDP K={s.horizon} M={s.trajectories}, N=8 heterogeneous, η={s.learning_rate}, H={h}", fontsize=9)
+    axes[1].legend(fontsize=7)
+    # -- speed-up in N
+    data["speedup"] = {}
+    for i, (het, kind) in enumerate(KINDS.items()):
+        agents = agents_of(s, het)
+        data["speedup"][kind] = {"agents": agents}
+        for j, (method, beta) in enumerate((("fast_fedpg", None), ("fedsvrpg_m", s.momentum[0]))):
+            errors, deterministic = (
+                np.array([[r[run(s, method, beta, n, seed, het, x)]["error"] for seed in seeds] for n in agents])
+                for x in (False, True)
+            )
+            mean_error, slope = errors.mean(1), fitted_slope(np.array(agents), errors.mean(1))
+            noise_slope = fitted_slope(np.array(agents), np.maximum(errors - deterministic, 1e-12).mean(1))
+            entry = dict(error_per_seed=errors, mean_error=mean_error, deterministic_error=deterministic.mean(1), slope=slope)
+            data["speedup"][kind][name(method, beta)] = entry | {"noise_slope": noise_slope}
+            label = f"{kind} {name(method, beta)}: slope {slope:.2f}"
+            axes[2].plot(agents, mean_error, "o-" if j else "s:", color=f"C{i}", label=label)
+    axes[2].set_xscale("log", base=2)
+    axes[2].set(yscale="log", xlabel="number of agents N", ylabel="gap, mean of last 20% rounds")
+    axes[2].set_title(f"speed-up in N, {s.seeds} seeds, β={s.momentum[0]} (theory: slope −1)", fontsize=9)
+    axes[2].legend(fontsize=7)
+    return Report(data, fig, markdown(jsonable(data, finite=True)))
 
 
 def _label(key: str) -> str:
@@ -213,53 +153,48 @@ def _gap(value: float) -> str:
 
 
 def markdown(data: dict) -> str:
-    """
-    :param data: the benchmark's JSON payload
-    :return: its tables (the docs' ``<!-- results:tabular_svrpgm -->`` block): the exact-gradient gap vs the local
-        step, the gap at equal samples, the fitted slopes vs N
-    """
-    bias = data["bias"]
-    rates = bias["learning_rates"]
-    lines = [
-        "Exact gradients, N = 8 heterogeneous agents, H = "
-        f"{data['settings']['local_steps']}, started at the soft optimum; gap after {data['settings']['bias_rounds']:,} "
-        "rounds:",
-        "",
-        "| local step η | " + " | ".join(f"{r:g}" for r in rates) + " |",
-        "|---|" + "---:|" * len(rates),
-    ]
-    lines += [
-        f"| {_label(k)} | " + " | ".join(_gap(v) for v in values) + " |" for k, values in bias.items() if k != "learning_rates"
-    ]
-    equal = data["equal_samples"]
+    """:return: the tables of the JSON ``data``: the exact gap vs the local step, the gap at equal samples, slopes vs N"""
+    bias, s, equal, rates = data["bias"], data["settings"], data["equal_samples"], data["bias"]["learning_rates"]
+    rows = [["local step η", *(f"{x:g}" for x in rates)]]
+    rows += [[_label(k), *(_gap(v) for v in values)] for k, values in bias.items() if k != "learning_rates"]
     methods = [k for k, v in equal.items() if isinstance(v, dict)]
-    steps = equal[methods[0]]["env_steps"]
-    lines += [
+    first = equal[methods[0]]  # every method ran the same env steps
+    lines = [
+        f"Exact gradients, N = 8 heterogeneous agents, H = {s['local_steps']}, started at the soft optimum; gap after "
+        f"{s['bias_rounds']:,} rounds:",
         "",
-        f"Sampled gradients at equal samples (N = {equal['n_agents']}, {steps:,} env steps per method, "
-        f"{len(equal[methods[0]]['error_per_seed'])} seeds; {data['error_metric']}):",
+        *table(rows, "l" + "r" * len(rates)),
         "",
-        "| method | mean gap | per seed |",
-        "|---|---:|---|",
+        f"Sampled gradients at equal samples (N = {equal['n_agents']}, {first['env_steps']:,} env steps per method, "
+        f"{len(first['error_per_seed'])} seeds; {data['error_metric']}):",
+        "",
     ]
-    lines += [
-        f"| {_label(m)} | {equal[m]['mean_error']:.2g} | " + ", ".join(f"{e:.2g}" for e in equal[m]["error_per_seed"]) + " |"
+    rows = [["method", "mean gap", "per seed"]]
+    rows += [
+        [_label(m), f"{equal[m]['mean_error']:.2g}", ", ".join(f"{e:.2g}" for e in equal[m]["error_per_seed"])]
         for m in methods
     ]
-    lines += ["", "Fitted log-log slope of the gap against N (theory: −1):", "", "| agents | method | raw gap | noise part |"]
-    lines += ["|---|---|---:|---:|"]
+    lines += [*table(rows, "lrl"), "", "Fitted log-log slope of the gap against N (theory: −1):", ""]
+    rows = [["agents", "method", "raw gap", "noise part"]]
     for kind, entry in data["speedup"].items():
-        for m, value in entry.items():
-            if isinstance(value, dict):
-                lines.append(f"| {kind} | {_label(m)} | {value['slope']:.2f} | {value['noise_slope']:.2f} |")
-    return "\n".join(lines) + "\n"
+        rows += [
+            [kind, _label(m), f"{v['slope']:.2f}", f"{v['noise_slope']:.2f}"] for m, v in entry.items() if isinstance(v, dict)
+        ]
+    return "\n".join(lines + table(rows, "llrr")) + "\n"
 
+
+STUDY = Study(
+    "tabular_svrpgm",
+    __doc__,
+    dict(seeds=3, agents=[1, 2, 4, 8, 16], rounds=300, local_steps=10, learning_rate=0.2)
+    | dict(bias_learning_rates=[0.02, 0.05, 0.1, 0.3, 1.0], bias_rounds=2000, momentum=[0.5, 0.2], horizon=40, trajectories=2)
+    | dict(gamma=0.8, tau=0.1),
+    runs,
+    report,
+    quick=dict(seeds=1, agents=[1, 2, 4], rounds=10, local_steps=2, horizon=10, bias_learning_rates=[0.1, 0.3], bias_rounds=20)
+    | dict(momentum=[0.5]),
+)
+main = STUDY.main
 
 if __name__ == "__main__":
-    result = main()
-    print("bias (exact):", {k: np.round(v, 6).tolist() for k, v in result["bias"].items()})
-    print("equal samples:", {k: v["mean_error"] for k, v in result["equal_samples"].items() if isinstance(v, dict)})
-    for kind in ("homogeneous", "heterogeneous"):
-        for key, value in result["speedup"][kind].items():
-            if isinstance(value, dict):
-                print(kind, key, "slope", round(value["slope"], 3), "noise slope", round(value["noise_slope"], 3))
+    main()

@@ -11,26 +11,17 @@ centralised exact-PG runs from random starts (``sb3_fedpg.tabular.reference_opti
 from __future__ import annotations
 
 import sys
-import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import tabular_common as common
-from tabular_common import np, plt
+import numpy as np
+from harness import Context, Report, Run, Settings, Study, positive, table
+from harness.keys import jsonable
 
 from sb3_fedpg.common.plotting import Series, aggregate_values, draw_panel
-from sb3_fedpg.tabular import (
-    exact_federated_run,
-    garnet,
-    global_gradient,
-    local_maximum,
-    optimal_objective,
-    reference_optimum,
-)
+from sb3_fedpg.tabular import exact_federated_run, garnet, global_gradient, local_maximum, optimal_objective, reference_optimum
 
-NAME = "tabular_transition"
 #: algorithm -> (correction, centralised): "centralised" is H = 1 with H× the rounds (the same
 #: number of exact-gradient steps as the federated runs), i.e. plain PG on J̄ from θ0 = 0
 ALGORITHMS = {"fast_fedpg": (True, False), "fedavg_pg": (False, False), "centralised_pg": (True, True)}
@@ -42,81 +33,61 @@ def _fmt(value: float) -> str:
     return f"{value:.2g}" if abs(value) < 1e-2 or abs(value) >= 1e3 else f"{value:.3g}"
 
 
-def table(data: dict) -> str:
-    """
-    The markdown summary of a result (what ``benchmarks/results/tabular_transition.md`` holds).
-
-    :param data: the benchmark's JSON data
-    :return: markdown
-    """
-    kappas, settings = data["kappas"], data["settings"]
+def markdown(data: dict) -> str:
+    """:return: the Markdown summary of the JSON ``data`` (what ``benchmarks/results/tabular_transition.md`` holds)"""
+    kappas, settings, blocks = data["kappas"], data["settings"], data["results"].values()
+    head, align = [f"κ = {k}" for k in kappas], "r" * len(kappas)
+    rows = [["h", "τ", "algorithm", *head]]
+    for b in blocks:
+        for algo in ALGORITHMS:
+            cells = [f"{_fmt(g.mean())} [{_fmt(g.min())}, {_fmt(g.max())}]" for g in np.asarray(b["final_gap"][algo])]
+            rows.append([b["reward_heterogeneity"], b["tau"], LABELS[algo], *cells])
     lines = [
         f"**Final gap to the reference optimum** after {settings['rounds']} rounds (H = {settings['local_steps']}, "
         f"η = {settings['learning_rate']}; centralised PG: H = 1, {settings['rounds'] * settings['local_steps']} "
         f"rounds, the same number of exact-gradient steps), mean [min, max] over seeds "
         f"{data['seeds'][0]}–{data['seeds'][-1]}:",
         "",
-        "| h | τ | algorithm | " + " | ".join(f"κ = {k}" for k in kappas) + " |",
-        "|---:|---:|---|" + "---:|" * len(kappas),
-    ]
-    for block in data["results"].values():
-        h, tau = block["reward_heterogeneity"], block["tau"]
-        for algo in ALGORITHMS:
-            gaps = np.asarray(block["final_gap"][algo])  # (kappa, seed)
-            cells = [f"{_fmt(g.mean())} [{_fmt(g.min())}, {_fmt(g.max())}]" for g in gaps]
-            lines.append(f"| {h} | {tau} | {LABELS[algo]} | " + " | ".join(cells) + " |")
-    lines += [
+        *table(rows, "rrl" + align),
         "",
         f"**Reference optimum** ({settings['n_starts']} starts, {settings['ascent_steps']} exact-PG steps each, then "
         "refined): number of seeds on which the starts end at *different* local maxima (spread > 1e-6), the largest "
         "spread of the starts' final values, and the mean gap of the start θ = 0 (centralised PG from the algorithms' "
         "own start):",
         "",
-        "| h | τ | quantity | " + " | ".join(f"κ = {k}" for k in kappas) + " |",
-        "|---:|---:|---|" + "---:|" * len(kappas),
     ]
-    for block in data["results"].values():
-        h, tau = block["reward_heterogeneity"], block["tau"]
-        spread = np.asarray(block["reference"]["spread"])
-        start0 = np.asarray(block["reference"]["start0_gap"])
-        n_seeds = spread.shape[1]
-        lines.append(
-            f"| {h} | {tau} | seeds with several maxima | "
-            + " | ".join(f"{int((s > 1e-6).sum())}/{n_seeds}" for s in spread)
-            + " |"
-        )
-        lines.append(f"| {h} | {tau} | largest spread | " + " | ".join(_fmt(s.max()) for s in spread) + " |")
-        lines.append(f"| {h} | {tau} | gap of start θ = 0 | " + " | ".join(_fmt(s.mean()) for s in start0) + " |")
+    rows = [["h", "τ", "quantity", *head]]
+    for b in blocks:
+        spread, start0 = np.asarray(b["reference"]["spread"]), np.asarray(b["reference"]["start0_gap"])
+        key = [b["reward_heterogeneity"], b["tau"]]
+        rows.append([*key, "seeds with several maxima", *(f"{int((x > 1e-6).sum())}/{spread.shape[1]}" for x in spread)])
+        rows.append([*key, "largest spread", *(_fmt(x.max()) for x in spread)])
+        rows.append([*key, "gap of start θ = 0", *(_fmt(x.mean()) for x in start0)])
     lines += [
+        *table(rows, "rrl" + align),
         "",
         "**Where the gap comes from** (mean over seeds): the run's final iterate is refined to a local maximum "
         "(`local_maximum`: L-BFGS from it, and deterministic local search for τ = 0); *not converged* = "
         "that local maximum minus the final value (heterogeneity bias, or a slow rate), *worse maximum* = the "
         "reference minus that local maximum (non-concavity of J̄, not a property of the federated algorithm):",
         "",
-        "| h | τ | algorithm | part | " + " | ".join(f"κ = {k}" for k in kappas) + " |",
-        "|---:|---:|---|---|" + "---:|" * len(kappas),
     ]
-    for block in data["results"].values():
-        h, tau = block["reward_heterogeneity"], block["tau"]
+    rows = [["h", "τ", "algorithm", "part", *head]]
+    for b in blocks:
         for algo in ALGORITHMS:
             for field, part in (("gap_to_own_local_max", "not converged"), ("own_local_max_gap", "worse maximum")):
-                values = np.asarray(block[field][algo])
-                lines.append(f"| {h} | {tau} | {LABELS[algo]} | {part} | " + " | ".join(_fmt(v.mean()) for v in values) + " |")
-    lines += [
-        "",
-        "**Stationarity** ‖∇J̄‖ at the final iterate, mean over seeds (a stationary point of J̄ has 0):",
-        "",
-        "| h | τ | algorithm | " + " | ".join(f"κ = {k}" for k in kappas) + " |",
-        "|---:|---:|---|" + "---:|" * len(kappas),
-    ]
-    for block in data["results"].values():
-        h, tau = block["reward_heterogeneity"], block["tau"]
+                means = (_fmt(v.mean()) for v in np.asarray(b[field][algo]))
+                rows.append([b["reward_heterogeneity"], b["tau"], LABELS[algo], part, *means])
+    lines += [*table(rows, "rrll" + align), ""]
+    lines += ["**Stationarity** ‖∇J̄‖ at the final iterate, mean over seeds (a stationary point of J̄ has 0):", ""]
+    rows = [["h", "τ", "algorithm", *head]]
+    for b in blocks:
         for algo in ALGORITHMS:
-            norms = np.asarray(block["final_grad_norm"][algo])
-            lines.append(f"| {h} | {tau} | {LABELS[algo]} | " + " | ".join(_fmt(n.mean()) for n in norms) + " |")
+            means = (_fmt(n.mean()) for n in np.asarray(b["final_grad_norm"][algo]))
+            rows.append([b["reward_heterogeneity"], b["tau"], LABELS[algo], *means])
     check = data["kappa0_reference_minus_value_iteration"]
     lines += [
+        *table(rows, "rrl" + align),
         "",
         f"Check: at κ = 0 (shared P) the multi-start reference equals value iteration's J* to {_fmt(check)} "
         f"(largest |difference| over all seeds, h and τ). Runtime {data['seconds']:.0f} s.",
@@ -124,21 +95,16 @@ def table(data: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _configuration(task: tuple) -> dict:
+def configuration(
+    h: float, tau: float, kappa: float, seed: int, local_steps: int, rounds: int, n_starts: int, ascent_steps: int
+) -> dict:
     """One (h, τ, κ, seed): reference optimum, then both algorithms measured against it."""
-    h, tau, kappa, seed, local_steps, rounds, n_starts, ascent_steps = task
     mdp = garnet(10, 4, 3, 8, h, 0.9, seed, transition_heterogeneity=kappa)
     ref = reference_optimum(mdp, tau, n_starts=n_starts, n_steps=ascent_steps, seed=seed)
-    out: dict = {
-        "reference": {
-            "objective": ref.objective,
-            "spread": ref.spread,
-            "n_at_best": ref.n_at_best,
-            "start0_gap": ref.objective - ref.start_objectives[0],
-            "start_objectives": ref.start_objectives,
-        },
-        "reference_minus_value_iteration": ref.objective - optimal_objective(mdp, tau).objective if kappa == 0 else None,
-    }
+    reference = dict(objective=ref.objective, spread=ref.spread, n_at_best=ref.n_at_best)
+    reference |= dict(start0_gap=ref.objective - ref.start_objectives[0], start_objectives=ref.start_objectives)
+    check = ref.objective - optimal_objective(mdp, tau).objective if kappa == 0 else None
+    out: dict = {"reference": reference, "reference_minus_value_iteration": check}
     for field in ("final_gap", "final_grad_norm", "gap_to_own_local_max", "own_local_max_gap", "gaps"):
         out[field] = {}
     for algo, (correction, centralised) in ALGORITHMS.items():
@@ -154,44 +120,22 @@ def _configuration(task: tuple) -> dict:
     return out
 
 
-def main(argv: list[str] | None = None) -> dict:
-    """
-    Run the benchmark.
+def run(s: Settings, h: float, tau: float, kappa: float, seed: int) -> Run:
+    config = dict(h=h, tau=tau, kappa=kappa, seed=seed, local_steps=s.local_steps, rounds=s.rounds)
+    return Run(configuration, config | dict(n_starts=s.starts, ascent_steps=s.ascent_steps), f"h{h}_tau{tau}_k{kappa}_s{seed}")
 
-    :param argv: command-line arguments (``sys.argv[1:]`` if ``None``)
-    :return: the results written to JSON
-    """
-    p = common.parser(__doc__.strip().splitlines()[0])
-    p.add_argument("--seeds", type=int, default=5)
-    p.add_argument("--rounds", type=int, default=300)
-    p.add_argument("--local-steps", type=int, default=10)
-    p.add_argument("--kappas", type=float, nargs="+", default=[0.0, 0.25, 0.5, 0.75, 1.0])
-    p.add_argument("--taus", type=float, nargs="+", default=[0.0, 0.1])
-    p.add_argument("--reward-heterogeneity", type=float, nargs="+", default=[1.0, 0.0])
-    p.add_argument("--starts", type=int, default=20, help="starts of the reference optimum")
-    p.add_argument("--ascent-steps", type=int, default=300, help="exact-PG steps per start of the reference")
-    p.add_argument("--workers", type=int, default=2, help="processes (one configuration each)")
-    args = p.parse_args(argv)
-    if args.quick:
-        args.seeds, args.rounds, args.kappas, args.taus = 2, 20, [0.0, 1.0], [0.1]
-        args.reward_heterogeneity, args.starts, args.ascent_steps, args.workers = [1.0], 3, 50, 1
-    start = time.perf_counter()
-    tasks = [
-        (h, tau, kappa, seed, args.local_steps, args.rounds, args.starts, args.ascent_steps)
-        for h in args.reward_heterogeneity
-        for tau in args.taus
-        for kappa in args.kappas
-        for seed in range(args.seeds)
-    ]
-    if args.workers > 1:
-        with ProcessPoolExecutor(args.workers) as pool:
-            outcomes = dict(zip(tasks, pool.map(_configuration, tasks, chunksize=1), strict=True))
-    else:
-        outcomes = {task: _configuration(task) for task in tasks}
-    results: dict = {}
-    for h in args.reward_heterogeneity:
-        for tau in args.taus:
-            rows = [[outcomes[(h, tau, kappa, seed, *tasks[0][4:])] for seed in range(args.seeds)] for kappa in args.kappas]
+
+def runs(s: Settings) -> list[Run]:
+    return [run(s, h, t, k, i) for h in s.reward_heterogeneity for t in s.taus for k in s.kappas for i in range(s.seeds)]
+
+
+def report(ctx: Context) -> Report:
+    import matplotlib.pyplot as plt
+
+    s, results = ctx.settings, {}
+    for h in s.reward_heterogeneity:
+        for tau in s.taus:
+            rows = [[ctx.results[run(s, h, tau, kappa, seed)] for seed in range(s.seeds)] for kappa in s.kappas]
             # every entry: (kappa, seed) nested lists, or (kappa,) for the median curves
             block = {"reward_heterogeneity": h, "tau": tau}
             for field in ("final_gap", "final_grad_norm", "gap_to_own_local_max", "own_local_max_gap"):
@@ -205,53 +149,43 @@ def main(argv: list[str] | None = None) -> dict:
                 r["reference_minus_value_iteration"] for r in rows[0] if r["reference_minus_value_iteration"] is not None
             ]
             results[f"h={h}/tau={tau}"] = block
-    kappa0_check = max(
-        (abs(x) for block in results.values() for x in block["kappa0_reference_minus_value_iteration"]), default=0.0
-    )
-    data = {
-        "kappas": args.kappas,
-        "seeds": list(range(args.seeds)),
-        "settings": {
-            "n_states": 10,
-            "n_actions": 4,
-            "branching": 3,
-            "n_agents": 8,
-            "gamma": 0.9,
-            "rounds": args.rounds,
-            "local_steps": args.local_steps,
-            "learning_rate": 1.0,
-            "theta0": "zeros",
-            "n_starts": args.starts,
-            "ascent_steps": args.ascent_steps,
-        },
-        "results": results,
-        "kappa0_reference_minus_value_iteration": kappa0_check,
-        "seconds": time.perf_counter() - start,
-    }
-    fig, axes = plt.subplots(1, len(args.reward_heterogeneity), figsize=(6 * len(args.reward_heterogeneity), 4.5))
+    checks = (abs(x) for block in results.values() for x in block["kappa0_reference_minus_value_iteration"])
+    settings = dict(n_states=10, n_actions=4, branching=3, n_agents=8, gamma=0.9, rounds=s.rounds, local_steps=s.local_steps)
+    settings |= dict(learning_rate=1.0, theta0="zeros", n_starts=s.starts, ascent_steps=s.ascent_steps)
+    data = {"kappas": s.kappas, "seeds": list(range(s.seeds)), "settings": settings, "results": results}
+    data |= {"kappa0_reference_minus_value_iteration": max(checks, default=0.0), "seconds": ctx.sweep.seconds}
+    fig, axes = plt.subplots(1, len(s.reward_heterogeneity), figsize=(6 * len(s.reward_heterogeneity), 4.5))
     axes = np.atleast_1d(axes)
     markers = ["o", "s", "^", "v"]
-    for ax, h in zip(axes, args.reward_heterogeneity, strict=True):
+    for ax, h in zip(axes, s.reward_heterogeneity, strict=True):
         series = []
-        for marker, tau in zip(markers, args.taus, strict=False):
+        for marker, tau in zip(markers, s.taus, strict=False):
             block = results[f"h={h}/tau={tau}"]
             for algo in ALGORITHMS:
-                curve = aggregate_values(args.kappas, common.positive(block["final_gap"][algo], 1e-13).T, "minmax")
+                curve = aggregate_values(s.kappas, positive(block["final_gap"][algo], 1e-13).T, "minmax")
                 style = {"fast_fedpg": "-", "fedavg_pg": "--", "centralised_pg": ":"}[algo]
                 series.append(Series(f"{LABELS[algo]}, τ={tau}", curve, COLORS[algo], style, marker))
         xlabel = "transition heterogeneity κ (0 = shared P, 1 = independent P_i)"
-        ylabel = f"gap to reference optimum after {args.rounds} rounds"
+        ylabel = f"gap to reference optimum after {s.rounds} rounds"
         draw_panel(ax, series, f"reward heterogeneity h={h}", ylabel, xlabel, steps=False, yscale="log")
     fig.suptitle(
-        f"Garnet S=10 A=4 N=8, exact gradients, H={args.local_steps}, {args.rounds} rounds (centralised PG: "
-        f"{args.rounds * args.local_steps} steps): mean (line) and min–max (band) over {args.seeds} seeds",
+        f"Garnet S=10 A=4 N=8, exact gradients, H={s.local_steps}, {s.rounds} rounds (centralised PG: "
+        f"{s.rounds * s.local_steps} steps): mean (line) and min–max (band) over {s.seeds} seeds",
         fontsize=10,
     )
-    common.save(NAME, data, fig, args.out_dir)
-    (Path(args.out_dir) / f"{NAME}.md").write_text(table(common._jsonable(data)))
-    return common._jsonable(data)
+    return Report(data, fig, markdown(jsonable(data, finite=True)))
 
+
+STUDY = Study(
+    "tabular_transition",
+    __doc__,
+    dict(seeds=5, rounds=300, local_steps=10, kappas=[0.0, 0.25, 0.5, 0.75, 1.0], taus=[0.0, 0.1])
+    | dict(reward_heterogeneity=[1.0, 0.0], starts=20, ascent_steps=300),
+    runs,
+    report,
+    quick=dict(seeds=2, rounds=20, kappas=[0.0, 1.0], taus=[0.1], reward_heterogeneity=[1.0], starts=3, ascent_steps=50),
+)
+main = STUDY.main
 
 if __name__ == "__main__":
-    result = main()
-    print(table(result))
+    main()

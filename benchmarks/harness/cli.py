@@ -1,0 +1,112 @@
+"""
+The command line every study shares: ``python benchmarks/<study>.py [--quick] [--report] [--workers N] ...``.
+
+Settings come from the study's spec (``--quick`` swaps in the smoke sizes, ``--set key=value`` changes one); the runs
+missing from the cache are computed in ``--workers`` processes, then the report is made from the cache alone and
+written by :func:`harness.writer.write` (and the docs refilled when it goes to ``benchmarks/results``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import sys
+import time
+from typing import Any
+
+from harness.cache import Cache
+from harness.keys import jsonable
+from harness.runner import collect, run_missing
+from harness.spec import Context, Settings, Study, Sweep
+from harness.writer import BENCHMARKS, RESULTS, refill_docs, write
+from sb3_fedpg.common.cli import ArgumentParser, interrupted_exit_code, sigterm_as_interrupt
+
+ROOT = BENCHMARKS.parent
+
+
+def parse_setting(text: str) -> tuple[str, Any]:
+    """
+    :param text: ``key=value``, the value JSON (``seeds=3``, ``agents=[1,2]``) or else a string
+    :return: the key and the value
+    """
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise ValueError(f"--set takes key=value, got {text!r}")
+    try:
+        return key.replace("-", "_"), json.loads(value)
+    except json.JSONDecodeError:
+        return key.replace("-", "_"), value
+
+
+def settings_of(study: Study, quick: bool, overrides: list[str]) -> Settings:
+    """
+    :param study: the study
+    :param quick: the smoke sizes
+    :param overrides: ``key=value`` items
+    :return: the study's settings with the smoke sizes and the overrides applied
+    :raises SystemExit: an override names no setting of the study
+    """
+    settings = Settings({**study.settings, **(study.quick if quick else {})})
+    for text in overrides:
+        key, value = parse_setting(text)
+        if key not in settings:
+            raise SystemExit(f"{study.name}: no setting {key!r} (settings: {', '.join(settings)})")
+        settings[key] = value
+    return settings
+
+
+def main(study: Study, argv: list[str] | None = None, output: pathlib.Path | None = None) -> dict[str, Any]:
+    """
+    Compute a study's missing runs, then write its report from the cache.
+
+    :param study: the study
+    :param argv: the arguments (``sys.argv[1:]`` when ``None``)
+    :param output: the results folder (instead of ``--out-dir``)
+    :return: the JSON data written
+    """
+    defaults = ", ".join(f"{key}={json.dumps(value)}" for key, value in study.settings.items())
+    smoke = ", ".join(f"{key}={json.dumps(value)}" for key, value in study.quick.items())
+    epilog = f"settings (change one with --set key=value): {defaults}" + (f"; --quick: {smoke}" if smoke else "")
+    parser = ArgumentParser(description=study.description.strip().split("\n\n")[0], epilog=epilog)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes (a smoke run of seconds), not the reported ones")
+    parser.add_argument("--out-dir", type=pathlib.Path, default=None, help="results folder (default: benchmarks/results)")
+    parser.add_argument("--report", action="store_true", help="compute nothing: report the cached runs")
+    parser.add_argument("--workers", type=int, default=None, help="processes (default: 1 with --quick, else all CPUs)")
+    parser.add_argument("--cache", type=pathlib.Path, default=None, help="cache folder (default: benchmarks/cache/<name>)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="change a setting (JSON value)")
+    args = parser.parse_args(argv)
+    settings = settings_of(study, args.quick, args.set)
+    out_dir = pathlib.Path(output or args.out_dir or (ROOT / "runs" / f"{study.name}_quick" if args.quick else RESULTS))
+    cache = Cache(args.cache or (out_dir / "cache" / study.name if args.quick else BENCHMARKS / "cache" / study.name))
+    workers = args.workers or (1 if args.quick else os.cpu_count() or 1)
+    runs = study.runs(settings)
+    if not args.report:
+        start = time.perf_counter()
+        try:
+            with sigterm_as_interrupt():
+                computed = run_missing(runs, cache, workers, desc=study.name)
+        except BaseException as error:  # every completed run is stored: the next invocation resumes
+            cache.record_sweep(str(out_dir), time.perf_counter() - start)
+            if isinstance(error, KeyboardInterrupt):
+                sys.exit(interrupted_exit_code(error))
+            raise
+        if computed:
+            cache.record_sweep(str(out_dir), time.perf_counter() - start)
+    results = collect(runs, cache)
+    if results.missing:
+        raise SystemExit(
+            f"{study.name}: {len(results.missing)} of {len(results) + len(results.missing)} runs are not in {cache.folder} "
+            f"({', '.join(run.label for run in results.missing[:5])}, ...): run without --report"
+        )
+    sweep = cache.sweep() or Sweep(str(out_dir), 0.0)
+    import matplotlib
+
+    matplotlib.use("Agg")  # reports draw into files
+    report = study.report(Context(Settings(quick=args.quick, out_dir=sweep.out_dir, **settings), results, sweep))
+    write(study.name, report, out_dir)
+    if out_dir.resolve() == RESULTS.resolve():
+        refill_docs()
+    if report.markdown:
+        print(report.markdown)
+    return jsonable(report.data, finite=True)
