@@ -393,13 +393,15 @@ class FederatedAlgorithm(FederatedPersistenceMixin):
         env = self._wrap_env(env, self.verbose)
         check_for_correct_spaces(env, self.observation_space, self.action_space)
         self._check_env_split(env)
-        if env.num_envs != getattr(self, "n_envs", None):
-            announce_difference(
-                "set_env_other_count",
-                f"set_env with {env.num_envs} envs where the model had {self.n_envs}: accepted (SB3 asserts the same "
-                "number), because the split between the agents is what matters; each agent now steps "
-                f"{env.num_envs // max(1, self.n_agents or 1)} envs, so a round has other batch sizes.",
-            )
+        previous = getattr(self, "n_envs", None)  # None: a model being loaded gets its first env
+        if env.num_envs != previous:
+            if previous is not None:
+                announce_difference(
+                    "set_env_other_count",
+                    f"set_env with {env.num_envs} envs where the model had {previous}: accepted (SB3 asserts the same "
+                    "number), because the split between the agents is what matters; each agent now steps "
+                    f"{env.num_envs // max(1, self.n_agents or 1)} envs, so a round has other batch sizes.",
+                )
             self.n_envs, force_reset = env.num_envs, True
         super().set_env(env, force_reset)
 
