@@ -31,7 +31,14 @@ def start_training(tmp_path, extra=()):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # as from a terminal: an ignored SIGINT is inherited across exec (and Python then installs no Ctrl-C handler),
+        # and this test process may have inherited one (a background job, or a test run earlier in the same worker)
+        preexec_fn=_default_sigint,
     )
+
+
+def _default_sigint():
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def wait_for_rounds(tmp_path, process, timeout=120.0):
