@@ -300,6 +300,7 @@ SVRPGM_LEARNING_RATES: dict[str, float] = {
     "arm": 0.003,
     "lqr": 0.01,
     "pendulum": 0.003,
+    "halfcheetah": 0.03,
 }
 #: FederatedPG's keys FedSVRPG-M takes over on a family (its batches, discount, critic and network), not its optimiser
 _SVRPGM_SHARED_KEYS = (
