@@ -220,8 +220,9 @@ class FederatedPPO(FederatedAlgorithm):
         assert self.n_envs_per_agent is not None and self.n_agents is not None
         per_agent = self.n_envs_per_agent * self.n_steps
         mode = advantage_normalization(self.normalize_advantage)
-        pooled = {"shared": self.n_agents * per_agent, "per_agent": per_agent}.get(str(mode), 2)
-        if pooled <= 1:
+        # the samples one advantage scale is computed from (without normalisation there is none to compute)
+        pooled = self.n_agents * per_agent if mode == "shared" else per_agent
+        if mode is not None and pooled <= 1:
             raise HyperparameterError(
                 f"n_steps * n_envs must be greater than 1 with normalize_advantage={self.normalize_advantage!r}: "
                 f"currently n_steps={self.n_steps} and {self.n_envs_per_agent} env(s) per agent "

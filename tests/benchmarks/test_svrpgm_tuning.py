@@ -19,7 +19,8 @@ def st():
 
 def test_the_comparison_uses_the_tuned_step_size_of_every_tuned_family(st, tmp_path):
     committed = json.loads((BENCHMARKS / "results" / "svrpgm_tuning.json").read_text())
-    rebuilt = json.loads((st.report(tmp_path) and tmp_path / "svrpgm_tuning.json").read_text())
+    st.report(tmp_path)
+    rebuilt = json.loads((tmp_path / "svrpgm_tuning.json").read_text())
     assert rebuilt == committed  # the committed table is what the cached runs give
     for name, family in committed["families"].items():
         if family["complete"]:
