@@ -8,7 +8,8 @@ also ``n_steps=256, n_epochs=4``; ``seed=3``) and on ``IdentityEnvBox(eps=0.5)``
 ``learning_rate=1e-3``, ``n_steps=256, n_epochs=4``; ``seed=0``), then asserts that ``evaluate_policy`` over 20
 episodes (on the training env) reaches a mean reward of 90. Here every algorithm runs those settings exactly, with
 seeds 0-9 instead of the test's one: SB3's A2C and PPO, and the federated algorithm standing for each (one agent on
-SB3's plain ``VecEnv``): FederatedPG and FederatedSVRPGM where A2C stands, FederatedPPO where PPO stands, each with
+SB3's plain ``VecEnv``): FederatedPG, FederatedSVRPGM and FederatedA2C (FederatedPG with A2C's defaults) where A2C
+stands, FederatedPPO where PPO stands, each with
 its library defaults for everything the test leaves unset. ``CANDIDATES`` are A2C-like FederatedPG settings (added to
 the test's A2C settings), evidence for a change of FederatedPG's defaults.
 
@@ -80,6 +81,7 @@ REFERENCES = {"a2c": Method("A2C", "A2C", "A2C"), "ppo": Method("PPO", "PPO", "P
 DEFAULTS = {
     "fedpg": Method("FederatedPG", "A2C", "FederatedPG"),
     "fedsvrpgm": Method("FederatedSVRPGM", "A2C", "FederatedSVRPGM"),
+    "feda2c": Method("FederatedA2C", "A2C", "FederatedA2C"),
     "fedppo": Method("FederatedPPO", "PPO", "FederatedPPO"),
 }
 #: A2C-like FederatedPG settings, from the smallest change (A2C's rollout length) to A2C's whole update

@@ -3,8 +3,8 @@ sb3-fedpg: federated and multi-task policy gradient (Fast-FedPG) for Stable-Base
 
 Importing the package registers the heterogeneous families' Gymnasium ids (``envs`` needs only
 Gymnasium and NumPy). Everything that needs torch or Stable-Baselines3 (``FederatedPG``, ``FederatedPPO``,
-``FederatedSVRPGM``, ``FederatedVecEnv``, ``make_federated_vec_env``) is imported on first use, so torch-free modules
-such as :mod:`sb3_fedpg.flower.config` and :mod:`sb3_fedpg.common.hyperparams` stay torch-free.
+``FederatedSVRPGM``, ``FederatedA2C``, ``FederatedVecEnv``, ``make_federated_vec_env``) is imported on first use, so
+torch-free modules such as :mod:`sb3_fedpg.flower.config` and :mod:`sb3_fedpg.common.hyperparams` stay torch-free.
 """
 
 import importlib
@@ -22,11 +22,20 @@ _LAZY = {
     "FederatedPG": "sb3_fedpg.fedpg",
     "FederatedPPO": "sb3_fedpg.ppo",
     "FederatedSVRPGM": "sb3_fedpg.svrpgm",
+    "FederatedA2C": "sb3_fedpg.a2c",
     "FederatedVecEnv": "sb3_fedpg.common.federated_vec_env",
     "make_federated_vec_env": "sb3_fedpg.common.federated_vec_env",
 }
 
-__all__ = ["FederatedPG", "FederatedPPO", "FederatedSVRPGM", "FederatedVecEnv", "__version__", "make_federated_vec_env"]
+__all__ = [
+    "FederatedA2C",
+    "FederatedPG",
+    "FederatedPPO",
+    "FederatedSVRPGM",
+    "FederatedVecEnv",
+    "__version__",
+    "make_federated_vec_env",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -9,8 +9,9 @@ SB3's test files are not part of this repository. Get them once (the tag that ma
 How a module is rewritten (only in a temporary copy; the source folder is never written to):
 
 1. Each federated algorithm stands for its SB3 analogue: FederatedPG for ``A2C`` (SB3's plain actor-critic policy
-   gradient), FederatedPPO for ``PPO``. The module's import line ``from stable_baselines3 import A2C, DQN, PPO, ...``
-   loses that name and gains ``from sb3_fedpg import FederatedPG as A2C``: every reference to the name —
+   gradient), and so does FederatedA2C (FederatedPG with A2C's defaults); FederatedPPO for ``PPO``. The module's
+   import line ``from stable_baselines3 import A2C, DQN, PPO, ...`` loses that name and gains
+   ``from sb3_fedpg import FederatedPG as A2C``: every reference to the name —
    parametrisations, ``model_class == A2C`` branches, direct calls — now means the federated algorithm, with SB3's
    keyword arguments and the default of one agent on SB3's plain ``VecEnv``. ``--both-names`` puts the algorithm
    where both ``A2C`` and ``PPO`` stand (FederatedPG then meets PPO's own arguments, ``n_epochs=...``, and fails on
@@ -45,7 +46,7 @@ from sb3_fedpg.common.cli import ArgumentParser
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 #: each federated algorithm → the SB3 name it stands for
-ALGOS = {"FederatedPG": "A2C", "FederatedPPO": "PPO"}
+ALGOS = {"FederatedPG": "A2C", "FederatedPPO": "PPO", "FederatedA2C": "A2C"}
 #: SB3's modules that exercise the substituted names (the others test buffers, HER, off-policy only, ...).
 DEFAULT_MODULES = [
     "test_buffers.py",

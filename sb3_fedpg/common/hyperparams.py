@@ -305,6 +305,25 @@ class FedPGHyperparams(Hyperparams):
     n_envs_per_agent: int = _hp(1, positive_int, "Sub-environments per agent M when env is an env id")
 
 
+@dataclass
+class FedA2CHyperparams(FedPGHyperparams):
+    """
+    Hyperparameters of :class:`~sb3_fedpg.FederatedA2C`: FederatedPG's, with SB3 A2C's defaults where A2C has the
+    setting (its step size, 5-step rollouts, λ = 1, no advantage normalisation, gradient clipping at 0.5; the critic's
+    step equal to the actor's, as A2C's one optimiser gives both). Its local optimiser (A2C's RMSprop) comes from
+    ``use_rms_prop`` and ``policy_kwargs``, as in A2C.
+    """
+
+    learning_rate: Any = _hp(7e-4, _learning_rate, "Local step size η (float or schedule of the remaining progress)")  # noqa: RUF009
+    n_steps: int = _hp(5, positive_int, "Steps per trajectory segment of one gradient batch (A2C's rollout length)")
+    gae_lambda: float = _hp(1.0, _interval(0.0, 1.0, low_open=False), "GAE λ, in [0, 1] (1: A2C's n-step returns)")
+    normalize_advantage: bool | str = _hp(
+        False, _advantage_normalization, "Normalise advantages: False (A2C's default), 'shared' or 'per_agent'"
+    )
+    critic_learning_rate: float = _hp(7e-4, positive_float, "Step size of the local critics' optimiser")
+    max_grad_norm: float | None = _hp(0.5, _optional_positive_float, "Clip each agent's direction to this norm (None: off)")
+
+
 def _optional_clip(name: str, value: Any) -> None:
     # None (no clipping), a number > 0, or a schedule of the remaining progress.
     if value is not None and not callable(value):

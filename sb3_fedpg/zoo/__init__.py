@@ -17,8 +17,8 @@ import pathlib
 from stable_baselines3.common.base_class import BaseAlgorithm
 
 #: The library's federated algorithms, by their zoo names.
-FEDERATED_ALGOS = ("fedpg", "fedppo", "fedsvrpgm")
-#: Algorithms of the zoo runner: FederatedPG, FederatedPPO, FederatedSVRPGM and the centrally trained SB3 references.
+FEDERATED_ALGOS = ("fedpg", "fedppo", "fedsvrpgm", "feda2c")
+#: Algorithms of the zoo runner: the federated ones and the centrally trained SB3 references.
 ZOO_ALGOS = (*FEDERATED_ALGOS, "a2c", "ppo")
 
 #: ``zoo_configs/`` at the repository top level (present in a source checkout / editable install).
@@ -27,7 +27,7 @@ CONFIG_DIR = pathlib.Path(__file__).resolve().parents[2] / "zoo_configs"
 
 def get_algo_class(name: str) -> type[BaseAlgorithm]:
     """
-    :param name: ``"fedpg"``, ``"fedppo"``, ``"fedsvrpgm"``, ``"a2c"`` or ``"ppo"``
+    :param name: ``"fedpg"``, ``"fedppo"``, ``"fedsvrpgm"``, ``"feda2c"``, ``"a2c"`` or ``"ppo"``
     :return: the algorithm class
     """
     if name == "fedpg":
@@ -42,6 +42,10 @@ def get_algo_class(name: str) -> type[BaseAlgorithm]:
         from sb3_fedpg.svrpgm import FederatedSVRPGM
 
         return FederatedSVRPGM
+    if name == "feda2c":
+        from sb3_fedpg.a2c import FederatedA2C
+
+        return FederatedA2C
     if name in ("a2c", "ppo"):
         import stable_baselines3
 

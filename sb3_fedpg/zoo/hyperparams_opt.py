@@ -16,6 +16,7 @@ The federated knobs (see ``docs/algorithms.md``) are sampled with the usual ones
 - ``fedppo``: PPO's ``n_steps``, ``batch_size``, ``n_epochs``, ``clip_range``, ``max_grad_norm``, and ``correction``
   (``surrogate``/``linear``/off) with ``variance_control``, ``server_learning_rate``;
 - ``fedsvrpgm``: ``local_steps``, ``momentum_coef`` (β), ``max_importance_weight``, ``server_learning_rate``;
+- ``feda2c``: A2C's ranges (``a2c``'s sampler) with ``local_steps``, ``server_learning_rate`` and ``correction`` on/off;
 - all: ``learning_rate`` (constant or ``lin_``), ``n_steps``, ``gamma``, ``gae_lambda`` (where used), ``ent_coef``,
   ``net_arch`` and ``activation_fn``. ``a2c`` and ``ppo`` (SB3, trained centrally) get the same usual ones.
 
@@ -177,6 +178,23 @@ def sample_a2c_params(trial: optuna.Trial) -> dict[str, Any]:
     }
 
 
+def sample_feda2c_params(trial: optuna.Trial) -> dict[str, Any]:
+    """
+    FederatedA2C: A2C's ranges (:func:`sample_a2c_params`; the critics' step follows the actor's) with the federated
+    knobs: local steps H, server step, the correction on/off.
+
+    :param trial: the Optuna trial
+    :return: config values
+    """
+    params = sample_a2c_params(trial)
+    learning_rate = params["learning_rate"]  # a number, or "lin_<start>": the critics take the starting step
+    params["critic_learning_rate"] = float(learning_rate[4:]) if isinstance(learning_rate, str) else learning_rate
+    params["local_steps"] = trial.suggest_categorical("local_steps", [1, 2, 4, 8])
+    params["server_learning_rate"] = _round(trial.suggest_float("server_learning_rate", 0.5, 1.5))
+    params["correction"] = trial.suggest_categorical("correction", [True, False])
+    return params
+
+
 def sample_ppo_params(trial: optuna.Trial) -> dict[str, Any]:
     """
     SB3 PPO, trained centrally on the pooled agents (the reference): FederatedPPO's sampler without the federated
@@ -193,6 +211,7 @@ SAMPLERS: dict[str, Callable[[Any], dict[str, Any]]] = {
     "fedpg": sample_fedpg_params,
     "fedppo": sample_fedppo_params,
     "fedsvrpgm": sample_fedsvrpgm_params,
+    "feda2c": sample_feda2c_params,
     "a2c": sample_a2c_params,
     "ppo": sample_ppo_params,
 }
@@ -227,6 +246,7 @@ __all__ = [
     "SAMPLERS",
     "apply_sampled",
     "sample_a2c_params",
+    "sample_feda2c_params",
     "sample_fedpg_params",
     "sample_fedppo_params",
     "sample_fedsvrpgm_params",

@@ -171,8 +171,8 @@ def train(argv: list[str] | None = None) -> pathlib.Path:
     if args.n_timesteps > 0:
         entry["n_timesteps"] = args.n_timesteps
     hyperparams = validate_hyperparams(entry, algo_class, f"{args.conf_file} [{args.env}]")
-    if (args.resume or args.save_freq_rounds) and args.algo != "fedpg":
-        parser.error("--resume and --save-freq-rounds are for --algo fedpg")
+    if (args.resume or args.save_freq_rounds) and args.algo not in ("fedpg", "feda2c"):
+        parser.error("--resume and --save-freq-rounds are for --algo fedpg and feda2c")
     if args.save_freq_rounds < 0:
         parser.error(f"--save-freq-rounds must be >= 0, got {args.save_freq_rounds}")
     if args.eval_freq > 0 and args.eval_episodes < 1:
@@ -187,7 +187,7 @@ def train(argv: list[str] | None = None) -> pathlib.Path:
         if problem:
             parser.error(f"--resume: {problem}")
         # The checkpoint holds the env (with its state), the RNG states and the model.
-        # --resume is for --algo fedpg (checked above): a FederatedPG
+        # --resume is for --algo fedpg/feda2c (checked above): a FederatedPG
         try:
             model = cast("type[FederatedPersistenceMixin]", algo_class).load_checkpoint(args.resume, device=args.device)
         except ValueError as error:  # truncated, corrupt, NaN, another algorithm's: said in one line

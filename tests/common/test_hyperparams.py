@@ -4,7 +4,7 @@ import inspect
 
 import pytest
 
-from sb3_fedpg import FederatedPG
+from sb3_fedpg import FederatedA2C, FederatedPG
 from sb3_fedpg.common.hyperparams import FedPGHyperparams
 from sb3_fedpg.flower.config import ALGORITHM_KEYS, DEFAULT_RUN_CONFIG, FlowerRunConfig, parse_run_config
 
@@ -19,10 +19,11 @@ BAD = [
 ]
 
 
-def test_constructor_signature_and_docstring_follow_the_one_definition():
-    params = inspect.signature(FederatedPG.__init__).parameters
-    doc = FederatedPG.__doc__
-    for name, default in FedPGHyperparams.defaults().items():
+@pytest.mark.parametrize("algo", [FederatedPG, FederatedA2C])
+def test_constructor_signature_and_docstring_follow_the_one_definition(algo):
+    params = inspect.signature(algo.__init__).parameters
+    doc = algo.__doc__
+    for name, default in algo.hyperparams_class.defaults().items():
         assert params[name].default == default, name
         assert f":param {name}:" in doc, name
 

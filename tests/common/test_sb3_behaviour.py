@@ -31,7 +31,7 @@ from stable_baselines3.common.envs import IdentityEnv, IdentityEnvBox, IdentityE
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.logger import configure
 
-from sb3_fedpg import FederatedPG, FederatedPPO, FederatedSVRPGM, make_federated_vec_env
+from sb3_fedpg import FederatedA2C, FederatedPG, FederatedPPO, FederatedSVRPGM, make_federated_vec_env
 from sb3_fedpg.common.federated_algorithm import FederatedDifferenceWarning
 from sb3_fedpg.common.policies import FederatedActorCriticPolicy
 
@@ -48,6 +48,7 @@ ALGOS = [
     pytest.param(FederatedPG, {"estimator": "reinforce"}, id="FedPG-reinforce"),
     pytest.param(FederatedPPO, {"n_epochs": 2, "batch_size": 16}, id="FedPPO"),
     pytest.param(FederatedSVRPGM, {"local_steps": 2}, id="FedSVRPGM"),
+    pytest.param(FederatedA2C, {"local_steps": 2}, id="FedA2C"),
 ]
 
 
@@ -202,7 +203,7 @@ def test_threads_hint_is_printed_once_when_verbose(capsys, monkeypatch):
 
 
 # ---------------------------------------------------------------- SB3's own tests (tools/sb3_parity.py), issue 27
-ALL_ALGOS = [FederatedPG, FederatedPPO, FederatedSVRPGM]
+ALL_ALGOS = [FederatedPG, FederatedPPO, FederatedSVRPGM, FederatedA2C]
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ def test_default_config_for_the_federated_algorithms_only():
     assert _with_default_config(["--algo=fedpg"])[-1].endswith("zoo_configs/fedpg.yml")
     assert _with_default_config(["--algo", "fedppo"])[-1].endswith("zoo_configs/fedppo.yml")
     assert _with_default_config(["--algo", "fedsvrpgm"])[-1].endswith("zoo_configs/fedsvrpgm.yml")
+    assert _with_default_config(["--algo", "feda2c"])[-1].endswith("zoo_configs/feda2c.yml")
     assert _with_default_config(["--algo", "fedpg", "--conf-file", "x.yml"]) == ["--algo", "fedpg", "--conf-file", "x.yml"]
     assert _with_default_config(["--algo", "ppo"]) == ["--algo", "ppo"]
 
@@ -26,6 +27,7 @@ def test_default_config_for_the_federated_algorithms_only():
 TINY = {
     "fedppo": "  n_steps: 32\n  batch_size: 32\n  n_epochs: 2\n",
     "fedsvrpgm": "  n_steps: 16\n  local_steps: 2\n",
+    "feda2c": "  n_steps: 8\n  local_steps: 2\n  rms_prop_eps: 1.0e-4\n",
 }
 
 

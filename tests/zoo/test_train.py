@@ -187,6 +187,21 @@ def test_command_line_tools_default_to_one_torch_thread():
     assert enjoy.build_parser().parse_args(["--algo", "fedpg", "--env", "CartPole-v1"]).num_threads == 1
 
 
+def test_feda2c_zoo_run(tmp_path):
+    import torch as th
+
+    from sb3_fedpg import FederatedA2C
+
+    params = ["-params", "n_agents:2", "n_envs:4", "local_steps:2", "rms_prop_eps:0.001"]
+    run = run_train(tmp_path, algo="feda2c", extra=params, n=128)
+    model = FederatedA2C.load(run / "sb3_fedpg-HeteroCartPole-v0.zip")
+    optimizer = model.local_optimizer_state.optimizer
+    assert model.n_agents == 2 and model.n_steps == 5 and type(optimizer) is th.optim.RMSprop
+    assert optimizer.defaults["eps"] == 0.001 and model.num_timesteps >= 128
+    with pytest.raises(ZooConfigError, match="rms_prop_eps"):
+        run_train(tmp_path, algo="feda2c", extra=["-params", "rms_prop_eps:-1.0"], n=128)
+
+
 def test_fedsvrpgm_zoo_run(tmp_path):
     from sb3_fedpg import FederatedSVRPGM
 
