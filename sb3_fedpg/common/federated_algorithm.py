@@ -40,6 +40,7 @@ from sb3_fedpg.common.batched_policy import ACTION_SPACES, GSDE_BOX_ONLY, Batche
 from sb3_fedpg.common.callbacks import fire_round_end
 from sb3_fedpg.common.estimators import Estimator, critic_advantages
 from sb3_fedpg.common.federated_vec_env import (
+    FederatedVecEnv,
     ObservationBoundsWarning,
     check_observations,
     check_rewards,
@@ -655,6 +656,8 @@ class FederatedAlgorithm(FederatedPersistenceMixin):
         truncated_obs: list[tuple[int, int, np.ndarray]] = []
         params_np = params.detach().cpu().numpy() if self._numpy_rollout else None
         agent_ids = np.repeat(np.arange(n), m)
+        # An unwrapped FederatedVecEnv has checked its rewards and observations in step() already (a wrapper may change them)
+        checked_by_env = type(self.env) is FederatedVecEnv
         obs_t: np.ndarray | th.Tensor  # NumPy on the CPU fast path, torch otherwise
         actions: np.ndarray | th.Tensor
         resample_every = self.sde_sample_freq if self.use_sde and self.sde_sample_freq > 0 else None
@@ -683,9 +686,9 @@ class FederatedAlgorithm(FederatedPersistenceMixin):
                 env_actions = env_actions.astype(self.action_space.dtype)  # sampled as floats, like SB3's Bernoulli
             env_obs.append(self._last_obs)
             new_obs, rewards, dones, infos = self.env.step(env_actions)
-            # Convert-then-check whatever env (or wrapper) produced them, naming the agents at fault.
-            check_rewards(rewards, n * m, agent_ids)
-            check_observations(new_obs, agent_ids)
+            if not checked_by_env:  # convert-then-check what another env (or a wrapper) produced, naming the agents
+                check_rewards(rewards, n * m, agent_ids)
+                check_observations(new_obs, agent_ids)
             if k in (0, k_steps - 1) and not self._warned_obs_bounds:  # twice a rollout: next to free
                 self._warn_obs_bounds(new_obs)
             self.num_timesteps += self.env.num_envs
