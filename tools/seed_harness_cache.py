@@ -10,9 +10,11 @@ file (``library_version``):
 - measurements: ``tabular_bias``'s 1,000-round timing (a wall time), ``byzantine``'s sweep time;
 - runs that the present library computes a few ulps apart (``aggregator_breakdown``: the mean's summation order
   and Weiszfeld's tolerance changed since its results were committed; the old script itself no longer reproduces
-  them), and runs too long to redo here (``byzantine``: 30 trainings of 1M steps);
+  them), and runs too long to redo here (``byzantine``: 30 trainings of 1M steps; ``collaboration``: 51 trainings,
+  whose old cache under the ignored ``runs/`` was never committed but whose JSON lists every run's result whole);
 - the sweep's record (``_sweep.json``) of the studies whose runs all came back: the results folder their JSON names
-  (``settings.out_dir``), and ``byzantine``'s sweep time.
+  (``settings.out_dir``), ``byzantine``'s sweep time, and the machine the runs were computed on where the JSON says
+  (``collaboration``).
 
 (``lqr_bias``, ``lqr_speedup`` and ``tabular_transition`` are not seeded: the present library computes their runs a
 few ulps apart from the committed ones, which hold too little to rebuild every run; their results were regenerated
@@ -43,15 +45,20 @@ from sb3_fedpg import __version__  # noqa: E402
 RESULTS = ROOT / "benchmarks" / "results"
 
 
-def committed(name: str) -> tuple[dict[str, Any], str]:
-    """:return: the committed results of a study and the library version (commit) that wrote them"""
+def written_by(path: pathlib.Path) -> str:
+    """:return: the library version (``__version__`` and the last commit) of a committed file"""
     commit = subprocess.run(
-        ["git", "-C", str(ROOT), "log", "-1", "--format=%h", "--", f"benchmarks/results/{name}.json"],
+        ["git", "-C", str(ROOT), "log", "-1", "--format=%h", "--", str(path.relative_to(ROOT))],
         capture_output=True,
         text=True,
         check=True,
     ).stdout.strip()
-    return json.loads((RESULTS / f"{name}.json").read_text()), f"{__version__}+{commit}"
+    return f"{__version__}+{commit}"
+
+
+def committed(name: str) -> tuple[dict[str, Any], str]:
+    """:return: the committed results of a study and the library version (commit) that wrote them"""
+    return json.loads((RESULTS / f"{name}.json").read_text()), written_by(RESULTS / f"{name}.json")
 
 
 def tabular_bias(data: dict[str, Any]) -> Iterator[tuple[Run, Any]]:
@@ -83,9 +90,33 @@ def byzantine(data: dict[str, Any]) -> Iterator[tuple[Run, Any]]:
                 yield study.run(s, aggregator, kind == "attacked", seed), value
 
 
-MIGRATED = {"tabular_bias": tabular_bias, "aggregator_breakdown": aggregator_breakdown, "byzantine": byzantine}
+def collaboration(data: dict[str, Any]) -> Iterator[tuple[Run, Any]]:
+    import collaboration as study
+
+    s = Settings(study.STUDY.settings)
+    assert {key: s[key] for key in study.STUDY.settings} == data["config"] and not data["quick"]
+    runs = study.runs(s)
+    assert len(runs) == len(data["runs"])
+    keys = ("n_agents", "heterogeneity", "local_steps", "correction", "seed")
+    for run, result in zip(runs, data["runs"], strict=True):  # the same order: each run's configuration checked
+        assert [run.config[key] for key in keys] == [result[key] for key in keys], run.label
+        yield run, result
+
+
+MIGRATED = {
+    "tabular_bias": tabular_bias,
+    "aggregator_breakdown": aggregator_breakdown,
+    "byzantine": byzantine,
+    "collaboration": collaboration,
+}
 #: studies whose JSON records its sweep's results folder (``settings.out_dir``) or time (``seconds``)
 SWEEP_RECORDED = ("tabular_truncation", "tabular_speedup", "tabular_svrpgm", "byzantine")
+
+
+#: studies whose JSON records the machine its runs were computed on -> that record, as ``harness.cache.machine`` has it
+MACHINE_RECORDED = {
+    "collaboration": lambda data: {key: data["machine"][key] for key in ("python", "cpus")},
+}
 
 
 def main() -> None:
@@ -105,14 +136,15 @@ def main() -> None:
             cache.store(run, value, None, library_version=version, note=note)
             stored += 1
         print(f"{name}: {stored} runs stored from the committed results")
-    for name in SWEEP_RECORDED:
+    for name in (*SWEEP_RECORDED, *MACHINE_RECORDED):
         data, _ = committed(name)
         cache = Cache(ROOT / "benchmarks" / "cache" / name)
         sweep = cache.sweep()
         out_dir = data.get("settings", {}).get("out_dir", sweep.out_dir if sweep else "")
         seconds = data.get("seconds", sweep.seconds if sweep else 0.0)
-        cache.write_sweep(Sweep(out_dir, seconds))
-        print(f"{name}: sweep record {out_dir}, {seconds:.1f} s")
+        machine = MACHINE_RECORDED[name](data) if name in MACHINE_RECORDED else sweep.machine if sweep else {}
+        cache.write_sweep(Sweep(out_dir, seconds, machine))
+        print(f"{name}: sweep record {out_dir}, {seconds:.1f} s" + (f", {machine}" if machine else ""))
 
 
 if __name__ == "__main__":
