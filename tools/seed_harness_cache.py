@@ -14,7 +14,12 @@ file (``library_version``):
   whose old cache under the ignored ``runs/`` was never committed but whose JSON lists every run's result whole);
 - the sweep's record (``_sweep.json``) of the studies whose runs all came back: the results folder their JSON names
   (``settings.out_dir``), ``byzantine``'s sweep time, and the machine the runs were computed on where the JSON says
-  (``collaboration``).
+  (``collaboration``, ``zoo_optimize``).
+
+``zoo_optimize``'s committed cache, in the old script's layout (``<algo>_<entry hash>_s<seed>_e<episodes>.json`` and
+``<algo>_study_<hash>.json``, the hashes its own), is moved into the harness's: each file becomes the entry of its run
+(``note`` names the old file, ``library_version`` the commit that added it), found by recomputing the old hash from the
+run's configuration, and the old file is deleted.
 
 (``lqr_bias``, ``lqr_speedup`` and ``tabular_transition`` are not seeded: the present library computes their runs a
 few ulps apart from the committed ones, which hold too little to rebuild every run; their results were regenerated
@@ -27,8 +32,10 @@ value (a mismatch stops it), so running it again changes nothing.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import pathlib
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -37,7 +44,7 @@ from typing import Any
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from harness import Run, Settings, Sweep  # noqa: E402
+from harness import Results, Run, Settings, Sweep  # noqa: E402
 from harness.cache import Cache  # noqa: E402
 
 from sb3_fedpg import __version__  # noqa: E402
@@ -113,10 +120,53 @@ MIGRATED = {
 SWEEP_RECORDED = ("tabular_truncation", "tabular_speedup", "tabular_svrpgm", "byzantine")
 
 
+def zoo_machine(data: dict[str, Any]) -> dict[str, Any]:
+    match = re.fullmatch(r"(\S+), (\d+) CPUs \(shared\)", data["machine"])
+    assert match, data["machine"]
+    return {"machine": match[1], "cpus": int(match[2])}
+
+
 #: studies whose JSON records the machine its runs were computed on -> that record, as ``harness.cache.machine`` has it
 MACHINE_RECORDED = {
     "collaboration": lambda data: {key: data["machine"][key] for key in ("python", "cpus")},
+    "zoo_optimize": zoo_machine,
 }
+
+
+def old_zoo_key(value: Any) -> str:
+    """:return: the old ``zoo_optimize.py``'s cache key of a value"""
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def zoo_optimize() -> None:
+    """Move ``zoo_optimize``'s cache from the old script's layout into the harness's (each old file deleted)."""
+    import zoo_optimize as study
+
+    s, cache, moved = Settings(study.STUDY.settings), Cache(ROOT / "benchmarks" / "cache" / "zoo_optimize"), 0
+
+    def move(run: Run, old_name: str) -> None:
+        nonlocal moved
+        old = cache.folder / old_name
+        if not old.is_file():
+            assert cache.has(run), f"{run.label}: neither {old} nor {cache.path(run)}"
+            return
+        note = f"moved from benchmarks/cache/zoo_optimize/{old_name}, the old script's cache (not recomputed)"
+        cache.store(run, json.loads(old.read_text()), None, library_version=written_by(old), note=note)
+        old.unlink()
+        moved += 1
+
+    for algo in s.algos:
+        default = study.default_entry(s, algo)
+        for run in study.final(s, algo, default, "default"):
+            move(run, f"{algo}_{old_zoo_key(default)}_s{run.config['seed']}_e{s.final_episodes}.json")
+        for budget in s.trial_budgets:
+            run = study.study(s, algo, budget)
+            settings = [s.trials, budget, s.n_evaluations, s.eval_episodes, s.n_startup_trials]
+            name = f"{algo}-{study.ENV_ID}-{s.trials}x{budget}"
+            move(run, f"{algo}_study_{old_zoo_key({'name': name, 'settings': settings})}.json")
+            for tuned in study.tuned(s, Results({run: cache.load(run)}), algo, budget):
+                move(tuned, f"{algo}_{old_zoo_key(tuned.config['entry'])}_s{tuned.config['seed']}_e{s.final_episodes}.json")
+    print(f"zoo_optimize: {moved} runs moved into the harness's layout")
 
 
 def main() -> None:
@@ -136,6 +186,7 @@ def main() -> None:
             cache.store(run, value, None, library_version=version, note=note)
             stored += 1
         print(f"{name}: {stored} runs stored from the committed results")
+    zoo_optimize()
     for name in (*SWEEP_RECORDED, *MACHINE_RECORDED):
         data, _ = committed(name)
         cache = Cache(ROOT / "benchmarks" / "cache" / name)

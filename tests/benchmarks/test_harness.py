@@ -38,6 +38,7 @@ PORTED = [
     "tabular_svrpgm",
     "tabular_transition",
     "tabular_truncation",
+    "zoo_optimize",
 ]
 
 
