@@ -61,12 +61,13 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-import heterogeneity as het  # the shared config, evaluation and helpers
+import harness.federated as fed  # the evaluation and helpers the federated-policy studies share
+import heterogeneity as het  # the shared config
 
 from sb3_fedpg.common.cli import ArgumentParser
 
-ROOT = het.ROOT
-RESULTS = het.RESULTS
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
 # tracked (not under the ignored runs/): a sweep longer than one sitting resumes from a fresh clone
 CACHE = ROOT / "benchmarks" / "cache" / "noise_correction"
 VERSION = 2
@@ -229,11 +230,11 @@ def run_one(
         env_kwargs = {"heterogeneity": family["heterogeneity"], "input_scale_spread": family["input_scale_spread"]}
         evaluate = lqr_evaluator(family)
     else:
-        env_kwargs = het._env_kwargs(HETEROGENEITY)
-        env = het.eval_env(family, HETEROGENEITY, seed)
+        env_kwargs = fed.env_kwargs(HETEROGENEITY)
+        env = fed.eval_env(family, HETEROGENEITY, seed)
 
         def evaluate(model: Any) -> float:
-            return float(np.mean(het.evaluate(model, env)))
+            return float(np.mean(fed.evaluate(model, env)))
 
     hook = CurveCallback(evaluate, max(1, budget // family.get("curve_points", curve_points)))
     out: dict[str, Any] = {"final": None, "error": None}
@@ -249,7 +250,7 @@ def run_one(
             **common,
         )
         model.learn(budget, callback=hook.callback)
-        out["final"] = evaluate(model) if lqr else het.evaluate(model, env)
+        out["final"] = evaluate(model) if lqr else fed.evaluate(model, env)
         out["steps"] = int(model.num_timesteps)
     except (ValueError, FloatingPointError) as error:  # a run that blew up (NaN/inf, unstable gain): recorded
         out["error"] = str(error).splitlines()[0]
@@ -301,7 +302,7 @@ def run_key(
         "method": resolved(method, local_steps),
         "seed": seed,
         "common": common,
-        "eval": [het.EVAL_ENVS_PER_AGENT, het.EVAL_EPISODES, curve_points],
+        "eval": [fed.EVAL_ENVS_PER_AGENT, fed.EVAL_EPISODES, curve_points],
         "version": VERSION,
     }
     digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:10]
@@ -332,7 +333,7 @@ def summarise_cell(runs: dict[str, list[dict[str, Any]]], lower_is_better: bool 
     for method, method_runs in runs.items():
         finals = [_final(r) for r in method_runs]
         diverged = sum(not np.isfinite(v) for v in finals)
-        mean, std = het._mean_std(finals) if not diverged else (float("nan"), float("nan"))
+        mean, std = fed.mean_std(finals) if not diverged else (float("nan"), float("nan"))
 
         def run_mean(key: str, method_runs: list[dict[str, Any]] = method_runs) -> float | None:
             values = [np.mean([r[key] for r in run["rounds"] if key in r]) for run in method_runs]
@@ -411,7 +412,7 @@ def markdown(summary: dict[str, Any], families: dict[str, Any], partial: bool, r
     lines += [
         "",
         "J̄ = mean over agents of each agent's return under its own reward (deterministic policy, "
-        f"{het.EVAL_ENVS_PER_AGENT * het.EVAL_EPISODES} episodes per agent), mean ± std (ddof = 1) over the seeds; "
+        f"{fed.EVAL_ENVS_PER_AGENT * fed.EVAL_EPISODES} episodes per agent), mean ± std (ddof = 1) over the seeds; "
         "LQR: C̄(K)/C̄* of the deterministic gain (lower is better). score = (J̄ − J_random) / (J_ref − J_random) "
         f"({'; '.join(refs) if refs else 'no reference'}). − FedAvg = difference of the means in the better "
         "direction; spread = sum of the two 3-seed stds; **worse** = below FedAvg-PG by more than the spread. "

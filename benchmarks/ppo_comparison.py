@@ -57,7 +57,8 @@ import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import comparison as cmp  # the method specs, training with curves, zoo entries
-import heterogeneity as het  # the random-policy reference and the point-mass / arm hyperparameters
+import harness.federated as fed  # the random-policy reference
+import heterogeneity as het  # the point-mass / arm hyperparameters
 import noise_correction as nc  # the sampled-LQR hyperparameters
 
 from sb3_fedpg.common.cli import ArgumentParser
@@ -458,7 +459,7 @@ def reference_returns(family: dict[str, Any], seed: int) -> dict[str, float | No
             seed=10_000 + seed,
         )
     episodes = family["final_episodes_per_env"]
-    random = het.RandomPolicy(env.action_space, seed)
+    random = fed.RandomPolicy(env.action_space, seed)
     out: dict[str, float | None] = {"random": float(np.mean(cmp.stochastic_returns(random, env, episodes)))}
     shape = getattr(env.action_space, "shape", ())
     out["zero"] = None

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import pathlib
+import platform
 import subprocess
 from typing import Any
 
@@ -40,6 +42,16 @@ def library_version() -> str:
     except (OSError, subprocess.SubprocessError):
         return __version__
     return f"{__version__}+{commit}{'.dirty' if dirty else ''}" if commit else __version__
+
+
+def machine() -> dict[str, Any]:
+    """:return: where this process runs: ``platform``, ``machine`` (``x86_64``), ``python`` (version), ``cpus``"""
+    return {
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+    }
 
 
 def entry_text(entry: dict[str, Any]) -> str:
@@ -126,20 +138,24 @@ class Cache:
 
     def record_sweep(self, out_dir: str, seconds: float) -> Sweep:
         """
-        Add an invocation's compute time to the sweep's record (created with ``out_dir`` by the first one).
+        Add an invocation's compute time to the sweep's record (created with ``out_dir`` and this machine by the first
+        one).
 
         :param out_dir: the results folder of this invocation
         :param seconds: the wall-clock seconds it spent computing runs
         :return: the updated record
         """
         old = self.sweep()
-        return self.write_sweep(Sweep(old.out_dir if old else out_dir, (old.seconds if old else 0.0) + seconds))
+        if old is None:
+            return self.write_sweep(Sweep(out_dir, seconds, machine()))
+        return self.write_sweep(Sweep(old.out_dir, old.seconds + seconds, old.machine))
 
     def write_sweep(self, sweep: Sweep) -> Sweep:
         """
         :param sweep: the sweep's record
-        :return: it, written (atomically)
+        :return: it, written (atomically; an empty ``machine`` left out)
         """
         self.folder.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.folder / SWEEP_FILE, json.dumps(vars(sweep), indent=1) + "\n")
+        record = {key: value for key, value in vars(sweep).items() if key != "machine" or value}
+        atomic_write_text(self.folder / SWEEP_FILE, json.dumps(record, indent=1) + "\n")
         return sweep

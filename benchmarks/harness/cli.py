@@ -2,8 +2,9 @@
 The command line every study shares: ``python benchmarks/<study>.py [--quick] [--report] [--workers N] ...``.
 
 Settings come from the study's spec (``--quick`` swaps in the smoke sizes, ``--set key=value`` changes one); the runs
-missing from the cache are computed in ``--workers`` processes, then the report is made from the cache alone and
-written by :func:`harness.writer.write` (and the docs refilled when it goes to ``benchmarks/results``).
+missing from the cache are computed in ``--workers`` processes (the runs made from other runs' results,
+:attr:`harness.spec.Study.then`, once those are in), then the report is made from the cache alone and written by
+:func:`harness.writer.write` (and the docs refilled when it goes to ``benchmarks/results``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 from harness.cache import Cache
 from harness.keys import jsonable
 from harness.runner import collect, run_missing
-from harness.spec import Context, Settings, Study, Sweep
+from harness.spec import Context, Results, Run, Settings, Study, Sweep
 from harness.writer import BENCHMARKS, RESULTS, refill_docs, write
 from sb3_fedpg.common.cli import ArgumentParser, interrupted_exit_code, sigterm_as_interrupt
 
@@ -70,7 +71,9 @@ def main(study: Study, argv: list[str] | None = None, output: pathlib.Path | Non
     epilog = f"settings (change one with --set key=value): {defaults}" + (f"; --quick: {smoke}" if smoke else "")
     parser = ArgumentParser(description=study.description.strip().split("\n\n")[0], epilog=epilog)
     parser.add_argument("--quick", action="store_true", help="tiny sizes (a smoke run of seconds), not the reported ones")
-    parser.add_argument("--out-dir", type=pathlib.Path, default=None, help="results folder (default: benchmarks/results)")
+    parser.add_argument(
+        "--out-dir", "--output", type=pathlib.Path, default=None, help="results folder (default: benchmarks/results)"
+    )
     parser.add_argument("--report", action="store_true", help="compute nothing: report the cached runs")
     parser.add_argument("--workers", type=int, default=None, help="processes (default: 1 with --quick, else all CPUs)")
     parser.add_argument("--cache", type=pathlib.Path, default=None, help="cache folder (default: benchmarks/cache/<name>)")
@@ -80,25 +83,33 @@ def main(study: Study, argv: list[str] | None = None, output: pathlib.Path | Non
     out_dir = pathlib.Path(output or args.out_dir or (ROOT / "runs" / f"{study.name}_quick" if args.quick else RESULTS))
     cache = Cache(args.cache or (out_dir / "cache" / study.name if args.quick else BENCHMARKS / "cache" / study.name))
     workers = args.workers or (1 if args.quick else os.cpu_count() or 1)
+
+    def compute(runs: list[Run]) -> Results:
+        """The missing runs computed (not with ``--report``), then every run's result from the cache."""
+        if not args.report:
+            start = time.perf_counter()
+            try:
+                with sigterm_as_interrupt():
+                    computed = run_missing(runs, cache, workers, desc=study.name)
+            except BaseException as error:  # every completed run is stored: the next invocation resumes
+                cache.record_sweep(str(out_dir), time.perf_counter() - start)
+                if isinstance(error, KeyboardInterrupt):
+                    sys.exit(interrupted_exit_code(error))
+                raise
+            if computed:
+                cache.record_sweep(str(out_dir), time.perf_counter() - start)
+        results = collect(runs, cache)
+        if results.missing:
+            raise SystemExit(
+                f"{study.name}: {len(results.missing)} of {len(results) + len(results.missing)} runs are not in "
+                f"{cache.folder} ({', '.join(run.label for run in results.missing[:5])}, ...): run without --report"
+            )
+        return results
+
     runs = study.runs(settings)
-    if not args.report:
-        start = time.perf_counter()
-        try:
-            with sigterm_as_interrupt():
-                computed = run_missing(runs, cache, workers, desc=study.name)
-        except BaseException as error:  # every completed run is stored: the next invocation resumes
-            cache.record_sweep(str(out_dir), time.perf_counter() - start)
-            if isinstance(error, KeyboardInterrupt):
-                sys.exit(interrupted_exit_code(error))
-            raise
-        if computed:
-            cache.record_sweep(str(out_dir), time.perf_counter() - start)
-    results = collect(runs, cache)
-    if results.missing:
-        raise SystemExit(
-            f"{study.name}: {len(results.missing)} of {len(results) + len(results.missing)} runs are not in {cache.folder} "
-            f"({', '.join(run.label for run in results.missing[:5])}, ...): run without --report"
-        )
+    results = compute(runs)
+    if study.then is not None:  # runs made from the results of the others
+        results = compute(runs + study.then(settings, results))
     sweep = cache.sweep() or Sweep(str(out_dir), 0.0)
     import matplotlib
 

@@ -5,7 +5,8 @@ A study module declares a :class:`Study`: the reported settings (and smaller one
 settings to the list of :class:`Run` (each a module-level function and the keyword arguments it is called with, often
 built with :func:`grid`: algorithms x families x hyperparameters x seeds x budget), and a function from a
 :class:`Context` (the settings and every run's result) to a :class:`Report` (the JSON data, the figure, the
-Markdown table). Running, caching and writing are the harness's (:mod:`harness.cli`).
+Markdown table). Runs that are made from other runs' results (a tuning study's best entry, then trained) come from
+``then``, called once the others are in. Running, caching and writing are the harness's (:mod:`harness.cli`).
 """
 
 from __future__ import annotations
@@ -125,10 +126,13 @@ class Sweep:
 
     :param out_dir: the results folder of the invocation that first computed the study's runs
     :param seconds: wall-clock seconds of the invocations that computed runs, summed
+    :param machine: where that invocation ran (:func:`harness.cache.machine`: ``platform``, ``machine``, ``python``,
+        ``cpus``; only what was recorded when the runs came from elsewhere), for the reports that say so
     """
 
     out_dir: str
     seconds: float
+    machine: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -153,11 +157,12 @@ class Report:
     A study's outputs: ``<name>.json``, ``<name>.png`` (optional) and ``<name>.md`` (optional).
 
     :param data: the JSON data (NumPy values converted; ``NaN`` written as ``null``)
-    :param figure: the figure (saved after ``tight_layout`` at 120 dpi)
+    :param figure: the figure (saved after ``tight_layout`` at ``dpi``)
     :param markdown: the Markdown table that the docs' ``<!-- results:<name> -->`` blocks show
     :param indent: JSON indentation
     :param final_newline: end the JSON file with a newline
     :param extra_figures: further figures, file name -> figure
+    :param dpi: the figures' resolution
     """
 
     data: dict[str, Any]
@@ -166,6 +171,7 @@ class Report:
     indent: int = 1
     final_newline: bool = False
     extra_figures: dict[str, Figure] = field(default_factory=dict)
+    dpi: int = 120
 
 
 @dataclass(frozen=True)
@@ -179,6 +185,8 @@ class Study:
     :param runs: settings -> every run of the study
     :param report: :class:`Context` -> :class:`Report`
     :param quick: settings overridden by ``--quick`` (a smoke run of seconds)
+    :param then: runs made from other runs' results (a tuning study's best entry, trained on new seeds): called with
+        the settings and the results of ``runs`` once they are all in, and computed after them
     """
 
     name: str
@@ -187,6 +195,7 @@ class Study:
     runs: Callable[[Settings], list[Run]]
     report: Callable[[Context], Report]
     quick: Mapping[str, Any] = field(default_factory=dict)
+    then: Callable[[Settings, Results], list[Run]] | None = None
 
     def main(self, argv: list[str] | None = None, output: pathlib.Path | None = None) -> dict[str, Any]:
         """

@@ -50,7 +50,7 @@ def write(name: str, report: Report, out_dir: str | pathlib.Path) -> list[pathli
     figures = {f"{name}.png": report.figure} if report.figure is not None else {}
     for file_name, figure in {**figures, **report.extra_figures}.items():
         figure.tight_layout()
-        figure.savefig(out_dir / file_name, dpi=120)
+        figure.savefig(out_dir / file_name, dpi=report.dpi)
         plt.close(figure)
         written.append(out_dir / file_name)
     if report.markdown is not None:

@@ -39,13 +39,23 @@ def test_comparison_quick(tmp_path, monkeypatch):
 
 
 def test_collaboration_quick(tmp_path, monkeypatch):
+    # a spec on benchmarks/harness: its runs cached in tmp_path/cache/collaboration
     payload = load("collaboration", monkeypatch).main(["--quick"], output=tmp_path)
     saved = json.loads((tmp_path / "collaboration.json").read_text())
-    assert saved["summary"] == json.loads(json.dumps(payload["summary"]))
+    assert saved == payload and saved["quick"] is True
     assert (tmp_path / "collaboration.png").stat().st_size > 1000
     n_sweep = saved["summary"]["n_sweep"]["1.0"]
     assert set(n_sweep) == {"1", "2"}
     # the same per-agent samples per round for every N
     assert len({s["samples_per_agent_per_round"] for s in n_sweep.values()}) == 1
     assert set(saved["summary"]["h_sweep"]) == {"fedpg", "fedavg"}
+    # 2 N x 2 seeds, 2 H x 2 corrections x 2 seeds, the N = 2 run at H = 2 shared by both sweeps: 10 runs
+    assert len(saved["runs"]) == len(list((tmp_path / "cache" / "collaboration").glob("N*.json"))) == 10
+    for run in saved["runs"]:
+        assert run["rounds"] == [0, 2, 4] and len(run["global_return"]) == len(run["timesteps"]) == 3
+    first = saved["runs"][0]
+    assert n_sweep["1"]["final_mean"] == sum(r["global_return"][-1] for r in saved["runs"][:2]) / 2
+    assert first["n_agents"] == 1 and first["seed"] == 0
     assert "rounds to target" in (tmp_path / "collaboration.md").read_text()
+    again = load("collaboration", monkeypatch).main(["--quick", "--report"], output=tmp_path)  # from the cache alone
+    assert again == payload

@@ -18,7 +18,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import toy_study  # noqa: E402
-from harness import Run, Settings, grid, interval_estimate, seed_spread  # noqa: E402
+from harness import Report, Run, Settings, Study, grid, interval_estimate, seed_spread  # noqa: E402
 from harness.cache import Cache  # noqa: E402
 from harness.cli import main  # noqa: E402
 from harness.keys import config_key  # noqa: E402
@@ -28,6 +28,7 @@ from harness.runner import collect, run_missing  # noqa: E402
 PORTED = [
     "aggregator_breakdown",
     "byzantine",
+    "collaboration",
     "lqr_bias",
     "lqr_speedup",
     "tabular_bias",
@@ -37,6 +38,7 @@ PORTED = [
     "tabular_svrpgm",
     "tabular_transition",
     "tabular_truncation",
+    "zoo_optimize",
 ]
 
 
@@ -78,6 +80,7 @@ def test_cache_hit_and_miss(tmp_path, markers):
     assert len(list(markers.iterdir())) == 12
     sweep = json.loads((tmp_path / "cache" / "_sweep.json").read_text())
     assert sweep["out_dir"] == str(tmp_path / "out") and sweep["seconds"] > 0
+    assert sweep["machine"]["cpus"] == os.cpu_count() and sweep["machine"]["python"] == sys.version.split()[0]
 
 
 def test_report_only_uses_the_cache(tmp_path, markers):
@@ -148,6 +151,35 @@ def test_writer_outputs(tmp_path, markers):
         out / "toy.md"
     ).read_text() == "| x | mean | std |\n|---|---:|---:|\n| 1 | 1.5 | 0.5 |\n| 2 | 4.5 | 0.5 |\n| 3 | 9.5 | 0.5 |\n"
     assert (out / "toy.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_runs_made_from_other_runs_results(tmp_path, markers):
+    # Study.then: the second stage's runs depend on the first stage's results, computed after them; --report needs both
+    def then(s, results):
+        return [
+            Run(toy_study.square, {"x": results(toy_study.square, x=x, seed=0, sleep=0.0)["value"], "seed": 0, "sleep": 0.0})
+            for x in s.xs
+        ]
+
+    def report(ctx):
+        return Report(
+            {"squares": [ctx.results(toy_study.square, x=x * x, seed=0, sleep=0.0)["value"] for x in ctx.settings.xs]}
+        )
+
+    study = Study(
+        "staged",
+        "Squares of squares.",
+        {"xs": [2, 3]},
+        lambda s: grid(toy_study.square, "x{x}", {"seed": 0, "sleep": 0.0}, x=s.xs),
+        report,
+        then=then,
+    )
+    args = ["--out-dir", str(tmp_path / "out"), "--cache", str(tmp_path / "cache"), "--workers", "1"]
+    with pytest.raises(SystemExit, match="2 of 2 runs are not in"):
+        main(study, [*args, "--report"])
+    assert main(study, args) == {"squares": [16, 81]} and len(list(markers.iterdir())) == 4
+    assert main(study, [*args, "--report", "--output", str(tmp_path / "again")]) == {"squares": [16, 81]}
+    assert (tmp_path / "again" / "staged.json").is_file() and len(list(markers.iterdir())) == 4
 
 
 def test_interval_estimate_is_a_stratified_bootstrap():
