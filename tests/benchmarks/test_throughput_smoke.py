@@ -62,3 +62,34 @@ def test_update_readme_refuses_a_missing_table_but_waits_for_the_setup_times(tmp
     assert update.refill(empty, tmp_path) == empty
     (tmp_path / "setup_times.md").write_text("| command | install | run |\n")
     assert "| command | install | run |" in update.refill(empty, tmp_path)
+
+
+def test_roofline_quick(tmp_path):
+    roofline = load("roofline")
+    data = roofline.main(["--quick", "--cache", str(tmp_path / "cache")], output=tmp_path)
+    assert set(data["summary"]) == set(roofline.ALGORITHMS)
+    for name, counts in data["counts"].items():
+        # every algorithm's round does matrix products in both phases, and the split adds up to the counter's total
+        assert counts["matmul_calls"]["rollout"] > 0 and counts["matmul_calls"]["update"] > 0, name
+        assert counts["flops"]["rollout"] > 0 and counts["flops"]["update"] > 0, name
+        assert counts["recorded_flops"] == counts["counter_flops"], name  # torch's counter and the shapes agree
+        m = data["summary"][name]
+        assert m["rollout"] > 0 and m["update"] > 0 and m["env"] > 0 and m["mm_update"] > 0, name
+    # the rollout's forward passes: one 64x64 MLP actor per sample at least (2 FLOPs per multiply-add)
+    obs, hidden, actions = 4, 64, 2
+    actor = 2 * (obs * hidden + hidden * hidden + hidden * actions)
+    fedpg = data["counts"]["FederatedPG"]
+    assert fedpg["flops"]["rollout"] >= actor * fedpg["round_steps"]
+    assert (tmp_path / "roofline.png").stat().st_size > 0
+    assert "| FederatedPPO |" in (tmp_path / "roofline.md").read_text()
+
+
+def test_flops_of_a_recorded_product():
+    import torch as th
+
+    flops_of = load("roofline")._flops_of
+    f32 = th.float32
+    assert flops_of(th.ops.aten.mm.default, [((3, 4), f32), ((4, 5), f32)]) == 2 * 3 * 4 * 5
+    assert flops_of(th.ops.aten.addmm.default, [((5,), f32), ((3, 4), f32), ((4, 5), f32)]) == 2 * 3 * 4 * 5
+    assert flops_of(th.ops.aten.bmm.default, [((2, 3, 4), f32), ((2, 4, 5), f32)]) == 2 * 2 * 3 * 4 * 5
+    assert flops_of(th.ops.aten.baddbmm.default, [((2, 1, 5), f32), ((2, 3, 4), f32), ((2, 4, 5), f32)]) == 2 * 2 * 3 * 4 * 5
