@@ -147,9 +147,16 @@ class StackedMLP:
         cached = self._cached_views
         if cached is not None and cached[0] is params and cached[1] == params.data_ptr() and not th.is_grad_enabled():
             return cached[2]
-        n = params.shape[0]
+        n, width = params.shape
+        linears = [op for op in self.ops if isinstance(op, _Linear)]
+        # One split into consecutive pieces, not a slice per weight and bias: under autograd every slice's backward
+        # zero-fills a gradient as large as all agents' parameters and adds into it (a third of a round at 2,048
+        # agents); the split's backward writes each piece once.
+        sizes = [s.stop - s.start for op in linears for s in (op.weight, op.bias)]
+        start = linears[0].weight.start if linears else 0
+        pieces = iter(params.split([start, *sizes, width - start - sum(sizes)], dim=1)[1:])
         views = [
-            (params[:, op.weight].view(n, op.out_features, op.in_features), params[:, op.bias].view(n, 1, op.out_features))
+            (next(pieces).view(n, op.out_features, op.in_features), next(pieces).view(n, 1, op.out_features))
             if isinstance(op, _Linear)
             else None
             for op in self.ops

@@ -92,6 +92,21 @@ def broadcast_to_agents(params: ArrayT, n_agents: int) -> ArrayT:
     return np.repeat(params[None], n_agents, axis=0)
 
 
+def nonfinite_rows(x: th.Tensor) -> list[int]:
+    """
+    The rows (agents) of ``x`` holding NaN or inf, checked at the cost of one sum when there are none: a NaN or inf
+    anywhere makes the sum NaN or inf, and only then (or when a finite sum overflows) is every element checked. The
+    per-element check over every agent's state after every local step was a fifth of a round at 256 agents.
+
+    :param x: ``(n, ...)``, floating point
+    :return: the rows with a non-finite entry, in order (empty: all finite)
+    """
+    if bool(th.isfinite(x.sum())):
+        return []
+    finite = th.isfinite(x.reshape(x.shape[0], -1)).all(dim=1)
+    return th.nonzero(~finite).flatten().tolist()
+
+
 def checked_aggregate(aggregator: Aggregator, stacked: ArrayT, what: str = "vectors") -> ArrayT:
     """
     Apply an aggregator and hold it to its contract, so that a faulty custom aggregator is named as the culprit

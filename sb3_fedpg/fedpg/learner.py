@@ -282,9 +282,8 @@ class PolicyGradientLearner:
         entropy = entropy.mean(1)
         objective = surrogate + ent_coef * entropy
         (grads,) = th.autograd.grad(objective.sum(), params)
-        finite = th.isfinite(grads).all(dim=1)
-        if not bool(finite.all()):
-            bad = th.nonzero(~finite).flatten().tolist()
+        bad = fedmath.nonfinite_rows(grads)
+        if bad:
             raise FloatingPointError(
                 f"non-finite policy gradient (NaN/inf) from agent(s) {bad}; the round was stopped and the global "
                 "parameters were kept at their last good value. Check those agents' rewards, or lower the learning rate."
@@ -441,10 +440,8 @@ class PolicyGradientLearner:
         for name, tensor in parts:
             if tensor.shape[0] != n or not tensor.is_floating_point():
                 continue
-            finite = th.isfinite(tensor.reshape(n, -1)).all(dim=1)
-            if not bool(finite.all()):
-                for agent in th.nonzero(~finite).flatten().tolist():
-                    bad.setdefault(int(agent), []).append(name)
+            for agent in fedmath.nonfinite_rows(tensor):
+                bad.setdefault(int(agent), []).append(name)
         return bad
 
     def check_local_state(self, where: str = "round") -> None:

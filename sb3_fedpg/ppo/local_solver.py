@@ -455,8 +455,8 @@ class PPOEpochs:
                 break
         # Checked once per round, not per step: a non-finite value stays non-finite through the later steps
         # (and an agent stopped early keeps its parameters), and the round is discarded either way.
-        if not bool(th.isfinite(actor_params).all()):
-            bad = th.nonzero(~th.isfinite(actor_params).all(dim=1)).flatten().tolist()
+        bad = fedmath.nonfinite_rows(actor_params)
+        if bad:
             raise FloatingPointError(f"non-finite local parameters from agent(s) {bad}; the round was discarded.")
         self.critics.params.copy_(critic_params)
         if joined is not None:

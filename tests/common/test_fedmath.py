@@ -221,3 +221,17 @@ def test_average_buffers_is_the_participants_mean_in_numpy_and_torch():
     assert fedmath.average_buffers(rows)["bn.num_batches_tracked"] == 6
     with pytest.raises(ValueError, match="no participant"):
         fedmath.average_buffers(rows, np.zeros(3, bool))
+
+
+def test_nonfinite_rows_names_every_bad_row_and_only_those():
+    x = th.zeros(5, 3, 2)
+    assert fedmath.nonfinite_rows(x) == []
+    x[1, 0, 1], x[3, 2, 0], x[4, 1, 1] = float("nan"), float("inf"), -float("inf")
+    assert fedmath.nonfinite_rows(x) == [1, 3, 4]
+    # a finite tensor whose float32 sum overflows is still finite everywhere
+    big = th.full((4, 8), 3e38)
+    assert not bool(th.isfinite(big.sum())) and fedmath.nonfinite_rows(big) == []
+    # +inf and -inf in one tensor sum to NaN: still found
+    x = th.zeros(3, 4)
+    x[0, 0], x[2, 3] = float("inf"), -float("inf")
+    assert fedmath.nonfinite_rows(x) == [0, 2]
