@@ -159,9 +159,10 @@ def a2c_policy_kwargs(
     """
     A2C's choice of optimiser, as SB3's ``A2C.__init__`` makes it: RMSprop (``alpha=0.99``, ``eps=rms_prop_eps``,
     no weight decay) unless the policy kwargs name an optimiser; without RMSprop, the policy's default (Adam with
-    ``eps=1e-5``).
+    ``eps=1e-5``). Like A2C, it writes the optimiser into the given dict, so that ``load(path,
+    policy_kwargs=same_dict)`` finds the stored policy kwargs equal to the given ones (SB3's check).
 
-    :param policy_kwargs: the user's policy kwargs (not modified)
+    :param policy_kwargs: the user's policy kwargs (updated in place, as A2C does)
     :param use_rms_prop: A2C's ``use_rms_prop``
     :param rms_prop_eps: A2C's ``rms_prop_eps``
     :param local_optimizer: a built-in local optimiser other than ``"sgd"`` takes precedence (nothing is added)
@@ -169,8 +170,12 @@ def a2c_policy_kwargs(
     """
     if local_optimizer != "sgd" or (policy_kwargs is not None and "optimizer_class" in policy_kwargs):
         return policy_kwargs
+    optimizer: dict[str, Any]
     if use_rms_prop:
         optimizer = dict(optimizer_class=th.optim.RMSprop, optimizer_kwargs=dict(alpha=0.99, eps=rms_prop_eps, weight_decay=0))
     else:
         optimizer = dict(optimizer_class=th.optim.Adam)  # SB3's policy default, which reads as Adam(eps=1e-5)
-    return {**(policy_kwargs or {}), **optimizer}
+    if policy_kwargs is None:
+        return optimizer
+    policy_kwargs.update(optimizer)
+    return policy_kwargs
