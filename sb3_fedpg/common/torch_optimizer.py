@@ -191,10 +191,23 @@ class AgentOptimizer:
     def nonfinite_agents(self) -> dict[int, list[str]]:
         """:return: agent → the entries of its optimiser state holding NaN/inf (empty when all are finite)"""
         bad: dict[int, list[str]] = {}
-        for agent, leaf in enumerate(self.leaves):
-            for key, value in self.optimizer.state.get(leaf, {}).items():
-                if th.is_tensor(value) and value.is_floating_point() and not bool(th.isfinite(value).all()):
-                    bad.setdefault(agent, []).append(str(key))
+        entries = [
+            (agent, str(key), value)
+            for agent, leaf in enumerate(self.leaves)
+            for key, value in self.optimizer.state.get(leaf, {}).items()
+            if th.is_tensor(value) and value.is_floating_point() and value.numel()
+        ]
+        if not entries:
+            return bad
+        # One fused norm over every entry first (NaN/inf propagate into a norm): the per-entry check, one call per
+        # agent and state key after every local step, was a tenth of FederatedA2C's round. Checked entry by entry
+        # only when some norm is not finite (a NaN/inf, or a finite norm overflowing).
+        norms = th._foreach_norm([value for _, _, value in entries])
+        if bool(th.isfinite(th.stack(norms)).all()):
+            return bad
+        for agent, key, value in entries:
+            if not bool(th.isfinite(value).all()):
+                bad.setdefault(agent, []).append(key)
         return bad
 
 

@@ -135,3 +135,21 @@ def test_policy_kwargs_are_read_as_sb3_reads_them():
     assert requested_optimizer({"optimizer_class": th.optim.SGD, "optimizer_kwargs": None}) == (th.optim.SGD, {})
     # keyword arguments alone configure SB3's default class
     assert requested_optimizer({"optimizer_kwargs": {"eps": 1e-6}}) == (th.optim.Adam, {"eps": 1e-6})
+
+
+def test_nonfinite_agents_names_each_agent_and_state_entry():
+    from sb3_fedpg.fedpg.local_optim import TorchLocalOptimizer
+
+    optimizer = TorchLocalOptimizer(th.optim.Adam, {}, n_agents=3, n_params=5, learning_rate=0.1)
+    params = th.zeros(3, 5)
+    optimizer.step_(params, th.ones(3, 5), 0.1)
+    assert optimizer.nonfinite_agents() == {}
+    state = optimizer.optimizer.state
+    state[optimizer.leaves[1]]["exp_avg_sq"][2] = float("nan")
+    state[optimizer.leaves[2]]["exp_avg"][0] = float("inf")
+    assert optimizer.nonfinite_agents() == {1: ["exp_avg_sq"], 2: ["exp_avg"]}
+    # finite entries whose norm overflows float32 are not reported
+    for leaf in optimizer.leaves:
+        state[leaf]["exp_avg"].fill_(3e38)
+        state[leaf]["exp_avg_sq"].fill_(1.0)
+    assert optimizer.nonfinite_agents() == {}
