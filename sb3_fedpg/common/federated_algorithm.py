@@ -13,6 +13,7 @@ implement :meth:`~FederatedAlgorithm.train` — one round — on top of
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import secrets
 import sys
@@ -206,6 +207,29 @@ def _hint_torch_threads(device: th.device, verbose: int) -> None:
     if verbose >= 1 and device.type == "cpu" and th.get_num_threads() > 1 and not _threads_hint_shown:
         _threads_hint_shown = True
         print(THREADS_HINT.format(n=th.get_num_threads()))
+
+
+def snapshot(tree: Any) -> Any:
+    """
+    A copy of a state tree (dicts, lists and tuples of tensors and plain values) with every tensor cloned: the
+    round's rollback point. ``copy.deepcopy`` goes through each tensor's Python ``__deepcopy__`` (about 20x a clone),
+    which was 7 % of a FederatedA2C round with per-agent torch optimisers.
+
+    :param tree: a state dict (a module's keeps its ``_metadata``)
+    :return: the copy
+    """
+    if isinstance(tree, th.Tensor):
+        return tree.detach().clone()
+    if isinstance(tree, dict):
+        copied = type(tree)((key, snapshot(value)) for key, value in tree.items())
+        if hasattr(tree, "_metadata"):
+            copied._metadata = copy.deepcopy(tree._metadata)  # type: ignore[attr-defined]
+        return copied
+    if isinstance(tree, tuple) and hasattr(tree, "_fields"):  # a named tuple takes its fields as arguments
+        return type(tree)(*(snapshot(value) for value in tree))
+    if isinstance(tree, list | tuple):
+        return type(tree)(snapshot(value) for value in tree)
+    return copy.deepcopy(tree)
 
 
 class StopTrainingInRound(Exception):
@@ -921,11 +945,9 @@ class FederatedAlgorithm(FederatedPersistenceMixin):
         :param solver: the agents' local solver for this round
         :return: the completed round
         """
-        import copy
-
         assert self.n_agents is not None  # known once the model is set up
         theta_bar = self._actor.get_vector().to(self.device)
-        local_state, steps_before = copy.deepcopy(self.local_state_dict()), self.num_timesteps
+        local_state, steps_before = snapshot(self.local_state_dict()), self.num_timesteps
         self._round_in_flight = True  # save_checkpoint refuses until the round is complete or rolled back
         # every agent's own rows of the actor extractor's buffers (batch norm), from the global ones, for this round
         self._actor.open_local_buffers(self.n_agents)

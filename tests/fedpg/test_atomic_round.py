@@ -160,3 +160,21 @@ def test_nonfinite_local_state_names_agents_and_parts():
     }
     with pytest.raises(FloatingPointError, match=r"agent\(s\) \[0, 2\] \(agent 0: critic parameters; agent 2: local"):
         model.learner.check_local_state()
+
+
+def test_snapshot_clones_every_tensor_and_keeps_the_structure():
+    import collections
+
+    import torch as th
+
+    from sb3_fedpg.common.federated_algorithm import snapshot
+
+    Pair = collections.namedtuple("Pair", "a b")
+    state = collections.OrderedDict(w=th.ones(2), groups=[{"lr": 0.1, "betas": (0.9, 0.99)}], pair=Pair(th.zeros(1), 3))
+    state._metadata = {"": {"version": 2}}
+    copied = snapshot(state)
+    state["w"].add_(1.0)
+    state["pair"].a.add_(5.0)
+    assert copied["w"].tolist() == [1.0, 1.0] and copied["pair"].a.tolist() == [0.0] and copied["pair"].b == 3
+    assert type(copied) is collections.OrderedDict and copied._metadata == {"": {"version": 2}}
+    assert copied["groups"] == [{"lr": 0.1, "betas": (0.9, 0.99)}] and copied["groups"] is not state["groups"]
