@@ -93,3 +93,11 @@ def test_flops_of_a_recorded_product():
     assert flops_of(th.ops.aten.addmm.default, [((5,), f32), ((3, 4), f32), ((4, 5), f32)]) == 2 * 3 * 4 * 5
     assert flops_of(th.ops.aten.bmm.default, [((2, 3, 4), f32), ((2, 4, 5), f32)]) == 2 * 2 * 3 * 4 * 5
     assert flops_of(th.ops.aten.baddbmm.default, [((2, 1, 5), f32), ((2, 3, 4), f32), ((2, 4, 5), f32)]) == 2 * 2 * 3 * 4 * 5
+
+
+def test_scaling_quick(tmp_path):
+    data = load("scaling").main(["--quick", "--cache", str(tmp_path / "cache")], output=tmp_path)
+    for algorithm, by_n in data["summary"].items():
+        assert set(by_n) == {"2", "4"}, algorithm
+        assert all(m["steps_per_s"] > 0 and m["steps_per_cpu_s"] > 0 and m["peak_mb"] > 50 for m in by_n.values())
+    assert "| 4 |" in (tmp_path / "scaling.md").read_text() and (tmp_path / "scaling.png").stat().st_size > 0
