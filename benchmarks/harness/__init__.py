@@ -8,7 +8,8 @@ A study module (``benchmarks/<name>.py``) puts ``benchmarks/`` on ``sys.path``, 
 - :mod:`harness.spec`: :class:`Run`, :func:`grid`, :class:`Study`, :class:`Context`, :class:`Report`
 - :mod:`harness.keys`: the cache key, a hash of a run's function and configuration
 - :mod:`harness.cache`: one atomically written JSON file per run, with the library version that produced it
-- :mod:`harness.runner`: the missing runs in worker processes with a progress bar
+- :mod:`harness.runner`: the missing runs in worker processes with a progress bar; :data:`MACHINE`, the run that
+  records the machine that computes them
 - :mod:`harness.aggregate`: seed mean and spread, stratified-bootstrap interval estimates (rliable's)
 - :mod:`harness.writer`: ``<name>.json``, ``.png``, ``.md`` and the docs' results blocks
 - :mod:`harness.cli`: the command line every study shares
@@ -16,10 +17,12 @@ A study module (``benchmarks/<name>.py``) puts ``benchmarks/`` on ``sys.path``, 
 
 from harness.aggregate import Interval, interval_estimate, positive, seed_spread
 from harness.cache import Cache
+from harness.runner import MACHINE
 from harness.spec import Context, Report, Results, Run, Settings, Study, Sweep, grid
 from harness.writer import table
 
 __all__ = [
+    "MACHINE",
     "Cache",
     "Context",
     "Interval",

@@ -36,6 +36,25 @@ def one_thread() -> None:
         sys.modules["torch"].set_num_threads(1)
 
 
+def machine() -> dict[str, Any]:
+    """
+    The machine that computes a study's runs, as a run of its own (:data:`MACHINE`): cached with the study's other
+    runs, so that a report names the machine its timings were measured on, not the one that rebuilt the report.
+
+    :return: ``platform`` (:func:`platform.platform`), ``machine`` (the architecture), ``python`` (its version) and
+        ``cpus``
+    """
+    import platform
+
+    return dict(
+        platform=platform.platform(), machine=platform.machine(), python=platform.python_version(), cpus=os.cpu_count()
+    )
+
+
+#: The run that records the machine (:func:`machine`); a study lists it with its runs and reads ``results[MACHINE]``.
+MACHINE = Run(machine, {}, "machine")
+
+
 def timed(fn: Callable[..., Any], config: dict[str, Any]) -> tuple[Any, float]:
     """
     :param fn: a run's function
