@@ -35,7 +35,7 @@ import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
-import comparison  # the benchmarks folder is not a package: import the sibling script
+import neural_runs  # the benchmarks folder is not a package: import the sibling module
 
 from sb3_fedpg.common.cli import ArgumentParser
 
@@ -114,12 +114,10 @@ def run_one(
     )
     per_round = model.n_envs * model.n_steps * local_steps
     budget = rounds * per_round
-    callback = comparison._make_curve_callback(
-        lambda m: comparison.stochastic_returns(m, eval_env, 1), every * per_round, budget
-    )
+    callback = neural_runs.curve_callback(lambda m: neural_runs.stochastic_returns(m, eval_env, 1), every * per_round, budget)
     start = time.perf_counter()
     model.learn(budget, callback=callback)
-    final = comparison.stochastic_returns(model, eval_env, 1)
+    final = neural_runs.stochastic_returns(model, eval_env, 1)
     curve = callback.curve
     return {
         "n_agents": n_agents,
