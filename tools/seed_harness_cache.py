@@ -7,10 +7,12 @@ for bit. Three kinds of values cannot be recomputed, so this script takes them f
 ``benchmarks/results/<study>.json``, each cache entry saying where it came from (``note``) and which commit wrote the
 file (``library_version``):
 
-- measurements: ``tabular_bias``'s 1,000-round timing (a wall time), ``byzantine``'s sweep time;
+- measurements: ``tabular_bias``'s 1,000-round timing (a wall time), ``byzantine``'s sweep time, and the machine
+  that computed a sweep (``harness.MACHINE``: ``comparison``'s);
 - runs that the present library computes a few ulps apart (``aggregator_breakdown``: the mean's summation order
   and Weiszfeld's tolerance changed since its results were committed; the old script itself no longer reproduces
-  them), and runs too long to redo here (``byzantine``: 30 trainings of 1M steps);
+  them), and runs too long to redo here (``byzantine``: 30 trainings of 1M steps; ``comparison``: 90 runs, about an
+  hour, whose script cached them under the ignored ``runs/comparison/``, while its JSON keeps every run's record);
 - the sweep's record (``_sweep.json``) of the studies whose runs all came back: the results folder their JSON names
   (``settings.out_dir``), and ``byzantine``'s sweep time.
 
@@ -35,7 +37,7 @@ from typing import Any
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from harness import Run, Settings, Sweep  # noqa: E402
+from harness import MACHINE, Run, Settings, Sweep  # noqa: E402
 from harness.cache import Cache  # noqa: E402
 
 from sb3_fedpg import __version__  # noqa: E402
@@ -83,7 +85,26 @@ def byzantine(data: dict[str, Any]) -> Iterator[tuple[Run, Any]]:
                 yield study.run(s, aggregator, kind == "attacked", seed), value
 
 
-MIGRATED = {"tabular_bias": tabular_bias, "aggregator_breakdown": aggregator_breakdown, "byzantine": byzantine}
+def comparison(data: dict[str, Any]) -> Iterator[tuple[Run, Any]]:
+    # every run: its script cached them under runs/comparison/ (never committed); the JSON holds each run's record
+    import comparison as study
+
+    s = Settings(study.STUDY.settings)
+    assert data["families"] == {name: study.FAMILIES[name] for name in s.families} and not data["quick"]
+    assert (data["heterogeneity"], data["seeds"], len(data["runs"])) == (s.heterogeneity, s.seeds, len(study.runs(s)) - 1)
+    for record in data["runs"]:
+        run = study.run(s, record["family"], record["heterogeneity"], record["method"], record["seed"])
+        assert record["hyperparams"] == run.config["hyperparams"]  # the zoo entries it trained with are today's
+        yield run, record
+    yield MACHINE, {key: data["machine"][key] for key in ("python", "cpus")}
+
+
+MIGRATED = {
+    "tabular_bias": tabular_bias,
+    "aggregator_breakdown": aggregator_breakdown,
+    "byzantine": byzantine,
+    "comparison": comparison,
+}
 #: studies whose JSON records its sweep's results folder (``settings.out_dir``) or time (``seconds``)
 SWEEP_RECORDED = ("tabular_truncation", "tabular_speedup", "tabular_svrpgm", "byzantine")
 

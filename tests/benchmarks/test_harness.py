@@ -28,6 +28,7 @@ from harness.runner import collect, run_missing  # noqa: E402
 PORTED = [
     "aggregator_breakdown",
     "byzantine",
+    "comparison",
     "lqr_bias",
     "lqr_speedup",
     "tabular_bias",
