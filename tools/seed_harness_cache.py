@@ -8,7 +8,7 @@ for bit. Three kinds of values cannot be recomputed, so this script takes them f
 file (``library_version``):
 
 - measurements: ``tabular_bias``'s 1,000-round timing (a wall time), ``byzantine``'s sweep time, and the machine
-  that computed a sweep (``harness.MACHINE``: ``comparison``'s);
+  that computed a sweep (``harness.MACHINE``: ``noise_correction``'s, ``comparison``'s);
 - runs that the present library computes a few ulps apart (``aggregator_breakdown``: the mean's summation order
   and Weiszfeld's tolerance changed since its results were committed; the old script itself no longer reproduces
   them), and runs too long to redo here (``byzantine``: 30 trainings of 1M steps; ``comparison``: 90 runs, about an
@@ -16,7 +16,8 @@ file (``library_version``):
 - the sweep's record (``_sweep.json``) of the studies whose runs all came back: the results folder their JSON names
   (``settings.out_dir``), and ``byzantine``'s sweep time.
 
-(``lqr_bias``, ``lqr_speedup`` and ``tabular_transition`` are not seeded: the present library computes their runs a
+(``noise_correction``'s runs came from its committed cache: ``tools/migrate_noise_correction_cache.py``.
+``lqr_bias``, ``lqr_speedup`` and ``tabular_transition`` are not seeded: the present library computes their runs a
 few ulps apart from the committed ones, which hold too little to rebuild every run; their results were regenerated
 from their recomputed cache.)
 
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -85,6 +87,13 @@ def byzantine(data: dict[str, Any]) -> Iterator[tuple[Run, Any]]:
                 yield study.run(s, aggregator, kind == "attacked", seed), value
 
 
+def noise_correction(data: dict[str, Any]) -> Iterator[tuple[Run, Any]]:
+    # the machine the sweep was measured on: the JSON's record and the architecture its table names
+    found = re.search(r"\((\S+), (\d+) cores, shared with other jobs", (RESULTS / "noise_correction.md").read_text())
+    assert found is not None and int(found[2]) == data["machine"]["cpus"]
+    yield MACHINE, {**data["machine"], "machine": found[1]}
+
+
 def comparison(data: dict[str, Any]) -> Iterator[tuple[Run, Any]]:
     # every run: its script cached them under runs/comparison/ (never committed); the JSON holds each run's record
     import comparison as study
@@ -103,6 +112,7 @@ MIGRATED = {
     "tabular_bias": tabular_bias,
     "aggregator_breakdown": aggregator_breakdown,
     "byzantine": byzantine,
+    "noise_correction": noise_correction,
     "comparison": comparison,
 }
 #: studies whose JSON records its sweep's results folder (``settings.out_dir``) or time (``seconds``)

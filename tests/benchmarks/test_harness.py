@@ -31,6 +31,7 @@ PORTED = [
     "comparison",
     "lqr_bias",
     "lqr_speedup",
+    "noise_correction",
     "tabular_bias",
     "tabular_communication",
     "tabular_heterogeneity",
