@@ -1,19 +1,16 @@
 """
 The comparison: Fast-FedPG vs FedAvg-PG vs SB3 A2C/PPO (centralised) vs local-only training.
 
-For each heterogeneous family (CartPole, Pendulum, HalfCheetah) at a low and a high heterogeneity, every method gets
-the same budget of **total** env steps (all agents together) and is evaluated on the **global objective**
-``J(θ) = (1/N) Σ_i J_i(θ)``: the stochastic policy's return under each agent's own reward, averaged over agents.
-Methods (``zoo_configs/<algo>.yml`` with the overrides in ``FAMILIES``): ``fedpg`` (Fast-FedPG, ``N`` agents, ``H``
-local steps), ``fedavg`` (the same with ``correction=False``), ``a2c`` / ``ppo`` (SB3 trained centrally on the pooled
-envs of all agents: the privacy-violating reference), ``local`` (``N`` single-agent models, agent ``i``'s on its own
-env with ``budget / N`` steps, each evaluated on the global objective). Curves: ``J`` vs total env steps and vs
-communication rounds (A2C: gradient updates; PPO: rollouts; local: none). Training: ``neural_runs.run_one``.
+Per heterogeneous family (CartPole, Pendulum, HalfCheetah) at a low and a high heterogeneity, every method gets the
+same budget of **total** env steps and is evaluated on the **global objective** ``J(θ) = (1/N) Σ_i J_i(θ)`` (the
+stochastic policy's return under each agent's own reward, averaged over agents), against env steps and communication
+rounds. Methods (``zoo_configs/<algo>.yml`` with the overrides in ``FAMILIES``): Fast-FedPG, FedAvg-PG
+(``correction=False``), SB3 A2C / PPO trained centrally on the pooled envs of all agents, and ``N`` local-only models
+(``budget / N`` steps each on its agent's env). Training: ``neural_runs.run_one``.
 
-A study on ``benchmarks/harness``: every run cached in ``benchmarks/cache/comparison/`` (committed; the runs of the
-committed results were computed before the harness and taken from their ``comparison.json``), so ``--families
-cartpole`` then ``--families pendulum`` ... fill it in stages. Writes ``benchmarks/results/comparison.{json,png,md}``.
-Run: ``python benchmarks/comparison.py`` (``--quick`` for a smoke run).
+Cached in ``benchmarks/cache/comparison/`` (committed: the records of the runs behind the committed results, computed
+before the harness). Writes ``benchmarks/results/comparison.{json,png,md}``.
+Run: ``python benchmarks/comparison.py`` (``--families cartpole`` ... in stages, ``--quick`` for a smoke run).
 """
 
 from __future__ import annotations

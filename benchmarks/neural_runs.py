@@ -418,8 +418,9 @@ LQR_COMMON: dict[str, Any] = {
     # Adam 3e-3 with a linear critic reached only C̄/C̄* = 1.08 at H = 1 in the budget; 1e-2 with a 64×64 critic 1.02.
     # Decayed linearly to 0 over the budget (SB3's LinearSchedule): with a constant step every method reached the
     # optimum's neighbourhood within ~200k steps and then wandered (FedAvg-PG from ~1.0 back to ~1.1; at 1.6M steps
-    # every method ended worse than at 800k: cached runs with "learning_rate": 0.01), so the final cost measured the
-    # step's noise floor, not the methods' fixed points. Decay removes the noise floor and leaves each method's bias.
+    # every method ended worse than at 800k: the runs in benchmarks/cache/noise_correction/superseded/), so the final
+    # cost measured the step's noise floor, not the methods' fixed points. Decay removes the noise floor and leaves
+    # each method's bias.
     "learning_rate": {"linear": [1e-2, 0.0]},
     "local_optimizer": "adam",
     "policy_kwargs": {"net_arch": {"pi": [], "vf": [64, 64]}},
