@@ -25,8 +25,8 @@ run's configuration, and the old file is deleted.
 (``noise_correction``'s runs came from its committed cache: ``tools/migrate_noise_correction_cache.py``.
 ``lqr_bias``, ``lqr_speedup`` and ``tabular_transition`` are not seeded: the present library computes their runs a
 few ulps apart from the committed ones, which hold too little to rebuild every run; their results were regenerated
-from their recomputed cache. Nor is ``heterogeneity``: its JSON keeps seed means and per-seed summaries, not every
-run's result, and its old cache was never committed.)
+from their recomputed cache. Nor is ``heterogeneity``: its old JSON kept seed means and per-seed summaries, not every
+run's result, and its old cache was never committed; it was recomputed from scratch into its cache.)
 
 Run from the repository root: ``python tools/seed_harness_cache.py``. A computed entry of a seeded run is replaced
 (the timing measured again on another, loaded machine); an entry it seeded before is checked against the committed

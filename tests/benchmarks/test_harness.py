@@ -30,6 +30,7 @@ PORTED = [
     "byzantine",
     "collaboration",
     "comparison",
+    "heterogeneity",
     "lqr_bias",
     "lqr_speedup",
     "noise_correction",
