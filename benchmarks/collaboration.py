@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import comparison  # the benchmarks folder is not a package: import the sibling script
+import neural_runs  # the benchmarks folder is not a package: import the sibling module
 import numpy as np
 from harness import Context, Report, Run, Settings, Study
 
@@ -41,8 +41,8 @@ def curve(
     model = FederatedPG("MlpPolicy", env_id, **kwargs, **fedpg)
     eval_env = make_federated_vec_env(env_id, n_agents, eval_envs_per_agent, env_kwargs=env_kwargs, seed=10_000 + seed)
     per_round = model.n_envs * model.n_steps * local_steps
-    evaluate = lambda m: comparison.stochastic_returns(m, eval_env, 1)
-    callback = comparison._make_curve_callback(evaluate, eval_every * per_round, rounds * per_round)
+    evaluate = lambda m: neural_runs.stochastic_returns(m, eval_env, 1)
+    callback = neural_runs.curve_callback(evaluate, eval_every * per_round, rounds * per_round)
     start = time.perf_counter()
     model.learn(rounds * per_round, callback=callback)
     final, c = evaluate(model), callback.curve

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np
 from harness import Context, Report, Run, Settings, Study, table
-from harness.federated import RandomPolicy, env_kwargs, eval_env, evaluate, mean_std
+from neural_runs import RandomPolicy, env_kwargs, eval_env, evaluate, mean_std
 from sb3_fedpg.envs import get_family
 
 from sb3_fedpg import FederatedPG, make_federated_vec_env

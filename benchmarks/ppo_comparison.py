@@ -7,7 +7,7 @@ whose agents' poles differ in length (transition heterogeneity, 500k), the heter
 point mass and two-link arm (400k), sampled LQR (400k), the Pendulum family (1M) and the HalfCheetah family (1M,
 MuJoCo). Every method gets the same budget of **total** env steps (all agents together; local-only: ``budget / N``
 per agent's model). Methods (``METHODS``) and per-family hyperparameters (``FAMILIES``) are built from
-``zoo_configs/<algo>.yml`` with the overrides listed there by :func:`comparison.algo_hyperparams`:
+``zoo_configs/<algo>.yml`` with the overrides listed there by :func:`neural_runs.algo_hyperparams`:
 
 - ``fedpg``: ``FederatedPG`` with the library's default correction; ``fedavg``: the same with ``correction=False``;
 - ``fedppo`` / ``fedppo_corr``: ``FederatedPPO`` without / with the linear correction ⟨g − a_i, θ⟩;
@@ -20,7 +20,7 @@ per agent's model). Methods (``METHODS``) and per-family hyperparameters (``FAMI
 - ``local_ppo``: ``N`` SB3 PPO models, agent ``i``'s trained alone on agent ``i``'s env (``budget / N`` steps each).
 
 Score: ``J`` is the global objective (mean over agents of each agent's return under its own reward, stochastic
-policy, :func:`comparison.stochastic_returns`); LQR uses the exact per-agent costs of the deterministic gain
+policy, :func:`neural_runs.stochastic_returns`); LQR uses the exact per-agent costs of the deterministic gain
 ``K = −W`` of the linear policy instead (``J = −C̄(K)``). The normalised score is ``s = (J − J_random) /
 (J_best − J_random)`` with ``J_random`` the uniformly random policy and ``J_best`` the best seed-mean final ``J`` of
 any method (LQR: ``s = C̄* / C̄(K)``, the exact optimum). The **target** is ``s ≥ 0.9`` (90 % of the best J);
@@ -56,15 +56,14 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-import comparison as cmp  # the method specs, training with curves, zoo entries
-import harness.federated as fed  # the random-policy reference
+import comparison as cmp  # the comparison's per-family FedPG settings
 import heterogeneity as het  # the point-mass / arm hyperparameters
-import noise_correction as nc  # the sampled-LQR hyperparameters
+import neural_runs as nr  # the method specs, training with curves, zoo entries, the sampled LQR, the random policy
 
 from sb3_fedpg.common.cli import ArgumentParser
 
-ROOT = cmp.ROOT
-RESULTS = cmp.RESULTS
+ROOT = nr.ROOT
+RESULTS = nr.RESULTS
 # tracked (not under the ignored runs/): the sweep spans sittings and resumes from a fresh clone
 CACHE = ROOT / "benchmarks" / "cache" / "ppo_comparison"
 VERSION = 1
@@ -73,7 +72,7 @@ SEEDS = (0, 1, 2)
 TARGET = 0.9
 PILOT_FRACTION = 0.04
 
-MethodSpec = cmp.MethodSpec
+MethodSpec = nr.MethodSpec
 METHODS: dict[str, MethodSpec] = {
     "fedpg": MethodSpec("fedpg"),
     "fedavg": MethodSpec("fedpg", {"correction": False}),
@@ -161,7 +160,7 @@ def _fedppo_from_ppo(env_id: str) -> dict[str, Any]:
 #: rescale each agent's reward and change the objective)
 _SHAPED = {"gamma": het.COMMON["gamma"], "policy_kwargs": {"net_arch": [32, 32]}}
 #: LQR: linear policy (exact evaluation of its gain), the noise benchmark's critic and discount
-_LINEAR = {"gamma": nc.LQR_COMMON["gamma"], "policy_kwargs": nc.LQR_COMMON["policy_kwargs"]}
+_LINEAR = {"gamma": nr.LQR_COMMON["gamma"], "policy_kwargs": nr.LQR_COMMON["policy_kwargs"]}
 
 
 def _zoo_values(algo: str, env_id: str, keys: Any) -> dict[str, Any]:
@@ -226,7 +225,7 @@ def _families() -> dict[str, dict[str, Any]]:
             "n_evals": 20,
             "eval_envs_per_agent": 2,
             "final_episodes_per_env": 4,
-            # no single-agent dynamics to train an agent alone on (comparison.train_curve)
+            # no single-agent dynamics to train an agent alone on (neural_runs.train_curve)
             "skip": ["local_ppo"],
             "fedpg": cmp.FAMILIES["cartpole"]["fedpg"],
             "fedppo": {},
@@ -236,17 +235,17 @@ def _families() -> dict[str, dict[str, Any]]:
         "pointmass": _shaped_family("sb3_fedpg/HeteroPointMass-v0"),
         "arm": _shaped_family("sb3_fedpg/HeteroArm-v0"),
         "lqr": {
-            "env_id": nc.LQR["env_id"],
+            "env_id": nr.LQR["env_id"],
             "budget": 400_000,
-            "n_agents": nc.LQR["n_agents"],
+            "n_agents": nr.LQR["n_agents"],
             "n_evals": 20,
             "eval_envs_per_agent": 1,
             "final_episodes_per_env": 1,
-            "exact_lqr_gamma": nc.LQR["gamma"],
+            "exact_lqr_gamma": nr.LQR["gamma"],
             # local-only training needs shared single-agent dynamics; the LQR family builds all agents' at once
             "skip": ["local_ppo"],
             # a constant step here (noise_correction decays it over its much longer LQR budget)
-            "fedpg": _fedpg_from_common({**nc.LQR_COMMON, "learning_rate": 1e-2}, nc.LQR["n_agents"], 5),
+            "fedpg": _fedpg_from_common({**nr.LQR_COMMON, "learning_rate": 1e-2}, nr.LQR["n_agents"], 5),
             "fedppo": {**_LINEAR, "normalize_advantage": False},
             "a2c": _LINEAR,
             "ppo": _LINEAR,
@@ -330,8 +329,8 @@ def _with_svrpgm(name: str, family: dict[str, Any]) -> dict[str, Any]:
     """
     # FederatedPG's values as its runs use them: its defaults (e.g. estimator="gae" with a local critic, where
     # FedSVRPG-M's own default is the paper's GPOMDP) overridden by the family's entry
-    _, entry = cmp.algo_hyperparams(family, "fedpg", HETEROGENEITY, METHODS)
-    fedpg = {**_constructor_defaults(cmp.algorithm_class("fedpg")), **entry}
+    _, entry = nr.algo_hyperparams(family, "fedpg", HETEROGENEITY, METHODS)
+    fedpg = {**_constructor_defaults(nr.algorithm_class("fedpg")), **entry}
     svrpgm = {k: copy.deepcopy(fedpg[k]) for k in _SVRPGM_SHARED_KEYS if k in fedpg}
     if name in SVRPGM_LEARNING_RATES:
         svrpgm["learning_rate"] = SVRPGM_LEARNING_RATES[name]
@@ -411,9 +410,9 @@ class LQRReturns:
         return self.returns(-weight[:, : self.problem.A.shape[0]])
 
 
-def evaluator_of(family: dict[str, Any]) -> cmp.Evaluator:
+def evaluator_of(family: dict[str, Any]) -> nr.Evaluator:
     """:return: the family's evaluation (exact for LQR, else the stochastic policy's returns)"""
-    return LQRReturns(family, HETEROGENEITY) if "exact_lqr_gamma" in family else cmp.stochastic_returns
+    return LQRReturns(family, HETEROGENEITY) if "exact_lqr_gamma" in family else nr.stochastic_returns
 
 
 def shared_policy_bound(family: dict[str, Any], heterogeneity: float = HETEROGENEITY) -> float | None:
@@ -450,7 +449,7 @@ def reference_returns(family: dict[str, Any], seed: int) -> dict[str, float | No
         gain = np.zeros_like(lqr.problem.B.T)
         return {"random": None, "zero": float(np.mean(lqr.returns(gain)))}
 
-    with cmp.quiet_native_output("HalfCheetah" in family["env_id"]):
+    with nr.quiet_native_output("HalfCheetah" in family["env_id"]):
         env = make_federated_vec_env(
             family["env_id"],
             n_agents=family["n_agents"],
@@ -459,8 +458,8 @@ def reference_returns(family: dict[str, Any], seed: int) -> dict[str, float | No
             seed=10_000 + seed,
         )
     episodes = family["final_episodes_per_env"]
-    random = fed.RandomPolicy(env.action_space, seed)
-    out: dict[str, float | None] = {"random": float(np.mean(cmp.stochastic_returns(random, env, episodes)))}
+    random = nr.RandomPolicy(env.action_space, seed)
+    out: dict[str, float | None] = {"random": float(np.mean(nr.stochastic_returns(random, env, episodes)))}
     shape = getattr(env.action_space, "shape", ())
     out["zero"] = None
     if getattr(env.action_space, "n", None) is None:
@@ -469,7 +468,7 @@ def reference_returns(family: dict[str, Any], seed: int) -> dict[str, float | No
             def predict(self, obs: np.ndarray, deterministic: bool = True) -> tuple[np.ndarray, None]:
                 return np.zeros((len(obs), *shape), dtype=np.float32), None
 
-        out["zero"] = float(np.mean(cmp.stochastic_returns(Zero(), env, episodes)))
+        out["zero"] = float(np.mean(nr.stochastic_returns(Zero(), env, episodes)))
     env.close()
     return out
 
@@ -482,12 +481,12 @@ def run_config(family: dict[str, Any], method: str) -> dict[str, Any]:
         a method that spells out a default is the same run as one that relies on it), whether it trains local-only
         models, and the family and its evaluation
     """
-    algo, entry = cmp.algo_hyperparams(family, method, HETEROGENEITY, METHODS)
+    algo, entry = nr.algo_hyperparams(family, method, HETEROGENEITY, METHODS)
     return {
         "algo": algo,
-        "hyperparams": {**_constructor_defaults(cmp.algorithm_class(algo)), **entry},
+        "hyperparams": {**_constructor_defaults(nr.algorithm_class(algo)), **entry},
         "local": METHODS[method].local,
-        "family": {k: v for k, v in family.items() if k not in (*cmp.ALGOS, "pilot_fraction", "extra_methods")},
+        "family": {k: v for k, v in family.items() if k not in (*nr.ALGOS, "pilot_fraction", "extra_methods")},
         "version": VERSION,
     }
 
@@ -506,8 +505,8 @@ def _write_json(path: pathlib.Path, payload: Any) -> None:
 
 
 def run(name: str, family: dict[str, Any], method: str, seed: int) -> dict[str, Any]:
-    """One (family, method, seed) run: the curves with timings (:func:`comparison.run_one`) and the hyperparameters."""
-    result = cmp.run_one(name, family, HETEROGENEITY, method, seed, METHODS, evaluator_of(family))
+    """One (family, method, seed) run: the curves with timings (:func:`neural_runs.run_one`) and the hyperparameters."""
+    result = nr.run_one(name, family, HETEROGENEITY, method, seed, METHODS, evaluator_of(family))
     result["algo"] = METHODS[method].algo
     return result
 
@@ -517,7 +516,7 @@ def cached_references(cache: pathlib.Path, name: str, family: dict[str, Any], se
     out = []
     for seed in seeds:
         config = {
-            "family": {k: v for k, v in family.items() if k not in (*cmp.ALGOS, "extra_methods")},
+            "family": {k: v for k, v in family.items() if k not in (*nr.ALGOS, "extra_methods")},
             "seed": seed,
             "version": VERSION,
         }
@@ -917,7 +916,7 @@ def hyperparams_markdown(families: dict[str, dict[str, Any]]) -> str:
     ]
     for name, family in families.items():
         for method in ("fedpg", "fedppo", "fedsvrpgm", "ppo", "a2c", *family.get("extra_methods", ())):
-            _, entry = cmp.algo_hyperparams(family, method, HETEROGENEITY, METHODS)
+            _, entry = nr.algo_hyperparams(family, method, HETEROGENEITY, METHODS)
             shown = {k: v for k, v in entry.items() if k not in ("n_timesteps", "policy", "env_kwargs", "correction")}
             lines.append(
                 f"| {name} | {family['budget']:,} | {family['n_agents']} | {family['n_evals']} "

@@ -29,7 +29,7 @@ import numpy as np
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-import comparison as cmp  # noqa: E402
+import neural_runs as nr  # noqa: E402
 import ppo_comparison as pc  # noqa: E402
 
 from sb3_fedpg.common.cli import ArgumentParser  # noqa: E402
@@ -77,7 +77,7 @@ def sweep(methods: list[str], seeds: list[int]) -> None:
             if path.exists():
                 continue
             print(f"running {method} h=0 seed {seed}", flush=True)
-            result = cmp.run_one(FAMILY, family, 0.0, method, seed, pc.METHODS, cmp.stochastic_returns)
+            result = nr.run_one(FAMILY, family, 0.0, method, seed, pc.METHODS, nr.stochastic_returns)
             pc._write_json(path, result)
             print(f"done {method} h=0 seed {seed}: J = {result['final_global']:.1f}", flush=True)
 

@@ -10,21 +10,23 @@ file (``library_version``):
 - measurements: ``tabular_bias``'s 1,000-round timing (a wall time), ``byzantine``'s sweep time;
 - runs that the present library computes a few ulps apart (``aggregator_breakdown``: the mean's summation order
   and Weiszfeld's tolerance changed since its results were committed; the old script itself no longer reproduces
-  them), and runs too long to redo here (``byzantine``: 30 trainings of 1M steps; ``collaboration``: 51 trainings,
-  whose old cache under the ignored ``runs/`` was never committed but whose JSON lists every run's result whole);
+  them), and runs too long to redo here (``byzantine``: 30 trainings of 1M steps; ``collaboration``: 51 trainings;
+  ``comparison``: 90 runs, about an hour; both scripts cached their runs under the ignored ``runs/``, never committed,
+  but their JSON keeps every run's result whole);
 - the sweep's record (``_sweep.json``) of the studies whose runs all came back: the results folder their JSON names
   (``settings.out_dir``), ``byzantine``'s sweep time, and the machine the runs were computed on where the JSON says
-  (``collaboration``, ``zoo_optimize``).
+  (``collaboration``, ``comparison``, ``noise_correction``, ``zoo_optimize``).
 
 ``zoo_optimize``'s committed cache, in the old script's layout (``<algo>_<entry hash>_s<seed>_e<episodes>.json`` and
 ``<algo>_study_<hash>.json``, the hashes its own), is moved into the harness's: each file becomes the entry of its run
 (``note`` names the old file, ``library_version`` the commit that added it), found by recomputing the old hash from the
 run's configuration, and the old file is deleted.
 
-(``lqr_bias``, ``lqr_speedup`` and ``tabular_transition`` are not seeded: the present library computes their runs a
+(``noise_correction``'s runs came from its committed cache: ``tools/migrate_noise_correction_cache.py``.
+``lqr_bias``, ``lqr_speedup`` and ``tabular_transition`` are not seeded: the present library computes their runs a
 few ulps apart from the committed ones, which hold too little to rebuild every run; their results were regenerated
-from their recomputed cache. Nor is ``heterogeneity``: its JSON keeps seed means and per-seed summaries, not every
-run's result, and its old cache was never committed.)
+from their recomputed cache. Nor is ``heterogeneity``: its old JSON kept seed means and per-seed summaries, not every
+run's result, and its old cache was never committed; it was recomputed from scratch into its cache.)
 
 Run from the repository root: ``python tools/seed_harness_cache.py``. A computed entry of a seeded run is replaced
 (the timing measured again on another, loaded machine); an entry it seeded before is checked against the committed
@@ -111,14 +113,35 @@ def collaboration(data: dict[str, Any]) -> Iterator[tuple[Run, Any]]:
         yield run, result
 
 
+def comparison(data: dict[str, Any]) -> Iterator[tuple[Run, Any]]:
+    # every run: its script cached them under runs/comparison/ (never committed); the JSON holds each run's record
+    import comparison as study
+
+    s = Settings(study.STUDY.settings)
+    assert data["families"] == {name: study.FAMILIES[name] for name in s.families} and not data["quick"]
+    assert (data["heterogeneity"], data["seeds"], len(data["runs"])) == (s.heterogeneity, s.seeds, len(study.runs(s)))
+    for record in data["runs"]:
+        run = study.run(s, record["family"], record["heterogeneity"], record["method"], record["seed"])
+        assert record["hyperparams"] == run.config["hyperparams"]  # the zoo entries it trained with are today's
+        yield run, record
+
+
 MIGRATED = {
     "tabular_bias": tabular_bias,
     "aggregator_breakdown": aggregator_breakdown,
     "byzantine": byzantine,
     "collaboration": collaboration,
+    "comparison": comparison,
 }
 #: studies whose JSON records its sweep's results folder (``settings.out_dir``) or time (``seconds``)
 SWEEP_RECORDED = ("tabular_truncation", "tabular_speedup", "tabular_svrpgm", "byzantine")
+
+
+def noise_correction_machine(data: dict[str, Any]) -> dict[str, Any]:
+    # the JSON's record and the architecture its table names
+    found = re.search(r"\((\S+), (\d+) cores, shared with other jobs", (RESULTS / "noise_correction.md").read_text())
+    assert found is not None and int(found[2]) == data["machine"]["cpus"]
+    return {**data["machine"], "machine": found[1]}
 
 
 def zoo_machine(data: dict[str, Any]) -> dict[str, Any]:
@@ -130,6 +153,8 @@ def zoo_machine(data: dict[str, Any]) -> dict[str, Any]:
 #: studies whose JSON records the machine its runs were computed on -> that record, as ``harness.cache.machine`` has it
 MACHINE_RECORDED = {
     "collaboration": lambda data: {key: data["machine"][key] for key in ("python", "cpus")},
+    "comparison": lambda data: {key: data["machine"][key] for key in ("python", "cpus")},
+    "noise_correction": noise_correction_machine,
     "zoo_optimize": zoo_machine,
 }
 

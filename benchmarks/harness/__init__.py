@@ -12,8 +12,6 @@ A study module (``benchmarks/<name>.py``) puts ``benchmarks/`` on ``sys.path``, 
 - :mod:`harness.aggregate`: seed mean and spread, stratified-bootstrap interval estimates (rliable's)
 - :mod:`harness.writer`: ``<name>.json``, ``.png``, ``.md`` and the docs' results blocks
 - :mod:`harness.cli`: the command line every study shares
-- :mod:`harness.federated`: what the studies of federated policies share (evaluation federations, per-agent returns,
-  the random-policy reference); imported by those studies only
 """
 
 from harness.aggregate import Interval, interval_estimate, positive, seed_spread

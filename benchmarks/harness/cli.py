@@ -1,10 +1,11 @@
 """
 The command line every study shares: ``python benchmarks/<study>.py [--quick] [--report] [--workers N] ...``.
 
-Settings come from the study's spec (``--quick`` swaps in the smoke sizes, ``--set key=value`` changes one); the runs
-missing from the cache are computed in ``--workers`` processes (the runs made from other runs' results,
-:attr:`harness.spec.Study.then`, once those are in), then the report is made from the cache alone and written by
-:func:`harness.writer.write` (and the docs refilled when it goes to ``benchmarks/results``).
+Settings come from the study's spec (``--quick`` swaps in the smoke sizes; ``--<setting> value ...`` or
+``--set key=value`` changes one, ``--families a b`` for a list); the runs missing from the cache are computed in
+``--workers`` processes (the runs made from other runs' results, :attr:`harness.spec.Study.then`, once those are in),
+then the report is made from the cache alone and written by :func:`harness.writer.write` (and the docs refilled when
+it goes to ``benchmarks/results``).
 """
 
 from __future__ import annotations
@@ -26,6 +27,17 @@ from sb3_fedpg.common.cli import ArgumentParser, interrupted_exit_code, sigterm_
 ROOT = BENCHMARKS.parent
 
 
+def parse_value(text: str) -> Any:
+    """
+    :param text: a setting's value on the command line
+    :return: it read as JSON (``3``, ``[1,2]``, ``true``), or else the string itself (``cartpole``)
+    """
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
 def parse_setting(text: str) -> tuple[str, Any]:
     """
     :param text: ``key=value``, the value JSON (``seeds=3``, ``agents=[1,2]``) or else a string
@@ -34,21 +46,19 @@ def parse_setting(text: str) -> tuple[str, Any]:
     key, sep, value = text.partition("=")
     if not sep:
         raise ValueError(f"--set takes key=value, got {text!r}")
-    try:
-        return key.replace("-", "_"), json.loads(value)
-    except json.JSONDecodeError:
-        return key.replace("-", "_"), value
+    return key.replace("-", "_"), parse_value(value)
 
 
-def settings_of(study: Study, quick: bool, overrides: list[str]) -> Settings:
+def settings_of(study: Study, quick: bool, overrides: list[str], flags: dict[str, Any] | None = None) -> Settings:
     """
     :param study: the study
     :param quick: the smoke sizes
     :param overrides: ``key=value`` items
-    :return: the study's settings with the smoke sizes and the overrides applied
+    :param flags: settings given as flags (``--families cartpole pendulum``), applied before ``overrides``
+    :return: the study's settings with the smoke sizes, the flags and the overrides applied
     :raises SystemExit: an override names no setting of the study
     """
-    settings = Settings({**study.settings, **(study.quick if quick else {})})
+    settings = Settings({**study.settings, **(study.quick if quick else {}), **(flags or {})})
     for text in overrides:
         key, value = parse_setting(text)
         if key not in settings:
@@ -78,8 +88,17 @@ def main(study: Study, argv: list[str] | None = None, output: pathlib.Path | Non
     parser.add_argument("--workers", type=int, default=None, help="processes (default: 1 with --quick, else all CPUs)")
     parser.add_argument("--cache", type=pathlib.Path, default=None, help="cache folder (default: benchmarks/cache/<name>)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="change a setting (JSON value)")
+    for key, value in study.settings.items():  # every setting but a dict is a flag too: --seeds 5, --families a b
+        flag, many = "--" + key.replace("_", "-"), isinstance(value, list | tuple)
+        if not isinstance(value, dict) and flag not in parser._option_string_actions:
+            help_text = f"the setting {key} (default: {json.dumps(value)})"
+            parser.add_argument(
+                flag, dest=f"setting:{key}", nargs="+" if many else None, type=parse_value, metavar="VALUE", help=help_text
+            )
     args = parser.parse_args(argv)
-    settings = settings_of(study, args.quick, args.set)
+    given = {dest.removeprefix("setting:"): value for dest, value in vars(args).items() if dest.startswith("setting:")}
+    flags = {key: value for key, value in given.items() if value is not None}
+    settings = settings_of(study, args.quick, args.set, flags)
     out_dir = pathlib.Path(output or args.out_dir or (ROOT / "runs" / f"{study.name}_quick" if args.quick else RESULTS))
     cache = Cache(args.cache or (out_dir / "cache" / study.name if args.quick else BENCHMARKS / "cache" / study.name))
     workers = args.workers or (1 if args.quick else os.cpu_count() or 1)

@@ -157,12 +157,13 @@ class Report:
     A study's outputs: ``<name>.json``, ``<name>.png`` (optional) and ``<name>.md`` (optional).
 
     :param data: the JSON data (NumPy values converted; ``NaN`` written as ``null``)
-    :param figure: the figure (saved after ``tight_layout`` at ``dpi``)
+    :param figure: the figure (saved after ``tight_layout``, at ``dpi``)
     :param markdown: the Markdown table that the docs' ``<!-- results:<name> -->`` blocks show
     :param indent: JSON indentation
     :param final_newline: end the JSON file with a newline
     :param extra_figures: further figures, file name -> figure
     :param dpi: the figures' resolution
+    :param layout_rect: the figures' ``tight_layout`` rectangle (figure coordinates; room for a legend below the axes)
     """
 
     data: dict[str, Any]
@@ -172,6 +173,7 @@ class Report:
     final_newline: bool = False
     extra_figures: dict[str, Figure] = field(default_factory=dict)
     dpi: int = 120
+    layout_rect: tuple[float, float, float, float] | None = None
 
 
 @dataclass(frozen=True)

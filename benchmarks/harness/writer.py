@@ -49,7 +49,7 @@ def write(name: str, report: Report, out_dir: str | pathlib.Path) -> list[pathli
     written[0].write_text(text)
     figures = {f"{name}.png": report.figure} if report.figure is not None else {}
     for file_name, figure in {**figures, **report.extra_figures}.items():
-        figure.tight_layout()
+        figure.tight_layout(rect=report.layout_rect)
         figure.savefig(out_dir / file_name, dpi=report.dpi)
         plt.close(figure)
         written.append(out_dir / file_name)

@@ -1,4 +1,5 @@
-"""The comparison and collaboration benchmarks run end to end in --quick mode."""
+"""The comparison (benchmarks/comparison.py, on the harness) and collaboration benchmarks run end to end in --quick
+mode."""
 
 import importlib
 import json
@@ -9,7 +10,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 def load(name, monkeypatch):
-    # collaboration.py imports comparison.py from its own folder
+    # both import neural_runs.py from their own folder
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     sys.modules.pop(name, None)
     return importlib.import_module(name)
@@ -18,10 +19,10 @@ def load(name, monkeypatch):
 def test_comparison_quick(tmp_path, monkeypatch):
     payload = load("comparison", monkeypatch).main(["--quick"], output=tmp_path)
     saved = json.loads((tmp_path / "comparison.json").read_text())
-    assert saved["summary"]["targets"] == payload["summary"]["targets"]
+    assert saved == json.loads(json.dumps(payload)) and saved["quick"]
     assert (tmp_path / "comparison.png").stat().st_size > 1000
-    methods = {run["method"] for run in saved["runs"]}
-    assert methods == {"fedpg", "fedavg", "a2c", "ppo", "local"}
+    methods = [run["method"] for run in saved["runs"]]
+    assert methods == [m for m in ("fedpg", "fedavg", "a2c", "ppo", "local") for _ in range(2)] * 2
     assert {run["family"] for run in saved["runs"]} == {"cartpole", "pendulum"}
     for run in saved["runs"]:
         # every method got the same budget of total env steps (up to whole rounds / rollouts)
@@ -29,12 +30,16 @@ def test_comparison_quick(tmp_path, monkeypatch):
         assert budget <= run["timesteps"][-1] <= 2 * budget
         assert len(run["timesteps"]) == len(run["global_return"]) == len(run["rounds"])
         assert len(run["final_per_agent"]) == saved["families"][run["family"]]["n_agents"]
+        assert run["hyperparams"]["n_timesteps"] == budget and run["hyperparams"]["env_kwargs"] == {"heterogeneity": 1.0}
+    assert saved["runs"][2]["hyperparams"]["correction"] is False  # fedavg: FedPG with the correction off
     cell = saved["summary"]["table"]["cartpole"]["1.0"]
-    assert len(cell["fedpg"]["finals"]) == 2
-    table = (tmp_path / "comparison.md").read_text()
-    assert "Fast-FedPG" in table and "local-only" in table and "| cartpole | 1.0 |" in table
-    # a second call reuses the cached runs (resume) and rebuilds the same outputs
-    again = load("comparison", monkeypatch).main(["--quick"], output=tmp_path)
+    assert len(cell["fedpg"]["finals"]) == 2 and cell["local"]["rounds"] == 0.0 and cell["fedpg"]["rounds"] > 0
+    table = (tmp_path / "comparison.md").read_text().splitlines()
+    assert table[0].startswith("| family | h | Fast-FedPG | FedAvg-PG |") and "local-only, own task" in table[0]
+    assert [line.split(" | ")[0:2] for line in table[2:4]] == [["| cartpole", "1.0"], ["| pendulum", "1.0"]]
+    assert "(n=2)" in table[2] and table[-1].startswith("Budgets (total env steps, all agents): cartpole 2,048 steps")
+    # a second call reuses the cached runs and rebuilds the same outputs
+    again = load("comparison", monkeypatch).main(["--quick", "--report"], output=tmp_path)
     assert again["summary"] == payload["summary"]
 
 

@@ -29,8 +29,11 @@ PORTED = [
     "aggregator_breakdown",
     "byzantine",
     "collaboration",
+    "comparison",
+    "heterogeneity",
     "lqr_bias",
     "lqr_speedup",
+    "noise_correction",
     "tabular_bias",
     "tabular_communication",
     "tabular_heterogeneity",
@@ -81,6 +84,17 @@ def test_cache_hit_and_miss(tmp_path, markers):
     sweep = json.loads((tmp_path / "cache" / "_sweep.json").read_text())
     assert sweep["out_dir"] == str(tmp_path / "out") and sweep["seconds"] > 0
     assert sweep["machine"]["cpus"] == os.cpu_count() and sweep["machine"]["python"] == sys.version.split()[0]
+
+
+def test_every_setting_is_a_flag(tmp_path, markers):
+    # --xs 1 2 4 is --set xs=[1,2,4]; --seeds 1 is --set seeds=1; --output is --out-dir (the scripts' older name)
+    folders = ["--output", str(tmp_path / "out"), "--cache", str(tmp_path / "cache"), "--workers", "1"]
+    data = main(toy_study.STUDY, [*folders, "--xs", "1", "2", "4", "--seeds", "1"])
+    assert data["settings"]["xs"] == [1, 2, 4] and data["settings"]["seeds"] == 1 and data["mean"] == [1.0, 4.0, 16.0]
+    assert sorted(path.name.split("_")[0] for path in markers.iterdir()) == ["1", "2", "4"]
+    assert (tmp_path / "out" / "toy.json").is_file()
+    with pytest.raises(SystemExit):
+        toy(tmp_path, "--sleep")  # a scalar setting takes one value
 
 
 def test_report_only_uses_the_cache(tmp_path, markers):

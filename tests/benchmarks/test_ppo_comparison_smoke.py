@@ -13,7 +13,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 @pytest.fixture
 def pc(monkeypatch):
-    # ppo_comparison.py imports comparison.py, heterogeneity.py and noise_correction.py from its own folder
+    # ppo_comparison.py imports comparison.py, heterogeneity.py and neural_runs.py from its own folder
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     sys.modules.pop("ppo_comparison", None)
     return importlib.import_module("ppo_comparison")
@@ -49,7 +49,7 @@ def test_lqr_returns_are_the_exact_costs_of_the_policy_gain(pc):
     from sb3_fedpg.envs.lqr import LQR_DEFAULTS
 
     spread = family.get("input_scale_spread", LQR_DEFAULTS["input_scale_spread"])  # the noise benchmark spreads more
-    ratio = pc.nc.lqr_evaluator({**pc.nc.LQR, "n_agents": family["n_agents"], "input_scale_spread": spread})
+    ratio = pc.nr.lqr_evaluator({**pc.nr.LQR, "n_agents": family["n_agents"], "input_scale_spread": spread})
     rng = np.random.default_rng(0)
     for scale in (0.0, 0.05):
         weight = th.as_tensor(scale * rng.standard_normal(lqr.problem.B.T.shape), dtype=th.float32)
@@ -99,9 +99,9 @@ def test_optional_methods_run_only_where_listed(pc):
 
     conf = pc.ROOT / "zoo_configs" / "ppo.yml"
     zoo = select_entry(load_config_file(conf), "sb3_fedpg/HeteroHalfCheetah-v0", str(conf))
-    _, entry = pc.cmp.algo_hyperparams(pc.FAMILIES["halfcheetah"], "ppo_zoo", pc.HETEROGENEITY, pc.METHODS)
+    _, entry = pc.nr.algo_hyperparams(pc.FAMILIES["halfcheetah"], "ppo_zoo", pc.HETEROGENEITY, pc.METHODS)
     assert all(entry[k] == v for k, v in zoo.items() if k not in ("n_timesteps", "env_kwargs"))
-    _, shared = pc.cmp.algo_hyperparams(pc.FAMILIES["halfcheetah"], "ppo", pc.HETEROGENEITY, pc.METHODS)
+    _, shared = pc.nr.algo_hyperparams(pc.FAMILIES["halfcheetah"], "ppo", pc.HETEROGENEITY, pc.METHODS)
     assert shared["learning_rate"] != entry["learning_rate"]
 
 
