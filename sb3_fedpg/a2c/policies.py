@@ -1,11 +1,4 @@
-# This file is here just to define MlpPolicy/CnnPolicy/MultiInputPolicy,
-# like it is done in Stable-Baselines3.
-from sb3_fedpg.common.policies import (
-    FederatedActorCriticCnnPolicy,
-    FederatedActorCriticPolicy,
-    FederatedMultiInputActorCriticPolicy,
-)
+# FederatedA2C is FederatedPG with A2C's defaults: the same policies (SB3 keeps a policies.py per algorithm).
+from sb3_fedpg.fedpg.policies import CnnPolicy, MlpPolicy, MultiInputPolicy
 
-MlpPolicy = FederatedActorCriticPolicy
-CnnPolicy = FederatedActorCriticCnnPolicy
-MultiInputPolicy = FederatedMultiInputActorCriticPolicy
+__all__ = ["CnnPolicy", "MlpPolicy", "MultiInputPolicy"]
