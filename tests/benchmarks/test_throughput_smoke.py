@@ -95,8 +95,12 @@ def test_flops_of_a_recorded_product():
     assert flops_of(th.ops.aten.baddbmm.default, [((2, 1, 5), f32), ((2, 3, 4), f32), ((2, 4, 5), f32)]) == 2 * 2 * 3 * 4 * 5
 
 
-def test_scaling_quick(tmp_path):
-    data = load("scaling").main(["--quick", "--cache", str(tmp_path / "cache")], output=tmp_path)
+def test_scaling_quick(tmp_path, monkeypatch):
+    # its measurements run in spawned processes, which unpickle scaling._one by name: the module must be importable
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import scaling
+
+    data = scaling.main(["--quick", "--cache", str(tmp_path / "cache")], output=tmp_path)
     for algorithm, by_n in data["summary"].items():
         assert set(by_n) == {"2", "4"}, algorithm
         assert all(m["steps_per_s"] > 0 and m["steps_per_cpu_s"] > 0 and m["peak_mb"] > 50 for m in by_n.values())
