@@ -31,6 +31,7 @@ PORTED = [
     "collaboration",
     "comparison",
     "heterogeneity",
+    "identity_parity",
     "lqr_bias",
     "lqr_speedup",
     "noise_correction",
