@@ -27,30 +27,25 @@ any method (LQR: ``s = C̄* / C̄(K)``, the exact optimum). The **target** is ``
 for each run: env steps and training wall-clock to the first evaluation at the target (evaluations excluded), and
 stability, the fraction of later evaluations still at the target.
 
-All runs of a family are interleaved (seed by seed, every method in turn) in one worker process so that machine
-load affects every method alike; each run is cached as JSON under ``benchmarks/cache/ppo_comparison/`` (committed)
-keyed by a hash of its full configuration (the algorithm's constructor defaults included, so a changed library
-default starts new runs), so the sweep resumes where it stopped, from a fresh clone too.
+Runs on the benchmark harness (``benchmarks/harness``): each run is cached under
+``benchmarks/cache/ppo_comparison/`` (committed) keyed by a hash of its full configuration (the algorithm's
+constructor defaults included, so a changed library default starts new runs), so a sweep resumes where it stopped,
+from a fresh clone too. With ``--workers 1`` the runs go family by family (cheap ones first), seed by seed with the
+methods interleaved so that machine load affects every method alike, the local-only runs last.
 
-Run: ``python benchmarks/ppo_comparison.py --plan`` (measure one short run per family and method, print the
-estimated cost), ``--sweep`` (run what is missing; long: use ``nohup nice -n 10 ... &``; progress in
-``benchmarks/cache/ppo_comparison/progress.log``, not committed), then without flags to rebuild
-``benchmarks/results/ppo_comparison.{json,md,png}`` from the cached runs. ``--quick`` runs all three on tiny budgets
-into ``runs/ppo_comparison_quick/``.
+Run: ``python benchmarks/ppo_comparison.py`` (run what is missing, then rebuild
+``benchmarks/results/ppo_comparison.{json,md,png}`` and ``ppo_comparison_hyperparams.md``; long: ``nohup nice -n 10
+... --workers 1 &``), ``--report`` (from the cache alone), ``--families`` / ``--methods`` / ``--seeds`` (a subset),
+``--quick`` (tiny budgets into ``runs/ppo_comparison_quick/``).
 """
 
 from __future__ import annotations
 
 import copy
-import datetime
-import hashlib
 import inspect
 import json
-import os
 import pathlib
-import platform
 import sys
-import time
 from typing import Any
 
 import numpy as np
@@ -59,18 +54,13 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import comparison as cmp  # the comparison's per-family FedPG settings
 import heterogeneity as het  # the point-mass / arm hyperparameters
 import neural_runs as nr  # the method specs, training with curves, zoo entries, the sampled LQR, the random policy
-
-from sb3_fedpg.common.cli import ArgumentParser
+from harness import Context, Report, Run, Settings, Study
+from harness.keys import jsonable
 
 ROOT = nr.ROOT
 RESULTS = nr.RESULTS
-# tracked (not under the ignored runs/): the sweep spans sittings and resumes from a fresh clone
-CACHE = ROOT / "benchmarks" / "cache" / "ppo_comparison"
-VERSION = 1
 HETEROGENEITY = 1.0
-SEEDS = (0, 1, 2)
 TARGET = 0.9
-PILOT_FRACTION = 0.04
 
 MethodSpec = nr.MethodSpec
 METHODS: dict[str, MethodSpec] = {
@@ -270,7 +260,7 @@ def _families() -> dict[str, dict[str, Any]]:
             "n_evals": 20,
             "eval_envs_per_agent": 1,
             "final_episodes_per_env": 4,
-            "pilot_fraction": 0.01,  # 10k steps: five PPO rollouts, already minutes of CPU here
+            "pilot_fraction": 0.01,  # the pilot runs of the sweep before the harness (10k steps); not a run setting
             "fedpg": cmp.FAMILIES["halfcheetah"]["fedpg"],
             # fedppo.yml has no HalfCheetah entry: SB3 PPO's, with the same optimisation overrides
             "fedppo": {**_fedppo_from_ppo("sb3_fedpg/HeteroHalfCheetah-v0"), **_CHEETAH_OPTIMISATION},
@@ -473,134 +463,72 @@ def reference_returns(family: dict[str, Any], seed: int) -> dict[str, float | No
     return out
 
 
-# ------------------------------------------------------------------------------ runs and cache
-def run_config(family: dict[str, Any], method: str) -> dict[str, Any]:
+# ------------------------------------------------------------------------------ runs
+def train(
+    family_name: str, family: dict, heterogeneity: float, method: str, spec: list, seed: int, hyperparams: dict
+) -> dict[str, Any]:
     """
-    :return: everything that defines a run, resolved: the constructor's defaults overridden by the zoo entry with the
-        family's and the method's overrides (so a changed default starts new runs exactly where a run uses it, and
-        a method that spells out a default is the same run as one that relies on it), whether it trains local-only
-        models, and the family and its evaluation
+    One run (:func:`neural_runs.run_one`): the curves with timings. ``spec`` is the method (its algorithm, fixed
+    arguments, local-only), so that a study that adds methods (``ppo_epochs``) runs in worker processes too;
+    ``hyperparams``, the constructor's defaults overridden by the zoo entry with the overrides, is in the key: a
+    changed library default starts new runs exactly where a run uses it.
     """
-    algo, entry = nr.algo_hyperparams(family, method, HETEROGENEITY, METHODS)
-    return {
-        "algo": algo,
-        "hyperparams": {**_constructor_defaults(nr.algorithm_class(algo)), **entry},
-        "local": METHODS[method].local,
-        "family": {k: v for k, v in family.items() if k not in (*nr.ALGOS, "pilot_fraction", "extra_methods")},
-        "version": VERSION,
-    }
+    methods = {method: MethodSpec(*spec)}
+    if jsonable(resolved(family, method, heterogeneity, methods)) != hyperparams:
+        raise ValueError(f"{family_name} {method}: the zoo entry is not the run's hyperparams")
+    result = nr.run_one(family_name, family, heterogeneity, method, seed, methods, evaluator_of(family))
+    return result | {"algo": spec[0]}
 
 
-def run_key(name: str, family: dict[str, Any], method: str, seed: int) -> str:
-    """:return: the cache file stem of one run (its full configuration's hash included)"""
-    blob = json.dumps(run_config(family, method), sort_keys=True, default=str)
-    return f"{name}_{method}_s{seed}_{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
+def resolved(family: dict[str, Any], method: str, heterogeneity: float, methods: dict[str, MethodSpec]) -> dict:
+    """:return: a method's arguments: its algorithm's constructor defaults overridden by its zoo entry"""
+    algo, entry = nr.algo_hyperparams(family, method, heterogeneity, methods)
+    return {**_constructor_defaults(nr.algorithm_class(algo)), **entry}
 
 
-def _write_json(path: pathlib.Path, payload: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(payload))
-    os.replace(tmp, path)  # atomic: an interrupted run leaves no half-written result
+def run(
+    name: str,
+    family: dict[str, Any],
+    method: str,
+    seed: int,
+    heterogeneity: float = HETEROGENEITY,
+    methods: dict[str, MethodSpec] | None = None,
+) -> Run:
+    """:return: one (family, method, seed) run; its family without the other algorithms' overrides"""
+    spec = (methods or METHODS)[method]
+    own = {k: v for k, v in family.items() if k not in (*nr.ALGOS, "pilot_fraction", "extra_methods")}
+    own |= {spec.algo: family[spec.algo]} if spec.algo in family else {}
+    hyperparams = jsonable(resolved(family, method, heterogeneity, methods or METHODS))
+    config = dict(family_name=name, family=own, heterogeneity=heterogeneity, method=method, spec=list(spec), seed=seed)
+    return Run(train, config | {"hyperparams": hyperparams}, f"{name}_{method}_s{seed}")
 
 
-def run(name: str, family: dict[str, Any], method: str, seed: int) -> dict[str, Any]:
-    """One (family, method, seed) run: the curves with timings (:func:`neural_runs.run_one`) and the hyperparameters."""
-    result = nr.run_one(name, family, HETEROGENEITY, method, seed, METHODS, evaluator_of(family))
-    result["algo"] = METHODS[method].algo
-    return result
+def references(family: dict[str, Any], seed: int) -> dict[str, float | None]:
+    """:func:`reference_returns` as a run of the harness"""
+    return reference_returns(family, seed)
 
 
-def cached_references(cache: pathlib.Path, name: str, family: dict[str, Any], seeds: list[int]) -> list[dict[str, Any]]:
-    """:return: the random / zero-action references of each seed (computed once, cached)"""
-    out = []
-    for seed in seeds:
-        config = {
-            "family": {k: v for k, v in family.items() if k not in (*nr.ALGOS, "extra_methods")},
-            "seed": seed,
-            "version": VERSION,
-        }
-        digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:10]
-        path = cache / "references" / f"{name}_s{seed}_{digest}.json"
-        if not path.exists():
-            _write_json(path, reference_returns(family, seed))
-        out.append(json.loads(path.read_text()))
-    return out
+def reference_run(name: str, family: dict[str, Any], seed: int) -> Run:
+    """:return: the run of a family's random / zero-action references on a seed's evaluation federation"""
+    config = {"family": {k: v for k, v in family.items() if k not in (*nr.ALGOS, "extra_methods")}, "seed": seed}
+    return Run(references, config, f"reference_{name}_s{seed}")
 
 
-class Progress:
-    """Appends time-stamped lines to the progress log (and prints them)."""
-
-    def __init__(self, path: pathlib.Path) -> None:
-        self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-
-    def __call__(self, text: str) -> None:
-        line = f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M:%S} UTC  {text}"
-        print(line, flush=True)
-        with self.path.open("a") as f:
-            f.write(line + "\n")
+def families_of(s: Settings) -> dict[str, dict[str, Any]]:
+    """:return: the families the settings name (``--quick``: the tiny ones)"""
+    return {name: (QUICK_FAMILIES if s.scale == "quick" else FAMILIES)[name] for name in s.families}
 
 
-# ------------------------------------------------------------------------------ plan
-def pilot_family(family: dict[str, Any]) -> dict[str, Any]:
-    """The family at ``PILOT_FRACTION`` of its budget (or its own ``pilot_fraction``) with two evaluations."""
-    return {**family, "budget": max(1, int(family["budget"] * family.get("pilot_fraction", PILOT_FRACTION))), "n_evals": 2}
+def family_runs(s: Settings) -> list[Run]:
+    """:return: every (family, method, seed) run: family by family, seed by seed with the methods interleaved"""
+    fams = families_of(s)
+    return [run(n, f, m, seed) for n, f in fams.items() for seed in s.seeds for m in methods_of(f) if m in s.methods]
 
 
-def estimate_seconds(pilot: dict[str, Any], family: dict[str, Any]) -> dict[str, float]:
-    """
-    Extrapolate a pilot run to the full budget: training time per env step times the budget, plus the cost of one
-    evaluation times the number of evaluations (each local model is evaluated on its own). In **CPU** seconds: on
-    this shared machine a process's wall-clock is several times its CPU time and varies with the other jobs.
-
-    :return: estimated training, evaluation and total CPU seconds of one full run
-    """
-    models = family["n_agents"] if METHODS[pilot["method"]].local else 1
-    steps = pilot["timesteps"][-1]
-    train = pilot["train_cpu"] / steps * family["budget"]
-    n_eval_pilot = models * (len(pilot["timesteps"]) - 1 + family["final_episodes_per_env"])
-    per_eval = pilot["eval_cpu"] / n_eval_pilot
-    evaluation = per_eval * models * (family["n_evals"] + family["final_episodes_per_env"])
-    return {"train": train, "eval": evaluation, "total": train + evaluation}
-
-
-def measure_plan(
-    families: dict[str, dict[str, Any]],
-    cache: pathlib.Path,
-    seeds: list[int],
-    log: Progress,
-    only_families: list[str] | None = None,
-    only_methods: list[str] | None = None,
-) -> dict[str, dict[str, dict[str, float]]]:
-    """
-    Run (or read from the cache) one short pilot run per (family, method) and estimate the cost of the sweep.
-
-    :return: ``{family: {method: estimated seconds (train, eval, total) of one run, and the number of runs}}``
-    """
-    plan: dict[str, dict[str, dict[str, float]]] = {}
-    for name, family in families.items():
-        if only_families is not None and name not in only_families:
-            continue
-        pilot = pilot_family(family)
-        for method in methods_of(family):
-            if only_methods is not None and method not in only_methods:
-                continue
-            path = cache / "pilot" / f"{run_key(name, pilot, method, 0)}.json"
-            if not path.exists():
-                _write_json(path, run(name, pilot, method, 0))
-            result = json.loads(path.read_text())
-            est = estimate_seconds(result, family)
-            est["runs"] = len(seeds)
-            plan.setdefault(name, {})[method] = est
-            log(
-                f"plan {name:12s} {method:12s} pilot {int(result['timesteps'][-1]):>7,} steps in {result['cpu_seconds']:.1f} "
-                f"CPU s ({result['seconds']:.1f} s wall) → {est['total'] / 60:.1f} CPU min per run "
-                f"(evaluation {100 * est['eval'] / est['total']:.0f} %)"
-            )
-    total = sum(e["total"] * e["runs"] for per in plan.values() for e in per.values())
-    log(f"plan total: {total / 3600:.1f} CPU hours for {len(seeds)} seeds (wall-clock: that times the load factor)")
-    return plan
+def runs(s: Settings) -> list[Run]:
+    """:return: the references, then the runs, the local-only ones (``N`` models each, the slowest) last"""
+    refs = [reference_run(name, family, seed) for name, family in families_of(s).items() for seed in s.seeds]
+    return refs + sorted(family_runs(s), key=lambda r: r.config["spec"][2])  # stable
 
 
 # ------------------------------------------------------------------------------ summary
@@ -779,6 +707,7 @@ def markdown(
     families: dict[str, dict[str, Any]],
     seeds: list[int],
     compute: dict[str, Any],
+    machine: dict[str, Any],
 ) -> str:
     lines = [
         "| family | method | runs | final J (mean ± std) | score | steps to 90 % (reached) | wall-clock to 90 % "
@@ -875,8 +804,8 @@ def markdown(
         "",
         f"Runs complete: {compute['complete']} of {compute['planned']} ({len(seeds)} seeds). Compute so far: "
         f"{compute['wall_hours']:.2f} h wall-clock, {compute['cpu_hours']:.2f} h CPU, of which evaluation "
-        f"{compute['eval_share']:.0%} (one worker process, one torch thread, {platform.machine()} with {os.cpu_count()} "
-        "cores shared with other jobs)."
+        f"{compute['eval_share']:.0%} (one worker process, one torch thread, {machine.get('machine')} with "
+        f"{machine.get('cpus')} cores shared with other jobs)."
         + (
             f" Estimated remaining (pilot runs extrapolated): {compute['remaining_hours']:.1f} h CPU."
             if compute.get("remaining_hours") is not None
@@ -932,11 +861,8 @@ def _algo_label(method: str) -> str:
     return algo if method in ("fedpg", "fedppo", "fedsvrpgm", "ppo", "a2c") else f"{algo} ({method})"
 
 
-def plot(runs: list[dict[str, Any]], summary: dict[str, Any], path: pathlib.Path) -> None:
+def plot(runs: list[dict[str, Any]], summary: dict[str, Any]) -> Any:
     """One row per family: the score vs total env steps and vs training wall-clock, mean ± std over seeds."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     from sb3_fedpg.common.plotting import Series, aggregate_curves, draw_panel
@@ -971,162 +897,38 @@ def plot(runs: list[dict[str, Any]], summary: dict[str, Any], path: pathlib.Path
         for ax in (ax_s, ax_w):
             ax.set_ylim(-0.2, 1.15)
             ax.tick_params(labelsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    return fig
 
 
-# ------------------------------------------------------------------------------ main
-def load_runs(
-    cache: pathlib.Path, families: dict[str, dict[str, Any]], seeds: list[int]
-) -> tuple[list[dict[str, Any]], list[tuple[str, str, int]]]:
-    """:return: every cached run of the current configuration, and the (family, method, seed) still missing"""
-    runs, missing = [], []
-    for name, family in families.items():
-        for seed in seeds:
-            for method in methods_of(family):
-                path = cache / f"{run_key(name, family, method, seed)}.json"
-                if path.exists():
-                    runs.append(json.loads(path.read_text()))
-                else:
-                    missing.append((name, method, seed))
-    return runs, missing
+# ------------------------------------------------------------------------------ report
+def report(ctx: Context) -> Report:
+    """``ppo_comparison.{json,md,png}`` and ``ppo_comparison_hyperparams.md`` from the runs."""
+    s, machine, families = ctx.settings, ctx.sweep.machine, families_of(ctx.settings)
+    records = [ctx.results[r] for r in family_runs(s)]
+    refs = {name: [ctx.results[reference_run(name, f, seed)] for seed in s.seeds] for name, f in families.items()}
+    summary = summarize(records, families, refs, s.seeds)
+    cpu = sum(r["cpu_seconds"] for r in records)
+    # every run is in (the harness reports nothing else): nothing failed, missing or left to estimate
+    compute = {"failed": [], "complete": len(records), "planned": len(records)}
+    compute |= {"wall_hours": sum(r["seconds"] for r in records) / 3600, "cpu_hours": cpu / 3600}
+    compute |= {"eval_share": sum(r["eval_cpu"] for r in records) / max(cpu, 1e-9), "remaining_hours": 0.0, "missing": []}
+    payload = {"families": families, "methods": {m: spec._asdict() for m, spec in METHODS.items()}}
+    payload |= {"heterogeneity": HETEROGENEITY, "seeds": s.seeds, "target": TARGET, "compute": compute}
+    payload |= {"summary": summary, "machine": {k: machine.get(k) for k in ("platform", "python", "cpus")}, "runs": records}
+    text = markdown(summary, families, s.seeds, compute, machine)
+    extra = {"ppo_comparison_hyperparams.md": hyperparams_markdown(families)}
+    return Report(payload, plot(records, summary), text, dpi=90, extra_markdown=extra)
 
 
-def report(families: dict[str, dict[str, Any]], cache: pathlib.Path, seeds: list[int], output: pathlib.Path) -> dict[str, Any]:
-    """Rebuild ``ppo_comparison.{json,md,png}`` from the cached runs."""
-    runs, missing = load_runs(cache, families, seeds)
-    references = {name: cached_references(cache, name, family, seeds) for name, family in families.items()}
-    summary = summarize(runs, families, references, seeds)
-    plan_path = cache / "plan.json"
-    remaining = None
-    if plan_path.exists():
-        plan = json.loads(plan_path.read_text())
-        remaining = sum(plan[n][m]["total"] for n, m, _ in missing if n in plan and m in plan[n]) / 3600
-    failed = [
-        json.loads((cache / "failed" / f"{run_key(n, families[n], m, s)}.json").read_text())
-        for n, m, s in missing
-        if (cache / "failed" / f"{run_key(n, families[n], m, s)}.json").exists()
-    ]
-    compute = {
-        "failed": [{k: f[k] for k in ("family", "method", "seed", "error")} for f in failed],
-        "complete": len(runs),
-        "planned": len(runs) + len(missing),
-        "wall_hours": sum(r["seconds"] for r in runs) / 3600,
-        "cpu_hours": sum(r["cpu_seconds"] for r in runs) / 3600,
-        "eval_share": sum(r["eval_cpu"] for r in runs) / max(sum(r["cpu_seconds"] for r in runs), 1e-9),
-        "remaining_hours": remaining,
-        "missing": [list(m) for m in missing],
-    }
-    payload = {
-        "families": families,
-        "methods": {m: s._asdict() for m, s in METHODS.items()},
-        "heterogeneity": HETEROGENEITY,
-        "seeds": seeds,
-        "target": TARGET,
-        "compute": compute,
-        "summary": summary,
-        "machine": {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count()},
-        "runs": runs,
-    }
-    output.mkdir(parents=True, exist_ok=True)
-    (output / "ppo_comparison.json").write_text(json.dumps(payload, indent=1, default=str))
-    (output / "ppo_comparison.md").write_text(markdown(summary, families, seeds, compute))
-    (output / "ppo_comparison_hyperparams.md").write_text(hyperparams_markdown(families))
-    if summary:
-        plot(runs, summary, output / "ppo_comparison.png")
-    return payload
-
-
-def sweep(
-    families: dict[str, dict[str, Any]],
-    cache: pathlib.Path,
-    seeds: list[int],
-    log: Progress,
-    only_families: list[str] | None = None,
-    only_methods: list[str] | None = None,
-    retry_failed: bool = False,
-) -> None:
-    """
-    Run every missing run: family by family (cheap first), seed by seed with the methods interleaved; the local-only
-    runs (``N`` models each, the slowest and not part of the wall-clock comparison) after every family's others.
-    A run that raises (e.g. a diverged policy) is logged and recorded under ``failed/``, and skipped next time unless
-    ``retry_failed``.
-    """
-    plan_path = cache / "plan.json"
-    plan = json.loads(plan_path.read_text()) if plan_path.exists() else {}
-    _, missing = load_runs(cache, families, seeds)
-    todo = [
-        (n, m, s)
-        for n, m, s in missing
-        if (only_families is None or n in only_families) and (only_methods is None or m in only_methods)
-    ]
-    todo.sort(key=lambda job: METHODS[job[1]].local)  # stable: keeps the family / seed / method order otherwise
-    log(f"sweep: {len(todo)} runs to do (pid {os.getpid()})")
-    started = time.perf_counter()
-    for i, (name, method, seed) in enumerate(todo):
-        family = families[name]
-        key = run_key(name, family, method, seed)
-        if (cache / f"{key}.json").exists():  # done meanwhile by another sweep process sharing the cache
-            continue
-        failed = cache / "failed" / f"{key}.json"
-        if failed.exists() and not retry_failed:
-            log(f"skip {i + 1}/{len(todo)} {name} {method} seed {seed}: failed before ({failed}; --retry-failed reruns it)")
-            continue
-        cached_references(cache, name, family, seeds)
-        began = (time.perf_counter(), time.process_time())
-        try:
-            result = run(name, family, method, seed)
-        except (ValueError, FloatingPointError, RuntimeError) as error:  # a run that blew up: logged, the sweep goes on
-            message = str(error).splitlines()[0] if str(error) else type(error).__name__
-            spent = {"seconds": time.perf_counter() - began[0], "cpu_seconds": time.process_time() - began[1]}
-            _write_json(failed, {"family": name, "method": method, "seed": seed, "error": message, **spent})
-            log(f"FAILED {i + 1}/{len(todo)} {name} {method} seed {seed}: {message}")
-            continue
-        _write_json(cache / f"{key}.json", result)
-        left = sum(plan.get(n, {}).get(m, {}).get("total", 0.0) for n, m, _ in todo[i + 1 :])
-        log(
-            f"done {i + 1}/{len(todo)} {name} {method} seed {seed}: J = {result['final_global']:.2f}, "
-            f"{result['seconds'] / 60:.1f} min wall, {result['cpu_seconds'] / 60:.1f} min CPU "
-            f"(evaluation {100 * result['eval_wall'] / result['seconds']:.0f} %); "
-            f"sweep {(time.perf_counter() - started) / 3600:.2f} h, ~{left / 3600:.1f} CPU h left by the plan"
-        )
-    log("sweep finished")
-
-
-def main(argv: list[str] | None = None, output: pathlib.Path | None = None) -> dict[str, Any]:
-    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--plan", action="store_true", help="measure one short run per (family, method), print the cost")
-    parser.add_argument("--sweep", action="store_true", help="run the missing runs (cached one by one), then report")
-    parser.add_argument("--quick", action="store_true", help="tiny budgets, CartPole and LQR, two seeds: plan, sweep, report")
-    parser.add_argument("--families", nargs="*", default=None, help="families to plan / run now (default: all)")
-    parser.add_argument("--methods", nargs="*", default=None, choices=list(METHODS), help="methods to plan / run now")
-    parser.add_argument("--seeds", nargs="*", type=int, default=None, help="--sweep: only these of the seeds now")
-    parser.add_argument("--retry-failed", action="store_true", help="--sweep: rerun the runs that failed before")
-    parser.add_argument("--cache", type=pathlib.Path, default=None, help="folder of the cached runs")
-    parser.add_argument("--output", type=pathlib.Path, default=None, help="folder for the JSON, PNG and table")
-    args = parser.parse_args(argv)
-    quick_dir = ROOT / "runs" / "ppo_comparison_quick"
-    output = output or args.output or (quick_dir if args.quick else RESULTS)
-    families = QUICK_FAMILIES if args.quick else FAMILIES
-    seeds = list(SEEDS[:2] if args.quick else SEEDS)
-    cache = args.cache or (output / "ppo_comparison_runs" if args.quick else CACHE)
-    unknown = set(args.families or ()) - set(families)
-    if unknown:
-        parser.error(f"unknown families {sorted(unknown)}; choose from {sorted(families)}")
-    if set(args.seeds or ()) - set(seeds):
-        parser.error(f"--seeds {args.seeds}: choose from the report's seeds {seeds}")
-    log = Progress(cache / "progress.log")
-    if args.plan or args.quick:
-        plan_path = cache / "plan.json"
-        plan = json.loads(plan_path.read_text()) if plan_path.exists() else {}
-        for name, per_method in measure_plan(families, cache, seeds, log, args.families, args.methods).items():
-            plan.setdefault(name, {}).update(per_method)
-        _write_json(plan_path, plan)
-    if args.sweep or args.quick:
-        sweep(families, cache, args.seeds or seeds, log, args.families, args.methods, args.retry_failed)
-    return report(families, cache, seeds, output)
-
+STUDY = Study(
+    "ppo_comparison",
+    __doc__,
+    dict(families=list(FAMILIES), methods=list(METHODS), seeds=[0, 1, 2], scale="full"),
+    runs,
+    report,
+    quick=dict(families=list(QUICK_FAMILIES), seeds=[0, 1], scale="quick"),
+)
+main = STUDY.main
 
 if __name__ == "__main__":
     main()

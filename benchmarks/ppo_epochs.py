@@ -7,7 +7,7 @@ in ``ppo_comparison.py``: same federations, budgets, evaluation and hyperparamet
 FederatedPPO without correction, with the surrogate correction, and with the SNR-damped surrogate correction, 3 seeds.
 Every run is one of ``ppo_comparison.py``'s (its run, cache key and evaluation), with ``n_epochs`` fixed by the method.
 
-    python benchmarks/ppo_epochs.py --sweep   # run the missing runs (cached one by one in benchmarks/cache/ppo_epochs/)
+    python benchmarks/ppo_epochs.py --sweep   # run the missing runs (cached by the harness in benchmarks/cache/ppo_epochs/)
     python benchmarks/ppo_epochs.py           # report: benchmarks/results/ppo_epochs.{json,md,png}
 
 The benefit of a correction is its final ``J`` minus the uncorrected final ``J`` at the same epochs (mean over seeds);
@@ -25,6 +25,8 @@ import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import ppo_comparison as pc
+from harness import Cache, Run
+from harness.runner import run_missing
 
 from sb3_fedpg.common.cli import ArgumentParser
 
@@ -39,20 +41,24 @@ LABELS = {"none": "no correction", "surrogate": "surrogate correction", "snr": "
 FAMILY_NAMES = ("pointmass", "arm")
 SEEDS = [0, 1, 2]
 
-for _epochs in EPOCHS:  # one comparison method per (correction, epochs): its n_epochs is part of its cache key
-    for _name, _fixed in CORRECTIONS.items():
-        _method = f"fedppo_{_name}_e{_epochs}"
-        pc.METHODS[_method] = pc.MethodSpec("fedppo", {**_fixed, "n_epochs": _epochs})
-        pc.LABELS[_method] = f"FederatedPPO, {LABELS[_name]}, {_epochs} epochs"
-METHODS = [f"fedppo_{name}_e{epochs}" for epochs in EPOCHS for name in CORRECTIONS]
-# The study's methods run on its families only (methods_of lists a family's methods; these are not the comparison's).
-pc.OPTIONAL_METHODS = (*pc.OPTIONAL_METHODS, *METHODS)
-FAMILIES = {name: {**pc.FAMILIES[name], "extra_methods": METHODS} for name in FAMILY_NAMES}
+#: one method per (correction, epochs): its n_epochs is part of its runs' keys
+SPECS = {
+    f"fedppo_{name}_e{epochs}": pc.MethodSpec("fedppo", {**fixed, "n_epochs": epochs})
+    for epochs in EPOCHS
+    for name, fixed in CORRECTIONS.items()
+}
+METHODS = list(SPECS)
 
 
-def summarize(cache: pathlib.Path) -> dict[str, Any]:
+def runs() -> list[Run]:
+    """:return: every run: the comparison's (:func:`ppo_comparison.run`) with the study's methods"""
+    fams = {name: pc.FAMILIES[name] for name in FAMILY_NAMES}
+    return [pc.run(n, f, m, seed, methods=SPECS) for n, f in fams.items() for seed in SEEDS for m in METHODS]
+
+
+def summarize(cache: Cache) -> dict[str, Any]:
     """:return: per family and epochs, each correction's final J (mean, std, seeds) and its benefit over none"""
-    runs, _ = pc.load_runs(cache, FAMILIES, SEEDS)
+    results = [cache.load(run) for run in runs() if cache.has(run)]
     out: dict[str, Any] = {}
     for family in FAMILY_NAMES:
         out[family] = {}
@@ -60,7 +66,7 @@ def summarize(cache: pathlib.Path) -> dict[str, Any]:
             cells = {}
             for name in CORRECTIONS:
                 finals = [
-                    r["final_global"] for r in runs if r["family"] == family and r["method"] == f"fedppo_{name}_e{epochs}"
+                    r["final_global"] for r in results if r["family"] == family and r["method"] == f"fedppo_{name}_e{epochs}"
                 ]
                 cells[name] = {
                     "seeds": len(finals),
@@ -139,10 +145,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--cache", default=str(ROOT / "benchmarks" / "cache" / "ppo_epochs"), help="folder of the cached runs")
     parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results"), help="folder for the JSON, PNG and table")
     args = parser.parse_args(argv)
-    cache, output = pathlib.Path(args.cache), pathlib.Path(args.output)
+    cache, output = Cache(args.cache), pathlib.Path(args.output)
     if args.sweep:
-        cache.mkdir(parents=True, exist_ok=True)
-        pc.sweep(FAMILIES, cache, SEEDS, pc.Progress(cache / "progress.log"), only_methods=METHODS)
+        run_missing(runs(), cache, desc="ppo_epochs")
     summary = summarize(cache)
     output.mkdir(parents=True, exist_ok=True)
     (output / "ppo_epochs.json").write_text(json.dumps({str(k): v for k, v in summary.items()}, indent=1, default=str) + "\n")

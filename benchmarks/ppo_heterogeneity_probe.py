@@ -9,7 +9,8 @@ settings, learns there, the heterogeneity of the rewards — not the settings, t
 stops it at ``h = 1``.
 
 Same family, settings, budget (1M env steps), evaluation and seeds as ``ppo_comparison.py``; only ``h`` differs. The
-``h = 1`` runs are read from that benchmark's cache. Each ``h = 0`` run is cached by configuration.
+``h = 1`` runs are read from that benchmark's cache. Each ``h = 0`` run is the comparison's run at ``h = 0``
+(:func:`ppo_comparison.run`), cached by the harness under ``benchmarks/cache/ppo_heterogeneity_probe/``.
 
     python benchmarks/ppo_heterogeneity_probe.py --sweep --methods ppo --seeds 0 1     # ~20 min CPU per PPO run
     python benchmarks/ppo_heterogeneity_probe.py                                       # report from the cache
@@ -18,7 +19,6 @@ Same family, settings, budget (1M env steps), evaluation and seeds as ``ppo_comp
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import pathlib
 import sys
@@ -29,8 +29,9 @@ import numpy as np
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-import neural_runs as nr  # noqa: E402
 import ppo_comparison as pc  # noqa: E402
+from harness import Cache, Run  # noqa: E402
+from harness.runner import run_missing  # noqa: E402
 
 from sb3_fedpg.common.cli import ArgumentParser  # noqa: E402
 
@@ -54,32 +55,24 @@ def bound(heterogeneity: float) -> float:
     return pc.shared_policy_bound(pc.FAMILIES[FAMILY], heterogeneity)
 
 
-def key(method: str, heterogeneity: float, seed: int) -> str:
-    config = {**pc.run_config(pc.FAMILIES[FAMILY], method), "heterogeneity": heterogeneity}
-    digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:10]
-    return f"{FAMILY}_{method}_h{heterogeneity:g}_s{seed}_{digest}"
+def run(method: str, heterogeneity: float, seed: int) -> Run:
+    """:return: the comparison's run of ``method`` on the family at ``heterogeneity``"""
+    return pc.run(FAMILY, pc.FAMILIES[FAMILY], method, seed, heterogeneity)
+
+
+def cache(heterogeneity: float) -> Cache:
+    """:return: where the runs at ``heterogeneity`` are cached (``h = 1``: ``ppo_comparison``'s own)"""
+    return Cache(HERE / "cache" / "ppo_comparison") if heterogeneity == pc.HETEROGENEITY else Cache(CACHE)
 
 
 def load(method: str, heterogeneity: float, seed: int) -> dict[str, Any] | None:
-    """:return: the cached run (``h = 1``: ``ppo_comparison``'s own), or ``None``"""
-    if heterogeneity == pc.HETEROGENEITY:
-        path = pc.CACHE / f"{pc.run_key(FAMILY, pc.FAMILIES[FAMILY], method, seed)}.json"
-    else:
-        path = CACHE / f"{key(method, heterogeneity, seed)}.json"
-    return json.loads(path.read_text()) if path.exists() else None
+    """:return: the cached run, or ``None``"""
+    found = cache(heterogeneity)
+    return found.load(run(method, heterogeneity, seed)) if found.has(run(method, heterogeneity, seed)) else None
 
 
 def sweep(methods: list[str], seeds: list[int]) -> None:
-    family = pc.FAMILIES[FAMILY]
-    for method in methods:
-        for seed in seeds:
-            path = CACHE / f"{key(method, 0.0, seed)}.json"
-            if path.exists():
-                continue
-            print(f"running {method} h=0 seed {seed}", flush=True)
-            result = nr.run_one(FAMILY, family, 0.0, method, seed, pc.METHODS, nr.stochastic_returns)
-            pc._write_json(path, result)
-            print(f"done {method} h=0 seed {seed}: J = {result['final_global']:.1f}", flush=True)
+    run_missing([run(method, 0.0, seed) for method in methods for seed in seeds], Cache(CACHE), desc="h = 0")
 
 
 def report(methods: list[str], seeds: list[int]) -> dict[str, Any]:

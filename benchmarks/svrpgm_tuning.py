@@ -13,8 +13,9 @@ inside the grid: unnormalised advantages (point mass, arm, LQR) need far smaller
 comparison's
 ``SVRPGM_LEARNING_RATES`` must equal the winners (``tests/benchmarks/test_reports.py`` checks it).
 
-Run: ``python benchmarks/svrpgm_tuning.py --sweep`` (cached run by run under ``benchmarks/cache/ppo_comparison/tuning``,
-resumable; long: ``nohup nice -n 10 ...``), then without flags to rebuild ``benchmarks/results/svrpgm_tuning.{json,md}``.
+Run: ``python benchmarks/svrpgm_tuning.py --sweep`` (cached run by run by the harness under
+``benchmarks/cache/svrpgm_tuning``, resumable; long: ``nohup nice -n 10 ...``), then without flags to rebuild
+``benchmarks/results/svrpgm_tuning.{json,md}``.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import ppo_comparison as pc
+from harness import Cache, Run
+from harness.runner import run_missing
 
 from sb3_fedpg.common.cli import ArgumentParser
 
@@ -38,7 +41,7 @@ LADDER = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0)
 TUNING_SEED = 100
 #: the selection score: mean global return over the last this many evaluations (less noisy than the final one)
 LAST_EVALS = 3
-CACHE = pc.CACHE / "tuning"
+CACHE = Cache(pc.ROOT / "benchmarks" / "cache" / "svrpgm_tuning")
 
 
 def family_at(name: str, learning_rate: float) -> dict[str, Any]:
@@ -47,19 +50,24 @@ def family_at(name: str, learning_rate: float) -> dict[str, Any]:
     return {**family, "fedsvrpgm": {**family["fedsvrpgm"], "learning_rate": learning_rate}}
 
 
-def run_path(name: str, learning_rate: float) -> pathlib.Path:
-    return CACHE / f"{pc.run_key(name, family_at(name, learning_rate), 'fedsvrpgm', TUNING_SEED)}.json"
+def tune(**config: Any) -> dict[str, Any]:
+    """:return: the comparison's run (:func:`ppo_comparison.train`), or ``{"failed": message}`` for one that blew up"""
+    try:
+        return pc.train(**config)
+    except (ValueError, FloatingPointError, RuntimeError) as error:
+        return {"failed": str(error).splitlines()[0] if str(error) else type(error).__name__}
+
+
+def tuning_run(name: str, learning_rate: float) -> Run:
+    """:return: the family's FedSVRPG-M run at ``learning_rate`` on the tuning seed"""
+    config = pc.run(name, family_at(name, learning_rate), "fedsvrpgm", TUNING_SEED).config
+    return Run(tune, config, f"{name}_fedsvrpgm_lr{learning_rate:g}")
 
 
 def load(name: str, learning_rate: float) -> dict[str, Any] | None:
     """:return: the cached tuning run (``{"failed": message}`` for one that blew up; ``None``: not run yet)"""
-    path = run_path(name, learning_rate)
-    failed = path.parent / "failed" / path.name
-    if path.exists():
-        return json.loads(path.read_text())
-    if failed.exists():
-        return {"failed": json.loads(failed.read_text())["error"]}
-    return None
+    run = tuning_run(name, learning_rate)
+    return CACHE.load(run) if CACHE.has(run) else None
 
 
 def tried(name: str) -> dict[float, dict[str, Any]]:
@@ -83,22 +91,11 @@ def next_rates(name: str) -> list[float]:
     return []
 
 
-def sweep(families: list[str], log: pc.Progress) -> None:
+def sweep(families: list[str]) -> None:
     """Run the missing (family, step size) runs, cheap families first; a run that blows up is recorded as failed."""
     for name in families:
         while todo := next_rates(name):
-            lr = todo[0]
-            path = run_path(name, lr)
-            failed = path.parent / "failed" / path.name
-            try:
-                result = pc.run(name, family_at(name, lr), "fedsvrpgm", TUNING_SEED)
-            except (ValueError, FloatingPointError, RuntimeError) as error:
-                message = str(error).splitlines()[0] if str(error) else type(error).__name__
-                pc._write_json(failed, {"family": name, "learning_rate": lr, "error": message})
-                log(f"tuning FAILED {name} lr {lr}: {message}")
-                continue
-            pc._write_json(path, result)
-            log(f"tuning done {name} lr {lr}: J = {result['final_global']:.2f}, {result['cpu_seconds'] / 60:.1f} CPU min")
+            run_missing([tuning_run(name, todo[0])], CACHE, desc=f"{name} lr {todo[0]:g}")
 
 
 def score(result: dict[str, Any] | None) -> float:
@@ -159,7 +156,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if unknown:
         parser.error(f"unknown families {sorted(unknown)}; choose from {sorted(pc.FAMILIES)}")
     if args.sweep:
-        sweep(args.families or list(pc.FAMILIES), pc.Progress(CACHE / "progress.log"))
+        sweep(args.families or list(pc.FAMILIES))
     return report(args.output)
 
 

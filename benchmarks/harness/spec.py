@@ -162,6 +162,7 @@ class Report:
     :param indent: JSON indentation
     :param final_newline: end the JSON file with a newline
     :param extra_figures: further figures, file name -> figure
+    :param extra_markdown: further Markdown tables (a docs block each), file name -> text
     :param dpi: the figures' resolution
     :param layout_rect: the figures' ``tight_layout`` rectangle (figure coordinates; room for a legend below the axes)
     """
@@ -172,6 +173,7 @@ class Report:
     indent: int = 1
     final_newline: bool = False
     extra_figures: dict[str, Figure] = field(default_factory=dict)
+    extra_markdown: dict[str, str] = field(default_factory=dict)
     dpi: int = 120
     layout_rect: tuple[float, float, float, float] | None = None
 

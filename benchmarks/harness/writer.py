@@ -1,5 +1,6 @@
 """
-The one writer of a study's outputs: ``<name>.json``, ``<name>.png``, ``<name>.md``, and the docs pages' tables.
+The one writer of a study's outputs: ``<name>.json``, ``<name>.png``, ``<name>.md`` (and further figures and tables),
+and the docs pages' tables.
 
 Writing into the committed results folder also refills every ``<!-- results:<name> -->`` block of the README and
 the docs (``benchmarks/update_readme.py``), so the pages never fall behind the results.
@@ -53,9 +54,10 @@ def write(name: str, report: Report, out_dir: str | pathlib.Path) -> list[pathli
         figure.savefig(out_dir / file_name, dpi=report.dpi)
         plt.close(figure)
         written.append(out_dir / file_name)
-    if report.markdown is not None:
-        written.append(out_dir / f"{name}.md")
-        written[-1].write_text(report.markdown)
+    markdown = {f"{name}.md": report.markdown} if report.markdown is not None else {}
+    for file_name, text in {**markdown, **report.extra_markdown}.items():
+        written.append(out_dir / file_name)
+        written[-1].write_text(text)
     return written
 
 

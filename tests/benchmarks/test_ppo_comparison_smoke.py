@@ -108,38 +108,29 @@ def test_optional_methods_run_only_where_listed(pc):
 def test_run_key_follows_the_library_defaults(pc, monkeypatch):
     # a changed constructor default of the algorithm (e.g. the lead's anchor_batches) must start new runs
     family = pc.QUICK_FAMILIES["cartpole"]
-    key = pc.run_key("cartpole", family, "fedpg", 0)
-    assert key == pc.run_key("cartpole", family, "fedpg", 0)
+    key = pc.run("cartpole", family, "fedpg", 0).key
+    assert key == pc.run("cartpole", family, "fedpg", 0).key
     real = pc._constructor_defaults
     monkeypatch.setattr(pc, "_constructor_defaults", lambda cls: {**real(cls), "anchor_batches": 7})
-    assert pc.run_key("cartpole", family, "fedpg", 0) != key
+    assert pc.run("cartpole", family, "fedpg", 0).key != key
     # ... but not a default the method overrides: FedAvg-PG's correction=False is the same run whatever the default
     monkeypatch.setattr(pc, "_constructor_defaults", real)
-    fedavg = pc.run_key("cartpole", family, "fedavg", 0)
+    fedavg = pc.run("cartpole", family, "fedavg", 0)
     monkeypatch.setattr(pc, "_constructor_defaults", lambda cls: {**real(cls), "correction": "other"})
-    assert pc.run_key("cartpole", family, "fedavg", 0).split("_")[-1] == fedavg.split("_")[-1]
-    # a method that spells out a default is the run that relies on it
+    assert pc.run("cartpole", family, "fedavg", 0).key == fedavg.key
+    # a method that spells out a default trains with the arguments of the one that relies on it
     monkeypatch.setattr(pc, "_constructor_defaults", real)
     explicit = pc.MethodSpec("fedpg", {"correction": False, "variance_control": "none"})  # "none" is the default
-    monkeypatch.setitem(pc.METHODS, "fedavg_explicit", explicit)
-    assert pc.run_key("cartpole", family, "fedavg_explicit", 0).split("_")[-1] == fedavg.split("_")[-1]
+    spelled = pc.run("cartpole", family, "fedavg_explicit", 0, methods={**pc.METHODS, "fedavg_explicit": explicit})
+    assert spelled.config["hyperparams"] == fedavg.config["hyperparams"]
+    # another study's method (ppo_epochs') is in the run's configuration: worker processes need no patched METHODS
+    assert spelled.config["spec"] == ["fedpg", {"correction": False, "variance_control": "none"}, False]
 
 
-def test_quick_lqr_plan_sweep_report(pc, tmp_path, monkeypatch):
-    real_run = pc.run
-
-    def run(name, family, method, seed):
-        if family["budget"] == pc.QUICK_FAMILIES["lqr"]["budget"] and (method, seed) == ("ppo", 1):
-            raise ValueError("the gain destabilises the closed loop (a stand-in for a diverged run)")
-        return real_run(name, family, method, seed)
-
-    monkeypatch.setattr(pc, "run", run)
+def test_quick_lqr_sweep_and_report(pc, tmp_path):
     payload = pc.main(["--quick", "--families", "lqr"], output=tmp_path)
-    plan = json.loads((tmp_path / "ppo_comparison_runs" / "plan.json").read_text())
-    assert set(plan["lqr"]) == {"fedpg", "fedppo_corr", "ppo"}
     runs = payload["runs"]
-    expected = {(m, s) for m in ("fedpg", "fedppo_corr", "ppo") for s in (0, 1)} - {("ppo", 1)}
-    assert {(r["method"], r["seed"]) for r in runs} == expected
+    assert {(r["method"], r["seed"]) for r in runs} == {(m, s) for m in ("fedpg", "fedppo_corr", "ppo") for s in (0, 1)}
     budget = pc.QUICK_FAMILIES["lqr"]["budget"]
     for run in runs:
         assert budget <= run["timesteps"][-1] <= 2 * budget
@@ -152,18 +143,17 @@ def test_quick_lqr_plan_sweep_report(pc, tmp_path, monkeypatch):
     assert all(max(r["global_return"]) <= optimal * (1 - 1e-9) for r in runs)
     assert all(0 < c["score"] <= 1 for c in cell["methods"].values() if c["complete"])
     table = (tmp_path / "ppo_comparison.md").read_text()
-    assert "| lqr | FederatedPPO + correction | 2/2 |" in table and "| lqr | SB3 PPO (central, pooled) | 1/2 |" in table
-    assert "Runs complete: 5 of 28" in table  # CartPole's 22 runs are pending, one LQR run failed
-    assert "Failed (not in the table): lqr SB3 PPO (central, pooled) seed 1: the gain destabilises" in table
-    assert "cartpole" in table and "Families with no completed run yet: cartpole." in table
+    assert "| lqr | FederatedPPO + correction | 2/2 |" in table and "| lqr | SB3 PPO (central, pooled) | 2/2 |" in table
+    assert "Runs complete: 6 of 6 (2 seeds)" in table
+    assert "| lqr | 2,048 | 2 |" in (tmp_path / "ppo_comparison_hyperparams.md").read_text()
     assert (tmp_path / "ppo_comparison.png").stat().st_size > 1000
-    log = (tmp_path / "ppo_comparison_runs" / "progress.log").read_text()
-    assert "sweep: 6 runs to do" in log and "done 5/6" in log and "FAILED 6/6 lqr ppo seed 1" in log
-    # a second call resumes from the cache: nothing reruns (the failed run is skipped), the same outputs
-    again = pc.main(["--quick", "--families", "lqr"], output=tmp_path)
+    # a second call resumes from the cache (6 runs and 2 references): nothing reruns, the same outputs
+    cache = tmp_path / "cache" / "ppo_comparison"
+    stamps = {path: path.stat().st_mtime_ns for path in cache.glob("*.json")}
+    assert len([path for path in stamps if not path.name.startswith("_")]) == 8
+    again = pc.main(["--quick", "--families", "lqr", "--report"], output=tmp_path)
     assert json.loads(json.dumps(again["summary"])) == json.loads(json.dumps(payload["summary"]))
-    log = (tmp_path / "ppo_comparison_runs" / "progress.log").read_text()
-    assert "sweep: 1 runs to do" in log and "skip 1/1 lqr ppo seed 1: failed before" in log
+    assert {path: path.stat().st_mtime_ns for path in cache.glob("*.json")} == stamps
 
 
 @pytest.mark.slow

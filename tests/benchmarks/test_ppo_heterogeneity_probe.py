@@ -1,7 +1,6 @@
 """The HalfCheetah heterogeneity probe (benchmarks/ppo_heterogeneity_probe.py): its references, cache keys and report."""
 
 import importlib
-import json
 import pathlib
 import sys
 
@@ -26,17 +25,19 @@ def test_references_at_both_heterogeneities(probe):
 
 
 def test_cache_keys_name_method_heterogeneity_and_seed(probe):
-    keys = {probe.key(m, h, s) for m in ("ppo", "fedppo") for h in (0.0, 0.5) for s in (0, 1)}
+    keys = {probe.run(m, h, s).key for m in ("ppo", "fedppo") for h in (0.0, 0.5) for s in (0, 1)}
     assert len(keys) == 8
-    assert probe.key("ppo", 0.0, 1).startswith("halfcheetah_ppo_h0_s1_")
+    assert probe.run("ppo", 0.0, 1).config["heterogeneity"] == 0.0
+    # h = 1: the comparison's own runs, in its cache
+    assert probe.run("ppo", 1.0, 1) == probe.pc.run("halfcheetah", probe.pc.FAMILIES["halfcheetah"], "ppo", 1)
+    assert probe.cache(1.0).folder.name == "ppo_comparison" and probe.cache(0.0).folder == probe.CACHE
 
 
 def test_report_reads_both_caches(probe, tmp_path, monkeypatch):
     monkeypatch.setattr(probe, "CACHE", tmp_path / "cache")
     monkeypatch.setattr(probe, "OUTPUT", tmp_path / "out" / "probe")
     run = {"final_global": -500.0, "timesteps": [0, 10], "global_return": [-2000.0, -500.0]}
-    (tmp_path / "cache").mkdir()
-    (tmp_path / "cache" / f"{probe.key('ppo', 0.0, 0)}.json").write_text(json.dumps(run))
+    probe.cache(0.0).store(probe.run("ppo", 0.0, 0), run, 1.0)
     result = probe.report(["ppo"], [0])
     rows = {(r["heterogeneity"], r["method"]): r for r in result["rows"]}
     assert rows[(0.0, "ppo")]["fraction_of_gap"][0] == pytest.approx(0.75)  # (-500 + 2000) / (0 + 2000)
